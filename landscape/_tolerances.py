@@ -1,0 +1,61 @@
+"""Numerical tolerances, decided once per dtype.
+
+Every comparison in the library and its tests takes its tolerance from here, so
+that a change of dtype changes every threshold consistently.
+
+``RTOL[dtype]``  relative tolerance for "equal up to round-off" after O(100) flops
+``ATOL[dtype]``  absolute floor for quantities of order one
+``ZERO_EIG[dtype]`` relative threshold under which a Hessian eigenvalue counts as zero
+``CONSTRUCTION_RTOL`` the 1e-10 relative error asked of every construction in float64
+"""
+
+from __future__ import annotations
+
+import torch
+
+RTOL: dict[torch.dtype, float] = {
+    torch.float64: 1e-10,
+    torch.float32: 1e-4,
+}
+ATOL: dict[torch.dtype, float] = {
+    torch.float64: 1e-12,
+    torch.float32: 1e-5,
+}
+ZERO_EIG: dict[torch.dtype, float] = {
+    torch.float64: 1e-8,
+    torch.float32: 1e-4,
+}
+CONSTRUCTION_RTOL: float = 1e-10
+"""Relative error allowed between a construction's forward pass and its algorithm (float64)."""
+
+FD_STEP: dict[torch.dtype, float] = {
+    torch.float64: 1e-5,
+    torch.float32: 1e-2,
+}
+"""Central finite-difference step (error O(h^2))."""
+
+FD_RTOL: dict[torch.dtype, float] = {
+    torch.float64: 1e-6,
+    torch.float32: 1e-2,
+}
+"""Relative tolerance when a derivative is checked against central finite differences."""
+
+
+def rtol(dtype: torch.dtype) -> float:
+    """Relative tolerance for ``dtype``.
+
+    Raises:
+        TypeError: if ``dtype`` is not a supported floating dtype.
+    """
+    try:
+        return RTOL[dtype]
+    except KeyError:
+        raise TypeError(f"unsupported dtype {dtype}; accepted: {sorted(map(str, RTOL))}") from None
+
+
+def atol(dtype: torch.dtype) -> float:
+    """Absolute tolerance for ``dtype`` (see :func:`rtol`)."""
+    try:
+        return ATOL[dtype]
+    except KeyError:
+        raise TypeError(f"unsupported dtype {dtype}; accepted: {sorted(map(str, ATOL))}") from None
