@@ -1,0 +1,345 @@
+"""Attention non-linearities (kernels) and the data kernels of Gaussian-process prompts.
+
+A :class:`Kernel` is a function :math:`\\tilde h(u, w)` of two vectors, written as a sympy
+expression in four invariants of the pair
+
+.. math::
+    s = u^\\top w, \\qquad r2 = \\lVert u - w\\rVert^2, \\qquad uu = \\lVert u\\rVert^2,
+    \\qquad ww = \\lVert w\\rVert^2 ,
+
+and compiled to torch with ``sympy.lambdify(modules="torch")``. Its Gram matrix
+:math:`[\\tilde h(U, W)]_{ij} = \\tilde h(u_i, w_j)` (``u_i`` = column ``i`` of ``U``) is what kernel
+attention (Cheng, Chen, Sra 2024) applies to the sources ``B X`` and receivers ``C X``.
+
+Built-ins (:func:`get_kernel`): ``linear`` :math:`s`; ``relu`` :math:`\\max(s, 0)`; ``exp``
+:math:`e^{\\gamma s}`; ``softmax`` :math:`e^{s_{ij}} / \\sum_{k\\le n} e^{s_{kj}}` (normalised over the
+``n`` context sources separately for each receiver); ``rbf`` :math:`e^{-r2/(2\\ell^2)}`; ``laplace``
+:math:`e^{-\\sqrt{r2}/\\ell}`; ``polynomial`` :math:`(s + c)^p`. A user kernel is
+``Kernel.from_sympy("exp(-r2/2) + s", name="mine")``.
+
+:class:`SumKernel` is the composite kernel :math:`K^\\circ(x,x') = \\sum_h \\alpha_h \\tilde h_h(G_h x, G_h x')`
+of multi-head functional GD (Cheng et al., Prop. 3) and of composite GP data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import sympy
+import torch
+
+__all__ = [
+    "INVARIANTS",
+    "Kernel",
+    "SumKernel",
+    "get_kernel",
+    "known_kernels",
+    "max_diagonal",
+]
+
+s_, r2_, uu_, ww_ = sympy.symbols("s r2 uu ww", real=True)
+INVARIANTS: tuple[sympy.Symbol, ...] = (s_, r2_, uu_, ww_)
+"""The sympy symbols a kernel expression may use: ``s, r2, uu, ww``."""
+
+
+def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
+    """``sqrt(max(x, 0))`` with a finite (zero) derivative at 0, so Laplace kernels train."""
+    pos = x > 0
+    safe = torch.where(pos, x, torch.ones_like(x))
+    return torch.where(pos, torch.sqrt(safe), torch.zeros_like(x))
+
+
+def _torch_max(*args: torch.Tensor) -> torch.Tensor:
+    out = torch.as_tensor(args[0])
+    for a in args[1:]:
+        out = torch.maximum(out, torch.as_tensor(a, dtype=out.dtype, device=out.device))
+    return out
+
+
+def _torch_min(*args: torch.Tensor) -> torch.Tensor:
+    out = torch.as_tensor(args[0])
+    for a in args[1:]:
+        out = torch.minimum(out, torch.as_tensor(a, dtype=out.dtype, device=out.device))
+    return out
+
+
+_TORCH_MODULES = [{"sqrt": _safe_sqrt, "Max": _torch_max, "Min": _torch_min, "Abs": torch.abs}, "torch"]
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A kernel / attention activation :math:`\\tilde h(u, w)`.
+
+    Attributes:
+        name: short name (``"exp"``, ``"relu"``, a user's name).
+        expr: sympy expression in the invariants ``s, r2, uu, ww`` (see module docstring).
+        normalised: if True the Gram matrix is normalised over sources for each receiver
+            (softmax attention); ``expr`` is then the un-normalised score ``exp(s)``.
+        psd: whether the kernel is positive semi-definite (``None`` if unknown). GP prompts with
+            a non-PSD kernel (ReLU) are repaired by absolute eigenvalues.
+        params: the constants the kernel was built with, for display and provenance.
+    """
+
+    name: str
+    expr: sympy.Expr
+    normalised: bool = False
+    psd: bool | None = None
+    params: tuple[tuple[str, float], ...] = ()
+    _fn: Callable[..., torch.Tensor] = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
+    _uses: tuple[bool, bool, bool, bool] = field(default=(True, True, True, True), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        expr = sympy.sympify(self.expr)
+        extra = expr.free_symbols - set(INVARIANTS)
+        if extra:
+            raise ValueError(
+                f"kernel {self.name!r}: expression {expr} has free symbols "
+                f"{sorted(map(str, extra))}; a kernel may only use its arguments "
+                f"{[str(x) for x in INVARIANTS]} (s = u.w, r2 = |u-w|^2, uu = |u|^2, ww = |w|^2)"
+            )
+        object.__setattr__(self, "expr", expr)
+        if self._fn is None:
+            fn = sympy.lambdify(INVARIANTS, expr, modules=_TORCH_MODULES)
+            object.__setattr__(self, "_fn", fn)
+        uses = tuple(sym in expr.free_symbols for sym in INVARIANTS)
+        object.__setattr__(self, "_uses", uses)
+
+    @classmethod
+    def from_sympy(
+        cls, expr: str | sympy.Expr, name: str = "custom", *, psd: bool | None = None
+    ) -> "Kernel":
+        """Build a user kernel from a sympy expression in ``s, r2, uu, ww``.
+
+        Args:
+            expr: e.g. ``"exp(-sqrt(r2))"`` (Laplace) or ``"(s + 1)**3"``.
+            name: name shown in reports.
+            psd: whether the kernel is known to be positive semi-definite.
+
+        Returns:
+            The compiled kernel.
+
+        Raises:
+            ValueError: if the expression cannot be parsed or uses other free symbols.
+        """
+        if isinstance(expr, str):
+            try:
+                expr = sympy.sympify(expr, locals={str(x): x for x in INVARIANTS})
+            except (sympy.SympifyError, SyntaxError, TypeError) as exc:
+                raise ValueError(f"cannot parse kernel expression {expr!r}: {exc}") from None
+        return cls(name=name, expr=expr, psd=psd)
+
+    # ------------------------------------------------------------------ evaluation
+    def scores(self, U: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        """Un-normalised Gram matrix :math:`[\\tilde h(u_i, w_j)]_{ij}`.
+
+        Args:
+            U: ``(..., k, m1)``, points as columns.
+            W: ``(..., k, m2)``.
+
+        Returns:
+            ``(..., m1, m2)``.
+        """
+        uses_s, uses_r2, uses_uu, uses_ww = self._uses
+        s = U.transpose(-1, -2) @ W
+        uu = (U * U).sum(-2).unsqueeze(-1).expand_as(s) if (uses_uu or uses_r2) else None
+        ww = (W * W).sum(-2).unsqueeze(-2).expand_as(s) if (uses_ww or uses_r2) else None
+        r2 = (uu + ww - 2 * s).clamp_min(0) if uses_r2 else None
+        zero = torch.zeros((), dtype=s.dtype, device=s.device)
+        out = self._fn(s, r2 if r2 is not None else zero, uu if uu is not None else zero,
+                       ww if ww is not None else zero)
+        out = torch.as_tensor(out, dtype=s.dtype, device=s.device)
+        return out.expand_as(s) if out.shape != s.shape else out
+
+    def gram(self, U: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        """Gram matrix, normalised over sources (dimension ``-2``) for softmax kernels.
+
+        Args:
+            U: sources ``(..., k, m1)``.
+            W: receivers ``(..., k, m2)``.
+
+        Returns:
+            ``(..., m1, m2)``; for ``normalised`` kernels each column sums to one.
+        """
+        if self.normalised:
+            s = U.transpose(-1, -2) @ W
+            return torch.softmax(s, dim=-2)
+        return self.scores(U, W)
+
+    def __call__(self, U: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        return self.gram(U, W)
+
+    def latex(self) -> str:
+        """LaTeX of the kernel expression."""
+        body = sympy.latex(self.expr)
+        return rf"\mathrm{{softmax}}\left({body}\right)" if self.normalised else body
+
+
+@dataclass(frozen=True)
+class SumKernel:
+    """Composite kernel :math:`K^\\circ(x, x') = \\sum_h \\alpha_h\\,\\tilde h_h(G_h x, G_h x')`.
+
+    Cheng, Chen, Sra 2024, Proposition 3 (multi-head functional GD) and their composite GP data.
+
+    Attributes:
+        terms: tuples ``(alpha_h, kernel_h, G_h)`` with ``G_h`` a ``(k_h, d)`` tensor or ``None``
+            (identity).
+        name: display name.
+    """
+
+    terms: tuple[tuple[float, Kernel, torch.Tensor | None], ...]
+    name: str = "composite"
+
+    def __post_init__(self) -> None:
+        if not self.terms:
+            raise ValueError("SumKernel needs at least one term (alpha, kernel, G)")
+        for alpha, k, G in self.terms:
+            if not isinstance(k, Kernel):
+                raise TypeError(f"SumKernel term kernel must be a Kernel, got {type(k).__name__}")
+            if k.normalised:
+                raise ValueError("a normalised (softmax) kernel cannot be a term of a data kernel")
+            if G is not None and G.ndim != 2:
+                raise ValueError(f"SumKernel projection G must be 2-D (k, d), got shape {tuple(G.shape)}")
+
+    @property
+    def psd(self) -> bool | None:
+        flags = [k.psd for _, k, _ in self.terms]
+        if all(f is True for f in flags) and all(a >= 0 for a, _, _ in self.terms):
+            return True
+        return None
+
+    @property
+    def normalised(self) -> bool:
+        return False
+
+    def gram(self, U: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        """:math:`\\sum_h \\alpha_h \\tilde h_h(G_h U, G_h W)`; shapes as :meth:`Kernel.gram`."""
+        out = None
+        for alpha, k, G in self.terms:
+            Gu = U if G is None else G.to(U) @ U
+            Gw = W if G is None else G.to(W) @ W
+            term = alpha * k.gram(Gu, Gw)
+            out = term if out is None else out + term
+        return out
+
+    scores = gram
+
+    def __call__(self, U: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        return self.gram(U, W)
+
+
+# ---------------------------------------------------------------------- registry
+def _linear() -> Kernel:
+    return Kernel("linear", s_, psd=True, _fn=lambda s, r2, uu, ww: s)
+
+
+def _relu() -> Kernel:
+    return Kernel("relu", sympy.Max(s_, 0), psd=False, _fn=lambda s, r2, uu, ww: torch.relu(s))
+
+
+def _exp(scale: float = 1.0) -> Kernel:
+    return Kernel(
+        "exp", sympy.exp(sympy.Float(scale) * s_ if scale != 1.0 else s_), psd=True,
+        params=(("scale", float(scale)),), _fn=lambda s, r2, uu, ww: torch.exp(scale * s),
+    )
+
+
+def _softmax() -> Kernel:
+    return Kernel("softmax", sympy.exp(s_), normalised=True, psd=None,
+                  _fn=lambda s, r2, uu, ww: torch.exp(s))
+
+
+def _rbf(lengthscale: float = 1.0) -> Kernel:
+    if lengthscale <= 0:
+        raise ValueError(f"rbf lengthscale must be > 0, got {lengthscale}")
+    c = 1.0 / (2.0 * lengthscale**2)
+    return Kernel("rbf", sympy.exp(-sympy.Float(c) * r2_), psd=True,
+                  params=(("lengthscale", float(lengthscale)),),
+                  _fn=lambda s, r2, uu, ww: torch.exp(-c * r2))
+
+
+def _laplace(lengthscale: float = 1.0) -> Kernel:
+    if lengthscale <= 0:
+        raise ValueError(f"laplace lengthscale must be > 0, got {lengthscale}")
+    return Kernel("laplace", sympy.exp(-sympy.sqrt(r2_) / sympy.Float(lengthscale)), psd=True,
+                  params=(("lengthscale", float(lengthscale)),),
+                  _fn=lambda s, r2, uu, ww: torch.exp(-_safe_sqrt(r2) / lengthscale))
+
+
+def _polynomial(degree: int = 2, offset: float = 1.0) -> Kernel:
+    if int(degree) != degree or degree < 1:
+        raise ValueError(f"polynomial degree must be a positive integer, got {degree}")
+    degree = int(degree)
+    return Kernel("polynomial", (s_ + sympy.Float(offset)) ** degree, psd=offset >= 0,
+                  params=(("degree", float(degree)), ("offset", float(offset))),
+                  _fn=lambda s, r2, uu, ww: (s + offset) ** degree)
+
+
+_REGISTRY: dict[str, Callable[..., Kernel]] = {
+    "linear": _linear,
+    "relu": _relu,
+    "exp": _exp,
+    "softmax": _softmax,
+    "rbf": _rbf,
+    "laplace": _laplace,
+    "polynomial": _polynomial,
+}
+
+
+def known_kernels() -> tuple[str, ...]:
+    """Names accepted by :func:`get_kernel`."""
+    return tuple(_REGISTRY)
+
+
+def get_kernel(kernel: str | Kernel, **params: float) -> Kernel:
+    """Look up a built-in kernel by name, or pass a :class:`Kernel` through.
+
+    Args:
+        kernel: a name from :func:`known_kernels` (optionally ``"name:value"`` for the kernel's
+            first constant, e.g. ``"exp:0.5"``), or a :class:`Kernel`.
+        **params: constants of the built-in (``scale`` for exp, ``lengthscale`` for rbf/laplace,
+            ``degree``/``offset`` for polynomial).
+
+    Returns:
+        The kernel.
+
+    Raises:
+        ValueError: unknown name (the message lists the known ones) or bad constants.
+        TypeError: if ``kernel`` is neither a string nor a Kernel.
+    """
+    if isinstance(kernel, (Kernel, SumKernel)):
+        if params:
+            raise ValueError("constants can only be given with a kernel name, not a Kernel object")
+        return kernel  # type: ignore[return-value]
+    if not isinstance(kernel, str):
+        raise TypeError(f"kernel must be a name or a Kernel, got {type(kernel).__name__}")
+    name, _, arg = kernel.partition(":")
+    name = name.strip().lower()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown activation/kernel {kernel!r}; known: {', '.join(_REGISTRY)}")
+    factory = _REGISTRY[name]
+    if arg:
+        first = {"exp": "scale", "rbf": "lengthscale", "laplace": "lengthscale", "polynomial": "degree"}.get(name)
+        if first is None:
+            raise ValueError(f"kernel {name!r} takes no constant, got {kernel!r}")
+        try:
+            params = {first: float(arg), **params}
+        except ValueError:
+            raise ValueError(f"cannot read the constant in {kernel!r}: expected a number after ':'") from None
+    try:
+        return factory(**params)
+    except TypeError as exc:
+        raise ValueError(f"bad constants {params} for kernel {name!r}: {exc}") from None
+
+
+def max_diagonal(kernel: Kernel | SumKernel, radius: float) -> float:
+    """Upper bound of :math:`\\sup_{\\lVert x\\rVert\\le radius} K(x, x)` for dot-product/stationary kernels.
+
+    Used for the prompt-independent safe step :math:`r < 2/\\sup_x K(x,x)` of functional GD
+    (Cheng et al., Prop. 2). Evaluated on the diagonal ``s = uu = ww = radius^2, r2 = 0``.
+    """
+    if isinstance(kernel, SumKernel):
+        return sum(abs(a) * max_diagonal(k, radius) for a, k, _ in kernel.terms)
+    val = kernel.expr.subs({s_: radius**2, uu_: radius**2, ww_: radius**2, r2_: 0})
+    return float(abs(sympy.N(val)))
+
