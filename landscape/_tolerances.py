@@ -59,3 +59,6 @@ def atol(dtype: torch.dtype) -> float:
         return ATOL[dtype]
     except KeyError:
         raise TypeError(f"unsupported dtype {dtype}; accepted: {sorted(map(str, ATOL))}") from None
+
+MC_NUM_SE: float = 4.0
+"""A Monte-Carlo estimate agrees with its exact value if within this many standard errors."""
