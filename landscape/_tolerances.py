@@ -62,3 +62,7 @@ def atol(dtype: torch.dtype) -> float:
 
 MC_NUM_SE: float = 4.0
 """A Monte-Carlo estimate agrees with its exact value if within this many standard errors."""
+
+ALGORITHM_RTOL: float = 1e-12
+"""Relative error allowed between two exact float64 routes to the same short computation (a few
+layers at small d, n): e.g. a reference algorithm against the unrolled matrix recursion it encodes."""
