@@ -8,7 +8,6 @@ draws of the original; real subprocesses writing concurrently and killed with SI
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import signal
