@@ -66,3 +66,22 @@ MC_NUM_SE: float = 4.0
 ALGORITHM_RTOL: float = 1e-12
 """Relative error allowed between two exact float64 routes to the same short computation (a few
 layers at small d, n): e.g. a reference algorithm against the unrolled matrix recursion it encodes."""
+
+STATIONARITY_ATOL: dict[torch.dtype, float] = {
+    torch.float64: 1e-8,
+    torch.float32: 1e-3,
+}
+"""Exact losses: a normal gradient norm below this (times ``max(1, |f|)``) counts as zero."""
+
+RANK_RTOL: dict[torch.dtype, float] = {
+    torch.float64: 1e-10,
+    torch.float32: 1e-5,
+}
+"""A singular value / covariance eigenvalue below this times the largest one counts as zero
+(numerical rank of tangent bases, symmetry generators and gradient covariances)."""
+
+LANCZOS_RTOL: dict[torch.dtype, float] = {
+    torch.float64: 1e-10,
+    torch.float32: 1e-5,
+}
+"""Lanczos stops when every wanted Ritz pair has residual below this times the largest |Ritz value|."""
