@@ -4,6 +4,9 @@ Warnings are errors (``pyproject.toml``). One warning from inside torch is filte
 first forward-mode AD call (``torch.func.jacfwd``/``jvp``) loads torch's own JVP decompositions,
 which call the deprecated ``torch.jit.script`` internally; that is not our code and not a
 numerical problem.
+
+Tests run with one intra-op thread: every tensor here is tiny, and on a small shared machine
+the thread pool's synchronisation made a 200-layer forward pass 20-200x slower than one thread.
 """
 
 from __future__ import annotations
@@ -16,9 +19,4 @@ TORCH_JIT_DEPRECATION = r"ignore:`torch\.jit\.script` is deprecated:DeprecationW
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("filterwarnings", TORCH_JIT_DEPRECATION)
-
-
-@pytest.fixture
-def gen() -> torch.Generator:
-    """A CPU generator with a fixed seed (tests that need several streams seed their own)."""
-    return torch.Generator().manual_seed(20240611)
+    torch.set_num_threads(1)
