@@ -296,7 +296,8 @@ def get_kernel(kernel: str | Kernel, **params: float) -> Kernel:
 
     Args:
         kernel: a name from :func:`known_kernels` (optionally ``"name:value"`` for the kernel's
-            first constant, e.g. ``"exp:0.5"``), or a :class:`Kernel`.
+            first constant, e.g. ``"exp:0.5"``), ``"sympy:EXPR"`` for a user kernel written in
+            ``s, r2, uu, ww`` (e.g. ``"sympy:exp(-sqrt(r2)/2)"``), or a :class:`Kernel`.
         **params: constants of the built-in (``scale`` for exp, ``lengthscale`` for rbf/laplace,
             ``degree``/``offset`` for polynomial).
 
@@ -313,10 +314,16 @@ def get_kernel(kernel: str | Kernel, **params: float) -> Kernel:
         return kernel  # type: ignore[return-value]
     if not isinstance(kernel, str):
         raise TypeError(f"kernel must be a name or a Kernel, got {type(kernel).__name__}")
+    if kernel.startswith("sympy:"):
+        if params:
+            raise ValueError("a 'sympy:EXPR' kernel takes its constants inside the expression")
+        expr = kernel[len("sympy:"):].strip()
+        return Kernel.from_sympy(expr, name=f"sympy:{expr}")
     name, _, arg = kernel.partition(":")
     name = name.strip().lower()
     if name not in _REGISTRY:
-        raise ValueError(f"unknown activation/kernel {kernel!r}; known: {', '.join(_REGISTRY)}")
+        raise ValueError(f"unknown activation/kernel {kernel!r}; known: {', '.join(_REGISTRY)}, "
+                         "or 'sympy:EXPR' with EXPR in s, r2, uu, ww")
     factory = _REGISTRY[name]
     if arg:
         first = {"exp": "scale", "rbf": "lengthscale", "laplace": "lengthscale", "polynomial": "degree"}.get(name)
