@@ -14,7 +14,6 @@ matrices evaluated by sympy.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 
 import pytest
 import sympy

@@ -298,6 +298,16 @@ def test_step_sizes_as_tensors_keep_gradients() -> None:
     assert r.grad is not None and abs(float(r.grad[0] - fd)) <= 1e-6 * max(1.0, abs(float(fd)))
 
 
+def test_builders_vmap_over_step_sizes_and_preconditioners() -> None:
+    X, y, xq = regression_inputs(2, 5, 4, _gen(11))
+    R = torch.rand(8, 3, generator=_gen(12), dtype=F64)
+    A = 0.5 * torch.randn(8, 2, 2, 2, generator=_gen(13), dtype=F64)
+    fgd = lambda r: functional_gd_construction(2, r, ["exp", "softmax"])(X, y, xq)  # noqa: E731
+    pgd = lambda a: preconditioned_gd_construction(a)(X, y, xq)  # noqa: E731
+    assert torch.equal(torch.func.vmap(fgd)(R), torch.stack([fgd(r) for r in R]))
+    assert torch.equal(torch.func.vmap(pgd)(A), torch.stack([pgd(a) for a in A]))
+
+
 def test_float32_construction_runs_in_float32() -> None:
     X, y, xq = regression_inputs(3, 6, 4, _gen(8))
     A = 0.5 * torch.randn(2, 3, 3, generator=_gen(9), dtype=F64)
