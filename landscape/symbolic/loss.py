@@ -1,0 +1,394 @@
+r"""Population loss of a parameter family: exact (sympy) where possible, label-exact Monte-Carlo otherwise.
+
+:func:`family_loss` picks the route (``method="auto"``):
+
+============== ==========================================================================================
+``wishart``      whitening + Wishart moments (:mod:`~landscape.symbolic.whitened`): linear attention whose
+                 whitened weights are :math:`P' = \mathrm{diag}(\beta I,\pi)`, :math:`Q' = -\mathrm{diag}(\alpha I, 0)`
+                 (``pgd``, ``pgd-relaxed`` for any :math:`\Sigma`; ``pgd-identity`` for :math:`\Sigma = I`), Gaussian
+                 covariates, noiseless labels. Any ``L``; symbolic in ``d`` and ``n``
+                 (Ahn et al. 2023, Lemma 1, Theorems 3–4).
+``one-layer``    closed form for one layer and any ``P, Q`` (:mod:`~landscape.symbolic.one_layer`), any
+                 :math:`\Sigma, \Sigma_w`, Gaussian or spherical covariates; symbolic in ``n`` and, on request,
+                 in the eigenvalues of :math:`\Sigma` (``pgd-full``, ``pgd-identity`` for anisotropic
+                 :math:`\Sigma`; Ahn et al. Theorem 1).
+``expansion``    expansion in the data entries + Isserlis (:mod:`~landscape.symbolic.expansion`): any
+                 polynomial model at small numeric ``d, n, L`` (the independent check of the above).
+``label-exact``  kernel attention (Cheng, Chen, Sra 2024) and anything else whose prediction is linear in
+                 the labels: labels integrated in closed form, covariates by seeded Monte-Carlo with
+                 standard errors (:mod:`~landscape.symbolic.label_exact`).
+============== ==========================================================================================
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Mapping, Sequence
+
+import sympy
+import torch
+
+from ..families import FAMILY_ATTENTION, Family
+from ..tasks import KernelGP, LinearRegression, sqrtm_psd
+from .codegen import gradient_exprs, hessian_exprs, to_torch, to_torch_matrix, to_torch_vector
+from .expansion import expansion_loss
+from .label_exact import CoefficientEstimate, LabelExactEstimator
+from .one_layer import covariate_moments, linear_heads, one_layer_loss
+from .whitened import D_SYMBOL, N_SYMBOL, clean_floats, trace_ratio, whitened_structure, wishart_loss
+
+__all__ = ["FamilyLoss", "family_loss", "default_data", "METHODS"]
+
+METHODS = ("auto", "wishart", "one-layer", "expansion", "label-exact")
+"""Accepted ``method`` values of :func:`family_loss`."""
+
+_EXPANSION_AUTO_MAX = 12
+"""``auto`` tries the expansion route only when ``d·(n+1)·L`` is at most this (it is exponential)."""
+
+Values = Mapping[str, float] | torch.Tensor | Sequence[float]
+
+
+@dataclass(frozen=True)
+class FamilyLoss:
+    r"""The population loss :math:`f(s) = \mathbb E(\mathrm{TF}_{\theta(s)}(Z_0) - y_q)^2` on a family.
+
+    Attributes:
+        family: the :class:`~landscape.families.Family`.
+        data: the prompt distribution.
+        method: the route that produced it (see module docstring).
+        exact: True for the sympy routes; False for the Monte-Carlo route.
+        expr: exact routes — the loss in the family symbols (numeric ``d, n``); label-exact route —
+            the loss as a polynomial in the label gains with named coefficient symbols ``m[...]``.
+        general_thunk: computes :attr:`general`, the exact loss with symbolic
+            :data:`~landscape.symbolic.whitened.D_SYMBOL` and/or
+            :data:`~landscape.symbolic.whitened.N_SYMBOL` (and spectrum symbols) where the route gives it.
+        description: a sentence on how it was derived.
+        estimator: the Monte-Carlo estimator (label-exact route only).
+    """
+
+    family: Family
+    data: object
+    method: str
+    exact: bool
+    expr: sympy.Expr
+    general_thunk: Callable[[], sympy.Expr] | None = field(default=None, repr=False)
+    description: str = ""
+    estimator: LabelExactEstimator | None = None
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def general(self) -> sympy.Expr | None:
+        """The exact loss with symbolic ``d``/``n`` (computed on first access; can be large)."""
+        if self.general_thunk is None:
+            return None
+        if "general" not in self._cache:
+            self._cache["general"] = self.general_thunk()
+        return self._cache["general"]
+
+    # ------------------------------------------------------------------ views
+    @property
+    def symbols(self) -> tuple[sympy.Symbol, ...]:
+        return self.family.symbols
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.family.names
+
+    def latex(self, general: bool = False) -> str:
+        """LaTeX of :attr:`expr` (or of :attr:`general`)."""
+        e = self.general if general and self.general is not None else self.expr
+        return sympy.latex(e)
+
+    def free_symbols(self) -> tuple[sympy.Symbol, ...]:
+        """Family symbols the loss does not depend on (exact routes): flat directions."""
+        if not self.exact:
+            return ()
+        return tuple(s for s in self.symbols if s not in self.expr.free_symbols)
+
+    def _vector(self, values: Values) -> torch.Tensor:
+        if isinstance(values, torch.Tensor):
+            return values
+        return self.family._vector(values, torch.float64, None)
+
+    # ------------------------------------------------------------------ exact pieces
+    def _need_exact(self, what: str) -> None:
+        if not self.exact:
+            raise ValueError(f"{what} needs an exact loss; the {self.method!r} route is Monte-Carlo "
+                             "(use torch_fn with torch.func instead)")
+
+    def gradient(self) -> list[sympy.Expr]:
+        """Stationary equations :math:`\\partial f/\\partial s_i` (exact routes)."""
+        self._need_exact("gradient")
+        if "grad" not in self._cache:
+            self._cache["grad"] = gradient_exprs(self.expr, self.symbols)
+        return self._cache["grad"]
+
+    def hessian(self) -> list[list[sympy.Expr]]:
+        """Family Hessian :math:`\\partial^2 f/\\partial s_i\\partial s_j` (exact routes)."""
+        self._need_exact("hessian")
+        if "hess" not in self._cache:
+            self._cache["hess"] = hessian_exprs(self.expr, self.symbols)
+        return self._cache["hess"]
+
+    # ------------------------------------------------------------------ torch
+    def torch_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``f(v) -> Tensor``: the loss at a value vector ``v (..., k)`` in :attr:`names` order.
+
+        Exact routes: the lambdified expression (composes with ``torch.func.grad``/``vmap``).
+        Label-exact route: the Monte-Carlo mean over the fixed covariate draws (differentiable).
+        """
+        if "fn" not in self._cache:
+            if self.exact:
+                self._cache["fn"] = to_torch(self.expr, self.symbols)
+            else:
+                est = self.estimator
+                self._cache["fn"] = lambda v: est.loss(v)  # type: ignore[union-attr]
+        return self._cache["fn"]
+
+    def torch_grad_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Gradient ``(..., k)``: lambdified sympy gradient (exact) or autograd of :meth:`torch_fn`."""
+        if "gfn" not in self._cache:
+            if self.exact:
+                self._cache["gfn"] = to_torch_vector(self.gradient(), self.symbols)
+            else:
+                self._cache["gfn"] = torch.func.grad(self.torch_fn())
+        return self._cache["gfn"]
+
+    def torch_hessian_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Hessian ``(..., k, k)`` (lambdified, or ``torch.func.hessian`` of the Monte-Carlo mean)."""
+        if "hfn" not in self._cache:
+            if self.exact:
+                self._cache["hfn"] = to_torch_matrix(self.hessian(), self.symbols)
+            else:
+                self._cache["hfn"] = torch.func.hessian(self.torch_fn())
+        return self._cache["hfn"]
+
+    # ------------------------------------------------------------------ numbers
+    def value(self, values: Values) -> float:
+        """The loss at ``values`` (dict or vector) as a float."""
+        v = self._vector(values).to(torch.float64)
+        with torch.no_grad():
+            return float(self.torch_fn()(v))
+
+    def standard_error(self, values: Values) -> float:
+        """Monte-Carlo standard error of :meth:`value` (0 for exact routes)."""
+        if self.exact:
+            return 0.0
+        return self.estimator.standard_error(self._vector(values).to(torch.float64))  # type: ignore[union-attr]
+
+    def coefficients(self, values: Values) -> CoefficientEstimate:
+        """Named coefficient estimates at the non-gain scalars of ``values`` (label-exact route).
+
+        Raises:
+            ValueError: for exact routes or when the family has no separable label gains.
+        """
+        if self.exact or self.estimator is None:
+            raise ValueError(f"coefficients exist for the label-exact route only (this loss is {self.method!r})")
+        return self.estimator.coefficients(values)
+
+    def describe(self) -> str:
+        kind = "exact" if self.exact else f"Monte-Carlo over covariates (T = {self.estimator.samples})"  # type: ignore[union-attr]
+        return f"{self.family.name} [{self.method}, {kind}]: {self.description}"
+
+
+# ---------------------------------------------------------------------- data
+def default_data(family: Family) -> LinearRegression | KernelGP:
+    r"""The prompt distribution each built-in statement is about.
+
+    ``pgd``, ``pgd-relaxed``: :math:`w^* \sim N(0, \Sigma^{-1})` (Ahn et al. Theorems 3–4); other linear
+    families: :math:`w^* \sim N(0, I)` (Theorem 1); kernel families: GP data with the first head's
+    kernel on whitened spherical inputs (Cheng et al.; softmax heads use the ``exp`` data kernel).
+    """
+    prob = family.problem
+    if prob.attention == "linear":
+        inverse = family.name in ("pgd", "pgd-relaxed")
+        return LinearRegression(prob.d, prob.n, sigma=prob.sigma, task_cov="inverse" if inverse else None)
+    k = prob.activations[0]
+    kernel = "exp" if k.normalised else k
+    return KernelGP(prob.d, prob.n, kernel=kernel, sigma=prob.sigma, covariates="sphere")
+
+
+# ---------------------------------------------------------------------- routes
+def _polynomial_heads(family: Family) -> bool:
+    spec = family.spec
+    zero = {k: sympy.zeros(spec.token_dim, spec.token_dim) for k in family.sympy_params()}
+    return linear_heads(spec, zero, 0) is not None
+
+
+def _sigma_matrices(data: LinearRegression, spectrum: str) -> tuple[sympy.Matrix, sympy.Matrix, dict]:
+    """Σ and Σ_w as sympy matrices; with ``spectrum="symbolic"`` Σ = U diag(λ) Uᵀ with symbols λ_i."""
+    d = data.d
+    tc = data.task_covariance()
+    if spectrum == "numeric":
+        S = sympy.eye(d) if data.sigma is None else sympy.Matrix(data.sigma.double().tolist())
+        Sw = sympy.eye(d) if tc is None else sympy.Matrix(tc.double().tolist())
+        return S, Sw, {}
+    sig = torch.eye(d, dtype=torch.float64) if data.sigma is None else data.sigma.double()
+    ev, U = torch.linalg.eigh(sig)
+    lam = [sympy.Symbol(f"lambda{i + 1}", positive=True) for i in range(d)]
+    is_diag = bool((sig - torch.diag(torch.diagonal(sig))).abs().max() == 0)
+    if is_diag:
+        Um = sympy.eye(d)
+        vals = [float(v) for v in torch.diagonal(sig)]
+    else:
+        Um = sympy.Matrix(U.tolist())
+        vals = [float(v) for v in ev]
+    S = Um * sympy.diag(*lam) * Um.T
+    if data.task_cov == "inverse":
+        Sw = Um * sympy.diag(*[1 / l for l in lam]) * Um.T
+    else:
+        Sw = sympy.eye(d) if tc is None else sympy.Matrix(tc.double().tolist())
+    return S, Sw, {l: sympy.Float(v) for l, v in zip(lam, vals)}
+
+
+def _one_layer_route(family: Family, data: LinearRegression, spectrum: str) -> tuple[sympy.Expr, sympy.Expr]:
+    spec = family.spec
+    full = family.sympy_params()
+    heads = linear_heads(spec, full, 0)
+    S, Sw, subs = _sigma_matrices(data, spectrum)
+    c2, c4 = covariate_moments(data.covariates, data.d)
+    general = sympy.expand(one_layer_loss(heads, S, Sw, N_SYMBOL, c2, c4))
+    expr = sympy.expand(general.subs({N_SYMBOL: data.n, **subs}))
+    expr = clean_floats(expr, family.symbols)
+    return expr, general
+
+
+def _check_inputs(family: Family, data: object, method: str) -> None:
+    if not isinstance(family, Family):
+        raise TypeError(f"family must be a landscape.families.Family (see get_family), got {type(family).__name__}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    d = getattr(data, "d", None)
+    if d != family.problem.d:
+        raise ValueError(f"data has d = {d} but family {family.name!r} was built for d = {family.problem.d}")
+    n = getattr(data, "n", None)
+    if n != family.problem.n:
+        raise ValueError(f"data has n = {n} but family {family.name!r} was built for n = {family.problem.n}; "
+                         "build the Problem with the data's n")
+
+
+def family_loss(
+    family: Family,
+    data: object | None = None,
+    *,
+    method: str = "auto",
+    spectrum: Literal["numeric", "symbolic"] = "numeric",
+    samples: int = 8192,
+    seed: int = 0,
+) -> FamilyLoss:
+    r"""The population loss of ``family`` on ``data`` (exact where a route exists; see module docstring).
+
+    Args:
+        family: a :class:`~landscape.families.Family` (``get_family(name, problem)``).
+        data: prompt distribution; default :func:`default_data` (the paper's setting).
+        method: ``"auto"`` or one route of :data:`METHODS`.
+        spectrum: ``"symbolic"`` keeps :math:`\Sigma = U\mathrm{diag}(\lambda_1..\lambda_d)U^\top` with symbols
+            :math:`\lambda_i` in :attr:`FamilyLoss.general` (one-layer route).
+        samples: covariate draws T of the label-exact route.
+        seed: seed of its ``torch.Generator``.
+
+    Returns:
+        :class:`FamilyLoss`.
+
+    Raises:
+        TypeError: ``family`` is not a Family.
+        ValueError: mismatched ``d``/``n``, unknown method, a requested route that does not apply
+            (the message says why), or no route at all.
+    """
+    if isinstance(family, Family) and data is None:
+        data = default_data(family)
+    _check_inputs(family, data, method)
+    if spectrum not in ("numeric", "symbolic"):
+        raise ValueError(f"spectrum must be 'numeric' or 'symbolic', got {spectrum!r}")
+    poly = _polynomial_heads(family)
+    linreg = isinstance(data, LinearRegression)
+    L = family.problem.layers
+    reasons: list[str] = []
+
+    # wishart
+    if method in ("auto", "wishart"):
+        why = None
+        if not poly:
+            why = "the attention is not linear"
+        elif not linreg:
+            why = "the data are not LinearRegression prompts"
+        elif data.covariates != "gaussian":
+            why = "the covariates are not Gaussian (Wishart moments need Gaussian covariates)"
+        elif data.noise:
+            why = "the labels are noisy"
+        layers = None
+        if why is None:
+            layers = whitened_structure(family.blocks, family.spec, data.sigma, family.symbols)
+            if layers is None:
+                why = ("the whitened weights are not of the form P' = diag(βI, π), Q' = -diag(αI, 0) "
+                       "(e.g. A_l = a_l I with anisotropic Σ)")
+        if why is None:
+            ratio, iso = trace_ratio(data)
+            expr = wishart_loss(layers, data.n, data.d, ratio)
+            if iso:
+                general = lambda: wishart_loss(layers, N_SYMBOL, D_SYMBOL, 1)  # noqa: E731
+            else:
+                general = lambda: wishart_loss(layers, N_SYMBOL, data.d, ratio)  # noqa: E731
+            desc = ("whitening x = Σ^{1/2}ξ reduces the family to E tr Π_l (1 - c_l g_l(S)^2 S)^2 "
+                    "with exact Wishart moments E tr S^k (polynomials in n, d)")
+            return FamilyLoss(family, data, "wishart", True, expr, general, desc)
+        if method == "wishart":
+            raise ValueError(f"the wishart route does not apply to family {family.name!r}: {why}")
+        reasons.append(f"wishart: {why}")
+
+    # one layer closed form
+    if method in ("auto", "one-layer"):
+        why = None
+        if not poly:
+            why = "the attention is not linear"
+        elif not linreg:
+            why = "the data are not LinearRegression prompts"
+        elif L != 1:
+            why = f"the model has {L} layers"
+        elif data.noise:
+            why = "the labels are noisy"
+        if why is None:
+            expr, general_expr = _one_layer_route(family, data, spectrum)
+            general = lambda: general_expr  # noqa: E731
+            desc = ("one-layer closed form E[(m + w)ᵀ Σ_q (m + w)], m = Σ_h F_h S g_h, by Isserlis "
+                    "(data moments up to degree six), exact in Σ" + (" and its eigenvalues" if spectrum == "symbolic" else ""))
+            return FamilyLoss(family, data, "one-layer", True, expr, general, desc)
+        if method == "one-layer":
+            raise ValueError(f"the one-layer route does not apply to family {family.name!r}: {why}")
+        reasons.append(f"one-layer: {why}")
+
+    # expansion
+    if method in ("auto", "expansion"):
+        why = None
+        size = family.problem.d * (family.problem.n + 1) * L
+        if not poly:
+            why = "the attention is not linear"
+        elif not linreg:
+            why = "the data are not LinearRegression prompts"
+        elif method == "auto" and size > _EXPANSION_AUTO_MAX:
+            why = f"d·(n+1)·L = {size} is too large for an expansion in the data entries (limit {_EXPANSION_AUTO_MAX})"
+        if why is None:
+            expr = expansion_loss(family.blocks, family.spec, data, family.symbols)
+            expr = clean_floats(expr, family.symbols)
+            desc = "expansion of the squared error in the data entries, expectation monomial by monomial (Isserlis)"
+            return FamilyLoss(family, data, "expansion", True, expr, None, desc)
+        if method == "expansion":
+            raise ValueError(f"the expansion route does not apply to family {family.name!r}: {why}")
+        reasons.append(f"expansion: {why}")
+
+    # label-exact Monte-Carlo
+    est = LabelExactEstimator(family, data, samples=samples, seed=seed)
+    if method == "label-exact" and not est.label_exact:
+        raise ValueError(f"the label-exact route does not apply to family {family.name!r}: {est.reason}")
+    try:
+        expr, _ = est.structure()
+    except ValueError:
+        expr = sympy.Symbol("m[loss]")
+    if est.label_exact:
+        desc = ("prediction linear in the labels, TF = k(X)ᵀy; E over labels in closed form "
+                "(kᵀK_nn k - 2kᵀk_q + K_qq), E over covariates by Monte-Carlo")
+    else:
+        desc = f"plain Monte-Carlo over covariates and labels ({est.reason})"
+    if reasons:
+        desc += "; no exact route (" + "; ".join(reasons) + ")"
+    return FamilyLoss(family, data, "label-exact" if est.label_exact else "monte-carlo", False, expr, None, desc, est)

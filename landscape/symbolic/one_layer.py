@@ -1,0 +1,278 @@
+r"""Exact population loss of ONE layer of linear attention, for every P and Q (closed form).
+
+Setting (Ahn, Cheng, Daneshmand, Sra 2023, arXiv 2306.00297, §2–3): tokens
+:math:`z_i = (x_i, y_i)` for the ``n`` sources, query :math:`z_q = (x_q, 0)`, labels
+:math:`y = w^\top x` (noiseless), :math:`w \sim N(0, \Sigma_w)`, covariates i.i.d. with
+:math:`\mathbb E\,x x^\top = c_2\Sigma` and fourth moments
+
+.. math::
+    \mathbb E[x x^\top H x x^\top] = c_4\,(\Sigma H\Sigma + \Sigma H^\top\Sigma + \operatorname{tr}(H\Sigma)\,\Sigma)
+
+— Gaussian :math:`x \sim N(0,\Sigma)`: :math:`c_2 = c_4 = 1` (Isserlis); :math:`x = \Sigma^{1/2}\xi` with
+:math:`\xi` uniform on the sphere :math:`S^{d-1}`: :math:`c_2 = 1/d`, :math:`c_4 = 1/(d(d+2))`.
+
+Derivation. With several heads :math:`(P_h, Q_h)` the prediction is
+:math:`\mathrm{TF} = -[Z_1]_{d+1,n+1} = -\sum_h p_h^\top \hat S Q_h z_q`, where :math:`p_h^\top` is the last row
+of :math:`P_h` and :math:`\hat S = \frac1n\sum_{i\le n} z_i z_i^\top`. Write
+:math:`p_h = (p^h_x, p^h_y)`, :math:`R^h_x = [Q_h]_{1:d,1:d}`, :math:`(r^h_y)^\top = [Q_h]_{d+1,1:d}`,
+:math:`S = \frac1n\sum_i x_i x_i^\top` and
+
+.. math::
+    F_h(w) = R^{h\top}_x + r^h_y w^\top, \qquad g_h(w) = p^h_x + p^h_y w ,
+
+so that :math:`z_i = (I; w^\top) x_i` gives :math:`\mathrm{TF} = -m^\top x_q` with
+:math:`m = \sum_h F_h S g_h`, and the error is :math:`\mathrm{TF} - y_q = -(m + w)^\top x_q`. Averaging
+over the query (:math:`\Sigma_q = c_2\Sigma`) and then over the sources with
+:math:`\mathbb E[S H S] = \alpha\,\Sigma H\Sigma + \beta(\Sigma H^\top\Sigma + \operatorname{tr}(H\Sigma)\Sigma)`,
+:math:`\alpha = (c_4 + (n-1)c_2^2)/n`, :math:`\beta = c_4/n`:
+
+.. math::
+    f = \alpha\,\mathbb E_w\big[v^\top\Sigma_q v\big]
+      + \beta \sum_{h,h'} \mathbb E_w\big[v_{h'h}^\top\Sigma_q v_{hh'}
+          + \operatorname{tr}(F_h^\top\Sigma_q F_{h'}\Sigma)\, g_h^\top\Sigma g_{h'}\big]
+      + 2c_2\sum_h \mathbb E_w\big[g_h^\top\Sigma F_h^\top\Sigma_q w\big] + c_2\operatorname{tr}(\Sigma\Sigma_w),
+
+with :math:`v_{h'h} = F_{h'}\Sigma g_h` and :math:`v = \sum_h v_{hh}`. Every vector here is of the form
+:math:`a + \Lambda w + b\,q(w)` with :math:`q(w) = w^\top\Sigma w`, every scalar of the form
+:math:`c + \lambda^\top w + \kappa\,q(w)`; the remaining Gaussian moments of ``w`` are
+:math:`\mathbb E q = t_1 = \operatorname{tr}(\Sigma\Sigma_w)`,
+:math:`\mathbb E q^2 = t_1^2 + 2t_2`, :math:`t_2 = \operatorname{tr}(\Sigma\Sigma_w\Sigma\Sigma_w)`,
+:math:`\mathbb E[w^\top A w] = \operatorname{tr}(A\Sigma_w)`, odd moments zero. The data enter up to
+degree six (four covariate factors of the sources, two of the query, four of ``w``).
+
+Check (Ahn et al. Theorem 1): :math:`P = \mathrm{diag}(0,1)`, :math:`Q = -\mathrm{diag}(A,0)`,
+:math:`\Sigma_w = I`, Gaussian:
+:math:`f(A) = \frac{n+1}{n}\operatorname{tr}(\Sigma A\Sigma A^\top\Sigma) + \frac1n\operatorname{tr}(A\Sigma A^\top\Sigma)\operatorname{tr}\Sigma
+- 2\operatorname{tr}(\Sigma^2 A) + \operatorname{tr}\Sigma`, minimised at
+:math:`A^* = (\frac{n+1}{n}\Sigma + \frac{\operatorname{tr}\Sigma}{n} I)^{-1}`; for :math:`\Sigma = I`,
+:math:`A = aI`: :math:`d - 2ad + a^2 d(n+d+1)/n`.
+
+The same code runs on sympy matrices (exact expressions in family symbols, symbolic ``n``,
+symbolic eigenvalues of :math:`\Sigma`) and on torch tensors (:func:`exact_loss_fn`, a function of
+the full parameter dict that composes with ``torch.func.grad``/``vmap``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import sympy
+import torch
+
+from ..families import Family, Problem
+from ..model import ModelSpec
+from ..tasks import LinearRegression
+
+__all__ = ["one_layer_loss", "exact_loss_fn", "covariate_moments", "linear_heads"]
+
+
+# ---------------------------------------------------------------------- backends
+class _Ops:
+    """Matrix operations shared by sympy matrices and (unbatched) torch tensors."""
+
+    @staticmethod
+    def T(M: Any) -> Any:
+        return M.T if isinstance(M, sympy.MatrixBase) else M.mT
+
+    @staticmethod
+    def tr(M: Any) -> Any:
+        return M.trace() if isinstance(M, sympy.MatrixBase) else M.diagonal(dim1=-2, dim2=-1).sum(-1)
+
+    @staticmethod
+    def s(M: Any) -> Any:
+        """The entry of a 1×1 matrix."""
+        return M[0, 0]
+
+
+@dataclass(frozen=True)
+class _AQ:
+    """A vector polynomial ``a + Λ w + b q(w)`` in the task vector ``w`` (``q = wᵀΣw``)."""
+
+    a: Any  # (d, 1)
+    L: Any  # (d, d)
+    b: Any  # (d, 1)
+
+
+def _e_vv(u: _AQ, M: Any, v: _AQ, Sw: Any, t1: Any, Eq2: Any) -> Any:
+    r""":math:`\mathbb E_w[u(w)^\top M v(w)]` for ``u, v`` of the form ``a + Λw + b q``."""
+    T, tr, s = _Ops.T, _Ops.tr, _Ops.s
+    return (s(T(u.a) @ M @ v.a) + tr(T(u.L) @ M @ v.L @ Sw)
+            + (s(T(u.a) @ M @ v.b) + s(T(u.b) @ M @ v.a)) * t1 + s(T(u.b) @ M @ v.b) * Eq2)
+
+
+def _e_ss(c: Any, lam: Any, kap: Any, g: Any, mu: Any, pi: Any, Sw: Any, t1: Any, Eq2: Any) -> Any:
+    r""":math:`\mathbb E_w[(c + \lambda^\top w + \kappa q)(\gamma + \mu^\top w + \pi q)]`."""
+    return c * g + (c * pi + kap * g) * t1 + _Ops.s(_Ops.T(lam) @ Sw @ mu) + kap * pi * Eq2
+
+
+def one_layer_loss(
+    heads: Sequence[tuple[Any, Any]],
+    sigma: Any,
+    sigma_w: Any,
+    n: Any,
+    c2: Any = 1,
+    c4: Any = 1,
+) -> Any:
+    r"""Exact one-layer linear-attention loss :math:`\mathbb E(\mathrm{TF}(Z_0) - y_q)^2` (see module docstring).
+
+    Args:
+        heads: ``[(P_h, Q_h), ...]``, each ``(d+1, d+1)`` — sympy matrices or torch tensors (no
+            leading batch axes; use ``torch.func.vmap``).
+        sigma: covariate covariance :math:`\Sigma` ``(d, d)`` (same backend).
+        sigma_w: task covariance :math:`\Sigma_w` ``(d, d)``.
+        n: number of context examples (int, sympy expression or tensor).
+        c2, c4: covariate moment constants (Gaussian ``1, 1``; sphere ``1/d, 1/(d(d+2))``).
+
+    Returns:
+        The loss: a sympy expression or a 0-dim tensor.
+    """
+    T, tr = _Ops.T, _Ops.tr
+    d = sigma.shape[0]
+    Sq = sigma * c2
+    t1 = tr(sigma @ sigma_w)
+    t2 = tr(sigma @ sigma_w @ sigma @ sigma_w)
+    Eq2 = t1 * t1 + 2 * t2
+    parts = []
+    for P, Q in heads:
+        px = T(P[d:d + 1, :d])  # (d, 1)
+        py = P[d, d]
+        Rx = Q[:d, :d]
+        ry = T(Q[d:d + 1, :d])  # (d, 1)
+        parts.append((px, py, Rx, ry))
+
+    def v(hp: int, h: int) -> _AQ:  # v_{h'h} = F_{h'} Σ g_h
+        px, py, _, _ = parts[h]
+        _, _, Rx2, ry2 = parts[hp]
+        Spx = sigma @ px
+        return _AQ(T(Rx2) @ Spx, T(Rx2) @ sigma * py + ry2 @ T(Spx), ry2 * py)
+
+    diag = [v(h, h) for h in range(len(parts))]
+    vsum = diag[0]
+    for u in diag[1:]:
+        vsum = _AQ(vsum.a + u.a, vsum.L + u.L, vsum.b + u.b)
+    t_main = _e_vv(vsum, Sq, vsum, sigma_w, t1, Eq2)
+    u1 = 0
+    u2 = 0
+    cross = 0
+    for h, (px, py, Rx, ry) in enumerate(parts):
+        cross = cross + _Ops.s(T(px) @ sigma @ sigma_w @ Sq @ ry) + py * tr(sigma @ Rx @ Sq @ sigma_w)
+        for hp, (px2, py2, Rx2, ry2) in enumerate(parts):
+            u1 = u1 + _e_vv(v(hp, h), Sq, v(h, hp), sigma_w, t1, Eq2)
+            c = tr(Rx @ Sq @ T(Rx2) @ sigma)
+            lam = sigma @ Rx @ Sq @ ry2 + sigma @ Rx2 @ Sq @ ry
+            kap = _Ops.s(T(ry) @ Sq @ ry2)
+            gam = _Ops.s(T(px) @ sigma @ px2)
+            mu = sigma @ px * py2 + sigma @ px2 * py
+            pi = py * py2
+            u2 = u2 + _e_ss(c, lam, kap, gam, mu, pi, sigma_w, t1, Eq2)
+    alpha = (c4 + (n - 1) * c2 * c2) / n
+    beta = c4 / n
+    return alpha * t_main + beta * (u1 + u2) + 2 * c2 * cross + c2 * t1
+
+
+# ---------------------------------------------------------------------- data and heads
+def covariate_moments(covariates: str, d: int | sympy.Expr) -> tuple[Any, Any]:
+    r"""Moment constants ``(c2, c4)`` of the whitened covariates :math:`\xi` (see module docstring).
+
+    Raises:
+        ValueError: unknown covariate law.
+    """
+    if covariates == "gaussian":
+        return sympy.Integer(1), sympy.Integer(1)
+    if covariates == "sphere":
+        return 1 / sympy.sympify(d), 1 / (sympy.sympify(d) * (sympy.sympify(d) + 2))
+    raise ValueError(f"covariates must be 'gaussian' or 'sphere', got {covariates!r}")
+
+
+def _is_linear_kernel(head: Any) -> bool:
+    from ..kernels import INVARIANTS
+
+    k = head.kernel
+    return (not k.normalised) and sympy.simplify(k.expr - INVARIANTS[0]) == 0
+
+
+def linear_heads(spec: ModelSpec, params: Mapping[str, Any], layer: int = 0) -> list[tuple[Any, Any]] | None:
+    r"""``[(P_h, Q_h)]`` of one layer, or ``None`` if some head is not (equivalent to) linear attention.
+
+    A kernel head with the linear activation :math:`\tilde h(u,w) = u^\top w` is the linear head
+    :math:`P = V`, :math:`Q = B^\top C` (since :math:`(BZ)^\top CZ = Z^\top B^\top C Z`).
+    """
+    out = []
+    for h, head in enumerate(spec.heads):
+        k = lambda name: spec.key(layer, h, name)  # noqa: E731
+        if head.kind == "linear":
+            out.append((params[k("P")], params[k("Q")]))
+        elif _is_linear_kernel(head):
+            B, C = params[k("B")], params[k("C")]
+            out.append((params[k("V")], _Ops.T(B) @ C))
+        else:
+            return None
+    return out
+
+
+def _spec_of(obj: Family | Problem | ModelSpec) -> ModelSpec:
+    if isinstance(obj, Family):
+        return obj.spec
+    if isinstance(obj, Problem):
+        return obj.spec
+    if isinstance(obj, ModelSpec):
+        return obj
+    raise TypeError(f"expected a Family, Problem or ModelSpec, got {type(obj).__name__}")
+
+
+def exact_loss_fn(
+    family_or_spec_problem: Family | Problem | ModelSpec,
+    data: object,
+) -> Callable[[Mapping[str, torch.Tensor]], torch.Tensor] | None:
+    r"""Exact population loss as a torch function of the FULL parameter dict, when one is known.
+
+    Known: one layer (any number of heads) of linear attention — or kernel attention with the
+    linear activation, :math:`P = V`, :math:`Q = B^\top C` — on noiseless
+    :class:`~landscape.tasks.LinearRegression` prompts with Gaussian or spherical covariates, any
+    :math:`\Sigma` and any task covariance :math:`\Sigma_w`. The formula is derived in this module's
+    docstring (Isserlis, data moments up to degree six); it is exact, so the gradient over every
+    entry of every ``P, Q`` — the object of Ahn et al. (2023)'s stationarity theorems — is exact too.
+
+    Args:
+        family_or_spec_problem: a :class:`~landscape.families.Family`, a
+            :class:`~landscape.families.Problem` or a :class:`~landscape.model.ModelSpec`.
+        data: the prompt distribution.
+
+    Returns:
+        ``loss(params) -> 0-dim tensor`` (dtype/device of the params; differentiable, vmappable), or
+        ``None`` when no exact formula is available (more than one layer, a non-linear kernel,
+        label noise, another data distribution, or a ``d`` that does not match).
+
+    Raises:
+        TypeError: if the first argument is not a Family, Problem or ModelSpec.
+    """
+    spec = _spec_of(family_or_spec_problem)
+    if not isinstance(data, LinearRegression) or data.noise != 0 or data.d != spec.d:
+        return None
+    if spec.layers != 1 or spec.token_dim != spec.d + 1:
+        return None
+    if linear_heads(spec, {k: sympy.zeros(spec.token_dim, spec.token_dim)
+                           for k in _all_keys(spec)}) is None:
+        return None
+    d, n = spec.d, data.n
+    c2, c4 = (float(c) for c in covariate_moments(data.covariates, d))
+    sigma = data.sigma.to(torch.float64) if data.sigma is not None else torch.eye(d, dtype=torch.float64)
+    tc = data.task_covariance()
+    sigma_w = tc.to(torch.float64) if tc is not None else torch.eye(d, dtype=torch.float64)
+
+    def loss(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Exact one-layer in-context loss :math:`\\mathbb E(\\mathrm{TF} - y_q)^2` at ``params``."""
+        ref = next(iter(params.values()))
+        S = sigma.to(dtype=ref.dtype, device=ref.device)
+        Sw = sigma_w.to(dtype=ref.dtype, device=ref.device)
+        heads = linear_heads(spec, params)
+        return one_layer_loss(heads, S, Sw, n, c2, c4)
+
+    return loss
+
+
+def _all_keys(spec: ModelSpec) -> list[str]:
+    from ..model import param_shapes
+
+    return list(param_shapes(spec))

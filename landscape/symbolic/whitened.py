@@ -1,0 +1,246 @@
+r"""Structured route: whitening + Wishart moments, symbolic in ``d`` and ``n``, any number of layers.
+
+Ahn, Cheng, Daneshmand, Sra (2023, arXiv 2306.00297), Lemma 1 and Theorems 3–4. With Gaussian
+covariates :math:`x = \Sigma^{1/2}\xi` the change of basis :math:`Z = T\zeta`,
+:math:`T = \mathrm{diag}(\Sigma^{1/2}, 1)` maps linear-attention weights to
+:math:`P' = T^{-1}PT`, :math:`Q' = T^\top Q T` acting on whitened prompts. When every head of every
+layer is, in whitened coordinates,
+
+.. math::
+    P'_{lh} = \mathrm{diag}(\beta_{lh} I_d,\ \pi_{lh}), \qquad Q'_{lh} = -\mathrm{diag}(\alpha_{lh} I_d,\ 0)
+
+(``pgd``: :math:`\beta = 0,\ \pi = 1,\ \alpha = a_l`; ``pgd-relaxed``: :math:`\beta = b_l`; ``pgd-identity``
+only when :math:`\Sigma = I`), the layer acts on the whitened covariates and labels as
+
+.. math::
+    \Xi_{l+1} = (I - e_l S_l)\,\Xi_l,\qquad v_{l+1} = (I - c_l S_l)\,v_l,\qquad
+    e_l = \sum_h \alpha_{lh}\beta_{lh},\quad c_l = \sum_h \alpha_{lh}\pi_{lh},
+
+with :math:`S_l = \frac1n \Xi_l M \Xi_l^\top`, :math:`v_0 = \omega = \Sigma^{1/2}w` and labels
+:math:`Y_l = v_l^\top\Xi_0 - (\omega^\top\xi_q) e_q^\top` (the query slot stays zero in the data part).
+Since :math:`\Xi_l = g_l(S)\Xi_0` with :math:`g_0 = 1`, :math:`g_{l+1}(s) = g_l(s)(1 - e_l g_l(s)^2 s)`,
+every :math:`S_l = g_l(S)^2 S` commutes with :math:`S = S_0`, the error is
+:math:`\mathrm{TF} - y_q = -v_L^\top\xi_q`, and by rotation invariance of :math:`S`
+
+.. math::
+    f = \frac{\operatorname{tr}(\Sigma\Sigma_w)}{d}\ \mathbb E\operatorname{tr}\prod_{l<L}\big(1 - c_l\, g_l(S)^2 S\big)^2 ,
+
+a polynomial in the family symbols whose coefficients are the Wishart moments
+:math:`\mathbb E\operatorname{tr}(S^k)` — exact polynomials in ``n`` and ``d``
+(:func:`landscape.symbolic.moments.expected_trace_poly`). For ``pgd`` with
+:math:`w \sim N(0, \Sigma^{-1})` the prefactor is 1 and :math:`f = \mathbb E\operatorname{tr}\prod_l (I - a_l S)^2`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Mapping, Sequence
+
+import sympy
+import torch
+
+from ..model import ModelSpec, param_shapes
+from ..tasks import LinearRegression, sqrtm_psd
+from .moments import expected_trace_poly, wishart_moment
+from .one_layer import linear_heads
+
+__all__ = ["WhitenedLayer", "whitened_structure", "wishart_loss", "clean_floats", "D_SYMBOL", "N_SYMBOL"]
+
+D_SYMBOL = sympy.Symbol("d", positive=True, integer=True)
+"""The symbolic covariate dimension of general (``d``-free) loss expressions."""
+N_SYMBOL = sympy.Symbol("n", positive=True, integer=True)
+"""The symbolic context length of general loss expressions."""
+
+_STRUCTURE_RTOL = 1e-9
+"""Relative size below which a whitened block entry counts as zero (Σ^{±1/2} are floats)."""
+
+
+@dataclass(frozen=True)
+class WhitenedLayer:
+    """One layer in whitened coordinates: covariate gain ``e`` and label gain ``c`` (see module doc)."""
+
+    e: sympy.Expr
+    c: sympy.Expr
+
+
+def _simple_rational(v: float) -> sympy.Number:
+    fr = Fraction(v).limit_denominator(10_000)
+    if abs(float(fr) - v) <= 1e-9 * max(1.0, abs(v)):
+        return sympy.Rational(fr.numerator, fr.denominator)
+    return sympy.Float(v)
+
+
+def clean_floats(expr: sympy.Expr, symbols: Sequence[sympy.Symbol]) -> sympy.Expr:
+    """Replace float coefficients of a polynomial that are within 1e-9 of a simple fraction by it.
+
+    Whitened blocks are computed with floating :math:`\\Sigma^{\\pm 1/2}`; their exact values are
+    rational multiples of the symbols (e.g. :math:`\\Sigma^{1/2}\\Sigma^{-1}\\Sigma^{1/2} = I`).
+    """
+    expr = sympy.expand(sympy.sympify(expr))
+    if not expr.atoms(sympy.Float):
+        return expr
+    syms = [s for s in symbols if s in expr.free_symbols]
+    if not syms:
+        return _simple_rational(float(expr)) if expr.is_number else expr
+    try:
+        poly = sympy.Poly(expr, *syms)
+    except sympy.PolynomialError:
+        return expr
+    out = sympy.Integer(0)
+    for monom, c in poly.terms():
+        c = _simple_rational(float(c)) if c.is_number else c
+        out += c * sympy.Mul(*(s**e for s, e in zip(syms, monom)))
+    return out
+
+
+def _is_small(expr: sympy.Expr, symbols: Sequence[sympy.Symbol], scale: float) -> bool | None:
+    """True if every coefficient of the polynomial ``expr`` is below ``scale * rtol``; None if not a polynomial."""
+    expr = sympy.expand(expr)
+    if expr == 0:
+        return True
+    syms = [s for s in symbols if s in expr.free_symbols]
+    try:
+        coeffs = sympy.Poly(expr, *syms).coeffs() if syms else [expr]
+    except sympy.PolynomialError:
+        return None
+    try:
+        return all(abs(float(c)) <= _STRUCTURE_RTOL * scale for c in coeffs)
+    except TypeError:  # a coefficient with symbols outside ``symbols``
+        return None
+
+
+def _max_coeff(M: sympy.Matrix, symbols: Sequence[sympy.Symbol]) -> float:
+    best = 1.0
+    for e in M:
+        e = sympy.expand(e)
+        if e == 0:
+            continue
+        syms = [s for s in symbols if s in e.free_symbols]
+        try:
+            cs = sympy.Poly(e, *syms).coeffs() if syms else [e]
+            best = max(best, *(abs(float(c)) for c in cs))
+        except (sympy.PolynomialError, TypeError):
+            continue
+    return best
+
+
+def whitened_structure(
+    blocks: Mapping[str, sympy.Matrix],
+    spec: ModelSpec,
+    sigma: torch.Tensor | None,
+    symbols: Sequence[sympy.Symbol],
+) -> tuple[WhitenedLayer, ...] | None:
+    r"""Detect the whitened-isotropic sparse form (module docstring) and return the layer gains.
+
+    Args:
+        blocks: the family's parameter blocks (missing names are zero).
+        spec: the architecture (linear heads, or kernel heads with the linear activation).
+        sigma: covariate covariance (``None`` = identity).
+        symbols: the family symbols.
+
+    Returns:
+        One :class:`WhitenedLayer` per layer, or ``None`` when some head is not of that form.
+    """
+    d, D = spec.d, spec.token_dim
+    if D != d + 1:
+        return None
+    full = {k: sympy.Matrix(blocks.get(k, sympy.zeros(*shape))) for k, shape in param_shapes(spec).items()}
+    if sigma is None:
+        T = Tinv = sympy.eye(D)
+    else:
+        half = sqrtm_psd(sigma.double(), 0.5)
+        ihalf = sqrtm_psd(sigma.double(), -0.5)
+        T, Tinv = sympy.eye(D), sympy.eye(D)
+        T[:d, :d] = sympy.Matrix(half.tolist())
+        Tinv[:d, :d] = sympy.Matrix(ihalf.tolist())
+    out = []
+    for l in range(spec.layers):
+        heads = linear_heads(spec, full, l)
+        if heads is None:
+            return None
+        e_l, c_l = sympy.Integer(0), sympy.Integer(0)
+        for P, Q in heads:
+            Pw = (Tinv * P * T).applyfunc(sympy.expand)
+            Qw = (T.T * Q * T).applyfunc(sympy.expand)
+            scale = max(_max_coeff(Pw, symbols), _max_coeff(Qw, symbols))
+            beta, pi, alpha = Pw[0, 0], Pw[d, d], -Qw[0, 0]
+            checks = [Pw[:d, :d] - beta * sympy.eye(d), Pw[:d, d], Pw[d, :d],
+                      Qw[:d, :d] + alpha * sympy.eye(d), Qw[:d, d], Qw[d, :d], sympy.Matrix([[Qw[d, d]]])]
+            for M in checks:
+                for entry in M:
+                    ok = _is_small(entry, symbols, scale)
+                    if not ok:
+                        return None
+            beta, pi, alpha = (clean_floats(v, symbols) for v in (beta, pi, alpha))
+            e_l += sympy.expand(alpha * beta)
+            c_l += sympy.expand(alpha * pi)
+        out.append(WhitenedLayer(sympy.expand(e_l), sympy.expand(c_l)))
+    return tuple(out)
+
+
+def wishart_polynomial(layers: Sequence[WhitenedLayer], s: sympy.Symbol) -> sympy.Poly:
+    r""":math:`\prod_l (1 - c_l g_l(s)^2 s)^2` with :math:`g_{l+1} = g_l(1 - e_l g_l^2 s)`, :math:`g_0 = 1`.
+
+    Returns:
+        A ``sympy.Poly`` in ``s`` and the symbols of the gains (fast sparse arithmetic).
+    """
+    syms = sorted(set().union(*(sympy.sympify(x).free_symbols for lay in layers for x in (lay.e, lay.c))),
+                  key=lambda t: t.name)
+    gens = (s, *syms)
+    one = sympy.Poly(1, *gens)
+    S = sympy.Poly(s, *gens)
+    g = one
+    p = one
+    for layer in layers:
+        g2 = g * g
+        factor = one - sympy.Poly(layer.c, *gens) * g2 * S
+        p = p * factor * factor
+        if sympy.sympify(layer.e) != 0:
+            g = g * (one - sympy.Poly(layer.e, *gens) * g2 * S)
+    return p
+
+
+def wishart_loss(
+    layers: Sequence[WhitenedLayer],
+    n: int | sympy.Expr,
+    d: int | sympy.Expr,
+    trace_ratio: sympy.Expr | float = 1,
+) -> sympy.Expr:
+    r"""Exact loss :math:`\frac{\operatorname{tr}(\Sigma\Sigma_w)}{d}\mathbb E\operatorname{tr}\prod_l(1 - c_l g_l(S)^2S)^2`.
+
+    Args:
+        layers: whitened layer gains (:func:`whitened_structure`).
+        n: context length (integer or symbol).
+        d: dimension (integer or symbol).
+        trace_ratio: :math:`\operatorname{tr}(\Sigma\Sigma_w)/d` (1 for :math:`w\sim N(0,\Sigma^{-1})`).
+
+    Returns:
+        The expanded loss: a polynomial in the family symbols (coefficients rational in ``n, d``).
+    """
+    s = sympy.Dummy("s")
+    p = wishart_polynomial(layers, s)
+    gens = p.gens[1:]
+    numeric = sympy.sympify(n).is_number and sympy.sympify(d).is_number
+    if numeric:
+        acc: dict[tuple[int, ...], sympy.Expr] = {}
+        for monom, c in p.terms():
+            k, rest = monom[0], monom[1:]
+            acc[rest] = acc.get(rest, 0) + c * wishart_moment((k,), n, d)
+        out = sympy.Add(*(c * sympy.Mul(*(g**e for g, e in zip(gens, m))) for m, c in acc.items() if c != 0))
+        return sympy.expand(sympy.sympify(trace_ratio) * out)
+    return sympy.expand(sympy.sympify(trace_ratio) * expected_trace_poly(p.as_expr(), s, n, d))
+
+
+def trace_ratio(data: LinearRegression) -> tuple[sympy.Expr, bool]:
+    r""":math:`\operatorname{tr}(\Sigma\Sigma_w)/d` and whether :math:`\Sigma^{1/2}\Sigma_w\Sigma^{1/2} = I` (then it is 1 for every ``d``)."""
+    d = data.d
+    sig = torch.eye(d, dtype=torch.float64) if data.sigma is None else data.sigma.double()
+    tc = data.task_covariance()
+    sw = torch.eye(d, dtype=torch.float64) if tc is None else tc.double()
+    half = sqrtm_psd(sig, 0.5)
+    omega = half @ sw @ half
+    iso = bool((omega - torch.eye(d, dtype=torch.float64)).abs().max() <= 1e-9)
+    if iso:
+        return sympy.Integer(1), True
+    return _simple_rational(float(torch.trace(omega)) / d), False
