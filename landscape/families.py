@@ -298,7 +298,7 @@ class Family:
         component normal to the family is what a stationarity certificate tests.
         """
         v = torch.as_tensor(values)
-        return torch.func.jacfwd(self.flat)(v)
+        return torch.func.jacrev(self.flat)(v)
 
     def sympy_params(self) -> dict[str, sympy.Matrix]:
         """The family's weights as sympy matrices (zeros included)."""

@@ -50,21 +50,30 @@ def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
     return torch.where(pos, torch.sqrt(safe), torch.zeros_like(x))
 
 
-def _torch_max(*args: torch.Tensor) -> torch.Tensor:
-    out = torch.as_tensor(args[0])
-    for a in args[1:]:
-        out = torch.maximum(out, torch.as_tensor(a, dtype=out.dtype, device=out.device))
+def _reduce(op: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], args: Sequence[object]) -> torch.Tensor:
+    ref = next((a for a in args if isinstance(a, torch.Tensor)), None)
+    kw = {} if ref is None else {"dtype": ref.dtype, "device": ref.device}
+    tensors = [torch.as_tensor(a, **kw) for a in args]
+    out = tensors[0]
+    for t in tensors[1:]:
+        out = op(out, t)
     return out
 
 
-def _torch_min(*args: torch.Tensor) -> torch.Tensor:
-    out = torch.as_tensor(args[0])
-    for a in args[1:]:
-        out = torch.minimum(out, torch.as_tensor(a, dtype=out.dtype, device=out.device))
-    return out
+def _torch_max(*args: object) -> torch.Tensor:
+    """Elementwise maximum of tensors and numbers (numbers take the tensors' dtype)."""
+    return _reduce(torch.maximum, args)
 
 
-_TORCH_MODULES = [{"sqrt": _safe_sqrt, "Max": _torch_max, "Min": _torch_min, "Abs": torch.abs}, "torch"]
+def _torch_min(*args: object) -> torch.Tensor:
+    """Elementwise minimum of tensors and numbers (numbers take the tensors' dtype)."""
+    return _reduce(torch.minimum, args)
+
+
+_TORCH_MODULES = [
+    {"sqrt": _safe_sqrt, "Max": _torch_max, "Min": _torch_min, "max": _torch_max, "min": _torch_min, "Abs": torch.abs},
+    "torch",
+]
 
 
 @dataclass(frozen=True)

@@ -324,7 +324,12 @@ class KernelGP:
         g, d, n, dt = generator, self.d, self.n, self.dtype
         xi = _whitened(batch, d, n + 1, self.covariates, g, dt)
         K = self.gram(xi)
-        L = torch.linalg.cholesky(K)
+        L, info = torch.linalg.cholesky_ex(K)
+        if bool((info != 0).any()):
+            raise ValueError(
+                f"the GP Gram matrix of kernel {self.kernel.name!r} is singular for some prompts "
+                f"(n+1 = {n + 1} points, d = {d}); use jitter > 0 (got {self.jitter})"
+            )
         y = (L @ torch.randn(batch, n + 1, 1, generator=g, dtype=dt, device=g.device)).squeeze(-1)
         half = _sigma_half(self.sigma, d, dt, g.device)
         X = xi if half is None else half @ xi

@@ -83,9 +83,6 @@ def test_user_kernel_gram_equals_sympy_expression(expr: str) -> None:
     assert rel_err(k.gram(U, W), _sympy_gram(k, U, W)) <= RTOL[F64]
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="known bug in kernels.py: sympy prints Max/Min as max/min, which the torch "
-                          "namespace maps to torch.max(int, Tensor); the override dict only maps 'Max'/'Min'")
 @pytest.mark.parametrize("expr", ["Max(s, 0) + r2", "Min(s, 1)"])
 def test_user_kernel_with_max_min(expr: str) -> None:
     k = Kernel.from_sympy(expr, name="piecewise")
