@@ -225,3 +225,10 @@ def test_bad_options() -> None:
         LinearClassification(2, 3, flip=0.5)
     with pytest.raises(ValueError, match=r"embed needs X \(B, d, n\+1\) and y \(B, n\+1\)"):
         embed(torch.zeros(2, 3, 4), torch.zeros(2, 5))
+
+
+def test_kernel_gp_singular_gram_without_jitter_is_a_clear_error() -> None:
+    # the linear kernel on d = 1 inputs has rank 1, so 6 points give a singular Gram matrix
+    task = KernelGP(d=1, n=5, kernel="linear", jitter=0.0)
+    with pytest.raises(ValueError, match="singular.*jitter > 0"):
+        task.sample(4, torch.Generator().manual_seed(0))
