@@ -1,0 +1,1085 @@
+r"""Seed-parallel training of in-context transformers.
+
+``S`` seeds are one stacked parameter set (every tensor has a leading seed axis) trained by one
+optimizer written as pure functions over stacked tensors: one step is one gradient evaluation for
+all seeds, one elementwise optimizer update, no per-seed Python loop. Two interchangeable gradient
+engines compute the per-seed gradients :math:`\nabla_{\theta_i} f_i(\theta_i)`:
+
+* ``"stacked"`` (default): a fused forward (:func:`stacked_predict`) runs all seeds at once on
+  prompts ``(S, B, D, N)`` and reverse mode differentiates :math:`\sum_i f_i(\theta_i)`; because
+  seed ``i``'s loss depends only on :math:`\theta_i`, the gradient of the sum with respect to
+  :math:`\theta_i` is exactly :math:`\nabla f_i(\theta_i)`.
+* ``"vmap"``: ``torch.func.vmap(torch.func.grad_and_value(f))`` over the seed axis, with ``f`` the
+  reference forward :func:`landscape.model.predict` of one model.
+
+Both give the same numbers up to round-off (tested); ``"stacked"`` is faster on the CPU because it
+avoids the batching-rule overhead of ``vmap`` on the many small ops of the backward pass and
+reorders the linear-attention products (see :func:`stacked_predict`).
+
+The loss is the in-context squared error of Ahn et al. (2023) and Cheng, Chen, Sra (2024),
+:math:`f(\theta) = \mathbb E[(\mathrm{TF}_\theta(Z_0) - y_{n+1})^2]`, estimated on a fresh batch
+of ``B`` prompts per seed (``S × B`` prompts drawn per refresh, reshaped ``(S, B, ...)``: every
+seed sees its own prompts). Initialisation follows Cheng et al.: :math:`N(0, 0.1^2)` entries,
+then the masked blocks zeroed; masked entries receive zero gradient and stay zero.
+
+Optimizers (the semantics of ``torch.optim``, per seed, elementwise):
+
+* Adam (Kingma & Ba 2015): :math:`m \leftarrow \beta_1 m + (1-\beta_1)g`,
+  :math:`v \leftarrow \beta_2 v + (1-\beta_2)g^2`,
+  :math:`\theta \leftarrow \theta - \frac{\eta}{1-\beta_1^t}\, m / (\sqrt{v/(1-\beta_2^t)} + \epsilon)`
+  (``weight_decay`` adds :math:`\lambda\theta` to ``g``);
+* AdamW (Loshchilov & Hutter 2019): the same with decoupled decay
+  :math:`\theta \leftarrow (1 - \eta\lambda)\theta` first;
+* SGD with momentum: :math:`b \leftarrow \mu b + g`, :math:`\theta \leftarrow \theta - \eta b`.
+
+Per-seed gradient clipping rescales seed ``i``'s gradient by
+:math:`\min(1, c / (\lVert g_i\rVert + 10^{-6}))` with :math:`\lVert g_i\rVert` its global norm over
+all parameters (as ``torch.nn.utils.clip_grad_norm_`` does for one model). A seed whose loss,
+gradient norm or updated parameters are not finite is *frozen*: its parameters and optimizer
+state keep their last finite values, and it is marked diverged; the other seeds go on.
+
+Determinism and resume: randomness comes from three ``torch.Generator`` streams derived from the
+config seed (initialisation, training prompts, held-out prompts). A checkpoint stores the stacked
+parameters, the optimizer state, the divergence marks, the prompt generator's state and the
+current batch, so a run resumed from it reproduces the uninterrupted run bit for bit (same
+device, dtype and thread count). Metrics are written with ``INSERT OR REPLACE`` keyed by
+``(run, key, step, seed)``: steps replayed after a resume overwrite, never duplicate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from ._checks import check_choice, check_int, check_real
+from .families import FAMILY_ATTENTION, Family, Problem, get_family
+from .kernels import get_kernel
+from .model import ModelSpec, flatten_params, init_params, make_mask, param_shapes, predict, unflatten_params
+from .tasks import (
+    KernelGP,
+    LinearClassification,
+    LinearRegression,
+    OrthonormalFeatures,
+    check_covariance,
+    random_covariance,
+)
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "TrainState",
+    "train",
+    "train_mask",
+    "resolve_sigma",
+    "make_task",
+    "init_state",
+    "make_step",
+    "sample_batch",
+    "stacked_predict",
+    "lr_factor",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "MASKS",
+    "TASKS",
+]
+
+TASKS: tuple[str, ...] = ("linear", "gp", "classification", "features")
+"""Task kinds; ``"gp"`` takes its data kernel as ``"gp:KERNEL"`` (e.g. ``"gp:exp"``, ``"gp:relu"``)."""
+OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")
+SCHEDULES: tuple[str, ...] = ("constant", "cosine", "linear")
+MASKS: tuple[str, ...] = ("full", "paper", "sparse")
+ENGINES: tuple[str, ...] = ("stacked", "vmap")
+_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
+_CHECKPOINT_FORMAT = 1
+
+
+# ---------------------------------------------------------------------- covariance specs
+def resolve_sigma(spec: str | Sequence[Sequence[float]] | torch.Tensor | None, d: int) -> torch.Tensor | None:
+    r"""Turn a covariance spec into a ``(d, d)`` float64 matrix (``None`` for the identity).
+
+    Accepted specs:
+
+    * ``None`` or ``"identity"`` — :math:`\Sigma = I`;
+    * ``"random"`` / ``"random:SEED"`` — :func:`~landscape.tasks.random_covariance`
+      :math:`U^\top D U` with a Haar rotation from ``torch.Generator().manual_seed(SEED)`` (SEED 0 by
+      default) and Ahn et al.'s spectrum ``(1, 1, 0.25, 0.0625, 1)`` when ``d = 5``;
+    * ``"diag:v1,v2,..."`` — a diagonal covariance;
+    * a path to a ``.pt`` (tensor), ``.npy`` or whitespace-separated text file;
+    * a matrix (nested sequence or tensor).
+
+    Args:
+        spec: the spec.
+        d: dimension.
+
+    Returns:
+        The covariance, or ``None`` for the identity.
+
+    Raises:
+        ValueError: unknown spec, missing file, wrong shape, not symmetric positive definite.
+    """
+    accepted = "identity | random[:SEED] | diag:v1,...,vd | path to .pt/.npy/.txt | a d×d matrix"
+    if spec is None:
+        return None
+    if isinstance(spec, torch.Tensor):
+        return check_covariance(spec.to(torch.float64), d)
+    if not isinstance(spec, str):
+        try:
+            mat = torch.tensor(spec, dtype=torch.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"sigma must be {accepted}; got {spec!r} ({exc})") from None
+        return check_covariance(mat, d)
+    s = spec.strip()
+    if s == "identity":
+        return None
+    if s == "random" or s.startswith("random:"):
+        arg = s.partition(":")[2] or "0"
+        try:
+            seed = int(arg)
+        except ValueError:
+            raise ValueError(f"sigma 'random:SEED' needs an integer seed, got {spec!r}") from None
+        return random_covariance(d, torch.Generator().manual_seed(seed))
+    if s.startswith("diag:"):
+        try:
+            vals = [float(v) for v in s[5:].split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"sigma 'diag:v1,...,vd' needs numbers, got {spec!r}") from None
+        if len(vals) != d:
+            raise ValueError(f"sigma {spec!r} has {len(vals)} entries, expected d = {d}")
+        return check_covariance(torch.diag(torch.tensor(vals, dtype=torch.float64)), d)
+    path = Path(s).expanduser()
+    if not path.is_file():
+        raise ValueError(f"sigma {spec!r} is not a known spec and no such file exists; accepted: {accepted}")
+    try:
+        if path.suffix == ".pt":
+            mat = torch.load(path, weights_only=True)
+            if not isinstance(mat, torch.Tensor):
+                raise ValueError(f"{path} does not hold a tensor")
+            mat = mat.to(torch.float64)
+        elif path.suffix == ".npy":
+            import numpy as np
+
+            mat = torch.from_numpy(np.load(path, allow_pickle=False)).to(torch.float64)
+        else:
+            import numpy as np
+
+            mat = torch.from_numpy(np.loadtxt(path, ndmin=2)).to(torch.float64)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"cannot read sigma file {path}: {exc}") from None
+    return check_covariance(mat, d)
+
+
+def _file_digest(path: str) -> str:
+    return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()
+
+
+def _derive_seed(seed: int, stream: str) -> int:
+    """Independent 63-bit seed for a named random stream of a run."""
+    digest = hashlib.sha256(f"landscape.train:{seed}:{stream}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+# ---------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class TrainConfig:
+    r"""Everything that defines a training run (validated on construction).
+
+    Task:
+        task: ``"linear"`` (:class:`~landscape.tasks.LinearRegression`), ``"gp:KERNEL"``
+            (:class:`~landscape.tasks.KernelGP` with that data kernel, e.g. ``"gp:exp"``),
+            ``"classification"`` (:class:`~landscape.tasks.LinearClassification`) or ``"features"``
+            (:class:`~landscape.tasks.OrthonormalFeatures`).
+        d, n: covariate dimension and context length.
+        sigma: covariance spec (see :func:`resolve_sigma`); one :math:`\Sigma` for all seeds.
+        task_cov: linear regression only: :math:`w^* \sim N(0, I)` (``"identity"``) or
+            :math:`N(0, \Sigma^{-1})` (``"inverse"``, Ahn et al. Theorem 3).
+        covariates: ``"gaussian"`` or ``"sphere"`` (``None``: the task's default — Gaussian for
+            regression/classification, sphere for GP data as in Cheng et al.).
+        noise: label noise std (linear, gp).
+        probs: feature probabilities (features task).
+        margin, flip: classification margin and label-flip probability.
+
+    Model:
+        attention: ``"linear"`` (Ahn's ``P, Q`` heads) or ``"kernel"`` (``V, B, C`` heads).
+        activations: one activation per kernel head (names of :func:`~landscape.kernels.get_kernel`).
+        heads: number of linear-attention heads.
+        layers: number of layers ``L``.
+        family: a family to measure distances to (a built-in name or ``"file.py:NAME"``), or ``None``.
+        mask: ``"full"`` (all entries free), ``"paper"`` (keys/queries read ``x`` only, values
+            block-diagonal) or ``"sparse"`` (Ahn's Theorem 3 / Cheng's sparse-value form:
+            ``P = diag(0, *)``, ``Q = diag(*, 0)``; ``V = diag(0, *)``, ``B, C = diag(*, 0)``).
+        init_std: initialisation std (Cheng et al.: 0.1).
+
+    Optimisation:
+        seeds: number of seeds ``S`` trained together.
+        steps: number of optimizer steps ``T`` (``0`` evaluates the initialisation).
+        batch: prompts per seed per step ``B``.
+        lr: learning rate, or one per seed (a tuple of length ``S``).
+        optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"``.
+        betas, eps: Adam constants. momentum: SGD momentum. weight_decay: L2 (adam, sgd) or
+            decoupled (adamw).
+        clip: per-seed max global gradient norm, or ``None``.
+        schedule: ``"constant"``, ``"cosine"`` (to 0 at ``T``) or ``"linear"`` (to 0 at ``T``),
+            after ``warmup`` steps of linear warm-up.
+        resample_every: draw fresh prompts every this many steps (1 = every step).
+        dtype: ``"float32"`` or ``"float64"``.
+        seed: the run's seed; seed-``i``'s model is the ``i``-th of a stack initialised from it.
+        engine: ``"stacked"`` or ``"vmap"`` gradient engine (see module docstring).
+
+    Bookkeeping (not part of the run's identity: ``device``):
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
+        log_every: log metrics every this many steps (and at the end).
+        checkpoint_every: save a checkpoint every this many steps (``0``: never).
+        eval_batch: held-out prompts for the evaluation loss (shared by all seeds).
+        distance_every: project onto the family every this many steps (``0``: only at the end;
+            ``None``: at every log step).
+    """
+
+    task: str = "linear"
+    d: int = 5
+    n: int = 20
+    sigma: str | tuple[tuple[float, ...], ...] | None = "identity"
+    task_cov: str = "identity"
+    covariates: str | None = None
+    noise: float = 0.0
+    probs: tuple[float, ...] = (0.5, 0.5)
+    margin: float = 0.0
+    flip: float = 0.0
+    attention: str = "linear"
+    activations: tuple[str, ...] = ("linear",)
+    heads: int = 1
+    layers: int = 1
+    family: str | None = None
+    mask: str = "full"
+    init_std: float = 0.1
+    seeds: int = 1
+    steps: int = 1000
+    batch: int = 256
+    lr: float | tuple[float, ...] = 1e-3
+    optimizer: str = "adam"
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    clip: float | None = None
+    schedule: str = "constant"
+    warmup: int = 0
+    resample_every: int = 1
+    dtype: str = "float32"
+    seed: int = 0
+    engine: str = "stacked"
+    device: str = "auto"
+    log_every: int = 100
+    checkpoint_every: int = 1000
+    eval_batch: int = 2048
+    distance_every: int | None = None
+
+    def __post_init__(self) -> None:
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
+        # --- task
+        if not isinstance(self.task, str):
+            raise TypeError(f"task must be a str, got {type(self.task).__name__}")
+        kind, _, kern = self.task.partition(":")
+        check_choice("task", kind, TASKS)
+        if kind == "gp":
+            kern = kern or "exp"
+            k = get_kernel(kern)
+            if k.normalised:
+                raise ValueError(f"task 'gp:{kern}': a softmax kernel is not a data kernel; use e.g. 'gp:exp'")
+            set_("task", f"gp:{kern}")
+        elif kern:
+            raise ValueError(f"task {kind!r} takes no ':' argument, got {self.task!r}")
+        check_int("d", self.d, minimum=1)
+        check_int("n", self.n, minimum=1)
+        check_choice("task_cov", self.task_cov, ("identity", "inverse"))
+        if self.task_cov == "inverse" and kind != "linear":
+            raise ValueError(f"task_cov='inverse' applies to the linear task only, not {kind!r}")
+        if self.covariates is not None:
+            check_choice("covariates", self.covariates, ("gaussian", "sphere"))
+        check_real("noise", self.noise, nonnegative=True)
+        check_real("margin", self.margin, nonnegative=True)
+        check_real("flip", self.flip, nonnegative=True)
+        if self.flip >= 0.5:
+            raise ValueError(f"flip must be in [0, 0.5), got {self.flip}")
+        set_("probs", tuple(float(p) for p in self.probs))
+        if isinstance(self.sigma, torch.Tensor):
+            set_("sigma", tuple(tuple(float(x) for x in row) for row in self.sigma.tolist()))
+        elif self.sigma is not None and not isinstance(self.sigma, str):
+            set_("sigma", tuple(tuple(float(x) for x in row) for row in self.sigma))
+        sigma = resolve_sigma(self.sigma, self.d)  # raises on a bad spec or a missing file
+        # --- model
+        check_choice("attention", self.attention, ("linear", "kernel"))
+        acts = (self.activations,) if isinstance(self.activations, str) else tuple(self.activations)
+        if not acts:
+            raise ValueError("activations must name at least one kernel head activation")
+        for a in acts:
+            if not isinstance(a, str):
+                raise TypeError(f"activations must be names (str), got {type(a).__name__}")
+            get_kernel(a)  # raises 'unknown activation ... known: ...'
+        set_("activations", acts)
+        check_int("heads", self.heads, minimum=1)
+        check_int("layers", self.layers, minimum=1)
+        check_choice("mask", self.mask, MASKS)
+        check_real("init_std", self.init_std, nonnegative=True)
+        # --- optimisation
+        check_int("seeds", self.seeds, minimum=1)
+        check_int("steps", self.steps, minimum=0)
+        check_int("batch", self.batch, minimum=1)
+        if isinstance(self.lr, (list, tuple)):
+            lrs = tuple(check_real(f"lr[{i}]", v, positive=True) for i, v in enumerate(self.lr))
+            if len(lrs) != self.seeds:
+                raise ValueError(f"lr has {len(lrs)} per-seed values but seeds = {self.seeds}")
+            set_("lr", lrs)
+        else:
+            set_("lr", check_real("lr", self.lr, positive=True))
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        betas = tuple(self.betas)
+        if len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {self.betas!r}")
+        for i, b in enumerate(betas):
+            check_real(f"betas[{i}]", b, nonnegative=True)
+            if b >= 1:
+                raise ValueError(f"betas[{i}] must be in [0, 1), got {b}")
+        set_("betas", (float(betas[0]), float(betas[1])))
+        check_real("eps", self.eps, positive=True)
+        check_real("momentum", self.momentum, nonnegative=True)
+        if self.momentum >= 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.momentum > 0 and self.optimizer != "sgd":
+            raise ValueError(f"momentum applies to optimizer 'sgd' only (got optimizer {self.optimizer!r}); "
+                             "Adam's momentum is betas[0]")
+        check_real("weight_decay", self.weight_decay, nonnegative=True)
+        if self.clip is not None:
+            set_("clip", check_real("clip", self.clip, positive=True))
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_int("warmup", self.warmup, minimum=0)
+        check_int("resample_every", self.resample_every, minimum=1)
+        if isinstance(self.dtype, torch.dtype):
+            names = {v: k for k, v in _DTYPES.items()}
+            if self.dtype not in names:
+                raise ValueError(f"dtype must be one of {tuple(_DTYPES)}, got {self.dtype}")
+            set_("dtype", names[self.dtype])
+        check_choice("dtype", self.dtype, tuple(_DTYPES))
+        check_int("seed", self.seed, minimum=0)
+        check_choice("engine", self.engine, ENGINES)
+        # --- bookkeeping
+        _resolve_device(self.device)
+        check_int("log_every", self.log_every, minimum=1)
+        check_int("checkpoint_every", self.checkpoint_every, minimum=0)
+        check_int("eval_batch", self.eval_batch, minimum=1)
+        if self.distance_every is not None:
+            check_int("distance_every", self.distance_every, minimum=0)
+        # --- cross-checks: the task and the family can be built
+        make_task(self, sigma=sigma)
+        if self.family is not None:
+            if not isinstance(self.family, str):
+                raise TypeError(f"family must be a name or 'file.py:NAME', got {type(self.family).__name__}")
+            want = FAMILY_ATTENTION.get(self.family)
+            if want is not None and want != self.attention:
+                raise ValueError(f"family {self.family!r} needs {want} attention; this config has "
+                                 f"attention={self.attention!r} (use --attention {want})")
+            self.make_family(sigma=sigma)
+
+    # ------------------------------------------------------------------ derived objects
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return _DTYPES[self.dtype]
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The architecture trained."""
+        if self.attention == "linear":
+            return ModelSpec.linear(self.d, self.layers, self.heads)
+        return ModelSpec.kernel(self.d, self.layers, list(self.activations))
+
+    def sigma_matrix(self) -> torch.Tensor | None:
+        """:math:`\\Sigma` as a float64 matrix (``None`` = identity)."""
+        return resolve_sigma(self.sigma, self.d)
+
+    def problem(self, sigma: torch.Tensor | None = None) -> Problem:
+        """The :class:`~landscape.families.Problem` the family lives in."""
+        sigma = self.sigma_matrix() if sigma is None else sigma
+        return Problem(self.d, self.layers, self.n, sigma, self.attention, self.activations, self.heads)
+
+    def make_family(self, sigma: torch.Tensor | None = None) -> Family | None:
+        """The configured family (``None`` if none), built for this problem."""
+        if self.family is None:
+            return None
+        return get_family(self.family, self.problem(sigma))
+
+    def lr_vector(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Per-seed base learning rates ``(S,)``."""
+        lrs = self.lr if isinstance(self.lr, tuple) else (self.lr,) * self.seeds
+        return torch.tensor(lrs, dtype=self.torch_dtype, device=device)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The run's identity as a JSON-serialisable dict (what the run store hashes).
+
+        ``device`` is left out (a run may be resumed elsewhere); a covariance or family read from a
+        file is identified by its content (SHA-256), so editing the file makes a new run.
+        """
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name == "device":
+                continue
+            v = getattr(self, f.name)
+            out[f.name] = [list(r) for r in v] if f.name == "sigma" and isinstance(v, tuple) else v
+        if isinstance(self.sigma, str) and Path(self.sigma).expanduser().is_file():
+            out["sigma_sha256"] = _file_digest(self.sigma)
+        if self.family is not None and ":" in self.family:
+            file = self.family.rpartition(":")[0]
+            if Path(file).expanduser().is_file():
+                out["family_sha256"] = _file_digest(file)
+        out["format"] = _CHECKPOINT_FORMAT
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+        """Inverse of :meth:`to_dict` (extra bookkeeping keys are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in data.items() if k in names}
+        for k in ("probs", "activations", "betas"):
+            if k in kw and isinstance(kw[k], list):
+                kw[k] = tuple(kw[k])
+        if isinstance(kw.get("lr"), list):
+            kw["lr"] = tuple(kw["lr"])
+        if isinstance(kw.get("sigma"), list):
+            kw["sigma"] = tuple(tuple(r) for r in kw["sigma"])
+        return cls(**kw)
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a str, got {type(device).__name__}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; accepted: 'auto', 'cpu', 'cuda', 'cuda:N'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use 'cpu' or 'auto'")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r}; accepted: 'auto', 'cpu', 'cuda', 'cuda:N'")
+    return dev
+
+
+def make_task(config: TrainConfig, sigma: torch.Tensor | None = None) -> Any:
+    """The prompt distribution of ``config`` (in the training dtype).
+
+    Raises:
+        ValueError: if the task cannot be built from the config's arguments.
+    """
+    sigma = config.sigma_matrix() if sigma is None else sigma
+    kind, _, kern = config.task.partition(":")
+    dt = config.torch_dtype
+    if kind == "linear":
+        return LinearRegression(config.d, config.n, sigma, config.covariates or "gaussian",
+                                None if config.task_cov == "identity" else "inverse", config.noise, dt)
+    if kind == "gp":
+        return KernelGP(config.d, config.n, kern or "exp", sigma, config.covariates or "sphere",
+                        noise=config.noise, dtype=dt)
+    if kind == "classification":
+        return LinearClassification(config.d, config.n, sigma, config.covariates or "gaussian",
+                                    config.margin, config.flip, dt)
+    if sigma is not None:
+        raise ValueError("the features task (orthonormal feature tokens) takes no covariance; use sigma='identity'")
+    return OrthonormalFeatures(config.d, config.n, config.probs, dtype=dt)
+
+
+def train_mask(spec: ModelSpec, preset: str) -> dict[str, torch.Tensor]:
+    """Boolean masks of the free entries for a training mask preset (see :class:`TrainConfig`).
+
+    ``"full"`` and ``"paper"`` are :func:`landscape.model.make_mask`; ``"sparse"`` keeps only the
+    entries of Ahn et al.'s Theorem 3 form (``P = diag(0, p)``, ``Q = diag(A, 0)``) and of Cheng
+    et al.'s sparse-value form (``V = diag(0, r)``, ``B = diag(B', 0)``, ``C = diag(C', 0)``).
+
+    Raises:
+        ValueError: unknown preset.
+    """
+    check_choice("mask", preset, MASKS)
+    if preset != "sparse":
+        return make_mask(spec, preset)
+    d, D = spec.d, spec.token_dim
+    x_block = torch.zeros(D, D, dtype=torch.bool)
+    x_block[:d, :d] = True
+    corner = torch.zeros(D, D, dtype=torch.bool)
+    corner[d:, d:] = True
+    out = {}
+    for name in param_shapes(spec):
+        kind = name.rsplit(".", 1)[1]
+        out[name] = (corner if kind in ("P", "V") else x_block).clone()
+    return out
+
+
+# ---------------------------------------------------------------------- fused stacked forward
+def _pmul(W: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+    """Per-seed weights ``W (S, a, b)`` times tokens ``X (S, B, b, k)`` or shared ``X (B, b, k)``.
+
+    ``einsum`` folds the prompt axis into the columns of one matrix product per seed, which is
+    much faster on the CPU than broadcasting ``W`` to ``(S, B, a, b)`` for a batched product.
+    """
+    if X.ndim == 4:
+        return torch.einsum("sij,sbjk->sbik", W, X)
+    return torch.einsum("sij,bjk->sbik", W, X)
+
+
+def stacked_predict(params: Mapping[str, torch.Tensor], spec: ModelSpec, Z: torch.Tensor) -> torch.Tensor:
+    r"""Predictions of a stack of models, fused for speed; equal to :func:`landscape.model.predict`.
+
+    Same function as ``predict`` applied to every seed (tested to round-off), computed with three
+    exact rewrites:
+
+    * linear heads use associativity, :math:`P Z_s (Z_s^\top Q Z) = P (Z_s Z_s^\top) Q Z`, so the
+      per-prompt products are ``D×n×D`` and ``D×D×N`` instead of ``n×D×N`` and ``D×n×N``;
+    * per-seed weights multiply tokens through ``einsum`` (one matrix product per seed);
+    * the last layer computes only the query's label entry
+      :math:`[Z_L]_{D,N} = [Z_{L-1}]_{D,N} + \frac1n\sum_h p_h^\top Z_s\, s_h` with :math:`p_h^\top` the last
+      row of ``P`` (or ``V``) and :math:`s_h` the query's column of attention scores.
+
+    Args:
+        params: stacked parameters ``(S, D, D)`` per name.
+        spec: architecture.
+        Z: prompts ``(S, B, D, N)`` (one batch per seed) or ``(B, D, N)`` (shared by all seeds).
+
+    Returns:
+        ``(S, B)`` predictions :math:`-[Z_L]_{D,N}`.
+    """
+    n = Z.shape[-1] - 1
+    L = spec.layers
+    for l in range(L):
+        Zs = Z[..., :n]
+        if l < L - 1:
+            upd = None
+            for h, head in enumerate(spec.heads):
+                pre = f"layer{l}.head{h}."
+                if head.kind == "linear":
+                    G = Zs @ Zs.transpose(-1, -2)  # (.., D, D) per prompt
+                    PG = _pmul(params[pre + "P"], G)
+                    M = torch.einsum("sbij,sjk->sbik", PG, params[pre + "Q"])
+                    u = M @ Z
+                else:
+                    scores = head.kernel.gram(_pmul(params[pre + "B"], Zs), _pmul(params[pre + "C"], Z))
+                    u = _pmul(params[pre + "V"], Zs) @ scores
+                upd = u if upd is None else upd + u
+            Z = Z + upd / n
+            continue
+        zq = Z[..., :, n:]  # (.., D, 1) the query token
+        out = Z[..., -1, -1]
+        for h, head in enumerate(spec.heads):
+            pre = f"layer{l}.head{h}."
+            if head.kind == "linear":
+                qz = _pmul(params[pre + "Q"], zq)  # (S, B, D, 1)
+                s = (Zs * qz).sum(-2)  # (S, B, n): z_i^T Q z_q
+                row = params[pre + "P"][:, -1:, :]
+            else:
+                s = head.kernel.gram(_pmul(params[pre + "B"], Zs), _pmul(params[pre + "C"], zq)).squeeze(-1)
+                row = params[pre + "V"][:, -1:, :]
+            a = _pmul(row, Zs).squeeze(-2)  # (S, B, n): last row of P (or V) times each source
+            out = out + (a * s).sum(-1) / n
+        return -out
+    raise AssertionError("unreachable: a model has at least one layer")
+
+
+# ---------------------------------------------------------------------- state and step
+@dataclass(frozen=True)
+class TrainState:
+    """The complete training state of a stack of seeds (everything a checkpoint holds).
+
+    Attributes:
+        step: optimizer steps taken.
+        flat: ``(S, P)`` the parameters of every seed, flattened as
+            :func:`landscape.model.flatten_params`.
+        opt: optimizer state, flat like ``flat``: ``{"m", "v"}`` (Adam/AdamW), ``{"buf"}`` (SGD
+            with momentum) or ``{}``.
+        alive: ``(S,)`` bool, False for frozen (diverged) seeds.
+        diverged_step: ``(S,)`` int64, the step at which a seed was frozen (``-1``: never).
+        loss: ``(S,)`` the last training-batch loss.
+        spec: the architecture (to view ``flat`` as a parameter dict).
+    """
+
+    step: int
+    flat: torch.Tensor
+    opt: dict[str, torch.Tensor]
+    alive: torch.Tensor
+    diverged_step: torch.Tensor
+    loss: torch.Tensor
+    spec: ModelSpec
+
+    @property
+    def params(self) -> dict[str, torch.Tensor]:
+        """Stacked parameter dict ``(S, D, D)`` per name (views of :attr:`flat`)."""
+        return unflatten_params(self.flat, self.spec)
+
+
+def init_state(config: TrainConfig, device: torch.device | str | None = None) -> TrainState:
+    """Fresh state: :math:`N(0, \\mathrm{init\\_std}^2)` parameters with the mask applied, zero moments.
+
+    The initial parameters come from the config seed's ``"init"`` stream, drawn on the CPU (so they
+    do not depend on the device) in a fixed order: seed ``i`` of a stack of ``S`` equals seed ``i``
+    of any larger stack drawn from the same seed only when ``S`` is the same; use
+    :func:`init_state` with an explicit stack to compare.
+    """
+    dev = _resolve_device(config.device) if device is None else torch.device(device)
+    spec = config.spec
+    g = torch.Generator().manual_seed(_derive_seed(config.seed, "init"))
+    mask = train_mask(spec, config.mask)
+    params = init_params(spec, g, std=config.init_std, mask=mask, seeds=config.seeds,
+                         dtype=config.torch_dtype, device=dev)
+    flat = flatten_params(params, spec)
+    S = config.seeds
+    if config.optimizer in ("adam", "adamw"):
+        opt = {"m": torch.zeros_like(flat), "v": torch.zeros_like(flat)}
+    elif config.momentum > 0:
+        opt = {"buf": torch.zeros_like(flat)}
+    else:
+        opt = {}
+    return TrainState(0, flat, opt, torch.ones(S, dtype=torch.bool, device=dev),
+                      torch.full((S,), -1, dtype=torch.int64, device=dev),
+                      torch.full((S,), math.nan, dtype=config.torch_dtype, device=dev), spec)
+
+
+def lr_factor(config: TrainConfig, step: int) -> float:
+    r"""Learning-rate multiplier at ``step``: linear warm-up :math:`(t+1)/w` for ``t < warmup``,
+    then constant, cosine :math:`\tfrac12(1 + \cos(\pi u))` or linear :math:`1 - u`, with
+    :math:`u = (t - w)/(T - w)`."""
+    w, T = config.warmup, config.steps
+    if step < w:
+        return (step + 1) / w
+    if config.schedule == "constant" or T <= w:
+        return 1.0
+    u = (step - w) / (T - w)
+    if config.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * u))
+    return 1.0 - u
+
+
+StepFn = Callable[..., tuple[torch.Tensor, dict, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+def make_step(config: TrainConfig) -> StepFn:
+    r"""The pure training step of ``config``.
+
+    Returns:
+        ``step(flat, opt, alive, diverged_step, t, Z, y, lr) -> (flat, opt, alive, diverged_step,
+        loss, grad_norm)`` with ``flat (S, P)`` the stacked flat parameters, ``opt`` the flat
+        optimizer state, ``alive`` the ``(S,)`` bool mask of live seeds, ``t`` the 0-based step
+        index, ``Z (S, B, D, N)`` and ``y (S, B)`` the prompts and targets, ``lr (S,)`` the per-seed
+        learning rates of this step. ``loss`` and ``grad_norm`` are ``(S,)``, evaluated at the
+        incoming parameters (the norm before clipping). No input is modified.
+    """
+    spec = config.spec
+    free_flat = flatten_params(train_mask(spec, config.mask), spec)
+    all_free = bool(free_flat.all())
+
+    if config.engine == "vmap":
+        def loss_one(p: torch.Tensor, Z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            pred = predict(unflatten_params(p, spec), spec, Z, validate=False)
+            return ((pred - y) ** 2).mean()
+
+        grad_fn = torch.func.vmap(torch.func.grad_and_value(loss_one))
+    else:
+        def grad_fn(flat: torch.Tensor, Z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            # Reverse mode on a detached alias: the caller's tensor is untouched. Plain autograd
+            # rather than torch.func.grad here: same numbers, less per-op overhead.
+            with torch.enable_grad():
+                x = flat.detach().requires_grad_(True)
+                pred = stacked_predict(unflatten_params(x, spec), spec, Z)
+                per = ((pred - y) ** 2).mean(-1)
+                (grad,) = torch.autograd.grad(per.sum(), x)
+            return grad, per.detach()
+
+    opt_name, (b1, b2), eps = config.optimizer, config.betas, config.eps
+    wd, mom, clip = config.weight_decay, config.momentum, config.clip
+    mask_cache: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+    def step(flat: torch.Tensor, opt: dict[str, torch.Tensor], alive: torch.Tensor, diverged_step: torch.Tensor,
+             t: int, Z: torch.Tensor, y: torch.Tensor, lr: torch.Tensor):
+        g, loss = grad_fn(flat, Z, y)
+        if not all_free:
+            key = (flat.device, flat.dtype)
+            if key not in mask_cache:
+                mask_cache[key] = free_flat.to(device=flat.device, dtype=flat.dtype)
+            g = g * mask_cache[key]
+        gnorm = torch.linalg.vector_norm(g, dim=-1)
+        if clip is not None:
+            g = g * torch.clamp(clip / (gnorm + 1e-6), max=1.0)[:, None]
+        lr2 = lr[:, None]
+        p = flat
+        if opt_name in ("adam", "adamw"):
+            n_t = t + 1
+            bc1, bc2 = 1.0 - b1**n_t, 1.0 - b2**n_t
+            if wd and opt_name == "adamw":
+                p = p * (1.0 - lr2 * wd)
+            elif wd:
+                g = g + wd * p
+            m = torch.lerp(opt["m"], g, 1.0 - b1)
+            v = opt["v"] * b2 + (1.0 - b2) * (g * g)
+            denom = torch.sqrt(v) / bc2**0.5 + eps
+            new = p - (lr2 / bc1) * (m / denom)
+            new_opt = {"m": m, "v": v}
+        else:
+            if wd:
+                g = g + wd * p
+            if mom:
+                g = opt["buf"] * mom + g
+            new = p - lr2 * g
+            new_opt = {"buf": g} if mom else {}
+        finite = torch.isfinite(loss) & torch.isfinite(gnorm) & torch.isfinite(new).all(-1)
+        keep = alive & finite
+        k2 = keep[:, None]
+        out = torch.where(k2, new, flat)
+        out_opt = {name: torch.where(k2, new_opt[name], opt[name]) for name in opt}
+        out_div = torch.where(alive & ~finite, torch.full_like(diverged_step, t), diverged_step)
+        return out, out_opt, keep, out_div, loss.detach(), gnorm.detach()
+
+    return step
+
+
+def sample_batch(task: Any, config: TrainConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw ``S × B`` prompts in one call and reshape them ``(S, B, D, N)``, targets ``(S, B)``."""
+    S, B = config.seeds, config.batch
+    batch = task.sample(S * B, generator)
+    Z = batch.Z.reshape((S, B) + tuple(batch.Z.shape[1:]))
+    return Z, batch.target.reshape(S, B)
+
+
+# ---------------------------------------------------------------------- result
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of :func:`train`.
+
+    Attributes:
+        config: the config trained.
+        params: final stacked parameters ``(S, D, D)`` per name (on the training device).
+        final_loss: ``(S,)`` loss of the final parameters on the held-out prompts.
+        train_loss: ``(S,)`` last training-batch loss.
+        diverged: ``(S,)`` bool, seeds frozen after a non-finite loss/gradient/update.
+        diverged_step: ``(S,)`` the step each diverged seed was frozen at (``-1``: never).
+        steps: optimizer steps taken.
+        family_distance: ``(S,)`` relative distance to the configured family (``None`` without one).
+        family_values: symbol name → ``(S,)`` fitted family scalars (empty without a family).
+        identity_distance: ``(S, L, H)`` raw :math:`\\mathrm{Dist}(M_l, I)` (see
+            :func:`landscape.distance.identity_distances`).
+        identity_distance_whitened: ``(S, L, H)`` the whitened version.
+        run_name, run_id, root: where the run is stored (``None`` without a store).
+        resumed_from: the checkpoint step training resumed from (``None``: fresh start;
+            ``steps`` when a finished run was loaded without training).
+        wall_time: seconds spent in this call.
+    """
+
+    config: TrainConfig
+    params: dict[str, torch.Tensor]
+    final_loss: torch.Tensor
+    train_loss: torch.Tensor
+    diverged: torch.Tensor
+    diverged_step: torch.Tensor
+    steps: int
+    family_distance: torch.Tensor | None = None
+    family_values: dict[str, torch.Tensor] = field(default_factory=dict)
+    identity_distance: torch.Tensor | None = None
+    identity_distance_whitened: torch.Tensor | None = None
+    run_name: str | None = None
+    run_id: int | None = None
+    root: Path | None = None
+    resumed_from: int | None = None
+    wall_time: float = 0.0
+
+    @property
+    def run(self) -> str | None:
+        """The run's name in the store (alias of :attr:`run_name`)."""
+        return self.run_name
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-friendly per-seed summary (what ``landscape train --json`` prints)."""
+        out: dict[str, Any] = {
+            "run": self.run_name,
+            "root": None if self.root is None else str(self.root),
+            "steps": self.steps,
+            "seeds": self.config.seeds,
+            "final_loss": self.final_loss.tolist(),
+            "train_loss": self.train_loss.tolist(),
+            "diverged": self.diverged.tolist(),
+        }
+        if self.family_distance is not None:
+            out["family"] = self.config.family
+            out["family_distance"] = self.family_distance.tolist()
+            out["family_values"] = {k: v.tolist() for k, v in self.family_values.items()}
+        if self.identity_distance is not None:
+            out["identity_distance"] = self.identity_distance.tolist()
+            out["identity_distance_whitened"] = self.identity_distance_whitened.tolist()  # type: ignore[union-attr]
+        out["resumed_from"] = self.resumed_from
+        out["wall_time"] = self.wall_time
+        return out
+
+
+# ---------------------------------------------------------------------- evaluation helpers
+def _eval_loss(spec: ModelSpec, params: Mapping[str, torch.Tensor], Z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``(S,)`` mean squared error of every seed on shared prompts ``Z (E, D, N)``."""
+    with torch.no_grad():
+        pred = stacked_predict(params, spec, Z)
+        return ((pred - y) ** 2).mean(-1)
+
+
+def _measure(spec: ModelSpec, family: Family | None, sigma: torch.Tensor | None,
+             params: Mapping[str, torch.Tensor], eval_Z: torch.Tensor, eval_y: torch.Tensor,
+             with_family: bool) -> dict[str, torch.Tensor]:
+    """Per-seed metrics of the current weights: held-out loss, Ahn's identity distances per layer
+    and head (raw and whitened), and the projection onto the family (distance, fitted scalars)."""
+    from .distance import identity_distances, project_stacked
+
+    vals: dict[str, torch.Tensor] = {"eval_loss": _eval_loss(spec, params, eval_Z, eval_y)}
+    cpu = {k: v.detach().to("cpu", torch.float64) for k, v in params.items()}
+    ids = identity_distances(cpu, spec, sigma)
+    for l in range(spec.layers):
+        for h in range(len(spec.heads)):
+            vals[f"dist_identity.layer{l}.head{h}"] = ids.raw[:, l, h]
+            vals[f"dist_identity_whitened.layer{l}.head{h}"] = ids.whitened[:, l, h]
+    if family is not None and with_family:
+        # Fresh starts only (no warm start from the previous log step): the logged numbers must
+        # depend on the weights alone, so that a resumed run logs exactly what an uninterrupted
+        # one does. Frozen (diverged) seeds keep finite weights, so every fit is well posed.
+        proj = project_stacked(cpu, family)
+        vals["family_distance"] = proj.distance
+        for j, name in enumerate(proj.names):
+            vals[f"family.{name}"] = proj.values[:, j]
+    return vals
+
+
+# ---------------------------------------------------------------------- the loop
+def _progress_enabled(progress: bool) -> bool:
+    if not progress:
+        return False
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _state_dict(state: TrainState, gen: torch.Generator, batch: tuple[torch.Tensor, torch.Tensor] | None,
+                chash: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "format": _CHECKPOINT_FORMAT,
+        "config_hash": chash,
+        "step": state.step,
+        "flat": state.flat,
+        "opt": state.opt,
+        "alive": state.alive,
+        "diverged_step": state.diverged_step,
+        "loss": state.loss,
+        "generator": gen.get_state(),
+    }
+    if batch is not None:
+        out["batch_Z"], out["batch_y"] = batch
+    return out
+
+
+def _restore(ckpt: Mapping[str, Any], dev: torch.device, spec: ModelSpec) -> tuple[TrainState, torch.Tensor, tuple | None]:
+    state = TrainState(int(ckpt["step"]), ckpt["flat"].to(dev), {k: v.to(dev) for k, v in ckpt["opt"].items()},
+                       ckpt["alive"].to(dev), ckpt["diverged_step"].to(dev), ckpt["loss"].to(dev), spec)
+    batch = (ckpt["batch_Z"].to(dev), ckpt["batch_y"].to(dev)) if "batch_Z" in ckpt else None
+    return state, ckpt["generator"], batch
+
+
+def train(
+    config: TrainConfig,
+    store: Any = None,
+    *,
+    name: str | None = None,
+    progress: bool = True,
+    callback: Callable[[int, TrainState], None] | None = None,
+) -> TrainResult:
+    r"""Train ``config.seeds`` seeds at once; resume or reuse a stored run when there is one.
+
+    Args:
+        config: the run.
+        store: ``None`` (nothing persisted), a :class:`~landscape.store.RunStore`, or a directory
+            (a store is opened there). With a store, an existing run of the same config is resumed
+            from its latest checkpoint, and a finished one is returned without training.
+        name: run name in the store (default ``run-<config hash>``); a name holding another
+            config is an error.
+        progress: show a tqdm bar (loss, diverged seeds, ETA) when stderr is a terminal.
+        callback: called as ``callback(step, state)`` after every optimizer step (e.g. to stop
+            early by raising); it must not modify the state.
+
+    Returns:
+        :class:`TrainResult`.
+
+    Raises:
+        ValueError: the store cannot be opened, or the run name holds another config — before any
+            training.
+        TypeError: ``config`` is not a :class:`TrainConfig`.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    t_start = time.perf_counter()
+    from .store import RunStore
+
+    own_store = False
+    if store is not None and not isinstance(store, RunStore):
+        if not isinstance(store, (str, os.PathLike)):
+            raise TypeError(f"store must be None, a RunStore or a directory, got {type(store).__name__}")
+        store = RunStore(store)
+        own_store = True
+    try:
+        return _train(config, store, name, progress, callback, t_start)
+    finally:
+        if own_store:
+            store.close()
+
+
+def _train(config: TrainConfig, store: Any, name: str | None, progress: bool,
+           callback: Callable[[int, TrainState], None] | None, t_start: float) -> TrainResult:
+    dev = _resolve_device(config.device)
+    spec = config.spec
+    sigma = config.sigma_matrix()
+    family = config.make_family(sigma)
+    task = make_task(config, sigma)
+    run = None
+    cfg_dict = config.to_dict()
+    from .store import config_hash
+
+    chash = config_hash(cfg_dict)
+    if store is not None:
+        run = store.create_run(cfg_dict, name=name)
+        if run.status == "finished":
+            loaded = _load_finished(config, store, run, dev, t_start)
+            if loaded is not None:
+                return loaded
+
+    # held-out prompts, shared by every seed, fixed by the config seed
+    g_eval = torch.Generator(device=dev).manual_seed(_derive_seed(config.seed, "eval"))
+    eval_batch = task.sample(config.eval_batch, g_eval)
+    eval_Z, eval_y = eval_batch.Z, eval_batch.target
+
+    gen = torch.Generator(device=dev).manual_seed(_derive_seed(config.seed, "data"))
+    state = init_state(config, dev)
+    batch: tuple[torch.Tensor, torch.Tensor] | None = None
+    resumed_from = None
+    if run is not None:
+        ck = store.latest_checkpoint(run)
+        if ck is not None:
+            step0, payload = ck
+            if payload.get("config_hash") != chash or payload.get("format") != _CHECKPOINT_FORMAT:
+                raise ValueError(f"checkpoint at step {step0} of run {run.name!r} does not belong to this config")
+            state, gstate, batch = _restore(payload, dev, spec)
+            gen.set_state(gstate)
+            resumed_from = state.step
+        store.set_status(run, "running")
+
+    step_fn = make_step(config)
+    lr_base = config.lr_vector(dev)
+    T, k_res = config.steps, config.resample_every
+    dist_every = config.log_every if config.distance_every is None else config.distance_every
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=T, initial=state.step, desc=f"train {config.seeds} seeds", unit="step",
+               disable=not _progress_enabled(progress), dynamic_ncols=True, file=sys.stderr)
+    try:
+        while state.step < T:
+            t = state.step
+            if (run is not None and config.checkpoint_every and t % config.checkpoint_every == 0
+                    and t > 0 and t != resumed_from):
+                keep_batch = batch if (k_res > 1 and t % k_res != 0) else None
+                store.save_checkpoint(run, t, _state_dict(state, gen, keep_batch, chash))
+            if t % k_res == 0 or batch is None:
+                batch = sample_batch(task, config, gen)
+            lr_t = lr_base * lr_factor(config, t)
+            flat, opt, alive, dstep, loss, gnorm = step_fn(
+                state.flat, state.opt, state.alive, state.diverged_step, t, batch[0], batch[1], lr_t)
+            if t % config.log_every == 0:
+                with_family = dist_every > 0 and t % dist_every == 0
+                meas = _measure(spec, family, sigma, state.params, eval_Z, eval_y, with_family)
+                if run is not None:
+                    vals = {"loss": loss, "grad_norm": gnorm, "lr": lr_t,
+                            "diverged": (~alive).to(torch.float64), **meas}
+                    store.log_metrics(run, t, vals)
+                live = loss[alive]
+                bar.set_postfix(loss=f"{float(live.median()) if live.numel() else math.nan:.4g}",
+                                diverged=int((~alive).sum()))
+            state = TrainState(t + 1, flat, opt, alive, dstep, loss, spec)
+            bar.update(1)
+            if callback is not None:
+                callback(state.step, state)
+    except KeyboardInterrupt:
+        if run is not None:
+            store.set_status(run, "interrupted")
+        raise
+    except BaseException:
+        if run is not None:
+            store.set_status(run, "failed")
+        raise
+    finally:
+        bar.close()
+
+    # final measurements at step T
+    meas = _measure(spec, family, sigma, state.params, eval_Z, eval_y, True)
+    final_loss = meas["eval_loss"]
+    ids_raw, ids_white = _stack_identity(meas, spec)
+    fam_vals = {k[len("family."):]: v for k, v in meas.items() if k.startswith("family.")}
+    fam_dist = meas.get("family_distance")
+    result = TrainResult(
+        config=config, params=state.params, final_loss=final_loss, train_loss=state.loss,
+        diverged=~state.alive, diverged_step=state.diverged_step, steps=state.step,
+        family_distance=fam_dist, family_values=fam_vals, identity_distance=ids_raw,
+        identity_distance_whitened=ids_white, run_name=None if run is None else run.name,
+        run_id=None if run is None else run.id, root=None if store is None else store.root,
+        resumed_from=resumed_from, wall_time=time.perf_counter() - t_start,
+    )
+    if run is not None:
+        store.log_metrics(run, T, {"diverged": (~state.alive).to(torch.float64), **meas})
+        final_state = {
+            "format": _CHECKPOINT_FORMAT, "config_hash": chash, "step": state.step,
+            "params": state.params, "final_loss": final_loss, "train_loss": state.loss,
+            "alive": state.alive, "diverged_step": state.diverged_step,
+            "identity_distance": ids_raw, "identity_distance_whitened": ids_white,
+        }
+        if fam_dist is not None:
+            final_state["family_distance"] = fam_dist
+            final_state["family_values"] = fam_vals
+        store.save_final(run, final_state, step=state.step)
+        for key, value in result.summary().items():
+            if key not in ("wall_time", "resumed_from", "run", "root"):
+                store.log_result(run, key, value)
+        store.set_status(run, "finished")
+    return result
+
+
+def _stack_identity(values: Mapping[str, torch.Tensor], spec: ModelSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    L, H = spec.layers, len(spec.heads)
+    raw = torch.stack([torch.stack([values[f"dist_identity.layer{l}.head{h}"] for h in range(H)], -1)
+                       for l in range(L)], -2)
+    white = torch.stack([torch.stack([values[f"dist_identity_whitened.layer{l}.head{h}"] for h in range(H)], -1)
+                         for l in range(L)], -2)
+    return raw, white
+
+
+def _load_finished(config: TrainConfig, store: Any, run: Any, dev: torch.device, t_start: float) -> TrainResult | None:
+    try:
+        final = store.load_final(run)
+    except ValueError:
+        return None
+    if final.get("step") != config.steps:
+        return None
+    fam_dist = final.get("family_distance")
+    return TrainResult(
+        config=config, params={k: v.to(dev) for k, v in final["params"].items()},
+        final_loss=final["final_loss"].to(dev), train_loss=final["train_loss"].to(dev),
+        diverged=~final["alive"].to(dev), diverged_step=final["diverged_step"].to(dev), steps=int(final["step"]),
+        family_distance=fam_dist, family_values=dict(final.get("family_values", {})),
+        identity_distance=final.get("identity_distance"),
+        identity_distance_whitened=final.get("identity_distance_whitened"),
+        run_name=run.name, run_id=run.id, root=store.root, resumed_from=int(final["step"]),
+        wall_time=time.perf_counter() - t_start,
+    )
