@@ -83,6 +83,7 @@ __all__ = [
     "make_task",
     "init_state",
     "make_step",
+    "make_generator",
     "sample_batch",
     "stacked_predict",
     "lr_factor",
@@ -181,10 +182,29 @@ def _file_digest(path: str) -> str:
     return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()
 
 
+STREAMS: tuple[str, ...] = ("init", "data", "eval")
+"""The random streams of a run: initial weights, training prompts, held-out prompts."""
+
+
 def _derive_seed(seed: int, stream: str) -> int:
     """Independent 63-bit seed for a named random stream of a run."""
     digest = hashlib.sha256(f"landscape.train:{seed}:{stream}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def make_generator(config: "TrainConfig", stream: str, device: torch.device | str = "cpu") -> torch.Generator:
+    """The ``torch.Generator`` of one random stream of a run, freshly seeded.
+
+    The seed is derived from ``config.seed`` and the stream name by SHA-256, so the streams are
+    independent and reproducible. ``"init"`` draws the initial weights (always on the CPU, so they
+    do not depend on the device), ``"data"`` the training prompts (``S × B`` per refresh, seed ``i``
+    getting rows ``i·B … (i+1)·B − 1``), ``"eval"`` the held-out prompts.
+
+    Raises:
+        ValueError: unknown stream.
+    """
+    check_choice("stream", stream, STREAMS)
+    return torch.Generator(device=device).manual_seed(_derive_seed(config.seed, stream))
 
 
 # ---------------------------------------------------------------------- config
@@ -625,14 +645,12 @@ class TrainState:
 def init_state(config: TrainConfig, device: torch.device | str | None = None) -> TrainState:
     """Fresh state: :math:`N(0, \\mathrm{init\\_std}^2)` parameters with the mask applied, zero moments.
 
-    The initial parameters come from the config seed's ``"init"`` stream, drawn on the CPU (so they
-    do not depend on the device) in a fixed order: seed ``i`` of a stack of ``S`` equals seed ``i``
-    of any larger stack drawn from the same seed only when ``S`` is the same; use
-    :func:`init_state` with an explicit stack to compare.
+    The initial parameters come from the config's ``"init"`` stream (:func:`make_generator`), drawn
+    on the CPU so that they do not depend on the device.
     """
     dev = _resolve_device(config.device) if device is None else torch.device(device)
     spec = config.spec
-    g = torch.Generator().manual_seed(_derive_seed(config.seed, "init"))
+    g = make_generator(config, "init")
     mask = train_mask(spec, config.mask)
     params = init_params(spec, g, std=config.init_std, mask=mask, seeds=config.seeds,
                          dtype=config.torch_dtype, device=dev)
@@ -958,11 +976,11 @@ def _train(config: TrainConfig, store: Any, name: str | None, progress: bool,
                 return loaded
 
     # held-out prompts, shared by every seed, fixed by the config seed
-    g_eval = torch.Generator(device=dev).manual_seed(_derive_seed(config.seed, "eval"))
+    g_eval = make_generator(config, "eval", dev)
     eval_batch = task.sample(config.eval_batch, g_eval)
     eval_Z, eval_y = eval_batch.Z, eval_batch.target
 
-    gen = torch.Generator(device=dev).manual_seed(_derive_seed(config.seed, "data"))
+    gen = make_generator(config, "data", dev)
     state = init_state(config, dev)
     batch: tuple[torch.Tensor, torch.Tensor] | None = None
     resumed_from = None
