@@ -53,7 +53,7 @@ import sympy
 import torch
 
 from ..families import Family
-from ..model import ModelSpec, param_shapes, predict
+from ..model import ModelSpec, forward, predict
 from ..tasks import KernelGP, LinearRegression, PromptBatch
 
 __all__ = ["LabelExactEstimator", "CoefficientEstimate", "labels_enter_linearly", "label_gains"]
@@ -218,13 +218,36 @@ class LabelExactEstimator:
 
     # ------------------------------------------------------------------ per-sample losses
     def _coefficients_k(self, params: Mapping[str, torch.Tensor], X: torch.Tensor) -> torch.Tensor:
-        """``k(X)``: prediction for unit label vectors, ``(T, n)``."""
+        r"""``k(X)`` with :math:`\mathrm{TF} = k^\top y_{1:n}`, shape ``(T, n)``.
+
+        The covariate states :math:`X_l` do not depend on the labels, so one forward pass with zero
+        labels gives them; then :math:`Y_L = Y_0 A_0 \cdots A_{L-1}` with
+        :math:`A_l = I + \sum_h \frac{v_{lh}}{n} M\,\mathrm{scores}_{lh}(X_l)` (:math:`v_{lh}` the label corner of the
+        value matrix), and :math:`k = -(A_0\cdots A_{L-1} e_q)_{1:n}`.
+        """
+        spec = self.family.spec
         T, d, N = X.shape
         n = N - 1
-        eye = torch.eye(n, dtype=X.dtype, device=X.device)
-        labels = torch.cat([eye, torch.zeros(n, 1, dtype=X.dtype, device=X.device)], dim=1)  # (n, n+1)
-        Z = torch.cat([X.unsqueeze(1).expand(T, n, d, N), labels.expand(T, n, N).unsqueeze(2)], dim=2)
-        return predict(params, self.family.spec, Z, validate=False)
+        Z0 = torch.cat([X, torch.zeros(T, 1, N, dtype=X.dtype, device=X.device)], dim=1)
+        states = forward(params, spec, Z0, return_states=True, validate=False)
+        u = torch.zeros(T, N, dtype=X.dtype, device=X.device)
+        u = u + torch.nn.functional.one_hot(torch.tensor(n), N).to(X.dtype)
+        D = spec.token_dim
+        for l in reversed(range(spec.layers)):
+            Z = states[l]
+            Zs = Z[..., :n]
+            upd = torch.zeros(T, n, dtype=X.dtype, device=X.device)
+            for h, head in enumerate(spec.heads):
+                key = lambda name: spec.key(l, h, name)  # noqa: E731
+                if head.kind == "linear":
+                    corner = params[key("P")][D - 1, D - 1]
+                    scores = Zs.transpose(-1, -2) @ (params[key("Q")] @ Z)
+                else:
+                    corner = params[key("V")][D - 1, D - 1]
+                    scores = head.kernel.gram(params[key("B")] @ Zs, params[key("C")] @ Z)
+                upd = upd + corner * (scores @ u.unsqueeze(-1)).squeeze(-1)
+            u = u + torch.cat([upd / n, torch.zeros(T, 1, dtype=X.dtype, device=X.device)], dim=-1)
+        return -u[..., :n]
 
     def per_sample(self, values: Mapping[str, float] | torch.Tensor | Sequence[float]) -> torch.Tensor:
         r"""Per-draw losses :math:`\ell(X_t)` (label-exact) or :math:`(\mathrm{TF} - y_q)^2` (plain), ``(T,)``.

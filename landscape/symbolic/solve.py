@@ -1,0 +1,441 @@
+r"""Stationary points of a family loss: exact where sympy can, many-start Newton otherwise.
+
+For an exact :class:`~landscape.symbolic.loss.FamilyLoss` the stationary equations
+:math:`\partial f/\partial s_i = 0` are polynomial. They are solved
+
+* exactly when they are **linear** (``sympy`` linear solve — e.g. ``pgd-full``, Ahn et al. Theorem 1,
+  whose optimum is :math:`A^* = (\frac{n+1}{n}\Sigma + \frac{\operatorname{tr}\Sigma}{n}I)^{-1}`),
+  **univariate** (real roots of a polynomial; e.g. one-layer ``pgd``: :math:`a^* = n/(n+d+1)`), or
+  **bivariate** (lexicographic Gröbner basis → univariate elimination polynomial → back-substitution);
+* otherwise numerically: Newton / trust-region from many seeded starts, polished, de-duplicated.
+
+Label-exact Monte-Carlo losses are handled numerically through their torch function (the
+stationary points of the common-random-numbers sample mean), with the standard error of the loss.
+
+Every point is classified by the family Hessian on the quotient by flat directions — family
+symbols the loss does not depend on, and the one-parameter weight symmetries of the model
+(:attr:`~landscape.families.Family.symmetries`) that move inside the family (e.g.
+:math:`B \mapsto e^tB, C \mapsto e^{-t}C` for dot-product kernels): ``min`` (all eigenvalues > 0),
+``max`` (all < 0), ``saddle`` (both signs), ``degenerate`` (a further zero eigenvalue, no negative
+and positive pair).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import sympy
+import torch
+from scipy import optimize
+
+from .._tolerances import ZERO_EIG
+from ..model import flatten_params
+from .codegen import to_numpy
+from .loss import FamilyLoss
+
+__all__ = ["StationaryPoint", "stationary_points", "classify", "symmetry_directions"]
+
+KINDS = ("min", "saddle", "max", "degenerate")
+
+_GRAD_TOL = 1e-9
+"""A candidate is stationary if ``|∇f| <= _GRAD_TOL · (1 + |f|)`` (exact routes, float64)."""
+_MC_GRAD_TOL = 1e-7
+"""The same for the Monte-Carlo route (gradients of a sample mean over many draws)."""
+_DEDUP_RTOL = 1e-6
+"""Two points closer than this (relative) are the same."""
+_GROEBNER_MAX_DEGREE = 8
+_BOX = 1e3
+"""Numerical candidates with a coordinate beyond ``_BOX · scale`` are dropped: they are points where
+the gradient only *tends* to zero (valleys to infinity, e.g. :math:`a_0 \to 0, b_0 \to \infty` with
+:math:`a_0 b_0` fixed in ``pgd-relaxed``), not stationary points."""
+"""Largest degree of a bivariate stationary system handed to the Gröbner route."""
+
+
+@dataclass(frozen=True)
+class StationaryPoint:
+    """A stationary point of a family loss.
+
+    Attributes:
+        values: symbol name → value (flat symbols set to 0).
+        exact: symbol name → exact sympy value as a string, where the solver found one.
+        loss: the loss there.
+        loss_se: its Monte-Carlo standard error (0 for exact losses).
+        kind: ``"min"``, ``"saddle"``, ``"max"`` or ``"degenerate"``.
+        eigenvalues: eigenvalues of the family Hessian on the quotient (ascending).
+        grad_norm: norm of the gradient over the family symbols there.
+        free: symbols the loss does not depend on (flat directions, not solved for).
+        symmetry_dims: number of weight-symmetry directions quotiented out.
+    """
+
+    values: dict[str, float]
+    exact: dict[str, str]
+    loss: float
+    loss_se: float
+    kind: str
+    eigenvalues: tuple[float, ...]
+    grad_norm: float
+    free: tuple[str, ...] = ()
+    symmetry_dims: int = 0
+
+    def as_dict(self) -> dict:
+        """JSON-ready dict (``values``, ``exact``, ``loss``, ``kind`` and diagnostics)."""
+        return {"values": dict(self.values), "exact": dict(self.exact), "loss": self.loss, "loss_se": self.loss_se,
+                "kind": self.kind, "hessian_eigenvalues": list(self.eigenvalues), "grad_norm": self.grad_norm,
+                "free": list(self.free), "symmetry_dims": self.symmetry_dims}
+
+
+# ---------------------------------------------------------------------- classification
+def classify(eigenvalues: Sequence[float], rtol: float = ZERO_EIG[torch.float64]) -> str:
+    """``min`` / ``max`` / ``saddle`` / ``degenerate`` from Hessian eigenvalues.
+
+    An eigenvalue counts as zero when ``|λ| <= rtol · max(1, max|λ|)``.
+    """
+    ev = np.asarray(list(eigenvalues), dtype=np.float64)
+    if ev.size == 0:
+        return "degenerate"
+    tol = rtol * max(1.0, float(np.abs(ev).max()))
+    pos, neg, zero = bool((ev > tol).any()), bool((ev < -tol).any()), bool((np.abs(ev) <= tol).any())
+    if pos and neg:
+        return "saddle"
+    if zero:
+        return "degenerate"
+    return "min" if pos else "max"
+
+
+def symmetry_directions(loss: FamilyLoss, v: torch.Tensor) -> list[torch.Tensor]:
+    r"""Directions in symbol space along which a model weight symmetry moves inside the family.
+
+    For each :class:`~landscape.families.Symmetry` with generator
+    :math:`\delta = \frac{d}{dt}\theta_t|_{t=0}`, solve :math:`J u = \delta` with the family Jacobian
+    :math:`J = \partial\theta/\partial s`; ``u`` is kept when the residual vanishes (the orbit is
+    tangent to the family).
+    """
+    fam = loss.family
+    v = v.detach().to(torch.float64)
+    J = fam.tangent_basis(v)
+    params = fam.params(v)
+    out = []
+    for sym in fam.symmetries:
+        def moved(t: torch.Tensor, sym=sym) -> torch.Tensor:
+            return flatten_params(sym.act(params, t), fam.spec)
+
+        t0 = torch.zeros((), dtype=torch.float64)
+        _, delta = torch.func.jvp(moved, (t0,), (torch.ones_like(t0),))
+        nd = float(delta.norm())
+        if nd == 0:
+            continue
+        u = torch.linalg.lstsq(J, delta.unsqueeze(-1)).solution.squeeze(-1)
+        if float((J @ u - delta).norm()) <= 1e-8 * nd and float(u.norm()) > 0:
+            out.append(u)
+    return out
+
+
+def _quotient_eigenvalues(H: np.ndarray, directions: list[np.ndarray]) -> tuple[np.ndarray, int]:
+    k = H.shape[0]
+    if not directions or k == 0:
+        return np.linalg.eigvalsh((H + H.T) / 2), 0
+    U = np.stack(directions, axis=1)
+    rank = np.linalg.matrix_rank(U, tol=1e-10)
+    Q, _ = np.linalg.qr(np.concatenate([U, np.eye(k)], axis=1))
+    N = Q[:, rank:k]
+    Hq = N.T @ H @ N
+    return np.linalg.eigvalsh((Hq + Hq.T) / 2), int(rank)
+
+
+# ---------------------------------------------------------------------- exact solving
+def _is_rational_poly(p: sympy.Poly) -> bool:
+    return all(c.is_Rational for c in p.coeffs())
+
+
+def _exact_solutions(grads: list[sympy.Expr], active: list[sympy.Symbol]) -> tuple[list[dict], bool] | None:
+    """Exact stationary points: (list of {symbol: sympy value}, complete?) or None if not attempted."""
+    k = len(active)
+    polys = [sympy.Poly(g, *active) for g in grads]
+    if all(p.total_degree() <= 1 for p in polys):
+        A, b = sympy.linear_eq_to_matrix([p.as_expr() for p in polys], active)
+        if A.rank() == k:
+            x = A.LUsolve(b)
+            return [{s: sympy.nsimplify(x[i]) if x[i].is_Rational else x[i] for i, s in enumerate(active)}], True
+        return None
+    if k == 1:
+        p = polys[0]
+        if _is_rational_poly(p):
+            roots = sympy.Poly(p.as_expr(), active[0]).real_roots()
+            sols = []
+            for r in roots:
+                if not any(sympy.simplify(r - s[active[0]]) == 0 for s in sols):
+                    sols.append({active[0]: r})
+            return sols, True
+        return None
+    if k == 2 and all(_is_rational_poly(p) for p in polys) and max(p.total_degree() for p in polys) <= _GROEBNER_MAX_DEGREE:
+        # eliminate each variable in turn (lex Gröbner bases): the real roots of the two univariate
+        # elimination polynomials contain every coordinate of every real solution; pair them up
+        # by checking the stationary equations at 50 digits.
+        x, y = active
+        roots = {}
+        for first, last in ((x, y), (y, x)):
+            G = sympy.groebner([p.as_expr() for p in polys], first, last, order="lex")
+            if not G.is_zero_dimensional:
+                return None
+            elim = [e for e in G.exprs if first not in e.free_symbols]
+            if len(elim) != 1:
+                return None
+            roots[last] = sympy.Poly(elim[0], last).real_roots()
+        sols = []
+        for rx in roots[x]:
+            for ry in roots[y]:
+                vals50 = {x: rx.evalf(50), y: ry.evalf(50)}
+                scale = 1 + abs(float(vals50[x])) + abs(float(vals50[y]))
+                if all(abs(complex(sympy.N(g.subs(vals50), 40))) <= 1e-25 * scale**8 for g in grads):
+                    sols.append({x: rx, y: ry})
+        return sols, True
+    return None
+
+
+# ---------------------------------------------------------------------- numerical solving
+def _starts(k: int, count: int, scale: float, rng: np.random.Generator) -> np.ndarray:
+    half = count // 2
+    a = rng.normal(0.0, scale, size=(half, k))
+    b = rng.uniform(-2 * scale, 2 * scale, size=(count - half, k))
+    return np.concatenate([np.zeros((1, k)), a, b], axis=0)
+
+
+def _polish(x: np.ndarray, grad: Callable, hess: Callable, steps: int = 8) -> np.ndarray:
+    for _ in range(steps):
+        g = grad(x)
+        if not np.all(np.isfinite(g)):
+            return x
+        H = hess(x)
+        try:
+            dx = np.linalg.lstsq(H, g, rcond=1e-14)[0]
+        except np.linalg.LinAlgError:
+            return x
+        x_new = x - dx
+        if not np.all(np.isfinite(x_new)) or np.linalg.norm(grad(x_new)) > np.linalg.norm(g):
+            return x
+        x = x_new
+    return x
+
+
+def _numeric_solutions(f: Callable, grad: Callable, hess: Callable, k: int, starts: int, seed: int,
+                       scale: float, tol: Callable[[np.ndarray], float],
+                       fg: Callable | None = None, roots: bool = True) -> list[np.ndarray]:
+    """Stationary points from seeded starts: Powell-hybrid root finding on the gradient (``roots``)
+    and a minimisation (trust-region with the Hessian, or L-BFGS on ``fg`` = (f, ∇f) when given),
+    each polished by Newton steps and kept when the gradient vanishes."""
+    rng = np.random.default_rng(seed)
+    found: list[np.ndarray] = []
+    for x0 in _starts(k, starts, scale, rng):
+        cands = []
+        if roots:
+            try:
+                r = optimize.root(grad, x0, jac=hess, method="hybr", tol=1e-14)
+                cands.append(r.x)
+            except (ValueError, np.linalg.LinAlgError, FloatingPointError):
+                pass
+        try:
+            if fg is None:
+                m = optimize.minimize(f, x0, jac=grad, hess=hess, method="trust-exact",
+                                      options={"gtol": 1e-12, "maxiter": 500})
+            else:
+                m = optimize.minimize(fg, x0, jac=True, method="L-BFGS-B",
+                                      options={"gtol": 1e-10, "ftol": 1e-15, "maxiter": 300})
+            cands.append(m.x)
+        except (ValueError, np.linalg.LinAlgError, FloatingPointError):
+            pass
+        for x in cands:
+            if not np.all(np.isfinite(x)) or np.abs(x).max() > _BOX * max(1.0, scale):
+                continue
+            x = _polish(np.asarray(x, dtype=np.float64), grad, hess)
+            g = grad(x)
+            if not np.all(np.isfinite(g)) or np.linalg.norm(g) > tol(x):
+                continue
+            if any(np.linalg.norm(x - y) <= _DEDUP_RTOL * (1 + np.linalg.norm(y)) for y in found):
+                continue
+            found.append(x)
+    return found
+
+
+def _exact_string(v: sympy.Expr) -> str:
+    v = sympy.sympify(v)
+    if v.is_Float:
+        return str(sympy.Float(v, 17))
+    return str(v)
+
+
+def stationary_points(
+    loss: FamilyLoss,
+    *,
+    starts: int = 24,
+    seed: int = 0,
+    exact: bool | str = "auto",
+    scale: float = 1.0,
+) -> tuple[StationaryPoint, ...]:
+    r"""Find and classify the stationary points of a family loss.
+
+    Args:
+        loss: a :class:`~landscape.symbolic.loss.FamilyLoss` (exact or label-exact Monte-Carlo).
+        starts: number of seeded random starts of the numerical search.
+        seed: seed of the starts (``numpy.random.default_rng``).
+        exact: ``"auto"`` (exact solve when the system is linear, univariate or a small bivariate
+            polynomial system), ``True`` (require it), ``False`` (numerical only).
+        scale: spread of the random starts.
+
+    Returns:
+        Stationary points sorted by loss (exact solutions first where they coincide with numerical ones).
+
+    Raises:
+        TypeError: ``loss`` is not a FamilyLoss.
+        ValueError: bad ``starts``/``scale``/``exact``, or ``exact=True`` on a system sympy cannot solve.
+    """
+    if not isinstance(loss, FamilyLoss):
+        raise TypeError(f"loss must be a FamilyLoss (see family_loss), got {type(loss).__name__}")
+    if isinstance(starts, bool) or not isinstance(starts, int) or starts < 1:
+        raise ValueError(f"starts must be an integer >= 1, got {starts!r}")
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive number, got {scale!r}")
+    if exact not in ("auto", True, False):
+        raise ValueError(f"exact must be 'auto', True or False, got {exact!r}")
+    if loss.exact:
+        return _solve_exact(loss, starts, seed, exact, scale)
+    if exact is True:
+        raise ValueError(f"exact=True needs an exact loss; the {loss.method!r} route is Monte-Carlo")
+    return _solve_mc(loss, starts, seed, scale)
+
+
+def _finish(loss: FamilyLoss, full: np.ndarray, exact_vals: dict[str, str], free: Sequence[str],
+            active_idx: list[int], H_active: np.ndarray, grad_full: np.ndarray) -> StationaryPoint:
+    v = torch.as_tensor(full, dtype=torch.float64)
+    dirs = [u.numpy()[active_idx] for u in symmetry_directions(loss, v)]
+    dirs = [u for u in dirs if np.linalg.norm(u) > 1e-12]
+    ev, rank = _quotient_eigenvalues(H_active, dirs)
+    return StationaryPoint(
+        values={n: float(x) for n, x in zip(loss.names, full)},
+        exact=exact_vals,
+        loss=loss.value(v),
+        loss_se=loss.standard_error(v),
+        kind=classify(ev),
+        eigenvalues=tuple(float(e) for e in ev),
+        grad_norm=float(np.linalg.norm(grad_full)),
+        free=tuple(free),
+        symmetry_dims=rank,
+    )
+
+
+def _solve_exact(loss: FamilyLoss, starts: int, seed: int, exact: bool | str, scale: float) -> tuple[StationaryPoint, ...]:
+    syms = list(loss.symbols)
+    active = [s for s in syms if s in loss.expr.free_symbols]
+    free = [s.name for s in syms if s not in active]
+    active_idx = [syms.index(s) for s in active]
+    if not active:
+        full = np.zeros(len(syms))
+        return (_finish(loss, full, {}, free, [], np.zeros((0, 0)), np.zeros(0)),)
+    grads = [sympy.diff(loss.expr, s) for s in active]
+    hess = [[sympy.diff(g, s) for s in active] for g in grads]
+    f_np = to_numpy(loss.expr, active)
+    g_np = to_numpy(grads, active)
+    h_np = to_numpy(hess, active)
+
+    exact_sols = None
+    if exact in ("auto", True):
+        exact_sols = _exact_solutions(grads, active)
+        if exact is True and exact_sols is None:
+            raise ValueError(f"no exact solver for the stationary system of {loss.family.name!r} "
+                             f"({len(active)} unknowns, degree {max(sympy.Poly(g, *active).total_degree() for g in grads)})")
+    points: list[tuple[np.ndarray, dict[str, str]]] = []
+    if exact_sols is not None:
+        for sol in exact_sols[0]:
+            x = np.array([float(sympy.N(sol[s], 30)) for s in active])
+            points.append((x, {s.name: _exact_string(sol[s]) for s in active}))
+    if exact_sols is None or not exact_sols[1]:
+        tol = lambda x: _GRAD_TOL * (1 + abs(float(f_np(x))))  # noqa: E731
+        for x in _numeric_solutions(f_np, g_np, h_np, len(active), starts, seed, scale, tol):
+            if any(np.linalg.norm(x - y) <= _DEDUP_RTOL * (1 + np.linalg.norm(y)) for y, _ in points):
+                continue
+            points.append((x, {}))
+    out = []
+    for x, ex in points:
+        full = np.zeros(len(syms))
+        full[active_idx] = x
+        out.append(_finish(loss, full, ex, free, active_idx, h_np(x), g_np(x)))
+    return tuple(sorted(out, key=lambda p: p.loss))
+
+
+def _solve_mc(loss: FamilyLoss, starts: int, seed: int, scale: float) -> tuple[StationaryPoint, ...]:
+    syms = list(loss.symbols)
+    k = len(syms)
+    fn = loss.torch_fn()
+
+    def full_fg(v: torch.Tensor) -> tuple[float, np.ndarray]:
+        w = v.detach().clone().requires_grad_(True)
+        out = fn(w)
+        (g,) = torch.autograd.grad(out, w)
+        return float(out.detach()), g.detach().numpy()
+
+    # structurally flat symbols: gradient exactly zero at two random points
+    rng = np.random.default_rng(seed + 1)
+    zero = np.ones(k, dtype=bool)
+    for _ in range(2):
+        zero &= full_fg(torch.as_tensor(rng.normal(0, scale, k), dtype=torch.float64))[1] == 0.0
+    active_idx = [i for i in range(k) if not zero[i]]
+    free = [syms[i].name for i in range(k) if zero[i]]
+
+    def embed(x: np.ndarray) -> torch.Tensor:
+        full = torch.zeros(k, dtype=torch.float64)
+        full[active_idx] = torch.as_tensor(x, dtype=torch.float64)
+        return full
+
+    def fg_np(x: np.ndarray) -> tuple[float, np.ndarray]:
+        f, g = full_fg(embed(x))
+        return f, g[active_idx]
+
+    def f_np(x: np.ndarray) -> float:
+        with torch.no_grad():
+            return float(fn(embed(x)))
+
+    def g_np(x: np.ndarray) -> np.ndarray:
+        return fg_np(x)[1]
+
+    def h_np(x: np.ndarray) -> np.ndarray:
+        H = torch.autograd.functional.hessian(fn, embed(x))
+        return H.detach().numpy()[np.ix_(active_idx, active_idx)]
+
+    tol = lambda x: _MC_GRAD_TOL * (1 + abs(f_np(x)))  # noqa: E731
+    xs = (_numeric_solutions(f_np, g_np, h_np, len(active_idx), starts, seed, scale, tol, fg=fg_np, roots=False)
+          if active_idx else [np.zeros(0)])
+    out = []
+    for x in xs:
+        full = embed(x).numpy()
+        out.append(_finish(loss, full, {}, free, active_idx, h_np(x), g_np(x)))
+    out = _dedup_functional(loss, out)
+    return tuple(sorted(out, key=lambda p: p.loss))
+
+
+def _dedup_functional(loss: FamilyLoss, points: list[StationaryPoint]) -> list[StationaryPoint]:
+    """Merge points that define the same model (equal predictions on probe prompts): symmetry orbits."""
+    if len(points) < 2:
+        return points
+    from ..model import predict
+
+    g = torch.Generator().manual_seed(12345)
+    batch = loss.data.sample(16, g)  # type: ignore[attr-defined]
+    preds = []
+    for p in points:
+        v = torch.tensor([p.values[n] for n in loss.names], dtype=torch.float64)
+        with torch.no_grad():
+            preds.append(predict(loss.family.params(v), loss.family.spec, batch.Z.to(torch.float64)))
+    keep: list[int] = []
+    for i, pi in enumerate(preds):
+        same = False
+        for j in keep:
+            if float((pi - preds[j]).abs().max()) <= 1e-6 * (1 + float(preds[j].abs().max())):
+                same = True
+                if np.linalg.norm(list(points[i].values.values())) < np.linalg.norm(list(points[j].values.values())):
+                    keep[keep.index(j)] = i
+                break
+        if not same:
+            keep.append(i)
+    return [points[i] for i in keep]
