@@ -1,0 +1,1077 @@
+r"""Figures: distance to the construction, learned weights, loss scaling, comparison grids.
+
+Two layers:
+
+* **array functions** (``*_figure`` taking arrays) build a :class:`matplotlib.figure.Figure` from
+  plain numbers, so studies can call them directly;
+* **store functions** (``plot_*`` taking a :class:`~landscape.store.RunStore` and run names) read
+  everything they show from the run store (metrics, results, configs, final weights), build the
+  figure with the array functions, write PNG and SVG next to the data (``<store>/figures/...``)
+  and register both files as ``"figure"`` artifacts of the runs they show.
+
+Figures are built on :class:`matplotlib.figure.Figure` objects directly — never through
+``pyplot`` — so importing this module changes no global matplotlib state (no backend switch, no
+rcParams change, no figure registry) and works headless; ``Figure.savefig`` renders PNG with the
+Agg canvas and SVG with the SVG canvas.
+
+Seed statistics. A metric logged per seed is a table ``values[step, seed]``. Curves show the
+median over seeds and the inter-quartile band ``[Q_{0.25}, Q_{0.75}]`` (NaN entries — e.g. a seed
+that diverged — are ignored; a step where every seed is NaN is left out).
+
+References: the distance metric :math:`\mathrm{Dist}(M, I) = \min_\alpha \|M-\alpha I\|_F/\|M\|_F`
+(Ahn et al. 2023, arXiv 2306.00297, Fig. 2) and the activation × data-kernel loss comparisons
+(Cheng, Chen, Sra 2024, arXiv 2312.06528, Figs. 2–4).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from .store import MetricSeries, Run, RunStore
+
+__all__ = [
+    "FIGURE_FORMATS",
+    "PLOT_KINDS",
+    "SavedFigure",
+    "seed_quantiles",
+    "save_figure",
+    "distance_figure",
+    "loss_curves_figure",
+    "matrix_heatmaps_figure",
+    "loss_vs_figure",
+    "comparison_grid_figure",
+    "distance_keys",
+    "plot_distance",
+    "plot_loss",
+    "plot_heatmaps",
+    "plot_loss_vs",
+    "plot_grid",
+    "plot_store",
+    "PlotReport",
+    "bayes_loss_estimate",
+]
+
+FIGURE_FORMATS: tuple[str, ...] = ("png", "svg")
+"""File formats every figure is written in."""
+
+PLOT_KINDS: tuple[str, ...] = ("distance", "loss", "heatmap", "depth", "context", "grid")
+"""Kinds of figure :func:`plot_store` knows (``"all"`` selects every one)."""
+
+_FIGURE_DIR = "figures"
+_QUANTILES = (0.25, 0.5, 0.75)
+
+
+# ----------------------------------------------------------------------------------------------
+# Small helpers
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SavedFigure:
+    """A figure written to disk.
+
+    Attributes:
+        name: file stem (``"distance"``).
+        paths: the written files, one per format in :data:`FIGURE_FORMATS` (PNG first).
+        runs: names of the runs whose data it shows (the figure is an artifact of each).
+        figure: the matplotlib figure (to inspect the plotted data).
+    """
+
+    name: str
+    paths: tuple[Path, ...]
+    runs: tuple[str, ...]
+    figure: Figure = field(repr=False, compare=False)
+
+    @property
+    def png(self) -> Path:
+        """The PNG file."""
+        return self.paths[0]
+
+    @property
+    def svg(self) -> Path:
+        """The SVG file."""
+        return self.paths[1]
+
+
+def _as_2d(name: str, values: object) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must have shape (n_steps,) or (n_steps, n_seeds); got {arr.shape}")
+    return arr
+
+
+def _as_1d(name: str, values: object, length: int | None = None) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional; got shape {arr.shape}")
+    if length is not None and arr.shape[0] != length:
+        raise ValueError(f"{name} has {arr.shape[0]} entries; expected {length}")
+    return arr
+
+
+def seed_quantiles(values: object) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    r"""Median and inter-quartile range over seeds, ignoring NaN.
+
+    For each row ``i`` of ``values`` (a step), the NaN-ignoring quantiles
+    :math:`Q_{0.25}, Q_{0.5}, Q_{0.75}` of ``values[i, :]`` (linear interpolation, as
+    :func:`numpy.nanquantile`). Rows where every entry is NaN are dropped.
+
+    Args:
+        values: array ``(n_steps, n_seeds)`` (or ``(n_steps,)`` for one seed).
+
+    Returns:
+        ``(rows, q25, median, q75)``: the indices of the kept rows and the three quantiles there.
+
+    Raises:
+        ValueError: if ``values`` has more than two axes.
+    """
+    arr = _as_2d("values", values)
+    keep = np.flatnonzero(~np.all(np.isnan(arr), axis=1))
+    if keep.size == 0:
+        empty = np.empty(0)
+        return keep, empty, empty, empty
+    q = np.nanquantile(arr[keep], _QUANTILES, axis=1)
+    return keep, q[0], q[1], q[2]
+
+
+def _positive_for_log(*arrays: np.ndarray) -> bool:
+    """Whether every finite entry is > 0 (a log axis can show it)."""
+    for a in arrays:
+        finite = a[np.isfinite(a)]
+        if finite.size and np.any(finite <= 0):
+            return False
+    return True
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "figure"
+
+
+def save_figure(
+    fig: Figure,
+    directory: str | os.PathLike[str],
+    name: str,
+    *,
+    store: RunStore | None = None,
+    runs: Sequence[Run | str | int] = (),
+    meta: Mapping[str, Any] | None = None,
+    dpi: int = 150,
+) -> SavedFigure:
+    """Write ``fig`` as PNG and SVG and register both files as artifacts of ``runs``.
+
+    Args:
+        fig: the figure.
+        directory: output folder (created if missing).
+        name: file stem; characters other than letters, digits, ``_ . -`` become ``_``.
+        store: the run store to register the files in (None: write only).
+        runs: runs the figure shows; each gets both files as ``"figure"`` artifacts.
+        meta: JSON metadata stored with the artifacts (the figure ``name`` and ``format`` are
+            added).
+        dpi: PNG resolution.
+
+    Returns:
+        The :class:`SavedFigure`.
+
+    Raises:
+        ValueError: ``runs`` given without ``store``.
+    """
+    if runs and store is None:
+        raise ValueError("runs were given but no store to register the figure in")
+    out = Path(directory).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    stem = _slug(name)
+    paths: list[Path] = []
+    for fmt in FIGURE_FORMATS:
+        path = out / f"{stem}.{fmt}"
+        tmp = out / f".{stem}.{os.getpid()}.tmp.{fmt}"
+        # Metadata without dates keeps the files reproducible byte for byte.
+        md = {"Software": None} if fmt == "png" else {"Date": None}
+        # A fixed salt makes the SVG element ids deterministic (restored on exit).
+        with matplotlib.rc_context({"svg.hashsalt": "landscape"}):
+            fig.savefig(tmp, format=fmt, dpi=dpi, metadata=md)
+        tmp.replace(path)
+        paths.append(path.resolve())
+    run_names: list[str] = []
+    if store is not None:
+        for run in runs:
+            r = store._resolve(run) if isinstance(run, Run) else store.get_run(run)
+            run_names.append(r.name)
+            for path, fmt in zip(paths, FIGURE_FORMATS):
+                store.add_artifact(r, "figure", path, {**dict(meta or {}), "name": stem, "format": fmt})
+    return SavedFigure(stem, tuple(paths), tuple(run_names), fig)
+
+
+# ----------------------------------------------------------------------------------------------
+# Array functions
+# ----------------------------------------------------------------------------------------------
+
+
+def _band(ax: Axes, x: np.ndarray, values: np.ndarray, *, label: str, color: str | None) -> None:
+    rows, q25, med, q75 = seed_quantiles(values)
+    if rows.size == 0:
+        return
+    xs = x[rows]
+    (line,) = ax.plot(xs, med, label=label, color=color, lw=1.8)
+    line.set_gid(f"median:{label}")
+    if values.shape[1] > 1:
+        ax.fill_between(xs, q25, q75, color=line.get_color(), alpha=0.25, lw=0)
+
+
+def distance_figure(
+    curves: Mapping[str, tuple[object, object]],
+    *,
+    panels: Mapping[str, Sequence[str]] | None = None,
+    ylabel: str = "distance to construction",
+    xlabel: str = "step",
+    log_y: bool = True,
+    title: str | None = None,
+) -> Figure:
+    r"""Distance to the construction against training step: median over seeds with IQR band.
+
+    One curve per entry of ``curves`` (e.g. one per layer, ``Dist(Σ^{1/2} A_l Σ^{1/2}, I)`` for
+    :math:`l = 0, \dots, L-1`, Ahn et al. 2023, Fig. 2). The line of each curve has gid
+    ``"median:<label>"``; its y-data is the median over seeds at each step.
+
+    Args:
+        curves: label ↦ ``(steps (n_steps,), values (n_steps, n_seeds))``.
+        panels: panel title ↦ labels of the curves drawn in it (one axes each, side by side);
+            None puts every curve in one axes.
+        ylabel, xlabel, title: axis labels and title.
+        log_y: logarithmic y axes (switched off per panel if a value is <= 0).
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: no curves, a panel naming an unknown curve, or array shapes that do not match.
+    """
+    if not curves:
+        raise ValueError("distance_figure needs at least one curve")
+    groups = {"": list(curves)} if panels is None else {k: list(v) for k, v in panels.items()}
+    for title_, labels in groups.items():
+        unknown = [lab for lab in labels if lab not in curves]
+        if unknown:
+            raise ValueError(f"panel {title_!r} names unknown curves {unknown}; curves: {list(curves)}")
+    fig = Figure(figsize=(5.2 * len(groups) + 1.2, 4.2), layout="constrained")
+    axes = fig.subplots(1, len(groups), squeeze=False)[0]
+    n_seeds = 1
+    for ax, (panel, labels) in zip(axes, groups.items()):
+        all_vals = []
+        for label in labels:
+            steps, values = curves[label]
+            v = _as_2d(f"curves[{label!r}] values", values)
+            x = _as_1d(f"curves[{label!r}] steps", steps, v.shape[0])
+            _band(ax, x, v, label=str(label), color=None)
+            all_vals.append(v)
+            n_seeds = max(n_seeds, v.shape[1])
+        if log_y and _positive_for_log(*all_vals):
+            ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if panel:
+            ax.set_title(panel, fontsize="medium")
+        ax.legend(fontsize="small")
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle(title or f"{ylabel} (median and IQR over {n_seeds} seeds)")
+    return fig
+
+
+def loss_curves_figure(
+    steps: object,
+    values: object,
+    seeds: Sequence[int] | None = None,
+    *,
+    bayes: float | None = None,
+    ylabel: str = "loss",
+    log_y: bool = True,
+    title: str | None = None,
+) -> Figure:
+    r"""Training loss against step for every seed, with the median over seeds in bold.
+
+    Each seed's line has gid ``"seed:<s>"`` and the median line gid ``"median"``; a horizontal line
+    at ``bayes`` (gid ``"bayes"``) marks the Bayes-optimal loss when given.
+
+    Args:
+        steps: ``(n_steps,)``.
+        values: ``(n_steps, n_seeds)``.
+        seeds: the seed of each column (default ``0..S-1``).
+        bayes: Bayes-optimal loss, or None.
+        ylabel, title: labels.
+        log_y: logarithmic y axis (switched off automatically if a value is <= 0).
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: mismatched shapes.
+    """
+    v = _as_2d("values", values)
+    x = _as_1d("steps", steps, v.shape[0])
+    seed_list = list(range(v.shape[1])) if seeds is None else [int(s) for s in seeds]
+    if len(seed_list) != v.shape[1]:
+        raise ValueError(f"seeds has {len(seed_list)} entries but values has {v.shape[1]} columns")
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    for j, s in enumerate(seed_list):
+        ok = ~np.isnan(v[:, j])
+        (ln,) = ax.plot(x[ok], v[ok, j], lw=0.8, alpha=0.45, color="tab:blue")
+        ln.set_gid(f"seed:{s}")
+    rows, _, med, _ = seed_quantiles(v)
+    (ln,) = ax.plot(x[rows], med, lw=2.0, color="black", label=f"median of {v.shape[1]} seeds")
+    ln.set_gid("median")
+    if bayes is not None and math.isfinite(bayes):
+        bl = ax.axhline(bayes, ls="--", color="tab:red", label=f"Bayes-optimal ({bayes:.3g})")
+        bl.set_gid("bayes")
+    extra = [np.array([bayes])] if bayes is not None else []
+    if log_y and _positive_for_log(v, *extra):
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or f"training {ylabel} ({v.shape[1]} seeds)")
+    ax.legend(fontsize="small")
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def matrix_heatmaps_figure(
+    learned: Mapping[str, object],
+    construction: Mapping[str, object],
+    *,
+    titles: tuple[str, str] = ("learned", "construction"),
+    cmap: str = "RdBu_r",
+    title: str | None = None,
+) -> Figure:
+    r"""Learned against construction matrices, side by side, one row per matrix, one colour scale.
+
+    Every panel uses the same symmetric colour range :math:`[-m, m]`,
+    :math:`m = \max |entries|` over all panels, so equal colours mean equal numbers across rows
+    and columns. Panel images carry gid ``"learned:<name>"`` / ``"construction:<name>"``.
+
+    Args:
+        learned: matrix name (e.g. ``"layer0.head0.Q"``) ↦ 2-D array.
+        construction: same names ↦ arrays of the same shapes.
+        titles: column titles.
+        cmap: a diverging matplotlib colormap name.
+        title: figure title.
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: empty input, names that differ, non-2-D arrays or mismatched shapes.
+    """
+    if not learned:
+        raise ValueError("matrix_heatmaps_figure needs at least one matrix")
+    if set(learned) != set(construction):
+        raise ValueError(
+            f"learned and construction name different matrices: {sorted(learned)} vs {sorted(construction)}"
+        )
+    names = list(learned)
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []
+    for n in names:
+        a = np.asarray(learned[n], dtype=np.float64)
+        b = np.asarray(construction[n], dtype=np.float64)
+        if a.ndim != 2 or a.shape != b.shape:
+            raise ValueError(f"matrix {n!r}: learned {a.shape} and construction {b.shape} must be equal 2-D shapes")
+        pairs.append((a, b))
+    m = max(float(np.nanmax(np.abs(np.stack(p)))) for p in pairs)
+    m = m if m > 0 else 1.0
+    rows = len(names)
+    fig = Figure(figsize=(6.0, 2.6 * rows + 0.6), layout="constrained")
+    axes = fig.subplots(rows, 2, squeeze=False)
+    im = None
+    for i, (n, (a, b)) in enumerate(zip(names, pairs)):
+        for j, (mat, col) in enumerate(((a, titles[0]), (b, titles[1]))):
+            ax = axes[i, j]
+            im = ax.imshow(mat, cmap=cmap, vmin=-m, vmax=m, interpolation="nearest")
+            im.set_gid(f"{col}:{n}")
+            ax.set_title(f"{n} — {col}", fontsize="small")
+            ax.set_xticks(range(mat.shape[1]))
+            ax.set_yticks(range(mat.shape[0]))
+            ax.tick_params(labelsize="x-small")
+    assert im is not None
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def loss_vs_figure(
+    curves: Mapping[str, tuple[object, object]],
+    *,
+    bayes: tuple[object, object] | Mapping[str, tuple[object, object]] | None = None,
+    xlabel: str = "layers",
+    ylabel: str = "final loss",
+    log_y: bool = True,
+    title: str | None = None,
+) -> Figure:
+    r"""Final loss against a size (depth or context length) for several models, with Bayes line.
+
+    Each curve is a model (e.g. an attention activation) with one value per seed at each x; the
+    line (gid ``"median:<label>"``) is the median over seeds, with the IQR as error bars. The
+    Bayes-optimal loss (gid ``"bayes"``), when given, is drawn dashed (Cheng, Chen, Sra 2024,
+    Figs. 2–3: the activation matching the data kernel approaches it as depth / n grow).
+
+    Args:
+        curves: label ↦ ``(x (n_x,), values (n_x, n_seeds))``.
+        bayes: ``(x, bayes_loss)`` arrays, or label ↦ such a pair (one dashed line each; gid
+            ``"bayes:<label>"`` when there are several), or None.
+        xlabel, ylabel, title: labels.
+        log_y: logarithmic y axis (switched off automatically if a value is <= 0).
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: no curves, or mismatched shapes.
+    """
+    if not curves:
+        raise ValueError("loss_vs_figure needs at least one curve")
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    all_vals: list[np.ndarray] = []
+    for label, (xs, values) in curves.items():
+        v = _as_2d(f"curves[{label!r}] values", values)
+        x = _as_1d(f"curves[{label!r}] x", xs, v.shape[0])
+        order = np.argsort(x, kind="stable")
+        x, v = x[order], v[order]
+        rows, q25, med, q75 = seed_quantiles(v)
+        err = np.vstack([med - q25, q75 - med])
+        cont = ax.errorbar(x[rows], med, yerr=err, marker="o", ms=4, capsize=3, label=str(label))
+        cont.lines[0].set_gid(f"median:{label}")
+        all_vals.append(v)
+    lines = {} if bayes is None else (dict(bayes) if isinstance(bayes, Mapping) else {"Bayes-optimal": bayes})
+    styles = ("--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1)))
+    for i, (blabel, (bx_, by_)) in enumerate(lines.items()):
+        bx = _as_1d(f"bayes[{blabel!r}] x", bx_)
+        by = np.broadcast_to(np.asarray(by_, dtype=np.float64), bx.shape)
+        order = np.argsort(bx, kind="stable")
+        (bl,) = ax.plot(bx[order], by[order], ls=styles[i % len(styles)], color="black", label=blabel)
+        bl.set_gid("bayes" if len(lines) == 1 else f"bayes:{blabel}")
+        all_vals.append(by[:, None])
+    if log_y and _positive_for_log(*all_vals):
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or f"{ylabel} vs {xlabel}")
+    ax.legend(fontsize="small")
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def comparison_grid_figure(
+    values: object,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    *,
+    annotate: bool = True,
+    fmt: str = ".3g",
+    cbar_label: str = "final loss / Bayes loss",
+    xlabel: str = "data kernel",
+    ylabel: str = "attention activation",
+    title: str | None = None,
+    cmap: str = "viridis",
+) -> Figure:
+    r"""Annotated heatmap of a (model × data) table, e.g. final loss over Bayes loss.
+
+    Rows are attention activations, columns the data kernel of the GP labels (Cheng, Chen, Sra
+    2024, Fig. 2: the activation matching the kernel has the lowest loss, ratio → 1). Missing
+    cells are NaN and left blank. Drawn with :func:`seaborn.heatmap`; the cell image is the
+    axes' first collection (``ax.collections[0].get_array()`` is ``values`` row-major).
+
+    Args:
+        values: ``(n_rows, n_cols)``.
+        row_labels, col_labels: tick labels.
+        annotate: write each value in its cell with format ``fmt``.
+        cbar_label, xlabel, ylabel, title, cmap: decoration.
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: labels not matching the shape.
+    """
+    import seaborn as sns  # imported here: seaborn pulls in pyplot (no state is changed)
+
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 2:
+        raise ValueError(f"values must be 2-D (rows × columns); got shape {v.shape}")
+    if len(row_labels) != v.shape[0] or len(col_labels) != v.shape[1]:
+        raise ValueError(
+            f"values has shape {v.shape} but {len(row_labels)} row labels and {len(col_labels)} column labels"
+        )
+    fig = Figure(figsize=(1.3 * v.shape[1] + 2.8, 0.8 * v.shape[0] + 1.8), layout="constrained")
+    ax = fig.add_subplot()
+    sns.heatmap(
+        np.ma.masked_invalid(v),
+        ax=ax,
+        annot=annotate,
+        fmt=fmt,
+        cmap=cmap,
+        xticklabels=list(col_labels),
+        yticklabels=list(row_labels),
+        cbar_kws={"label": cbar_label},
+        linewidths=0.5,
+    )
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or cbar_label)
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading the run store
+# ----------------------------------------------------------------------------------------------
+
+_DIST_RE = re.compile(r"dist", re.IGNORECASE)
+_PART_RE = re.compile(r"[._/-](?:layer|head)\d+", re.IGNORECASE)
+_NUM_RE = re.compile(r"(?:layer|head)(\d+)", re.IGNORECASE)
+_BAYES_RESULT = "bayes_loss"
+_BAYES_PROMPTS = 8192
+
+
+def _resolve(store: RunStore, run: Run | str | int) -> Run:
+    return store._resolve(run) if isinstance(run, Run) else store.get_run(run)
+
+
+def _figure_dir(store: RunStore, run: Run | None, out: str | os.PathLike[str] | None) -> Path:
+    base = Path(out).expanduser() if out is not None else store.root / _FIGURE_DIR
+    return base / run.name if run is not None else base
+
+
+def _metric_keys(store: RunStore, run: Run) -> list[str]:
+    return sorted({row.key for row in store.metrics_long(run)})
+
+
+def _train_config(run: Run) -> Any:
+    """The :class:`landscape.train.TrainConfig` of a training run, or None for another kind of run."""
+    import dataclasses
+
+    from .train import TrainConfig
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"device"}
+    if not names <= set(run.config):
+        return None
+    try:
+        return TrainConfig.from_dict({**run.config, "device": "cpu"})
+    except (TypeError, ValueError):
+        return None
+
+
+def _model_label(config: Any) -> str:
+    """Attention of a config in words: ``"linear attn"`` or the kernel activations joined by ``+``."""
+    if config.attention == "linear":
+        return "linear attn" if config.heads == 1 else f"linear attn x{config.heads}"
+    return "+".join(config.activations)
+
+
+def _data_label(config: Any) -> str:
+    """Data kernel of a GP task (``"exp"`` for ``"gp:exp"``), else the task name."""
+    kind, _, kern = config.task.partition(":")
+    return kern if kind == "gp" else kind
+
+
+def distance_keys(store: RunStore, run: Run | str | int) -> list[str]:
+    """Metric keys of a run that are distances to a construction (names containing ``dist``).
+
+    Keys that differ only in a layer/head index sort by that index (``layer2`` before ``layer10``).
+
+    Args:
+        store: the run store.
+        run: the run, its name or id.
+
+    Returns:
+        The keys, possibly empty.
+    """
+    r = _resolve(store, run)
+    keys = [k for k in _metric_keys(store, r) if _DIST_RE.search(k)]
+    return sorted(keys, key=lambda k: (_PART_RE.sub("", k), [int(m) for m in _NUM_RE.findall(k)], k))
+
+
+def _series(store: RunStore, run: Run, key: str) -> MetricSeries:
+    return store.metrics(run, key)[key]
+
+
+def _per_seed(series: MetricSeries) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(steps, seeds, values)``; the shared column is dropped when per-seed columns exist."""
+    seeds, values = series.seeds, series.values
+    if seeds.size > 1 and seeds[0] < 0:
+        seeds, values = seeds[1:], values[:, 1:]
+    return series.steps, seeds, values
+
+
+def _final_per_seed(store: RunStore, run: Run) -> np.ndarray:
+    """Final held-out loss per seed: the ``final_loss`` result, else the last ``eval_loss``/``loss``."""
+    res = store.results(run).get("final_loss")
+    if isinstance(res, list) and res:
+        return np.array([np.nan if v is None else float(v) for v in res], dtype=np.float64)
+    keys = _metric_keys(store, run)
+    key = "eval_loss" if "eval_loss" in keys else "loss"
+    _, _, values = _per_seed(_series(store, run, key))
+    out = np.full(values.shape[1], np.nan)
+    for j in range(values.shape[1]):
+        ok = np.flatnonzero(~np.isnan(values[:, j]))
+        if ok.size:
+            out[j] = values[ok[-1], j]
+    return out
+
+
+def bayes_loss_estimate(config: Any, *, prompts: int = _BAYES_PROMPTS, seed: int = 0) -> tuple[float, float] | None:
+    r"""Monte-Carlo estimate of the Bayes-optimal in-context loss of a training config's task.
+
+    The Bayes risk is :math:`\mathbb E[\mathrm{Var}(y_{n+1}\mid x_{1:n+1}, y_{1:n})]`, averaged over
+    ``prompts`` covariate draws in float64:
+
+    * GP data (Cheng, Chen, Sra 2024, Prop. 2): the posterior variance
+      :math:`K_{qq} - k_q^\top K_{nn}^{-1}k_q` (:func:`landscape.algorithms.bayes_risk`; the
+      noise variance is on the Gram diagonal);
+    * linear regression with prior :math:`w\sim N(0,\Lambda)` (:math:`\Lambda = I` or
+      :math:`\Sigma^{-1}`) and noise std :math:`s`: :math:`x_q^\top(\Lambda^{-1} + XX^\top/s^2)^{-1}x_q + s^2`;
+      for :math:`s = 0`, :math:`x_q^\top(\Lambda - \Lambda X(X^\top\Lambda X)^{-1}X^\top\Lambda)x_q`,
+      which is exactly 0 when :math:`n \ge d`.
+
+    Args:
+        config: a :class:`landscape.train.TrainConfig`.
+        prompts: Monte-Carlo sample size.
+        seed: seed of the covariate draws.
+
+    Returns:
+        ``(value, standard_error)``, or None for tasks without a closed-form Bayes predictor
+        (classification, feature tokens).
+    """
+    import dataclasses
+
+    import torch
+
+    from .algorithms import bayes_risk
+    from .train import make_task
+
+    kind = config.task.partition(":")[0]
+    if kind not in ("gp", "linear"):
+        return None
+    cfg = dataclasses.replace(config, dtype="float64", device="cpu")
+    task = make_task(cfg)
+    g = torch.Generator().manual_seed(seed)
+    batch = task.sample(prompts, g)
+    n, d = config.n, config.d
+    if kind == "gp":
+        K = batch.latent["K"]
+        risk = bayes_risk(K[:, :-1, :-1], K[:, :-1, -1], K[:, -1, -1])
+        return float(risk.value), float(risk.standard_error)
+    if config.noise == 0 and n >= d:
+        return 0.0, 0.0
+    lam = task.task_covariance()
+    eye = torch.eye(d, dtype=torch.float64)
+    lam = eye if lam is None else lam.to(torch.float64)
+    X = batch.X[..., :n]
+    xq = batch.X[..., n]
+    if config.noise > 0:
+        s2 = config.noise**2
+        C = torch.linalg.inv(torch.linalg.inv(lam) + X @ X.transpose(-1, -2) / s2)
+        per = (xq.unsqueeze(-2) @ C @ xq.unsqueeze(-1)).reshape(-1) + s2
+    else:
+        LX = lam @ X
+        G = X.transpose(-1, -2) @ LX
+        C = lam - LX @ torch.linalg.solve(G, LX.transpose(-1, -2))
+        per = (xq.unsqueeze(-2) @ C @ xq.unsqueeze(-1)).reshape(-1)
+    return float(per.mean()), float(per.std(correction=1) / math.sqrt(prompts))
+
+
+def _bayes_loss(store: RunStore, run: Run, config: Any | None = None) -> float | None:
+    """The Bayes-optimal loss of a run's task: the ``bayes_loss`` result, else estimated and recorded."""
+    res = store.results(run).get(_BAYES_RESULT)
+    if isinstance(res, (int, float)) and not isinstance(res, bool):
+        return float(res)
+    if isinstance(res, Mapping) and isinstance(res.get("value"), (int, float)):
+        return float(res["value"])
+    config = _train_config(run) if config is None else config
+    if config is None:
+        return None
+    est = bayes_loss_estimate(config)
+    if est is None:
+        return None
+    store.log_result(run, _BAYES_RESULT, {"value": est[0], "standard_error": est[1],
+                                          "prompts": _BAYES_PROMPTS, "method": "monte-carlo"})
+    return est[0]
+
+
+def plot_distance(
+    store: RunStore,
+    run: Run | str | int,
+    *,
+    keys: Sequence[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    log_y: bool = True,
+) -> SavedFigure:
+    """Distances to the constructions against step for one run (median and IQR over its seeds).
+
+    Reads the metrics ``keys`` (default :func:`distance_keys`); keys that differ only by a layer or
+    head index share a panel (one curve per layer), e.g. ``dist_identity.layer{l}.head0``,
+    ``dist_identity_whitened.layer{l}.head0`` and ``family_distance`` give three panels. Writes
+    ``distance.png``/``.svg`` under ``<store>/figures/<run>/`` (or ``<out>/<run>/``), registered
+    as artifacts of the run.
+
+    Args:
+        store: the run store.
+        run: the run, its name or id.
+        keys: distance metric keys (default: every key containing ``dist``).
+        out: output folder.
+        log_y: logarithmic y axes.
+
+    Returns:
+        The :class:`SavedFigure`.
+
+    Raises:
+        ValueError: unknown run, or no distance metric logged.
+    """
+    r = _resolve(store, run)
+    keys = list(keys) if keys is not None else distance_keys(store, r)
+    if not keys:
+        raise ValueError(
+            f"run {r.name!r} has no distance metric (no key containing 'dist'); "
+            f"logged metrics: {_metric_keys(store, r)}"
+        )
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    panels: dict[str, list[str]] = {}
+    for k in keys:
+        steps, _, values = _per_seed(_series(store, r, k))
+        curves[k] = (steps, values)
+        panels.setdefault(_PART_RE.sub("", k), []).append(k)
+    fig = distance_figure(curves, panels=panels, log_y=log_y, title=f"{r.name}: distance to construction")
+    return save_figure(fig, _figure_dir(store, r, out), "distance", store=store, runs=[r],
+                       meta={"keys": keys})
+
+
+def plot_loss(
+    store: RunStore,
+    run: Run | str | int,
+    *,
+    key: str = "loss",
+    out: str | os.PathLike[str] | None = None,
+    log_y: bool = True,
+) -> SavedFigure:
+    """Training loss curves of every seed of a run, the median in bold, and the Bayes-optimal loss.
+
+    The Bayes loss is the run's ``bayes_loss`` result; for a training run without one it is
+    estimated once (:func:`bayes_loss_estimate`) and recorded. Writes ``<key>.png``/``.svg``.
+
+    Args:
+        store: the run store.
+        run: the run, its name or id.
+        key: the loss metric (``"loss"``: training batch; ``"eval_loss"``: held-out prompts).
+        out: output folder.
+        log_y: logarithmic y axis.
+
+    Returns:
+        The :class:`SavedFigure`.
+
+    Raises:
+        ValueError: unknown run or metric.
+    """
+    r = _resolve(store, run)
+    steps, seeds, values = _per_seed(_series(store, r, key))
+    bayes = _bayes_loss(store, r)
+    if bayes is not None and bayes <= 0:
+        bayes = None  # a zero Bayes risk (noiseless, n >= d) has no place on a log axis
+    fig = loss_curves_figure(steps, values, [int(s) for s in seeds], bayes=bayes, ylabel=key,
+                             log_y=log_y, title=f"{r.name}: {key}")
+    return save_figure(fig, _figure_dir(store, r, out), key, store=store, runs=[r], meta={"key": key})
+
+
+def plot_heatmaps(
+    store: RunStore,
+    run: Run | str | int,
+    *,
+    seed: int = 0,
+    out: str | os.PathLike[str] | None = None,
+) -> SavedFigure:
+    r"""Learned weights of one seed against the construction nearest to them, per layer.
+
+    With a family in the run's config, every parameter matrix is shown next to the family point
+    found by :func:`landscape.distance.project_onto_family` (modulo symmetries). Without one,
+    the whitened covariate matrix :math:`\Sigma^{1/2}M_l\Sigma^{1/2}` of every layer
+    (:func:`landscape.distance.attention_matrices`) is shown next to its nearest multiple of the
+    identity :math:`\alpha^* I` (Ahn et al. 2023). Reads the final weights of the run; writes
+    ``heatmap-seed<seed>.png``/``.svg``.
+
+    Args:
+        store: the run store.
+        run: a finished training run.
+        seed: which seed of the stack (``0..S-1``).
+        out: output folder.
+
+    Returns:
+        The :class:`SavedFigure`.
+
+    Raises:
+        ValueError: not a training run, no final weights, seed out of range.
+    """
+    import torch
+
+    from .distance import identity_distances, project_onto_family
+
+    r = _resolve(store, run)
+    config = _train_config(r)
+    if config is None:
+        raise ValueError(f"run {r.name!r} is not a training run (its config is not a TrainConfig)")
+    final = store.load_final(r)
+    stacked = {k: v.to(torch.float64) for k, v in final["params"].items()}
+    S = next(iter(stacked.values())).shape[0]
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < S:
+        raise ValueError(f"seed must be an int in [0, {S}), got {seed!r}")
+    params = {k: v[seed] for k, v in stacked.items()}
+    sigma = config.sigma_matrix()
+    family = config.make_family(sigma)
+    if family is not None:
+        proj = project_onto_family(params, family)
+        learned = {k: v.numpy() for k, v in params.items()}
+        construction = {k: proj.point[k].numpy() for k in params}
+        title = f"{r.name}, seed {seed}: family {family.name}, distance {proj.distance:.3g}"
+        meta: dict[str, Any] = {"family": family.name, "distance": proj.distance}
+    else:
+        spec = config.spec
+        ids = identity_distances({k: v[None] for k, v in params.items()}, spec, sigma)
+        W = ids.matrices[0]
+        if sigma is not None:
+            from .distance import whiten
+
+            W = whiten(W, sigma)
+        eye = torch.eye(spec.d, dtype=torch.float64)
+        learned, construction = {}, {}
+        for l in range(spec.layers):
+            for h in range(len(spec.heads)):
+                name = f"layer{l}.head{h} M" if sigma is None else f"layer{l}.head{h} S^1/2 M S^1/2"
+                learned[name] = W[l, h].numpy()
+                construction[name] = (ids.alpha[0, l, h] * eye).numpy()
+        title = f"{r.name}, seed {seed}: nearest multiple of the identity"
+        meta = {"family": None, "distance": ids.whitened[0].tolist()}
+    fig = matrix_heatmaps_figure(learned, construction, title=title)
+    return save_figure(fig, _figure_dir(store, r, out), f"heatmap-seed{seed}", store=store, runs=[r],
+                       meta={**meta, "seed": seed})
+
+
+def _training_runs(store: RunStore, runs: Sequence[Run | str | int] | None) -> list[tuple[Run, Any]]:
+    """(run, TrainConfig) of the given runs (default: every finished training run of the store)."""
+    if runs is None:
+        chosen = [r for r in store.list_runs() if r.status == "finished"]
+        out = [(r, c) for r in chosen if (c := _train_config(r)) is not None]
+    else:
+        out = []
+        for run in runs:
+            r = _resolve(store, run)
+            c = _train_config(r)
+            if c is None:
+                raise ValueError(f"run {r.name!r} is not a training run (its config is not a TrainConfig)")
+            out.append((r, c))
+    if not out:
+        raise ValueError(f"no finished training runs in {store.root}")
+    return out
+
+
+_SETTING_SKIP = {"attention", "activations", "heads", "family", "format", "seed", "device"}
+_DATA_KEYS = ("task", "d", "n", "sigma", "task_cov", "covariates", "noise", "probs", "margin", "flip")
+
+
+def plot_loss_vs(
+    store: RunStore,
+    runs: Sequence[Run | str | int] | None = None,
+    *,
+    x: str = "layers",
+    out: str | os.PathLike[str] | None = None,
+    log_y: bool = True,
+) -> SavedFigure:
+    r"""Final held-out loss against depth (``x="layers"``) or context length (``x="n"``).
+
+    One curve per attention model (activation); runs that differ in another config entry
+    (other than the master ``seed``, whose seeds are pooled) get separate curves labelled with
+    it. Each point is the median over seeds of the run's ``final_loss`` with the IQR; the
+    Bayes-optimal loss of the data (:func:`bayes_loss_estimate`, recorded in the store) is the
+    dashed line, one per data setting. Writes ``loss-vs-<x>.png``/``.svg`` under
+    ``<store>/figures``, registered as artifacts of every run shown.
+
+    Args:
+        store: the run store.
+        runs: runs to show (default: every finished training run).
+        x: ``"layers"`` or ``"n"``.
+        out: output folder.
+        log_y: logarithmic y axis.
+
+    Returns:
+        The :class:`SavedFigure`.
+
+    Raises:
+        ValueError: bad ``x``, no training runs, or fewer than two distinct values of ``x``.
+    """
+    if x not in ("layers", "n"):
+        raise ValueError(f"x must be 'layers' (depth) or 'n' (context length); got {x!r}")
+    pairs = _training_runs(store, runs)
+    xs = sorted({getattr(c, x) for _, c in pairs})
+    if len(xs) < 2:
+        raise ValueError(f"the runs have a single value of {x!r} ({xs}); nothing to plot against it")
+    settings = []
+    for r, c in pairs:
+        cfg = {k: v for k, v in c.to_dict().items() if k not in _SETTING_SKIP and k != x}
+        settings.append(cfg)
+    differing = sorted({k for s in settings for k in s if any(s.get(k) != t.get(k) for t in settings)})
+    groups: dict[str, dict[float, list[np.ndarray]]] = {}
+    bayes: dict[str, dict[float, list[float]]] = {}
+    for (r, c), cfg in zip(pairs, settings):
+        extra = ", ".join(f"{k}={cfg[k]}" for k in differing)
+        label = _model_label(c) + (f" | {extra}" if extra else "")
+        groups.setdefault(label, {}).setdefault(float(getattr(c, x)), []).append(_final_per_seed(store, r))
+        b = _bayes_loss(store, r, c)
+        if b is not None and b > 0:
+            dkeys = [k for k in differing if k in _DATA_KEYS]
+            dlabel = ", ".join(f"{k}={cfg[k]}" for k in dkeys)
+            bayes.setdefault(dlabel, {}).setdefault(float(getattr(c, x)), []).append(b)
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for label, by_x in groups.items():
+        xv = np.array(sorted(by_x))
+        cols = max(sum(v.size for v in by_x[k]) for k in xv)
+        vals = np.full((xv.size, cols), np.nan)
+        for i, k in enumerate(xv):
+            row = np.concatenate(by_x[k])
+            vals[i, : row.size] = row
+        curves[label] = (xv, vals)
+    bayes_lines = {
+        (f"Bayes-optimal ({lab})" if lab else "Bayes-optimal"): (
+            np.array(sorted(bx)), np.array([np.mean(bx[k]) for k in sorted(bx)]))
+        for lab, bx in bayes.items()
+    }
+    xlabel = "layers L" if x == "layers" else "context length n"
+    fig = loss_vs_figure(curves, bayes=bayes_lines or None, xlabel=xlabel, ylabel="final held-out loss",
+                         log_y=log_y, title=f"final loss vs {xlabel}")
+    return save_figure(fig, _figure_dir(store, None, out), f"loss-vs-{x}", store=store,
+                       runs=[r for r, _ in pairs], meta={"x": x})
+
+
+def plot_grid(
+    store: RunStore,
+    runs: Sequence[Run | str | int] | None = None,
+    *,
+    ratio: bool = True,
+    out: str | os.PathLike[str] | None = None,
+) -> SavedFigure:
+    r"""Attention activation × data kernel grid of the final loss (over the Bayes loss).
+
+    Rows are attention models, columns the data (the GP kernel of ``task = "gp:KERNEL"``, else the
+    task). Each cell is the median over seeds of the run's ``final_loss``, divided by the Bayes
+    loss of its data when ``ratio`` and every run has a positive one (Cheng, Chen, Sra 2024: the
+    matching activation is closest to 1). When several runs fall in one cell, the one with the
+    largest ``(layers, n)`` is shown. Writes ``grid.png``/``.svg`` under ``<store>/figures``.
+
+    Args:
+        store: the run store.
+        runs: runs to show (default: every finished training run).
+        ratio: divide by the Bayes loss.
+        out: output folder.
+
+    Returns:
+        The :class:`SavedFigure`; the figure's heatmap holds the cell values row-major.
+
+    Raises:
+        ValueError: no training runs.
+    """
+    pairs = _training_runs(store, runs)
+    cells: dict[tuple[str, str], tuple[tuple[int, int, float], Run, Any]] = {}
+    for r, c in pairs:
+        key = (_model_label(c), _data_label(c))
+        rank = (c.layers, c.n, r.created_at)
+        if key not in cells or rank > cells[key][0]:
+            cells[key] = (rank, r, c)
+    rows = sorted({k[0] for k in cells})
+    cols = sorted({k[1] for k in cells})
+    losses = {k: float(np.nanmedian(_final_per_seed(store, r))) for k, (_, r, _c) in cells.items()}
+    bayes = {k: _bayes_loss(store, r, c) for k, (_, r, c) in cells.items()} if ratio else {}
+    use_ratio = ratio and all(b is not None and b > 0 for b in bayes.values())
+    vals = np.full((len(rows), len(cols)), np.nan)
+    for (a, b), v in losses.items():
+        vals[rows.index(a), cols.index(b)] = v / bayes[(a, b)] if use_ratio else v  # type: ignore[operator]
+    label = "final loss / Bayes loss" if use_ratio else "final held-out loss"
+    dup = len(cells) < len(pairs)
+    fig = comparison_grid_figure(
+        vals, rows, cols, cbar_label=label,
+        title=label + (" (largest depth and context per cell)" if dup else ""),
+    )
+    shown = [r for (_, r, _c) in cells.values()]
+    return save_figure(fig, _figure_dir(store, None, out), "grid", store=store, runs=shown,
+                       meta={"ratio": use_ratio, "rows": rows, "cols": cols})
+
+
+@dataclass(frozen=True)
+class PlotReport:
+    """What :func:`plot_store` produced.
+
+    Attributes:
+        figures: the written figures.
+        skipped: ``(kind, run or "", reason)`` for every figure that could not be made.
+    """
+
+    figures: tuple[SavedFigure, ...]
+    skipped: tuple[tuple[str, str, str], ...]
+
+
+def plot_store(
+    store: RunStore,
+    kinds: Sequence[str] = ("all",),
+    *,
+    runs: Sequence[Run | str | int] | None = None,
+    out: str | os.PathLike[str] | None = None,
+) -> PlotReport:
+    """Make every requested kind of figure that the store's data supports.
+
+    Per run (every finished training run, or ``runs``): ``distance``, ``loss``, ``heatmap``
+    (seed 0). Across runs: ``depth`` (loss vs layers), ``context`` (loss vs n), ``grid``
+    (activation × data kernel). A figure the data cannot support (no distance metric, a single
+    depth, ...) is skipped with its reason instead of failing the rest.
+
+    Args:
+        store: the run store.
+        kinds: kinds from :data:`PLOT_KINDS`, or ``"all"``.
+        runs: runs to plot (default: every finished training run).
+        out: output folder (default ``<store>/figures``).
+
+    Returns:
+        A :class:`PlotReport`.
+
+    Raises:
+        ValueError: unknown kind, no training runs.
+    """
+    kinds = list(kinds)
+    bad = [k for k in kinds if k not in (*PLOT_KINDS, "all")]
+    if bad:
+        raise ValueError(f"unknown plot kinds {bad}; accepted: {[*PLOT_KINDS, 'all']}")
+    chosen = set(PLOT_KINDS) if "all" in kinds else set(kinds)
+    pairs = _training_runs(store, runs)
+    figures: list[SavedFigure] = []
+    skipped: list[tuple[str, str, str]] = []
+    per_run = {"distance": plot_distance, "loss": plot_loss, "heatmap": plot_heatmaps}
+    for r, _c in pairs:
+        for kind, fn in per_run.items():
+            if kind in chosen:
+                try:
+                    figures.append(fn(store, r, out=out))
+                except ValueError as exc:
+                    skipped.append((kind, r.name, str(exc)))
+    names = [r.name for r, _ in pairs]
+    for kind, fn, kw in (("depth", plot_loss_vs, {"x": "layers"}), ("context", plot_loss_vs, {"x": "n"}),
+                         ("grid", plot_grid, {})):
+        if kind in chosen:
+            try:
+                figures.append(fn(store, names, out=out, **kw))
+            except ValueError as exc:
+                skipped.append((kind, "", str(exc)))
+    return PlotReport(tuple(figures), tuple(skipped))
