@@ -1,0 +1,73 @@
+r"""Numerical layer: loss oracles, derivatives, Lanczos, inertia, stationarity certificates, slices.
+
+Everything acts on the flat parameter vector :math:`\theta` (:func:`landscape.model.flatten_params`
+order) through a loss *oracle*:
+
+* :class:`MonteCarloLoss` (common random numbers, chunked) and :class:`ExactLoss` (any callable
+  ``params -> scalar``, e.g. the symbolic layer's exact population loss);
+* :func:`gradient`, :func:`hvp`, :func:`hessian`, :func:`hessian_eigenpairs` / :func:`lanczos`,
+  :func:`inertia`, :func:`hessian_blocks`, :func:`tangent_split`, :func:`symmetry_generators`;
+* :func:`fit_family` and :func:`certify_stationary` (exact tolerance verdict, or a statistical verdict
+  from Monte-Carlo samples of growing size);
+* :func:`line_slice`, :func:`plane_slice`, :func:`plot_slice`.
+"""
+
+from .certificate import (
+    MASKS,
+    TESTS,
+    VERDICTS,
+    SampleSizeResult,
+    StationarityCertificate,
+    certify_stationary,
+    free_entries,
+)
+from .derivatives import (
+    EigenResult,
+    Inertia,
+    TangentSplit,
+    finite_difference_gradient,
+    finite_difference_hessian,
+    gradient,
+    hessian,
+    hessian_blocks,
+    hessian_eigenpairs,
+    hvp,
+    inertia,
+    lanczos,
+    orthonormal_complement,
+    symmetry_generators,
+    tangent_split,
+)
+from .fit import FamilyFit, family_point, fit_family
+from .oracles import (
+    ExactLoss,
+    GradientMoments,
+    LossOracle,
+    MonteCarloLoss,
+    as_flat,
+    as_oracle,
+    exact_loss_oracle,
+)
+from .slices import (
+    LineSlice,
+    PlaneSlice,
+    evaluate_losses,
+    hessian_directions,
+    line_slice,
+    plane_slice,
+    plot_slice,
+    random_directions,
+)
+from .stats import NormEstimate, quadratic_form_sf
+
+__all__ = [
+    "MonteCarloLoss", "ExactLoss", "LossOracle", "GradientMoments", "as_oracle", "as_flat", "exact_loss_oracle",
+    "gradient", "hvp", "hessian", "finite_difference_gradient", "finite_difference_hessian",
+    "EigenResult", "lanczos", "hessian_eigenpairs", "Inertia", "inertia", "hessian_blocks",
+    "orthonormal_complement", "TangentSplit", "tangent_split", "symmetry_generators",
+    "FamilyFit", "fit_family", "family_point",
+    "StationarityCertificate", "SampleSizeResult", "certify_stationary", "free_entries", "VERDICTS", "TESTS",
+    "MASKS", "NormEstimate", "quadratic_form_sf",
+    "LineSlice", "PlaneSlice", "evaluate_losses", "line_slice", "plane_slice", "hessian_directions",
+    "random_directions", "plot_slice",
+]

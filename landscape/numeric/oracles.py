@@ -1,0 +1,403 @@
+r"""Loss oracles over a flat parameter view.
+
+An *oracle* is the in-context loss :math:`f(\theta) = \mathbb E[(\mathrm{TF}(Z_0;\theta) - y_{n+1})^2]`
+as a function of the flat parameter vector :math:`\theta \in \mathbb R^P`
+(:func:`landscape.model.flatten_params` order). Every oracle is a finite weighted sum of *pieces*
+
+.. math::
+    f(\theta) = \sum_c w_c\, f_c(\theta),
+
+each piece a pure torch function of :math:`\theta` that ``torch.func`` can differentiate and
+``vmap``. The derivative routines of :mod:`landscape.numeric.derivatives` differentiate piece by
+piece and add the results, so the peak memory of a gradient, a Hessian-vector product or a dense
+Hessian is that of *one* piece, whatever the number of prompts.
+
+Two oracles:
+
+* :class:`MonteCarloLoss` — common random numbers: one fixed set of ``T`` prompts, sampled once
+  from a task with an explicit ``torch.Generator`` and reused by every evaluation, split into
+  chunks of at most ``chunk_size`` prompts (the pieces, :math:`w_c = T_c / T`). Besides the loss it
+  gives per-chunk values and the mean and covariance of the *per-prompt* gradients (for the
+  uncertainty of the gradient estimate).
+* :class:`ExactLoss` — any callable ``params -> scalar`` (e.g. an exact population loss from the
+  symbolic layer) as a single piece.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+
+import torch
+
+from .._checks import check_int
+from ..model import ModelSpec, check_params, flatten_params, num_params, predict, unflatten_params
+
+__all__ = [
+    "LossOracle",
+    "MonteCarloLoss",
+    "ExactLoss",
+    "GradientMoments",
+    "as_oracle",
+    "as_flat",
+    "exact_loss_oracle",
+]
+
+Piece = tuple[float, Callable[[torch.Tensor], torch.Tensor]]
+
+
+@runtime_checkable
+class LossOracle(Protocol):
+    """What the numerical layer needs from a loss: a spec, pieces, and whether it is exact."""
+
+    spec: ModelSpec
+
+    @property
+    def exact(self) -> bool: ...
+
+    def pieces(self) -> Sequence[Piece]: ...
+
+    def __call__(self, flat: torch.Tensor) -> torch.Tensor: ...
+
+
+def as_flat(params: Mapping[str, torch.Tensor] | torch.Tensor, spec: ModelSpec) -> torch.Tensor:
+    """A flat parameter vector from a parameter dict or a vector (checked).
+
+    Raises:
+        TypeError, ValueError: parameters that do not fit ``spec``, or non-finite entries.
+    """
+    if isinstance(params, Mapping):
+        check_params(spec, params)
+        flat = flatten_params(params, spec)
+    elif isinstance(params, torch.Tensor):
+        P = num_params(spec)
+        if params.ndim != 1 or params.shape[0] != P:
+            raise ValueError(f"flat parameters must have shape ({P},) for {spec.describe()}, got {tuple(params.shape)}")
+        if not params.is_floating_point():
+            raise TypeError(f"flat parameters must be floating point, got {params.dtype}")
+        flat = params
+    else:
+        raise TypeError(f"params must be a dict[str, Tensor] or a flat Tensor, got {type(params).__name__}")
+    if not bool(torch.isfinite(flat).all()):
+        bad = (~torch.isfinite(flat)).nonzero().flatten().tolist()[:5]
+        raise ValueError(f"parameters contain NaN or infinite entries (flat indices {bad}...)")
+    return flat
+
+
+@dataclass(frozen=True)
+class GradientMoments:
+    r"""Mean and covariance of per-prompt gradients :math:`g_i = \nabla_\theta (\mathrm{TF}_i - y_i)^2`.
+
+    The Monte-Carlo gradient is :math:`\bar g = \frac1T\sum_i g_i` with covariance
+    :math:`\mathrm{Cov}(\bar g) \approx \hat\Sigma / T`.
+
+    Attributes:
+        mean: :math:`\bar g`, shape ``(P,)`` (or ``(m,)`` when projected).
+        cov: unbiased per-prompt covariance :math:`\hat\Sigma`, ``(P, P)``.
+        count: number of prompts ``T``.
+        loss: the Monte-Carlo loss :math:`\frac1T\sum_i (\mathrm{TF}_i - y_i)^2`.
+        loss_se: its standard error (per-prompt standard deviation over :math:`\sqrt T`).
+    """
+
+    mean: torch.Tensor
+    cov: torch.Tensor
+    count: int
+    loss: float
+    loss_se: float
+
+    @property
+    def mean_cov(self) -> torch.Tensor:
+        r"""Covariance of the mean, :math:`\hat\Sigma / T`."""
+        return self.cov / self.count
+
+
+def _combine(n_a: int, mean_a: torch.Tensor, m2_a: torch.Tensor,
+             n_b: int, mean_b: torch.Tensor, m2_b: torch.Tensor) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """Chan et al.'s parallel update of (count, mean, centred scatter matrix)."""
+    n = n_a + n_b
+    delta = mean_b - mean_a
+    mean = mean_a + delta * (n_b / n)
+    m2 = m2_a + m2_b + torch.outer(delta, delta) * (n_a * n_b / n)
+    return n, mean, m2
+
+
+@dataclass(frozen=True, eq=False)
+class MonteCarloLoss:
+    r"""Monte-Carlo in-context loss on a fixed prompt sample (common random numbers).
+
+    .. math::
+        \hat f_T(\theta) = \frac1T \sum_{i=1}^T (\mathrm{TF}(Z^{(i)};\theta) - y^{(i)}_{n+1})^2 ,
+
+    evaluated in chunks of at most ``chunk_size`` prompts. Build it with :meth:`from_task`.
+
+    Attributes:
+        spec: the architecture.
+        Z: prompts ``(T, d+1, n+1)``.
+        target: query labels ``(T,)``.
+        chunk_size: prompts per piece (bounds the memory of every derivative).
+    """
+
+    spec: ModelSpec
+    Z: torch.Tensor
+    target: torch.Tensor
+    chunk_size: int = 4096
+    _bounds: tuple[tuple[int, int], ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.spec, ModelSpec):
+            raise TypeError(f"spec must be a ModelSpec, got {type(self.spec).__name__}")
+        if not isinstance(self.Z, torch.Tensor) or self.Z.ndim != 3 or self.Z.shape[1] != self.spec.token_dim:
+            shape = tuple(self.Z.shape) if isinstance(self.Z, torch.Tensor) else type(self.Z).__name__
+            raise ValueError(f"Z must be prompts (T, {self.spec.token_dim}, n+1), got {shape}")
+        if self.Z.shape[-1] < 2:
+            raise ValueError("prompts need at least one context token and the query (n + 1 >= 2 columns)")
+        if not isinstance(self.target, torch.Tensor) or self.target.shape != self.Z.shape[:1]:
+            raise ValueError(f"target must have shape ({self.Z.shape[0]},), got "
+                             f"{tuple(self.target.shape) if isinstance(self.target, torch.Tensor) else self.target!r}")
+        if self.Z.dtype != self.target.dtype or not self.Z.is_floating_point():
+            raise TypeError(f"Z and target must share one floating dtype, got {self.Z.dtype} and {self.target.dtype}")
+        check_int("chunk_size", self.chunk_size, minimum=1)
+        T = self.Z.shape[0]
+        bounds = tuple((lo, min(lo + self.chunk_size, T)) for lo in range(0, T, self.chunk_size))
+        object.__setattr__(self, "_bounds", bounds)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_task(
+        cls,
+        task: Any,
+        spec: ModelSpec,
+        samples: int,
+        generator: torch.Generator,
+        *,
+        chunk_size: int = 4096,
+        dtype: torch.dtype = torch.float64,
+    ) -> "MonteCarloLoss":
+        """Sample ``samples`` prompts once from ``task`` and freeze them.
+
+        Args:
+            task: a prompt distribution with ``sample(batch, generator) -> PromptBatch``
+                (:mod:`landscape.tasks`).
+            spec: architecture (its ``token_dim`` must match the prompts).
+            samples: number of prompts ``T``.
+            generator: the only source of randomness.
+            chunk_size: prompts per piece; sampling is done chunk by chunk too.
+            dtype: dtype of the stored prompts (float64 by default).
+
+        Returns:
+            The oracle.
+
+        Raises:
+            TypeError: ``task`` has no ``sample`` method or ``generator`` is not a generator.
+            ValueError: ``samples < 1`` or prompts that do not fit ``spec``.
+        """
+        if not callable(getattr(task, "sample", None)):
+            raise TypeError(f"task must have a sample(batch, generator) method, got {type(task).__name__}")
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        check_int("samples", samples, minimum=1)
+        check_int("chunk_size", chunk_size, minimum=1)
+        Zs, ys = [], []
+        for lo in range(0, samples, chunk_size):
+            b = task.sample(min(chunk_size, samples - lo), generator)
+            Zs.append(b.Z.to(dtype))
+            ys.append(b.target.to(dtype))
+        return cls(spec, torch.cat(Zs), torch.cat(ys), chunk_size)
+
+    # ------------------------------------------------------------------ views
+    @property
+    def exact(self) -> bool:
+        return False
+
+    @property
+    def samples(self) -> int:
+        """Number of prompts ``T``."""
+        return int(self.Z.shape[0])
+
+    @property
+    def num_chunks(self) -> int:
+        return len(self._bounds)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.Z.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.Z.device
+
+    def subsample(self, samples: int) -> "MonteCarloLoss":
+        """The oracle on the first ``samples`` prompts (same chunking)."""
+        check_int("samples", samples, minimum=1)
+        m = min(samples, self.samples)
+        return MonteCarloLoss(self.spec, self.Z[:m], self.target[:m], self.chunk_size)
+
+    # ------------------------------------------------------------------ evaluation
+    def prompt_losses(self, flat: torch.Tensor, lo: int = 0, hi: int | None = None) -> torch.Tensor:
+        """Per-prompt squared errors :math:`(\\mathrm{TF}_i - y_i)^2` for prompts ``lo:hi`` (vmappable in ``flat``)."""
+        hi = self.samples if hi is None else hi
+        params = unflatten_params(flat, self.spec)
+        pred = predict(params, self.spec, self.Z[lo:hi], validate=False)
+        return (pred - self.target[lo:hi]) ** 2
+
+    def _piece(self, lo: int, hi: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        def f(flat: torch.Tensor) -> torch.Tensor:
+            return self.prompt_losses(flat, lo, hi).mean()
+
+        return f
+
+    def pieces(self) -> tuple[Piece, ...]:
+        """``(weight, chunk mean loss)`` per chunk; the weights sum to one."""
+        T = self.samples
+        return tuple(((hi - lo) / T, self._piece(lo, hi)) for lo, hi in self._bounds)
+
+    def __call__(self, flat: torch.Tensor) -> torch.Tensor:
+        """The Monte-Carlo loss :math:`\\hat f_T(\\theta)` (vmappable in ``flat``)."""
+        total = None
+        for w, f in self.pieces():
+            v = w * f(flat)
+            total = v if total is None else total + v
+        return total
+
+    def per_chunk(self, flat: torch.Tensor) -> torch.Tensor:
+        """Chunk means of the loss, ``(num_chunks,)`` (batch means for variance estimates)."""
+        return torch.stack([f(flat) for _, f in self.pieces()])
+
+    def loss_and_se(self, flat: torch.Tensor) -> tuple[float, float]:
+        """The loss and its standard error from the per-prompt losses."""
+        with torch.no_grad():
+            vals = torch.cat([self.prompt_losses(flat, lo, hi) for lo, hi in self._bounds])
+        T = vals.numel()
+        se = float(vals.std(unbiased=True)) / math.sqrt(T) if T > 1 else float("nan")
+        return float(vals.mean()), se
+
+    def per_prompt_gradients(self, flat: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        """Per-prompt gradients ``(hi - lo, P)`` (``vmap`` of ``grad`` over the prompts)."""
+        spec = self.spec
+
+        def one(f: torch.Tensor, Z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            pred = predict(unflatten_params(f, spec), spec, Z.unsqueeze(0), validate=False)
+            return ((pred - y) ** 2).sum()
+
+        g = torch.func.vmap(torch.func.grad(one), in_dims=(None, 0, 0))
+        return g(flat, self.Z[lo:hi], self.target[lo:hi])
+
+    def gradient_moments(self, flat: torch.Tensor, projection: torch.Tensor | None = None) -> GradientMoments:
+        r"""Mean and per-prompt covariance of the (optionally projected) per-prompt gradients.
+
+        Accumulated chunk by chunk with the parallel (Chan et al. 1979) update of the centred
+        scatter matrix, so memory is ``O(chunk_size · P + P²)`` for any ``T``.
+
+        Args:
+            flat: the point :math:`\theta`.
+            projection: optional ``(m, P)`` matrix ``A``; moments of :math:`A g_i` are returned.
+
+        Returns:
+            :class:`GradientMoments`.
+
+        Raises:
+            ValueError: fewer than two prompts (no covariance).
+        """
+        if self.samples < 2:
+            raise ValueError("gradient covariance needs at least 2 prompts")
+        n, mean, m2 = 0, None, None
+        loss_sum, loss_sq = 0.0, 0.0
+        for lo, hi in self._bounds:
+            G = self.per_prompt_gradients(flat, lo, hi).detach()
+            if projection is not None:
+                G = G @ projection.T
+            with torch.no_grad():
+                lv = self.prompt_losses(flat.detach(), lo, hi)
+            loss_sum += float(lv.sum())
+            loss_sq += float((lv**2).sum())
+            cm = G.mean(0)
+            Gc = G - cm
+            cm2 = Gc.T @ Gc
+            if mean is None:
+                n, mean, m2 = hi - lo, cm, cm2
+            else:
+                n, mean, m2 = _combine(n, mean, m2, hi - lo, cm, cm2)
+        T = n
+        loss = loss_sum / T
+        var = max(loss_sq / T - loss**2, 0.0) * T / (T - 1)
+        return GradientMoments(mean, m2 / (T - 1), T, loss, math.sqrt(var / T))
+
+
+@dataclass(frozen=True, eq=False)
+class ExactLoss:
+    """A loss given by any callable ``params dict -> scalar`` (e.g. an exact population loss).
+
+    Attributes:
+        spec: the architecture of the parameter dicts the callable takes.
+        fn: ``fn(params) -> 0-dim tensor``; should be a pure torch function (for derivatives and
+            ``vmap``).
+        name: shown in reports.
+    """
+
+    spec: ModelSpec
+    fn: Callable[[Mapping[str, torch.Tensor]], torch.Tensor]
+    name: str = "exact"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.spec, ModelSpec):
+            raise TypeError(f"spec must be a ModelSpec, got {type(self.spec).__name__}")
+        if not callable(self.fn):
+            raise TypeError(f"fn must be callable params -> scalar, got {type(self.fn).__name__}")
+
+    @property
+    def exact(self) -> bool:
+        return True
+
+    def __call__(self, flat: torch.Tensor) -> torch.Tensor:
+        out = self.fn(unflatten_params(flat, self.spec))
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"loss function {self.name!r} must return a torch.Tensor, got {type(out).__name__}")
+        return out.reshape(())
+
+    def pieces(self) -> tuple[Piece, ...]:
+        return ((1.0, self.__call__),)
+
+
+def as_oracle(loss: Any, spec: ModelSpec | None = None) -> LossOracle:
+    """Turn ``loss`` into an oracle: oracles pass through; a callable ``params -> scalar`` becomes :class:`ExactLoss`.
+
+    Raises:
+        TypeError: anything else, or a callable without ``spec``.
+    """
+    if isinstance(loss, (MonteCarloLoss, ExactLoss)):
+        return loss
+    if isinstance(loss, LossOracle) and hasattr(loss, "spec"):
+        return loss
+    if callable(loss):
+        if spec is None:
+            raise TypeError("a plain loss callable needs the ModelSpec its parameter dicts follow (spec=...)")
+        return ExactLoss(spec, loss, getattr(loss, "__name__", "exact"))
+    raise TypeError(f"a loss must be an oracle or a callable params -> scalar, got {type(loss).__name__}")
+
+
+def exact_loss_oracle(problem: Any, task: Any) -> ExactLoss | None:
+    """The symbolic layer's exact population loss for ``problem``/``task`` as an oracle, if it has one.
+
+    Uses the symbolic layer's ``exact_loss_fn(problem, task)`` when importable; returns ``None`` when
+    the symbolic layer is absent or has no exact formula for this setting.
+
+    Args:
+        problem: a :class:`~landscape.families.Problem` (or family / spec, as the symbolic layer accepts).
+        task: the prompt distribution.
+    """
+    try:
+        from ..symbolic import exact_loss_fn  # type: ignore[attr-defined]
+    except ImportError:
+        try:
+            from ..symbolic.one_layer import exact_loss_fn  # type: ignore[no-redef]
+        except ImportError:
+            return None
+    try:
+        fn = exact_loss_fn(problem, task)
+    except (NotImplementedError, ValueError, TypeError):
+        return None
+    if fn is None:
+        return None
+    spec = getattr(problem, "spec", problem)
+    return ExactLoss(spec, fn, "exact")
