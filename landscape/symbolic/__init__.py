@@ -1,6 +1,14 @@
-"""Exact (sympy) population losses on parameter families.
+"""Exact (sympy) population losses on parameter families, their stationary points, codegen to torch.
 
-Gaussian/Wishart moment calculus lives in :mod:`landscape.symbolic.moments`.
+Public surface:
+
+* :func:`family_loss` → :class:`FamilyLoss` — the loss of a :class:`~landscape.families.Family` on a
+  prompt distribution: exact by whitening + Wishart moments, by the one-layer closed form or by
+  expansion in the data entries; label-exact Monte-Carlo for kernel attention.
+* :func:`exact_loss_fn` — exact loss as a torch function of the *full* parameter dict (one layer of
+  linear attention, any P, Q), for gradients over every entry.
+* :func:`stationary_points` → :class:`StationaryPoint` — exact / numerical stationary points, classified.
+* Gaussian/Wishart moment calculus (:mod:`landscape.symbolic.moments`).
 """
 
 from landscape.symbolic.moments import (
@@ -13,8 +21,29 @@ from landscape.symbolic.moments import (
     wishart_moment_coefficients,
     wishart_moment_wick,
 )
+from landscape.symbolic.codegen import to_torch
+from landscape.symbolic.expansion import expansion_loss
+from landscape.symbolic.label_exact import CoefficientEstimate, LabelExactEstimator
+from landscape.symbolic.loss import FamilyLoss, default_data, family_loss
+from landscape.symbolic.one_layer import exact_loss_fn, one_layer_loss
+from landscape.symbolic.solve import StationaryPoint, classify, stationary_points
+from landscape.symbolic.whitened import D_SYMBOL, N_SYMBOL
 
 __all__ = [
+    "FamilyLoss",
+    "family_loss",
+    "default_data",
+    "exact_loss_fn",
+    "one_layer_loss",
+    "expansion_loss",
+    "StationaryPoint",
+    "stationary_points",
+    "classify",
+    "LabelExactEstimator",
+    "CoefficientEstimate",
+    "to_torch",
+    "D_SYMBOL",
+    "N_SYMBOL",
     "expected_trace_poly",
     "expected_trace_poly_matrix",
     "expected_trace_product",

@@ -195,13 +195,13 @@ class FamilyLoss:
 def default_data(family: Family) -> LinearRegression | KernelGP:
     r"""The prompt distribution each built-in statement is about.
 
-    ``pgd``, ``pgd-relaxed``: :math:`w^* \sim N(0, \Sigma^{-1})` (Ahn et al. Theorems 3–4); other linear
-    families: :math:`w^* \sim N(0, I)` (Theorem 1); kernel families: GP data with the first head's
+    ``pgd``, ``pgd-relaxed`` and their control ``pgd-identity``: :math:`w^* \sim N(0, \Sigma^{-1})`
+    (Ahn et al. Theorems 3–4); other linear families: :math:`w^* \sim N(0, I)` (Theorem 1); kernel families: GP data with the first head's
     kernel on whitened spherical inputs (Cheng et al.; softmax heads use the ``exp`` data kernel).
     """
     prob = family.problem
     if prob.attention == "linear":
-        inverse = family.name in ("pgd", "pgd-relaxed")
+        inverse = family.name in ("pgd", "pgd-relaxed", "pgd-identity")
         return LinearRegression(prob.d, prob.n, sigma=prob.sigma, task_cov="inverse" if inverse else None)
     k = prob.activations[0]
     kernel = "exp" if k.normalised else k
@@ -249,7 +249,6 @@ def _one_layer_route(family: Family, data: LinearRegression, spectrum: str) -> t
     c2, c4 = covariate_moments(data.covariates, data.d)
     general = sympy.expand(one_layer_loss(heads, S, Sw, N_SYMBOL, c2, c4))
     expr = sympy.expand(general.subs({N_SYMBOL: data.n, **subs}))
-    expr = clean_floats(expr, family.symbols)
     return expr, general
 
 

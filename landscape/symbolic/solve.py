@@ -48,7 +48,7 @@ _DEDUP_RTOL = 1e-6
 """Two points closer than this (relative) are the same."""
 _GROEBNER_MAX_DEGREE = 8
 _BOX = 1e3
-"""Numerical candidates with a coordinate beyond ``_BOX · scale`` are dropped: they are points where
+r"""Numerical candidates with a coordinate beyond ``_BOX · scale`` are dropped: they are points where
 the gradient only *tends* to zero (valleys to infinity, e.g. :math:`a_0 \to 0, b_0 \to \infty` with
 :math:`a_0 b_0` fixed in ``pgd-relaxed``), not stationary points."""
 """Largest degree of a bivariate stationary system handed to the Gröbner route."""

@@ -52,6 +52,10 @@ D_SYMBOL = sympy.Symbol("d", positive=True, integer=True)
 N_SYMBOL = sympy.Symbol("n", positive=True, integer=True)
 """The symbolic context length of general loss expressions."""
 
+_CLEAN_RTOL = 1e-11
+"""Float coefficients this close (relative) to a fraction with denominator <= 1000 are taken to be it
+(round-off of Σ^{1/2}Σ^{-1}Σ^{1/2} is ~1e-15; a generic float lands that close with probability ~1e-5)."""
+
 _STRUCTURE_RTOL = 1e-9
 """Relative size below which a whitened block entry counts as zero (Σ^{±1/2} are floats)."""
 
@@ -65,14 +69,14 @@ class WhitenedLayer:
 
 
 def _simple_rational(v: float) -> sympy.Number:
-    fr = Fraction(v).limit_denominator(10_000)
-    if abs(float(fr) - v) <= 1e-9 * max(1.0, abs(v)):
+    fr = Fraction(v).limit_denominator(1000)
+    if abs(float(fr) - v) <= _CLEAN_RTOL * max(1.0, abs(v)):
         return sympy.Rational(fr.numerator, fr.denominator)
     return sympy.Float(v)
 
 
 def clean_floats(expr: sympy.Expr, symbols: Sequence[sympy.Symbol]) -> sympy.Expr:
-    """Replace float coefficients of a polynomial that are within 1e-9 of a simple fraction by it.
+    """Replace float coefficients of a polynomial within 1e-11 (relative) of a fraction ``p/q``, ``q <= 1000``.
 
     Whitened blocks are computed with floating :math:`\\Sigma^{\\pm 1/2}`; their exact values are
     rational multiples of the symbols (e.g. :math:`\\Sigma^{1/2}\\Sigma^{-1}\\Sigma^{1/2} = I`).

@@ -1,0 +1,124 @@
+r"""``landscape solve``: the population loss of a family and every stationary point found.
+
+The loss is exact (sympy) where a route exists — whitening + Wishart moments (``pgd``,
+``pgd-relaxed``; any L), the one-layer closed form (any P, Q; any Σ), or the expansion in the data
+entries (small sizes) — and label-exact Monte-Carlo otherwise (kernel families). Stationary points
+are solved exactly where sympy can (linear, univariate, bivariate systems) and numerically from
+many seeded starts otherwise, then classified by the family Hessian modulo weight symmetries.
+
+Examples::
+
+    landscape solve pgd --layers 1 --d 5 --n 20
+    landscape solve pgd-full --d 3 --n 5 --sigma random:0 --json
+    landscape solve pgd --layers 3 --sigma diag:1,1,0.25,0.0625,1 --json
+    landscape solve fgd --activation exp --layers 1 --d 3 --n 4 --samples 2048
+    landscape solve my_family.py:family --layers 2 --d 2 --n 3
+
+With ``--json`` one object is printed: ``family``, ``loss`` (the expression as a string), ``method``,
+``exact`` and ``stationary_points`` — a list of ``{values, exact, loss, kind, ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .._cli_args import add_problem_args, problem_from_args
+
+__all__ = ["add_parser", "run"]
+
+_MAX_PRINT = 4000
+"""Expressions longer than this many characters are summarised in text output."""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``landscape solve``."""
+    doc = __doc__ or ""
+    p = subparsers.add_parser(
+        "solve",
+        help="exact family loss and its stationary points (min/saddle/max/degenerate)",
+        description=doc.split("\n\nExamples")[0],
+        epilog="Examples" + doc.split("Examples", 1)[1] if "Examples" in doc else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("family", metavar="FAMILY",
+                   help="a built-in family (see `landscape families`) or path/to/file.py:NAME")
+    add_problem_args(p)
+    s = p.add_argument_group("solver")
+    s.add_argument("--method", choices=("auto", "wishart", "one-layer", "expansion", "label-exact"), default="auto",
+                   help="loss route (default auto: the first exact route that applies)")
+    s.add_argument("--spectrum", choices=("numeric", "symbolic"), default="numeric",
+                   help="one-layer route: keep the eigenvalues of Σ symbolic in the general expression")
+    s.add_argument("--samples", type=int, default=2048,
+                   help="covariate draws of the Monte-Carlo route (default 2048)")
+    s.add_argument("--starts", type=int, default=None,
+                   help="random starts of the numerical search (default 24; 3 for Monte-Carlo losses)")
+    s.add_argument("--scale", type=float, default=1.0, help="spread of the random starts (default 1)")
+    s.add_argument("--no-exact", action="store_true", help="skip the exact (sympy) solvers")
+    p.set_defaults(func=run)
+    return p
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.6g}"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Derive the loss, solve the stationary equations, print them."""
+    from ..cli import emit_json
+    from ..families import get_family
+    from ..symbolic.loss import family_loss
+    from ..symbolic.solve import stationary_points
+
+    if args.samples < 2:
+        raise ValueError(f"--samples must be >= 2, got {args.samples}")
+    if args.starts is not None and args.starts < 1:
+        raise ValueError(f"--starts must be >= 1, got {args.starts}")
+    problem, data = problem_from_args(args, family=args.family)
+    family = get_family(args.family, problem)
+    loss = family_loss(family, data, method=args.method, spectrum=args.spectrum, samples=args.samples, seed=args.seed)
+    starts = args.starts if args.starts is not None else (24 if loss.exact else 3)
+    points = stationary_points(loss, starts=starts, seed=args.seed, exact=False if args.no_exact else "auto",
+                               scale=args.scale)
+    general = loss.general if (loss.exact and loss.general is not None) else None
+    if args.json:
+        out = {
+            "family": family.name,
+            "statement": family.statement,
+            "problem": problem.describe(),
+            "symbols": list(family.names),
+            "method": loss.method,
+            "exact": loss.exact,
+            "description": loss.description,
+            "loss": str(loss.expr),
+            "loss_general": None if general is None else str(general),
+            "latex": loss.latex(),
+            "free": [s.name for s in loss.free_symbols()],
+            "stationary_points": [p.as_dict() for p in points],
+        }
+        if not loss.exact:
+            out["samples"] = loss.estimator.samples  # type: ignore[union-attr]
+        emit_json(out)
+        return 0
+    print(family.describe())
+    print(f"data: {type(data).__name__}; loss route: {loss.method} ({'exact' if loss.exact else 'Monte-Carlo'})")
+    print(f"  {loss.description}")
+    text = str(loss.expr)
+    print("loss:" if loss.exact else "loss (polynomial in the label gains; m[...] = covariate expectations):")
+    print("  " + (text if len(text) <= _MAX_PRINT else text[:_MAX_PRINT] + f" ... ({len(text)} characters)"))
+    if general is not None and general != loss.expr:
+        g = str(general)
+        print("general (symbolic d, n):")
+        print("  " + (g if len(g) <= _MAX_PRINT else g[:_MAX_PRINT] + f" ... ({len(g)} characters)"))
+    if not points:
+        print("no stationary point found")
+        return 0
+    print(f"stationary points ({len(points)}):")
+    for p in points:
+        vals = ", ".join(f"{k}={_fmt(v)}" for k, v in p.values.items())
+        se = f" ± {_fmt(p.loss_se)}" if p.loss_se else ""
+        print(f"  [{p.kind}] loss={_fmt(p.loss)}{se}  {vals}")
+        if p.exact:
+            print("        exact: " + ", ".join(f"{k}={v}" for k, v in p.exact.items()))
+        if p.free:
+            print("        free (loss does not depend on): " + ", ".join(p.free))
+    return 0
