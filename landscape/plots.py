@@ -37,6 +37,7 @@ import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .store import MetricSeries, Run, RunStore
 
@@ -464,6 +465,7 @@ def loss_vs_figure(
         all_vals.append(by[:, None])
     if log_y and _positive_for_log(*all_vals):
         ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title or f"{ylabel} vs {xlabel}")

@@ -1,0 +1,65 @@
+r"""``landscape plot RUN_DIR``: draw the figures of a run store (PNG and SVG, registered as artifacts).
+
+Per training run: ``distance`` (distance to the construction vs step, median and IQR over seeds,
+one curve per layer), ``loss`` (training loss of every seed, Bayes-optimal line) and ``heatmap``
+(learned vs construction matrices of seed 0). Across runs: ``depth`` / ``context`` (final loss vs
+layers / context length per activation, with the Bayes line) and ``grid`` (activation × data
+kernel, final loss over Bayes loss). ``all`` (default) makes every one the data supports and lists
+the others with the reason they were skipped. Figures go to ``RUN_DIR/figures`` (or ``--out``).
+
+Exit status: 0 when at least one figure was written, 1 when none could be, 2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..plots import PLOT_KINDS
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``landscape plot``."""
+    p = subparsers.add_parser(
+        "plot",
+        help="draw the figures of a run store (distance, loss, heatmap, depth, context, grid)",
+        description=(__doc__ or "").split("\n\n")[1] if __doc__ else None,
+    )
+    p.add_argument("run_dir", type=Path, help="run store directory (holds store.sqlite)")
+    p.add_argument("--kind", action="append", choices=(*PLOT_KINDS, "all"), default=None,
+                   help="figure kind (repeatable; default: all)")
+    p.add_argument("--run", action="append", default=None, dest="runs",
+                   help="only this run (name; repeatable; default: every finished training run)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/figures)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Make the figures; print their paths (or one JSON object with ``--json``)."""
+    from ..cli import emit_json
+    from ..plots import plot_store
+    from ..store import RunStore
+
+    root = Path(args.run_dir).expanduser()
+    if not (root / "store.sqlite").is_file():
+        raise FileNotFoundError(f"{root} is not a run store (no store.sqlite in it)")
+    kinds = args.kind or ["all"]
+    with RunStore(root) as store:
+        report = plot_store(store, kinds, runs=args.runs, out=args.out)
+    if args.json:
+        emit_json({
+            "figures": [{"name": f.name, "runs": list(f.runs), "files": [str(p) for p in f.paths]}
+                        for f in report.figures],
+            "skipped": [{"kind": k, "run": r, "reason": why} for k, r, why in report.skipped],
+        })
+    else:
+        for f in report.figures:
+            who = f.runs[0] if len(f.runs) == 1 else f"{len(f.runs)} runs"
+            print(f"{f.name} ({who}): {f.png} {f.svg}")
+        for k, r, why in report.skipped:
+            print(f"skipped {k}{' for ' + r if r else ''}: {why}")
+    return 0 if report.figures else 1

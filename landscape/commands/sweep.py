@@ -1,0 +1,84 @@
+r"""``landscape sweep FILE``: train a grid of configs × seeds into one run store.
+
+``FILE`` is a TOML or YAML sweep (``base`` config, ``grid`` of lists, optional ``seeds``; see
+:mod:`landscape.sweep`). Every grid point is validated before anything trains; points already
+finished in the store are skipped. ``--executor ray`` runs one Ray task per grid point
+(``--address`` of a cluster, or none / ``local`` to start a local one).
+
+Exit status: 0 when every point trained or was already finished, 1 when a point failed, 2 on a
+bad sweep file or arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..sweep import EXECUTORS, PointResult, expand_grid, load_sweep, run_sweep
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``landscape sweep``."""
+    p = subparsers.add_parser(
+        "sweep",
+        help="train a grid of configs x seeds (local or Ray) into a run store",
+        description=(__doc__ or "").split("\n\n")[1] if __doc__ else None,
+    )
+    p.add_argument("file", type=Path, help="sweep file (.toml, .yaml or .yml)")
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="where grid points train: in this process (local) or as Ray tasks (ray)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster address (executor ray); omit or 'local' to start a local cluster")
+    p.add_argument("--num-cpus", type=int, default=None,
+                   help="CPUs of a local Ray cluster (default: all)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="run store directory (default: runs/<sweep name>)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate and list the grid points without training")
+    p.add_argument("--progress", action="store_true", help="show training progress (local executor)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.set_defaults(func=run)
+    return p
+
+
+def _line(r: PointResult) -> str:
+    label = ", ".join(f"{k}={v}" for k, v in r.overrides.items()) or "base"
+    extra = f" ({r.seconds:.1f} s)" if r.status == "trained" else ""
+    err = f": {r.error.splitlines()[0]}" if r.error else ""
+    return f"[{r.index}] {label}: {r.status} -> {r.run}{extra}{err}"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the sweep; print a line per grid point (or one JSON object with ``--json``)."""
+    from ..cli import emit_json
+
+    spec = load_sweep(args.file)
+    out = args.out if args.out is not None else Path("runs") / spec.name
+    if args.executor == "local" and args.address is not None:
+        raise ValueError("--address is only used with --executor ray")
+    if args.dry_run:
+        points = expand_grid(spec)
+        if args.json:
+            emit_json({"name": spec.name, "root": str(out), "size": len(points),
+                       "points": [{"index": p.index, "overrides": dict(p.overrides)} for p in points]})
+        else:
+            print(f"sweep {spec.name!r}: {len(points)} grid points, store {out}")
+            for p in points:
+                print(f"[{p.index}] {p.label()}")
+        return 0
+    on_point = None if args.json else (lambda r: print(_line(r), flush=True))
+    result = run_sweep(spec, out, executor=args.executor, address=args.address,
+                       num_cpus=args.num_cpus, progress=args.progress, on_point=on_point)
+    if args.json:
+        emit_json(result.to_dict())
+    else:
+        c = result.counts()
+        print(f"sweep {result.name!r} ({result.executor}): {c['trained']} trained, {c['skipped']} skipped, "
+              f"{c['failed']} failed in {result.seconds:.1f} s; store {result.root}")
+        for r in result.points:
+            if r.status == "failed" and r.error:
+                print(f"[{r.index}] failed:\n{r.error}", file=sys.stderr)
+    return 0 if result.ok else 1

@@ -1,0 +1,542 @@
+r"""Sweeps: a grid of training configs × seeds, run in-process or as Ray tasks, into one run store.
+
+A sweep file (TOML, read with :mod:`tomllib`, or YAML) holds::
+
+    name = "depth"                      # optional: label of the sweep
+    seeds = 4                           # optional: seeds trained together (vmapped) per grid point
+
+    [base]                              # keyword arguments of TrainConfig shared by all points
+    d = 5
+    n = 20
+    steps = 2000
+
+    [grid]                              # each key: a list of values; the grid is their product
+    layers = [1, 2, 3]
+    activation = ["linear", "exp"]
+
+The grid is the Cartesian product of the ``grid`` lists, in file order, the last key varying
+fastest; each point is ``base`` updated with the point's values (and ``seeds``) and becomes one
+:class:`landscape.train.TrainConfig`. **Every** point is validated before anything runs; a bad key
+or value raises :class:`ValueError`/:class:`TypeError` naming the point, the key and the value.
+
+Each grid point is one run of the store; its seeds train together (vmapped) through
+:func:`landscape.train.train`. Executors:
+
+* ``"local"`` — in this process, one point after the other;
+* ``"ray"`` — one Ray task per point; each task opens the same store directory (SQLite in WAL mode
+  with a busy timeout serialises the writers) and trains. ``address=None`` or ``"local"`` starts a
+  local cluster (:func:`ray.init` with ``num_cpus``) and shuts it down afterwards; an already
+  initialised Ray session is used as it is.
+
+Training is deterministic given the config (explicit generators), so both executors store the same
+numbers. Points whose run is already ``"finished"`` in the store are skipped (resume): rerunning a
+sweep after an interruption trains only what is missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import time
+import tomllib
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .store import RunStore
+
+__all__ = [
+    "EXECUTORS",
+    "SweepSpec",
+    "GridPoint",
+    "PointResult",
+    "SweepResult",
+    "load_sweep",
+    "parse_sweep",
+    "expand_grid",
+    "run_sweep",
+]
+
+EXECUTORS: tuple[str, ...] = ("local", "ray")
+"""Accepted executors of :func:`run_sweep`."""
+
+_TOP_KEYS = ("name", "base", "grid", "seeds")
+_SUFFIXES = {".toml": "toml", ".yaml": "yaml", ".yml": "yaml"}
+
+
+# ----------------------------------------------------------------------------------------------
+# Integration with landscape.train (the only place that knows its API)
+# ----------------------------------------------------------------------------------------------
+
+
+def _train_api() -> Any:
+    from . import train
+
+    return train
+
+
+def _config_fields() -> tuple[str, ...]:
+    """Names of the TrainConfig fields (the keys a sweep may set)."""
+    return tuple(f.name for f in dataclasses.fields(_train_api().TrainConfig))
+
+
+def _make_config(values: Mapping[str, Any]) -> Any:
+    """Build (and thereby validate) a TrainConfig from keyword values."""
+    return _train_api().TrainConfig(**values)
+
+
+def _store_config(config: Any) -> dict[str, Any]:
+    """The JSON dict under which :func:`landscape.train.train` records ``config`` in the store."""
+    return dict(config.to_dict())
+
+
+def _train_point(config: Any, store: RunStore, progress: bool) -> dict[str, Any]:
+    """Train one grid point into ``store``; return its JSON summary (run name, per-seed losses)."""
+    result = _train_api().train(config, store, progress=progress)
+    return dict(result.summary())
+
+
+# ----------------------------------------------------------------------------------------------
+# Spec and expansion
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A parsed sweep file.
+
+    Attributes:
+        base: keyword values shared by every point.
+        grid: key ↦ tuple of values, in file order.
+        seeds: number of seeds ``S`` trained together at every point (``TrainConfig.seeds``), or
+            None to keep the base config's.
+        name: label of the sweep (default: the file stem, or ``"sweep"``).
+        source: the file it was read from, if any.
+    """
+
+    base: Mapping[str, Any]
+    grid: Mapping[str, tuple[Any, ...]]
+    seeds: int | None = None
+    name: str = "sweep"
+    source: Path | None = None
+
+    @property
+    def size(self) -> int:
+        """Number of grid points (product of the grid list lengths; 1 for an empty grid)."""
+        size = 1
+        for values in self.grid.values():
+            size *= len(values)
+        return size
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """One point of the grid.
+
+    Attributes:
+        index: position in the grid (row-major, last key fastest).
+        overrides: the grid values of this point (key ↦ value).
+        config: the validated :class:`landscape.train.TrainConfig`.
+    """
+
+    index: int
+    overrides: Mapping[str, Any]
+    config: Any = field(repr=False)
+
+    def label(self) -> str:
+        """``"key=value, ..."`` of the overrides (``"base"`` for an empty grid)."""
+        return ", ".join(f"{k}={v}" for k, v in self.overrides.items()) or "base"
+
+
+@dataclass(frozen=True)
+class PointResult:
+    """What happened to one grid point.
+
+    Attributes:
+        index: grid position.
+        overrides: its grid values.
+        status: ``"trained"``, ``"skipped"`` (already finished in the store) or ``"failed"``.
+        run: name of its run in the store (None if it failed before the run was created).
+        summary: JSON summary returned by training (run name, final loss per seed).
+        seconds: wall time spent on it (0 for a skipped point).
+        error: the error message of a failed point.
+    """
+
+    index: int
+    overrides: Mapping[str, Any]
+    status: str
+    run: str | None
+    summary: Mapping[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """Outcome of :func:`run_sweep`.
+
+    Attributes:
+        name: the sweep's name.
+        root: the run store directory.
+        executor: ``"local"`` or ``"ray"``.
+        points: one :class:`PointResult` per grid point, in grid order.
+        seconds: total wall time.
+    """
+
+    name: str
+    root: Path
+    executor: str
+    points: tuple[PointResult, ...]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        """True when no point failed."""
+        return all(p.status != "failed" for p in self.points)
+
+    def counts(self) -> dict[str, int]:
+        """Number of points per status."""
+        out = {"trained": 0, "skipped": 0, "failed": 0}
+        for p in self.points:
+            out[p.status] += 1
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable summary."""
+        return {
+            "name": self.name,
+            "root": str(self.root),
+            "executor": self.executor,
+            "seconds": self.seconds,
+            "counts": self.counts(),
+            "points": [dataclasses.asdict(p) | {"overrides": dict(p.overrides)} for p in self.points],
+        }
+
+
+def _check_seeds(seeds: object, where: str) -> int:
+    if isinstance(seeds, bool) or not isinstance(seeds, int):
+        raise TypeError(
+            f"{where}: seeds must be an int S (the number of seeds trained together per grid point), "
+            f"got {seeds!r}; to train separate stacks from several master seeds put e.g. "
+            "seed = [0, 1] in the grid"
+        )
+    if seeds < 1:
+        raise ValueError(f"{where}: seeds = {seeds}; the number of seeds must be >= 1")
+    return int(seeds)
+
+
+def parse_sweep(data: Mapping[str, Any], *, source: str | os.PathLike[str] | None = None) -> SweepSpec:
+    """Check the structure of a sweep mapping (as read from a file) and return its :class:`SweepSpec`.
+
+    Only the structure is checked here (allowed top-level keys, ``grid`` values are non-empty
+    lists, seeds); the values themselves are checked by :func:`expand_grid`.
+
+    Args:
+        data: mapping with keys among ``name``, ``base``, ``grid``, ``seeds``.
+        source: the file it came from (for messages and the default name).
+
+    Returns:
+        The spec.
+
+    Raises:
+        TypeError: a section of the wrong type.
+        ValueError: unknown top-level keys, an empty or non-list grid entry, seeds both at the
+            top level and in ``base``/``grid``, bad seeds.
+    """
+    where = str(source) if source is not None else "sweep"
+    if not isinstance(data, Mapping):
+        raise TypeError(f"{where}: a sweep must be a mapping with keys {list(_TOP_KEYS)}, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(_TOP_KEYS))
+    if unknown:
+        raise ValueError(f"{where}: unknown top-level keys {unknown}; accepted: {list(_TOP_KEYS)}")
+    base = data.get("base", {}) or {}
+    if not isinstance(base, Mapping):
+        raise TypeError(f"{where}: 'base' must be a table/mapping of config values, got {type(base).__name__}")
+    grid_in = data.get("grid", {}) or {}
+    if not isinstance(grid_in, Mapping):
+        raise TypeError(f"{where}: 'grid' must be a table/mapping key -> list of values, got {type(grid_in).__name__}")
+    grid: dict[str, tuple[Any, ...]] = {}
+    for key, values in grid_in.items():
+        if not isinstance(key, str):
+            raise TypeError(f"{where}: grid key {key!r} must be a str")
+        if not isinstance(values, (list, tuple)):
+            raise ValueError(
+                f"{where}: grid[{key!r}] = {values!r} must be a list of values (write [{values!r}] for one value)"
+            )
+        if not values:
+            raise ValueError(f"{where}: grid[{key!r}] is an empty list; give at least one value")
+        grid[key] = tuple(values)
+    if "seeds" in base and "seeds" in data:
+        raise ValueError(f"{where}: seeds given both at the top level and in 'base'; keep one")
+    if "seeds" in grid and "seeds" in data:
+        raise ValueError(f"{where}: seeds given both at the top level and in 'grid'; keep one")
+    seeds = _check_seeds(data["seeds"], where) if data.get("seeds") is not None else None
+    default_name = Path(source).stem if source is not None else "sweep"
+    name = data.get("name", default_name)
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{where}: 'name' must be a non-empty str, got {name!r}")
+    return SweepSpec(
+        base=dict(base), grid=grid, seeds=seeds, name=name, source=Path(source) if source is not None else None
+    )
+
+
+def load_sweep(path: str | os.PathLike[str]) -> SweepSpec:
+    """Read a sweep file (``.toml`` with :mod:`tomllib`, ``.yaml``/``.yml`` with PyYAML).
+
+    Args:
+        path: the file.
+
+    Returns:
+        The :class:`SweepSpec` (structure checked; values are checked by :func:`expand_grid`).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: unknown extension, a syntax error (with the parser's message), bad structure.
+    """
+    p = Path(path).expanduser()
+    kind = _SUFFIXES.get(p.suffix.lower())
+    if kind is None:
+        raise ValueError(f"sweep file {p} has extension {p.suffix!r}; accepted: {sorted(_SUFFIXES)}")
+    if not p.is_file():
+        raise FileNotFoundError(f"sweep file {p} does not exist")
+    text = p.read_text(encoding="utf-8")
+    if kind == "toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"sweep file {p} is not valid TOML: {exc}") from None
+    else:
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"sweep file {p} is not valid YAML: {exc}") from None
+        if data is None:
+            data = {}
+    return parse_sweep(data, source=p)
+
+
+def expand_grid(spec: SweepSpec) -> list[GridPoint]:
+    """Expand a sweep into validated configs: the Cartesian product of the grid lists.
+
+    Point ``k`` has values ``grid[key_0][i_0], …`` with ``k`` the row-major index of
+    ``(i_0, i_1, …)`` (last key fastest); its config is ``TrainConfig(**(base | point | seeds))``.
+    All points are built (and so validated) before this returns.
+
+    Args:
+        spec: the sweep.
+
+    Returns:
+        ``spec.size`` :class:`GridPoint` objects, in grid order.
+
+    Raises:
+        ValueError: a key that is not a TrainConfig field (the accepted fields are listed), a value
+            rejected by TrainConfig (the message names the point, key and value), or two points
+            with the same config.
+        TypeError: a value of the wrong type (rejected by TrainConfig; named likewise).
+    """
+    fields = _config_fields()
+    where = str(spec.source) if spec.source is not None else spec.name
+    for section, keys in (("base", spec.base), ("grid", spec.grid)):
+        bad = [k for k in keys if k not in fields]
+        if bad:
+            raise ValueError(f"{where}: {section} has unknown config keys {bad}; accepted: {list(fields)}")
+    if spec.seeds is not None and "seeds" not in fields:
+        raise ValueError(f"{where}: TrainConfig has no 'seeds' field; accepted keys: {list(fields)}")
+    keys = list(spec.grid)
+    points: list[GridPoint] = []
+    seen: dict[str, int] = {}
+    for index, combo in enumerate(itertools.product(*(spec.grid[k] for k in keys))):
+        overrides = dict(zip(keys, combo))
+        values = dict(spec.base) | overrides
+        if spec.seeds is not None:
+            values["seeds"] = spec.seeds
+        try:
+            config = _make_config(values)
+        except (ValueError, TypeError) as exc:
+            label = ", ".join(f"{k}={v!r}" for k, v in overrides.items()) or "base"
+            raise type(exc)(f"{where}: grid point {index} ({label}) is invalid: {exc}") from exc
+        digest = json.dumps(_store_config(config), sort_keys=True)
+        if digest in seen:
+            raise ValueError(
+                f"{where}: grid points {seen[digest]} and {index} give the same config; "
+                "remove the duplicate values from the grid"
+            )
+        seen[digest] = index
+        points.append(GridPoint(index, overrides, config))
+    return points
+
+
+# ----------------------------------------------------------------------------------------------
+# Execution
+# ----------------------------------------------------------------------------------------------
+
+
+def _finished_runs(root: Path, points: Sequence[GridPoint]) -> dict[int, str]:
+    """Grid index ↦ run name for the points whose run is already finished in the store."""
+    from .store import config_hash
+
+    with RunStore(root) as store:
+        done = {r.config_hash: r.name for r in store.list_runs() if r.status == "finished"}
+    out: dict[int, str] = {}
+    for p in points:
+        h = config_hash(_store_config(p.config))
+        if h in done:
+            out[p.index] = done[h]
+    return out
+
+
+def _execute_point(root: str, values: dict[str, Any], progress: bool) -> dict[str, Any]:
+    """Train one point into the store at ``root`` (runs in this process or in a Ray worker)."""
+    config = _make_config(values)
+    with RunStore(root) as store:
+        return _train_point(config, store, progress)
+
+
+def _config_values(config: Any) -> dict[str, Any]:
+    """Keyword values that rebuild ``config`` (sent to Ray workers instead of the object)."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+
+
+def _run_local(
+    root: Path, todo: Sequence[GridPoint], progress: bool, report: Callable[[PointResult], None]
+) -> list[PointResult]:
+    out: list[PointResult] = []
+    for p in todo:
+        t0 = time.perf_counter()
+        try:
+            with RunStore(root) as store:
+                summary = _train_point(p.config, store, progress)
+            res = PointResult(p.index, p.overrides, "trained", summary.get("run"), summary,
+                              time.perf_counter() - t0)
+        except Exception as exc:  # one failed point must not lose the others
+            res = PointResult(p.index, p.overrides, "failed", None, {}, time.perf_counter() - t0,
+                              f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
+        report(res)
+        out.append(res)
+    return out
+
+
+def _package_parent() -> str:
+    return str(Path(__file__).resolve().parent.parent)
+
+
+def _run_ray(
+    root: Path,
+    todo: Sequence[GridPoint],
+    address: str | None,
+    num_cpus: int | None,
+    report: Callable[[PointResult], None],
+) -> list[PointResult]:
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("executor 'ray' needs Ray: pip install 'ray[default]'") from None
+    started = False
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        if address in (None, "local"):
+            kwargs["num_cpus"] = num_cpus if num_cpus is not None else (os.cpu_count() or 1)
+        else:
+            kwargs["address"] = address
+        ray.init(**kwargs)
+        started = True
+    try:
+        # Workers must import this package: put its source folder on their PYTHONPATH (works
+        # whether or not it is pip-installed; a no-op cost for an installed package).
+        path = os.pathsep.join(p for p in (_package_parent(), os.environ.get("PYTHONPATH", "")) if p)
+        task = ray.remote(num_cpus=1, max_retries=0)(_execute_point).options(
+            runtime_env={"env_vars": {"PYTHONPATH": path}}
+        )
+        t0 = time.perf_counter()
+        refs = {task.remote(str(root), _config_values(p.config), False): p for p in todo}
+        results: dict[int, PointResult] = {}
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            ref = ready[0]
+            p = refs[ref]
+            try:
+                summary = ray.get(ref)
+                res = PointResult(p.index, p.overrides, "trained", summary.get("run"), summary,
+                                  time.perf_counter() - t0)
+            except Exception as exc:
+                res = PointResult(p.index, p.overrides, "failed", None, {}, time.perf_counter() - t0,
+                                  f"{type(exc).__name__}: {exc}")
+            report(res)
+            results[p.index] = res
+        return [results[p.index] for p in todo]
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run_sweep(
+    sweep: SweepSpec | str | os.PathLike[str],
+    root: str | os.PathLike[str],
+    *,
+    executor: str = "local",
+    address: str | None = None,
+    num_cpus: int | None = None,
+    progress: bool = False,
+    on_point: Callable[[PointResult], None] | None = None,
+) -> SweepResult:
+    """Run every grid point of a sweep into the run store at ``root``, skipping finished ones.
+
+    All points are expanded and validated first (:func:`expand_grid`); then the points whose run
+    is already ``"finished"`` in the store are skipped and the rest are trained by the executor.
+    A point that fails is reported (status ``"failed"`` with its error) and does not stop the
+    others.
+
+    Args:
+        sweep: a :class:`SweepSpec` or the path of a sweep file.
+        root: run store directory (created if missing).
+        executor: ``"local"`` (in-process) or ``"ray"`` (one Ray task per point).
+        address: Ray cluster address; None or ``"local"`` starts a local cluster (ignored when
+            Ray is already initialised, and by the local executor).
+        num_cpus: CPUs of a local Ray cluster (default: all).
+        progress: show training progress (local executor).
+        on_point: called with each :class:`PointResult` as it completes (skipped ones first).
+
+    Returns:
+        A :class:`SweepResult`.
+
+    Raises:
+        ValueError, TypeError: bad executor or sweep (before anything runs).
+    """
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {list(EXECUTORS)}; got {executor!r}")
+    if executor == "local" and address is not None:
+        raise ValueError("address is only used by executor 'ray'")
+    if num_cpus is not None and (isinstance(num_cpus, bool) or not isinstance(num_cpus, int) or num_cpus < 1):
+        raise ValueError(f"num_cpus must be an int >= 1 or None; got {num_cpus!r}")
+    spec = sweep if isinstance(sweep, SweepSpec) else load_sweep(sweep)
+    points = expand_grid(spec)
+    store_root = Path(root).expanduser().resolve()
+    t0 = time.perf_counter()
+    report = on_point or (lambda _r: None)
+    done = _finished_runs(store_root, points)
+    results: dict[int, PointResult] = {}
+    for p in points:
+        if p.index in done:
+            results[p.index] = PointResult(p.index, p.overrides, "skipped", done[p.index])
+            report(results[p.index])
+    todo = [p for p in points if p.index not in done]
+    if todo:
+        if executor == "local":
+            ran = _run_local(store_root, todo, progress, report)
+        else:
+            ran = _run_ray(store_root, todo, address, num_cpus, report)
+        results.update((r.index, r) for r in ran)
+    return SweepResult(
+        name=spec.name,
+        root=store_root,
+        executor=executor,
+        points=tuple(results[p.index] for p in points),
+        seconds=time.perf_counter() - t0,
+    )
