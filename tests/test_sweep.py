@@ -18,7 +18,7 @@ import torch
 
 from landscape.cli import main
 from landscape.store import RunStore
-from landscape.sweep import SweepSpec, expand_grid, load_sweep, parse_sweep, run_sweep
+from landscape.sweep import expand_grid, load_sweep, parse_sweep, run_sweep
 from landscape.train import TrainConfig, train
 
 TINY_TOML = """
@@ -251,3 +251,28 @@ def test_cli_sweep_then_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
     assert main(["plot", str(tmp_path / "nowhere")]) == 2
     assert "not a run store" in capsys.readouterr().err
+
+
+def test_failed_point_is_reported_and_does_not_stop_the_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import landscape.sweep as sweep_mod
+
+    real = sweep_mod._train_point
+
+    def flaky(config, store, progress):
+        if config.layers == 1:
+            raise RuntimeError("simulated crash of grid point layers=1")
+        return real(config, store, progress)
+
+    monkeypatch.setattr(sweep_mod, "_train_point", flaky)
+    f = _write(tmp_path, "s.toml", TINY_TOML)
+    root = tmp_path / "store"
+    assert main(["sweep", str(f), "--out", str(root)]) == 1
+    captured = capsys.readouterr()
+    assert "[0] layers=1: failed -> None" in captured.out and "1 trained" in captured.out
+    assert "RuntimeError: simulated crash of grid point layers=1" in captured.err
+    with RunStore(root) as store:
+        assert [r.config["layers"] for r in store.list_runs()] == [2]
+    monkeypatch.setattr(sweep_mod, "_train_point", real)
+    result = run_sweep(load_sweep(f), root)  # the failed point is trained on the next run
+    assert [p.status for p in result.points] == ["trained", "skipped"]
