@@ -557,11 +557,12 @@ def _pmul(W: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
 def stacked_predict(params: Mapping[str, torch.Tensor], spec: ModelSpec, Z: torch.Tensor) -> torch.Tensor:
     r"""Predictions of a stack of models, fused for speed; equal to :func:`landscape.model.predict`.
 
-    Same function as ``predict`` applied to every seed (tested to round-off), computed with three
-    exact rewrites:
+    The same function as ``predict`` applied to every seed (tested to round-off), computed with
+    three exact rewrites:
 
-    * linear heads use associativity, :math:`P Z_s (Z_s^\top Q Z) = P (Z_s Z_s^\top) Q Z`, so the
-      per-prompt products are ``D×n×D`` and ``D×D×N`` instead of ``n×D×N`` and ``D×n×N``;
+    * linear heads use associativity, :math:`Z + \frac1n P Z_s (Z_s^\top Q Z) = (I + \frac1n P G Q) Z`
+      with :math:`G = Z_s Z_s^\top`, so the per-prompt products are ``D×n×D`` and ``D×D×N`` instead of
+      ``n×D×N`` and ``D×n×N`` (and the ``1/n`` lands on the small weights);
     * per-seed weights multiply tokens through ``einsum`` (one matrix product per seed);
     * the last layer computes only the query's label entry
       :math:`[Z_L]_{D,N} = [Z_{L-1}]_{D,N} + \frac1n\sum_h p_h^\top Z_s\, s_h` with :math:`p_h^\top` the last
@@ -580,19 +581,26 @@ def stacked_predict(params: Mapping[str, torch.Tensor], spec: ModelSpec, Z: torc
     for l in range(L):
         Zs = Z[..., :n]
         if l < L - 1:
-            upd = None
+            # The 1/n goes on the (tiny) value weights, never on the (large) token updates.
+            M = None  # linear heads: sum_h P_h G Q_h / n, applied as (I + M) Z
+            upd = None  # kernel heads: sum_h V_h Z_s h(B_h Z_s, C_h Z) / n
+            G = None
             for h, head in enumerate(spec.heads):
                 pre = f"layer{l}.head{h}."
                 if head.kind == "linear":
-                    G = Zs @ Zs.transpose(-1, -2)  # (.., D, D) per prompt
-                    PG = _pmul(params[pre + "P"], G)
-                    M = torch.einsum("sbij,sjk->sbik", PG, params[pre + "Q"])
-                    u = M @ Z
+                    if G is None:
+                        G = Zs @ Zs.transpose(-1, -2)  # (.., D, D) per prompt
+                    Mh = torch.einsum("sbij,sjk->sbik", _pmul(params[pre + "P"] / n, G), params[pre + "Q"])
+                    M = Mh if M is None else M + Mh
                 else:
                     scores = head.kernel.gram(_pmul(params[pre + "B"], Zs), _pmul(params[pre + "C"], Z))
-                    u = _pmul(params[pre + "V"], Zs) @ scores
-                upd = u if upd is None else upd + u
-            Z = Z + upd / n
+                    u = _pmul(params[pre + "V"] / n, Zs) @ scores
+                    upd = u if upd is None else upd + u
+            if M is not None:
+                Zn = (M + torch.eye(spec.token_dim, dtype=M.dtype, device=M.device)) @ Z
+                Z = Zn if upd is None else Zn + upd
+            else:
+                Z = Z + upd  # type: ignore[operator]
             continue
         zq = Z[..., :, n:]  # (.., D, 1) the query token
         out = Z[..., -1, -1]

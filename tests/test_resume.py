@@ -26,9 +26,9 @@ from landscape.train import TrainConfig, train
 REPO = Path(__file__).resolve().parents[1]
 
 CONFIG = dict(task="linear", d=3, n=6, sigma="random:3", task_cov="inverse", attention="linear", layers=2,
-              family="pgd", mask="full", seeds=3, steps=240, batch=16, lr=0.02, schedule="cosine", warmup=5,
+              family="pgd", mask="full", seeds=3, steps=150, batch=16, lr=0.02, schedule="cosine", warmup=5,
               clip=5.0, resample_every=4, dtype="float64", device="cpu", log_every=3, checkpoint_every=10,
-              eval_batch=64, distance_every=6)
+              eval_batch=64, distance_every=15)
 
 CHILD = textwrap.dedent(
     """
@@ -121,7 +121,7 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path: Path) -> Non
     assert len(a) == len(b) and _same(a, b)
     keys = {(k, st, se) for k, st, se, _ in a}
     assert len(keys) == len(a)  # no duplicates
-    # every log step 0, 3, ..., 237 and the final step 240, for every seed
+    # every log step 0, 3, ..., 147 and the final step 150, for every seed
     with RunStore(killed_root) as s:
         run = s.list_runs()[0]
         assert run.status == "finished"

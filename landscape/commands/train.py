@@ -128,9 +128,9 @@ def config_from_args(args: argparse.Namespace) -> Any:
     if task_cov == "auto":
         task_cov = ("inverse" if args.family in ("pgd", "pgd-relaxed", "pgd-identity")
                     and args.data == "linear" and args.sigma != "identity" else "identity")
-    lr: float | tuple[float, ...] = args.lr[0] if len(args.lr) == 1 else tuple(args.lr)
     if not args.lr:
-        raise ValueError("--lr needs at least one number")
+        raise ValueError("--lr needs at least one number (or one per seed, comma-separated)")
+    lr: float | tuple[float, ...] = args.lr[0] if len(args.lr) == 1 else tuple(args.lr)
     return TrainConfig(
         task=args.data, d=args.d, n=args.n, sigma=args.sigma, task_cov=task_cov, covariates=args.covariates,
         noise=args.noise, probs=tuple(args.probs), attention=attention, activations=acts, heads=args.heads,
