@@ -1,0 +1,167 @@
+"""``landscape families`` / ``landscape solve`` and the shared problem arguments."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import sympy
+import torch
+
+from landscape._cli_args import add_problem_args, parse_sigma, problem_from_args
+from landscape.cli import main
+from landscape.families import known_families
+from landscape.tasks import KernelGP, LinearRegression, random_covariance
+
+
+def _run_json(capsys, argv: list[str]) -> tuple[int, dict]:
+    code = main(argv + ["--json"])
+    out = capsys.readouterr().out.strip().splitlines()
+    return code, json.loads(out[-1])
+
+
+def test_families_json_lists_statements(capsys):
+    code, obj = _run_json(capsys, ["families"])
+    assert code == 0
+    names = [f["name"] for f in obj["families"]]
+    for required in ("pgd", "pgd-relaxed", "fgd", "fgd-full"):
+        assert required in names
+    known = known_families()
+    assert {f["name"]: f["statement"] for f in obj["families"]} == known
+    assert {f["name"]: f["attention"] for f in obj["families"]}["fgd"] == "kernel"
+
+
+def test_families_text(capsys):
+    assert main(["families"]) == 0
+    out = capsys.readouterr().out
+    assert "pgd-relaxed" in out and "Theorem 4" in out
+
+
+def test_solve_pgd_one_layer_json(capsys):
+    code, obj = _run_json(capsys, ["solve", "pgd", "--layers", "1", "--d", "5", "--n", "20"])
+    assert code == 0
+    a = sympy.Symbol("a0")
+    assert sympy.expand(sympy.sympify(obj["loss"]) - (sympy.Rational(13, 2) * a**2 - 10 * a + 5)) == 0
+    (pt,) = obj["stationary_points"]
+    assert pt["kind"] == "min"
+    assert sympy.sympify(pt["exact"]["a0"]) == sympy.Rational(20, 26)
+    assert pt["values"]["a0"] == pytest.approx(20 / 26, rel=1e-12)
+    assert pt["loss"] == pytest.approx(5 * 6 / 26, rel=1e-12)
+    assert obj["family"] == "pgd" and obj["method"] == "wishart"
+
+
+def test_solve_pgd_full_theorem1_random_sigma(capsys):
+    code, obj = _run_json(capsys, ["solve", "pgd-full", "--d", "3", "--n", "5", "--sigma", "random:2"])
+    assert code == 0
+    (pt,) = obj["stationary_points"]
+    S = parse_sigma("random:2", 3).numpy()
+    A = np.array([[pt["values"][f"A{min(i, j)}{max(i, j)}"] for j in range(3)] for i in range(3)])
+    expected = np.linalg.inv(6 / 5 * S + np.trace(S) / 5 * np.eye(3))
+    assert np.abs(A - expected).max() <= 1e-10 * np.abs(expected).max()
+    assert pt["kind"] == "min"
+
+
+def test_solve_text_output(capsys):
+    assert main(["solve", "pgd", "--layers", "2", "--d", "2", "--n", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "stationary points (3)" in out and "[saddle]" in out and "general (symbolic d, n)" in out
+
+
+USER_FAMILY = '''
+import sympy
+
+def good(problem):
+    """one-layer preconditioned GD with A = a I"""
+    D = problem.d + 1
+    a = sympy.Symbol("a", real=True)
+    P = sympy.zeros(D, D); P[D - 1, D - 1] = 1
+    Q = sympy.zeros(D, D); Q[:D - 1, :D - 1] = -a * sympy.eye(problem.d)
+    return {"layer0.head0.P": P, "layer0.head0.Q": Q}
+
+def raises(problem):
+    raise RuntimeError("boom")
+
+def wrong_shape(problem):
+    return {"layer0.head0.P": sympy.eye(2)}
+'''
+
+
+@pytest.fixture()
+def family_file(tmp_path):
+    p = tmp_path / "fam.py"
+    p.write_text(USER_FAMILY)
+    return p
+
+
+def test_solve_user_family(capsys, family_file):
+    code, obj = _run_json(capsys, ["solve", f"{family_file}:good", "--d", "2", "--n", "3"])
+    assert code == 0
+    (pt,) = obj["stationary_points"]
+    assert sympy.sympify(pt["exact"]["a"]) == sympy.Rational(3, 6)
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["solve", "nope"], "unknown family 'nope'"),
+        (["solve", "pgd", "--layers", "0"], "--layers must be an integer >= 1"),
+        (["solve", "pgd", "--sigma", "diag:1,-1,1,1,1"], "not positive definite"),
+        (["solve", "pgd", "--sigma", "diag:1,2"], "expected d = 5"),
+        (["solve", "pgd", "--sigma", "bogus"], "not a known form"),
+        (["solve", "pgd", "--activation", "exp"], "--activation applies to kernel attention"),
+        (["solve", "pgd", "--data", "classification"], "--data must be"),
+    ],
+)
+def test_solve_errors_are_json(capsys, argv, needle):
+    code, obj = _run_json(capsys, argv)
+    assert code == 2
+    assert needle in obj["error"]
+
+
+def test_solve_errors_from_user_files_and_matrices(capsys, family_file, tmp_path):
+    code, obj = _run_json(capsys, ["solve", f"{family_file}:raises", "--d", "2", "--n", "3"])
+    assert code == 2 and "raised RuntimeError: boom" in obj["error"]
+    code, obj = _run_json(capsys, ["solve", f"{family_file}:wrong_shape", "--d", "2", "--n", "3"])
+    assert code == 2 and "shape" in obj["error"] and "layer0.head0.P" in obj["error"]
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.array([[1.0, 2.0], [2.0, 1.0]]))  # eigenvalues 3, -1
+    code, obj = _run_json(capsys, ["solve", "pgd", "--d", "2", "--n", "3", "--sigma", str(bad)])
+    assert code == 2 and "not positive definite" in obj["error"]
+    code = main(["solve", "nope"])
+    assert code == 2 and "unknown family" in capsys.readouterr().err
+
+
+def test_parse_sigma_forms(tmp_path):
+    assert parse_sigma("identity", 3) is None
+    S = parse_sigma("random:3", 5)
+    assert torch.equal(S, random_covariance(5, torch.Generator().manual_seed(3)))
+    D = parse_sigma("diag:2,1,0.5", 3, seed=1)
+    assert torch.allclose(torch.linalg.eigvalsh(D), torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64), rtol=1e-12)
+    assert not torch.allclose(D, torch.diag(torch.diagonal(D)))  # randomly rotated
+    M = np.array([[2.0, 0.3], [0.3, 1.0]])
+    np.save(tmp_path / "m.npy", M)
+    np.savetxt(tmp_path / "m.txt", M)
+    for f in ("m.npy", "m.txt"):
+        assert np.allclose(parse_sigma(str(tmp_path / f), 2).numpy(), M, rtol=0, atol=1e-15)
+    with pytest.raises(ValueError, match="shape"):
+        parse_sigma(str(tmp_path / "m.npy"), 3)
+    with pytest.raises(ValueError, match="SEED"):
+        parse_sigma("random:x", 3)
+    with pytest.raises(ValueError, match="numbers"):
+        parse_sigma("diag:a,b", 2)
+
+
+def test_problem_from_args_defaults():
+    parser = add_problem_args(argparse.ArgumentParser())
+    prob, data = problem_from_args(parser.parse_args(["--d", "3", "--n", "4", "--sigma", "random:1"]), family="pgd")
+    assert prob.attention == "linear" and isinstance(data, LinearRegression)
+    assert data.task_cov == "inverse" and data.covariates == "gaussian"
+    prob, data = problem_from_args(parser.parse_args(["--d", "3", "--n", "4"]), family="pgd-full")
+    assert data.task_cov is None
+    prob, data = problem_from_args(parser.parse_args(["--d", "3", "--n", "4", "--activation", "softmax"]), family="fgd")
+    assert prob.attention == "kernel" and isinstance(data, KernelGP)
+    assert data.kernel.name == "exp" and data.covariates == "sphere"
+    prob, data = problem_from_args(parser.parse_args(["--data", "gp:relu", "--activation", "relu,linear"]))
+    assert prob.attention == "kernel" and len(prob.activations) == 2 and data.kernel.name == "relu"

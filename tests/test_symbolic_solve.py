@@ -1,0 +1,127 @@
+"""Stationary points of family losses: exact solutions, numerical roots, classification."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sympy
+import torch
+from scipy import optimize
+
+from landscape._tolerances import RTOL
+from landscape.families import Problem, get_family
+from landscape.symbolic import classify, family_loss, stationary_points
+from landscape.symbolic.codegen import to_numpy
+from landscape.tasks import random_covariance
+
+F64 = torch.float64
+
+
+@pytest.mark.parametrize("d, n", [(5, 20), (2, 3), (7, 4)])
+def test_one_layer_optimum_is_exact_rational(d, n):
+    """Ahn et al. Thm 1, Σ = I: the only stationary point of d - 2ad + a²d(n+d+1)/n is a* = n/(n+d+1)."""
+    fl = family_loss(get_family("pgd", Problem(d=d, layers=1, n=n, attention="linear")))
+    pts = stationary_points(fl)
+    assert len(pts) == 1
+    p = pts[0]
+    assert sympy.sympify(p.exact["a0"]) == sympy.Rational(n, n + d + 1)
+    assert p.kind == "min"
+    # loss at the optimum: d - d n/(n+d+1) = d(d+1)/(n+d+1)
+    assert abs(p.loss - d * (d + 1) / (n + d + 1)) <= RTOL[F64] * p.loss
+    assert p.eigenvalues == pytest.approx([2 * d * (n + d + 1) / n], rel=RTOL[F64])
+
+
+def test_theorem1_anisotropic_optimum():
+    """pgd-full, random Σ, w ~ N(0, I), d = 3, n = 5: A* = ((n+1)/n Σ + tr(Σ)/n I)^{-1}, a strict minimum."""
+    d, n = 3, 5
+    sigma = random_covariance(d, torch.Generator().manual_seed(7))
+    fam = get_family("pgd-full", Problem(d=d, layers=1, n=n, sigma=sigma, attention="linear"))
+    fl = family_loss(fam)
+    pts = stationary_points(fl)
+    assert len(pts) == 1 and pts[0].kind == "min"
+    A = np.zeros((d, d))
+    for i in range(d):
+        for j in range(i, d):
+            A[i, j] = A[j, i] = pts[0].values[f"A{i}{j}"]
+    S = sigma.numpy()
+    expected = np.linalg.inv((n + 1) / n * S + np.trace(S) / n * np.eye(d))
+    assert np.abs(A - expected).max() <= 1e-10 * np.abs(expected).max()
+    assert pts[0].exact  # solved by the exact linear route
+
+
+def test_two_layer_pgd_exact_and_numerical_routes_agree():
+    """pgd, L = 2: Gröbner elimination and many-start Newton find the same points (two minima related
+    by swapping the layers, one saddle on the diagonal); every gradient vanishes there."""
+    fl = family_loss(get_family("pgd", Problem(d=5, layers=2, n=20, attention="linear")))
+    ex = stationary_points(fl)
+    nu = stationary_points(fl, exact=False, starts=12, seed=1)
+    assert all(p.exact for p in ex) and not any(p.exact for p in nu)
+    key = lambda p: (round(p.values["a0"], 7), round(p.values["a1"], 7))  # noqa: E731
+    assert sorted(map(key, ex)) == sorted(map(key, nu))
+    assert [p.kind for p in ex] == ["min", "min", "saddle"]
+    m1, m2, s = ex
+    assert m1.values["a0"] == pytest.approx(m2.values["a1"], rel=1e-12)
+    assert s.values["a0"] == pytest.approx(s.values["a1"], rel=1e-12)
+    grad = to_numpy(fl.gradient(), fl.symbols)
+    for p in ex:
+        assert np.abs(grad(np.array([p.values["a0"], p.values["a1"]]))).max() <= 1e-10
+    # the global minimum agrees with an independent local optimiser
+    f = to_numpy(fl.expr, fl.symbols)
+    best = optimize.minimize(f, x0=np.array([0.3, 1.0]), method="Nelder-Mead",
+                             options={"xatol": 1e-10, "fatol": 1e-14, "maxiter": 4000})
+    assert best.fun == pytest.approx(m1.loss, rel=1e-9)
+
+
+def test_relaxed_family_flat_symbols_are_reported():
+    """pgd-relaxed, L = 1: b0 does not enter the loss (the covariate update is never read)."""
+    d, n = 3, 5
+    fl = family_loss(get_family("pgd-relaxed", Problem(d=d, layers=1, n=n, attention="linear")))
+    pts = stationary_points(fl)
+    assert len(pts) == 1
+    assert pts[0].free == ("b0",) and pts[0].kind == "min"
+    assert sympy.sympify(pts[0].exact["a0"]) == sympy.Rational(n, n + d + 1)
+
+
+def test_classify_rules():
+    assert classify([1.0, 2.0]) == "min"
+    assert classify([-1.0, -3.0]) == "max"
+    assert classify([-1.0, 2.0]) == "saddle"
+    assert classify([0.0, 2.0]) == "degenerate"
+    assert classify([-1.0, 0.0, 1.0]) == "saddle"
+    assert classify([1e-12, 5.0]) == "degenerate"
+
+
+@pytest.mark.slow
+def test_kernel_family_minimum_modulo_symmetries():
+    """fgd with the linear kernel, L = 1: the prediction depends on γ = r·b·c only; the solver's minimum
+    has γ equal to the exact minimiser of the (quadratic in γ) sample loss, and the two weight symmetries
+    (B/C and V/C scaling) are quotiented out, leaving a strict minimum."""
+    d, n = 2, 3
+    fam = get_family("fgd", Problem(d=d, layers=1, n=n, attention="kernel", activations=("linear",)))
+    fl = family_loss(fam, samples=256, seed=4)
+    pts = stationary_points(fl, starts=2, seed=0)
+    mins = [p for p in pts if p.kind == "min"]
+    assert mins, [p.as_dict() for p in pts]
+    p = mins[0]
+    assert p.symmetry_dims == 2
+    gamma = p.values["r0"] * p.values["b0"] * p.values["c0"]
+    co = fl.coefficients({"b0": 1.0, "c0": 1.0, "r0": 1.0})
+    m = dict(zip((s.name for s in co.names), co.mean.tolist()))
+    gamma_star = m["m[r0;q]"] / m["m[r0;r0]"]  # minimiser of γ² m[r0;r0] - 2γ m[r0;q] + ...
+    assert gamma == pytest.approx(gamma_star, rel=1e-6)
+    assert p.loss_se > 0
+
+
+def test_stationary_points_rejects_bad_input():
+    fl = family_loss(get_family("pgd", Problem(d=2, layers=1, n=3, attention="linear")))
+    with pytest.raises(TypeError, match="FamilyLoss"):
+        stationary_points("pgd")
+    with pytest.raises(ValueError, match="starts"):
+        stationary_points(fl, starts=0)
+    with pytest.raises(ValueError, match="scale"):
+        stationary_points(fl, scale=-1.0)
+    with pytest.raises(ValueError, match="exact"):
+        stationary_points(fl, exact="maybe")
+    fl3 = family_loss(get_family("pgd", Problem(d=2, layers=3, n=3, attention="linear")))
+    with pytest.raises(ValueError, match="no exact solver"):
+        stationary_points(fl3, exact=True)
