@@ -568,7 +568,8 @@ def project_onto_family(
         params: learned weights (one model, no seed axis).
         family: the family.
         symmetries: fit modulo the family's symmetries (``False``: plain least squares in ``s``).
-        starts: number of fresh starts (``>= 1``).
+        starts: number of fresh starts (``>= 1``); with ``init`` only one fresh start (``t = 0``) is
+            added to the warm start.
         generator: randomness for the extra starts (default: a fixed seed, so results are
             reproducible).
         init: a previous :class:`Projection` onto the same family to warm-start from.

@@ -602,19 +602,22 @@ def stacked_predict(params: Mapping[str, torch.Tensor], spec: ModelSpec, Z: torc
             else:
                 Z = Z + upd  # type: ignore[operator]
             continue
+        # Each slice of the (large) tokens costs a full-size zero fill in the backward pass, so the
+        # last layer slices Z once (the query column) and works on all N columns otherwise,
+        # dropping the query's own (masked) term from the small (S, B, N) products.
         zq = Z[..., :, n:]  # (.., D, 1) the query token
-        out = Z[..., -1, -1]
+        out = zq[..., -1, 0]
         for h, head in enumerate(spec.heads):
             pre = f"layer{l}.head{h}."
             if head.kind == "linear":
-                qz = _pmul(params[pre + "Q"], zq)  # (S, B, D, 1)
-                s = (Zs * qz).sum(-2)  # (S, B, n): z_i^T Q z_q
-                row = params[pre + "P"][:, -1:, :]
+                s = (Z * _pmul(params[pre + "Q"], zq)).sum(-2)  # (S, B, N): z_i^T Q z_q
+                a = _pmul(params[pre + "P"][:, -1:, :] / n, Z).squeeze(-2)  # (S, B, N): p^T z_i / n
+                prod = a * s
+                out = out + (prod.sum(-1) - prod[..., n])
             else:
                 s = head.kernel.gram(_pmul(params[pre + "B"], Zs), _pmul(params[pre + "C"], zq)).squeeze(-1)
-                row = params[pre + "V"][:, -1:, :]
-            a = _pmul(row, Zs).squeeze(-2)  # (S, B, n): last row of P (or V) times each source
-            out = out + (a * s).sum(-1) / n
+                a = _pmul(params[pre + "V"][:, -1:, :] / n, Zs).squeeze(-2)
+                out = out + (a * s).sum(-1)
         return -out
     raise AssertionError("unreachable: a model has at least one layer")
 
@@ -872,10 +875,11 @@ def _measure(spec: ModelSpec, family: Family | None, sigma: torch.Tensor | None,
             vals[f"dist_identity.layer{l}.head{h}"] = ids.raw[:, l, h]
             vals[f"dist_identity_whitened.layer{l}.head{h}"] = ids.whitened[:, l, h]
     if family is not None and with_family:
-        # Fresh starts only (no warm start from the previous log step): the logged numbers must
-        # depend on the weights alone, so that a resumed run logs exactly what an uninterrupted
-        # one does. Frozen (diverged) seeds keep finite weights, so every fit is well posed.
-        proj = project_stacked(cpu, family)
+        # One fresh start (t = 0, Gauss-Newton scalars, greedy signs: enough for the scaling
+        # symmetries of every built-in family) and no warm start from the previous log step: the
+        # logged numbers must depend on the weights alone, so that a resumed run logs exactly what
+        # an uninterrupted one does. Frozen (diverged) seeds keep finite weights.
+        proj = project_stacked(cpu, family, starts=1)
         vals["family_distance"] = proj.distance
         for j, name in enumerate(proj.names):
             vals[f"family.{name}"] = proj.values[:, j]
