@@ -66,7 +66,7 @@ def test_solve_pgd_full_theorem1_random_sigma(capsys):
 def test_solve_text_output(capsys):
     assert main(["solve", "pgd", "--layers", "2", "--d", "2", "--n", "3"]) == 0
     out = capsys.readouterr().out
-    assert "stationary points (3)" in out and "[saddle]" in out and "general (symbolic d, n)" in out
+    assert "stationary points (3)" in out and "[saddle]" in out and "general (symbolic in d, n)" in out
 
 
 USER_FAMILY = '''

@@ -122,6 +122,32 @@ def test_one_layer_route_equals_expansion(name, covariates):
     assert diff <= 1e-10 * scale
 
 
+@pytest.mark.parametrize("task_cov", [None, "inverse"])
+def test_wick_route_non_whitenable_family_equals_expansion(task_cov):
+    """pgd-identity (A_l = a_l I), L = 2, anisotropic Σ: no whitening; Wick pairings vs the data expansion."""
+    d, n = 2, 2
+    sigma = random_covariance(d, _gen(6), spectrum=[1.0, 0.35])
+    fam = get_family("pgd-identity", Problem(d=d, layers=2, n=n, sigma=sigma, attention="linear"))
+    data = LinearRegression(d, n, sigma=sigma, task_cov=task_cov)
+    fl = family_loss(fam, data)
+    assert fl.method == "wick"
+    ref = expansion_loss(fam.blocks, fam.spec, data, fam.symbols)
+    diff, scale = _max_coeff_diff(fl.expr, ref, fam.symbols)
+    assert diff <= 1e-10 * scale
+    assert sympy.expand(fl.general.subs(N_SYMBOL, n) - fl.expr) == 0
+
+
+@pytest.mark.parametrize("L, d, n", [(2, 3, 4), pytest.param(3, 2, 3, marks=pytest.mark.slow)])
+def test_wick_route_equals_wishart_route(L, d, n):
+    """pgd with random Σ, w ~ N(0, Σ^{-1}): pairings over Σ-dependent words vs whitening + Wishart moments."""
+    sigma = random_covariance(d, _gen(8), spectrum=torch.linspace(1.0, 0.2, d, dtype=F64).tolist())
+    fam = get_family("pgd", Problem(d=d, layers=L, n=n, sigma=sigma, attention="linear"))
+    w = family_loss(fam, method="wick")
+    ref = family_loss(fam, method="wishart")
+    diff, scale = _max_coeff_diff(ref.expr, w.expr, fam.symbols)
+    assert diff <= 1e-10 * scale
+
+
 # ---------------------------------------------------------------------- exact_loss_fn over all parameters
 def _random_setting(seed: int, d: int, n: int, heads: int, covariates: str):
     g = _gen(seed)

@@ -1,8 +1,9 @@
 r"""``landscape solve``: the population loss of a family and every stationary point found.
 
 The loss is exact (sympy) where a route exists — whitening + Wishart moments (``pgd``,
-``pgd-relaxed``; any L), the one-layer closed form (any P, Q; any Σ), or the expansion in the data
-entries (small sizes) — and label-exact Monte-Carlo otherwise (kernel families). Stationary points
+``pgd-relaxed``; any L), the one-layer closed form (any P, Q; any Σ), Wick pairings (sparse heads,
+any Σ, L <= 3, e.g. ``pgd-identity``), or the expansion in the data entries (small sizes) — and
+label-exact Monte-Carlo otherwise (kernel families). Stationary points
 are solved exactly where sympy can (linear, univariate, bivariate systems) and numerically from
 many seeded starts otherwise, then classified by the family Hessian modulo weight symmetries.
 
@@ -44,7 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="a built-in family (see `landscape families`) or path/to/file.py:NAME")
     add_problem_args(p)
     s = p.add_argument_group("solver")
-    s.add_argument("--method", choices=("auto", "wishart", "one-layer", "expansion", "label-exact"), default="auto",
+    s.add_argument("--method", choices=("auto", "wishart", "one-layer", "wick", "expansion", "label-exact"), default="auto",
                    help="loss route (default auto: the first exact route that applies)")
     s.add_argument("--spectrum", choices=("numeric", "symbolic"), default="numeric",
                    help="one-layer route: keep the eigenvalues of Σ symbolic in the general expression")
@@ -107,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     print("  " + (text if len(text) <= _MAX_PRINT else text[:_MAX_PRINT] + f" ... ({len(text)} characters)"))
     if general is not None and general != loss.expr:
         g = str(general)
-        print("general (symbolic d, n):")
+        extra = sorted(str(x) for x in general.free_symbols - set(family.symbols))
+        print(f"general (symbolic in {', '.join(extra)}):")
         print("  " + (g if len(g) <= _MAX_PRINT else g[:_MAX_PRINT] + f" ... ({len(g)} characters)"))
     if not points:
         print("no stationary point found")

@@ -12,6 +12,10 @@ r"""Population loss of a parameter family: exact (sympy) where possible, label-e
                  :math:`\Sigma, \Sigma_w`, Gaussian or spherical covariates; symbolic in ``n`` and, on request,
                  in the eigenvalues of :math:`\Sigma` (``pgd-full``, ``pgd-identity`` for anisotropic
                  :math:`\Sigma`; Ahn et al. Theorem 1).
+``wick``         sparse heads (:math:`P = \mathrm{diag}(0,\pi)`, :math:`Q = -\mathrm{diag}(A, 0)`, any :math:`A_l`), any
+                 :math:`\Sigma`, Gaussian covariates, ``L <= 3``: Isserlis pairings of the sample covariances
+                 (:mod:`~landscape.symbolic.wick`); exact in :math:`\Sigma`, symbolic in ``n`` (e.g. the control
+                 ``pgd-identity`` for anisotropic :math:`\Sigma`, where whitening does not help).
 ``expansion``    expansion in the data entries + Isserlis (:mod:`~landscape.symbolic.expansion`): any
                  polynomial model at small numeric ``d, n, L`` (the independent check of the above).
 ``label-exact``  kernel attention (Cheng, Chen, Sra 2024) and anything else whose prediction is linear in
@@ -35,11 +39,12 @@ from .codegen import gradient_exprs, hessian_exprs, to_torch, to_torch_matrix, t
 from .expansion import expansion_loss
 from .label_exact import CoefficientEstimate, LabelExactEstimator
 from .one_layer import covariate_moments, linear_heads, one_layer_loss
+from .wick import WICK_MAX_LAYERS, sparse_label_structure, wick_loss, wick_matrices
 from .whitened import D_SYMBOL, N_SYMBOL, clean_floats, trace_ratio, whitened_structure, wishart_loss
 
 __all__ = ["FamilyLoss", "family_loss", "default_data", "METHODS"]
 
-METHODS = ("auto", "wishart", "one-layer", "expansion", "label-exact")
+METHODS = ("auto", "wishart", "one-layer", "wick", "expansion", "label-exact")
 """Accepted ``method`` values of :func:`family_loss`."""
 
 _EXPANSION_AUTO_MAX = 12
@@ -355,6 +360,36 @@ def family_loss(
         if method == "one-layer":
             raise ValueError(f"the one-layer route does not apply to family {family.name!r}: {why}")
         reasons.append(f"one-layer: {why}")
+
+    # Wick pairings (sparse heads, any Σ)
+    if method in ("auto", "wick"):
+        why = None
+        structure = None
+        if not poly:
+            why = "the attention is not linear"
+        elif not linreg:
+            why = "the data are not LinearRegression prompts"
+        elif data.covariates != "gaussian":
+            why = "the covariates are not Gaussian"
+        elif data.noise:
+            why = "the labels are noisy"
+        elif L > WICK_MAX_LAYERS:
+            why = f"L = {L} > {WICK_MAX_LAYERS} (the pairing sum has (4L-1)!! terms)"
+        else:
+            structure = sparse_label_structure(family.blocks, family.spec, family.symbols)
+            if structure is None:
+                why = "the heads are not of the sparse form P = diag(0, π), Q = -diag(A, 0) with polynomial A"
+        if why is None:
+            S, Sw = wick_matrices(data)
+            general_expr = wick_loss(structure, S, Sw, N_SYMBOL)
+            expr = sympy.expand(general_expr.subs(N_SYMBOL, data.n))
+            general = lambda: general_expr  # noqa: E731
+            desc = ("sparse heads: loss E tr(Σ_w R Σ Rᵀ), R = Π_l (I - Ŝ A_l), by Isserlis pairings of the sample "
+                    "covariances Ŝ (exact in Σ, symbolic in n)")
+            return FamilyLoss(family, data, "wick", True, expr, general, desc)
+        if method == "wick":
+            raise ValueError(f"the wick route does not apply to family {family.name!r}: {why}")
+        reasons.append(f"wick: {why}")
 
     # expansion
     if method in ("auto", "expansion"):
