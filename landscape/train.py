@@ -443,8 +443,9 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """The run's identity as a JSON-serialisable dict (what the run store hashes).
 
-        ``device`` is left out (a run may be resumed elsewhere); a covariance or family read from a
-        file is identified by its content (SHA-256), so editing the file makes a new run.
+        ``device`` is left out (a run may be resumed elsewhere). A covariance read from a file is
+        stored as its matrix, and a family file is identified by its content (SHA-256), so editing
+        either file makes a new run.
         """
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
@@ -453,7 +454,9 @@ class TrainConfig:
             v = getattr(self, f.name)
             out[f.name] = [list(r) for r in v] if f.name == "sigma" and isinstance(v, tuple) else v
         if isinstance(self.sigma, str) and Path(self.sigma).expanduser().is_file():
-            out["sigma_sha256"] = _file_digest(self.sigma)
+            # the matrix itself, not the path: the run is reproducible anywhere, and editing
+            # the file makes a new run
+            out["sigma"] = self.sigma_matrix().tolist()  # type: ignore[union-attr]
         if self.family is not None and ":" in self.family:
             file = self.family.rpartition(":")[0]
             if Path(file).expanduser().is_file():
@@ -1042,6 +1045,36 @@ def _train(config: TrainConfig, store: Any, name: str | None, progress: bool,
             bar.update(1)
             if callback is not None:
                 callback(state.step, state)
+        # final measurements at step T
+        meas = _measure(spec, family, sigma, state.params, eval_Z, eval_y, True)
+        final_loss = meas["eval_loss"]
+        ids_raw, ids_white = _stack_identity(meas, spec)
+        fam_vals = {k[len("family."):]: v for k, v in meas.items() if k.startswith("family.")}
+        fam_dist = meas.get("family_distance")
+        result = TrainResult(
+            config=config, params=state.params, final_loss=final_loss, train_loss=state.loss,
+            diverged=~state.alive, diverged_step=state.diverged_step, steps=state.step,
+            family_distance=fam_dist, family_values=fam_vals, identity_distance=ids_raw,
+            identity_distance_whitened=ids_white, run_name=None if run is None else run.name,
+            run_id=None if run is None else run.id, root=None if store is None else store.root,
+            resumed_from=resumed_from, wall_time=time.perf_counter() - t_start,
+        )
+        if run is not None:
+            store.log_metrics(run, T, {"diverged": (~state.alive).to(torch.float64), **meas})
+            final_state = {
+                "format": _CHECKPOINT_FORMAT, "config_hash": chash, "step": state.step,
+                "params": state.params, "final_loss": final_loss, "train_loss": state.loss,
+                "alive": state.alive, "diverged_step": state.diverged_step,
+                "identity_distance": ids_raw, "identity_distance_whitened": ids_white,
+            }
+            if fam_dist is not None:
+                final_state["family_distance"] = fam_dist
+                final_state["family_values"] = fam_vals
+            store.save_final(run, final_state, step=state.step)
+            for key, value in result.summary().items():
+                if key not in ("wall_time", "resumed_from", "run", "root"):
+                    store.log_result(run, key, value)
+            store.set_status(run, "finished")
     except KeyboardInterrupt:
         if run is not None:
             store.set_status(run, "interrupted")
@@ -1052,37 +1085,6 @@ def _train(config: TrainConfig, store: Any, name: str | None, progress: bool,
         raise
     finally:
         bar.close()
-
-    # final measurements at step T
-    meas = _measure(spec, family, sigma, state.params, eval_Z, eval_y, True)
-    final_loss = meas["eval_loss"]
-    ids_raw, ids_white = _stack_identity(meas, spec)
-    fam_vals = {k[len("family."):]: v for k, v in meas.items() if k.startswith("family.")}
-    fam_dist = meas.get("family_distance")
-    result = TrainResult(
-        config=config, params=state.params, final_loss=final_loss, train_loss=state.loss,
-        diverged=~state.alive, diverged_step=state.diverged_step, steps=state.step,
-        family_distance=fam_dist, family_values=fam_vals, identity_distance=ids_raw,
-        identity_distance_whitened=ids_white, run_name=None if run is None else run.name,
-        run_id=None if run is None else run.id, root=None if store is None else store.root,
-        resumed_from=resumed_from, wall_time=time.perf_counter() - t_start,
-    )
-    if run is not None:
-        store.log_metrics(run, T, {"diverged": (~state.alive).to(torch.float64), **meas})
-        final_state = {
-            "format": _CHECKPOINT_FORMAT, "config_hash": chash, "step": state.step,
-            "params": state.params, "final_loss": final_loss, "train_loss": state.loss,
-            "alive": state.alive, "diverged_step": state.diverged_step,
-            "identity_distance": ids_raw, "identity_distance_whitened": ids_white,
-        }
-        if fam_dist is not None:
-            final_state["family_distance"] = fam_dist
-            final_state["family_values"] = fam_vals
-        store.save_final(run, final_state, step=state.step)
-        for key, value in result.summary().items():
-            if key not in ("wall_time", "resumed_from", "run", "root"):
-                store.log_result(run, key, value)
-        store.set_status(run, "finished")
     return result
 
 

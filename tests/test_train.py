@@ -280,9 +280,11 @@ def test_sigma_file_is_identified_by_content(tmp_path: Path) -> None:
     f.write_text("2 0 0\n0 1 0\n0 0 0.5\n")
     a = TrainConfig(**{**TINY, "sigma": str(f)})
     assert torch.equal(a.sigma_matrix(), torch.diag(torch.tensor([2.0, 1.0, 0.5], dtype=F64)))
-    h1 = a.to_dict()["sigma_sha256"]
+    d = a.to_dict()
+    assert d["sigma"] == [[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.5]]
+    assert TrainConfig.from_dict(d).to_dict() == d  # reloadable without the file
     f.write_text("3 0 0\n0 1 0\n0 0 0.5\n")
-    assert a.to_dict()["sigma_sha256"] != h1
+    assert a.to_dict()["sigma"][0][0] == 3.0  # a new run when the file changes
     f.write_text("1 2\n3 4\n")
     with pytest.raises(ValueError, match="shape"):
         TrainConfig(**{**TINY, "sigma": str(f)})
