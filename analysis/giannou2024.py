@@ -1,0 +1,385 @@
+r"""Giannou et al. (2024), *How well can transformers emulate in-context Newton's method?* (arXiv 2403.03183).
+
+Three measurements (THEORY §4):
+
+1. **Newton–Schulz in linear attention.** :func:`landscape.constructions.newton_schulz_construction`
+   (two linear heads per layer on tokens :math:`(a_j, x_j, e_j)`) performs
+   :math:`X_{t+1} = X_t(2I - AX_t)` once per layer. For symmetric :math:`A` and
+   :math:`X_0 = \alpha A`, the residual :math:`R_t = I - AX_t` is symmetric with
+   :math:`R_{t+1} = R_t^2`, so :math:`r_t = \lVert R_t\rVert_2` obeys :math:`r_{t+1} = r_t^2` exactly:
+   :math:`\log r_{t+1} / \log r_t = 2`. Checked against :func:`landscape.algorithms.newton_schulz`
+   and measured on the construction's iterates.
+2. **Least squares.** The prediction :math:`a_{\rm test}^\top X_T A^\top y`
+   (:func:`landscape.algorithms.least_squares_newton_schulz`, :math:`X_T \to (A^\top A)^{-1}`) against
+   the exact least-squares prediction :math:`a_{\rm test}^\top (A^\top A)^{-1}A^\top y`.
+3. **Trained linear transformers vs Newton and GD.** Linear-attention transformers
+   (:class:`landscape.model.ModelSpec` ``linear``, full ``P, Q``) with ``L`` layers are trained
+   (:func:`landscape.train.train`, Adam) on noiseless linear-regression prompts
+   :math:`x \sim N(0, I_d)`, :math:`w \sim N(0, I_d)`, and compared at equal depth/step count
+   ``L`` with
+
+   * Newton–Schulz least squares with ``T = L`` steps and the default per-prompt scaling
+     :math:`\alpha = 1/\lVert G\rVert_2^2` (:math:`G = \sum_i x_i x_i^\top`), and with the best
+     per-prompt scaling :math:`\alpha^* = 2/(\lambda_{\max}^2 + \lambda_{\min}^2)` (minimises
+     :math:`\lVert I - \alpha G^2\rVert_2`; an oracle a transformer cannot compute cheaply);
+   * GD with ``L`` steps from :math:`w_0 = 0` with the ``L`` step sizes optimised on held-out
+     prompts (with :math:`\Sigma = I` this is also preconditioned GD with the best scalar
+     preconditioners, the linear-attention optimum at ``L = 1``, Ahn et al. 2023 Thm 1).
+
+   Errors are the test mean squared error divided by :math:`\mathbb E y^2 = d`. Exact least
+   squares has zero error here (noiseless, ``n > d``). For the deepest trained model the
+   prediction read out after every layer, :math:`-[Z_l]_{d+1,n+1}`, is reported as well.
+
+The paper states that trained transformers beat Newton's method at early layers; we report
+where each comparison lands.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.func import vmap
+
+from analysis._study import Claim, StudyContext, StudyResult, study_main
+from landscape._checks import check_int
+from landscape._tolerances import CONSTRUCTION_RTOL
+from landscape.algorithms import gd, least_squares_newton_schulz, newton_schulz, newton_schulz_residuals
+from landscape.constructions import newton_schulz_construction
+from landscape.model import ModelSpec, forward
+from landscape.tasks import LinearRegression, PromptBatch
+from landscape.train import TrainConfig, train
+
+__all__ = [
+    "residual_ratios",
+    "optimal_newton_alpha",
+    "fit_gd_steps",
+    "gd_prediction",
+    "TrainedDepth",
+    "train_depth",
+    "layer_predictions",
+    "run",
+]
+
+
+def residual_ratios(residuals: torch.Tensor) -> torch.Tensor:
+    r""":math:`\log r_{t+1} / \log r_t` for residual norms ``(..., T+1)``; ``(..., T)``.
+
+    Equals 2 exactly when :math:`r_{t+1} = r_t^2` (Newton–Schulz with a symmetric residual).
+    """
+    lr = torch.log(residuals)
+    return lr[..., 1:] / lr[..., :-1]
+
+
+def optimal_newton_alpha(X: torch.Tensor) -> torch.Tensor:
+    r"""Per-prompt :math:`\alpha^* = 2/(\lambda_{\max}^2 + \lambda_{\min}^2)` of :math:`G = XX^\top`.
+
+    With :math:`X_0 = \alpha G`, the Newton–Schulz residual :math:`I - \alpha G^2` has eigenvalues
+    :math:`1 - \alpha\lambda_i^2`; :math:`\alpha^*` minimises their largest modulus.
+
+    Args:
+        X: data points as columns ``(batch, d, n)``.
+
+    Returns:
+        ``(batch,)``.
+    """
+    ev = torch.linalg.eigvalsh(X @ X.transpose(-1, -2))
+    return 2.0 / (ev[..., -1] ** 2 + ev[..., 0] ** 2)
+
+
+def gd_prediction(batch: PromptBatch, steps: torch.Tensor) -> torch.Tensor:
+    r"""Query prediction :math:`x_{n+1}^\top w_L` of GD with step sizes ``steps`` ``(L,)`` from :math:`w_0 = 0`."""
+    X, y, xq = batch.X[..., :-1], batch.y[..., :-1], batch.X[..., -1]
+    return (gd(X, y, steps) * xq).sum(-1)
+
+
+def fit_gd_steps(batch: PromptBatch, L: int, *, max_iter: int = 200) -> torch.Tensor:
+    r"""The ``L`` GD step sizes minimising :math:`\mathbb E(x_{n+1}^\top w_L - y_{n+1})^2` on ``batch``.
+
+    L-BFGS (strong Wolfe) from distinct starting steps ``linspace(0.3, 0.9, L)``: the loss is
+    symmetric in the steps (the GD factors :math:`I - \eta_l S` commute), so equal starting steps
+    would stay equal.
+
+    Args:
+        batch: regression prompts (float64 recommended).
+        L: number of steps ``>= 1``.
+        max_iter: L-BFGS iterations.
+
+    Returns:
+        ``(L,)`` step sizes (detached).
+
+    Raises:
+        ValueError: ``L < 1``.
+    """
+    L = check_int("L", L, minimum=1)
+    eta = torch.linspace(0.3, 0.9, L, dtype=batch.X.dtype, device=batch.X.device).requires_grad_()
+    opt = torch.optim.LBFGS([eta], max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-12, tolerance_change=1e-14)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = ((gd_prediction(batch, eta) - batch.target) ** 2).mean()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return eta.detach()
+
+
+@dataclass(frozen=True)
+class TrainedDepth:
+    """Trained ``L``-layer linear transformers (all seeds).
+
+    Attributes:
+        layers: ``L``.
+        spec: the architecture.
+        params: stacked float64 parameters ``(S, D, D)`` per name.
+        test_loss: ``(S,)`` test MSE / d per seed.
+        best: index of the seed with the smallest test loss.
+        diverged: ``(S,)`` seeds that hit a non-finite loss.
+        wall_time: training seconds.
+    """
+
+    layers: int
+    spec: ModelSpec
+    params: dict[str, torch.Tensor]
+    test_loss: torch.Tensor
+    best: int
+    diverged: torch.Tensor
+    wall_time: float
+
+
+def layer_predictions(params: dict[str, torch.Tensor], spec: ModelSpec, Z: torch.Tensor) -> torch.Tensor:
+    r"""Read-outs :math:`-[Z_l]_{d+1,n+1}` after every layer ``l = 0..L`` of one model; ``(L+1, batch)``."""
+    states = forward(params, spec, Z, return_states=True)
+    return torch.stack([-s[..., -1, -1] for s in states])  # type: ignore[union-attr]
+
+
+def train_depth(L: int, *, d: int, n: int, test: PromptBatch, seeds: int, steps: int, batch: int, lr: float,
+                seed: int, progress: bool = False) -> TrainedDepth:
+    """Train ``seeds`` linear transformers with ``L`` layers (:func:`landscape.train.train`) and test them.
+
+    Adam with a cosine schedule, per-seed gradient clipping at norm 1, float32, fresh prompts every
+    step; ``N(0, 0.1²)`` initialisation, all entries of ``P, Q`` free.
+    """
+    cfg = TrainConfig(task="linear", d=d, n=n, layers=L, seeds=seeds, steps=steps, batch=batch, lr=lr, clip=1.0,
+                      schedule="cosine", dtype="float32", seed=seed, device="cpu", log_every=steps,
+                      checkpoint_every=0, eval_batch=1024)
+    res = train(cfg, progress=progress)
+    spec = ModelSpec.linear(d, L)
+    params = {k: v.detach().to(torch.float64).cpu() for k, v in res.params.items()}
+    with torch.no_grad():
+        pred = vmap(lambda p: forward(p, spec, test.Z, validate=False)[..., -1, -1].neg())(params)
+    loss = ((pred - test.target) ** 2).mean(-1) / d
+    loss = torch.where(torch.isfinite(loss), loss, torch.full_like(loss, math.inf))
+    return TrainedDepth(L, spec, params, loss, int(loss.argmin()), res.diverged.cpu(), float(res.wall_time))
+
+
+def _save(fig: Any, out: Path, stem: str) -> tuple[Path, Path]:
+    png, svg = out / f"{stem}.png", out / f"{stem}.svg"
+    fig.savefig(png, dpi=120, bbox_inches="tight")
+    fig.savefig(svg, bbox_inches="tight")
+    return png, svg
+
+
+def _mse(pred: torch.Tensor, target: torch.Tensor, d: int) -> float:
+    return float(((pred - target) ** 2).mean()) / d
+
+
+# ---------------------------------------------------------------------------------------- study
+def run(ctx: StudyContext) -> StudyResult:
+    """Giannou et al. 2024: Newton–Schulz in linear attention; trained transformers vs Newton and GD."""
+    quick = ctx.quick
+    dt = torch.float64
+    d, n = 5, 20
+    task = LinearRegression(d, n, dtype=dt)
+
+    # --- 1. Newton–Schulz construction: exactness and squaring residuals
+    T_ns = 16
+    nb = task.sample(8, ctx.generator(1))
+    Xc = nb.X[..., :-1]
+    G = Xc @ Xc.transpose(-1, -2) / n  # symmetric positive definite
+    con = newton_schulz_construction(d, T_ns, dtype=dt)
+    X_con = torch.stack(con.trace(G), dim=1)  # (B, T+1, d, d)
+    X_ref = newton_schulz(G, steps=T_ns, return_iterates=True)
+    con_err = float((torch.linalg.matrix_norm(X_con - X_ref) / torch.linalg.matrix_norm(X_ref)).max())
+    c_con = Claim(
+        "ns_construction_exact",
+        "Two-head linear attention performs one Newton–Schulz step X ← X(2I − AX) per layer (Giannou et al. 2024; "
+        "construction of THEORY §4)",
+        con_err < CONSTRUCTION_RTOL,
+        {"max_rel_error": con_err, "layers": float(T_ns)},
+        f"max over prompts and layers of ‖X_t^con − X_t^NS‖_F/‖X_t^NS‖_F < {CONSTRUCTION_RTOL:g}",
+    )
+    r = newton_schulz_residuals(G, X_con)  # (B, T+1) spectral norms from the construction's iterates
+    ratios = residual_ratios(r)
+    valid = r[:, 1:] > 1e-8
+    dev = float((ratios[valid] - 2.0).abs().max())
+    n_valid = int(valid.sum())
+    r0 = r[0]
+    c_sq = Claim(
+        "ns_residual_squares",
+        "The Newton–Schulz residual ‖I − AX_t‖ squares layer by layer (Giannou et al. 2024)",
+        dev < 1e-6 and n_valid >= 8 * 5,
+        {"max_abs_ratio_minus_2": dev, "ratios_checked": float(n_valid), "r0": float(r0[0]),
+         **{f"r{t}": float(r0[t]) for t in range(1, T_ns + 1, 3)}},
+        "|log r_{t+1}/log r_t − 2| < 1e-6 for every prompt and t with r_{t+1} > 1e-8 (above round-off)",
+    )
+
+    # --- 2. least squares via Newton–Schulz
+    T_ls = 20
+    lb = task.sample(256, ctx.generator(2))
+    Xl, yl, xq = lb.X[..., :-1], lb.y[..., :-1], lb.X[..., -1]
+    w_ls = torch.linalg.solve(Xl @ Xl.transpose(-1, -2), (Xl @ yl.unsqueeze(-1))).squeeze(-1)
+    pred_ls = (w_ls * xq).sum(-1)
+    pred_ns = least_squares_newton_schulz(Xl, yl, xq, T_ls, return_iterates=True)  # (B, T+1)
+    ls_err = (pred_ns - pred_ls[:, None]).norm(dim=0) / pred_ls.norm()
+    c_ls = Claim(
+        "ls_newton_converges",
+        "The prediction a_testᵀ X_T Aᵀ y with Newton–Schulz X_T converges to the exact least-squares prediction "
+        "(Giannou et al. 2024)",
+        float(ls_err[-1]) < 1e-10 and bool((ls_err[1:] <= ls_err[:-1] * (1 + 1e-12) + 1e-15).all()),
+        {f"rel_error_T{t}": float(ls_err[t]) for t in (1, 2, 4, 6, 8, 10, 12, 14, 16, T_ls)},
+        f"relative error at T = {T_ls} < 1e-10 and non-increasing in T",
+    )
+
+    # --- 3. trained transformers vs Newton and GD, by depth
+    depths = [1, 2, 3, 4] if quick else [1, 2, 3, 4, 5, 6]
+    seeds = 2 if quick else 4
+    steps = 700 if quick else 4000
+    batch = 256 if quick else 1024
+    lr = 3e-2
+    test = task.sample(8192 if quick else 32768, ctx.generator(3))
+    fit = task.sample(8192 if quick else 32768, ctx.generator(4))
+    Xt, yt, xqt = test.X[..., :-1], test.y[..., :-1], test.X[..., -1]
+    alpha_star = optimal_newton_alpha(Xt)
+    Lmax = max(depths)
+    newton = least_squares_newton_schulz(Xt, yt, xqt, Lmax, return_iterates=True)
+    newton_opt = least_squares_newton_schulz(Xt, yt, xqt, Lmax, alpha=alpha_star, return_iterates=True)
+    w_ls_test = torch.linalg.solve(Xt @ Xt.transpose(-1, -2), Xt @ yt.unsqueeze(-1)).squeeze(-1)
+    ls_test_mse = _mse((w_ls_test * xqt).sum(-1), test.target, d)
+    trained: dict[int, TrainedDepth] = {}
+    rows = []
+    for L in depths:
+        tr = train_depth(L, d=d, n=n, test=test, seeds=seeds, steps=steps, batch=batch, lr=lr,
+                         seed=1000 * ctx.seed + L, progress=ctx.progress)
+        trained[L] = tr
+        eta = fit_gd_steps(fit, L)
+        rows.append({
+            "L": L,
+            "trained_best": float(tr.test_loss[tr.best]),
+            "trained_worst": float(tr.test_loss.max()),
+            "gd_opt_steps": _mse(gd_prediction(test, eta), test.target, d),
+            "newton": _mse(newton[:, L], test.target, d),
+            "newton_best_alpha": _mse(newton_opt[:, L], test.target, d),
+            "least_squares": ls_test_mse,
+            "diverged_seeds": int(tr.diverged.sum()),
+            "gd_steps": ", ".join(f"{float(e):.3f}" for e in eta),
+        })
+    best = [r_["trained_best"] for r_ in rows]
+    decreasing = all(b2 < b1 for b1, b2 in zip(best, best[1:]))
+    c_dec = Claim(
+        "trained_loss_decreases_with_depth",
+        "Trained linear transformers improve with depth (Giannou et al. 2024 experiments)",
+        decreasing,
+        {f"L{r_['L']}": r_["trained_best"] for r_ in rows},
+        "best-seed test MSE/d strictly decreasing in L",
+    )
+    gd_ratio = {f"L{r_['L']}": r_["trained_best"] / r_["gd_opt_steps"] for r_ in rows}
+    c_gd = Claim(
+        "trained_at_least_gd",
+        "A trained L-layer linear transformer does at least as well as GD with L optimally tuned steps",
+        all(v <= 1.05 for v in gd_ratio.values()),
+        {f"trained/gd[{k}]": v for k, v in gd_ratio.items()},
+        "trained MSE ≤ 1.05 × GD-with-L-optimised-steps MSE at every L (at L = 1 both are the one-layer optimum "
+        "in population, so only training error separates them)",
+    )
+    nt_ratio = {r_["L"]: r_["trained_best"] / r_["newton"] for r_ in rows}
+    nt_ratio_opt = {r_["L"]: r_["trained_best"] / r_["newton_best_alpha"] for r_ in rows}
+    beats = [L for L in depths if nt_ratio[L] < 1]
+    c_nt = Claim(
+        "trained_beats_newton_early",
+        "Trained transformers beat Newton's method at early layers (Giannou et al. 2024)",
+        nt_ratio[1] < 1 and nt_ratio_opt[1] < 1,
+        {**{f"trained/newton[L{L}]": v for L, v in nt_ratio.items()},
+         **{f"trained/newton_best_alpha[L{L}]": v for L, v in nt_ratio_opt.items()},
+         "depths_where_trained_wins": float(len(beats))},
+        "trained MSE < Newton–Schulz (T = L) MSE at L = 1, for the default and the best per-prompt scaling; "
+        "the ratio at every L is reported",
+    )
+
+    # layer-by-layer read-out of the deepest trained model (best seed)
+    deep = trained[Lmax]
+    best_params = {k: v[deep.best] for k, v in deep.params.items()}
+    with torch.no_grad():
+        per_layer = layer_predictions(best_params, deep.spec, test.Z)
+    layer_rows = []
+    for l in range(1, Lmax + 1):
+        eta_l = fit_gd_steps(fit, l)
+        layer_rows.append({"layer": l, f"trained_L{Lmax}_readout": _mse(per_layer[l], test.target, d),
+                           "trained_l_layer_model": rows[depths.index(l)]["trained_best"],
+                           "gd_opt_steps": _mse(gd_prediction(test, eta_l), test.target, d),
+                           "newton": _mse(newton[:, l], test.target, d),
+                           "newton_best_alpha": _mse(newton_opt[:, l], test.target, d)})
+
+    # --- figures
+    from matplotlib.figure import Figure
+
+    out = ctx.out
+    out.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(13, 4))
+    ax1, ax2, ax3 = fig.subplots(1, 3)
+    ts = torch.arange(T_ns + 1).numpy()
+    for b in range(r.shape[0]):
+        ax1.semilogy(ts, r[b].numpy(), color="C0", alpha=0.6)
+    ax1.semilogy(ts, (r[:, :1] ** (2.0 ** torch.arange(T_ns + 1, dtype=dt))).T.numpy()[:, 0], "k:", label="r₀^(2^t)")
+    ax1.set_title("Newton–Schulz in linear attention: ‖I − AX_t‖₂")
+    ax1.set_xlabel("layer t")
+    ax1.legend()
+    ax2.semilogy(range(T_ls + 1), ls_err.numpy())
+    ax2.set_title("least squares via Newton–Schulz: relative error")
+    ax2.set_xlabel("steps T")
+    Ls = [r_["L"] for r_ in rows]
+    for key, lab, st in (("trained_best", "trained L-layer (best seed)", "o-"), ("gd_opt_steps", "GD, L tuned steps", "s--"),
+                         ("newton", "Newton–Schulz T=L, α=1/‖G‖²", "^:"), ("newton_best_alpha", "Newton–Schulz T=L, best α", "v:")):
+        ax3.semilogy(Ls, [r_[key] for r_ in rows], st, label=lab)
+    ax3.semilogy(range(1, Lmax + 1), [lr_[f"trained_L{Lmax}_readout"] for lr_ in layer_rows], "x-", alpha=0.6,
+                 label=f"trained L={Lmax}: read-out after layer l")
+    ax3.set_title("test MSE / E y² by depth (noiseless; least squares = 0)")
+    ax3.set_xlabel("L (layers = steps)")
+    ax3.legend(fontsize=7)
+    fig.tight_layout()
+    figs = list(_save(fig, out, "giannou2024"))
+
+    notes = (
+        f"Newton–Schulz: A = XXᵀ/n of {nb.X.shape[0]} prompts (d={d}, n={n}), X₀ = A/‖A‖₂² (default of "
+        "landscape.algorithms.newton_schulz), residuals measured on the construction's iterates.",
+        f"Training: landscape.train.train, Adam lr {lr} cosine, clip 1, float32, {steps} steps × {batch} fresh prompts, "
+        f"{seeds} seeds per depth, init N(0, 0.1²), full P, Q; evaluation in float64 on {test.X.shape[0]} test prompts; "
+        "GD step sizes tuned by L-BFGS on a separate sample.",
+        "Newton–Schulz needs about log₂(κ(G)²·log(1/ε)) steps before it converges (κ(G) ≈ ((1+√(d/n))/(1−√(d/n)))² "
+        f"≈ 9 here): at the depths trained (L ≤ {Lmax}) it is still far from the solution, but it reaches machine "
+        f"precision by T ≈ 12 (relative error {float(ls_err[12]):.1e}), which no trained model here approaches "
+        f"(best trained MSE/d at L = {Lmax}: {rows[-1]['trained_best']:.2e}). So 'trained beats Newton' holds in the "
+        "few-layer regime measured, and Newton wins once it is given enough steps.",
+        f"Trained L-layer models beat the per-depth Newton predictor at L ∈ {beats} (default scaling).",
+        "The per-layer read-out of the deepest model is not trained to predict at intermediate layers; it is shown "
+        "for completeness, the per-depth comparison uses separately trained models.",
+    )
+    return StudyResult(
+        study="giannou2024",
+        claims=(c_con, c_sq, c_ls, c_dec, c_gd, c_nt),
+        tables={"by depth (test MSE / d)": rows, f"per-layer read-out of the trained L={Lmax} model": layer_rows,
+                "Newton–Schulz residuals (prompt 0)": [{"t": t, "residual": float(r0[t]),
+                                                        "log ratio": float(ratios[0, t - 1]) if t > 0 else math.nan}
+                                                       for t in range(T_ns + 1)]},
+        figures=tuple(figs),
+        notes=notes,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(study_main("giannou2024", run))

@@ -1,0 +1,110 @@
+"""Zhang, Cao (2026) study: block parameterisation, looping, and the quick study's claims."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from analysis import zhangcao2026 as z
+from analysis._study import StudyContext, execute
+from landscape._tolerances import CONSTRUCTION_RTOL
+from landscape.algorithms import normalised_gd
+from landscape.constructions import normalised_gd_construction
+from landscape.store import RunStore
+from landscape.tasks import LinearClassification
+
+
+def _gen(seed: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def _exact_blocks(d: int, n: int, eta: float, c: float) -> dict[str, torch.Tensor]:
+    eye = torch.eye(d, dtype=torch.float64)
+    return {"B11": eye, "C12": -c * eye, "V21": n * eta * eye}
+
+
+def test_block_params_contain_the_construction() -> None:
+    d, n, eta, c = 3, 7, 0.7, 1.3
+    params = z.block_params(_exact_blocks(d, n, eta, c))
+    con = normalised_gd_construction(d, eta, c, 1, n)
+    for k, v in con.params.items():
+        torch.testing.assert_close(params[k], v, rtol=0.0, atol=0.0)
+
+
+def test_looped_blocks_equal_normalised_gd() -> None:
+    d, n, eta, c, T = 4, 9, 0.8, 1.5, 12
+    pb = LinearClassification(d, n, margin=0.1).sample(16, _gen(5))
+    X, y = pb.X[..., :-1], pb.y[..., :-1]
+    w0 = torch.randn(16, d, generator=_gen(6), dtype=torch.float64)
+    got = z.loop_layer(z.block_params(_exact_blocks(d, n, eta, c)), z.layer_spec(d), X, y, T, w0=w0)
+    ref = normalised_gd(X, y, T, eta, c, w0=w0, return_iterates=True)
+    err = ((got - ref).norm(dim=-1) / ref.norm(dim=-1)).max()
+    assert float(err) < CONSTRUCTION_RTOL
+
+
+def test_compare_with_ngd_scores_the_exact_layer_as_exact() -> None:
+    d, n = 3, 10
+    task = LinearClassification(d, n, margin=0.2)
+    params = z.block_params(_exact_blocks(d, n, 1.0, 1.0))
+    r = z.compare_with_ngd(params, z.layer_spec(d), task, steps=10, eta_eff=1.0, c=1.0, batch=8, generator=_gen(2))
+    assert float(r.rel_error.max()) < CONSTRUCTION_RTOL
+    torch.testing.assert_close(r.cos_tf, r.cos_ngd, rtol=1e-12, atol=1e-12)
+    # after 10 NGD steps on margin-0.2 data the direction is already close to max margin
+    assert float(r.cos_tf[-1]) > 0.95 and float(r.cos_tf[-1]) > float(r.cos_tf[1])
+
+
+def test_wrong_step_is_detected() -> None:
+    # the same layer compared with NGD at a different step must not look exact
+    d, n = 3, 10
+    task = LinearClassification(d, n, margin=0.2)
+    params = z.block_params(_exact_blocks(d, n, 1.0, 1.0))
+    r = z.compare_with_ngd(params, z.layer_spec(d), task, steps=5, eta_eff=0.5, c=1.0, batch=8, generator=_gen(2))
+    assert float(r.rel_error[0]) > 0.5
+
+
+def test_bad_input_is_rejected() -> None:
+    with pytest.raises(ValueError, match="missing"):
+        z.block_params({"B11": torch.eye(2)})
+    with pytest.raises(ValueError, match="square"):
+        z.block_params({"B11": torch.eye(2), "C12": torch.eye(3), "V21": torch.eye(2)})
+    with pytest.raises(ValueError, match="eta"):
+        z.train_one_step_layer(LinearClassification(2, 4), eta=-1.0, c=1.0, generator=_gen(0))
+
+
+@pytest.mark.slow
+def test_quick_study_claims(tmp_path: Path) -> None:
+    result, report = execute("zhangcao2026", z.run, StudyContext(quick=True, out=tmp_path))
+    claims = {c.name: c for c in result.claims}
+    assert set(claims) == {"construction_is_ngd", "trained_layer_one_step_is_ngd", "looped_layer_tracks_ngd",
+                           "direction_approaches_max_margin", "ood_tracks_ngd_and_max_margin"}
+
+    con = claims["construction_is_ngd"]
+    assert con.holds
+    assert con.measured["one_step_max_rel_error"] < CONSTRUCTION_RTOL
+    assert con.measured["max_rel_error_20_steps"] < CONSTRUCTION_RTOL
+
+    one = claims["trained_layer_one_step_is_ngd"]
+    assert one.holds and one.measured["mean_rel_error"] < 1e-2
+    assert one.measured["score_block_error"] < 1e-2 and one.measured["value_block_error"] < 1e-2
+
+    track = claims["looped_layer_tracks_ngd"]
+    assert track.holds and track.measured["max_t_mean_rel_error"] < 1e-2
+
+    mm = claims["direction_approaches_max_margin"]
+    assert mm.holds
+    assert mm.measured["cos_tf_T"] > 0.99 and mm.measured["cos_tf_T"] > mm.measured["cos_tf_1"]
+    assert abs(mm.measured["cos_tf_T"] - mm.measured["cos_ngd_T"]) < 1e-3
+
+    ood = claims["ood_tracks_ngd_and_max_margin"]
+    assert ood.holds and ood.measured["max_rel_error"] < 1e-2 and ood.measured["min_mean_cos"] > 0.98
+
+    assert report.is_file()
+    with RunStore(tmp_path) as store:
+        (run,) = store.list_runs()
+        figs = {a.path.name for a in store.artifacts(run, "figure")}
+        assert figs == {"zhangcao2026_tracking.png", "zhangcao2026_tracking.svg"}
+        assert all(a.path.stat().st_size > 0 for a in store.artifacts(run, "figure"))
