@@ -165,3 +165,17 @@ def test_problem_from_args_defaults():
     assert data.kernel.name == "exp" and data.covariates == "sphere"
     prob, data = problem_from_args(parser.parse_args(["--data", "gp:relu", "--activation", "relu,linear"]))
     assert prob.attention == "kernel" and len(prob.activations) == 2 and data.kernel.name == "relu"
+
+
+def test_solve_kernel_family_json(capsys):
+    """fgd with the linear kernel: label-exact Monte-Carlo loss, a minimum modulo the two weight symmetries,
+    the loss there equal to the named-coefficient polynomial at the same draws."""
+    code, obj = _run_json(capsys, ["solve", "fgd", "--activation", "linear", "--d", "2", "--n", "3",
+                                   "--samples", "128", "--starts", "1"])
+    assert code == 0 and obj["method"] == "label-exact" and not obj["exact"]
+    mins = [p for p in obj["stationary_points"] if p["kind"] == "min"]
+    assert mins and mins[0]["symmetry_dims"] == 2 and mins[0]["loss_se"] > 0
+    co = {k: v[0] for k, v in obj["coefficients"].items()}
+    expr = sympy.sympify(obj["loss"], locals={k: sympy.Symbol(k) for k in co})
+    vals = {sympy.Symbol(k): v for k, v in {**co, **mins[0]["values"]}.items()}
+    assert float(expr.subs(vals)) == pytest.approx(mins[0]["loss"], rel=1e-10)

@@ -24,6 +24,16 @@ F64 = torch.float64
 MC_SE = 3.0  # the brief asks for agreement within 3 standard errors (seeds are fixed)
 
 
+def _has_latex_parser() -> bool:
+    try:
+        from sympy.parsing.latex import parse_latex
+
+        parse_latex("x")
+    except ImportError:  # sympy's parser needs a matching antlr4 runtime
+        return False
+    return True
+
+
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
@@ -57,6 +67,12 @@ def test_one_layer_pgd_isotropic_is_the_paper_formula():
     assert fl.method == "wishart" and fl.exact
     assert sympy.simplify(fl.general - (d - 2 * a * d + a**2 * d * (n + d + 1) / n)) == 0
     assert sympy.expand(fl.expr - (5 - 10 * a + a**2 * sympy.Rational(5 * 26, 20))) == 0
+    assert "a_{0}^{2}" in fl.latex()
+    if _has_latex_parser():  # the LaTeX parses back to the same polynomial
+        from sympy.parsing.latex import parse_latex
+
+        back = parse_latex(fl.latex())
+        assert sympy.expand(back.subs({s: a for s in back.free_symbols}) - fl.expr) == 0
 
 
 def test_symbolic_spectrum_one_layer_pgd_identity():

@@ -107,7 +107,7 @@ def test_kernel_family_minimum_modulo_symmetries():
     gamma = p.values["r0"] * p.values["b0"] * p.values["c0"]
     co = fl.coefficients({"b0": 1.0, "c0": 1.0, "r0": 1.0})
     m = dict(zip((s.name for s in co.names), co.mean.tolist()))
-    gamma_star = m["m[r0;q]"] / m["m[r0;r0]"]  # minimiser of γ² m[r0;r0] - 2γ m[r0;q] + ...
+    gamma_star = m["m__r0__q"] / m["m__r0__r0"]  # minimiser of γ² m__r0__r0 - 2γ m__r0__q + ...
     assert gamma == pytest.approx(gamma_star, rel=1e-6)
     assert p.loss_se > 0
 

@@ -63,6 +63,16 @@ def _fmt(x: float) -> str:
     return f"{x:.6g}"
 
 
+def _coefficients(loss: object, points: object) -> dict[str, tuple[float, float]] | None:
+    """Named coefficient estimates (mean, SE) at the lowest stationary point, when the family has gains."""
+    if not points:
+        return None
+    try:
+        return loss.coefficients(points[0].values).as_dict()  # type: ignore[attr-defined,index]
+    except ValueError:
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
     """Derive the loss, solve the stationary equations, print them."""
     from ..cli import emit_json
@@ -98,19 +108,25 @@ def run(args: argparse.Namespace) -> int:
         }
         if not loss.exact:
             out["samples"] = loss.estimator.samples  # type: ignore[union-attr]
+            out["coefficients"] = _coefficients(loss, points)
         emit_json(out)
         return 0
     print(family.describe())
     print(f"data: {type(data).__name__}; loss route: {loss.method} ({'exact' if loss.exact else 'Monte-Carlo'})")
     print(f"  {loss.description}")
     text = str(loss.expr)
-    print("loss:" if loss.exact else "loss (polynomial in the label gains; m[...] = covariate expectations):")
+    print("loss:" if loss.exact else "loss (polynomial in the label gains; m__A__B = covariate expectations):")
     print("  " + (text if len(text) <= _MAX_PRINT else text[:_MAX_PRINT] + f" ... ({len(text)} characters)"))
     if general is not None and general != loss.expr:
         g = str(general)
         extra = sorted(str(x) for x in general.free_symbols - set(family.symbols))
         print(f"general (symbolic in {', '.join(extra)}):")
         print("  " + (g if len(g) <= _MAX_PRINT else g[:_MAX_PRINT] + f" ... ({len(g)} characters)"))
+    if not loss.exact:
+        co = _coefficients(loss, points)
+        if co:
+            print("coefficient estimates at the lowest point (mean ± SE):")
+            print("  " + ", ".join(f"{k} = {_fmt(m)} ± {_fmt(e)}" for k, (m, e) in co.items()))
     if not points:
         print("no stationary point found")
         return 0

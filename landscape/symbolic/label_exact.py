@@ -127,10 +127,12 @@ def label_gains(family: Family) -> dict[tuple[int, int], tuple[sympy.Symbol, sym
 
 @dataclass(frozen=True)
 class CoefficientEstimate:
-    """Monte-Carlo estimates of the named coefficients of the gain polynomial at fixed other scalars.
+    r"""Monte-Carlo estimates of the named coefficients of the gain polynomial at fixed other scalars.
 
     Attributes:
-        names: coefficient symbols (``m[A;B]``, ``m[A;q]``, ``m[q;q]``).
+        names: coefficient symbols ``m__A__B`` (:math:`\mathbb E[k_A^\top K_{nn}k_B]`), ``m__A__q``
+            (:math:`\mathbb E[k_A^\top k_q]`), ``m__q__q`` (:math:`\mathbb E K_{qq}`); ``A`` is the product of
+            gains written ``r0_r1`` (``1`` for the empty product).
         mean: ``(C,)`` estimates.
         cov: ``(C, C)`` covariance of the estimates (per-sample covariance / T).
         samples: T.
@@ -152,7 +154,7 @@ class CoefficientEstimate:
 
 
 def _assignment_label(A: tuple[tuple[int, int], ...], gains: Mapping[tuple[int, int], tuple[sympy.Symbol, sympy.Expr]]) -> str:
-    return "*".join(gains[p][0].name for p in A) if A else "1"
+    return "_".join(gains[p][0].name for p in A) if A else "1"
 
 
 @dataclass(frozen=True)
@@ -302,7 +304,7 @@ class LabelExactEstimator:
         r"""The loss as a polynomial in the label gains with named coefficient symbols.
 
         Returns:
-            ``(expr, coefficient symbols)``; with no gains, ``expr = m[q;q] - 2 m[1;q] + m[1;1]``.
+            ``(expr, coefficient symbols)``; with no gains, ``expr = m__q__q - 2 m__1__q + m__1__1``.
 
         Raises:
             ValueError: if the route is not label-exact or the gains are not separable.
@@ -317,14 +319,14 @@ class LabelExactEstimator:
         expr = sympy.Integer(0)
         for i, A in enumerate(As):
             for B in As[i:]:
-                s = sympy.Symbol(f"m[{_assignment_label(A, gains)};{_assignment_label(B, gains)}]")
+                s = sympy.Symbol(f"m__{_assignment_label(A, gains)}__{_assignment_label(B, gains)}")
                 names.append(s)
                 expr += (1 if A == B else 2) * mono[A] * mono[B] * s
         for A in As:
-            s = sympy.Symbol(f"m[{_assignment_label(A, gains)};q]")
+            s = sympy.Symbol(f"m__{_assignment_label(A, gains)}__q")
             names.append(s)
             expr += -2 * mono[A] * s
-        s = sympy.Symbol("m[q;q]")
+        s = sympy.Symbol("m__q__q")
         names.append(s)
         expr += s
         return expr, names

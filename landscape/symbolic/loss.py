@@ -63,7 +63,7 @@ class FamilyLoss:
         method: the route that produced it (see module docstring).
         exact: True for the sympy routes; False for the Monte-Carlo route.
         expr: exact routes — the loss in the family symbols (numeric ``d, n``); label-exact route —
-            the loss as a polynomial in the label gains with named coefficient symbols ``m[...]``.
+            the loss as a polynomial in the label gains with named coefficient symbols ``m__A__B``.
         general_thunk: computes :attr:`general`, the exact loss with symbolic
             :data:`~landscape.symbolic.whitened.D_SYMBOL` and/or
             :data:`~landscape.symbolic.whitened.N_SYMBOL` (and spectrum symbols) where the route gives it.
@@ -417,12 +417,16 @@ def family_loss(
     try:
         expr, _ = est.structure()
     except ValueError:
-        expr = sympy.Symbol("m[loss]")
+        expr = sympy.Symbol("m__loss")
     if est.label_exact:
         desc = ("prediction linear in the labels, TF = k(X)ᵀy; E over labels in closed form "
                 "(kᵀK_nn k - 2kᵀk_q + K_qq), E over covariates by Monte-Carlo")
     else:
         desc = f"plain Monte-Carlo over covariates and labels ({est.reason})"
     if reasons:
-        desc += "; no exact route (" + "; ".join(reasons) + ")"
+        grouped: dict[str, list[str]] = {}
+        for r in reasons:
+            route, _, why = r.partition(": ")
+            grouped.setdefault(why, []).append(route)
+        desc += "; no exact route (" + "; ".join(f"{', '.join(rs)}: {why}" for why, rs in grouped.items()) + ")"
     return FamilyLoss(family, data, "label-exact" if est.label_exact else "monte-carlo", False, expr, None, desc, est)
