@@ -70,7 +70,6 @@ from .tasks import (
     LinearRegression,
     OrthonormalFeatures,
     check_covariance,
-    random_covariance,
 )
 
 __all__ = [
@@ -104,77 +103,47 @@ _CHECKPOINT_FORMAT = 1
 
 
 # ---------------------------------------------------------------------- covariance specs
-def resolve_sigma(spec: str | Sequence[Sequence[float]] | torch.Tensor | None, d: int) -> torch.Tensor | None:
+def resolve_sigma(
+    spec: str | Sequence[Sequence[float]] | torch.Tensor | None, d: int, seed: int = 0
+) -> torch.Tensor | None:
     r"""Turn a covariance spec into a ``(d, d)`` float64 matrix (``None`` for the identity).
 
-    Accepted specs:
+    Strings follow the ``--sigma`` forms shared by every command
+    (:func:`landscape._cli_args.parse_sigma`):
 
-    * ``None`` or ``"identity"`` — :math:`\Sigma = I`;
+    * ``"identity"`` — :math:`\Sigma = I`;
     * ``"random"`` / ``"random:SEED"`` — :func:`~landscape.tasks.random_covariance`
-      :math:`U^\top D U` with a Haar rotation from ``torch.Generator().manual_seed(SEED)`` (SEED 0 by
-      default) and Ahn et al.'s spectrum ``(1, 1, 0.25, 0.0625, 1)`` when ``d = 5``;
-    * ``"diag:v1,v2,..."`` — a diagonal covariance;
-    * a path to a ``.pt`` (tensor), ``.npy`` or whitespace-separated text file;
-    * a matrix (nested sequence or tensor).
+      :math:`U^\top D U` with a Haar rotation from ``torch.Generator().manual_seed(SEED)`` (``SEED``
+      defaulting to ``seed``) and Ahn et al.'s spectrum ``(1, 1, 0.25, 0.0625, 1)`` when ``d = 5``;
+    * ``"diag:l1,...,ld"`` — that spectrum, randomly rotated (rotation seeded by ``seed``);
+    * a path to a ``.pt`` (tensor), ``.npy`` or whitespace-separated text file.
+
+    A matrix (nested sequence or tensor) is taken as it is.
 
     Args:
         spec: the spec.
         d: dimension.
+        seed: default seed of the random rotations.
 
     Returns:
         The covariance, or ``None`` for the identity.
 
     Raises:
-        ValueError: unknown spec, missing file, wrong shape, not symmetric positive definite.
+        ValueError: unknown spec, missing or unreadable file, wrong shape, not symmetric positive
+            definite.
     """
-    accepted = "identity | random[:SEED] | diag:v1,...,vd | path to .pt/.npy/.txt | a d×d matrix"
+    from ._cli_args import SIGMA_FORMS, parse_sigma
+
     if spec is None:
         return None
     if isinstance(spec, torch.Tensor):
         return check_covariance(spec.to(torch.float64), d)
-    if not isinstance(spec, str):
-        try:
-            mat = torch.tensor(spec, dtype=torch.float64)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"sigma must be {accepted}; got {spec!r} ({exc})") from None
-        return check_covariance(mat, d)
-    s = spec.strip()
-    if s == "identity":
-        return None
-    if s == "random" or s.startswith("random:"):
-        arg = s.partition(":")[2] or "0"
-        try:
-            seed = int(arg)
-        except ValueError:
-            raise ValueError(f"sigma 'random:SEED' needs an integer seed, got {spec!r}") from None
-        return random_covariance(d, torch.Generator().manual_seed(seed))
-    if s.startswith("diag:"):
-        try:
-            vals = [float(v) for v in s[5:].split(",") if v.strip()]
-        except ValueError:
-            raise ValueError(f"sigma 'diag:v1,...,vd' needs numbers, got {spec!r}") from None
-        if len(vals) != d:
-            raise ValueError(f"sigma {spec!r} has {len(vals)} entries, expected d = {d}")
-        return check_covariance(torch.diag(torch.tensor(vals, dtype=torch.float64)), d)
-    path = Path(s).expanduser()
-    if not path.is_file():
-        raise ValueError(f"sigma {spec!r} is not a known spec and no such file exists; accepted: {accepted}")
+    if isinstance(spec, str):
+        return parse_sigma(spec, d, seed)
     try:
-        if path.suffix == ".pt":
-            mat = torch.load(path, weights_only=True)
-            if not isinstance(mat, torch.Tensor):
-                raise ValueError(f"{path} does not hold a tensor")
-            mat = mat.to(torch.float64)
-        elif path.suffix == ".npy":
-            import numpy as np
-
-            mat = torch.from_numpy(np.load(path, allow_pickle=False)).to(torch.float64)
-        else:
-            import numpy as np
-
-            mat = torch.from_numpy(np.loadtxt(path, ndmin=2)).to(torch.float64)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise ValueError(f"cannot read sigma file {path}: {exc}") from None
+        mat = torch.tensor(spec, dtype=torch.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"sigma must be {SIGMA_FORMS} or a d×d matrix; got {spec!r} ({exc})") from None
     return check_covariance(mat, d)
 
 
@@ -218,7 +187,8 @@ class TrainConfig:
             ``"classification"`` (:class:`~landscape.tasks.LinearClassification`) or ``"features"``
             (:class:`~landscape.tasks.OrthonormalFeatures`).
         d, n: covariate dimension and context length.
-        sigma: covariance spec (see :func:`resolve_sigma`); one :math:`\Sigma` for all seeds.
+        sigma: covariance spec (see :func:`resolve_sigma`; random rotations default to ``seed``);
+            one :math:`\Sigma` for all the seeds of a run.
         task_cov: linear regression only: :math:`w^* \sim N(0, I)` (``"identity"``) or
             :math:`N(0, \Sigma^{-1})` (``"inverse"``, Ahn et al. Theorem 3).
         covariates: ``"gaussian"`` or ``"sphere"`` (``None``: the task's default — Gaussian for
@@ -334,7 +304,8 @@ class TrainConfig:
             set_("sigma", tuple(tuple(float(x) for x in row) for row in self.sigma.tolist()))
         elif self.sigma is not None and not isinstance(self.sigma, str):
             set_("sigma", tuple(tuple(float(x) for x in row) for row in self.sigma))
-        sigma = resolve_sigma(self.sigma, self.d)  # raises on a bad spec or a missing file
+        check_int("seed", self.seed, minimum=0)
+        sigma = resolve_sigma(self.sigma, self.d, self.seed)  # raises on a bad spec or a missing file
         # --- model
         check_choice("attention", self.attention, ("linear", "kernel"))
         acts = (self.activations,) if isinstance(self.activations, str) else tuple(self.activations)
@@ -388,7 +359,6 @@ class TrainConfig:
                 raise ValueError(f"dtype must be one of {tuple(_DTYPES)}, got {self.dtype}")
             set_("dtype", names[self.dtype])
         check_choice("dtype", self.dtype, tuple(_DTYPES))
-        check_int("seed", self.seed, minimum=0)
         check_choice("engine", self.engine, ENGINES)
         # --- bookkeeping
         _resolve_device(self.device)
@@ -422,7 +392,7 @@ class TrainConfig:
 
     def sigma_matrix(self) -> torch.Tensor | None:
         """:math:`\\Sigma` as a float64 matrix (``None`` = identity)."""
-        return resolve_sigma(self.sigma, self.d)
+        return resolve_sigma(self.sigma, self.d, self.seed)
 
     def problem(self, sigma: torch.Tensor | None = None) -> Problem:
         """The :class:`~landscape.families.Problem` the family lives in."""

@@ -240,7 +240,7 @@ BAD = [
     (dict(attention="kernel", activations=("foo",)), ValueError, "unknown activation"),
     (dict(family="nope"), ValueError, "unknown family"),
     (dict(steps=-1), ValueError, "steps must be an int >= 0"),
-    (dict(sigma="/no/such/sigma.pt"), ValueError, "no such file"),
+    (dict(sigma="/no/such/sigma.pt"), ValueError, "no such file exists"),
     (dict(lr=(0.1, 0.2)), ValueError, "per-seed values but seeds = 3"),
     (dict(family="fgd"), ValueError, "needs kernel attention"),
     (dict(task="gp:softmax"), ValueError, "not a data kernel"),
@@ -270,8 +270,13 @@ def test_sigma_specs_resolve() -> None:
 
     cfg = TrainConfig(**{**TINY, "sigma": "random:4"})
     assert torch.equal(cfg.sigma_matrix(), random_covariance(3, _gen(4)))
-    assert torch.equal(TrainConfig(**{**TINY, "sigma": "diag:1,2,3"}).sigma_matrix(),
-                       torch.diag(torch.tensor([1.0, 2.0, 3.0], dtype=F64)))
+    # without an explicit SEED the rotation follows the run seed (one covariance per run)
+    assert torch.equal(TrainConfig(**{**TINY, "sigma": "random", "seed": 7}).sigma_matrix(),
+                       random_covariance(3, _gen(7)))
+    rot = TrainConfig(**{**TINY, "sigma": "diag:1,2,3", "seed": 5}).sigma_matrix()
+    assert torch.allclose(torch.linalg.eigvalsh(rot), torch.tensor([1.0, 2.0, 3.0], dtype=F64), rtol=1e-12)
+    assert torch.equal(TrainConfig(**{**TINY, "sigma": ((2.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 3.0))})
+                       .sigma_matrix(), torch.diag(torch.tensor([2.0, 1.0, 3.0], dtype=F64)))
     assert TrainConfig(**TINY).sigma_matrix() is None
 
 

@@ -13,6 +13,10 @@ Examples::
     landscape train --activation exp --data gp:exp --family fgd --d 5 --n 10 --layers 2 \
         --seeds 4 --steps 2000 --batch 512 --json
 
+The problem options (``--d --n --layers --attention --activation --heads --data --task-cov
+--covariates --sigma --noise --seed``) are shared with ``solve`` and ``verify``; ``--data`` also
+takes ``classification`` and ``features`` here.
+
 With ``--json`` the last line printed is one JSON object with the per-seed final losses and
 distances to the family.
 """
@@ -34,7 +38,9 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``landscape train``."""
+    """Register ``landscape train`` (the problem options are shared: :mod:`landscape._cli_args`)."""
+    from .._cli_args import add_problem_args
+
     doc = __doc__ or ""
     p = subparsers.add_parser(
         "train",
@@ -42,31 +48,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=doc.split("\n\n")[1] if doc else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    g = p.add_argument_group("task")
-    g.add_argument("--data", default="linear",
-                   help="linear | gp:KERNEL (e.g. gp:exp, gp:relu, gp:linear) | classification | features "
-                        "(default: linear)")
-    g.add_argument("--d", type=int, default=5, help="covariate dimension (default 5)")
-    g.add_argument("--n", type=int, default=20, help="context length (default 20)")
-    g.add_argument("--sigma", default="identity",
-                   help="covariance of x: identity | random[:SEED] | diag:v1,...,vd | file (.pt/.npy/.txt)")
-    g.add_argument("--task-cov", choices=("auto", "identity", "inverse"), default="auto",
-                   help="linear data: w* ~ N(0, I) or N(0, Σ^-1) (Ahn et al. Thm 3); auto = inverse for "
-                        "the pgd, pgd-relaxed and pgd-identity families, identity otherwise")
-    g.add_argument("--covariates", choices=("gaussian", "sphere"), default=None,
-                   help="covariate law (default: gaussian, sphere for gp data)")
-    g.add_argument("--noise", type=float, default=0.0, help="label noise std (default 0)")
-    g.add_argument("--probs", type=_floats, default=(0.5, 0.5),
-                   help="feature probabilities of the features task (default 0.5,0.5)")
+    add_problem_args(p)  # --d --n --layers --attention --activation --heads --data --task-cov --covariates
+    #                      --sigma --noise --seed --json
+    t = p.add_argument_group("training data (besides linear and gp[:KERNEL])")
+    t.add_argument("--probs", type=_floats, default=(0.5, 0.5),
+                   help="--data features: feature probabilities (default 0.5,0.5); --data classification is "
+                        "linear classification")
     m = p.add_argument_group("model")
-    m.add_argument("--attention", choices=("auto", "linear", "kernel"), default="auto",
-                   help="linear = Ahn's P, Q heads; kernel = V, B, C heads with --activation; auto = the "
-                        "family's attention if --family is built in, else kernel when --activation is "
-                        "given, else linear")
-    m.add_argument("--activation", default=None,
-                   help="kernel-head activation(s), comma-separated for several heads (e.g. exp or exp,linear)")
-    m.add_argument("--heads", type=int, default=1, help="linear-attention heads (default 1)")
-    m.add_argument("--layers", type=int, default=1, help="layers L (default 1)")
     m.add_argument("--family", default=None,
                    help="family to measure distances to: a built-in name (landscape families) or file.py:NAME")
     m.add_argument("--mask", choices=("full", "paper", "sparse"), default="full",
@@ -88,7 +76,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     o.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
     o.add_argument("--resample-every", type=int, default=1, help="fresh prompts every k steps (default 1)")
     o.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    o.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
     o.add_argument("--engine", choices=("stacked", "vmap"), default="stacked")
     b = p.add_argument_group("bookkeeping")
     b.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
@@ -100,7 +87,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     b.add_argument("--distance-every", type=int, default=None,
                    help="project onto the family every k steps (default: every log step; 0: only at the end)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
-    b.add_argument("--json", action="store_true", help="print one JSON object (last line)")
     p.set_defaults(func=run)
     return p
 
@@ -108,13 +94,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def config_from_args(args: argparse.Namespace) -> Any:
     """Build (and thereby validate) the :class:`~landscape.train.TrainConfig` of parsed arguments.
 
+    The problem options mean what they mean for every command (:mod:`landscape._cli_args`):
+    ``--attention auto`` is the family's attention, else kernel iff ``--activation`` is given;
+    kernel heads default to ``exp``; ``--data`` defaults to ``linear`` for linear attention and to
+    ``gp`` with the first activation as data kernel (``exp`` for softmax) for kernel attention;
+    ``--task-cov auto`` is ``inverse`` for the ``pgd``, ``pgd-relaxed`` and ``pgd-identity`` families.
+
     Raises:
         ValueError, TypeError: a bad value, named with the accepted ones.
     """
+    from .._cli_args import INVERSE_TASK_FAMILIES
     from ..families import FAMILY_ATTENTION
     from ..train import TrainConfig
 
-    acts = tuple(a.strip() for a in args.activation.split(",")) if args.activation else ("linear",)
     attention = args.attention
     if attention == "auto":
         if args.family in FAMILY_ATTENTION:
@@ -124,15 +116,18 @@ def config_from_args(args: argparse.Namespace) -> Any:
     if attention == "linear" and args.activation:
         raise ValueError("--activation applies to kernel attention; linear attention (--attention linear) "
                          "has P, Q heads without an activation")
+    acts = tuple(a.strip() for a in args.activation.split(",") if a.strip()) if args.activation else ("exp",)
+    data = args.data if args.data is not None else ("linear" if attention == "linear" else "gp")
+    if data == "gp":
+        data = "gp:" + ("exp" if acts[0] == "softmax" else acts[0])
     task_cov = args.task_cov
     if task_cov == "auto":
-        task_cov = ("inverse" if args.family in ("pgd", "pgd-relaxed", "pgd-identity")
-                    and args.data == "linear" and args.sigma != "identity" else "identity")
+        task_cov = "inverse" if args.family in INVERSE_TASK_FAMILIES and data == "linear" else "identity"
     if not args.lr:
         raise ValueError("--lr needs at least one number (or one per seed, comma-separated)")
     lr: float | tuple[float, ...] = args.lr[0] if len(args.lr) == 1 else tuple(args.lr)
     return TrainConfig(
-        task=args.data, d=args.d, n=args.n, sigma=args.sigma, task_cov=task_cov, covariates=args.covariates,
+        task=data, d=args.d, n=args.n, sigma=args.sigma, task_cov=task_cov, covariates=args.covariates,
         noise=args.noise, probs=tuple(args.probs), attention=attention, activations=acts, heads=args.heads,
         layers=args.layers, family=args.family, mask=args.mask, init_std=args.init_std, seeds=args.seeds,
         steps=args.steps, batch=args.batch, lr=lr, optimizer=args.optimizer, betas=tuple(args.betas),
