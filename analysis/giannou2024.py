@@ -159,18 +159,33 @@ def layer_predictions(params: dict[str, torch.Tensor], spec: ModelSpec, Z: torch
 
 
 def train_depth(L: int, *, d: int, n: int, test: PromptBatch, seeds: int, steps: int, batch: int, lr: float,
-                seed: int, progress: bool = False) -> TrainedDepth:
+                seed: int, progress: bool = False, device: str = "cpu") -> TrainedDepth:
     """Train ``seeds`` linear transformers with ``L`` layers (:func:`landscape.train.train`) and test them.
 
     Adam with a cosine schedule, per-seed gradient clipping at norm 1, float32, fresh prompts every
     step; ``N(0, 0.1²)`` initialisation, all entries of ``P, Q`` free.
+
+    Args:
+        L: number of layers.
+        d, n: covariate dimension and context length of the regression prompts.
+        test: held-out prompts (float64) the seeds are scored on.
+        seeds, steps, batch, lr: :class:`~landscape.train.TrainConfig` settings.
+        seed: the run's seed.
+        progress: show a progress bar.
+        device: training device.
+
+    Returns:
+        A :class:`TrainedDepth` (parameters in float64 on the device of ``test``).
+
+    Raises:
+        ValueError, TypeError: invalid settings (from :class:`~landscape.train.TrainConfig`).
     """
     cfg = TrainConfig(task="linear", d=d, n=n, layers=L, seeds=seeds, steps=steps, batch=batch, lr=lr, clip=1.0,
-                      schedule="cosine", dtype="float32", seed=seed, device="cpu", log_every=steps,
+                      schedule="cosine", dtype="float32", seed=seed, device=device, log_every=steps,
                       checkpoint_every=0, eval_batch=1024)
     res = train(cfg, progress=progress)
     spec = ModelSpec.linear(d, L)
-    params = {k: v.detach().to(torch.float64).cpu() for k, v in res.params.items()}
+    params = {k: v.detach().to(dtype=torch.float64, device=test.Z.device) for k, v in res.params.items()}
     with torch.no_grad():
         pred = vmap(lambda p: forward(p, spec, test.Z, validate=False)[..., -1, -1].neg())(params)
     loss = ((pred - test.target) ** 2).mean(-1) / d
@@ -265,7 +280,7 @@ def run(ctx: StudyContext) -> StudyResult:
     rows = []
     for L in depths:
         tr = train_depth(L, d=d, n=n, test=test, seeds=seeds, steps=steps, batch=batch, lr=lr,
-                         seed=1000 * ctx.seed + L, progress=ctx.progress)
+                         seed=1000 * ctx.seed + L, progress=ctx.progress, device=ctx.device)
         trained[L] = tr
         eta = fit_gd_steps(fit, L)
         rows.append({
@@ -330,17 +345,18 @@ def run(ctx: StudyContext) -> StudyResult:
 
     out = ctx.out
     out.mkdir(parents=True, exist_ok=True)
-    fig = Figure(figsize=(13, 4))
+    fig = Figure(figsize=(15, 4.3))
     ax1, ax2, ax3 = fig.subplots(1, 3)
     ts = torch.arange(T_ns + 1).numpy()
     for b in range(r.shape[0]):
-        ax1.semilogy(ts, r[b].numpy(), color="C0", alpha=0.6)
-    ax1.semilogy(ts, (r[:, :1] ** (2.0 ** torch.arange(T_ns + 1, dtype=dt))).T.numpy()[:, 0], "k:", label="r₀^(2^t)")
-    ax1.set_title("Newton–Schulz in linear attention: ‖I − AX_t‖₂")
+        ax1.semilogy(ts, r[b].cpu().numpy(), color="C0", alpha=0.6)
+    ax1.semilogy(ts, (r[:, :1] ** (2.0 ** torch.arange(T_ns + 1, dtype=dt))).T.cpu().numpy()[:, 0], "k:", label="r₀^(2^t)")
+    ax1.set_ylim(1e-18, 2.0)
+    ax1.set_title("NS in linear attention: ‖I − AX_t‖₂ per layer")
     ax1.set_xlabel("layer t")
     ax1.legend()
-    ax2.semilogy(range(T_ls + 1), ls_err.numpy())
-    ax2.set_title("least squares via Newton–Schulz: relative error")
+    ax2.semilogy(range(T_ls + 1), ls_err.cpu().numpy())
+    ax2.set_title("least squares via NS: relative error")
     ax2.set_xlabel("steps T")
     Ls = [r_["L"] for r_ in rows]
     for key, lab, st in (("trained_best", "trained L-layer (best seed)", "o-"), ("gd_opt_steps", "GD, L tuned steps", "s--"),
@@ -348,7 +364,8 @@ def run(ctx: StudyContext) -> StudyResult:
         ax3.semilogy(Ls, [r_[key] for r_ in rows], st, label=lab)
     ax3.semilogy(range(1, Lmax + 1), [lr_[f"trained_L{Lmax}_readout"] for lr_ in layer_rows], "x-", alpha=0.6,
                  label=f"trained L={Lmax}: read-out after layer l")
-    ax3.set_title("test MSE / E y² by depth (noiseless; least squares = 0)")
+    ax3.set_title("test MSE / E y² (least squares: 0)")
+    ax3.set_xticks(Ls)
     ax3.set_xlabel("L (layers = steps)")
     ax3.legend(fontsize=7)
     fig.tight_layout()
