@@ -28,6 +28,7 @@ from landscape.numeric import (
     gradient,
     hessian,
     hessian_blocks,
+    hessian_directions,
     hessian_eigenpairs,
     hvp,
     inertia,
@@ -276,6 +277,18 @@ def test_slices_match_direct_evaluations_and_plot(tmp_path) -> None:
             assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         else:
             assert ET.parse(p).getroot().tag.endswith("svg")
+
+
+def test_slice_along_top_eigenvector_has_the_eigenvalue_as_curvature() -> None:
+    oracle, flat = _model("kernel", seed=14)
+    oracle = MonteCarloLoss(oracle.spec, oracle.Z, oracle.target, chunk_size=50)
+    g = torch.Generator().manual_seed(15)
+    v = hessian_directions(oracle, flat, 1, generator=g)[0]
+    lam = float(hessian_eigenpairs(oracle, flat, 1, generator=torch.Generator().manual_seed(15)).eigenvalues[0])
+    h = 1e-3
+    sl = line_slice(oracle, flat, direction=v, alphas=[-h, 0.0, h], label="top Hessian eigenvector")
+    curv = float(sl.losses[0] - 2 * sl.losses[1] + sl.losses[2]) / h**2
+    assert abs(curv - lam) < 1e-4 * abs(lam)
 
 
 def test_bad_inputs_are_rejected_clearly() -> None:

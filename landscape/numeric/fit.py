@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -144,6 +144,7 @@ def fit_family(
     max_iter: int = 500,
     subsample: int = 512,
     newton_steps: int = 10,
+    scalar_loss: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> FamilyFit:
     r"""Minimise the loss over the family scalars: :math:`\hat s = \arg\min_s f(\theta(s))` (float64).
 
@@ -162,6 +163,9 @@ def fit_family(
         max_iter: L-BFGS iterations per run.
         subsample: prompts used for the multi-start stage.
         newton_steps: Newton polishing steps.
+        scalar_loss: the loss as a function of the family scalars directly, ``v (k,) -> scalar``
+            (e.g. the symbolic layer's exact family loss ``FamilyLoss.torch_fn()``); replaces ``loss``
+            (pass ``loss=None``).
 
     Returns:
         :class:`FamilyFit` (``converged=False`` with a message if the scalars run away — the
@@ -170,15 +174,20 @@ def fit_family(
     Raises:
         ValueError: bad ``init``.
     """
-    oracle = as_oracle(loss, family.spec)
-    if oracle.spec != family.spec:
-        raise ValueError(f"loss is for {oracle.spec.describe()} but the family is for {family.spec.describe()}")
+    if scalar_loss is not None:
+        if not callable(scalar_loss):
+            raise TypeError(f"scalar_loss must be callable values -> scalar, got {type(scalar_loss).__name__}")
+        oracle = None
+    else:
+        oracle = as_oracle(loss, family.spec)
+        if oracle.spec != family.spec:
+            raise ValueError(f"loss is for {oracle.spec.describe()} but the family is for {family.spec.describe()}")
     check_int("n_starts", n_starts, minimum=0)
     check_int("max_iter", max_iter, minimum=1)
     dt = getattr(oracle, "dtype", torch.float64)
     dev = getattr(oracle, "device", torch.device("cpu"))
     starts = _start_points(family, init, generator, n_starts, dt, dev)
-    full = _family_loss_pieces(family, oracle)
+    full = [(1.0, scalar_loss)] if oracle is None else _family_loss_pieces(family, oracle)
     small = full
     if isinstance(oracle, MonteCarloLoss) and oracle.samples > subsample and len(starts) > 1:
         small = _family_loss_pieces(family, oracle.subsample(subsample))

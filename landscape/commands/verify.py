@@ -1,0 +1,183 @@
+r"""``landscape verify FAMILY``: a stationarity certificate for a parameter family.
+
+Builds the problem and its prompt distribution from the shared options of
+:mod:`landscape._cli_args` (``--d --n --layers --sigma --activation --data --task-cov ...``) and the
+family (a built-in name or ``path/to/file.py:NAME``), then runs
+:func:`landscape.numeric.certify_stationary`: with the symbolic layer's exact loss when one exists
+for the setting (one-layer linear attention on Gaussian regression data) — a float64 tolerance
+verdict — and otherwise a Monte-Carlo verdict from samples of sizes ``T/16, T/4, T``
+(``--samples T``). The gradient is over every entry (``--mask all``) or over the paper's sparse
+parameterisation (``--mask blocks``: the blocks where the family has free symbols; Ahn et al.'s
+Theorem 3 is stated for the gradient w.r.t. the blocks :math:`A_l`).
+
+Exit status 0 for ``stationary``, 1 for ``not_stationary`` / ``inconclusive``, 2 on bad input.
+With ``--json`` one JSON object is printed, with at least ``verdict, point, loss,
+grad_norm_tangent(_se), grad_norm_normal(_se), hessian {n_pos, n_neg, n_zero, min_eig, max_eig}``,
+or ``{"error": ...}`` on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["add_parser", "run", "parse_point", "build_problem"]
+
+
+# ---------------------------------------------------------------------- argument helpers
+def parse_point(text: str) -> dict[str, float]:
+    """``--point a0=0.5,a1=0.3`` → ``{"a0": 0.5, "a1": 0.3}`` (NaN values are kept, and rejected later)."""
+    out: dict[str, float] = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--point takes SYMBOL=VALUE pairs separated by commas, got {item!r}")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"--point value for {name.strip()!r} is not a number: {value!r}") from None
+    if not out:
+        raise ValueError("--point is empty")
+    return out
+
+
+def _load_params(path: str) -> dict[str, torch.Tensor]:
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"--params file {path!r} does not exist")
+    if p.suffix == ".npz":
+        import numpy as np
+
+        with np.load(p) as z:
+            return {k: torch.as_tensor(z[k], dtype=torch.float64) for k in z.files}
+    if p.suffix in (".pt", ".pth"):
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+        if not isinstance(obj, dict):
+            raise ValueError(f"--params file {path!r} must hold a dict of parameter tensors")
+        return {str(k): torch.as_tensor(v, dtype=torch.float64) for k, v in obj.items()}
+    raise ValueError(f"--params must be a .npz or .pt file of the parameter dict, got {path!r}")
+
+
+def build_problem(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """``(problem, family, task)`` from the parsed arguments (:mod:`landscape._cli_args` options).
+
+    Raises:
+        ValueError: inconsistent arguments (unknown family, wrong attention, bad sigma ...).
+    """
+    from .._cli_args import problem_from_args
+    from ..families import FAMILY_ATTENTION, get_family
+
+    name = args.family if args.family in FAMILY_ATTENTION else None
+    problem, task = problem_from_args(args, name)
+    family = get_family(args.family, problem)
+    return problem, family, task
+
+
+# ---------------------------------------------------------------------- command
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    from .._cli_args import add_problem_args
+
+    p = subparsers.add_parser(
+        "verify",
+        help="stationarity certificate: is the family's best point a stationary point of the loss?",
+        description="Stationarity certificate for a parameter family: fit the family's scalars, split the "
+        "gradient into components tangent and normal to the family, and decide whether the normal component "
+        "vanishes (exact loss: float64 tolerance; Monte-Carlo: a split-sample test at sizes T/16, T/4, T). "
+        "Exit status 0 = stationary, 1 = not stationary or inconclusive, 2 = bad input.",
+    )
+    p.add_argument("family", help="built-in family (pgd, pgd-relaxed, pgd-full, pgd-identity, fgd, fgd-full, "
+                   "fgd-identity) or path/to/file.py:NAME")
+    p.add_argument("--samples", type=int, default=16000,
+                   help="largest Monte-Carlo sample size T (sizes T/16, T/4, T)")
+    p.add_argument("--mask", default="all", choices=("all", "blocks", "paper"),
+                   help="entries the gradient is over (blocks = the paper's sparse parameterisation)")
+    p.add_argument("--point", default=None, help="test this point, e.g. a0=0.8,a1=0.7 (default: fit the family)")
+    p.add_argument("--params", default=None, help="test these full weights (.npz/.pt dict); must lie in the family")
+    p.add_argument("--exact", default="auto", choices=("auto", "yes", "no"),
+                   help="use the exact population loss (auto: when the symbolic layer has one)")
+    p.add_argument("--alpha", type=float, default=1e-3, help="test level")
+    p.add_argument("--test", default="directional", choices=("directional", "standardized", "norm"))
+    p.add_argument("--hessian-samples", type=int, default=1024,
+                   help="prompts for the Monte-Carlo Hessian inertia (0: skip)")
+    add_problem_args(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def _sizes(T: int) -> tuple[int, ...]:
+    if T < 16:
+        raise ValueError(f"--samples T = {T} is too small: the certificate uses T/16, T/4 and T prompts")
+    return (T // 16, T // 4, T)
+
+
+def _summary(cert: Any) -> dict[str, Any]:
+    out = cert.to_dict()
+    h = out.get("hessian")
+    if h is None:
+        out["hessian"] = {"n_pos": None, "n_neg": None, "n_zero": None, "min_eig": None, "max_eig": None}
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the certificate; print a report or one JSON object."""
+    from ..cli import emit_json
+    from ..numeric import certify_stationary, exact_loss_oracle
+
+    if not math.isfinite(args.alpha) or not 0 < args.alpha < 1:
+        raise ValueError(f"--alpha must be in (0, 1), got {args.alpha}")
+    if args.point is not None and args.params is not None:
+        raise ValueError("give at most one of --point and --params")
+    problem, family, task = build_problem(args)
+    point: Any = None
+    if args.point is not None:
+        point = parse_point(args.point)
+    elif args.params is not None:
+        point = _load_params(args.params)
+    exact = None
+    if args.exact != "no":
+        exact = exact_loss_oracle(problem, task)
+        if exact is None and args.exact == "yes":
+            raise ValueError("no exact population loss is known for this setting (the symbolic layer covers one "
+                             "layer of linear attention on Gaussian/spherical regression data); use --exact no")
+    data = exact if exact is not None else task
+    kwargs: dict[str, Any] = dict(point=point, mask=None if args.mask == "all" else args.mask, alpha=args.alpha,
+                                  generator=torch.Generator().manual_seed(args.seed))
+    if exact is None:
+        kwargs.update(samples=_sizes(args.samples), test=args.test, hessian_samples=max(0, args.hessian_samples))
+    cert = certify_stationary(family, data, **kwargs)
+    if args.json:
+        emit_json(_summary(cert))
+    else:
+        _print_report(cert)
+    return 0 if cert.verdict == "stationary" else 1
+
+
+def _print_report(cert: Any) -> None:
+    w = sys.stdout.write
+    w(f"family   {cert.family}  ({cert.problem}; gradient over {cert.mask} entries: {cert.free} free, "
+      f"normal dimension {cert.normal_dim})\n")
+    w(f"method   {cert.method}" + (f", {cert.test} test at alpha = {cert.alpha:g}\n" if cert.method != "exact"
+                                   else f", tolerance {cert.tolerance:.1g}\n"))
+    w("point    " + ", ".join(f"{k} = {v:.6g}" for k, v in cert.point.items()) + "\n")
+    w(f"loss     {cert.loss:.6g}" + (f" ± {cert.loss_se:.2g}\n" if cert.loss_se else "\n"))
+    t, nrm = cert.grad_norm_tangent, cert.grad_norm_normal
+    w(f"|grad| tangent {t.value:.3g}" + (f" ± {t.se:.2g}" if t.se else "") +
+      f"   normal {nrm.value:.3g}" + (f" ± {nrm.se:.2g} (noise floor {nrm.noise_floor:.2g})" if nrm.se else "") + "\n")
+    for r in cert.per_sample_size:
+        w(f"  T = {r.samples:>7d}: |N^T g| = {r.normal.value:.3g} (floor {r.normal.noise_floor:.2g}), "
+          f"standardized {r.standardized_normal.value:.3g}, {cert.test} statistic {r.statistic:.3g}, "
+          f"p = {r.p_value:.3g}\n")
+    if cert.method != "exact":
+        w(f"slope    log|normal| vs log T: {cert.slope:.2f} ± {cert.slope_se:.2f} (stationary: -0.5)\n")
+    if cert.hessian is not None:
+        h = cert.hessian
+        w(f"hessian  n_pos {h.n_pos}, n_zero {h.n_zero}, n_neg {h.n_neg}, eig in [{h.min_eig:.3g}, {h.max_eig:.3g}], "
+          f"{h.n_symmetry} symmetry directions -> {h.classification}\n")
+    w(f"verdict  {cert.verdict.upper()}: {cert.reason}\n")
