@@ -323,6 +323,7 @@ def train_gd(
     batch: int,
     generator: torch.Generator,
     record_every: int = 1,
+    dense_until: int = 0,
 ) -> Trajectory:
     r"""GD from :math:`Q = 0` on the w-integrated loss, fresh prompts every step.
 
@@ -338,6 +339,7 @@ def train_gd(
         batch: prompts per step ``>= 1``.
         generator: the only randomness (prompts).
         record_every: recording interval ``>= 1``.
+        dense_until: record every step before this step (resolves the fast early phase).
 
     Returns:
         A :class:`Trajectory`.
@@ -345,6 +347,8 @@ def train_gd(
     Raises:
         ValueError: non-positive ``steps``, ``lr``, ``batch`` or ``record_every``.
     """
+    if isinstance(dense_until, bool) or not isinstance(dense_until, int) or dense_until < 0:
+        raise ValueError(f"dense_until must be an integer >= 0, got {dense_until!r}")
     for name, v in (("steps", steps), ("batch", batch), ("record_every", record_every)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
@@ -360,7 +364,7 @@ def train_gd(
     grad_fn = grad(objective, has_aux=False)
     rec_steps, recs, train_loss = [], [], []
     for t in range(steps + 1):
-        if t % record_every == 0 or t == steps:
+        if t % record_every == 0 or t < dense_until or t == steps:
             rec_steps.append(t)
             recs.append(_stats(Q, task, en))
         if t == steps:
@@ -445,10 +449,13 @@ def run(ctx: StudyContext) -> StudyResult:
     balanced = OrthonormalFeatures(d, N, (1.0 / K,) * K, dtype=dt)
     rare_p = 0.3 / (K - 1)
     imbalanced = OrthonormalFeatures(d, N, (0.7,) + (rare_p,) * (K - 1), dtype=dt)
-    record_every = 1 if quick else 5
+    record_every = 1 if quick else 10
+    dense_until = 0 if quick else 300
 
-    tb = train_gd(balanced, steps=steps, lr=lr, batch=batch, generator=ctx.generator(1), record_every=record_every)
-    ti = train_gd(imbalanced, steps=steps, lr=lr, batch=batch, generator=ctx.generator(2), record_every=record_every)
+    tb = train_gd(balanced, steps=steps, lr=lr, batch=batch, generator=ctx.generator(1),
+                  record_every=record_every, dense_until=dense_until)
+    ti = train_gd(imbalanced, steps=steps, lr=lr, batch=batch, generator=ctx.generator(2),
+                  record_every=record_every, dense_until=dense_until)
 
     # --- claim 1: w integrated out == Monte-Carlo loss with sampled w (per feature), at the final Q
     mc_batch = 20_000 if quick else 200_000
