@@ -139,6 +139,23 @@ def test_mc_pgd_theorem_3_accepted_on_its_blocks(layers: int) -> None:
 
 
 @pytest.mark.slow
+def test_mc_given_points_on_the_exact_family_optimum_and_off_it() -> None:
+    from landscape.symbolic import family_loss
+
+    problem, task = pgd_setting(2)
+    fam = get_family("pgd", problem)
+    best = fit_family(fam, None, scalar_loss=family_loss(fam, task).torch_fn(), n_starts=0)
+    assert best.converged and best.grad_norm < 1e-10
+    kw = dict(mask="blocks", samples=(500, 2000, 8000), hessian_samples=0)
+    on = certify_stationary(fam, task, point=best.point, generator=torch.Generator().manual_seed(4), **kw)
+    assert on.verdict == "stationary" and on.fit is None and on.fit_source == "given", _describe(on)
+    off_point = {k: v * 0.8 for k, v in best.point.items()}
+    off = certify_stationary(fam, task, point=off_point, generator=torch.Generator().manual_seed(4), **kw)
+    assert off.verdict == "not_stationary", _describe(off)
+    assert off.grad_norm_tangent.value > 5 * off.grad_norm_tangent.se
+
+
+@pytest.mark.slow
 def test_mc_pgd_identity_control_rejected() -> None:
     problem, task = pgd_setting(2)
     cert = certify_stationary(get_family("pgd-identity", problem), task, mask="blocks", samples=SIZES_CONTROL,

@@ -178,6 +178,9 @@ def _print_report(cert: Any) -> None:
         w(f"slope    log|normal| vs log T: {cert.slope:.2f} ± {cert.slope_se:.2f} (stationary: -0.5)\n")
     if cert.hessian is not None:
         h = cert.hessian
-        w(f"hessian  n_pos {h.n_pos}, n_zero {h.n_zero}, n_neg {h.n_neg}, eig in [{h.min_eig:.3g}, {h.max_eig:.3g}], "
-          f"{h.n_symmetry} symmetry directions -> {h.classification}\n")
+        w(f"hessian  n_pos {h.n_pos}, n_zero {h.n_zero}, n_neg {h.n_neg}, eig in [{h.min_eig:.3g}, {h.max_eig:.3g}]")
+        if h.reduced is not None and h.n_symmetry:
+            r = h.reduced
+            w(f"; modulo {h.n_symmetry} symmetry directions: n_pos {r.n_pos}, n_zero {r.n_zero}, n_neg {r.n_neg}")
+        w(f" -> {h.classification}\n")
     w(f"verdict  {cert.verdict.upper()}: {cert.reason}\n")

@@ -514,6 +514,9 @@ def _certify_exact(family: Family, oracle: LossOracle, given: torch.Tensor | Non
         s = fit.values
     else:
         s = given
+    dev = getattr(oracle, "device", s.device)
+    s = s.to(device=dev)
+    free = free.to(dev)
     theta = family.flat(s).detach()
     loss = float(oracle(theta))
     if not math.isfinite(loss):
@@ -570,6 +573,8 @@ def _certify_mc(family: Family, task: Any, given: torch.Tensor | None, free: tor
             s = fit.values
         else:
             s = given
+        s = s.to(device=B.device)
+        free = free.to(B.device)
         theta = family.flat(s).detach()
         J = family.tangent_basis(s).detach()
         U, N = orthonormal_complement(J[free])

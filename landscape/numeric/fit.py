@@ -50,7 +50,7 @@ class FamilyFit:
     message: str
 
 
-def _family_loss_pieces(family: Family, oracle: LossOracle):
+def _family_loss_pieces(family: Family, oracle: LossOracle) -> list[tuple[float, Callable[[torch.Tensor], torch.Tensor]]]:
     return [(w, (lambda s, f=f: f(family.flat(s)))) for w, f in oracle.pieces()]
 
 
