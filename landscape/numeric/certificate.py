@@ -68,6 +68,13 @@ the symbolic layer's Wishart or one-layer routes, e.g. ``pgd`` on Gaussian data)
 fitted on it once: there is no fitting error, no sample ``A`` and ``M = I``, which also protects the
 test from heavy-tailed fitting samples. For a *given* point (no fitting), ``M = I`` too.
 
+Caveats (measured): per-prompt gradients are heavy-tailed (products of many Gaussian factors for
+deep linear attention), so the Gaussian approximations need hundreds to thousands of prompts per
+size. With three-layer linear attention on Gaussian covariates and a Monte-Carlo fitting sample of
+a few hundred prompts, a single extreme prompt in ``A`` moved the fit far enough for false
+rejections; the exact family loss removes this, and larger ``T`` (the CLI default is
+1000/4000/16000) reduces it.
+
 A Hessian inertia summary (dense Hessian on the free entries, modulo the model's continuous
 symmetries that stay inside them) is attached: the exact Hessian, or the sample Hessian on (a
 subsample of) the last fitting sample.
