@@ -617,8 +617,10 @@ def _certify_mc(family: Family, task: Any, given: torch.Tensor | None, free: tor
     if p_comb < alpha:
         verdict = "not_stationary"
         worst = min(results, key=lambda r: r.p_value)
-        reason = (f"normal gradient significantly non-zero ({test} test, Bonferroni p = {p_comb:.3g} < {alpha:g}); "
-                  f"|N^T g| = {worst.normal.value:.3g} (noise floor {worst.normal.noise_floor:.3g}) at T = {worst.samples}")
+        reason = (f"normal gradient significantly non-zero ({test} test, Bonferroni p = {p_comb:.3g} < {alpha:g}): "
+                  f"statistic {worst.statistic:.3g} at T = {worst.samples}, where |N^T g| = {worst.normal.value:.3g} "
+                  f"(noise floor {worst.normal.noise_floor:.3g}) and the normal score is "
+                  f"{worst.standardized_normal.value:.3g} per-prompt standard deviations")
     elif shrinks:
         verdict = "stationary"
         reason = (f"normal gradient consistent with zero ({test} test, p = {p_comb:.3g}) and shrinking like "
