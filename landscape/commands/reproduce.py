@@ -1,0 +1,130 @@
+r"""``landscape reproduce STUDY``: run one paper study end to end and write its report.
+
+A study is a module ``analysis/<STUDY>.py`` exposing ``run(ctx) -> StudyResult`` (see
+:mod:`analysis._study`); the known studies are the keys of :data:`analysis.STUDIES`. This command
+imports the study lazily (only the one asked for), runs it with :func:`analysis._study.execute`
+— which records the claims, tables and figures in the run store under ``--out`` and writes
+``<out>/report.md`` — and prints where the report is together with a one-line summary per claim.
+
+Exit status: 0 if every claim of the study holds, 1 if at least one does not (a disagreement
+with the paper is a finding, reported with its numbers), 2 on bad arguments (unknown study,
+negative seed, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["add_parser", "run", "load_study", "known_studies"]
+
+
+def known_studies() -> dict[str, str]:
+    """Study name → what it reproduces (:data:`analysis.STUDIES`)."""
+    from analysis import STUDIES
+
+    return dict(STUDIES)
+
+
+def load_study(name: str) -> Callable[..., Any]:
+    """Import ``analysis.<name>`` and return its ``run(ctx) -> StudyResult``.
+
+    Args:
+        name: a key of :data:`analysis.STUDIES`.
+
+    Returns:
+        The study's ``run`` function.
+
+    Raises:
+        ValueError: unknown study (the message lists the known ones), or a known study whose module
+            is missing or has no callable ``run``.
+    """
+    studies = known_studies()
+    if not isinstance(name, str) or name not in studies:
+        listing = "; ".join(f"{k} ({v})" for k, v in studies.items())
+        raise ValueError(f"unknown study {name!r}; known studies: {listing}")
+    try:
+        mod = importlib.import_module(f"analysis.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"analysis.{name}":
+            raise ValueError(f"study {name!r} is listed in analysis.STUDIES but analysis/{name}.py is missing") from None
+        raise
+    fn = getattr(mod, "run", None)
+    if not callable(fn):
+        raise ValueError(f"analysis/{name}.py has no function run(ctx) -> StudyResult")
+    return fn
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``landscape reproduce``."""
+    names = ", ".join(known_studies())
+    p = subparsers.add_parser(
+        "reproduce",
+        help="run a paper study end to end and write report.md",
+        description="Run one study of analysis/ (symbolic stationary points, certificates, constructions, "
+                    "seed-parallel training, distances, figures) and write <out>/report.md plus a run store. "
+                    f"Studies: {names}. Exit 0 if every claim holds, 1 otherwise.",
+    )
+    p.add_argument("study", metavar="STUDY", help=f"study name ({names})")
+    p.add_argument("--quick", action="store_true",
+                   help="small sizes (a few minutes on a 2-core CPU) instead of the papers' sizes")
+    p.add_argument("--out", type=Path, default=None, help="output directory (default runs/<STUDY>)")
+    p.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
+    p.add_argument("--device", default=None,
+                   help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--progress", action="store_true", help="show progress bars")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
+    p.set_defaults(func=run)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.4g}"
+    return str(v)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the study; print the report path and the claims. Returns 0 if all claims hold, else 1.
+
+    Raises:
+        ValueError: unknown study, negative seed, or a device torch does not know.
+    """
+    from analysis._study import StudyContext, execute
+
+    study = load_study(args.study)  # validates the name before any work
+    if isinstance(args.seed, bool) or not isinstance(args.seed, int) or args.seed < 0:
+        raise ValueError(f"--seed must be an integer >= 0, got {args.seed!r}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown --device {device!r}: {exc}") from None
+    out = args.out if args.out is not None else Path("runs") / args.study
+    ctx = StudyContext(quick=bool(args.quick), out=Path(out), seed=args.seed, device=device,
+                       progress=bool(getattr(args, "progress", False)))
+    result, report = execute(args.study, study, ctx)
+    if args.json:
+        from ..cli import emit_json
+
+        emit_json({
+            "study": args.study, "quick": ctx.quick, "seed": ctx.seed, "report": str(report),
+            "all_hold": result.all_hold,
+            "claims": [{"name": c.name, "holds": c.holds, "statement": c.statement, "criterion": c.criterion,
+                        "measured": dict(c.measured)} for c in result.claims],
+            "figures": [str(f) for f in result.figures],
+        })
+    else:
+        print(f"report: {report}")
+        n_ok = sum(c.holds for c in result.claims)
+        print(f"{args.study}: {n_ok}/{len(result.claims)} claims hold ({'quick' if ctx.quick else 'full'} size, "
+              f"seed {ctx.seed})")
+        for c in result.claims:
+            meas = ", ".join(f"{k}={_fmt(v)}" for k, v in list(c.measured.items())[:4])
+            print(f"  [{'ok' if c.holds else 'FAIL'}] {c.name}: {c.criterion}  ({meas})")
+    return 0 if result.all_hold else 1

@@ -1,0 +1,143 @@
+"""``landscape reproduce STUDY``: lazy study lookup, report, claims summary, exit codes, JSON, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+import analysis
+from analysis._study import Claim, StudyContext, StudyResult
+from landscape.cli import main
+from landscape.store import RunStore
+
+
+def _sum_of_squares_study(claimed: float) -> types.ModuleType:
+    """A tiny study module whose one claim compares 1² + … + 10² with ``claimed``."""
+
+    def run(ctx: StudyContext) -> StudyResult:
+        measured = float(sum(k * k for k in range(1, 11)))
+        closed_form = 10 * 11 * 21 / 6  # n(n+1)(2n+1)/6
+        fig = ctx.out / "tiny.png"
+        fig.write_bytes(b"\x89PNG\r\n\x1a\n")  # a file registered as a figure artifact
+        return StudyResult(
+            "tinytest",
+            (Claim("sum_of_squares", "1² + … + 10² = n(n+1)(2n+1)/6", math.isclose(measured, claimed),
+                   {"measured": measured, "closed_form": closed_form, "claimed": claimed},
+                   "measured == claimed"),),
+            {"numbers": [{"n": 10, "sum": measured}]},
+            (fig,),
+            (f"seed {ctx.seed}, quick {ctx.quick}",),
+        )
+
+    mod = types.ModuleType("analysis.tinytest")
+    mod.run = run  # type: ignore[attr-defined]
+    return mod
+
+
+@pytest.fixture
+def tiny_study(monkeypatch: pytest.MonkeyPatch):
+    def install(claimed: float) -> None:
+        monkeypatch.setitem(analysis.STUDIES, "tinytest", "a one-claim study used by the tests")
+        monkeypatch.setitem(sys.modules, "analysis.tinytest", _sum_of_squares_study(claimed))
+
+    return install
+
+
+def test_unknown_study_lists_the_known_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["reproduce", "no-such-study", "--quick"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "unknown study 'no-such-study'" in err
+    for name in analysis.STUDIES:
+        assert name in err
+
+
+def test_unknown_study_with_json_reports_an_error_object(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["reproduce", "no-such-study", "--json"])
+    payload = json.loads(capsys.readouterr().out)
+    assert rc == 2
+    assert "unknown study" in payload["error"] and "cheng2024" in payload["error"]
+
+
+def test_listed_study_without_module_is_a_clear_error(monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(analysis.STUDIES, "ghoststudy", "listed, never written")
+    rc = main(["reproduce", "ghoststudy"])
+    assert rc == 2
+    assert "analysis/ghoststudy.py is missing" in capsys.readouterr().err
+
+
+def test_negative_seed_is_rejected_before_running(tiny_study, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    tiny_study(385.0)
+    rc = main(["reproduce", "tinytest", "--seed", "-1", "--out", str(tmp_path / "o")])
+    assert rc == 2
+    assert "--seed must be an integer >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_claims_that_hold_exit_zero_with_report_and_store(tiny_study, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    tiny_study(385.0)  # the true value
+    out = tmp_path / "run"
+    rc = main(["reproduce", "tinytest", "--quick", "--out", str(out), "--seed", "3"])
+    text = capsys.readouterr().out
+    assert rc == 0
+    report = out / "report.md"
+    assert f"report: {report}" in text
+    assert "tinytest: 1/1 claims hold (quick size, seed 3)" in text
+    assert "[ok] sum_of_squares" in text and "measured=385" in text
+    body = report.read_text()
+    assert "| 1² + … + 10² = n(n+1)(2n+1)/6 | yes |" in body
+    assert "seed 3, quick True" in body
+    with RunStore(out) as store:
+        (run,) = store.list_runs()
+        assert run.config == {"study": "tinytest", "quick": True, "seed": 3}
+        res = store.results(run)
+        assert res["claim.sum_of_squares"]["holds"] is True
+        assert res["claim.sum_of_squares"]["measured"]["closed_form"] == 385.0
+        assert {a.path.name for a in store.artifacts(run)} == {"tiny.png", "report.md"}
+
+
+def test_a_failing_claim_exits_one(tiny_study, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tiny_study(386.0)  # off by one: the claim does not hold
+    rc = main(["reproduce", "tinytest", "--out", str(tmp_path / "run")])
+    text = capsys.readouterr().out
+    assert rc == 1
+    assert "tinytest: 0/1 claims hold (full size, seed 0)" in text
+    assert "[FAIL] sum_of_squares" in text
+    assert "| **no** |" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_json_summary(tiny_study, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tiny_study(385.0)
+    rc = main(["reproduce", "tinytest", "--quick", "--json", "--out", str(tmp_path / "run")])
+    payload = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert payload["study"] == "tinytest" and payload["quick"] is True and payload["all_hold"] is True
+    assert Path(payload["report"]) == tmp_path / "run" / "report.md"
+    (claim,) = payload["claims"]
+    assert claim["name"] == "sum_of_squares" and claim["holds"] is True
+    assert claim["measured"] == {"measured": 385.0, "closed_form": 385.0, "claimed": 385.0}
+    assert [Path(f).name for f in payload["figures"]] == ["tiny.png"]
+
+
+@pytest.mark.slow
+def test_real_quick_study_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The quickest real study end to end: exit code agrees with its claims, report and figures exist."""
+    out = tmp_path / "huang"
+    rc = main(["reproduce", "huang2023", "--quick", "--json", "--out", str(out)])
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["study"] == "huang2023"
+    assert rc == (0 if payload["all_hold"] else 1)
+    assert payload["claims"] and all(c["holds"] for c in payload["claims"])
+    assert (out / "report.md").is_file()
+    assert payload["figures"] and all(Path(f).is_file() for f in payload["figures"])
+    with RunStore(out) as store:
+        (run,) = [r for r in store.list_runs() if r.name.startswith("study-huang2023")]
+        assert store.results(run)  # claims recorded
