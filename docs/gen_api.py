@@ -78,6 +78,8 @@ def _annotation(ann: Any) -> str:
     if ann is inspect.Parameter.empty:
         return ""
     if isinstance(ann, str):
+        if len(ann) >= 2 and ann[0] == ann[-1] and ann[0] in "'\"":
+            return ann[1:-1]  # a quoted annotation under `from __future__ import annotations`
         return ann
     if isinstance(ann, typing.ForwardRef):
         return ann.__forward_arg__
