@@ -1,0 +1,569 @@
+r"""Ahn, Cheng, Daneshmand, Sra (2023), *Transformers learn to implement preconditioned gradient
+descent for in-context learning* (arXiv 2306.00297).
+
+Linear attention :math:`\mathrm{Attn}_{P,Q}(Z) = P Z M (Z^\top Q Z)` on noiseless linear-regression
+prompts :math:`x \sim N(0, \Sigma)`, :math:`y = w^{*\top}x`. What this study checks (THEORY §2):
+
+1. **Theorem 1** (one layer, :math:`w^* \sim N(0, I)`): the global minimiser is
+   :math:`P = \mathrm{diag}(0, 1)`, :math:`Q = -\mathrm{diag}(A^*, 0)` with
+
+   .. math:: A^* = \Big(\frac{n+1}{n}\Sigma + \frac{\operatorname{tr}\Sigma}{n} I\Big)^{-1}
+
+   (up to :math:`P \to \gamma P, Q \to Q/\gamma`). Checked three ways: the symbolic stationary point
+   of the exact one-layer loss on the family ``pgd-full`` (:mod:`landscape.symbolic`), the exact
+   stationarity certificate over **all** entries of ``P, Q`` (:func:`landscape.numeric.certify_stationary`),
+   and one-layer transformers trained with every entry free: :math:`A_{\mathrm{eff}} = -P_{d+1,d+1}
+   Q_{1:d,1:d}` (invariant under the scaling) against :math:`A^*`.
+2. **Theorems 3/4** (:math:`w^* \sim N(0, \Sigma^{-1})`, ``L`` layers): the family
+   :math:`A_l = a_l\Sigma^{-1}` (sparse form, Theorem 3) — and :math:`A_l = a_l\Sigma^{-1}`,
+   :math:`B_l = b_l I` (relaxed form :math:`P_l = \mathrm{diag}(B_l, 1)`, Theorem 4) — holds
+   stationary points, and training finds them: the whitened :math:`\Sigma^{1/2}A_l\Sigma^{1/2}`
+   becomes a multiple of ``I`` (:math:`\mathrm{Dist}(\cdot, I) \to` small) while :math:`A_l` itself
+   stays far from one. The trained weights are projected onto the family
+   (:func:`landscape.distance.project_onto_family`, modulo the P/Q scaling) and the fitted
+   :math:`a_l` compared with the symbolic stationary point (exact loss
+   :math:`\mathbb E\operatorname{tr}\prod_l (I - a_l S)^2` from Wishart moments). The family is certified
+   stationary and the control :math:`A_l = a_l I` is not.
+3. **Lemma 1**: the ``L``-layer construction with :math:`A_l = a^*_l\Sigma^{-1}` *is* ``L`` steps of
+   preconditioned GD (:func:`landscape.algorithms.preconditioned_gd`); its Monte-Carlo loss equals the
+   symbolic loss, and the trained transformers reach that optimal-step PGD loss.
+
+Experiment setting (the paper's): ``d = 5``, ``n = 20``, :math:`\Sigma = U^\top D U` with a random
+rotation ``U`` and :math:`D = \mathrm{diag}(1, 1, 0.25, 0.0625, 1)`; 3 layers (quick: 2).
+
+Choices: Adam with warm-up and cosine decay (the paper: Adam), initialisation :math:`N(0, 0.1^2)`,
+float64; one-layer training with every entry of ``P, Q`` free (mask ``"full"``), multi-layer
+training in the sparse form (mask ``"sparse"``: only :math:`P_{d+1,d+1}` and the covariate block of
+``Q`` free) and in the relaxed form (mask ``"paper"``: ``P`` block-diagonal). Because the family
+loss is symmetric under permuting the layers' step sizes (the factors :math:`I - a_l S` commute), the
+fitted :math:`a_l` are compared with the nearest permutation of the symbolic stationary point.
+
+Run: ``python -m analysis.ahn2023 [--quick]`` or ``landscape reproduce ahn2023 [--quick]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+
+from analysis._study import Claim, StudyContext, StudyResult, study_main
+from landscape import algorithms as alg
+from landscape._tolerances import CONSTRUCTION_RTOL, MC_NUM_SE
+from landscape.constructions import preconditioned_gd_construction
+from landscape.distance import dist_to_identity, identity_distances, project_onto_family
+from landscape.families import Family, Problem, get_family
+from landscape.model import ModelSpec
+from landscape.tasks import AHN_SPECTRUM, LinearRegression, PromptBatch, random_covariance, sqrtm_psd
+from landscape.train import TrainConfig, stacked_predict, train
+
+__all__ = [
+    "Settings",
+    "QUICK",
+    "FULL",
+    "theorem1_optimum",
+    "effective_preconditioner",
+    "symbolic_optimum",
+    "nearest_permutation_error",
+    "run",
+]
+
+F64 = torch.float64
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes of one run (quick: CI on 2 CPU cores; full: the paper's).
+
+    Attributes:
+        d, n: dimension and context length.
+        layers: depth of the multi-layer experiments.
+        spectrum: eigenvalues ``D`` of :math:`\\Sigma = U^\\top D U`.
+        seeds: seeds trained together.
+        steps_one, steps_multi: Adam steps (one layer; multi-layer).
+        batch: prompts per seed per step.
+        lr, warmup: Adam learning rate and linear warm-up steps (cosine decay after).
+        lr_relaxed, steps_relaxed: the relaxed form's (it is unstable at the larger rate).
+        log_every: metric logging interval (distance curves).
+        eval_batch: held-out prompts for losses.
+        relaxed: also train the relaxed form (Theorem 4).
+        cert_samples: Monte-Carlo sizes of the multi-layer certificate (empty: only the exact
+            one-layer certificates).
+    """
+
+    d: int
+    n: int
+    layers: int
+    spectrum: tuple[float, ...]
+    seeds: int
+    steps_one: int
+    steps_multi: int
+    batch: int
+    lr: float
+    warmup: int
+    lr_relaxed: float
+    steps_relaxed: int
+    log_every: int
+    eval_batch: int
+    relaxed: bool
+    cert_samples: tuple[int, ...]
+
+
+QUICK = Settings(d=5, n=20, layers=2, spectrum=AHN_SPECTRUM, seeds=3, steps_one=1500, steps_multi=800, batch=256,
+                 lr=0.1, warmup=50, lr_relaxed=0.03, steps_relaxed=1500, log_every=50, eval_batch=8192, relaxed=True, cert_samples=())
+"""Quick sizes (about two minutes on a 2-core CPU)."""
+
+FULL = Settings(d=5, n=20, layers=3, spectrum=AHN_SPECTRUM, seeds=8, steps_one=20000, steps_multi=10000, batch=2048,
+                lr=0.02, warmup=200, lr_relaxed=0.01, steps_relaxed=10000, log_every=200, eval_batch=65536, relaxed=True,
+                cert_samples=(4000, 16000, 64000))
+"""The paper's sizes: d = 5, n = 20, 3 layers."""
+
+
+# --------------------------------------------------------------------------------------- maths
+def theorem1_optimum(sigma: torch.Tensor, n: int) -> torch.Tensor:
+    r"""Theorem 1 of Ahn et al. (2023): :math:`A^* = \big(\frac{n+1}{n}\Sigma + \frac{\operatorname{tr}\Sigma}{n}I\big)^{-1}`.
+
+    The one-layer global minimiser for :math:`x \sim N(0, \Sigma)`, :math:`w^* \sim N(0, I)`, noiseless labels.
+
+    Args:
+        sigma: covariance ``(d, d)``.
+        n: context length.
+
+    Returns:
+        :math:`A^*` ``(d, d)``.
+
+    Raises:
+        ValueError: ``n < 1`` or a non-square ``sigma``.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    if sigma.ndim != 2 or sigma.shape[0] != sigma.shape[1]:
+        raise ValueError(f"sigma must be a square matrix, got shape {tuple(sigma.shape)}")
+    d = sigma.shape[0]
+    eye = torch.eye(d, dtype=sigma.dtype, device=sigma.device)
+    return torch.linalg.inv((n + 1) / n * sigma + torch.trace(sigma) / n * eye)
+
+
+def effective_preconditioner(params: Mapping[str, torch.Tensor], spec: ModelSpec, layer: int = 0) -> torch.Tensor:
+    r"""The preconditioner a linear-attention layer applies to the labels: :math:`A_{\mathrm{eff}} = -(p_y Q_{xx} + p_x q_y^\top)`.
+
+    With :math:`p^\top = (p_x^\top, p_y)` the last row of ``P`` and the first ``d`` columns of ``Q``
+    split as :math:`Q_{xx}` (covariate rows) and :math:`q_y^\top` (label row), the one-layer prediction
+    :math:`-\frac1n\sum_i (p^\top z_i)(z_i^\top Q z_q)` has the part linear in the labels
+
+    .. math:: \frac1n\sum_{i\le n} y_i\, x_i^\top A_{\mathrm{eff}}\, x_q ,
+
+    i.e. one step of preconditioned GD with :math:`A_{\mathrm{eff}}` (Lemma 1). The other parts are
+    quadratic in or free of the labels. :math:`A_{\mathrm{eff}}` is invariant under
+    :math:`P \to \gamma P, Q \to Q/\gamma`; for :math:`P = \mathrm{diag}(0, p)`,
+    :math:`Q = -\mathrm{diag}(A, 0)` it is :math:`pA`.
+
+    Args:
+        params: linear-attention parameters (leading seed axes allowed).
+        spec: architecture.
+        layer: which layer.
+
+    Returns:
+        ``(..., d, d)``.
+    """
+    d = spec.d
+    P, Q = params[spec.key(layer, 0, "P")], params[spec.key(layer, 0, "Q")]
+    p_y, p_x = P[..., d, d], P[..., d, :d]
+    return -(p_y[..., None, None] * Q[..., :d, :d] + p_x[..., :, None] * Q[..., d, None, :d])
+
+
+@dataclass(frozen=True)
+class SymbolicOptimum:
+    """Lowest-loss minimum of a family's exact loss.
+
+    Attributes:
+        values: symbol name → value.
+        loss: exact loss there.
+        method: the symbolic route (``"wishart"``, ``"one-layer"``).
+        points: every stationary point found (``(values, loss, kind)``).
+    """
+
+    values: dict[str, float]
+    loss: float
+    method: str
+    points: tuple[tuple[dict[str, float], float, str], ...]
+
+
+def symbolic_optimum(family: Family, data: LinearRegression) -> SymbolicOptimum:
+    """The lowest-loss local minimum of ``family``'s exact loss (:func:`landscape.symbolic.loss.family_loss`).
+
+    Args:
+        family: a linear-attention family.
+        data: the prompt distribution.
+
+    Returns:
+        :class:`SymbolicOptimum`.
+
+    Raises:
+        ValueError: no exact route or no minimum found.
+    """
+    from landscape.symbolic.loss import family_loss
+    from landscape.symbolic.solve import stationary_points
+
+    fl = family_loss(family, data)
+    if not fl.exact:
+        raise ValueError(f"family {family.name!r}: no exact loss for this data (route {fl.method!r})")
+    pts = stationary_points(fl)
+    mins = [p for p in pts if p.kind == "min"]
+    if not mins:
+        raise ValueError(f"family {family.name!r}: no minimum among {len(pts)} stationary points")
+    best = min(mins, key=lambda p: p.loss)
+    return SymbolicOptimum(dict(best.values), float(best.loss), fl.method,
+                           tuple((dict(p.values), float(p.loss), p.kind) for p in pts))
+
+
+def nearest_permutation_error(fitted: Sequence[float], reference: Sequence[float]) -> tuple[float, tuple[int, ...]]:
+    r"""Relative error :math:`\min_\pi \lVert a - a^*_\pi\rVert / \lVert a^*\rVert` over permutations of the layers.
+
+    The family loss :math:`\mathbb E\operatorname{tr}\prod_l (I - a_l S)^2` is symmetric in the
+    :math:`a_l` (the factors commute), so its minimisers come in permuted copies.
+
+    Returns:
+        The error and the best permutation.
+    """
+    a = torch.tensor(list(fitted), dtype=F64)
+    ref = torch.tensor(list(reference), dtype=F64)
+    best = (math.inf, tuple(range(len(ref))))
+    for perm in itertools.permutations(range(len(ref))):
+        e = float(torch.linalg.vector_norm(a - ref[list(perm)]) / torch.linalg.vector_norm(ref))
+        if e < best[0]:
+            best = (e, tuple(perm))
+    return best
+
+
+# ------------------------------------------------------------------------------------ training
+def _config(s: Settings, ctx: StudyContext, sigma: torch.Tensor, *, layers: int, task_cov: str, mask: str,
+            steps: int, family: str | None, lr: float | None = None) -> TrainConfig:
+    return TrainConfig(
+        task="linear", d=s.d, n=s.n, sigma=tuple(tuple(float(v) for v in r) for r in sigma.tolist()),
+        task_cov=task_cov, attention="linear", layers=layers, mask=mask, seeds=s.seeds, steps=steps, batch=s.batch,
+        lr=s.lr if lr is None else lr, optimizer="adam", schedule="cosine", warmup=s.warmup, dtype="float64",
+        seed=ctx.seed,
+        device=ctx.device, log_every=s.log_every, checkpoint_every=0, eval_batch=512, family=family,
+        distance_every=0,
+    )
+
+
+def _losses(params: Mapping[str, torch.Tensor], spec: ModelSpec, batch: PromptBatch) -> torch.Tensor:
+    with torch.no_grad():
+        pred = stacked_predict({k: v.to(F64) for k, v in params.items()}, spec, batch.Z)
+    return ((pred - batch.target) ** 2).mean(-1)
+
+
+def _median(v: torch.Tensor) -> float:
+    return float(v.median()) if v.numel() % 2 else float(v.sort().values[v.numel() // 2 - 1:v.numel() // 2 + 1].mean())
+
+
+def _save(fig: Any, out: Path, stem: str) -> list[Path]:
+    from landscape.plots import save_figure
+
+    return list(save_figure(fig, out, stem).paths)
+
+
+@contextlib.contextmanager
+def _intra_op_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` intra-op threads (restored afterwards); ``None`` leaves torch's setting alone.
+
+    The quick study's tensors are tiny: torch's thread pool only adds synchronisation overhead there,
+    which on a busy 2-core machine made training an order of magnitude slower than one thread.
+    """
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+# ----------------------------------------------------------------------------------------- study
+def run(ctx: StudyContext) -> StudyResult:
+    """Ahn et al. 2023: preconditioned GD in linear attention — Theorem 1, Theorems 3/4, Lemma 1."""
+    with _intra_op_threads(1 if ctx.quick else None):
+        return _run(ctx, QUICK if ctx.quick else FULL)
+
+
+def _run(ctx: StudyContext, s: Settings) -> StudyResult:
+    from landscape.numeric import certify_stationary
+    from landscape.plots import distance_figure
+    from landscape.store import RunStore
+    from landscape.symbolic.one_layer import exact_loss_fn
+
+    out = ctx.out
+    out.mkdir(parents=True, exist_ok=True)
+    claims: list[Claim] = []
+    tables: dict[str, list[dict[str, Any]]] = {}
+    figures: list[Path] = []
+    d, n = s.d, s.n
+    sigma = random_covariance(d, ctx.generator(1), spectrum=s.spectrum)
+    store = RunStore(out)
+    try:
+        # ------------------------------------------------------------ Theorem 1 (one layer, w ~ N(0, I))
+        data1 = LinearRegression(d, n, sigma)
+        A_star = theorem1_optimum(sigma, n)
+        fam_full = get_family("pgd-full", Problem(d, 1, n=n, sigma=sigma, attention="linear"))
+        sym1 = symbolic_optimum(fam_full, data1)
+        A_sym = torch.tensor([[sym1.values[f"A{min(i, j)}{max(i, j)}"] for j in range(d)] for i in range(d)], dtype=F64)
+        err_sym = float(torch.linalg.matrix_norm(A_sym - A_star) / torch.linalg.matrix_norm(A_star))
+        exact1 = exact_loss_fn(fam_full, data1)
+        point = {f"A{i}{j}": float(A_star[i, j]) for i in range(d) for j in range(i, d)}
+        cert1 = certify_stationary(fam_full, exact1, point=point)
+        claims.append(Claim(
+            "thm1_closed_form_optimum",
+            "Thm 1: for one layer and w* ~ N(0, I) the optimum is P = diag(0,1), Q = −diag(A*, 0) with "
+            "A* = ((n+1)/n Σ + tr(Σ)/n I)^{-1}, a stationary point over all entries of P and Q",
+            err_sym < 1e-8 and cert1.verdict == "stationary",
+            {"rel_error_symbolic_vs_closed_form": err_sym, "loss_at_A*": cert1.loss,
+             "symbolic_loss": sym1.loss, "normal_grad_norm": cert1.grad_norm_normal.value,
+             "tangent_grad_norm": cert1.grad_norm_tangent.value},
+            "‖A_sym − A*‖/‖A*‖ < 1e-8 (symbolic stationary point of the exact loss) and exact certificate "
+            "'stationary' at A* (full gradient over P, Q)",
+        ))
+        cfg1 = _config(s, ctx, sigma, layers=1, task_cov="identity", mask="full", steps=s.steps_one, family=None)
+        res1 = train(cfg1, store, progress=ctx.progress)
+        A_tr = effective_preconditioner(res1.params, cfg1.spec).to(F64)
+        half = sqrtm_psd(sigma)
+        rel = torch.linalg.matrix_norm(A_tr - A_star) / torch.linalg.matrix_norm(A_star)
+        rel_w = torch.linalg.matrix_norm(half @ (A_tr - A_star) @ half) / torch.linalg.matrix_norm(half @ A_star @ half)
+        exact_tr = torch.stack([exact1({k: v[i].to(F64) for k, v in res1.params.items()})
+                                for i in range(s.seeds)])
+        excess1 = exact_tr / cert1.loss - 1
+        claims.append(Claim(
+            "thm1_trained_matches_optimum",
+            "Thm 1: one-layer linear transformers trained from random init (all entries of P, Q free) converge "
+            "to the optimum A* (up to the P/Q scaling)",
+            _median(rel_w) < 0.2 and _median(excess1) < 0.03,
+            {"median_whitened_rel_error": _median(rel_w), "median_raw_rel_error": _median(rel),
+             "median_exact_loss_excess": _median(excess1), "optimal_loss": cert1.loss, "seeds": float(s.seeds),
+             "steps": float(s.steps_one)},
+            "median over seeds, A_eff = −(p_y Q_xx + p_x q_yᵀ): ‖Σ^½(A_eff − A*)Σ^½‖/‖Σ^½A*Σ^½‖ < 0.2 and exact "
+            "loss / optimal loss − 1 < 0.03",
+        ))
+        tables["Theorem 1: one-layer optimum"] = [
+            {"quantity": "A* closed form vs symbolic stationary point (rel.)", "value": err_sym},
+            {"quantity": "exact loss at A*", "value": cert1.loss},
+            {"quantity": "certificate verdict at A*", "value": cert1.verdict},
+            *({"quantity": f"seed {i}: trained A_eff vs A* (rel., raw)", "value": float(rel[i])} for i in range(s.seeds)),
+            *({"quantity": f"seed {i}: trained A_eff vs A* (rel., whitened)", "value": float(rel_w[i])}
+              for i in range(s.seeds)),
+            *({"quantity": f"seed {i}: trained exact loss", "value": float(exact_tr[i])} for i in range(s.seeds)),
+        ]
+
+        # ------------------------------------------------------------ Theorems 3/4 (w ~ N(0, Σ^{-1}), L layers)
+        data3 = LinearRegression(d, n, sigma, task_cov="inverse")
+        prob = Problem(d, s.layers, n=n, sigma=sigma, attention="linear")
+        fam = get_family("pgd", prob)
+        sym3 = symbolic_optimum(fam, data3)
+        a_star = [sym3.values[f"a{l}"] for l in range(s.layers)]
+        cfg3 = _config(s, ctx, sigma, layers=s.layers, task_cov="inverse", mask="sparse", steps=s.steps_multi,
+                       family=None)
+        res3 = train(cfg3, store, progress=ctx.progress)
+        m3 = store.metrics(res3.run_name)
+        steps = m3["dist_identity.layer0.head0"].steps
+        raw = torch.stack([torch.as_tensor(m3[f"dist_identity.layer{l}.head0"].values) for l in range(s.layers)])
+        white = torch.stack([torch.as_tensor(m3[f"dist_identity_whitened.layer{l}.head0"].values)
+                             for l in range(s.layers)])  # (L, steps, S)
+        curves = {}
+        for l in range(s.layers):
+            curves[f"whitened Σ^½A_{l}Σ^½, layer {l}"] = (steps.tolist(), white[l].numpy())
+            curves[f"raw A_{l}, layer {l}"] = (steps.tolist(), raw[l].numpy())
+        figures += _save(distance_figure(curves, ylabel="Dist(·, I)", title=(
+            f"{s.layers}-layer linear attention, Σ = UᵀDU: Dist(Σ^½ A_l Σ^½, I) vs Dist(A_l, I) "
+            f"({s.seeds} seeds)")), out, "ahn2023_distance")
+        w0 = white[:, 0].median(-1).values
+        wT = white[:, -1].median(-1).values
+        rT = raw[:, -1].median(-1).values
+        ok3 = bool((wT < 0.5 * w0).all() and (wT < 0.5 * rT).all())
+        claims.append(Claim(
+            "thm3_whitened_distance",
+            "Thm 3 (experiment): trained multi-layer weights converge to A_l ∝ Σ^{-1}: Dist(Σ^{1/2} A_l Σ^{1/2}, I) "
+            "becomes small while Dist(A_l, I) stays large",
+            ok3,
+            {**{f"layer{l}: whitened initial": float(w0[l]) for l in range(s.layers)},
+             **{f"layer{l}: whitened final": float(wT[l]) for l in range(s.layers)},
+             **{f"layer{l}: raw final": float(rT[l]) for l in range(s.layers)}},
+            "every layer, median over seeds: whitened final < 0.5 × whitened initial and < 0.5 × raw final",
+        ))
+        tables["Theorem 3: distances along training (median over seeds)"] = [
+            {"step": int(t), **{f"whitened_l{l}": float(white[l, i].median()) for l in range(s.layers)},
+             **{f"raw_l{l}": float(raw[l, i].median()) for l in range(s.layers)}}
+            for i, t in enumerate(steps.tolist())]
+
+        # fitted scalars vs the symbolic stationary point
+        fits, errs = [], []
+        for i in range(s.seeds):
+            proj = project_onto_family({k: v[i].to(F64) for k, v in res3.params.items()}, fam)
+            a_fit = [proj.values[f"a{l}"] for l in range(s.layers)]
+            err, perm = nearest_permutation_error(a_fit, a_star)
+            fits.append((a_fit, proj.distance))
+            errs.append(err)
+        err_t = torch.tensor(errs, dtype=F64)
+        dist_t = torch.tensor([f[1] for f in fits], dtype=F64)
+        claims.append(Claim(
+            "thm3_fitted_scalars_match_symbolic",
+            "Thm 3: the trained weights sit at the family's stationary point: projected onto S = {A_l = a_l Σ^{-1}} "
+            "(modulo P/Q scaling), the fitted a_l equal the symbolic minimiser of E tr Π_l (I − a_l S)²",
+            _median(err_t) < 0.15 and _median(dist_t) < 0.5,
+            {**{f"symbolic a{l}": a_star[l] for l in range(s.layers)},
+             **{f"median fitted a{l}": _median(torch.tensor([f[0][l] for f in fits])) for l in range(s.layers)},
+             "median_rel_error_nearest_permutation": _median(err_t), "median_family_distance": _median(dist_t),
+             "symbolic_loss": sym3.loss},
+            "median over seeds: min over layer permutations ‖a_fit − a*‖/‖a*‖ < 0.15 and relative distance to the "
+            "family < 0.5",
+        ))
+        tables["Theorem 3: fitted family scalars vs the symbolic stationary point"] = [
+            {"seed": i, **{f"a{l}_fit": f[0][l] for l in range(s.layers)}, "family_distance": f[1],
+             "rel_error": errs[i]} for i, f in enumerate(fits)] + [
+            {"seed": "symbolic", **{f"a{l}_fit": a_star[l] for l in range(s.layers)}, "family_distance": 0.0,
+             "rel_error": 0.0}]
+
+        # certificates: pgd (stationary) vs pgd-identity (control), exact at one layer
+        rows, verdicts = [], {}
+        p1 = Problem(d, 1, n=n, sigma=sigma, attention="linear")
+        for name in ("pgd", "pgd-identity"):
+            f1 = get_family(name, p1)
+            c = certify_stationary(f1, exact_loss_fn(f1, data3), generator=ctx.generator(7))
+            verdicts[name] = c
+            rows.append({"family": name, "layers": 1, "method": c.method, "verdict": c.verdict,
+                         "normal_grad": c.grad_norm_normal.value, "tangent_grad": c.grad_norm_tangent.value,
+                         "loss": c.loss, "reason": c.reason})
+        if s.cert_samples:
+            for name in ("pgd", "pgd-identity"):
+                fL = get_family(name, prob)
+                c = certify_stationary(fL, data3, samples=s.cert_samples, generator=ctx.generator(8),
+                                       hessian_samples=0)
+                verdicts[f"{name}@L"] = c
+                rows.append({"family": name, "layers": s.layers, "method": c.method, "verdict": c.verdict,
+                             "normal_grad": c.grad_norm_normal.value, "tangent_grad": c.grad_norm_tangent.value,
+                             "loss": c.loss, "reason": c.reason})
+        tables["Stationarity certificates (gradient over all entries of P, Q)"] = rows
+        ok_c = verdicts["pgd"].verdict == "stationary" and verdicts["pgd-identity"].verdict == "not_stationary"
+        if s.cert_samples:
+            ok_c &= (verdicts["pgd@L"].verdict == "stationary"
+                     and verdicts["pgd-identity@L"].verdict == "not_stationary")
+        claims.append(Claim(
+            "thm3_certificate",
+            "Thm 3: inf over S = {A_l = a_l Σ^{-1}} of the full gradient norm is 0; the control A_l = a_l I is not "
+            "stationary for anisotropic Σ",
+            ok_c,
+            {"pgd_normal_grad": verdicts["pgd"].grad_norm_normal.value,
+             "control_normal_grad": verdicts["pgd-identity"].grad_norm_normal.value,
+             **({"pgd_L_p_value": verdicts["pgd@L"].p_value, "control_L_p_value": verdicts["pgd-identity@L"].p_value}
+                if s.cert_samples else {})},
+            "certificate verdicts: pgd 'stationary', pgd-identity 'not_stationary' (exact at one layer"
+            + (f"; Monte-Carlo at L = {s.layers}, T in {list(s.cert_samples)})" if s.cert_samples else ")"),
+        ))
+
+        # ------------------------------------------------------------ Lemma 1: construction = PGD; trained vs optimal PGD
+        held = data3.sample(s.eval_batch, ctx.generator(9))
+        A_l = torch.stack([a * torch.linalg.inv(sigma) for a in a_star])
+        con = preconditioned_gd_construction(A_l)
+        Xc, yc, xq = held.X[..., :n], held.y[:, :n], held.X[..., n]
+        trace = con.trace(Xc, yc, xq)
+        w_iter = alg.preconditioned_gd(Xc, yc, A_l, return_iterates=True)
+        ref = torch.einsum("bld,bd->bl", w_iter, xq)
+        con_err = max(float((trace[l] - ref[:, l]).abs().max() / ref[:, l].abs().max()) for l in range(1, s.layers + 1))
+        per = (trace[-1] - held.target) ** 2
+        mc, se = float(per.mean()), float(per.std() / math.sqrt(per.numel()))
+        z = abs(mc - sym3.loss) / se
+        tr_loss = _losses(res3.params, cfg3.spec, held)
+        ratio = tr_loss / mc
+        claims.append(Claim(
+            "lemma1_construction_is_pgd",
+            "Lemma 1: with P_l = diag(0, 1), Q_l = −diag(A_l, 0) the L-layer transformer is L steps of preconditioned "
+            "GD w_{l+1} = w_l − A_lᵀ∇R(w_l); at A_l = a*_l Σ^{-1} its loss is the symbolic optimum",
+            con_err <= CONSTRUCTION_RTOL and z < MC_NUM_SE,
+            {"max_rel_error": con_err, "mc_loss": mc, "mc_se": se, "symbolic_loss": sym3.loss, "z": z},
+            f"relative error <= {CONSTRUCTION_RTOL:g} and |MC − symbolic| < {MC_NUM_SE:g} SE",
+        ))
+        claims.append(Claim(
+            "trained_reaches_optimal_pgd",
+            "Trained L-layer transformers (sparse form) reach the loss of L steps of optimally preconditioned GD",
+            bool(_median(ratio) < 1.05),
+            {"median_trained_over_optimal_pgd": _median(ratio), "best_trained_over_optimal_pgd": float(ratio.min()),
+             "optimal_pgd_loss": mc},
+            "median over seeds of held-out loss / optimal-PGD loss (same prompts) < 1.05",
+        ))
+
+        # ------------------------------------------------------------ Theorem 4: relaxed form
+        if s.relaxed:
+            cfg4 = _config(s, ctx, sigma, layers=s.layers, task_cov="inverse", mask="paper", steps=s.steps_relaxed,
+                           family=None, lr=s.lr_relaxed)
+            res4 = train(cfg4, store, progress=ctx.progress)
+            ids = identity_distances({k: v.to(F64) for k, v in res4.params.items()}, cfg4.spec, sigma)
+            loss4 = _losses(res4.params, cfg4.spec, held)
+            w4 = ids.whitened.median(0).values[:, 0]
+            r4 = ids.raw.median(0).values[:, 0]
+            claims.append(Claim(
+                "thm4_relaxed_A_form",
+                "Thm 4 (experiment): with P_l = diag(B_l, 1) free (GD++ with a covariate transform), trained weights "
+                "still reach A_l ∝ Σ^{-1}, and the relaxed model is at least as good as optimal PGD",
+                bool((w4 < 0.5 * r4).all()) and _median(loss4 / mc) < 1.05,
+                {**{f"layer{l}: whitened A dist": float(w4[l]) for l in range(s.layers)},
+                 **{f"layer{l}: raw A dist": float(r4[l]) for l in range(s.layers)},
+                 "median_loss_over_optimal_pgd": _median(loss4 / mc)},
+                "every layer (median over seeds): whitened A distance < 0.5 × raw; held-out loss <= 1.05 × optimal "
+                "sparse-PGD loss",
+            ))
+            # B_{L-1} only moves covariates that no later layer reads: it gets no gradient, so only l < L-1 count
+            Bs = torch.stack([res4.params[cfg4.spec.key(l, 0, "P")][..., :d, :d].to(F64)
+                              for l in range(s.layers - 1)], 1)
+            Pc = torch.stack([res4.params[cfg4.spec.key(l, 0, "P")][..., d, d].to(F64)
+                              for l in range(s.layers - 1)], 1).abs()
+            dB = dist_to_identity(Bs).median(0).values
+            inv_half = sqrtm_psd(sigma, -0.5)
+            dBw = dist_to_identity(inv_half @ Bs @ half).median(0).values  # B in whitened coordinates
+            rB = (torch.linalg.matrix_norm(Bs) / Pc).median(0).values
+            claims.append(Claim(
+                "thm4_relaxed_B_form",
+                "Thm 4 (experiment): in the relaxed form the covariate transforms converge to B_l ∝ I",
+                bool((dB < 0.3).all()),
+                {**{f"layer{l}: Dist(B, I)": float(dB[l]) for l in range(s.layers - 1)},
+                 **{f"layer{l}: Dist(Σ^-½ B Σ^½, I)": float(dBw[l]) for l in range(s.layers - 1)},
+                 **{f"layer{l}: ‖B‖/|p|": float(rB[l]) for l in range(s.layers - 1)},
+                 "steps": float(s.steps_relaxed), "lr": s.lr_relaxed},
+                "layers l < L−1 (the last layer's B gets no gradient), median over seeds: Dist(B_l, I) < 0.3",
+            ))
+    finally:
+        store.close()
+
+    notes = [
+        f"Sizes: d={d}, n={n}, L={s.layers}, Σ = UᵀDU with D = {tuple(s.spectrum)} and a Haar rotation U from the "
+        f"seed; {s.seeds} seeds; Adam lr {s.lr} (warm-up {s.warmup}, cosine), batch {s.batch}, "
+        f"{s.steps_one} steps (one layer) / {s.steps_multi} steps (multi-layer), float64.",
+        "The symbolic optima come from the exact losses of landscape.symbolic (one-layer closed form for Theorem 1, "
+        "Wishart moments for the L-layer family), their stationary points from landscape.symbolic.solve.",
+        "The family loss is symmetric under permuting the a_l, so fitted scalars are compared with the nearest "
+        "permutation of the symbolic minimiser.",
+        "Theorem 1 training is measured in whitened coordinates (‖Σ^½(A_eff − A*)Σ^½‖): the loss curvature along "
+        "Σ's small eigen-directions is tiny (∝ λ²), so the raw relative error of A converges much more slowly and "
+        "is reported alongside; A_eff includes the route through the label row of Q, −p_x q_yᵀ, which a "
+        "model with every entry free can use.",
+        "Relaxed form (Theorem 4): the last layer's B_l only moves covariates that nothing reads afterwards, gets "
+        "no gradient and stays at its initialisation, so it is not tested. Finding: in our runs the relaxed "
+        "models reach a loss far below optimal PGD (GD++ helps), but B_0 does not become a multiple of I "
+        "(Dist ≈ 0.3–0.4, also in whitened coordinates, plateauing in a 2000-step exploration at lr 0.03) and the "
+        "last layer's A is correspondingly further from Σ^{-1}. Whether longer training reaches the family of "
+        "Theorem 4 or settles at another stationary point of the relaxed model is left open; the claim is "
+        "reported as not reproduced at this size.",
+        "The one-layer certificates are exact (closed-form loss over every entry of P, Q)"
+        + ("; the multi-layer ones are Monte-Carlo." if s.cert_samples else
+           "; the quick run skips the Monte-Carlo multi-layer certificate (the full run includes it)."),
+    ]
+    return StudyResult("ahn2023", tuple(claims), tables, tuple(figures), tuple(notes))
+
+
+if __name__ == "__main__":
+    raise SystemExit(study_main("ahn2023", run))
