@@ -2,8 +2,9 @@
 
 Notebooks are jupytext *percent* scripts (``notebooks/*.py``, cells separated by ``# %%``) or
 ``.ipynb`` files. Each is converted with jupytext and run with nbclient on a ``python3`` kernel in a
-temporary working directory, with ``LANDSCAPE_QUICK=1`` in the environment (the notebooks' switch
-to quick sizes) and ``MPLBACKEND=Agg``. A failing cell fails the test with the cell's traceback.
+temporary working directory, with ``MPLBACKEND=Agg`` and ``LANDSCAPE_QUICK=1`` in the environment
+(the notebooks run their study at quick size — ``StudyContext(quick=True)`` — so the variable is
+only a hint for notebooks that want one). A failing cell fails the test with the cell's traceback.
 
 On a fresh machine without any Jupyter kernelspec, :func:`ensure_kernel` installs one for the
 running interpreter into a temporary prefix (``python -m ipykernel install --prefix``) and points
