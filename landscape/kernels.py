@@ -23,6 +23,8 @@ of multi-head functional GD (Cheng et al., Prop. 3) and of composite GP data.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -43,8 +45,13 @@ INVARIANTS: tuple[sympy.Symbol, ...] = (s_, r2_, uu_, ww_)
 """The sympy symbols a kernel expression may use: ``s, r2, uu, ww``."""
 
 
-def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
-    """``sqrt(max(x, 0))`` with a finite (zero) derivative at 0, so Laplace kernels train."""
+def _safe_sqrt(x: torch.Tensor | float) -> torch.Tensor | float:
+    """``sqrt(max(x, 0))`` with a finite (zero) derivative at 0, so Laplace kernels train.
+
+    sympy may split ``sqrt(3*r2)`` into ``sqrt(3)*sqrt(r2)``, so plain numbers are accepted too.
+    """
+    if not isinstance(x, torch.Tensor):
+        return math.sqrt(max(float(x), 0.0))
     pos = x > 0
     safe = torch.where(pos, x, torch.ones_like(x))
     return torch.where(pos, torch.sqrt(safe), torch.zeros_like(x))

@@ -75,7 +75,8 @@ def test_builtin_expressions_are_the_documented_formulas() -> None:
         assert diff == 0 or abs(float(diff.subs({s: 0.3, r2: 0.7, uu: 1.1, ww: 0.9}))) < 1e-14, name
 
 
-@pytest.mark.parametrize("expr", ["exp(-sqrt(r2)) * (uu + ww) + s**2", "1/(1 + r2) - cos(s) * ww"])
+@pytest.mark.parametrize("expr", ["exp(-sqrt(r2)) * (uu + ww) + s**2", "1/(1 + r2) - cos(s) * ww",
+                                  "(1 + sqrt(3*r2)) * exp(-sqrt(3*r2))"])  # sympy splits sqrt(3*r2)
 def test_user_kernel_gram_equals_sympy_expression(expr: str) -> None:
     k = Kernel.from_sympy(expr, name="mixed")
     g = torch.Generator().manual_seed(2)
