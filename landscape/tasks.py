@@ -157,7 +157,7 @@ def random_covariance(
     """
     _check_int("d", d)
     if spectrum is None:
-        spectrum = AHN_SPECTRUM if d == 5 else torch.linspace(1.0, 0.1, d).tolist()
+        spectrum = AHN_SPECTRUM if d == 5 else torch.linspace(1.0, 0.1, d, dtype=torch.float64).tolist()
     spectrum = [float(s) for s in spectrum]
     if len(spectrum) != d:
         raise ValueError(f"spectrum must have d = {d} entries, got {len(spectrum)}")
@@ -323,24 +323,27 @@ class KernelGP:
         _check_int("batch", batch)
         g, d, n, dt = generator, self.d, self.n, self.dtype
         xi = _whitened(batch, d, n + 1, self.covariates, g, dt)
-        K = self.gram(xi)
+        # The Gram matrix and its Cholesky factor are formed in float64 whatever the sample dtype:
+        # in float32 a smooth kernel's Gram matrix is numerically singular at modest n.
+        K = self.gram(xi.to(torch.float64))
         L, info = torch.linalg.cholesky_ex(K)
         if bool((info != 0).any()):
             raise ValueError(
                 f"the GP Gram matrix of kernel {self.kernel.name!r} is singular for some prompts "
                 f"(n+1 = {n + 1} points, d = {d}); use jitter > 0 (got {self.jitter})"
             )
-        y = (L @ torch.randn(batch, n + 1, 1, generator=g, dtype=dt, device=g.device)).squeeze(-1)
+        z = torch.randn(batch, n + 1, 1, generator=g, dtype=dt, device=g.device)
+        y = (L @ z.to(torch.float64)).squeeze(-1).to(dt)
         half = _sigma_half(self.sigma, d, dt, g.device)
         X = xi if half is None else half @ xi
-        return PromptBatch(embed(X, y), y[:, -1], X, y, {"xi": xi, "K": K})
+        return PromptBatch(embed(X, y), y[:, -1], X, y, {"xi": xi, "K": K.to(dt)})
 
     def bayes_prediction(self, batch: PromptBatch) -> torch.Tensor:
         """GP posterior mean :math:`k_q^\\top K_{nn}^{-1} y` (the Bayes-optimal predictor)."""
-        K = batch.latent["K"]
+        K = batch.latent["K"].to(torch.float64)  # solved in float64 whatever the sample dtype
         Knn, kq = K[:, :-1, :-1], K[:, :-1, -1]
-        sol = torch.linalg.solve(Knn, batch.y[:, :-1].unsqueeze(-1)).squeeze(-1)
-        return (kq * sol).sum(-1)
+        sol = torch.linalg.solve(Knn, batch.y[:, :-1].to(torch.float64).unsqueeze(-1)).squeeze(-1)
+        return (kq * sol).sum(-1).to(batch.y.dtype)
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,21 @@ def test_kernel_gp_gram_and_label_covariance() -> None:
     assert rel_err(task.bayes_prediction(b), alg.gp_posterior_mean(K[:, :4, :4], K[:, :4, 4], b.y[:, :4])) <= 1e-8
 
 
+def test_kernel_gp_float32_labels_are_the_float64_factor_applied_to_float32_noise() -> None:
+    """A smooth kernel's Gram matrix at n = 40 is singular in float32; the factor is taken in float64."""
+    task = KernelGP(5, 40, "rbf", dtype=torch.float32)
+    b = task.sample(16, torch.Generator().manual_seed(6))
+    assert b.y.dtype == b.X.dtype == b.latent["K"].dtype == torch.float32
+    g = torch.Generator().manual_seed(6)
+    xi = torch.randn(16, 5, 41, generator=g, dtype=torch.float32)
+    xi = xi / xi.norm(dim=1, keepdim=True)  # GP inputs on the sphere by default
+    assert torch.equal(xi, b.latent["xi"])
+    z = torch.randn(16, 41, 1, generator=g, dtype=torch.float32).double()
+    L = torch.linalg.cholesky(task.gram(xi.double()))
+    assert rel_err(b.y.double(), (L @ z).squeeze(-1)) <= RTOL[torch.float32]
+    assert bool(torch.isfinite(task.bayes_prediction(b)).all())
+
+
 def test_kernel_gp_on_whitened_inputs_with_sigma() -> None:
     task = KernelGP(3, 4, "linear", sigma=SIGMA3)
     b = task.sample(5, torch.Generator().manual_seed(5))
