@@ -199,7 +199,8 @@ class TrainConfig:
 
     Model:
         attention: ``"linear"`` (Ahn's ``P, Q`` heads) or ``"kernel"`` (``V, B, C`` heads).
-        activations: one activation per kernel head (names of :func:`~landscape.kernels.get_kernel`).
+        activations: one activation per kernel head (names of :func:`~landscape.kernels.get_kernel`);
+            stored as ``("linear",)`` for linear attention, which has none.
         heads: number of linear-attention heads.
         layers: number of layers ``L``.
         family: a family to measure distances to (a built-in name or ``"file.py:NAME"``), or ``None``.
@@ -315,6 +316,8 @@ class TrainConfig:
             if not isinstance(a, str):
                 raise TypeError(f"activations must be names (str), got {type(a).__name__}")
             get_kernel(a)  # raises 'unknown activation ... known: ...'
+        if self.attention == "linear":
+            acts = ("linear",)  # unused by linear attention: one canonical value, one config hash
         set_("activations", acts)
         check_int("heads", self.heads, minimum=1)
         check_int("layers", self.layers, minimum=1)

@@ -303,6 +303,23 @@ def test_config_round_trips_through_dict() -> None:
     assert "device" not in d
 
 
+def test_cli_config_of_linear_attention_hashes_like_the_python_config() -> None:
+    """Linear attention has no activation: the CLI and the Python API must name the same run."""
+    import argparse
+
+    from landscape.commands.train import add_parser, config_from_args
+    from landscape.store import config_hash
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    args = parser.parse_args(["train", "--family", "pgd", "--d", "3", "--n", "5", "--layers", "2",
+                              "--seeds", "2", "--steps", "3", "--batch", "4"])
+    cli = config_from_args(args)
+    py = TrainConfig(**{**dataclasses.asdict(cli), "activations": ("exp", "relu")})
+    assert cli.attention == "linear" and cli.activations == py.activations == ("linear",)
+    assert config_hash(cli.to_dict()) == config_hash(py.to_dict())
+
+
 def test_store_name_holding_another_config_fails_before_training(tmp_path: Path) -> None:
     root = tmp_path / "store"
     train(TrainConfig(**{**TINY, "steps": 2}), root, name="exp1", progress=False)
