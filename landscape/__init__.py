@@ -1,6 +1,10 @@
 """landscape — loss landscapes of in-context-learning transformers.
 
-The public surface is re-exported here; see ``docs/`` for the theory-to-code map.
+The names a study needs are re-exported here (models, kernels, tasks, families, reference
+algorithms, constructions, the symbolic loss and its stationary points, the stationarity
+certificate, seed-parallel training and distances); the rest lives in the submodules
+(``landscape.numeric``, ``landscape.symbolic``, ``landscape.plots``, ``landscape.sweep`` ...).
+Training itself is :func:`landscape.train.train`. See ``docs/`` for the theory-to-code map.
 """
 
 from .kernels import Kernel, SumKernel, get_kernel, known_kernels
@@ -28,6 +32,20 @@ from .tasks import (
     random_covariance,
 )
 from .families import Family, Problem, get_family, known_families
+from .algorithms import functional_gd, gp_posterior_mean, newton_schulz, normalised_gd, preconditioned_gd
+from .constructions import (
+    Construction,
+    functional_gd_construction,
+    gd_plus_plus_construction,
+    newton_schulz_construction,
+    normalised_gd_construction,
+    preconditioned_gd_construction,
+)
+from .symbolic import FamilyLoss, StationaryPoint, family_loss, stationary_points
+from .numeric import StationarityCertificate, certify_stationary, hessian, lanczos
+from .store import RunStore
+from .train import TrainConfig, TrainResult
+from .distance import dist_to_identity, identity_distances, prediction_gap, project_onto_family
 
 __version__ = "0.1.0"
 
@@ -38,4 +56,11 @@ __all__ = [
     "KernelGP", "LinearClassification", "LinearRegression", "OrthonormalFeatures", "PromptBatch",
     "random_covariance",
     "Family", "Problem", "get_family", "known_families",
+    "functional_gd", "gp_posterior_mean", "newton_schulz", "normalised_gd", "preconditioned_gd",
+    "Construction", "functional_gd_construction", "gd_plus_plus_construction", "newton_schulz_construction",
+    "normalised_gd_construction", "preconditioned_gd_construction",
+    "FamilyLoss", "StationaryPoint", "family_loss", "stationary_points",
+    "StationarityCertificate", "certify_stationary", "hessian", "lanczos",
+    "RunStore", "TrainConfig", "TrainResult",
+    "dist_to_identity", "identity_distances", "prediction_gap", "project_onto_family",
 ]
