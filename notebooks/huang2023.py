@@ -37,30 +37,9 @@ try:
 except ModuleNotFoundError:  # running from a plain checkout: the repository root is one level up
     sys.path.insert(0, str(Path.cwd().parent))
 
-from IPython.display import Image, Markdown, display
-
+from analysis._notebook import show_claims, show_figures, show_notes, show_tables
 from analysis._study import StudyContext, execute
 from analysis.huang2023 import run
-
-
-def claims_markdown(result):
-    """The claims as a Markdown table (statement, verdict, criterion, numbers)."""
-    lines = ["| claim | holds | criterion | measured |", "|---|---|---|---|"]
-    for c in result.claims:
-        measured = ", ".join(f"{k} = {v:.4g}" for k, v in c.measured.items())
-        lines.append(f"| {c.statement} | {'yes' if c.holds else '**no**'} | {c.criterion} | {measured} |")
-    return Markdown("\n".join(lines))
-
-
-def table_markdown(rows):
-    """A list of dicts as a Markdown table."""
-    rows = list(rows)
-    cols = list(rows[0])
-    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
-    return Markdown("\n".join(lines))
-
 
 # %% [markdown]
 # ## Run the study (quick size)
@@ -77,26 +56,22 @@ print(f"report: {report}; all claims hold: {result.all_hold}")
 # ## Claims
 
 # %%
-display(claims_markdown(result))
+show_claims(result)
 
 # %% [markdown]
 # ## Tables
 
 # %%
-for title, rows in result.tables.items():
-    display(Markdown(f"### {title}"))
-    display(table_markdown(rows))
+show_tables(result)
 
 # %% [markdown]
 # ## Figures
 
 # %%
-for f in result.figures:
-    if f.suffix == ".png":
-        display(Image(filename=str(f)))
+show_figures(result)
 
 # %% [markdown]
 # ## Notes (settings and disagreements with the paper)
 
 # %%
-display(Markdown("\n".join(f"- {n}" for n in result.notes)))
+show_notes(result)

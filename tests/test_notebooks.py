@@ -146,3 +146,16 @@ def test_notebook_executes(path: Path, tmp_path: Path, monkeypatch: pytest.Monke
     work.mkdir()
     execute(nb, work)
     assert all(c.get("execution_count") for c in code_cells if c.source.strip())
+
+
+def test_notebook_tables_render_claims_and_rows() -> None:
+    from analysis._notebook import claims_markdown, table_markdown
+    from analysis._study import Claim, StudyResult
+
+    result = StudyResult("toy", (Claim("a", "x > y", True, {"x": 2.0, "y": 1.0}, "x > y"),
+                                 Claim("b", "x < y", False, {"x": 2.0}, "x < y")))
+    assert claims_markdown(result).splitlines()[2:] == [
+        "| x > y | yes | x > y | x = 2, y = 1 |", "| x < y | **no** | x < y | x = 2 |"]
+    assert table_markdown([{"L": 1, "loss": 0.123456}, {"L": 2}]).splitlines() == [
+        "| L | loss |", "|---|---|", "| 1 | 0.1235 |", "| 2 |  |"]
+    assert table_markdown([]) == ""
