@@ -69,6 +69,7 @@ __all__ = [
     "theorem1_optimum",
     "effective_preconditioner",
     "symbolic_optimum",
+    "relaxed_family_minimum",
     "nearest_permutation_error",
     "run",
 ]
@@ -115,7 +116,7 @@ class Settings:
 
 
 QUICK = Settings(d=5, n=20, layers=2, spectrum=AHN_SPECTRUM, seeds=3, steps_one=1500, steps_multi=800, batch=256,
-                 lr=0.1, warmup=50, lr_relaxed=0.03, steps_relaxed=1500, log_every=50, eval_batch=8192, relaxed=True, cert_samples=())
+                 lr=0.1, warmup=50, lr_relaxed=0.03, steps_relaxed=4000, log_every=50, eval_batch=8192, relaxed=True, cert_samples=())
 """Quick sizes (about two minutes on a 2-core CPU)."""
 
 FULL = Settings(d=5, n=20, layers=3, spectrum=AHN_SPECTRUM, seeds=8, steps_one=20000, steps_multi=10000, batch=2048,
@@ -220,6 +221,39 @@ def symbolic_optimum(family: Family, data: LinearRegression) -> SymbolicOptimum:
     best = min(mins, key=lambda p: p.loss)
     return SymbolicOptimum(dict(best.values), float(best.loss), fl.method,
                            tuple((dict(p.values), float(p.loss), p.kind) for p in pts))
+
+
+def relaxed_family_minimum(problem: Problem, data: LinearRegression,
+                           generator: torch.Generator) -> tuple[float, dict[str, float]]:
+    """Exact minimum of the ``pgd-relaxed`` family loss (Theorem 4) over its scalars ``a_l, b_l``.
+
+    The last layer's ``b`` does not enter the loss, so the minimum is not isolated and
+    :func:`symbolic_optimum` (which classifies by the Hessian) does not apply; the family loss is
+    minimised by :func:`landscape.numeric.fit_family` from several starts instead.
+
+    Args:
+        problem: the linear-attention problem (``d, L, n, Σ``).
+        data: the prompt distribution (``w* ~ N(0, Σ^{-1})`` for Theorem 4).
+        generator: randomness of the random starts.
+
+    Returns:
+        The minimum loss and the minimising scalars.
+
+    Raises:
+        ValueError: the family loss is not exact for this data, or the minimisation did not converge.
+    """
+    from landscape.numeric import fit_family
+    from landscape.symbolic.loss import family_loss
+
+    fam = get_family("pgd-relaxed", problem)
+    fl = family_loss(fam, data)
+    if not fl.exact:
+        raise ValueError(f"pgd-relaxed: no exact loss for this data (route {fl.method!r})")
+    fn = fl.torch_fn()
+    fit = fit_family(fam, None, scalar_loss=fn, n_starts=8, generator=generator)
+    if not fit.converged:
+        raise ValueError(f"pgd-relaxed: minimising the exact family loss did not converge ({fit.message})")
+    return float(fn(torch.tensor([fit.point[k] for k in fam.names], dtype=F64))), dict(fit.point)
 
 
 def nearest_permutation_error(fitted: Sequence[float], reference: Sequence[float]) -> tuple[float, tuple[int, ...]]:
@@ -504,6 +538,8 @@ def _run(ctx: StudyContext, s: Settings) -> StudyResult:
             res4 = train(cfg4, store, progress=ctx.progress)
             ids = identity_distances({k: v.to(F64) for k, v in res4.params.items()}, cfg4.spec, sigma)
             loss4 = _losses(res4.params, cfg4.spec, held)
+            f4, point4 = relaxed_family_minimum(Problem(d, s.layers, n=n, sigma=sigma, attention="linear"), data3,
+                                                ctx.generator(11))
             w4 = ids.whitened.median(0).values[:, 0]
             r4 = ids.raw.median(0).values[:, 0]
             claims.append(Claim(
@@ -526,15 +562,20 @@ def _run(ctx: StudyContext, s: Settings) -> StudyResult:
             inv_half = sqrtm_psd(sigma, -0.5)
             dBw = dist_to_identity(inv_half @ Bs @ half).median(0).values  # B in whitened coordinates
             rB = (torch.linalg.matrix_norm(Bs) / Pc).median(0).values
+            over4 = _median(loss4 / f4)
             claims.append(Claim(
                 "thm4_relaxed_B_form",
-                "Thm 4 (experiment): in the relaxed form the covariate transforms converge to B_l ∝ I",
-                bool((dB < 0.3).all()),
+                "Thm 4 (experiment): in the relaxed form the covariate transforms converge to B_l ∝ I, and the "
+                "trained loss reaches the minimum of the family A_l = a_l Σ^{-1}, B_l = b_l I",
+                bool((dB < 0.1).all()) and over4 < 1.15,
                 {**{f"layer{l}: Dist(B, I)": float(dB[l]) for l in range(s.layers - 1)},
                  **{f"layer{l}: Dist(Σ^-½ B Σ^½, I)": float(dBw[l]) for l in range(s.layers - 1)},
                  **{f"layer{l}: ‖B‖/|p|": float(rB[l]) for l in range(s.layers - 1)},
+                 "relaxed_family_min_loss": f4, "median_trained_over_relaxed_family_min": over4,
+                 **{f"family {k}": v for k, v in point4.items()},
                  "steps": float(s.steps_relaxed), "lr": s.lr_relaxed},
-                "layers l < L−1 (the last layer's B gets no gradient), median over seeds: Dist(B_l, I) < 0.3",
+                "layers l < L−1 (the last layer's B gets no gradient), median over seeds: Dist(B_l, I) < 0.1; "
+                "median held-out loss < 1.15 × the exact minimum of the pgd-relaxed family loss",
             ))
     finally:
         store.close()
@@ -552,12 +593,11 @@ def _run(ctx: StudyContext, s: Settings) -> StudyResult:
         "is reported alongside; A_eff includes the route through the label row of Q, −p_x q_yᵀ, which a "
         "model with every entry free can use.",
         "Relaxed form (Theorem 4): the last layer's B_l only moves covariates that nothing reads afterwards, gets "
-        "no gradient and stays at its initialisation, so it is not tested. Finding: in our runs the relaxed "
-        "models reach a loss far below optimal PGD (GD++ helps), but B_0 does not become a multiple of I "
-        "(Dist ≈ 0.3–0.4, also in whitened coordinates, plateauing in a 2000-step exploration at lr 0.03) and the "
-        "last layer's A is correspondingly further from Σ^{-1}. Whether longer training reaches the family of "
-        "Theorem 4 or settles at another stationary point of the relaxed model is left open; the claim is "
-        "reported as not reproduced at this size.",
+        "no gradient and stays at its initialisation, so it is not tested. The relaxed model converges slowly: "
+        "after 1500 steps at lr 0.03 (d = 5, n = 20, L = 2) the held-out loss is still about twice the exact "
+        "minimum of the pgd-relaxed family and Dist(B_0, I) is 0.2–0.4; after 4000 steps the loss is within "
+        "a few per cent of that minimum and Dist(B_0, I) is about 0.03–0.04. The exact family minimum comes "
+        "from the family's Wishart loss, minimised over (a_l, b_l) from several starts.",
         "The one-layer certificates are exact (closed-form loss over every entry of P, Q)"
         + ("; the multi-layer ones are Monte-Carlo." if s.cert_samples else
            "; the quick run skips the Monte-Carlo multi-layer certificate (the full run includes it)."),

@@ -155,13 +155,15 @@ def test_quick_relaxed_form(quick) -> None:
     assert a["layer0: whitened A dist"] < 0.5 * a["layer0: raw A dist"]
     # the relaxed form contains PGD (B_l = 0): it does at least as well (here much better)
     assert a["median_loss_over_optimal_pgd"] < 1.0
-    # verdicts follow their stated criteria (B_l ∝ I is reported as not reproduced at quick size)
-    assert c["thm4_relaxed_A_form"].holds == (
-        all(a[f"layer{l}: whitened A dist"] < 0.5 * a[f"layer{l}: raw A dist"] for l in range(ah.QUICK.layers))
-        and a["median_loss_over_optimal_pgd"] < 1.05)
+    assert c["thm4_relaxed_A_form"].holds
+    # Theorem 4: B_l -> b_l I (l < L-1), and the trained loss reaches the exact pgd-relaxed family minimum
     dists = [v for k, v in b.items() if k.endswith("Dist(B, I)")]
-    assert len(dists) == ah.QUICK.layers - 1 and all(0 <= v <= 1 for v in dists)
-    assert c["thm4_relaxed_B_form"].holds == all(v < 0.3 for v in dists)
+    assert len(dists) == ah.QUICK.layers - 1 and all(v < 0.1 for v in dists)
+    assert c["thm4_relaxed_B_form"].holds
+    # the relaxed family contains PGD (b_l = 0), so its minimum is below optimal PGD's loss
+    assert b["relaxed_family_min_loss"] < a["median_loss_over_optimal_pgd"] * c["lemma1_construction_is_pgd"].measured["mc_loss"]
+    # no trained model beats the family minimum by more than Monte-Carlo noise; all come within 15 %
+    assert 0.95 < b["median_trained_over_relaxed_family_min"] < 1.15
 
 
 @pytest.mark.slow
