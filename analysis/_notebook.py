@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
+from IPython.display import Image, Markdown, display
+
 from ._study import StudyResult
 
 __all__ = ["claims_markdown", "table_markdown", "show_claims", "show_tables", "show_figures", "show_notes"]
@@ -51,38 +53,24 @@ def table_markdown(rows: Iterable[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _display(obj: Any) -> None:
-    from IPython.display import display
-
-    display(obj)
-
-
 def show_claims(result: StudyResult) -> None:
     """Display :func:`claims_markdown` of ``result``."""
-    from IPython.display import Markdown
-
-    _display(Markdown(claims_markdown(result)))
+    display(Markdown(claims_markdown(result)))
 
 
 def show_tables(result: StudyResult) -> None:
     """Display every table of ``result`` under its title."""
-    from IPython.display import Markdown
-
     for title, rows in result.tables.items():
-        _display(Markdown(f"### {title}\n\n{table_markdown(rows)}"))
+        display(Markdown(f"### {title}\n\n{table_markdown(rows)}"))
 
 
 def show_figures(result: StudyResult) -> None:
     """Display the PNG figures of ``result``."""
-    from IPython.display import Image
-
     for f in result.figures:
         if f.suffix == ".png":
-            _display(Image(filename=str(f)))
+            display(Image(filename=str(f)))
 
 
 def show_notes(result: StudyResult) -> None:
     """Display the study's notes (settings, disagreements with the paper) as a list."""
-    from IPython.display import Markdown
-
-    _display(Markdown("\n".join(f"- {n}" for n in result.notes)))
+    display(Markdown("\n".join(f"- {n}" for n in result.notes)))

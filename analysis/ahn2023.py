@@ -249,11 +249,10 @@ def relaxed_family_minimum(problem: Problem, data: LinearRegression,
     fl = family_loss(fam, data)
     if not fl.exact:
         raise ValueError(f"pgd-relaxed: no exact loss for this data (route {fl.method!r})")
-    fn = fl.torch_fn()
-    fit = fit_family(fam, None, scalar_loss=fn, n_starts=8, generator=generator)
+    fit = fit_family(fam, None, scalar_loss=fl.torch_fn(), n_starts=8, generator=generator)
     if not fit.converged:
         raise ValueError(f"pgd-relaxed: minimising the exact family loss did not converge ({fit.message})")
-    return float(fn(torch.tensor([fit.point[k] for k in fam.names], dtype=F64))), dict(fit.point)
+    return fit.loss, dict(fit.point)
 
 
 def nearest_permutation_error(fitted: Sequence[float], reference: Sequence[float]) -> tuple[float, tuple[int, ...]]:
@@ -538,8 +537,7 @@ def _run(ctx: StudyContext, s: Settings) -> StudyResult:
             res4 = train(cfg4, store, progress=ctx.progress)
             ids = identity_distances({k: v.to(F64) for k, v in res4.params.items()}, cfg4.spec, sigma)
             loss4 = _losses(res4.params, cfg4.spec, held)
-            f4, point4 = relaxed_family_minimum(Problem(d, s.layers, n=n, sigma=sigma, attention="linear"), data3,
-                                                ctx.generator(11))
+            f4, point4 = relaxed_family_minimum(prob, data3, ctx.generator(11))
             w4 = ids.whitened.median(0).values[:, 0]
             r4 = ids.raw.median(0).values[:, 0]
             claims.append(Claim(

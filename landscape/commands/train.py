@@ -116,8 +116,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     if attention == "linear" and args.activation:
         raise ValueError("--activation applies to kernel attention; linear attention (--attention linear) "
                          "has P, Q heads without an activation")
-    acts = tuple(a.strip() for a in args.activation.split(",") if a.strip()) if args.activation else (
-        ("exp",) if attention == "kernel" else ("linear",))
+    acts = tuple(a.strip() for a in args.activation.split(",") if a.strip()) if args.activation else ("exp",)
     data = args.data if args.data is not None else ("linear" if attention == "linear" else "gp")
     if data == "gp":
         data = "gp:" + ("exp" if acts[0] == "softmax" else acts[0])
