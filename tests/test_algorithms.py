@@ -416,6 +416,27 @@ def test_bayes_risk_matches_monte_carlo() -> None:
     assert float(risk.standard_error) > 0 and risk.value.ndim == 0
 
 
+def test_bayes_risk_standard_error_matches_the_spread_of_independent_estimates() -> None:
+    """The reported standard error is the sd of the batch estimate: compare with R replicate batches.
+
+    For a correct SE (sd/√b) the ratio spread/mean-SE is 1 up to ~1/√(2R) = 7 %; sd/b would give √b = 8.
+    """
+    g = gen(23)
+    R, b, d, n = 100, 64, 3, 4
+    Xall = sphere(g, R * b, d, n + 1)
+    Kall = torch.exp(0.5 * Xall.transpose(-1, -2) @ Xall)
+    K, kq, Kqq = Kall[:, :n, :n], Kall[:, :n, n], Kall[:, n, n]
+    values, ses = [], []
+    for r in range(R):
+        sl = slice(r * b, (r + 1) * b)
+        risk = alg.bayes_risk(K[sl], kq[sl], Kqq[sl])
+        values.append(float(risk.value))
+        ses.append(float(risk.standard_error))
+    spread = float(np.std(values, ddof=1))
+    ratio = spread / float(np.mean(ses))
+    assert 0.75 < ratio < 1.33, f"replicate spread / reported SE = {ratio:.3f}"
+
+
 # ---------------------------------------------------------------------------------------------
 # Newton–Schulz and least squares
 # ---------------------------------------------------------------------------------------------

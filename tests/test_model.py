@@ -153,6 +153,29 @@ def test_paper_mask_zeroes_the_label_row_of_keys_and_the_cross_blocks_of_values(
     assert all(torch.equal(masked[k], p[k]) for k in p)
 
 
+def test_whitening_transform_is_the_symmetric_square_root_of_sigma() -> None:
+    """T = diag(Σ^{1/2}, 1): T Tᵀ = diag(Σ, 1), T symmetric, and T maps N(0, I) tokens to N(0, Σ) covariates.
+
+    (Any invertible T passes the change-of-basis test below; this pins T itself.)
+    """
+    g = torch.Generator().manual_seed(16)
+    d = 4
+    sigma = random_covariance(d, g, spectrum=[3.0, 1.0, 0.5, 0.2])
+    T = whitening_transform(sigma)
+    target = torch.zeros(d + 1, d + 1, dtype=F64)
+    target[:d, :d] = sigma
+    target[d, d] = 1.0
+    assert tuple(T.shape) == (d + 1, d + 1)
+    assert rel_err(T @ T.T, target) <= RTOL[F64]
+    assert rel_err(T, T.T) <= RTOL[F64]
+    assert float(torch.linalg.eigvalsh(T[:d, :d]).min()) > 0
+    # Independent route: the square root from scipy.
+    import scipy.linalg
+
+    ref = torch.from_numpy(scipy.linalg.sqrtm(sigma.numpy()).real)
+    assert rel_err(T[:d, :d], ref) <= 1e-10
+
+
 def test_whitening_change_of_basis_leaves_predictions_unchanged() -> None:
     g = torch.Generator().manual_seed(6)
     d = 3

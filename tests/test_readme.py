@@ -56,6 +56,21 @@ def test_readme_test_command_is_run_verbatim_by_ci() -> None:
     assert "pytest" in " ".join(test_cmds)
 
 
+def test_ci_runs_the_test_command_in_a_fresh_virtual_environment() -> None:
+    """A package left on the machine must not hide a missing install step: CI makes a new venv,
+    activates it, and only then installs and tests."""
+    lines = [ln.strip() for ln in CI_RUN.read_text().splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    test_cmd = _commands(quick_start_blocks(README.read_text())[1])[0]
+    at = {name: next((i for i, ln in enumerate(lines) if pred(ln)), None) for name, pred in (
+        ("venv", lambda ln: "-m venv" in ln and "$VENV" in ln),
+        ("activate", lambda ln: ln.startswith(". ") and "$VENV/bin/activate" in ln),
+        ("test", lambda ln: ln == test_cmd),
+    )}
+    assert None not in at.values(), f".ci/run lacks a step: {at}"
+    assert at["venv"] < at["activate"] < at["test"]
+    assert any("mktemp -d" in ln and "VENV=" in ln for ln in lines[: at["venv"]]), "the venv must be new (mktemp -d)"
+
+
 def _reproduce_argv(block: str) -> list[str]:
     for cmd in _commands(block):
         for part in re.split(r"\s*(?:&&|;|\|\|)\s*", cmd):
