@@ -360,3 +360,19 @@ def test_heatmap_without_family_is_nearest_identity_multiple(trained) -> None:
         M, A = imgs["learned:layer1.head0 M"], imgs["construction:layer1.head0 M"]
         assert A[0, 1] == 0 and A[0, 0] == A[1, 1] == pytest.approx(np.trace(M) / 2, rel=1e-14)
         assert np.linalg.norm(M - A) / np.linalg.norm(M) == pytest.approx(dist.values[-1, 2], rel=1e-12)
+
+
+def test_bayes_estimate_standard_error_matches_the_spread_of_independent_estimates() -> None:
+    """The linear-regression route's SE is sd/√prompts: compare with the spread over R seeds.
+
+    For a correct SE the ratio is 1 up to ~1/√(2R) = 9 %; sd/prompts would give √prompts = 16.
+    """
+    from landscape.train import TrainConfig
+
+    cfg = TrainConfig(task="linear", d=3, n=4, noise=0.5, device="cpu", dtype="float64")
+    R, prompts = 60, 256
+    est = [plots.bayes_loss_estimate(cfg, prompts=prompts, seed=100 + r) for r in range(R)]
+    values = np.array([v for v, _ in est])
+    ses = np.array([s for _, s in est])
+    ratio = float(values.std(ddof=1) / ses.mean())
+    assert 0.7 < ratio < 1.4, f"replicate spread / reported SE = {ratio:.3f}"
