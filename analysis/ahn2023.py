@@ -2,7 +2,7 @@ r"""Ahn, Cheng, Daneshmand, Sra (2023), *Transformers learn to implement precond
 descent for in-context learning* (arXiv 2306.00297).
 
 Linear attention :math:`\mathrm{Attn}_{P,Q}(Z) = P Z M (Z^\top Q Z)` on noiseless linear-regression
-prompts :math:`x \sim N(0, \Sigma)`, :math:`y = w^{*\top}x`. What this study checks (THEORY §2):
+prompts :math:`x \sim N(0, \Sigma)`, :math:`y = w^{*\top}x`. What this study checks (docs/theory.md §2):
 
 1. **Theorem 1** (one layer, :math:`w^* \sim N(0, I)`): the global minimiser is
    :math:`P = \mathrm{diag}(0, 1)`, :math:`Q = -\mathrm{diag}(A^*, 0)` with

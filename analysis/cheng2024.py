@@ -6,7 +6,7 @@ Kernel attention :math:`\mathrm{Attn}_{V,B,C}(Z) = V Z M \tilde h(BZ, CZ)` with 
 :math:`x = \Sigma^{1/2}\xi` with :math:`\xi` uniform on the sphere and labels a Gaussian process
 :math:`(y_1..y_{n+1}) \sim N(0, K(\Xi))` on the whitened inputs (:class:`landscape.tasks.KernelGP`).
 
-What this study checks (THEORY §3), each as a :class:`~analysis._study.Claim` with its numbers:
+What this study checks (docs/theory.md §3), each as a :class:`~analysis._study.Claim` with its numbers:
 
 1. **Proposition 1** — :func:`landscape.constructions.functional_gd_construction` (``V_l = diag(0, -r_l)``,
    ``B_l = C_l = I``) *is* functional GD: the label row of every :math:`Z_l` equals

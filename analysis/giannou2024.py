@@ -1,6 +1,6 @@
 r"""Giannou et al. (2024), *How well can transformers emulate in-context Newton's method?* (arXiv 2403.03183).
 
-Three measurements (THEORY §4):
+Three measurements (docs/theory.md §4):
 
 1. **Newton–Schulz in linear attention.** :func:`landscape.constructions.newton_schulz_construction`
    (two linear heads per layer on tokens :math:`(a_j, x_j, e_j)`) performs
@@ -224,7 +224,7 @@ def run(ctx: StudyContext) -> StudyResult:
     c_con = Claim(
         "ns_construction_exact",
         "Two-head linear attention performs one Newton–Schulz step X ← X(2I − AX) per layer (Giannou et al. 2024; "
-        "construction of THEORY §4)",
+        "construction of docs/theory.md §4)",
         con_err < CONSTRUCTION_RTOL,
         {"max_rel_error": con_err, "layers": float(T_ns)},
         f"max over prompts and layers of ‖X_t^con − X_t^NS‖_F/‖X_t^NS‖_F < {CONSTRUCTION_RTOL:g}",

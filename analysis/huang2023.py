@@ -47,7 +47,7 @@ Measured along training: target weight :math:`A_k = v_k^\top Q v_k`, off-target 
 :math:`B_k = \mathrm{mean}_{m\ne k}\, v_m^\top Q v_k`, the expected attention mass on same-feature
 tokens :math:`\mathbb E[\mathrm{mass}_k \mid k]` and :math:`L_k`.
 
-Claims checked (Section 5 of the theory notes): balanced features → near-zero error;
+Claims checked (docs/theory.md §5): balanced features → near-zero error;
 imbalanced (one dominant feature) → stage-wise: dominant-feature queries converge first,
 under-represented ones later; and the ``w``-integrated loss equals the Monte-Carlo loss.
 """
@@ -473,7 +473,7 @@ def run(ctx: StudyContext) -> StudyResult:
     c_mc = Claim(
         "w_integrated_loss_matches_monte_carlo",
         "Per-feature loss ½[(1−mass_k)² + Σ_{m≠k} mass_m²] (w integrated out, counts enumerated) equals the "
-        "Monte-Carlo loss ½(ŷ_q − ⟨w,x_q⟩)² with sampled w (derived, §5)",
+        "Monte-Carlo loss ½(ŷ_q − ⟨w,x_q⟩)² with sampled w (derived, docs/theory.md §5)",
         z_max < MC_NUM_SE,
         {"max_z": z_max, "exact_rare": float(exact[1]), "mc_rare": mc_means[1],
          "exact_dominant": float(exact[0]), "mc_dominant": mc_means[0], "mc_prompts": float(mc_batch)},

@@ -6,7 +6,7 @@ self-attention layer supervised by one GD step and (ii) looping it with shared w
 looped model inherits the convergence of normalised GD, in distribution and out of it, and its
 direction approaches the max-margin separator.
 
-**Embedding** (the mechanism of THEORY §6, :func:`landscape.constructions.normalised_gd_construction`;
+**Embedding** (the mechanism of docs/theory.md §6, :func:`landscape.constructions.normalised_gd_construction`;
 not the paper's own embedding): tokens in :math:`\mathbb R^{2d}`, ``n`` context tokens
 :math:`(u_i, 0)` with :math:`u_i = y_i x_i` and a last *state* token :math:`(0, w)` that receives only.
 One softmax kernel head (:mod:`landscape.model`; the model multiplies every update by ``1/n``):
@@ -385,7 +385,7 @@ def run(ctx: StudyContext) -> StudyResult:
     c_con = Claim(
         "construction_is_ngd",
         "The looped softmax construction (score −c u_iᵀw, value η u_i, residual) equals normalised GD on "
-        "the in-context exponential loss (THEORY §6)",
+        "the in-context exponential loss (docs/theory.md §6)",
         step_err < CONSTRUCTION_RTOL and con_err_T0 < CONSTRUCTION_RTOL,
         {"one_step_max_rel_error": step_err, f"max_rel_error_{T0}_steps": con_err_T0,
          f"max_rel_error_{T}_steps": con_err_T, f"ngd_self_sensitivity_{T}_steps": self_sens_T},
@@ -491,7 +491,7 @@ def run(ctx: StudyContext) -> StudyResult:
     blocks = layer.blocks
     notes = (
         "Embedding: context tokens (u_i, 0), u_i = y_i x_i, state token (0, w) last; one softmax kernel head; "
-        "the embedding is THEORY §6's mechanism (landscape.constructions.normalised_gd_construction), not the paper's.",
+        "the embedding is the mechanism of docs/theory.md §6 (landscape.constructions.normalised_gd_construction), not the paper's.",
         "Trained parameterisation: free d×d blocks B11 (keys read u), C12 (queries read w), V21 (values write into "
         "w); all other entries of V, B, C fixed at 0, so that looping is well defined (see module docstring).",
         f"Training: d={d}, n={n}, η={eta}, c={c}, margin 0.1, Gaussian covariates; w₀ = s·N(0, I), s ~ U(0, 3); "
@@ -506,7 +506,7 @@ def run(ctx: StudyContext) -> StudyResult:
         f"{con_err_T:.1e} (relative), while explicit NGD restarted from w₀ = 1e-14·N(0, I) instead of 0 drifts by "
         f"{self_sens_T:.1e}: NGD with a constant step amplifies round-off along the loop by itself, so exactness is "
         f"checked per step and over the "
-        f"first {T0} steps, where it holds to 1e-10. THEORY §6 quotes 1e-15 agreement for the loop; that holds only "
+        f"first {T0} steps, where it holds to 1e-10; as docs/theory.md §6 says, 1e-15 agreement along the loop holds only "
         f"for short loops.",
         f"T = {T} loop steps, {eval_batch} prompts per setting; max-margin directions by SLSQP "
         "(landscape.algorithms.max_margin_direction).",

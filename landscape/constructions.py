@@ -558,7 +558,7 @@ def normalised_gd_construction(
     token is a source as well (``n_sources = n + 1``; its score is 0 and its value 0, and the value
     carries ``n + 1``), which gives the plain gradient step on :math:`\log(1 + \sum_i e^{s_i})`.
     The context tokens' ``w`` block also changes, but it is never read by a score or a value.
-    This embedding is ours (THEORY §6), not the paper's.
+    This embedding is ours (docs/theory.md §6), not the paper's.
 
     Args:
         d: covariate dimension.
@@ -624,7 +624,7 @@ def normalised_gd_construction(
 
     return Construction(
         "normalised_gd", spec, params, embed, readout, n_sources=sources,
-        description="Zhang, Cao 2026 (mechanism of THEORY §6): looped softmax head, score -c u_i^T w, value eta u_i: "
+        description="Zhang, Cao 2026 (mechanism of docs/theory.md §6): looped softmax head, score -c u_i^T w, value eta u_i: "
                     + ("w <- w - (eta/c) grad L/L, L = sum_i exp(-c y_i x_i^T w)" if loss == "exp" else
                        "w <- w - (eta/c) grad log(1 + sum_i exp(-c y_i x_i^T w))"),
         meta={"looped": True, "loss": loss, "n": n},

@@ -1,7 +1,7 @@
 """Tests of landscape/model.py (and the shared family suite).
 
 References: the layer update written with the explicit mask matrix ``M = diag(I_n, 0)`` and
-dense matrix products (THEORY §1), independently of the model's slicing; a Python loop for
+dense matrix products (docs/theory.md §1), independently of the model's slicing; a Python loop for
 ``vmap`` (bit for bit); the change-of-basis identity; and clear errors on bad input.
 """
 
@@ -44,7 +44,7 @@ class TestBuiltinFamilies(FamilySuite):
         return get_family(name, problem)
 
 
-# ---------------------------------------------------------------------- forward = THEORY §1 with an explicit mask
+# ---------------------------------------------------------------------- forward = docs/theory.md §1 with an explicit mask
 def _reference_forward(params: dict[str, torch.Tensor], spec: ModelSpec, Z: torch.Tensor, n: int) -> torch.Tensor:
     """``Z_{l+1} = Z_l + (1/n) Σ_h Attn(Z_l)`` with ``M = diag(1_n, 0)`` as a dense matrix; unbatched Z."""
     N = Z.shape[-1]

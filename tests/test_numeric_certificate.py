@@ -1,7 +1,7 @@
 r"""Stationarity certificates on the papers' families (float64, seeded).
 
 References: Ahn et al. (2023) Theorem 1 for one layer (the optimum :math:`a^* = n/(n+d+1)` of the
-whitened family and its loss :math:`d(d+1)/(n+d+1)`, THEORY §2), Theorem 3 (the family
+whitened family and its loss :math:`d(d+1)/(n+d+1)`, docs/theory.md §2), Theorem 3 (the family
 :math:`A_l = a_l\Sigma^{-1}` is stationary w.r.t. the blocks :math:`A_l`) and the controls
 (:math:`A_l = a_l I`, :math:`B_l = b_l I`) that must be rejected when :math:`\Sigma \ne I`; Cheng,
 Chen, Sra (2024) for the functional-GD family.

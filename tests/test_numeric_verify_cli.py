@@ -1,7 +1,7 @@
 """``landscape verify``: JSON output, exit codes and clear errors on bad input.
 
 References: the one-layer optimum of Ahn et al.'s Theorem 1 in whitened coordinates,
-:math:`a^* = n/(n+d+1)` with loss :math:`d(d+1)/(n+d+1)` (THEORY §2); the control family must be
+:math:`a^* = n/(n+d+1)` with loss :math:`d(d+1)/(n+d+1)` (docs/theory.md §2); the control family must be
 rejected; every bad input must give a JSON object with an ``error`` field and exit status 2.
 """
 

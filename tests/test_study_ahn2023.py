@@ -23,7 +23,7 @@ def _gen(seed: int) -> torch.Generator:
 
 # ------------------------------------------------------------------------------ building blocks
 def test_theorem1_optimum_isotropic_closed_form() -> None:
-    # Σ = I: A* = n/(n+d+1) I (THEORY §2)
+    # Σ = I: A* = n/(n+d+1) I (docs/theory.md §2)
     d, n = 4, 9
     A = ah.theorem1_optimum(torch.eye(d, dtype=F64), n)
     torch.testing.assert_close(A, n / (n + d + 1) * torch.eye(d, dtype=F64), rtol=ALGORITHM_RTOL, atol=0.0)
