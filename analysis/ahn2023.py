@@ -54,6 +54,7 @@ import torch
 
 from analysis._study import Claim, StudyContext, StudyResult, study_main
 from landscape import algorithms as alg
+from landscape._summary import seed_median
 from landscape._tolerances import CONSTRUCTION_RTOL, MC_NUM_SE
 from landscape.constructions import preconditioned_gd_construction
 from landscape.distance import dist_to_identity, identity_distances, project_onto_family
@@ -294,7 +295,7 @@ def _losses(params: Mapping[str, torch.Tensor], spec: ModelSpec, batch: PromptBa
 
 
 def _median(v: torch.Tensor) -> float:
-    return float(v.median()) if v.numel() % 2 else float(v.sort().values[v.numel() // 2 - 1:v.numel() // 2 + 1].mean())
+    return float(seed_median(v.reshape(-1)))
 
 
 def _save(fig: Any, out: Path, stem: str) -> list[Path]:
@@ -415,9 +416,9 @@ def _run(ctx: StudyContext, s: Settings) -> StudyResult:
         figures += _save(distance_figure(curves, ylabel="Dist(·, I)", title=(
             f"{s.layers}-layer linear attention, Σ = UᵀDU: Dist(Σ^½ A_l Σ^½, I) vs Dist(A_l, I) "
             f"({s.seeds} seeds)")), out, "ahn2023_distance")
-        w0 = white[:, 0].median(-1).values
-        wT = white[:, -1].median(-1).values
-        rT = raw[:, -1].median(-1).values
+        w0 = seed_median(white[:, 0])
+        wT = seed_median(white[:, -1])
+        rT = seed_median(raw[:, -1])
         ok3 = bool((wT < 0.5 * w0).all() and (wT < 0.5 * rT).all())
         claims.append(Claim(
             "thm3_whitened_distance",
@@ -430,8 +431,8 @@ def _run(ctx: StudyContext, s: Settings) -> StudyResult:
             "every layer, median over seeds: whitened final < 0.5 × whitened initial and < 0.5 × raw final",
         ))
         tables["Theorem 3: distances along training (median over seeds)"] = [
-            {"step": int(t), **{f"whitened_l{l}": float(white[l, i].median()) for l in range(s.layers)},
-             **{f"raw_l{l}": float(raw[l, i].median()) for l in range(s.layers)}}
+            {"step": int(t), **{f"whitened_l{l}": float(seed_median(white[l, i])) for l in range(s.layers)},
+             **{f"raw_l{l}": float(seed_median(raw[l, i])) for l in range(s.layers)}}
             for i, t in enumerate(steps.tolist())]
 
         # fitted scalars vs the symbolic stationary point

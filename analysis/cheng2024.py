@@ -66,6 +66,7 @@ import torch
 
 from analysis._study import Claim, StudyContext, StudyResult, study_main
 from landscape import algorithms as alg
+from landscape._summary import seed_median
 from landscape._tolerances import CONSTRUCTION_RTOL, RTOL
 from landscape.constructions import functional_gd_construction
 from landscape.families import Problem, get_family
@@ -808,11 +809,11 @@ def _run(ctx: StudyContext, s: Settings) -> StudyResult:
         f"exp attention on exp GP data (n = {s.distance_n}, L = {Ld}), Σ = UᵀDU: distances to the "
         f"functional-GD family ({s.seeds} seeds)")),
         out, "cheng2024_distance")
-    w0, wT = float(white[0].median()), float(white[-1].median())
-    rT = float(raw[-1].median())
-    v0, vT = float(vdist[0].median()), float(vdist[-1].median())
+    w0, wT = float(seed_median(white[0])), float(seed_median(white[-1]))
+    rT = float(seed_median(raw[-1]))
+    v0, vT = float(seed_median(vdist[0])), float(seed_median(vdist[-1]))
     tables["Distance to the functional-GD family along training (exp data, exp attention; median over seeds)"] = [
-        {"step": int(t), "whitened_BtC": float(white[i].median()), "raw_BtC": float(raw[i].median())}
+        {"step": int(t), "whitened_BtC": float(seed_median(white[i])), "raw_BtC": float(seed_median(raw[i]))}
         for i, t in enumerate(steps.tolist())]
     claims.append(Claim(
         "training_approaches_family",

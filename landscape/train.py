@@ -61,6 +61,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from ._checks import check_choice, check_int, check_real
+from ._summary import seed_median
 from .families import FAMILY_ATTENTION, Family, Problem, get_family
 from .kernels import get_kernel
 from .model import ModelSpec, flatten_params, init_params, make_mask, param_shapes, predict, unflatten_params
@@ -1012,7 +1013,7 @@ def _train(config: TrainConfig, store: Any, name: str | None, progress: bool,
                             "diverged": (~alive).to(torch.float64), **meas}
                     store.log_metrics(run, t, vals)
                 live = loss[alive]
-                bar.set_postfix(loss=f"{float(live.median()) if live.numel() else math.nan:.4g}",
+                bar.set_postfix(loss=f"{float(seed_median(live)) if live.numel() else math.nan:.4g}",
                                 diverged=int((~alive).sum()))
             state = TrainState(t + 1, flat, opt, alive, dstep, loss, spec)
             bar.update(1)
