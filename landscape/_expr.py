@@ -49,7 +49,8 @@ MAX_LENGTH = 4000
 """Longest text :func:`parse_expression` reads (characters)."""
 
 MAX_DEPTH = 60
-"""Deepest syntax tree :func:`parse_expression` accepts (nested operations and calls)."""
+"""Deepest nesting :func:`parse_expression` accepts: brackets, calls, powers and signs (a chain
+``a + b - c * d ...`` of any length counts as one level)."""
 
 MAX_POWER_DIGITS = 1000
 """A power ``a**b`` of two numbers whose value would have more decimal digits than this is refused."""
@@ -216,14 +217,28 @@ def parse_expression(
                 return build(node.operand, level + 1)
             raise _Reject(f"the operator in {_segment(src, node)} is not allowed")
         if isinstance(node, ast.BinOp):
-            op = _BINOPS.get(type(node.op))
-            if op is None:
-                hint = " (write powers as **)" if isinstance(node.op, ast.BitXor) else ""
-                raise _Reject(f"the operator in {_segment(src, node)} is not allowed{hint}")
-            left, right = build(node.left, level + 1), build(node.right, level + 1)
-            if isinstance(node.op, ast.Pow):
-                return _power(left, right)
-            return op[1](left, right)
+            # a chain a + b - c * d ... is nested on the left: walk it without recursion, so a
+            # long sum counts as one level (powers nest on the right and count each)
+            chain: list[ast.BinOp] = []
+            while isinstance(node, ast.BinOp):
+                if type(node.op) not in _BINOPS:
+                    hint = " (write powers as **)" if isinstance(node.op, ast.BitXor) else ""
+                    raise _Reject(f"the operator in {_segment(src, node)} is not allowed{hint}")
+                if isinstance(node.op, ast.Pow) and chain:
+                    break
+                chain.append(node)
+                if isinstance(node.op, ast.Pow):
+                    break
+                node = node.left
+            head = chain[-1]
+            if isinstance(head.op, ast.Pow):
+                out = _power(build(head.left, level + 1), build(head.right, level + 1))
+                chain.pop()
+            else:
+                out = build(node, level + 1)
+            for link in reversed(chain):
+                out = _BINOPS[type(link.op)][1](out, build(link.right, level + 1))
+            return out
         if isinstance(node, ast.Call):
             if not isinstance(node.func, ast.Name):
                 if isinstance(node.func, ast.Attribute):

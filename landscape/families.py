@@ -533,8 +533,8 @@ def check_stored_family(name: str | None) -> None:
     if is_family_file(name):
         raise ValueError(
             f"the stored config names the user family file {name!r}; a stored run is never read by importing "
-            f"code, so build the family explicitly: get_family({name!r}, config.problem()) in Python, or pass "
-            f"--family {name} to a command (both run that file)")
+            f"code, so build the family explicitly: get_family({name!r}, config.problem()) in Python "
+            f"(this runs that file)")
 
 
 def load_family(path: str, problem: Problem) -> Family:

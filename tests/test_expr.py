@@ -102,6 +102,10 @@ def test_parser_caps_length_nesting_and_rejects_non_finite_results() -> None:
     with pytest.raises(ValueError, match="deeper than the limit"):
         parse_expression("-" * (MAX_DEPTH + 5) + "s", SYMS)
     assert parse_expression("(" * MAX_DEPTH + "s" + ")" * MAX_DEPTH, SYMS) == s
+    with pytest.raises(ValueError, match="deeper than the limit"):
+        parse_expression("**".join(["s"] * (MAX_DEPTH + 2)), SYMS)
+    # a long chain of + - * / is one level, whatever its length
+    assert parse_expression(" + ".join(["s"] * 400) + " - r2/2/uu*ww", SYMS) == 400 * s - r2 * ww / (2 * uu)
     for text in ("1/0", "0**-1", "s/0"):
         with pytest.raises(ValueError, match="is not finite: it evaluates to"):
             parse_expression(text, SYMS)
