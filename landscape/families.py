@@ -28,6 +28,8 @@ family is a Python function ``f(problem) -> dict[str, sympy.Matrix]`` (see :func
 from __future__ import annotations
 
 import importlib.util
+import keyword
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -35,6 +37,7 @@ from typing import Callable, Mapping, Sequence
 import sympy
 import torch
 
+from ._checks import check_int
 from .kernels import INVARIANTS, Kernel, get_kernel
 from .model import HeadSpec, ModelSpec, flatten_params, param_shapes
 from .tasks import check_covariance, sqrtm_psd
@@ -47,6 +50,10 @@ __all__ = [
     "known_families",
     "load_family",
     "family_from_function",
+    "is_family_file",
+    "check_stored_family",
+    "RESERVED_SYMBOL_NAMES",
+    "RESERVED_SYMBOL_PATTERN",
 ]
 
 
@@ -74,9 +81,7 @@ class Problem:
 
     def __post_init__(self) -> None:
         for name in ("d", "layers", "n", "heads"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"Problem.{name} must be an integer >= 1, got {v!r}")
+            check_int(f"Problem.{name}", getattr(self, name), minimum=1)
         if self.attention not in ("linear", "kernel"):
             raise ValueError(f"Problem.attention must be 'linear' or 'kernel', got {self.attention!r}")
         if isinstance(self.activations, (str, Kernel)):
@@ -158,9 +163,48 @@ def default_symmetries(spec: ModelSpec) -> tuple[Symmetry, ...]:
     return tuple(out)
 
 
-def _natural_key(sym: sympy.Symbol) -> tuple:
-    import re
+RESERVED_SYMBOL_NAMES: tuple[str, ...] = ("d", "n")
+"""Names a family symbol may not take: the problem's dimension ``d`` and context length ``n``, which
+the symbolic layer keeps as the symbols :data:`~landscape.symbolic.whitened.D_SYMBOL` and
+:data:`~landscape.symbolic.whitened.N_SYMBOL` (a family symbol of that name would be merged with them)."""
 
+RESERVED_SYMBOL_PATTERN = re.compile(r"lambda\d+|m__.*|_.*")
+"""Further names the symbolic layer uses internally: the eigenvalues ``lambda1, lambda2, ...`` of a
+symbolic spectrum (:func:`~landscape.symbolic.loss.family_loss` with ``spectrum="symbolic"``), the
+label-exact coefficients ``m__A__B`` and the data variables ``_xi.., _eta.., _eps..`` of the
+expansion route (every name starting with ``_`` is reserved)."""
+
+
+def _check_symbol_names(family: str, symbols: set[sympy.Symbol]) -> None:
+    """Family symbols have distinct identifier names that do not clash with the problem's.
+
+    Raises:
+        ValueError: a name that is not an identifier, is reserved, or is shared by two symbols.
+    """
+    by_name: dict[str, list[sympy.Symbol]] = {}
+    for sym in symbols:
+        if not isinstance(sym, sympy.Symbol):
+            raise ValueError(f"family {family!r}: {sym!r} is not a sympy Symbol")
+        by_name.setdefault(sym.name, []).append(sym)
+    for name, syms in sorted(by_name.items()):
+        if len(syms) > 1:
+            shown = " and ".join(sympy.srepr(s) for s in sorted(syms, key=sympy.srepr))
+            raise ValueError(f"family {family!r}: two different symbols are both named {name!r} ({shown}, which "
+                             "differ in their assumptions); give every symbol its own name")
+        if not name.isidentifier() or keyword.iskeyword(name):
+            raise ValueError(f"family {family!r}: symbol name {name!r} is not an identifier or is a "
+                             "Python keyword; use names like a0, b1h0")
+        if name in RESERVED_SYMBOL_NAMES:
+            what = "dimension" if name == "d" else "context length"
+            raise ValueError(f"family {family!r}: symbol name {name!r} is reserved: it is the problem's {what} in "
+                             f"the symbolic layer and would be merged with it; rename it, e.g. {name}0")
+        if RESERVED_SYMBOL_PATTERN.fullmatch(name):
+            raise ValueError(f"family {family!r}: symbol name {name!r} is reserved: the symbolic layer uses "
+                             "d, n, lambda<k>, m__* and names starting with '_' for the problem's own symbols; "
+                             "rename it, e.g. a0")
+
+
+def _natural_key(sym: sympy.Symbol) -> tuple:
     parts = re.split(r"(\d+)", sym.name)
     return tuple(int(p) if p.isdigit() else p for p in parts)
 
@@ -205,6 +249,7 @@ class Family:
         free = set()
         for M in blocks.values():
             free |= M.free_symbols
+        _check_symbol_names(self.name, free | set(self.symbols))
         syms = tuple(self.symbols) if self.symbols else tuple(sorted(free, key=_natural_key))
         missing = free - set(syms)
         if missing:
@@ -470,12 +515,47 @@ def family_from_function(
     return Family(name, doc[0] if doc and statement == "user-defined family" else statement, problem, blocks)
 
 
+def is_family_file(name: object) -> bool:
+    """Whether ``name`` names a user family file (``path/to/file.py:NAME``) rather than a built-in."""
+    return isinstance(name, str) and ":" in name and name.rpartition(":")[0].endswith(".py")
+
+
+def check_stored_family(name: str | None) -> None:
+    """Refuse to build a family named by a *stored* config when that means importing a user file.
+
+    A run store records a user family only as ``file.py:NAME`` (and the file's SHA-256); reading a
+    stored run (``landscape plot``, :meth:`landscape.train.TrainConfig.from_dict`) never imports
+    the file, since stored text is never executed. Built-in families are built as usual.
+
+    Raises:
+        ValueError: ``name`` is a user family file; the message says how to build it explicitly.
+    """
+    if is_family_file(name):
+        raise ValueError(
+            f"the stored config names the user family file {name!r}; a stored run is never read by importing "
+            f"code, so build the family explicitly: get_family({name!r}, config.problem()) in Python "
+            f"(this runs that file)")
+
+
 def load_family(path: str, problem: Problem) -> Family:
     """Load ``path/to/file.py:NAME`` — a function ``NAME(problem) -> dict[str, sympy.Matrix]`` — as a family.
 
+    Loading **imports and runs** the file: this is the user running their own code, so it happens
+    only when the user names the file (``--family file.py:NAME`` on the command line, a sweep file's
+    ``family`` key, or a call of this function / :func:`get_family`). A config read back from a
+    run store never does it: the store records the family only as ``file.py:NAME`` plus the file's
+    SHA-256 (no code, no expressions that could be evaluated), and a stored config refuses to build
+    a user family (:func:`check_stored_family`), naming the explicit call that would. Figures and
+    reports that need only stored metrics work without it; the weight heat map of such a run
+    (``landscape plot --kind heatmap``) is skipped with that reason.
+
+    The family's symbols must have distinct identifier names, none of them reserved
+    (:data:`RESERVED_SYMBOL_NAMES`, :data:`RESERVED_SYMBOL_PATTERN`): a symbol named ``n`` or
+    ``d`` would otherwise be merged with the problem's context length or dimension.
+
     Raises:
         ValueError: missing file, missing ``:NAME``, import errors, or a bad family (see
-            :func:`family_from_function`).
+            :func:`family_from_function` and :class:`Family`).
     """
     file, sep, attr = path.rpartition(":")
     if not sep or not file or not attr:
@@ -509,6 +589,6 @@ def get_family(name: str | Family, problem: Problem) -> Family:
         raise TypeError(f"family must be a name or a Family, got {type(name).__name__}")
     if name in _FAMILIES:
         return _FAMILIES[name](problem)
-    if ":" in name and name.rpartition(":")[0].endswith(".py"):
+    if is_family_file(name):
         return load_family(name, problem)
     raise ValueError(f"unknown family {name!r}; known: {', '.join(_FAMILIES)} or 'path/to/file.py:NAME'")

@@ -15,7 +15,10 @@ Built-ins (:func:`get_kernel`): ``linear`` :math:`s`; ``relu`` :math:`\\max(s, 0
 :math:`e^{\\gamma s}`; ``softmax`` :math:`e^{s_{ij}} / \\sum_{k\\le n} e^{s_{kj}}` (normalised over the
 ``n`` context sources separately for each receiver); ``rbf`` :math:`e^{-r2/(2\\ell^2)}`; ``laplace``
 :math:`e^{-\\sqrt{r2}/\\ell}`; ``polynomial`` :math:`(s + c)^p`. A user kernel is
-``Kernel.from_sympy("exp(-r2/2) + s", name="mine")``.
+``Kernel.from_sympy("exp(-r2/2) + s", name="mine")``: the text is read by the safe parser
+:func:`landscape._expr.parse_expression` (never executed; the functions of
+:data:`KERNEL_FUNCTIONS` only), and the kernel is checked at :data:`PROBE_POINTS` — real and finite
+values, finite torch derivatives — before anything uses it.
 
 :class:`SumKernel` is the composite kernel :math:`K^\\circ(x,x') = \\sum_h \\alpha_h \\tilde h_h(G_h x, G_h x')`
 of multi-head functional GD (Cheng et al., Prop. 3) and of composite GP data.
@@ -23,21 +26,27 @@ of multi-head functional GD (Cheng et al., Prop. 3) and of composite GP data.
 
 from __future__ import annotations
 
+import functools
 import math
-
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
+import mpmath
 import sympy
 import torch
 
+from ._expr import FUNCTIONS, parse_expression
+
 __all__ = [
     "INVARIANTS",
+    "KERNEL_FUNCTIONS",
+    "PROBE_POINTS",
     "Kernel",
     "SumKernel",
     "get_kernel",
     "known_kernels",
     "max_diagonal",
+    "parse_kernel_expression",
 ]
 
 s_, r2_, uu_, ww_ = sympy.symbols("s r2 uu ww", real=True)
@@ -83,13 +92,110 @@ _TORCH_MODULES = [
 ]
 
 
+KERNEL_FUNCTIONS: tuple[str, ...] = tuple(FUNCTIONS)
+"""Functions a user kernel may call (the whitelist of :mod:`landscape._expr`)."""
+
+
+def parse_kernel_expression(text: str) -> sympy.Expr:
+    """Parse a user kernel ``text`` in ``s, r2, uu, ww`` with the safe parser (nothing is executed).
+
+    Raises:
+        ValueError: one line naming the offending token (see :func:`landscape._expr.parse_expression`).
+    """
+    return parse_expression(text, {str(x): x for x in INVARIANTS}, KERNEL_FUNCTIONS, what="kernel expression")
+
+
+def _probe_points() -> tuple[tuple[float, float, float, float], ...]:
+    r"""Invariants ``(s, r2, uu, ww)`` of the pairs :math:`u, w \in \mathbb R^2` with
+    :math:`\lVert u\rVert, \lVert w\rVert \in \{0.5, 1, 2\}` at angles 0°, 60°, 90°, 120°, 180°:
+    :math:`s \in [-4, 4]`, :math:`r2 \in [0, 16]` (0 on the diagonal of a Gram matrix),
+    :math:`uu, ww \in [0.25, 4]`."""
+    pts = []
+    for a in (0.5, 1.0, 2.0):
+        for b in (0.5, 1.0, 2.0):
+            for c in (1.0, 0.5, 0.0, -0.5, -1.0):  # cos of the angle
+                s = a * b * c
+                pts.append((s, max(a * a + b * b - 2 * s, 0.0), a * a, b * b))
+    return tuple(pts)
+
+
+PROBE_POINTS: tuple[tuple[float, float, float, float], ...] = _probe_points()
+"""Where a user kernel is checked (:meth:`Kernel.__post_init__`): ``(s, r2, uu, ww)`` of pairs
+``u, w`` with norms 0.5, 1, 2 at angles 0°, 60°, 90°, 120°, 180° — ``s`` in [-4, 4], ``r2`` in
+[0, 16] (``r2 = 0`` is the diagonal of every Gram matrix), ``uu, ww`` in [0.25, 4]: the range of
+whitened or unit-sphere inputs and initial weights."""
+
+_PROBE_RANGE = ("probe points: pairs u, w with |u|, |w| in {0.5, 1, 2} at angles 0-180 degrees, "
+                "s in [-4, 4], r2 in [0, 16], uu, ww in [0.25, 4]")
+
+
+def _check_functions(name: str, expr: sympy.Expr) -> None:
+    """Every function applied in ``expr`` is one of the whitelisted kernel functions."""
+    allowed = {FUNCTIONS[f][0] for f in KERNEL_FUNCTIONS}
+    bad = sorted({str(type(f).__name__) for f in expr.atoms(sympy.Function) if type(f) not in allowed})
+    if bad:
+        raise ValueError(f"kernel {name!r}: unknown function(s) {bad} in {expr}; "
+                         f"a kernel may call {', '.join(KERNEL_FUNCTIONS)}")
+
+
+def _point_text(p: Sequence[float]) -> str:
+    return ", ".join(f"{k}={v:g}" for k, v in zip(("s", "r2", "uu", "ww"), p))
+
+
+@functools.lru_cache(maxsize=256)
+def _probe_failure(expr: sympy.Expr) -> str | None:
+    """Why ``expr`` is not a usable kernel at :data:`PROBE_POINTS` (``None`` if it is).
+
+    Checks, at every probe point: the exact value (mpmath, complex arithmetic) is real and
+    finite; the compiled torch function (what the model runs) gives finite values; torch
+    autograd gives finite derivatives in every invariant.
+    """
+    exact = sympy.lambdify(INVARIANTS, expr, modules="mpmath")
+    for p in PROBE_POINTS:
+        try:
+            v = complex(exact(*(mpmath.mpf(x) for x in p)))
+        except (ZeroDivisionError, ValueError, OverflowError, TypeError):
+            return f"is not finite at {_point_text(p)}"
+        if not (math.isfinite(v.real) and math.isfinite(v.imag)):
+            return f"is not finite at {_point_text(p)}"
+        if abs(v.imag) > 1e-12 * max(1.0, abs(v.real)):
+            return f"is not real at {_point_text(p)} (value {v:.4g})"
+    fn = sympy.lambdify(INVARIANTS, expr, modules=_TORCH_MODULES)
+    cols = torch.tensor(PROBE_POINTS, dtype=torch.float64).T
+    args = [c.clone().requires_grad_(True) for c in cols]
+    with torch.enable_grad():
+        out = torch.as_tensor(fn(*args), dtype=torch.float64)
+        out = out.expand(len(PROBE_POINTS)) if out.shape != (len(PROBE_POINTS),) else out
+        bad = ~torch.isfinite(out)
+        if bool(bad.any()):
+            return f"is not finite in torch at {_point_text(PROBE_POINTS[int(bad.nonzero()[0])])}"
+        if not out.requires_grad:
+            return None
+        grads = torch.autograd.grad(out.sum(), args, allow_unused=True)
+    for sym, g in zip(INVARIANTS, grads):
+        if g is not None and not bool(torch.isfinite(g).all()):
+            i = int((~torch.isfinite(g)).nonzero()[0])
+            hint = " (write sqrt(r2), which has a zero derivative at 0)" if sym == r2_ and PROBE_POINTS[i][1] == 0 else ""
+            return f"has no finite derivative in {sym} at {_point_text(PROBE_POINTS[i])}{hint}"
+    return None
+
+
+def _check_at_probe_points(name: str, expr: sympy.Expr, fn: Callable[..., torch.Tensor]) -> None:
+    why = _probe_failure(expr)
+    if why is not None:
+        raise ValueError(f"kernel {name!r}: {sympy.sstr(expr)} {why}; a kernel must be real, finite and "
+                         f"differentiable wherever attention evaluates it ({_PROBE_RANGE})")
+
+
 @dataclass(frozen=True)
 class Kernel:
     """A kernel / attention activation :math:`\\tilde h(u, w)`.
 
     Attributes:
         name: short name (``"exp"``, ``"relu"``, a user's name).
-        expr: sympy expression in the invariants ``s, r2, uu, ww`` (see module docstring).
+        expr: sympy expression in the invariants ``s, r2, uu, ww`` (see module docstring); a string
+            is parsed with :func:`parse_kernel_expression`. A kernel compiled from its expression
+            (no ``_fn``) is checked at :data:`PROBE_POINTS`; a ValueError names the failing point.
         normalised: if True the Gram matrix is normalised over sources for each receiver
             (softmax attention); ``expr`` is then the un-normalised score ``exp(s)``.
         psd: whether the kernel is positive semi-definite (``None`` if unknown). GP prompts with
@@ -106,7 +212,14 @@ class Kernel:
     _uses: tuple[bool, bool, bool, bool] = field(default=(True, True, True, True), repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        expr = sympy.sympify(self.expr)
+        if isinstance(self.expr, str):
+            expr = parse_kernel_expression(self.expr)
+        else:
+            try:
+                expr = sympy.sympify(self.expr, strict=True)
+            except sympy.SympifyError:
+                raise TypeError(f"kernel {self.name!r}: expr must be a sympy expression or a string, "
+                                f"got {type(self.expr).__name__}") from None
         extra = expr.free_symbols - set(INVARIANTS)
         if extra:
             raise ValueError(
@@ -114,12 +227,16 @@ class Kernel:
                 f"{sorted(map(str, extra))}; a kernel may only use its arguments "
                 f"{[str(x) for x in INVARIANTS]} (s = u.w, r2 = |u-w|^2, uu = |u|^2, ww = |w|^2)"
             )
+        _check_functions(self.name, expr)
         object.__setattr__(self, "expr", expr)
+        probe = self._fn is None
         if self._fn is None:
             fn = sympy.lambdify(INVARIANTS, expr, modules=_TORCH_MODULES)
             object.__setattr__(self, "_fn", fn)
         uses = tuple(sym in expr.free_symbols for sym in INVARIANTS)
         object.__setattr__(self, "_uses", uses)
+        if probe:  # a kernel compiled from its expression: check it where training evaluates it
+            _check_at_probe_points(self.name, expr, self._fn)
 
     @classmethod
     def from_sympy(
@@ -136,13 +253,12 @@ class Kernel:
             The compiled kernel.
 
         Raises:
-            ValueError: if the expression cannot be parsed or uses other free symbols.
+            ValueError: one line, if the text is not in the parser's language (names the offending
+                token), uses other free symbols or functions, or is not real, finite and
+                differentiable at :data:`PROBE_POINTS` (names the point).
         """
         if isinstance(expr, str):
-            try:
-                expr = sympy.sympify(expr, locals={str(x): x for x in INVARIANTS})
-            except (sympy.SympifyError, SyntaxError, TypeError) as exc:
-                raise ValueError(f"cannot parse kernel expression {expr!r}: {exc}") from None
+            expr = parse_kernel_expression(expr)
         return cls(name=name, expr=expr, psd=psd)
 
     # ------------------------------------------------------------------ evaluation

@@ -32,6 +32,7 @@ from typing import Literal, Mapping, Sequence
 
 import torch
 
+from ._checks import check_int
 from .kernels import Kernel, get_kernel
 
 __all__ = [
@@ -106,9 +107,7 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         for name in ("d", "layers"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"ModelSpec.{name} must be an integer >= 1, got {v!r}")
+            check_int(f"ModelSpec.{name}", getattr(self, name), minimum=1)
         heads = tuple(self.heads)
         if not heads:
             raise ValueError("ModelSpec.heads must hold at least one HeadSpec")

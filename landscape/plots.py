@@ -559,18 +559,23 @@ def _metric_keys(store: RunStore, run: Run) -> list[str]:
 
 
 def _train_config(run: Run) -> Any:
-    """The :class:`landscape.train.TrainConfig` of a training run, or None for another kind of run."""
+    """The :class:`landscape.train.TrainConfig` of a training run, or None for another kind of run.
+
+    Raises:
+        ValueError: a training run whose stored config does not validate (a damaged or edited
+            store); the message names the run and the reason.
+    """
     import dataclasses
 
     from .train import TrainConfig
 
-    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"device"}
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"device", "_from_store"}
     if not names <= set(run.config):
         return None
     try:
         return TrainConfig.from_dict({**run.config, "device": "cpu"})
-    except (TypeError, ValueError):
-        return None
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"run {run.name!r}: its stored config is rejected: {exc}") from None
 
 
 def _model_label(config: Any) -> str:

@@ -81,7 +81,7 @@ def _train_api() -> Any:
 
 def _config_fields() -> tuple[str, ...]:
     """Names of the TrainConfig fields (the keys a sweep may set)."""
-    return tuple(f.name for f in dataclasses.fields(_train_api().TrainConfig))
+    return tuple(f.name for f in dataclasses.fields(_train_api().TrainConfig) if not f.name.startswith("_"))
 
 
 def _make_config(values: Mapping[str, Any]) -> Any:

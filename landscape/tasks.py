@@ -26,6 +26,7 @@ from typing import Literal, Sequence
 
 import torch
 
+from ._checks import check_int
 from .kernels import Kernel, SumKernel, get_kernel
 
 __all__ = [
@@ -90,11 +91,6 @@ def embed(X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------- covariance helpers
-def _check_int(name: str, v: int, lo: int = 1) -> None:
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-
-
 def check_covariance(sigma: torch.Tensor, d: int, name: str = "sigma") -> torch.Tensor:
     """Validate a covariance: shape ``(d, d)``, finite, symmetric, positive definite.
 
@@ -132,7 +128,7 @@ def sqrtm_psd(sigma: torch.Tensor, power: float = 0.5) -> torch.Tensor:
 
 def random_rotation(d: int, generator: torch.Generator, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """A Haar-distributed orthogonal matrix (QR of a Gaussian with the sign convention fixed)."""
-    _check_int("d", d)
+    check_int("d", d, minimum=1)
     G = torch.randn(d, d, generator=generator, dtype=dtype, device=generator.device)
     Q, R = torch.linalg.qr(G)
     return Q * torch.sign(torch.diagonal(R)).unsqueeze(0)
@@ -155,7 +151,7 @@ def random_covariance(
     Raises:
         ValueError: wrong spectrum length or a non-positive eigenvalue.
     """
-    _check_int("d", d)
+    check_int("d", d, minimum=1)
     if spectrum is None:
         spectrum = AHN_SPECTRUM if d == 5 else torch.linspace(1.0, 0.1, d, dtype=torch.float64).tolist()
     spectrum = [float(s) for s in spectrum]
@@ -179,8 +175,8 @@ def _whitened(batch: int, d: int, m: int, covariates: str, g: torch.Generator, d
 
 
 def _validate_common(d: int, n: int, dtype: torch.dtype) -> None:
-    _check_int("d", d)
-    _check_int("n", n)
+    check_int("d", d, minimum=1)
+    check_int("n", n, minimum=1)
     if dtype not in (torch.float32, torch.float64):
         raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
 
@@ -242,7 +238,7 @@ class LinearRegression:
         Returns:
             :class:`PromptBatch` with ``latent = {"w": (B, d), "xi": (B, d, n+1)}``.
         """
-        _check_int("batch", batch)
+        check_int("batch", batch, minimum=1)
         g, d, n, dt = generator, self.d, self.n, self.dtype
         xi = _whitened(batch, d, n + 1, self.covariates, g, dt)
         half = _sigma_half(self.sigma, d, dt, g.device)
@@ -320,7 +316,7 @@ class KernelGP:
         Returns:
             :class:`PromptBatch` with ``latent = {"xi": whitened inputs, "K": (B, n+1, n+1) Gram}``.
         """
-        _check_int("batch", batch)
+        check_int("batch", batch, minimum=1)
         g, d, n, dt = generator, self.d, self.n, self.dtype
         xi = _whitened(batch, d, n + 1, self.covariates, g, dt)
         # The Gram matrix and its Cholesky factor are formed in float64 whatever the sample dtype:
@@ -379,7 +375,7 @@ class LinearClassification:
 
     def sample(self, batch: int, generator: torch.Generator) -> PromptBatch:
         """Draw ``batch`` prompts (``latent = {"w": unit task vectors}``)."""
-        _check_int("batch", batch)
+        check_int("batch", batch, minimum=1)
         g, d, n, dt = generator, self.d, self.n, self.dtype
         xi = _whitened(batch, d, n + 1, self.covariates, g, dt)
         half = _sigma_half(self.sigma, d, dt, g.device)
@@ -448,7 +444,7 @@ class OrthonormalFeatures:
 
     def sample(self, batch: int, generator: torch.Generator) -> PromptBatch:
         """Draw ``batch`` prompts (``latent = {"w", "feature": (B, n+1) feature indices}``)."""
-        _check_int("batch", batch)
+        check_int("batch", batch, minimum=1)
         g, d, n, dt = generator, self.d, self.n, self.dtype
         p = torch.tensor(self.probs, dtype=torch.float64, device=g.device)
         idx = torch.multinomial(p.expand(batch, -1), n + 1, replacement=True, generator=g)

@@ -62,7 +62,7 @@ import torch
 
 from ._checks import check_choice, check_int, check_real
 from ._summary import seed_median
-from .families import FAMILY_ATTENTION, Family, Problem, get_family
+from .families import FAMILY_ATTENTION, Family, Problem, check_stored_family, get_family, is_family_file
 from .kernels import get_kernel
 from .model import ModelSpec, flatten_params, init_params, make_mask, param_shapes, predict, unflatten_params
 from .tasks import (
@@ -233,6 +233,8 @@ class TrainConfig:
         eval_batch: held-out prompts for the evaluation loss (shared by all seeds).
         distance_every: project onto the family every this many steps (``0``: only at the end;
             ``None``: at every log step).
+        _from_store: set by :meth:`from_dict`: the config was read back from a run store, so a
+            user family file it names is never imported (:func:`~landscape.families.check_stored_family`).
     """
 
     task: str = "linear"
@@ -273,6 +275,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     eval_batch: int = 2048
     distance_every: int | None = None
+    _from_store: bool = field(default=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
@@ -380,7 +383,8 @@ class TrainConfig:
             if want is not None and want != self.attention:
                 raise ValueError(f"family {self.family!r} needs {want} attention; this config has "
                                  f"attention={self.attention!r} (use --attention {want})")
-            self.make_family(sigma=sigma)
+            if not (self._from_store and is_family_file(self.family)):
+                self.make_family(sigma=sigma)
 
     # ------------------------------------------------------------------ derived objects
     @property
@@ -407,6 +411,8 @@ class TrainConfig:
         """The configured family (``None`` if none), built for this problem."""
         if self.family is None:
             return None
+        if self._from_store:
+            check_stored_family(self.family)  # stored text never imports a user file
         return get_family(self.family, self.problem(sigma))
 
     def lr_vector(self, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -423,7 +429,7 @@ class TrainConfig:
         """
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
-            if f.name == "device":
+            if f.name in ("device", "_from_store"):
                 continue
             v = getattr(self, f.name)
             out[f.name] = [list(r) for r in v] if f.name == "sigma" and isinstance(v, tuple) else v
@@ -440,8 +446,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
-        """Inverse of :meth:`to_dict` (extra bookkeeping keys are ignored)."""
-        names = {f.name for f in dataclasses.fields(cls)}
+        """Inverse of :meth:`to_dict` (extra bookkeeping keys are ignored); a user family file it
+        names is not imported (see :func:`~landscape.families.check_stored_family`)."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"_from_store"}
         kw = {k: v for k, v in data.items() if k in names}
         for k in ("probs", "activations", "betas"):
             if k in kw and isinstance(kw[k], list):
@@ -450,7 +457,7 @@ class TrainConfig:
             kw["lr"] = tuple(kw["lr"])
         if isinstance(kw.get("sigma"), list):
             kw["sigma"] = tuple(tuple(r) for r in kw["sigma"])
-        return cls(**kw)
+        return cls(**kw, _from_store=True)
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:

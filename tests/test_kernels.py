@@ -204,11 +204,17 @@ def test_unknown_activation_lists_the_known_ones() -> None:
 
 
 def test_user_kernel_with_other_free_symbols_is_rejected() -> None:
+    with pytest.raises(ValueError, match=r"unknown name 'ell'; accepted: numbers, the symbols \[r2, s, uu, ww\]"):
+        Kernel.from_sympy("exp(-r2 / ell)")
+    with pytest.raises(ValueError, match=r"unknown name 'a'"):
+        Kernel.from_sympy("a * s + b")
+    ell, a, b = sympy.symbols("ell a b")
+    s, r2 = INVARIANTS[0], INVARIANTS[1]
     with pytest.raises(ValueError, match=r"free symbols \['ell'\]; a kernel may only use its arguments "
                                          r"\['s', 'r2', 'uu', 'ww'\]"):
-        Kernel.from_sympy("exp(-r2 / ell)")
+        Kernel.from_sympy(sympy.exp(-r2 / ell))
     with pytest.raises(ValueError, match=r"\['a', 'b'\]"):
-        Kernel.from_sympy("a * s + b")
+        Kernel.from_sympy(a * s + b)
 
 
 def test_unparseable_kernel_and_bad_constants() -> None:
@@ -220,3 +226,62 @@ def test_unparseable_kernel_and_bad_constants() -> None:
         get_kernel("relu:2")
     with pytest.raises(TypeError, match="kernel must be a name or a Kernel"):
         get_kernel(3)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------- user kernels checked at parse time
+@pytest.mark.parametrize("text, why", [
+    ("foo(s)", r"cannot parse kernel expression 'foo\(s\)': unknown function 'foo'; accepted: .*the functions "
+               r"\[exp, log, sqrt"),
+    ("1/0", r"kernel expression '1/0' is not finite: it evaluates to zoo"),
+    ("zoo", r"cannot parse kernel expression 'zoo': unknown name 'zoo'"),
+    ("s/0", r"is not finite: it evaluates to"),
+    ("log(s)", r"kernel 'sympy:log\(s\)': log\(s\) is not finite at s=0, r2=0.5, uu=0.25, ww=0.25; a kernel must "
+               r"be real, finite and differentiable wherever attention evaluates it \(probe points: .*s in \[-4, 4\], "
+               r"r2 in \[0, 16\], uu, ww in \[0.25, 4\]\)"),
+    ("sqrt(s)", r"sqrt\(s\) is not real at s=-0.125"),
+    ("s**(1/3)", r"is not real at s=-0.125"),
+    ("1/s", r"is not finite at s=0"),
+    ("exp(1000*s)", r"is not finite at s=1"),
+    ("exp(-r2**0.5)", r"has no finite derivative in r2 at s=0.25, r2=0, uu=0.25, ww=0.25 \(write sqrt\(r2\)"),
+    ("Abs(s)**0.5", r"has no finite derivative in s at s=0"),
+])
+def test_bad_user_kernels_fail_at_parse_time_with_one_line(text: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why) as exc:
+        get_kernel("sympy:" + text)
+    assert "\n" not in str(exc.value)
+    with pytest.raises(ValueError):  # the Python API and the model spec check the same way
+        ModelSpec.kernel(2, 1, ["sympy:" + text])
+
+
+def test_a_sympy_kernel_with_an_undefined_function_is_rejected() -> None:
+    s = INVARIANTS[0]
+    with pytest.raises(ValueError, match=r"unknown function\(s\) \['foo'\] in foo\(s\); a kernel may call exp, log"):
+        Kernel.from_sympy(sympy.Function("foo")(s))
+    with pytest.raises(ValueError, match=r"unknown function\(s\) \['sinh'\]"):
+        Kernel.from_sympy(sympy.sinh(s))
+
+
+def test_probe_points_are_invariants_of_real_pairs_and_every_builtin_passes() -> None:
+    from landscape.kernels import PROBE_POINTS, _probe_failure
+
+    pts = torch.tensor(PROBE_POINTS, dtype=F64)
+    s, r2, uu, ww = pts.T
+    # r2 = |u - w|^2 = uu + ww - 2 s, and Cauchy-Schwarz |s| <= |u||w|: the points are realisable
+    assert torch.allclose(r2, uu + ww - 2 * s, atol=1e-15) and bool((s.abs() <= (uu * ww).sqrt() + 1e-15).all())
+    assert (float(s.min()), float(s.max()), float(r2.min()), float(r2.max())) == (-4.0, 4.0, 0.0, 16.0)
+    assert (float(uu.min()), float(uu.max())) == (0.25, 4.0)
+    for name in known_kernels():
+        assert _probe_failure(get_kernel(name).expr) is None, name
+    # the user kernels of the docs and tests pass, and their values are the formulas
+    for text in ("(1+sqrt(3.0*r2))*exp(-sqrt(3.0*r2))", "exp(-r2/2) + s", "(s + 1)**3", "max(s, 0)",
+                 "log(1 + exp(s))", "s/sqrt(uu*ww)", "tanh(s) + erf(r2) - Min(uu, ww)"):
+        k = get_kernel("sympy:" + text)
+        U = torch.tensor([[1.0, 0.0], [0.5, 2.0]], dtype=F64)
+        W = torch.tensor([[0.3, -1.0], [0.2, 0.7]], dtype=F64)
+        got = k.gram(U, W)
+        for i in range(2):
+            for j in range(2):
+                u, w = U[:, i], W[:, j]
+                vals = {INVARIANTS[0]: float(u @ w), INVARIANTS[1]: float((u - w) @ (u - w)),
+                        INVARIANTS[2]: float(u @ u), INVARIANTS[3]: float(w @ w)}
+                assert abs(float(got[i, j]) - float(k.expr.subs(vals))) <= 1e-12, text

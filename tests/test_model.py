@@ -238,9 +238,9 @@ def test_dtype_and_device_mismatch_between_params_and_tokens() -> None:
 
 
 def test_bad_spec_and_settings() -> None:
-    with pytest.raises(ValueError, match=r"ModelSpec.d must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"ModelSpec.d must be an int >= 1, got 0"):
         ModelSpec.linear(0, 1)
-    with pytest.raises(ValueError, match=r"ModelSpec.layers must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"ModelSpec.layers must be an int >= 1, got 0"):
         ModelSpec.kernel(2, 0, "exp")
     with pytest.raises(ValueError, match="head kind must be 'linear' or 'kernel'"):
         HeadSpec("mlp")  # type: ignore[arg-type]
@@ -261,7 +261,7 @@ def test_bad_problem_for_family() -> None:
         get_family("pgd", Problem(2, 1, attention="kernel"))
     with pytest.raises(ValueError, match=r"unknown family 'pgdx'; known: pgd, pgd-relaxed"):
         get_family("pgdx", Problem(2, 1))
-    with pytest.raises(ValueError, match=r"Problem.d must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"Problem.d must be an int >= 1, got 0"):
         Problem(0, 1)
     with pytest.raises(ValueError, match="not positive definite"):
         Problem(2, 1, sigma=torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=F64))

@@ -202,11 +202,11 @@ def test_covariance_helpers() -> None:
 
 # ---------------------------------------------------------------------- bad input
 def test_bad_sizes() -> None:
-    with pytest.raises(ValueError, match=r"d must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"d must be an int >= 1, got 0"):
         LinearRegression(0, 3)
-    with pytest.raises(ValueError, match=r"n must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"n must be an int >= 1, got 0"):
         KernelGP(2, 0)
-    with pytest.raises(ValueError, match=r"batch must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"batch must be an int >= 1, got 0"):
         LinearRegression(2, 3).sample(0, torch.Generator())
     with pytest.raises(TypeError, match=r"dtype must be torch.float32 or torch.float64"):
         LinearClassification(2, 3, dtype=torch.int64)
