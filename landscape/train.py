@@ -53,8 +53,8 @@ marks it ``failed`` with the reason.
 
 from __future__ import annotations
 
-import dataclasses
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import math
