@@ -207,6 +207,42 @@ def test_repair_moves_a_damaged_database_aside_and_keeps_older_copies(tmp_path: 
         assert torch.equal(s.load_checkpoint("d", 2)["w"], torch.full((3,), 2.0))
 
 
+def test_repair_of_lost_rows_next_to_listed_runs_and_old_files(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    with RunStore(root, keep_checkpoints=3) as s:
+        run = s.create_run({"exp": "rows"}, "rows")
+        for step in (1, 2):
+            s.save_checkpoint(run, step, {"w": torch.full((2,), float(step)), "step": step})
+    with RunStore(root, read_only=True) as s:
+        state2 = s.load_checkpoint(run, 2)
+    con = sqlite3.connect(root / "store.sqlite")
+    con.execute("DELETE FROM checkpoints WHERE step = 2")  # the rows a lost -wal held
+    con.commit()
+    con.close()
+    run_dir = root / "tensors" / "run-000001"
+    # files in the version-1 layout (the bare state): one of the listed run, one of an unknown run
+    buf = io.BytesIO()
+    torch.save({"w": torch.full((2,), 3.0), "step": 3}, buf)
+    old_file = run_dir / f"step-000000000003-{secrets.token_hex(8)}.pt"
+    old_file.write_bytes(buf.getvalue())
+    orphan_dir = root / "tensors" / "run-000007"
+    orphan_dir.mkdir()
+    orphan = orphan_dir / f"final-{secrets.token_hex(8)}.pt"
+    orphan.write_bytes(buf.getvalue())
+    with pytest.raises(StoreError, match=r"does not list 3 tensor files of 2 run folders \(run-000001, run-000007\)"):
+        RunStore(root, read_only=True)
+    rep = repair_store(root)
+    assert rep.runs_restored == () and len(rep.files_indexed) == 2
+    ((left, why),) = rep.files_left
+    assert left == orphan.relative_to(root).as_posix() and "older version" in why
+    assert not orphan.exists() and (orphan_dir / "unindexed" / orphan.name).read_bytes() == buf.getvalue()
+    with RunStore(root, read_only=True) as s:
+        assert s.checkpoints("rows") == [1, 2, 3]
+        assert _same_state(s.load_checkpoint("rows", 2), state2)
+        assert _same_state(s.load_checkpoint("rows", 3), {"w": torch.full((2,), 3.0), "step": 3})
+        assert s.get_run("rows").status == "running"  # a listed run keeps its row as it was
+
+
 # ----------------------------------------------------------------------------------------------
 # read-only commands change nothing
 # ----------------------------------------------------------------------------------------------
