@@ -55,7 +55,8 @@ https://www.sqlite.org/wal.html):
   killed between the commit and the rename leaves a row whose content is the temporary file: it is
   read from there, and the rename is completed on the next writable open;
 * a checkpoint retired by ``keep_checkpoints`` (or replaced) moves from ``checkpoints`` to
-  ``trash`` in the transaction that retires it, and its file is unlinked after the commit. Hence
+  ``trash`` in the transaction that retires it, and its file is unlinked after the commit (or,
+  after a crash, by the next writer or writable open). Hence
   every tensor file with a final name is listed in ``checkpoints`` or ``trash``, and a tensor file
   listed in neither means the database lost rows (e.g. it was copied without its ``-wal`` file):
   opening such a store raises :class:`StoreError` and changes nothing;
@@ -801,6 +802,9 @@ class RunStore:
         """Close the database connection (idempotent)."""
         with self._lock:
             if self._conn is not None:
+                if not self.read_only and os.getpid() == self._pid and self._version >= 2:
+                    with contextlib.suppress(StoreError):  # what stays is removed on the next open
+                        self._empty_trash()
                 conn, self._conn = self._conn, None
                 if os.getpid() == self._pid:
                     conn.close()
@@ -1163,6 +1167,7 @@ class RunStore:
             except OSError as exc:
                 raise _os_error(f"cannot write the {kind} of run {run.name!r} to {folder}", exc) from exc
             with self._write() as c:
+                self._unlink_trash(c)  # files retired by earlier commits
                 if kind == "final":
                     old = c.execute(
                         "SELECT file FROM checkpoints WHERE run_id = ? AND kind = 'final'", (run.id,)
@@ -1172,7 +1177,7 @@ class RunStore:
                         "SELECT file FROM checkpoints WHERE run_id = ? AND kind = 'checkpoint' "
                         "AND step = ?", (run.id, step),
                     ).fetchall()
-                self._retire(c, [f for (f,) in old])
+                self._retire(c, [f for (f,) in old])  # the file this one replaces
                 c.execute(
                     "INSERT INTO checkpoints (run_id, kind, step, file, sha256, nbytes, created_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -1186,6 +1191,7 @@ class RunStore:
                         (run.id, run.id, self.keep_checkpoints),
                     ).fetchall()
                     self._retire(c, [f for (f,) in pruned])
+                    old += pruned
             committed = True
             try:
                 os.replace(tmp, target)
@@ -1199,7 +1205,8 @@ class RunStore:
             if not committed:
                 with contextlib.suppress(OSError):
                     tmp.unlink(missing_ok=True)
-        self._empty_trash()
+        if old:
+            self._empty_trash()  # the retired files go now that their retirement is committed
         self._collect_garbage(run.id)
 
     def _retire(self, c: sqlite3.Connection, files: Sequence[str]) -> None:
@@ -1209,15 +1216,21 @@ class RunStore:
             c.execute("DELETE FROM checkpoints WHERE file = ?", (f,))
             c.execute("INSERT OR REPLACE INTO trash (file, created_at) VALUES (?, ?)", (f, now))
 
+    def _unlink_trash(self, c: sqlite3.Connection) -> None:
+        """Unlink the files of committed ``trash`` rows and drop the rows (in the caller's write
+        transaction: if it rolls back, the rows stay and the next call finds the files gone)."""
+        for (rel,) in c.execute("SELECT file FROM trash").fetchall():
+            try:
+                (self.root / rel).unlink(missing_ok=True)
+            except OSError as exc:
+                raise _os_error(f"cannot remove retired file {self.root / rel}", exc) from exc
+            c.execute("DELETE FROM trash WHERE file = ?", (rel,))
+
     def _empty_trash(self) -> None:
-        """Unlink retired tensor files, then forget them (under the write lock)."""
-        with self._write() as c:
-            for (rel,) in c.execute("SELECT file FROM trash").fetchall():
-                try:
-                    (self.root / rel).unlink(missing_ok=True)
-                except OSError as exc:
-                    raise _os_error(f"cannot remove retired file {self.root / rel}", exc) from exc
-                c.execute("DELETE FROM trash WHERE file = ?", (rel,))
+        """Unlink retired tensor files, then forget them (one write transaction, if any)."""
+        if self._query("SELECT 1 FROM trash LIMIT 1"):
+            with self._write() as c:
+                self._unlink_trash(c)
 
     def _collect_garbage(self, run_id: int | None) -> None:
         """Finish what dead writers of this host left: never touches data the database lists.
@@ -1225,7 +1238,8 @@ class RunStore:
         A temporary file of a dead writer whose target has a row (the writer died between the
         commit and the rename) is moved into place if its SHA-256 is the row's; one whose target
         has no row (it died before the commit) is removed. Temporary files of live writers or of
-        other hosts, tensor files and anything else are left alone. Retired files are unlinked.
+        other hosts, tensor files and anything else are left alone. On open (``run_id=None``)
+        retired files are unlinked too.
         """
         base = self.root / _TENSOR_DIR
         if not base.is_dir():
@@ -1237,25 +1251,27 @@ class RunStore:
         )
         if run_id is None and self._version >= 2:
             self._empty_trash()
-        with self._write() as c:
-            rows = {f: d for f, d in c.execute("SELECT file, sha256 FROM checkpoints")}
-            for folder in folders:
-                if not folder.is_dir():
-                    continue
+        dead: list[tuple[Path, Path]] = []  # (temporary file, its target) of dead writers here
+        for folder in folders:
+            if folder.is_dir():
                 for entry in folder.iterdir():
                     m = _TMP_RE.match(entry.name)
-                    if m is None or m["host"] != self._host or _pid_alive(int(m["pid"])):
-                        continue
-                    target = folder / m["target"]
-                    digest = rows.get(target.relative_to(self.root).as_posix())
-                    try:
-                        if digest is None:
-                            entry.unlink(missing_ok=True)
-                        elif not target.exists() and _sha256_file(entry) == digest:
-                            os.replace(entry, target)
-                            _fsync_dir(folder)
-                    except OSError as exc:
-                        raise _os_error(f"cannot clean up {entry}", exc) from exc
+                    if m is not None and m["host"] == self._host and not _pid_alive(int(m["pid"])):
+                        dead.append((entry, folder / m["target"]))
+        if not dead:
+            return
+        with self._write() as c:
+            rows = {f: d for f, d in c.execute("SELECT file, sha256 FROM checkpoints")}
+            for entry, target in dead:
+                digest = rows.get(target.relative_to(self.root).as_posix())
+                try:
+                    if digest is None:
+                        entry.unlink(missing_ok=True)
+                    elif not target.exists() and _sha256_file(entry) == digest:
+                        os.replace(entry, target)
+                        _fsync_dir(entry.parent)
+                except OSError as exc:
+                    raise _os_error(f"cannot clean up {entry}", exc) from exc
 
     def _read_payload(self, rel: str) -> bytes | None:
         """Bytes of a listed file, or of its writer's temporary file before the rename; None if neither."""

@@ -316,6 +316,29 @@ def test_opening_removes_only_abandoned_temp_files_of_dead_writers(tmp_path: Pat
     assert stray.read_bytes() == b"data the database lost"
 
 
+def test_a_retired_file_left_by_a_crash_goes_on_the_next_writable_open(tmp_path: Path) -> None:
+    with RunStore(tmp_path, keep_checkpoints=1) as store:
+        run = store.create_run({"trash": 1})
+        store.save_checkpoint(run, 1, {"w": torch.ones(2)})
+        store.save_checkpoint(run, 2, {"w": torch.ones(2)})
+        assert len(list((tmp_path / "tensors").rglob("step-*.pt"))) == 1  # step 1 retired and unlinked
+        store.save_checkpoint(run, 3, {"w": torch.ones(2)})
+    (rel2,) = _sql(tmp_path, "SELECT file FROM checkpoints")[0]
+    assert rel2.split("/")[-1].startswith("step-000000000003")
+    # a writer killed after committing the retirement of step 3, before unlinking its file
+    con = sqlite3.connect(tmp_path / "store.sqlite")
+    con.execute("DELETE FROM checkpoints")
+    con.execute("INSERT INTO trash (file, created_at) VALUES (?, 0)", (rel2,))
+    con.commit()
+    con.close()
+    with RunStore(tmp_path, read_only=True) as store:  # a retired file is not a lost row
+        assert store.checkpoints(run) == []
+    assert (tmp_path / rel2).exists()
+    with RunStore(tmp_path):
+        pass
+    assert not (tmp_path / rel2).exists() and _sql(tmp_path, "SELECT COUNT(*) FROM trash") == [(0,)]
+
+
 # ----------------------------------------------------------------------------------------------
 # foreign databases
 # ----------------------------------------------------------------------------------------------
