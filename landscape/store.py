@@ -698,6 +698,11 @@ class RunStore:
                 self.root.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise _os_error(f"cannot create the run store at {self.root}", exc) from exc
+            if not os.access(self.root, os.W_OK | os.X_OK):
+                raise StoreError(
+                    f"cannot write the run store at {self.root}: the directory is not writable "
+                    "(choose a writable directory; reading works with read_only=True)"
+                )
         try:
             if self.read_only:
                 uri = "file:" + urllib.parse.quote(str(db)) + "?mode=ro"

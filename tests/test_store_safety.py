@@ -655,3 +655,21 @@ def test_unwritable_out_is_a_store_error(tmp_path: Path, monkeypatch: pytest.Mon
     with pytest.raises(StoreError, match=r"cannot create the run store at .*Read-only file system \(choose a "
                                          r"writable directory\) \[EROFS\]"):
         RunStore(tmp_path / "out")
+
+
+def test_read_only_directory_is_a_store_error_and_still_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "s"
+    with RunStore(root) as s:
+        s.create_run({"ro": 1}, "ro")
+    real_access = os.access
+
+    def no_write(path: object, mode: int, **kwargs: object) -> bool:  # a read-only mount
+        return False if mode & os.W_OK else real_access(path, mode, **kwargs)
+
+    monkeypatch.setattr(store_mod.os, "access", no_write)
+    with pytest.raises(StoreError, match=r"cannot write the run store at .*: the directory is not writable"):
+        RunStore(root)
+    with pytest.raises(StoreError, match="the directory is not writable"):
+        train(TrainConfig(**{**CFG, "steps": 2}), root, progress=False)
+    with RunStore(root, read_only=True) as s:
+        assert [r.name for r in s.list_runs()] == ["ro"]
