@@ -14,7 +14,7 @@ import json
 import sys
 from typing import Any, Sequence
 
-COMMANDS = ("families", "solve", "verify", "train", "sweep", "plot", "reproduce", "check")
+COMMANDS = ("families", "solve", "verify", "train", "sweep", "plot", "reproduce", "check", "store")
 
 
 def emit_json(obj: Any) -> None:

@@ -7,7 +7,9 @@ Two layers:
 * **store functions** (``plot_*`` taking a :class:`~landscape.store.RunStore` and run names) read
   everything they show from the run store (metrics, results, configs, final weights), build the
   figure with the array functions, write PNG and SVG next to the data (``<store>/figures/...``)
-  and register both files as ``"figure"`` artifacts of the runs they show.
+  and, when the store is open for writing, register both files as ``"figure"`` artifacts of the
+  runs they show. A store opened read-only (``landscape plot``) is never written: the Bayes-loss
+  estimate of a run without a ``bayes_loss`` result is then kept in memory, not recorded.
 
 Figures are built on :class:`matplotlib.figure.Figure` objects directly — never through
 ``pyplot`` — so importing this module changes no global matplotlib state (no backend switch, no
@@ -177,7 +179,8 @@ def save_figure(
         fig: the figure.
         directory: output folder (created if missing).
         name: file stem; characters other than letters, digits, ``_ . -`` become ``_``.
-        store: the run store to register the files in (None: write only).
+        store: the run store to register the files in (None, or a store opened read-only:
+            write the files only).
         runs: runs the figure shows; each gets both files as ``"figure"`` artifacts.
         meta: JSON metadata stored with the artifacts (the figure ``name`` and ``format`` are
             added).
@@ -210,6 +213,8 @@ def save_figure(
         for run in runs:
             r = store._resolve(run) if isinstance(run, Run) else store.get_run(run)
             run_names.append(r.name)
+            if store.read_only:
+                continue  # a read-only store is never written: the files are the output
             for path, fmt in zip(paths, FIGURE_FORMATS):
                 store.add_artifact(r, "figure", path, {**dict(meta or {}), "name": stem, "format": fmt})
     return SavedFigure(stem, tuple(paths), tuple(run_names), fig)
@@ -697,8 +702,16 @@ def bayes_loss_estimate(config: Any, *, prompts: int = _BAYES_PROMPTS, seed: int
     return float(per.mean()), float(per.std(correction=1) / math.sqrt(prompts))
 
 
+_BAYES_CACHE: dict[str, tuple[float, float] | None] = {}
+"""Bayes-loss estimates by config hash (deterministic: fixed prompts and seed), for read-only stores."""
+
+
 def _bayes_loss(store: RunStore, run: Run, config: Any | None = None) -> float | None:
-    """The Bayes-optimal loss of a run's task: the ``bayes_loss`` result, else estimated and recorded."""
+    """The Bayes-optimal loss of a run's task: the ``bayes_loss`` result, else estimated.
+
+    The estimate is recorded as the run's ``bayes_loss`` result only in a store opened writable;
+    a read-only store (``landscape plot``) is never written, the estimate is kept in memory.
+    """
     res = store.results(run).get(_BAYES_RESULT)
     if isinstance(res, (int, float)) and not isinstance(res, bool):
         return float(res)
@@ -707,11 +720,14 @@ def _bayes_loss(store: RunStore, run: Run, config: Any | None = None) -> float |
     config = _train_config(run) if config is None else config
     if config is None:
         return None
-    est = bayes_loss_estimate(config)
+    if run.config_hash not in _BAYES_CACHE:
+        _BAYES_CACHE[run.config_hash] = bayes_loss_estimate(config)
+    est = _BAYES_CACHE[run.config_hash]
     if est is None:
         return None
-    store.log_result(run, _BAYES_RESULT, {"value": est[0], "standard_error": est[1],
-                                          "prompts": _BAYES_PROMPTS, "method": "monte-carlo"})
+    if not store.read_only:
+        store.log_result(run, _BAYES_RESULT, {"value": est[0], "standard_error": est[1],
+                                              "prompts": _BAYES_PROMPTS, "method": "monte-carlo"})
     return est[0]
 
 

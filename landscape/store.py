@@ -13,12 +13,15 @@ Layout on disk::
         run-000001/
           step-000000000100-<token>.pt     checkpoint files (torch.save)
           final-<token>.pt                 final weights
-          .<name>.<host>.<pid>.<token>.tmp a file being written (removed on open if its writer died)
+          writer.lock                      held (fcntl.flock) by the process training this run
+          .<name>.<host>.<pid>.<token>.tmp a file being written
 
-Schema (``PRAGMA user_version`` = :data:`SCHEMA_VERSION`)::
+Schema (``PRAGMA application_id`` = :data:`APPLICATION_ID`, ``PRAGMA user_version`` =
+:data:`SCHEMA_VERSION`)::
 
     runs(id INTEGER PRIMARY KEY, name TEXT UNIQUE, config_hash TEXT UNIQUE, config TEXT  -- canonical JSON,
-         created_at REAL, updated_at REAL, status TEXT CHECK IN ('running','finished','failed','interrupted'))
+         created_at REAL, updated_at REAL, status TEXT CHECK IN ('running','finished','failed','interrupted'),
+         reason TEXT  -- why a run failed or was interrupted, NULL otherwise)
     metrics(run_id, step INTEGER >= 0, seed INTEGER >= -1, key TEXT, value REAL  -- NULL encodes NaN,
             PRIMARY KEY (run_id, key, step, seed)) WITHOUT ROWID
     checkpoints(run_id, kind TEXT CHECK IN ('checkpoint','final'), step INTEGER  -- NULL allowed for final,
@@ -27,6 +30,11 @@ Schema (``PRAGMA user_version`` = :data:`SCHEMA_VERSION`)::
     artifacts(id INTEGER PRIMARY KEY, run_id, kind TEXT, path TEXT  -- relative to root when inside it,
               meta TEXT  -- JSON, created_at REAL, UNIQUE (run_id, path))
     results(run_id, key TEXT, value TEXT  -- JSON, updated_at REAL, PRIMARY KEY (run_id, key))
+    trash(file TEXT PRIMARY KEY, created_at REAL)  -- retired tensor files still to be unlinked
+
+Version 1 stores (no ``application_id``, no ``reason`` column, no ``trash`` table) open read-only
+as they are and are upgraded in place when opened writable. A database that is neither is refused
+before anything in it is changed.
 
 The metric primary key is the uniqueness constraint ``UNIQUE(run_id, step, seed, key)`` (column
 order chosen so that reading one key is an index range scan); rows are written with
@@ -40,12 +48,25 @@ https://www.sqlite.org/wal.html):
 * every write is one ``BEGIN IMMEDIATE`` … ``COMMIT`` transaction with ``synchronous=FULL``, so a
   process killed with SIGKILL leaves either all or none of it; ``busy_timeout`` makes concurrent
   writers (threads or processes) wait for each other instead of failing;
-* a tensor file is written to a temporary file in its final folder, fsynced, then — while holding
-  the database write lock — moved into place with :func:`os.replace` and recorded by a row in the
-  same transaction. Hence a row never points to a missing file. A crash can leave only a temporary
-  file or an unreferenced file; both are removed (under the write lock) when a store is opened and
-  after each checkpoint. Temporary files of writers that are still alive are left alone;
-* each file's SHA-256 is stored and checked on load.
+* a tensor file is written to a temporary file named after its writer (host, pid) and fsynced; its
+  row is committed; then it is moved into place with :func:`os.replace`. A writer killed before
+  the commit leaves a temporary file that nothing references: it is removed (under the write lock,
+  once its writer is dead) when the store is opened writable or a checkpoint is saved. A writer
+  killed between the commit and the rename leaves a row whose content is the temporary file: it is
+  read from there, and the rename is completed on the next writable open;
+* a checkpoint retired by ``keep_checkpoints`` (or replaced) moves from ``checkpoints`` to
+  ``trash`` in the transaction that retires it, and its file is unlinked after the commit (or,
+  after a crash, by the next writer or writable open). Hence
+  every tensor file with a final name is listed in ``checkpoints`` or ``trash``, and a tensor file
+  listed in neither means the database lost rows (e.g. it was copied without its ``-wal`` file):
+  opening such a store raises :class:`StoreError` and changes nothing;
+  :func:`repair_store` (``landscape store repair``) re-indexes those files. No file is ever
+  deleted merely because the database does not list it;
+* each tensor file carries its run (id, name, config), its kind and step next to the state, so
+  that it describes itself; its SHA-256 is stored and checked on load;
+* ``PRAGMA quick_check`` runs on open: a damaged database is reported, not read;
+* read-only opening (``read_only=True``: ``mode=ro`` URI and ``PRAGMA query_only``) changes
+  nothing on disk: no schema, no journal mode, no garbage collection.
 
 Single host, local filesystem: SQLite's WAL mode does not work over network filesystems.
 """
@@ -53,6 +74,7 @@ Single host, local filesystem: SQLite's WAL mode does not work over network file
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -65,6 +87,7 @@ import socket
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,19 +97,27 @@ import numpy as np
 import torch
 
 __all__ = [
+    "APPLICATION_ID",
     "SCHEMA_VERSION",
     "SHARED_SEED",
     "STATUSES",
     "Artifact",
     "MetricRow",
+    "CheckpointScan",
     "MetricSeries",
+    "RepairReport",
     "Run",
     "RunStore",
+    "StoreError",
     "config_hash",
+    "repair_store",
 ]
 
-SCHEMA_VERSION: int = 1
-"""Version of the on-disk schema, stored in ``PRAGMA user_version``."""
+SCHEMA_VERSION: int = 2
+"""Version of the on-disk schema, stored in ``PRAGMA user_version`` (1: before ``reason``/``trash``)."""
+
+APPLICATION_ID: int = 0x4C445352
+"""``PRAGMA application_id`` of a run store (ASCII ``LDSR``); other databases are refused."""
 
 STATUSES: tuple[str, ...] = ("running", "finished", "failed", "interrupted")
 """Accepted run statuses."""
@@ -101,7 +132,12 @@ _TMP_RE = re.compile(
     r"^\.(?P<target>.+)\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.(?P<token>[0-9a-f]{16})\.tmp$"
 )
 _TENSOR_FILE_RE = re.compile(r"^(step-\d{12}|final)-[0-9a-f]{16}\.pt$")
-_RUN_DIR_RE = re.compile(r"^run-\d{6,}$")
+_RUN_DIR_RE = re.compile(r"^run-(?P<id>\d{6,})$")
+_LOCK_NAME = "writer.lock"
+_FILE_META = "__landscape_store_file__"  # key of the self-description inside a tensor file
+_FILE_FORMAT = 1
+_V1_TABLES = frozenset({"runs", "metrics", "checkpoints", "artifacts", "results"})
+_V1_RUN_COLUMNS = ("id", "name", "config_hash", "config", "created_at", "updated_at", "status")
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (
@@ -111,7 +147,8 @@ CREATE TABLE IF NOT EXISTS runs (
     config      TEXT    NOT NULL,
     created_at  REAL    NOT NULL,
     updated_at  REAL    NOT NULL,
-    status      TEXT    NOT NULL CHECK (status IN ({", ".join(repr(s) for s in STATUSES)}))
+    status      TEXT    NOT NULL CHECK (status IN ({", ".join(repr(s) for s in STATUSES)})),
+    reason      TEXT
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run_id INTEGER NOT NULL REFERENCES runs(id),
@@ -151,12 +188,35 @@ CREATE TABLE IF NOT EXISTS results (
     updated_at REAL    NOT NULL,
     PRIMARY KEY (run_id, key)
 );
+CREATE TABLE IF NOT EXISTS trash (
+    file       TEXT    NOT NULL PRIMARY KEY,
+    created_at REAL    NOT NULL
+);
+"""
+
+# Upgrade of a version-1 store (same tables, no reason column, no trash table).
+_MIGRATE_V1 = """
+ALTER TABLE runs ADD COLUMN reason TEXT;
+CREATE TABLE IF NOT EXISTS trash (
+    file       TEXT    NOT NULL PRIMARY KEY,
+    created_at REAL    NOT NULL
+);
 """
 
 
 # ----------------------------------------------------------------------------------------------
 # Public value types
 # ----------------------------------------------------------------------------------------------
+
+
+class StoreError(RuntimeError):
+    """A run store on disk cannot be used as asked.
+
+    Raised for a database that is not a run store, a damaged database or tensor file, a database
+    that lost rows next to its tensor files, a run whose writer lock is held by another process, a
+    write to a store opened read-only, and operating-system or SQLite errors (read-only or full
+    disk, ...). The message is one line naming the path and what to do.
+    """
 
 
 @dataclass(frozen=True)
@@ -170,6 +230,7 @@ class Run:
         config_hash: :func:`config_hash` of ``config``.
         created_at: creation time, seconds since the Unix epoch.
         status: one of :data:`STATUSES`.
+        reason: why the run failed or was interrupted (None otherwise, and for version-1 stores).
     """
 
     id: int
@@ -178,6 +239,44 @@ class Run:
     config_hash: str
     created_at: float
     status: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckpointScan:
+    """The newest checkpoint of a run whose file verifies, and the newer ones that did not.
+
+    Attributes:
+        step: step of the checkpoint found (None when no stored checkpoint verifies).
+        state: its state (None with ``step``).
+        skipped: ``(step, reason)`` of each newer checkpoint that was missing or corrupt, newest
+            first.
+    """
+
+    step: int | None
+    state: dict[str, Any] | None = field(hash=False)
+    skipped: tuple[tuple[int, str], ...]
+
+
+@dataclass(frozen=True)
+class RepairReport:
+    """What :func:`repair_store` did.
+
+    Attributes:
+        root: the store directory.
+        runs_restored: names of runs re-created from their tensor files.
+        files_indexed: tensor files (relative to ``root``) given back their rows.
+        files_left: ``(file, reason)`` of tensor files not indexed (older copies, files that do
+            not load or name no known run); each was moved, unchanged, into an ``unindexed/``
+            folder inside its run folder, where it no longer stops the store from opening.
+        moved_aside: database files renamed because they were damaged (nothing is deleted).
+    """
+
+    root: Path
+    runs_restored: tuple[str, ...]
+    files_indexed: tuple[str, ...]
+    files_left: tuple[tuple[str, str], ...]
+    moved_aside: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -420,6 +519,100 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _unwrap(obj: object) -> object:
+    """The state inside a tensor file (files of version-1 stores hold the bare state)."""
+    if isinstance(obj, dict) and set(obj) == {_FILE_META, "state"}:
+        return obj["state"]
+    return obj
+
+
+def _os_error(what: str, exc: OSError) -> StoreError:
+    """One-line :class:`StoreError` for an operating-system error (``errno`` name included)."""
+    code = errno.errorcode.get(exc.errno, "") if exc.errno is not None else ""
+    why = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        why += " (the disk is full: free space or choose another directory)"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        why += " (choose a writable directory)"
+    return StoreError(f"{what}: {why}" + (f" [{code}]" if code else ""))
+
+
+def _classify(conn: sqlite3.Connection, db: Path) -> tuple[str, int]:
+    """``("empty" | "store", schema version)`` of a database, read without changing it.
+
+    Raises:
+        StoreError: a database that is not a run store (another program's), or a newer schema.
+        sqlite3.DatabaseError: not a database at all.
+    """
+    app = int(conn.execute("PRAGMA application_id").fetchone()[0])
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    tables = {
+        n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    } - {"sqlite_sequence"}
+    if app == APPLICATION_ID:
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{db} has schema version {version}; this code reads up to {SCHEMA_VERSION} "
+                "(upgrade landscape)"
+            )
+        return "store", version
+    if app == 0 and version == 0 and not tables:
+        return "empty", 0
+    if app == 0 and version == 1 and tables == _V1_TABLES:
+        cols = tuple(r[1] for r in conn.execute("PRAGMA table_info(runs)"))
+        if cols == _V1_RUN_COLUMNS:
+            return "store", 1
+    shown = ", ".join(sorted(tables)) or "none"
+    raise StoreError(
+        f"{db} is not a landscape run store (application_id {app}, user_version {version}, "
+        f"tables: {shown}); it was left unchanged: choose a directory of its own"
+    )
+
+
+def _quick_check(conn: sqlite3.Connection, db: Path) -> None:
+    """Raise :class:`StoreError` if SQLite's ``PRAGMA quick_check`` finds damaged pages."""
+    try:
+        rows = [r[0] for r in conn.execute("PRAGMA quick_check(5)").fetchall()]
+    except sqlite3.DatabaseError as exc:
+        rows = [str(exc)]
+    if rows != ["ok"]:
+        lines = [ln.strip() for r in rows for ln in str(r).splitlines()]
+        found = [ln for ln in lines if ln and not ln.startswith("***")]
+        shown = "; ".join(found[:3]) + (f"; ... ({len(found)} problems)" if len(found) > 3 else "")
+        raise StoreError(
+            f"{db} is damaged (SQLite quick_check: {shown}); restore it "
+            f"from a copy, or run `landscape store repair {db.parent}` to move it aside and "
+            "re-index the tensor files"
+        )
+
+
+def _tensor_files(root: Path) -> list[Path]:
+    """Files under ``root/tensors/run-*/`` with the name of a checkpoint or final-weights file."""
+    base = root / _TENSOR_DIR
+    if not base.is_dir():
+        return []
+    out: list[Path] = []
+    for folder in sorted(base.iterdir()):
+        if folder.is_dir() and _RUN_DIR_RE.match(folder.name):
+            out.extend(sorted(p for p in folder.iterdir() if _TENSOR_FILE_RE.match(p.name)))
+    return out
+
+
+def _describe_files(files: Sequence[Path]) -> str:
+    runs = sorted({f.parent.name for f in files})
+    shown = ", ".join(runs[:5]) + (", ..." if len(runs) > 5 else "")
+    return f"{len(files)} tensor file{'s' if len(files) != 1 else ''} of {len(runs)} run folder" \
+        f"{'s' if len(runs) != 1 else ''} ({shown})"
+
+
 # ----------------------------------------------------------------------------------------------
 # The store
 # ----------------------------------------------------------------------------------------------
@@ -434,21 +627,35 @@ class RunStore:
     the schema and the consistency guarantees.
 
     Args:
-        root: the run directory; created (with parents) if missing.
+        root: the run directory; created (with parents) if missing, unless ``read_only``.
         keep_checkpoints: how many step checkpoints to keep per run (the highest steps); older
-            ones are deleted when a new one is saved. Final weights are kept separately.
+            ones are retired when a new one is saved. Final weights are kept separately.
         timeout: seconds a writer waits for another writer's lock (SQLite ``busy_timeout``).
+        read_only: open without changing anything on disk (``mode=ro``, ``query_only``); every
+            write method then raises :class:`StoreError`.
 
     Raises:
-        ValueError: if ``root`` (or ``root/tensors``) exists and is not a directory, if
-            ``root/store.sqlite`` is not a run store or has a newer schema, or if
-            ``keep_checkpoints < 1`` or ``timeout <= 0``.
+        ValueError: ``root`` exists and is not a directory; ``keep_checkpoints < 1`` or
+            ``timeout <= 0``.
+        StoreError: ``root/tensors`` or ``root/store.sqlite`` is not what a store needs, ``store.sqlite`` is not a run store, has a newer schema, is damaged, or lost
+            rows next to its tensor files (see :func:`repair_store`), or the operating system
+            refuses (read-only or full disk, permissions).
         TypeError: if ``keep_checkpoints`` is not an int.
     """
 
     def __init__(
-        self, root: str | os.PathLike[str], *, keep_checkpoints: int = 2, timeout: float = 30.0
+        self,
+        root: str | os.PathLike[str],
+        *,
+        keep_checkpoints: int = 2,
+        timeout: float = 30.0,
+        read_only: bool = False,
     ) -> None:
+        self._setup(root, keep_checkpoints, timeout, read_only)
+        self._open(check_index=True)
+
+    def _setup(self, root: str | os.PathLike[str], keep_checkpoints: int, timeout: float,
+               read_only: bool) -> None:
         if isinstance(keep_checkpoints, bool) or not isinstance(keep_checkpoints, int):
             raise TypeError(f"keep_checkpoints must be an int, got {type(keep_checkpoints).__name__}")
         if keep_checkpoints < 1:
@@ -457,55 +664,135 @@ class RunStore:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
         self.root = Path(root).expanduser().resolve()
         self.keep_checkpoints = keep_checkpoints
+        self.read_only = bool(read_only)
         self._timeout = float(timeout)
         self._lock = threading.RLock()
         self._pid = os.getpid()
         self._host = _host_tag()
         self._conn: sqlite3.Connection | None = None
+        self._version = SCHEMA_VERSION
+        self._run_cols = self._RUN_COLS
 
+    def _open(self, *, check_index: bool) -> None:
+        """Open (and, when writable, create or upgrade) the database; see the class docstring."""
+        db = self.root / _DB_NAME
         if self.root.exists() and not self.root.is_dir():
             raise ValueError(f"run store root {self.root} exists and is not a directory")
-        self.root.mkdir(parents=True, exist_ok=True)
         tensors = self.root / _TENSOR_DIR
         if tensors.exists() and not tensors.is_dir():
-            raise ValueError(f"{tensors} exists and is not a directory")
-        tensors.mkdir(exist_ok=True)
-        db = self.root / _DB_NAME
+            raise StoreError(f"{tensors} exists and is not a directory")
         if db.exists() and not db.is_file():
-            raise ValueError(f"{db} exists and is not a file")
-
-        conn = sqlite3.connect(
-            db, timeout=self._timeout, isolation_level=None, check_same_thread=False
-        )
+            raise StoreError(f"{db} exists and is not a file")
+        if not db.exists():
+            files = _tensor_files(self.root)
+            if files and check_index:
+                raise StoreError(
+                    f"{self.root} has no {_DB_NAME} but tensors/ holds {_describe_files(files)}: "
+                    f"the database was lost; nothing was changed; run `landscape store repair "
+                    f"{self.root}` to re-index them"
+                )
+            if self.read_only:
+                raise StoreError(f"{self.root} is not a run store (no {_DB_NAME} in it)")
+        if not self.read_only:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise _os_error(f"cannot create the run store at {self.root}", exc) from exc
+            if not os.access(self.root, os.W_OK | os.X_OK):
+                raise StoreError(
+                    f"cannot write the run store at {self.root}: the directory is not writable "
+                    "(choose a writable directory; reading works with read_only=True)"
+                )
+        try:
+            if self.read_only:
+                uri = "file:" + urllib.parse.quote(str(db)) + "?mode=ro"
+                conn = sqlite3.connect(uri, uri=True, timeout=self._timeout, isolation_level=None,
+                                       check_same_thread=False)
+            else:
+                conn = sqlite3.connect(db, timeout=self._timeout, isolation_level=None,
+                                       check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {db}: {exc}") from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise ValueError(
-                    f"could not put {db} in WAL mode (got {mode!r}); use a local filesystem"
-                )
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            self._conn = conn
-            with self._write() as c:
-                version = c.execute("PRAGMA user_version").fetchone()[0]
-                if version > SCHEMA_VERSION:
-                    raise ValueError(
-                        f"{db} has schema version {version}; this code reads up to {SCHEMA_VERSION}"
+            if self.read_only:
+                conn.execute("PRAGMA query_only = ON")
+            kind, version = _classify(conn, db)
+            if kind == "empty" and check_index:
+                files = _tensor_files(self.root)
+                if files:
+                    raise StoreError(
+                        f"{db} is empty but tensors/ holds {_describe_files(files)}: the database "
+                        f"was lost or emptied; nothing was changed; run `landscape store repair "
+                        f"{self.root}` to re-index them"
                     )
-                for stmt in _SCHEMA.split(";"):
-                    if stmt.strip():
-                        c.execute(stmt)
-                c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            self._collect_garbage(None)
+            if kind == "empty" and self.read_only:
+                raise StoreError(f"{db} is an empty database, not a run store")
+            if not self.read_only:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise StoreError(
+                        f"could not put {db} in WAL mode (got {mode!r}); use a local filesystem"
+                    )
+                conn.execute("PRAGMA synchronous = FULL")
+                conn.execute("PRAGMA foreign_keys = ON")
+            self._conn = conn
+            _quick_check(conn, db)
+            if self.read_only:
+                self._version = version
+            else:
+                with self._write() as c:
+                    kind, version = _classify(c, db)  # again, under the write lock
+                    if kind == "empty":
+                        for stmt in _SCHEMA.split(";"):
+                            if stmt.strip():
+                                c.execute(stmt)
+                    elif version == 1:
+                        for stmt in _MIGRATE_V1.split(";"):
+                            if stmt.strip():
+                                c.execute(stmt)
+                    if kind == "empty" or version != SCHEMA_VERSION:
+                        c.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                        c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                self._version = SCHEMA_VERSION
+                try:
+                    tensors.mkdir(exist_ok=True)
+                except OSError as exc:
+                    raise _os_error(f"cannot create {tensors}", exc) from exc
+            if self._version < 2:
+                self._run_cols = self._RUN_COLS.replace(", reason", ", NULL")
+            if check_index:
+                self._check_index()
+            if not self.read_only:
+                self._collect_garbage(None)
         except sqlite3.DatabaseError as exc:
             self._conn = None
             conn.close()
-            raise ValueError(f"{db} is not a usable run store: {exc}") from exc
+            raise StoreError(f"{db} is not a usable run store: {exc}") from exc
         except BaseException:
             self._conn = None
             conn.close()
             raise
+
+    def _check_index(self) -> None:
+        """Raise :class:`StoreError` if a tensor file is listed neither in checkpoints nor trash."""
+        files = _tensor_files(self.root)
+        if not files:
+            return
+        listed = {f for (f,) in self._query("SELECT file FROM checkpoints")}
+        if self._version >= 2:
+            listed |= {f for (f,) in self._query("SELECT file FROM trash")}
+        # A file listed in trash is unlinked before its trash row goes: re-check existence.
+        lost = [f for f in files if f.relative_to(self.root).as_posix() not in listed and f.exists()]
+        if not lost:
+            return
+        n_runs = self._query("SELECT COUNT(*) FROM runs")[0][0]
+        what = "lists no runs, but tensors/ holds" if n_runs == 0 else "does not list"
+        raise StoreError(
+            f"{self.root / _DB_NAME} {what} {_describe_files(lost)}: the "
+            f"database lost rows (e.g. it was copied without its {_DB_NAME}-wal file); nothing was "
+            f"changed; run `landscape store repair {self.root}` to re-index them"
+        )
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -520,13 +807,17 @@ class RunStore:
         """Close the database connection (idempotent)."""
         with self._lock:
             if self._conn is not None:
+                if not self.read_only and os.getpid() == self._pid and self._version >= 2:
+                    with contextlib.suppress(StoreError):  # what stays is removed on the next open
+                        self._empty_trash()
                 conn, self._conn = self._conn, None
                 if os.getpid() == self._pid:
                     conn.close()
 
     def __repr__(self) -> str:
         state = "open" if self._conn is not None else "closed"
-        return f"RunStore({str(self.root)!r}, {state})"
+        mode = ", read-only" if self.read_only else ""
+        return f"RunStore({str(self.root)!r}, {state}{mode})"
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -539,30 +830,50 @@ class RunStore:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` … ``COMMIT`` transaction holding the database write lock."""
+        """One ``BEGIN IMMEDIATE`` … ``COMMIT`` transaction holding the database write lock.
+
+        SQLite errors inside become :class:`StoreError`; other exceptions pass through (after a
+        rollback).
+        """
+        if self.read_only:
+            raise StoreError(f"run store {self.root} was opened read-only; it cannot be written")
         with self._lock:
             conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot write {self.root / _DB_NAME}: {exc}") from exc
             try:
                 yield conn
-            except BaseException:
+            except BaseException as exc:
                 if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"cannot write {self.root / _DB_NAME}: {exc}") from exc
                 raise
-            conn.execute("COMMIT")
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise StoreError(f"cannot write {self.root / _DB_NAME}: {exc}") from exc
 
     def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
-            return self._connection().execute(sql, params).fetchall()
+            try:
+                return self._connection().execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot read {self.root / _DB_NAME}: {exc}") from exc
 
     # -- runs -----------------------------------------------------------------------------------
 
     @staticmethod
     def _row_to_run(row: tuple[Any, ...]) -> Run:
-        rid, name, chash, config, created, status = row
-        return Run(int(rid), name, json.loads(config), chash, float(created), status)
+        rid, name, chash, config, created, status, reason = row
+        return Run(int(rid), name, json.loads(config), chash, float(created), status, reason)
 
-    _RUN_COLS = "id, name, config_hash, config, created_at, status"
+    _RUN_COLS = "id, name, config_hash, config, created_at, status, reason"
 
     def create_run(
         self, config: Mapping[str, Any], name: str | None = None, *, exist_ok: bool = True
@@ -590,7 +901,7 @@ class RunStore:
             _check_name("name", name)
         with self._write() as c:
             row = c.execute(
-                f"SELECT {self._RUN_COLS} FROM runs WHERE config_hash = ?", (chash,)
+                f"SELECT {self._run_cols} FROM runs WHERE config_hash = ?", (chash,)
             ).fetchone()
             if row is not None:
                 run = self._row_to_run(row)
@@ -632,9 +943,9 @@ class RunStore:
             TypeError: if ``name_or_id`` is neither str nor int.
         """
         if isinstance(name_or_id, str):
-            rows = self._query(f"SELECT {self._RUN_COLS} FROM runs WHERE name = ?", (name_or_id,))
+            rows = self._query(f"SELECT {self._run_cols} FROM runs WHERE name = ?", (name_or_id,))
         elif isinstance(name_or_id, int) and not isinstance(name_or_id, bool):
-            rows = self._query(f"SELECT {self._RUN_COLS} FROM runs WHERE id = ?", (name_or_id,))
+            rows = self._query(f"SELECT {self._run_cols} FROM runs WHERE id = ?", (name_or_id,))
         else:
             raise TypeError(
                 f"run must be a Run, a name (str) or an id (int), got {type(name_or_id).__name__}"
@@ -648,30 +959,37 @@ class RunStore:
     def list_runs(self) -> list[Run]:
         """All runs, in creation order."""
         return [
-            self._row_to_run(r) for r in self._query(f"SELECT {self._RUN_COLS} FROM runs ORDER BY id")
+            self._row_to_run(r) for r in self._query(f"SELECT {self._run_cols} FROM runs ORDER BY id")
         ]
 
-    def set_status(self, run: Run | str | int, status: str) -> Run:
-        """Set a run's status.
+    def set_status(self, run: Run | str | int, status: str, reason: str | None = None) -> Run:
+        """Set a run's status, with the reason of a failure or interruption.
 
         Args:
             run: the run, its name or its id.
             status: one of :data:`STATUSES`.
+            reason: one line saying why (e.g. ``"ValueError: ..."`` for ``"failed"``); None
+                clears it.
 
         Returns:
             The updated :class:`Run`.
 
         Raises:
             ValueError: for an unknown run or status.
+            TypeError: a ``reason`` that is not a str.
+            StoreError: the store is read-only or cannot be written.
         """
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}; accepted: {list(STATUSES)}")
+        if reason is not None and not isinstance(reason, str):
+            raise TypeError(f"reason must be a str or None, got {type(reason).__name__}")
         r = self._resolve(run)
         with self._write() as c:
             c.execute(
-                "UPDATE runs SET status = ?, updated_at = ? WHERE id = ?", (status, time.time(), r.id)
+                "UPDATE runs SET status = ?, reason = ?, updated_at = ? WHERE id = ?",
+                (status, reason, time.time(), r.id),
             )
-        return Run(r.id, r.name, r.config, r.config_hash, r.created_at, status)
+        return Run(r.id, r.name, r.config, r.config_hash, r.created_at, status, reason)
 
     def _resolve(self, run: Run | str | int) -> Run:
         if isinstance(run, Run):
@@ -816,84 +1134,178 @@ class RunStore:
         return self.root / _TENSOR_DIR / f"run-{run_id:06d}"
 
     def _commit_file(
-        self, run_id: int, kind: str, step: int | None, stem: str, state: Mapping[str, Any]
+        self, run: Run, kind: str, step: int | None, stem: str, state: Mapping[str, Any]
     ) -> None:
-        """Write ``state`` atomically, then record it (file first, row second, under one lock)."""
+        """Write ``state`` to a temporary file, commit its row, then move it into place."""
+        if self.read_only:
+            raise StoreError(f"run store {self.root} was opened read-only; it cannot be written")
         if not isinstance(state, Mapping):
             raise TypeError(f"state must be a dict, got {type(state).__name__}")
         for k in state:
             if not isinstance(k, str):
                 raise TypeError(f"state has key {k!r}; top-level keys must be str")
         prepared = _prepare_state(state, "state")
+        now = time.time()
+        meta = {
+            "format": _FILE_FORMAT, "run_id": run.id, "run_name": run.name,
+            "config_hash": run.config_hash, "config": _canonical_json(run.config),
+            "run_created_at": run.created_at, "kind": kind, "step": step, "created_at": now,
+        }
         buf = io.BytesIO()
-        torch.save(prepared, buf)
+        torch.save({_FILE_META: meta, "state": prepared}, buf)
         payload = buf.getvalue()
         digest = hashlib.sha256(payload).hexdigest()
 
-        folder = self._run_dir(run_id)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = self._run_dir(run.id)
         token = secrets.token_hex(8)
         target = folder / f"{stem}-{token}.pt"
         tmp = folder / f".{target.name}.{self._host}.{os.getpid()}.{secrets.token_hex(8)}.tmp"
         rel = target.relative_to(self.root).as_posix()
+        committed = False
         try:
-            with open(tmp, "xb") as f:
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                with open(tmp, "xb") as f:
+                    f.write(payload)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as exc:
+                raise _os_error(f"cannot write the {kind} of run {run.name!r} to {folder}", exc) from exc
             with self._write() as c:
-                os.replace(tmp, target)
-                _fsync_dir(folder)
+                self._unlink_trash(c)  # files retired by earlier commits
                 if kind == "final":
-                    c.execute("DELETE FROM checkpoints WHERE run_id = ? AND kind = 'final'", (run_id,))
+                    old = c.execute(
+                        "SELECT file FROM checkpoints WHERE run_id = ? AND kind = 'final'", (run.id,)
+                    ).fetchall()
                 else:
-                    c.execute(
-                        "DELETE FROM checkpoints WHERE run_id = ? AND kind = 'checkpoint' AND step = ?",
-                        (run_id, step),
-                    )
+                    old = c.execute(
+                        "SELECT file FROM checkpoints WHERE run_id = ? AND kind = 'checkpoint' "
+                        "AND step = ?", (run.id, step),
+                    ).fetchall()
+                self._retire(c, [f for (f,) in old])  # the file this one replaces
                 c.execute(
                     "INSERT INTO checkpoints (run_id, kind, step, file, sha256, nbytes, created_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (run_id, kind, step, rel, digest, len(payload), time.time()),
+                    (run.id, kind, step, rel, digest, len(payload), now),
                 )
                 if kind == "checkpoint":
-                    c.execute(
-                        "DELETE FROM checkpoints WHERE run_id = ? AND kind = 'checkpoint' AND step "
+                    pruned = c.execute(
+                        "SELECT file FROM checkpoints WHERE run_id = ? AND kind = 'checkpoint' AND step "
                         "NOT IN (SELECT step FROM checkpoints WHERE run_id = ? AND kind = 'checkpoint' "
                         "ORDER BY step DESC LIMIT ?)",
-                        (run_id, run_id, self.keep_checkpoints),
-                    )
+                        (run.id, run.id, self.keep_checkpoints),
+                    ).fetchall()
+                    self._retire(c, [f for (f,) in pruned])
+                    old += pruned
+            committed = True
+            try:
+                os.replace(tmp, target)
+                _fsync_dir(folder)
+            except OSError as exc:
+                raise _os_error(
+                    f"the {kind} of run {run.name!r} was recorded but could not be moved to {target} "
+                    "(it is read from its temporary file until the store is next opened writable)", exc
+                ) from exc
         finally:
-            tmp.unlink(missing_ok=True)
-        self._collect_garbage(run_id)
+            if not committed:
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
+        if old:
+            self._empty_trash()  # the retired files go now that their retirement is committed
+        self._collect_garbage(run.id)
+
+    def _retire(self, c: sqlite3.Connection, files: Sequence[str]) -> None:
+        """Move checkpoint rows to ``trash`` (inside the caller's write transaction)."""
+        now = time.time()
+        for f in files:
+            c.execute("DELETE FROM checkpoints WHERE file = ?", (f,))
+            c.execute("INSERT OR REPLACE INTO trash (file, created_at) VALUES (?, ?)", (f, now))
+
+    def _unlink_trash(self, c: sqlite3.Connection) -> None:
+        """Unlink the files of committed ``trash`` rows and drop the rows (in the caller's write
+        transaction: if it rolls back, the rows stay and the next call finds the files gone)."""
+        for (rel,) in c.execute("SELECT file FROM trash").fetchall():
+            try:
+                (self.root / rel).unlink(missing_ok=True)
+            except OSError as exc:
+                raise _os_error(f"cannot remove retired file {self.root / rel}", exc) from exc
+            c.execute("DELETE FROM trash WHERE file = ?", (rel,))
+
+    def _empty_trash(self) -> None:
+        """Unlink retired tensor files, then forget them (one write transaction, if any)."""
+        if self._query("SELECT 1 FROM trash LIMIT 1"):
+            with self._write() as c:
+                self._unlink_trash(c)
 
     def _collect_garbage(self, run_id: int | None) -> None:
-        """Remove dead writers' temp files and unreferenced tensor files (under the write lock)."""
+        """Finish what dead writers of this host left: never touches data the database lists.
+
+        A temporary file of a dead writer whose target has a row (the writer died between the
+        commit and the rename) is moved into place if its SHA-256 is the row's; one whose target
+        has no row (it died before the commit) is removed. Temporary files of live writers or of
+        other hosts, tensor files and anything else are left alone. On open (``run_id=None``)
+        retired files are unlinked too.
+        """
         base = self.root / _TENSOR_DIR
+        if not base.is_dir():
+            return
         folders = (
             [self._run_dir(run_id)]
             if run_id is not None
             else [p for p in base.iterdir() if p.is_dir() and _RUN_DIR_RE.match(p.name)]
         )
-        with self._write() as c:
-            referenced = {f for (f,) in c.execute("SELECT file FROM checkpoints")}
-            for folder in folders:
-                if not folder.is_dir():
-                    continue
+        if run_id is None and self._version >= 2:
+            self._empty_trash()
+        dead: list[tuple[Path, Path]] = []  # (temporary file, its target) of dead writers here
+        for folder in folders:
+            if folder.is_dir():
                 for entry in folder.iterdir():
-                    name = entry.name
-                    m = _TMP_RE.match(name)
-                    if m is not None:
-                        if m["host"] == self._host and not _pid_alive(int(m["pid"])):
-                            entry.unlink(missing_ok=True)
-                    elif _TENSOR_FILE_RE.match(name):
-                        if entry.relative_to(self.root).as_posix() not in referenced:
-                            entry.unlink(missing_ok=True)
+                    m = _TMP_RE.match(entry.name)
+                    if m is not None and m["host"] == self._host and not _pid_alive(int(m["pid"])):
+                        dead.append((entry, folder / m["target"]))
+        if not dead:
+            return
+        with self._write() as c:
+            rows = {f: d for f, d in c.execute("SELECT file, sha256 FROM checkpoints")}
+            for entry, target in dead:
+                digest = rows.get(target.relative_to(self.root).as_posix())
+                try:
+                    if digest is None:
+                        entry.unlink(missing_ok=True)
+                    elif not target.exists() and _sha256_file(entry) == digest:
+                        os.replace(entry, target)
+                        _fsync_dir(entry.parent)
+                except OSError as exc:
+                    raise _os_error(f"cannot clean up {entry}", exc) from exc
+
+    def _read_payload(self, rel: str) -> bytes | None:
+        """Bytes of a listed file, or of its writer's temporary file before the rename; None if neither."""
+        path = self.root / rel
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise _os_error(f"cannot read {path}", exc) from exc
+        with contextlib.suppress(OSError):
+            for entry in path.parent.iterdir():
+                m = _TMP_RE.match(entry.name)
+                if m is not None and m["target"] == path.name:
+                    with contextlib.suppress(FileNotFoundError):
+                        return entry.read_bytes()
+        try:
+            return path.read_bytes()  # renamed meanwhile
+        except FileNotFoundError:
+            return None
 
     def _load_file(
         self, run: Run, kind: str, step: int | None, map_location: str | torch.device | None
     ) -> dict[str, Any] | None:
-        """Load the file of a checkpoint row; None if the row does not exist."""
+        """Load the file of a checkpoint row; None if the row does not exist.
+
+        Raises:
+            StoreError: the file is missing, corrupt (SHA-256 mismatch) or does not unpickle.
+        """
         if kind == "final":
             sql = "SELECT file, sha256 FROM checkpoints WHERE run_id = ? AND kind = 'final'"
             params: tuple[object, ...] = (run.id,)
@@ -903,26 +1315,95 @@ class RunStore:
                 "AND step = ?"
             )
             params = (run.id, step)
+        what = "final weights" if kind == "final" else f"checkpoint at step {step}"
         for _ in range(5):
             rows = self._query(sql, params)
             if not rows:
                 return None
             rel, digest = rows[0]
-            try:
-                payload = (self.root / rel).read_bytes()
-            except FileNotFoundError:
-                # Replaced by a concurrent writer between the query and the read: look again.
+            payload = self._read_payload(rel)
+            if payload is None:
+                # Retired by a concurrent writer between the query and the read: look again.
                 if self._query(sql, params) == rows:
-                    raise RuntimeError(
-                        f"run store {self.root} is inconsistent: {kind} row of run {run.name!r} "
-                        f"points to missing file {rel}"
-                    ) from None
+                    raise StoreError(
+                        f"the {what} of run {run.name!r} is missing: {self.root / rel} does not exist"
+                    )
                 continue
             if hashlib.sha256(payload).hexdigest() != digest:
-                raise RuntimeError(f"tensor file {self.root / rel} is corrupt (SHA-256 mismatch)")
-            state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
-            return state  # type: ignore[no-any-return]
-        raise RuntimeError(f"could not read the {kind} of run {run.name!r}: it kept changing")
+                raise StoreError(
+                    f"the {what} of run {run.name!r} is corrupt: {self.root / rel} fails its SHA-256 "
+                    f"check ({len(payload)} bytes)"
+                )
+            try:
+                obj = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+            except Exception as exc:  # noqa: BLE001 - any unpickling failure means a damaged file
+                raise StoreError(
+                    f"the {what} of run {run.name!r} does not load from {self.root / rel}: {exc}"
+                ) from exc
+            return _unwrap(obj)  # type: ignore[no-any-return]
+        raise StoreError(f"could not read the {what} of run {run.name!r}: it kept changing")
+
+    @contextlib.contextmanager
+    def writer_lock(self, run: Run | str | int, *, timeout: float = 0.0) -> Iterator[None]:
+        """Hold the exclusive writer lock of one run (``fcntl.flock`` on its ``writer.lock``).
+
+        Training takes it for the whole run, so two processes never train the same run at once.
+        The lock dies with its process (also on SIGKILL). On systems without ``fcntl`` it is a
+        no-op.
+
+        Args:
+            run: the run, its name or its id.
+            timeout: seconds to wait for another holder to finish (0: refuse at once).
+
+        Raises:
+            StoreError: the lock is held by another process (its pid, host and start time are
+                named) after ``timeout`` seconds, or the store is read-only.
+        """
+        r = self._resolve(run)
+        if self.read_only:
+            raise StoreError(f"run store {self.root} was opened read-only; run {r.name!r} cannot be written")
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - non-POSIX
+            yield
+            return
+        folder = self._run_dir(r.id)
+        path = folder / _LOCK_NAME
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise _os_error(f"cannot create the writer lock {path}", exc) from exc
+        try:
+            deadline = time.monotonic() + max(0.0, float(timeout))
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        holder = os.pread(fd, 256, 0).decode("utf-8", "replace").split()
+                        who = (
+                            f"process {holder[0]} on host {holder[1]} (since "
+                            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(float(holder[2])))})"
+                            if len(holder) >= 3 and holder[2].replace(".", "", 1).isdigit()
+                            else "another process"
+                        )
+                        raise StoreError(
+                            f"run {r.name!r} in {self.root} is being written by {who}; wait for it "
+                            "to finish or stop it, then run again"
+                        ) from None
+                    time.sleep(0.05)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {self._host} {time.time():.3f}\n".encode(), 0)
+            try:
+                yield
+            finally:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     # -- checkpoints ----------------------------------------------------------------------------
 
@@ -941,10 +1422,11 @@ class RunStore:
         Raises:
             ValueError: negative step, unknown run.
             TypeError: a state entry of another type (the message names it).
+            StoreError: read-only store, or the file cannot be written (full disk, ...).
         """
         r = self._resolve(run)
         s = _check_step(step)
-        self._commit_file(r.id, "checkpoint", s, f"step-{s:012d}", state)
+        self._commit_file(r, "checkpoint", s, f"step-{s:012d}", state)
 
     def checkpoints(self, run: Run | str | int) -> list[int]:
         """Steps of the stored checkpoints of a run, increasing."""
@@ -968,7 +1450,7 @@ class RunStore:
 
         Raises:
             ValueError: unknown run.
-            RuntimeError: the file is corrupt or missing (external tampering).
+            StoreError: the file is corrupt or missing (see :meth:`latest_intact_checkpoint`).
         """
         r = self._resolve(run)
         for _ in range(5):
@@ -978,7 +1460,35 @@ class RunStore:
             state = self._load_file(r, "checkpoint", steps[-1], map_location)
             if state is not None:
                 return steps[-1], state
-        raise RuntimeError(f"could not read the latest checkpoint of run {r.name!r}: it kept changing")
+        raise StoreError(f"could not read the latest checkpoint of run {r.name!r}: it kept changing")
+
+    def latest_intact_checkpoint(
+        self, run: Run | str | int, *, map_location: str | torch.device | None = "cpu"
+    ) -> CheckpointScan:
+        """The newest checkpoint whose file exists and verifies; newer damaged ones are skipped.
+
+        Args:
+            run: the run, its name or its id.
+            map_location: passed to :func:`torch.load`.
+
+        Returns:
+            A :class:`CheckpointScan`: the step and state found (both None when none verifies)
+            and the ``(step, reason)`` of every newer checkpoint skipped.
+
+        Raises:
+            ValueError: unknown run.
+        """
+        r = self._resolve(run)
+        skipped: list[tuple[int, str]] = []
+        for s in reversed(self.checkpoints(r)):
+            try:
+                state = self._load_file(r, "checkpoint", s, map_location)
+            except StoreError as exc:
+                skipped.append((s, str(exc)))
+                continue
+            if state is not None:
+                return CheckpointScan(s, state, tuple(skipped))
+        return CheckpointScan(None, None, tuple(skipped))
 
     def load_checkpoint(
         self, run: Run | str | int, step: int, *, map_location: str | torch.device | None = "cpu"
@@ -988,7 +1498,7 @@ class RunStore:
         Raises:
             ValueError: unknown run, negative step, or no checkpoint at ``step`` (stored steps
                 are listed).
-            RuntimeError: the file is corrupt or missing (external tampering).
+            StoreError: the file is corrupt or missing (external tampering).
         """
         r = self._resolve(run)
         s = _check_step(step)
@@ -1010,11 +1520,18 @@ class RunStore:
             step: optional step at which training ended (recorded only).
 
         Raises:
-            ValueError, TypeError: as :meth:`save_checkpoint`.
+            ValueError, TypeError, StoreError: as :meth:`save_checkpoint`.
         """
         r = self._resolve(run)
         s = None if step is None else _check_step(step)
-        self._commit_file(r.id, "final", s, "final", state)
+        self._commit_file(r, "final", s, "final", state)
+
+    def has_final(self, run: Run | str | int) -> bool:
+        """Whether final weights of the run are stored."""
+        r = self._resolve(run)
+        return bool(self._query(
+            "SELECT 1 FROM checkpoints WHERE run_id = ? AND kind = 'final'", (r.id,)
+        ))
 
     def load_final(
         self, run: Run | str | int, *, map_location: str | torch.device | None = "cpu"
@@ -1023,7 +1540,7 @@ class RunStore:
 
         Raises:
             ValueError: unknown run, or no final weights saved.
-            RuntimeError: the file is corrupt or missing (external tampering).
+            StoreError: the file is corrupt or missing (external tampering).
         """
         r = self._resolve(run)
         state = self._load_file(r, "final", None, map_location)
@@ -1119,3 +1636,179 @@ class RunStore:
         r = self._resolve(run)
         rows = self._query("SELECT key, value FROM results WHERE run_id = ? ORDER BY key", (r.id,))
         return {k: json.loads(v) for k, v in rows}
+
+
+# ----------------------------------------------------------------------------------------------
+# Repair
+# ----------------------------------------------------------------------------------------------
+
+
+def _file_meta(path: Path) -> tuple[dict[str, Any], str, int]:
+    """``(meta, sha256, nbytes)`` of a tensor file; ``meta`` is rebuilt from the name for old files.
+
+    Raises:
+        StoreError: the file does not load.
+    """
+    payload = path.read_bytes()
+    try:
+        obj = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a damaged file
+        raise StoreError(f"does not load ({type(exc).__name__})") from exc
+    if isinstance(obj, dict) and set(obj) == {_FILE_META, "state"} and isinstance(obj[_FILE_META], dict):
+        meta = dict(obj[_FILE_META])
+    else:  # written by a version-1 store: the name gives kind and step, the state maybe a hash
+        m = re.match(r"^step-(\d{12})-", path.name)
+        meta = {"kind": "checkpoint" if m else "final", "step": int(m[1]) if m else None}
+        if isinstance(obj, dict):
+            if isinstance(obj.get("config_hash"), str):
+                meta["config_hash"] = obj["config_hash"]
+            if meta["step"] is None and isinstance(obj.get("step"), int):
+                meta["step"] = obj["step"]
+    return meta, hashlib.sha256(payload).hexdigest(), len(payload)
+
+
+def repair_store(root: str | os.PathLike[str]) -> RepairReport:
+    """Re-index the tensor files of a store whose database lost rows (or was lost or damaged).
+
+    Nothing is deleted. A damaged ``store.sqlite`` (failing ``quick_check`` or not a database) is
+    renamed to ``store.sqlite.damaged-<time>`` (with its ``-wal``/``-shm``) and a new one created;
+    a database of another program is refused. Then every tensor file under ``tensors/run-*/``
+    that the database does not list is read: files written since tensor files describe
+    themselves (run id, name, config, kind, step) give back their run (status ``"finished"`` if
+    final weights were found, else ``"interrupted"``, with the reason that metrics and results
+    were not recoverable) and their checkpoint rows; older files are re-indexed when their run
+    is still listed. A file whose step (or final slot) is already taken by a listed file is an
+    older copy; it, and files that do not load, are moved unchanged into ``unindexed/`` inside
+    their run folder (reported, kept, no longer counted as lost rows).
+
+    Args:
+        root: the store directory.
+
+    Returns:
+        A :class:`RepairReport`.
+
+    Raises:
+        ValueError: ``root`` is not a directory.
+        StoreError: ``store.sqlite`` belongs to another program, or the store cannot be written.
+    """
+    root_p = Path(root).expanduser().resolve()
+    if not root_p.is_dir():
+        raise ValueError(f"{root_p} is not a directory")
+    db = root_p / _DB_NAME
+    moved: list[str] = []
+    if db.is_file():
+        conn = None
+        damaged = False
+        try:
+            conn = sqlite3.connect("file:" + urllib.parse.quote(str(db)) + "?mode=ro", uri=True)
+            _classify(conn, db)  # a foreign database raises StoreError: never touched
+            _quick_check(conn, db)
+        except sqlite3.DatabaseError:
+            damaged = True
+        except StoreError as exc:
+            if "is damaged" not in str(exc):
+                raise
+            damaged = True
+        finally:
+            if conn is not None:
+                conn.close()
+        if damaged:
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            for suffix in ("", "-wal", "-shm"):
+                src = root_p / (_DB_NAME + suffix)
+                if src.exists():
+                    dst = root_p / f"{_DB_NAME}.damaged-{stamp}{suffix}"
+                    os.replace(src, dst)
+                    moved.append(dst.name)
+    store = RunStore.__new__(RunStore)
+    store._setup(root_p, 2, 30.0, False)
+    store._open(check_index=False)
+    restored: list[str] = []
+    indexed: list[str] = []
+    left: list[tuple[str, str]] = []
+    try:
+        with store._write() as c:
+            listed = {f for (f,) in c.execute("SELECT file FROM checkpoints UNION SELECT file FROM trash")}
+            runs = {int(i): (n, h) for i, n, h in c.execute("SELECT id, name, config_hash FROM runs")}
+            new_runs: dict[int, str] = {}
+            candidates: list[tuple[int, Path, dict[str, Any], str, int]] = []
+            for path in _tensor_files(root_p):
+                rel = path.relative_to(root_p).as_posix()
+                if rel in listed:
+                    continue
+                run_id = int(_RUN_DIR_RE.match(path.parent.name)["id"])  # type: ignore[index]
+                try:
+                    meta, digest, nbytes = _file_meta(path)
+                except (StoreError, OSError) as exc:
+                    left.append((rel, str(exc)))
+                    continue
+                if meta.get("run_id") not in (None, run_id):
+                    left.append((rel, f"it belongs to run id {meta['run_id']}, not to its folder's run"))
+                    continue
+                if run_id not in runs:
+                    text = meta.get("config")
+                    if not isinstance(text, str) or not isinstance(meta.get("run_name"), str):
+                        left.append((rel, "written by an older version: it does not name its run's "
+                                          "config, and the database does not list the run"))
+                        continue
+                    chash = hashlib.sha256(text.encode("utf-8")).hexdigest()
+                    name = meta["run_name"]
+                    clash = c.execute("SELECT id FROM runs WHERE config_hash = ? OR name = ?",
+                                      (chash, name)).fetchone()
+                    if clash is not None:
+                        left.append((rel, f"run id {clash[0]} already holds its run's name or config"))
+                        continue
+                    created = float(meta.get("run_created_at") or path.stat().st_mtime)
+                    c.execute(
+                        "INSERT INTO runs (id, name, config_hash, config, created_at, updated_at, status, "
+                        "reason) VALUES (?, ?, ?, ?, ?, ?, 'interrupted', ?)",
+                        (run_id, name, chash, text, created, time.time(),
+                         "re-indexed from its tensor files by `landscape store repair`; its metrics, "
+                         "results and artifacts were not recoverable"),
+                    )
+                    runs[run_id] = (name, chash)
+                    new_runs[run_id] = name
+                if meta.get("config_hash") not in (None, runs[run_id][1]):
+                    left.append((rel, "its config hash is not its run's"))
+                    continue
+                candidates.append((run_id, path, meta, digest, nbytes))
+            # newest first, so that of two finals (or two files of one step) the newer is indexed
+            candidates.sort(key=lambda t: -float(t[2].get("created_at") or t[1].stat().st_mtime))
+            for run_id, path, meta, digest, nbytes in candidates:
+                rel = path.relative_to(root_p).as_posix()
+                kind, step = meta.get("kind"), meta.get("step")
+                if kind == "final":
+                    taken = c.execute("SELECT file FROM checkpoints WHERE run_id = ? AND kind = 'final'",
+                                      (run_id,)).fetchone()
+                elif kind == "checkpoint" and isinstance(step, int):
+                    taken = c.execute("SELECT file FROM checkpoints WHERE run_id = ? AND kind = 'checkpoint' "
+                                      "AND step = ?", (run_id, step)).fetchone()
+                else:
+                    left.append((rel, f"unknown kind {kind!r} or step {step!r}"))
+                    continue
+                if taken is not None:
+                    left.append((rel, f"an older copy: {taken[0]} holds the same "
+                                      f"{'final weights' if kind == 'final' else f'step {step}'}"))
+                    continue
+                c.execute(
+                    "INSERT INTO checkpoints (run_id, kind, step, file, sha256, nbytes, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, kind, step, rel, digest, nbytes,
+                     float(meta.get("created_at") or path.stat().st_mtime)),
+                )
+                indexed.append(rel)
+                if kind == "final" and run_id in new_runs:
+                    c.execute("UPDATE runs SET status = 'finished' WHERE id = ?", (run_id,))
+            restored = [new_runs[i] for i in sorted(new_runs)]
+        for rel, _why in left:
+            src = root_p / rel
+            dst = src.parent / "unindexed" / src.name
+            try:
+                dst.parent.mkdir(exist_ok=True)
+                os.replace(src, dst)
+                _fsync_dir(dst.parent)
+            except OSError as exc:
+                raise _os_error(f"cannot move {src} out of the way", exc) from exc
+    finally:
+        store.close()
+    return RepairReport(root_p, tuple(restored), tuple(sorted(indexed)), tuple(sorted(left)), tuple(moved))

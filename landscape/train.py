@@ -43,13 +43,20 @@ config seed (initialisation, training prompts, held-out prompts). A checkpoint s
 parameters, the optimizer state, the divergence marks, the prompt generator's state and the
 current batch, so a run resumed from it reproduces the uninterrupted run bit for bit (same
 device, dtype and thread count). Metrics are written with ``INSERT OR REPLACE`` keyed by
-``(run, key, step, seed)``: steps replayed after a resume overwrite, never duplicate.
+``(run, key, step, seed)``: steps replayed after a resume overwrite, never duplicate. The resume
+starts from the newest checkpoint whose file verifies (SHA-256); newer missing or corrupt ones are
+skipped with a logged warning. While a run trains, its writer lock is held, so a second process
+training the same run refuses. Everything that can fail on a bad config (task, family, held-out
+prompts, step function) is built before the store is opened; a failure after the run is created
+marks it ``failed`` with the reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import logging
 import math
 import os
 import sys
@@ -933,32 +940,51 @@ def train(
         ValueError: the store cannot be opened, or the run name holds another config — before any
             training.
         TypeError: ``config`` is not a :class:`TrainConfig`.
+        landscape.store.StoreError: the store is not usable, or another process is training the
+            same run (its writer lock is held).
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     t_start = time.perf_counter()
     from .store import RunStore
 
+    if store is not None and not isinstance(store, (RunStore, str, os.PathLike)):
+        raise TypeError(f"store must be None, a RunStore or a directory, got {type(store).__name__}")
+    setup = _setup(config)  # a bad config fails here, before anything is created on disk
     own_store = False
     if store is not None and not isinstance(store, RunStore):
-        if not isinstance(store, (str, os.PathLike)):
-            raise TypeError(f"store must be None, a RunStore or a directory, got {type(store).__name__}")
         store = RunStore(store)
         own_store = True
     try:
-        return _train(config, store, name, progress, callback, t_start)
+        return _train(config, setup, store, name, progress, callback, t_start)
     finally:
         if own_store:
             store.close()
 
 
-def _train(config: TrainConfig, store: Any, name: str | None, progress: bool,
-           callback: Callable[[int, TrainState], None] | None, t_start: float) -> TrainResult:
+_log = logging.getLogger(__name__)
+
+
+def _setup(config: TrainConfig) -> tuple[Any, ...]:
+    """Everything a bad config can fail on: device, Σ, family, task, held-out prompts, step."""
     dev = _resolve_device(config.device)
-    spec = config.spec
     sigma = config.sigma_matrix()
     family = config.make_family(sigma)
     task = make_task(config, sigma)
+    # held-out prompts, shared by every seed, fixed by the config seed
+    eval_batch = task.sample(config.eval_batch, make_generator(config, "eval", dev))
+    return dev, sigma, family, task, eval_batch.Z, eval_batch.target, make_step(config)
+
+
+def _failure_reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}"[:500] if text else type(exc).__name__
+
+
+def _train(config: TrainConfig, setup: tuple[Any, ...], store: Any, name: str | None, progress: bool,
+           callback: Callable[[int, TrainState], None] | None, t_start: float) -> TrainResult:
+    dev, sigma, family, task, eval_Z, eval_y, step_fn = setup
+    spec = config.spec
     run = None
     cfg_dict = config.to_dict()
     from .store import config_hash
@@ -970,20 +996,42 @@ def _train(config: TrainConfig, store: Any, name: str | None, progress: bool,
             loaded = _load_finished(config, store, run, dev, t_start)
             if loaded is not None:
                 return loaded
+    with contextlib.ExitStack() as held:
+        if run is not None:
+            held.enter_context(store.writer_lock(run))  # a second trainer of this run refuses here
+        try:
+            return _train_locked(config, dev, spec, sigma, family, eval_Z, eval_y, step_fn, store, run, chash,
+                                 progress, callback, t_start, task)
+        except KeyboardInterrupt:
+            if run is not None:
+                with contextlib.suppress(Exception):
+                    store.set_status(run, "interrupted", reason="interrupted (KeyboardInterrupt)")
+            raise
+        except BaseException as exc:
+            if run is not None:
+                with contextlib.suppress(Exception):  # keep the original error if the store fails too
+                    store.set_status(run, "failed", reason=_failure_reason(exc))
+            raise
 
-    # held-out prompts, shared by every seed, fixed by the config seed
-    g_eval = make_generator(config, "eval", dev)
-    eval_batch = task.sample(config.eval_batch, g_eval)
-    eval_Z, eval_y = eval_batch.Z, eval_batch.target
 
+def _train_locked(config: TrainConfig, dev: torch.device, spec: ModelSpec, sigma: torch.Tensor | None,
+                  family: Family | None, eval_Z: torch.Tensor, eval_y: torch.Tensor, step_fn: StepFn,
+                  store: Any, run: Any, chash: str, progress: bool,
+                  callback: Callable[[int, TrainState], None] | None, t_start: float, task: Any) -> TrainResult:
     gen = make_generator(config, "data", dev)
     state = init_state(config, dev)
     batch: tuple[torch.Tensor, torch.Tensor] | None = None
     resumed_from = None
     if run is not None:
-        ck = store.latest_checkpoint(run)
-        if ck is not None:
-            step0, payload = ck
+        scan = store.latest_intact_checkpoint(run)
+        for bad_step, why in scan.skipped:
+            _log.warning("run %s: skipping the checkpoint at step %d: %s", run.name, bad_step, why)
+        if scan.skipped:
+            _log.warning("run %s: resuming from %s", run.name,
+                         f"the checkpoint at step {scan.step}" if scan.step is not None
+                         else "step 0 (no stored checkpoint verifies)")
+        if scan.state is not None:
+            step0, payload = scan.step, scan.state
             if payload.get("config_hash") != chash or payload.get("format") != _CHECKPOINT_FORMAT:
                 raise ValueError(f"checkpoint at step {step0} of run {run.name!r} does not belong to this config")
             state, gstate, batch = _restore(payload, dev, spec)
@@ -991,7 +1039,6 @@ def _train(config: TrainConfig, store: Any, name: str | None, progress: bool,
             resumed_from = state.step
         store.set_status(run, "running")
 
-    step_fn = make_step(config)
     lr_base = config.lr_vector(dev)
     T, k_res = config.steps, config.resample_every
     dist_every = config.log_every if config.distance_every is None else config.distance_every
@@ -1056,14 +1103,6 @@ def _train(config: TrainConfig, store: Any, name: str | None, progress: bool,
                 if key not in ("wall_time", "resumed_from", "run", "root"):
                     store.log_result(run, key, value)
             store.set_status(run, "finished")
-    except KeyboardInterrupt:
-        if run is not None:
-            store.set_status(run, "interrupted")
-        raise
-    except BaseException:
-        if run is not None:
-            store.set_status(run, "failed")
-        raise
     finally:
         bar.close()
     return result

@@ -163,3 +163,76 @@ def test_checkpoint_of_another_config_is_refused(tmp_path: Path) -> None:
         s.save_checkpoint(run, 10, {"format": 1, "config_hash": "0" * 64, "step": 10})
     with pytest.raises(ValueError, match="does not belong to this config"):
         train(cfg, tmp_path, progress=False)
+
+
+def _checkpoint_file(root: Path, step: int) -> Path:
+    con = sqlite3.connect(root / "store.sqlite")
+    try:
+        (rel,) = con.execute("SELECT file FROM checkpoints WHERE kind = 'checkpoint' AND step = ?", (step,)).fetchone()
+    finally:
+        con.close()
+    return root / rel
+
+
+def _damage(path: Path, how: str) -> str:
+    """Damage a checkpoint file; return the word the store uses for it."""
+    if how == "truncate":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        return "corrupt"
+    if how == "flip":
+        raw = bytearray(path.read_bytes())
+        raw[len(raw) // 2] ^= 0x01
+        path.write_bytes(bytes(raw))
+        return "corrupt"
+    path.unlink()
+    return "missing"
+
+
+@pytest.mark.parametrize("how", ["truncate", "flip", "delete"])
+def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path: Path, how: str,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """The newest checkpoint (step 20) damaged: resume from step 10, say so, end bit for bit as an
+    uninterrupted run."""
+    cfg = TrainConfig(**{**CONFIG, "steps": 40, "distance_every": 0})
+
+    def stop_at_27(step: int, state: object) -> None:
+        if step == 27:
+            raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        train(cfg, tmp_path / "a", progress=False, callback=stop_at_27)
+    word = _damage(_checkpoint_file(tmp_path / "a", 20), how)
+    with caplog.at_level("WARNING", logger="landscape.train"):
+        resumed = train(cfg, tmp_path / "a", progress=False)
+    assert resumed.resumed_from == 10
+    messages = [r.getMessage() for r in caplog.records if r.name == "landscape.train"]
+    assert len(messages) == 2, messages
+    assert messages[0].startswith("run ") and "skipping the checkpoint at step 20" in messages[0]
+    assert f"is {word}" in messages[0] and "\n" not in messages[0]
+    assert messages[1].endswith("resuming from the checkpoint at step 10")
+    ref = train(cfg, tmp_path / "b", progress=False)
+    for k in ref.params:
+        assert torch.equal(resumed.params[k], ref.params[k])
+    assert _same(_rows(tmp_path / "a"), _rows(tmp_path / "b"))
+
+
+def test_resume_with_every_checkpoint_damaged_starts_over(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = TrainConfig(**{**CONFIG, "steps": 25, "distance_every": 0})
+
+    def stop_at_22(step: int, state: object) -> None:
+        if step == 22:
+            raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        train(cfg, tmp_path / "a", progress=False, callback=stop_at_22)
+    _damage(_checkpoint_file(tmp_path / "a", 20), "truncate")
+    _damage(_checkpoint_file(tmp_path / "a", 10), "flip")
+    with caplog.at_level("WARNING", logger="landscape.train"):
+        resumed = train(cfg, tmp_path / "a", progress=False)
+    assert resumed.resumed_from is None
+    messages = [r.getMessage() for r in caplog.records if r.name == "landscape.train"]
+    assert [("step 20" in m, "step 10" in m) for m in messages[:2]] == [(True, False), (False, True)]
+    assert messages[2].endswith("resuming from step 0 (no stored checkpoint verifies)")
+    ref = train(cfg, tmp_path / "b", progress=False)
+    for k in ref.params:
+        assert torch.equal(resumed.params[k], ref.params[k])

@@ -24,11 +24,14 @@ import pytest
 import torch
 
 from landscape.store import (
+    APPLICATION_ID,
+    SCHEMA_VERSION,
     SHARED_SEED,
     Artifact,
     MetricRow,
     Run,
     RunStore,
+    StoreError,
     config_hash,
 )
 
@@ -98,7 +101,8 @@ def test_open_creates_layout_in_wal_mode(tmp_path: Path) -> None:
     con = sqlite3.connect(root / "store.sqlite")
     try:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert con.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert con.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
     finally:
         con.close()
 
@@ -111,7 +115,7 @@ def test_open_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "store.sqlite").write_bytes(b"this is not a database" * 100)
-    with pytest.raises(ValueError, match="not a usable run store"):
+    with pytest.raises(StoreError, match="not a usable run store"):
         RunStore(bad)
     with pytest.raises(ValueError, match="keep_checkpoints"):
         RunStore(tmp_path / "k", keep_checkpoints=0)
@@ -383,29 +387,6 @@ def test_checkpoint_bad_state_and_corruption(tmp_path: Path) -> None:
         path.write_bytes(bytes(raw))
         with pytest.raises(RuntimeError, match="corrupt"):
             store.latest_checkpoint(run)
-
-
-def test_open_removes_orphans_but_not_live_writers(tmp_path: Path) -> None:
-    with RunStore(tmp_path) as store:
-        run = store.create_run({"g": 1})
-        store.save_checkpoint(run, 5, {"w": torch.ones(2)})
-        host = store._host
-    run_dir = tmp_path / "tensors" / f"run-{run.id:06d}"
-    (kept,) = run_dir.glob("*.pt")
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    token = "0123456789abcdef"
-    dead_tmp = run_dir / f".step-000000000006-{token}.pt.{host}.{dead.pid}.{token}.tmp"
-    live_tmp = run_dir / f".step-000000000007-{token}.pt.{host}.{os.getpid()}.{token}.tmp"
-    foreign_tmp = run_dir / f".step-000000000008-{token}.pt.otherhost.{dead.pid}.{token}.tmp"
-    orphan = run_dir / f"step-000000000009-{token}.pt"  # renamed in place, row never committed
-    unrelated = run_dir / "notes.txt"
-    for p in (dead_tmp, live_tmp, foreign_tmp, orphan, unrelated):
-        p.write_bytes(b"x")
-    with RunStore(tmp_path) as store:
-        assert store.latest_checkpoint(run)[0] == 5  # type: ignore[index]
-    remaining = {p.name for p in run_dir.iterdir()}
-    assert remaining == {kept.name, live_tmp.name, foreign_tmp.name, unrelated.name}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-r"""``landscape plot RUN_DIR``: draw the figures of a run store (PNG and SVG, registered as artifacts).
+r"""``landscape plot RUN_DIR``: draw the figures of a run store (PNG and SVG; the store is only read).
 
 Per training run: ``distance`` (distance to the construction vs step, median and IQR over seeds,
 one curve per layer), ``loss`` (training loss of every seed, Bayes-optimal line) and ``heatmap``
@@ -6,6 +6,7 @@ one curve per layer), ``loss`` (training loss of every seed, Bayes-optimal line)
 layers / context length per activation, with the Bayes line) and ``grid`` (activation × data
 kernel, final loss over Bayes loss). ``all`` (default) makes every one the data supports and lists
 the others with the reason they were skipped. Figures go to ``RUN_DIR/figures`` (or ``--out``).
+The store is opened read-only: plotting writes the figure files and nothing else.
 
 Exit status: 0 when at least one figure was written, 1 when none could be, 2 on bad arguments.
 """
@@ -45,10 +46,11 @@ def run(args: argparse.Namespace) -> int:
     from ..store import RunStore
 
     root = Path(args.run_dir).expanduser()
-    if not (root / "store.sqlite").is_file():
+    if not (root / "store.sqlite").exists() and not (root / "tensors").exists():
         raise FileNotFoundError(f"{root} is not a run store (no store.sqlite in it)")
     kinds = args.kind or ["all"]
-    with RunStore(root) as store:
+    # Read-only: plotting never changes the store (no schema, no cleanup, no cached results).
+    with RunStore(root, read_only=True) as store:
         report = plot_store(store, kinds, runs=args.runs, out=args.out)
     if args.json:
         emit_json({
