@@ -141,8 +141,14 @@ def _report(command: str, message: str, *, as_json: bool, kind: str) -> None:
         print(f"{prog}: error: {message}", file=sys.stderr)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+def build_parser(*, raise_errors: bool = False) -> argparse.ArgumentParser:
+    """The ``landscape`` parser with every command's subparser.
+
+    Args:
+        raise_errors: argument errors raise :class:`ArgumentError` (what :func:`main` uses, to
+            report them in one line or as JSON) instead of argparse's usage message and exit 2.
+    """
+    parser = (_Parser if raise_errors else argparse.ArgumentParser)(
         prog="landscape",
         description="Loss landscapes of in-context-learning transformers: constructions, exact family losses, "
         "stationarity certificates, seed-parallel training and distance-to-construction analyses.",
@@ -175,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     as_json = "--json" in argv
     debug = _debug(argv)
     argv = [a for a in argv if a != "--debug"]  # accepted anywhere on the command line
-    parser = build_parser()
+    parser = build_parser(raise_errors=True)
     try:
         args = parser.parse_args(argv)
     except ArgumentError as exc:
