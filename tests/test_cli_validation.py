@@ -324,6 +324,18 @@ def test_train_refuses_sizes_that_cannot_fit(extra: list[str], tmp_path: Path, m
     assert not out.exists()
 
 
+def test_solve_refuses_a_huge_dimension(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import landscape.symbolic.loss as sl
+
+    _no_work(monkeypatch, sl, "family_loss")
+    monkeypatch.setattr(_checks, "available_memory", lambda: 16 * 2**30)
+    t0 = time.perf_counter()
+    rc = main(["solve", "pgd", "--d", "1000", "--n", "20"])
+    assert time.perf_counter() - t0 < 5.0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "needs about 29.2 TiB" in err[0]  # 4 * 8 B * 1001^4
+
+
 def test_train_memory_estimate_is_the_formula() -> None:
     from landscape.commands.train import train_memory
     from landscape.train import TrainConfig

@@ -19,7 +19,8 @@ With ``--json`` one object is printed: ``family``, ``loss`` (the expression as a
 ``exact`` and ``stationary_points`` — a list of ``{values, exact, loss, kind, ...}``.
 
 Exit status: 0 when the loss was derived (whether or not stationary points were found), 2 on bad
-arguments (every numeric option is checked when the command line is parsed).
+arguments (every numeric option is checked when the command line is parsed) or, for linear
+attention, sizes whose estimated memory (:data:`SOLVE_MEMORY_FACTOR`) does not fit.
 """
 
 from __future__ import annotations
@@ -62,6 +63,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
+SOLVE_MEMORY_FACTOR = 4.0
+"""Peak bytes of the exact linear-attention routes per ``8 (d+1)^4 L^2`` (float64-sized entries),
+measured for ``pgd``: 2.8 (d 40), 3.9 (d 80 and 120; 6.7 GB at d 120), 3.9 (d 40, 3 layers)."""
+
+
+def check_solve_memory(d: int, layers: int) -> None:
+    """Refuse linear-attention sizes whose exact loss cannot fit in memory (before any sympy work).
+
+    Raises:
+        ValueError: the estimate ``SOLVE_MEMORY_FACTOR × 8 B × (d+1)^4 × layers^2`` exceeds the
+            available memory.
+    """
+    from .._checks import check_memory
+
+    check_memory(f"--d {d} --layers {layers}", int(SOLVE_MEMORY_FACTOR * 8 * (d + 1) ** 4 * layers**2),
+                 f"{SOLVE_MEMORY_FACTOR:g} × 8 B × (d+1)^4 × layers^2")
+
+
 def _fmt(x: float) -> str:
     return f"{x:.6g}"
 
@@ -84,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
     from ..symbolic.solve import stationary_points
 
     problem, data = problem_from_args(args, family=args.family)
+    if problem.attention == "linear":
+        check_solve_memory(problem.d, problem.layers)
     family = get_family(args.family, problem)
     loss = family_loss(family, data, method=args.method, spectrum=args.spectrum, samples=args.samples, seed=args.seed)
     starts = args.starts if args.starts is not None else (24 if loss.exact else 3)
