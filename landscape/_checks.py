@@ -15,6 +15,7 @@ first seen, so later arguments are checked against it::
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from numbers import Integral, Real
 
@@ -29,6 +30,13 @@ __all__ = [
     "check_real",
     "check_choice",
     "format_spec",
+    "available_memory",
+    "format_bytes",
+    "prompt_memory",
+    "check_memory",
+    "MEMORY_FRACTION",
+    "LONG_WORK_SECONDS",
+    "warn_if_long",
 ]
 
 FLOAT_DTYPES: tuple[torch.dtype, ...] = (torch.float64, torch.float32)
@@ -180,3 +188,111 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
     return value  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------- size limits
+MEMORY_FRACTION = 0.8
+"""Share of the available memory a command may plan to use before :func:`check_memory` refuses."""
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation now (``MemAvailable`` of ``/proc/meminfo``;
+    else free physical pages from ``os.sysconf``), or ``None`` when the platform says neither."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def format_bytes(n: float) -> str:
+    """``1536`` → ``"1.5 KiB"`` (binary units up to EiB)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024:
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} EiB"
+
+
+def prompt_memory(*, batch: int, d: int, n: int, layers: int, seeds: int = 1, dtype_bytes: int = 8,
+                  factor: float = 1.0, kernel_heads: int = 0, kernel_factor: float = 0.0) -> int:
+    r"""Estimated peak bytes of pushing prompts through a transformer (the sizes alone; nothing allocated).
+
+    .. math::
+        \text{bytes} \approx S\,B\,L\,b\,\big(f\,(d+1)(n+1) + f_k\,H_k\,(n+1)^2\big)
+
+    — ``S`` seeds × ``B`` prompts × ``L`` layers of ``(d+1) × (n+1)`` tokens in ``b``-byte floats,
+    times a factor ``f`` for the intermediates kept (measured per command), plus the
+    ``(n+1) × (n+1)`` score matrices of ``H_k`` kernel heads (factor ``f_k``). Python integers, so
+    sizes far beyond memory do not overflow.
+
+    Args:
+        batch, d, n, layers, seeds: the sizes.
+        dtype_bytes: bytes per float (4 or 8).
+        factor: intermediates per token entry.
+        kernel_heads: kernel-attention heads (0 for linear attention).
+        kernel_factor: intermediates per score entry.
+
+    Returns:
+        The estimate in bytes.
+    """
+    tokens = (d + 1) * (n + 1)
+    scores = kernel_heads * (n + 1) ** 2
+    return int(seeds * batch * layers * dtype_bytes * (factor * tokens + kernel_factor * scores))
+
+
+def check_memory(what: str, needed: int, how: str, *, available: int | None = None,
+                 fraction: float = MEMORY_FRACTION) -> None:
+    """Refuse work whose estimated memory does not fit, before anything is allocated.
+
+    Args:
+        what: the sizes it is about, for the message (``"--batch 10000000 --seeds 64"``).
+        needed: estimated bytes (e.g. :func:`prompt_memory`).
+        how: the formula of the estimate, for the message.
+        available: bytes available (default :func:`available_memory`; unknown: no check).
+        fraction: share of ``available`` the work may use.
+
+    Raises:
+        ValueError: ``needed > fraction · available``; the message names the estimate, the
+            formula and the available memory.
+    """
+    avail = available_memory() if available is None else available
+    if avail is None or needed <= fraction * avail:
+        return
+    raise ValueError(
+        f"{what} needs about {format_bytes(needed)} of memory ({how}), but this machine has "
+        f"{format_bytes(avail)} available; reduce the sizes"
+    )
+
+
+LONG_WORK_SECONDS = 120.0
+"""Estimated run time above which a command warns before it starts."""
+
+
+def warn_if_long(prog: str, seconds: float, how: str, *, threshold: float = LONG_WORK_SECONDS) -> bool:
+    """Print one warning line on stderr when the estimated work exceeds ``threshold`` seconds.
+
+    Args:
+        prog: the command (``"landscape check"``).
+        seconds: estimated run time.
+        how: what the estimate is made of, for the message.
+        threshold: seconds.
+
+    Returns:
+        Whether it warned.
+    """
+    import sys
+
+    if not seconds > threshold:
+        return False
+    mins = seconds / 60
+    when = f"{seconds:.0f} s" if mins < 2 else f"{mins:.0f} min" if mins < 120 else f"{mins / 60:.1f} h"
+    print(f"{prog}: warning: this will take about {when} on this machine ({how}); Ctrl-C stops it",
+          file=sys.stderr, flush=True)
+    return True

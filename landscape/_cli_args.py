@@ -21,6 +21,8 @@ same options with :func:`add_problem_args` and turn them into a
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +32,167 @@ from .families import FAMILY_ATTENTION, Problem
 from .tasks import KernelGP, LinearRegression, check_covariance, random_covariance
 
 __all__ = ["parse_sigma", "add_problem_args", "problem_from_args", "data_from_args", "SIGMA_FORMS",
-           "INVERSE_TASK_FAMILIES"]
+           "INVERSE_TASK_FAMILIES", "MAX_SIZE", "MAX_SEED", "int_arg", "float_arg", "float_list_arg",
+           "positive_int", "nonneg_int", "seed_int", "finite_float", "positive_float", "nonneg_float"]
 
-SIGMA_FORMS = "identity | random[:SEED] | diag:l1,...,ld | path to a .npy/.txt/.pt matrix"
+MAX_SIZE = 2**31 - 1
+"""Largest value an integer size or count option accepts at parse time (torch index range);
+whether a size fits the machine is decided later from a memory estimate
+(:func:`landscape._checks.check_memory`)."""
+
+MAX_SEED = 2**63 - 1
+"""Largest seed (``torch.Generator.manual_seed`` takes 64-bit seeds)."""
+
+
+# ---------------------------------------------------------------------- argparse types
+# Every numeric option of every command is parsed by one of these: a bad value (not a number,
+# NaN, inf, out of range) is an argparse error (exit 2, one line) before any work starts.
+def _interval(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> str:
+    if lo is not None and hi is not None:
+        return f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f"{'>' if lo_open else '>='} {lo:g}"
+    if hi is not None:
+        return f"{'<' if hi_open else '<='} {hi:g}"
+    return "finite"
+
+
+def _parse_float(text: str, lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> float:
+    want = "a finite number" + ("" if lo is None and hi is None else " " + _interval(lo, hi, lo_open, hi_open))
+    try:
+        v = float(str(text).strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}")
+    if lo is not None and (v <= lo if lo_open else v < lo):
+        raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}")
+    if hi is not None and (v >= hi if hi_open else v > hi):
+        raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}")
+    return v
+
+
+def float_arg(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+              hi_open: bool = False) -> Callable[[str], float]:
+    """An argparse ``type=`` for a finite float in ``[lo, hi]`` (ends open when ``lo_open``/``hi_open``).
+
+    Raises (when called):
+        argparse.ArgumentTypeError: not a number, NaN, ±inf (including overflowing literals such
+            as ``1e999``) or out of range; the message names the accepted range.
+    """
+
+    def parse(text: str) -> float:
+        return _parse_float(text, lo, hi, lo_open, hi_open)
+
+    parse.__name__ = "number"
+    return parse
+
+
+def float_list_arg(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+                   hi_open: bool = False, length: int | None = None) -> Callable[[str], tuple[float, ...]]:
+    """An argparse ``type=`` for comma-separated finite floats, each as :func:`float_arg` (``length``: exact count).
+
+    Raises (when called):
+        argparse.ArgumentTypeError: an empty list, a wrong count or a bad entry (named by position).
+    """
+
+    def parse(text: str) -> tuple[float, ...]:
+        items = [x for x in str(text).split(",") if x.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+        if length is not None and len(items) != length:
+            raise argparse.ArgumentTypeError(f"expected {length} comma-separated numbers, got {len(items)} in {text!r}")
+        out = []
+        for i, x in enumerate(items):
+            try:
+                out.append(_parse_float(x, lo, hi, lo_open, hi_open))
+            except argparse.ArgumentTypeError as exc:
+                raise argparse.ArgumentTypeError(f"entry {i} {exc}") from None
+        return tuple(out)
+
+    parse.__name__ = "numbers"
+    return parse
+
+
+def int_arg(lo: int = 0, hi: int = MAX_SIZE) -> Callable[[str], int]:
+    """An argparse ``type=`` for an integer in ``[lo, hi]`` (decimal digits only: ``2.5``, ``1e3``, ``nan`` are errors).
+
+    Raises (when called):
+        argparse.ArgumentTypeError: not an integer or out of range; the message names the range.
+    """
+
+    def parse(text: str) -> int:
+        t = str(text).strip()
+        want = f"an integer >= {lo}" if hi >= MAX_SIZE else f"an integer in [{lo}, {hi}]"
+        try:
+            v = int(t, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"must be {want}, got {v}")
+        if v > hi:
+            raise argparse.ArgumentTypeError(f"must be an integer in [{lo}, {hi}], got {t if len(t) < 24 else t[:20] + '...'}")
+        return v
+
+    parse.__name__ = "integer"
+    return parse
+
+
+positive_int = int_arg(1)
+"""Sizes and counts: an integer in ``[1, MAX_SIZE]``."""
+nonneg_int = int_arg(0)
+"""Counts where 0 means none/never: an integer in ``[0, MAX_SIZE]``."""
+seed_int = int_arg(0, MAX_SEED)
+"""Seeds: an integer in ``[0, 2^63 - 1]``."""
+finite_float = float_arg()
+"""Any finite float."""
+positive_float = float_arg(0.0, lo_open=True)
+"""A finite float > 0."""
+nonneg_float = float_arg(0.0)
+"""A finite float >= 0."""
+
+SIGMA_FORMS = ("identity | random[:SEED] | diag:l1,...,ld (the diagonal matrix) | spectrum:l1,...,ld[:SEED] "
+               "(that spectrum, randomly rotated) | path to a .npy/.txt/.pt matrix")
 """The accepted ``--sigma`` forms (for messages)."""
 
 INVERSE_TASK_FAMILIES = ("pgd", "pgd-relaxed", "pgd-identity")
 """Families whose statement is about :math:`w^* \\sim N(0, \\Sigma^{-1})` (Ahn et al. Theorems 3–4 and their control)."""
+
+
+def _spectrum(spec: str, body: str, form: str, d: int) -> list[float]:
+    """The eigenvalue list of a ``diag:``/``spectrum:`` body: d finite positive numbers."""
+    try:
+        vals = [float(v) for v in body.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--sigma {form} needs comma-separated numbers, got {spec!r}") from None
+    if len(vals) != d:
+        raise ValueError(f"--sigma {spec!r} lists {len(vals)} eigenvalues, expected d = {d}")
+    if not all(math.isfinite(v) for v in vals):
+        raise ValueError(f"--sigma {spec!r}: the eigenvalues must be finite")
+    if min(vals) <= 0:
+        raise ValueError(f"--sigma {spec!r}: a covariance needs positive eigenvalues (not positive definite)")
+    return vals
+
+
+def split_spectrum(spec: str) -> tuple[str, int | None]:
+    """``"spectrum:l1,...,ld[:SEED]"`` → ``("l1,...,ld", SEED or None)`` (the list text as written).
+
+    Raises:
+        ValueError: not a ``spectrum:`` spec, or a SEED that is not an integer >= 0.
+    """
+    s = spec.strip()
+    if not s.startswith("spectrum:"):
+        raise ValueError(f"not a spectrum:l1,...,ld[:SEED] spec: {spec!r}")
+    body, sep, seed_text = s[len("spectrum:"):].partition(":")
+    if not sep:
+        return body, None
+    try:
+        sd = int(seed_text.strip(), 10)
+    except ValueError:
+        raise ValueError(f"--sigma spectrum:l1,...,ld:SEED needs an integer SEED, got {spec!r}") from None
+    if not 0 <= sd <= MAX_SEED:
+        raise ValueError(f"--sigma {spec!r}: SEED must be in [0, 2^63 - 1]")
+    return body, sd
 
 
 def parse_sigma(spec: str | None, d: int, seed: int = 0) -> torch.Tensor | None:
@@ -48,7 +204,11 @@ def parse_sigma(spec: str | None, d: int, seed: int = 0) -> torch.Tensor | None:
     * ``random`` / ``random:SEED`` — :func:`~landscape.tasks.random_covariance`: a Haar rotation
       (``torch.Generator().manual_seed(SEED)``, SEED defaulting to ``seed``) of a fixed spectrum
       (Ahn et al.'s ``(1, 1, .25, .0625, 1)`` for d = 5);
-    * ``diag:l1,...,ld`` — that spectrum, randomly rotated (rotation seeded by ``seed``);
+    * ``diag:l1,...,ld`` — the diagonal matrix :math:`\mathrm{diag}(l_1, \dots, l_d)`;
+    * ``spectrum:l1,...,ld`` / ``spectrum:l1,...,ld:SEED`` — that spectrum, randomly rotated:
+      :math:`U^\top \mathrm{diag}(l)\, U` with the Haar rotation of ``random:SEED`` (SEED defaulting
+      to ``seed``). Before this form existed ``diag:`` meant this; stored run configs written then
+      are read with their old meaning (:meth:`landscape.train.TrainConfig.from_dict`);
     * a path to a ``.npy``, ``.pt`` or whitespace-separated ``.txt`` file holding the matrix.
 
     Args:
@@ -60,8 +220,8 @@ def parse_sigma(spec: str | None, d: int, seed: int = 0) -> torch.Tensor | None:
         :math:`\Sigma`, or ``None`` for the identity.
 
     Raises:
-        ValueError: an unknown form, a bad number, a wrong count, a missing or unreadable file, or a
-            matrix that is not symmetric positive definite of shape ``(d, d)``.
+        ValueError: an unknown form, a bad or non-finite number, a wrong count, a missing or
+            unreadable file, or a matrix that is not symmetric positive definite of shape ``(d, d)``.
     """
     if spec is None:
         return None
@@ -78,15 +238,13 @@ def parse_sigma(spec: str | None, d: int, seed: int = 0) -> torch.Tensor | None:
             raise ValueError(f"--sigma random:SEED needs an integer SEED, got {spec!r}") from None
         return random_covariance(d, torch.Generator().manual_seed(sd))
     if s.startswith("diag:"):
-        try:
-            vals = [float(v) for v in s[5:].split(",") if v.strip()]
-        except ValueError:
-            raise ValueError(f"--sigma diag:l1,...,ld needs comma-separated numbers, got {spec!r}") from None
-        if len(vals) != d:
-            raise ValueError(f"--sigma {spec!r} lists {len(vals)} eigenvalues, expected d = {d}")
-        if min(vals) <= 0:
-            raise ValueError(f"--sigma {spec!r}: a covariance needs positive eigenvalues (not positive definite)")
-        return random_covariance(d, torch.Generator().manual_seed(int(seed)), spectrum=vals)
+        vals = _spectrum(spec, s[len("diag:"):], "diag:l1,...,ld", d)
+        return torch.diag(torch.tensor(vals, dtype=torch.float64))
+    if s.startswith("spectrum:"):
+        body, sd = split_spectrum(s)
+        vals = _spectrum(spec, body, "spectrum:l1,...,ld[:SEED]", d)
+        rot = int(seed) if sd is None else sd
+        return random_covariance(d, torch.Generator().manual_seed(rot), spectrum=vals)
     path = Path(s).expanduser()
     if not path.is_file():
         raise ValueError(f"--sigma {spec!r} is not a known form and no such file exists; accepted: {SIGMA_FORMS}")
@@ -112,15 +270,15 @@ def parse_sigma(spec: str | None, d: int, seed: int = 0) -> torch.Tensor | None:
 def add_problem_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Register the problem options (module docstring) on ``parser``; returns it."""
     g = parser.add_argument_group("problem")
-    g.add_argument("--d", type=int, default=5, help="covariate dimension (default 5)")
-    g.add_argument("--n", type=int, default=20, help="context length (default 20)")
-    g.add_argument("--layers", type=int, default=1, help="number of layers L (default 1)")
+    g.add_argument("--d", type=positive_int, default=5, help="covariate dimension (default 5)")
+    g.add_argument("--n", type=positive_int, default=20, help="context length (default 20)")
+    g.add_argument("--layers", type=positive_int, default=1, help="number of layers L (default 1)")
     g.add_argument("--attention", choices=("auto", "linear", "kernel"), default="auto",
                    help="auto: the family's attention (built-in families), else kernel iff --activation is given")
     g.add_argument("--activation", default=None,
                    help="kernel attention: one activation per head, comma-separated (e.g. exp, relu, softmax, "
                         "linear, exp,linear); default exp")
-    g.add_argument("--heads", type=int, default=1, help="heads of a linear-attention model (default 1)")
+    g.add_argument("--heads", type=positive_int, default=1, help="heads of a linear-attention model (default 1)")
     g.add_argument("--data", default=None,
                    help="linear (LinearRegression) | gp[:KERNEL] (KernelGP, default kernel: the first "
                         "activation, exp for softmax); default linear for linear attention, gp for kernel")
@@ -130,8 +288,8 @@ def add_problem_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     g.add_argument("--covariates", choices=("gaussian", "sphere"), default=None,
                    help="covariate law (default gaussian; sphere for gp data)")
     g.add_argument("--sigma", default="identity", help=f"covariance of x: {SIGMA_FORMS}")
-    g.add_argument("--noise", type=float, default=0.0, help="label noise std (default 0)")
-    g.add_argument("--seed", type=int, default=0, help="seed of random choices (rotations, samples; default 0)")
+    g.add_argument("--noise", type=nonneg_float, default=0.0, help="label noise std (default 0)")
+    g.add_argument("--seed", type=seed_int, default=0, help="seed of random choices (rotations, samples; default 0)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 

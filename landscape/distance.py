@@ -28,6 +28,17 @@ Three kinds of distance, from cheapest to most general:
   several starts; the sign of each scaling pair is chosen by greedy sweeps. The relative residual
   is *the* distance to the construction.
 
+* **Step sizes: the fit in whitened coordinates.** When :math:`\Sigma \ne I` the projection above
+  weights every raw entry alike, so for Ahn et al.'s :math:`A_l = a_l\Sigma^{-1}` the fitted
+  :math:`a_l` is dominated by the small-variance directions of :math:`\Sigma` (where
+  :math:`\Sigma^{-1}` is large): it is a least-squares coefficient, not the paper's step size.
+  :func:`whitened_family` / :func:`project_whitened` express the weights in the tokens of
+  whitened covariates :math:`x = \Sigma^{1/2}\xi` (:func:`landscape.model.change_of_basis` with
+  :math:`T = \mathrm{diag}(\Sigma^{1/2}, 1)`; :math:`A_l \mapsto \Sigma^{1/2}A_l\Sigma^{1/2}`) and
+  fit the family built for :math:`\Sigma = I` there, where every direction counts alike; for
+  :math:`A_l = a_l\Sigma^{-1} + E` this recovers :math:`a_l = \operatorname{tr}(\Sigma^{1/2}A_l\Sigma^{1/2})/d`
+  up to the noise. Those are the step sizes the papers state.
+
 * **Function-space distance**: the relative RMS gap between the predictions of the learned weights
   and of a reference (the projected family point, or any construction) on held-out prompts.
 
@@ -47,7 +58,8 @@ import torch
 from ._checks import check_tensor
 from .families import Family, Symmetry
 from ._tolerances import FD_STEP
-from .model import ModelSpec, check_params, flatten_params, param_shapes, predict, unflatten_params
+from .model import (ModelSpec, change_of_basis, check_params, flatten_params, param_shapes, predict,
+                    unflatten_params, whitening_transform)
 from .tasks import PromptBatch, sqrtm_psd
 
 __all__ = [
@@ -62,6 +74,8 @@ __all__ = [
     "StackedProjection",
     "project_onto_family",
     "project_stacked",
+    "whitened_family",
+    "project_whitened",
     "prediction_gap",
 ]
 
@@ -702,6 +716,91 @@ def project_stacked(
     dist = torch.tensor([p.distance for p in projs], dtype=torch.float64)
     vals = torch.stack([p.vector() for p in projs]) if projs else torch.zeros(0, family.dim)
     return StackedProjection(projs, dist, vals, family.names)
+
+
+# ---------------------------------------------------------------------- whitened coordinates
+def whitened_family(family: Family, name: str | None = None, *, probes: int = 2) -> Family | None:
+    r"""The family in whitened coordinates — the same family built for :math:`\Sigma = I` — when it is one.
+
+    A family :math:`\theta_\Sigma(s)` lives in whitened coordinates when expressing its weights
+    in the tokens of whitened covariates gives the family built for the identity:
+    :math:`\mathrm{cob}(\theta_\Sigma(s), T) = \theta_I(s)` for every :math:`s`, with
+    :math:`T = \mathrm{diag}(\Sigma^{1/2}, 1)` (:func:`landscape.model.change_of_basis`). Ahn et
+    al.'s ``pgd`` and ``pgd-relaxed`` (:math:`A_l = a_l\Sigma^{-1}`) do; a family that ignores
+    :math:`\Sigma` (``pgd-identity``, :math:`A_l = a_l I`) does not, and gets ``None``. This is
+    checked numerically at ``probes`` points :math:`s \sim N(0, 1)` (fixed seed) in float64.
+
+    Args:
+        family: the family, built for its problem's :math:`\Sigma`.
+        name: how to build it again (a built-in name or ``file.py:NAME``; default ``family.name``).
+        probes: number of random points of the check.
+
+    Returns:
+        ``family`` itself when :math:`\Sigma` is ``None``; the family built for the identity when
+        the check passes; ``None`` otherwise (or when it cannot be built for the identity).
+    """
+    from dataclasses import replace
+
+    from .families import get_family
+
+    sigma = family.problem.sigma
+    if sigma is None:
+        return family
+    try:
+        white = get_family(name if name is not None else family.name, replace(family.problem, sigma=None))
+    except (ValueError, TypeError):
+        return None
+    if white.names != family.names:
+        return None
+    T = whitening_transform(sigma.to(torch.float64))
+    g = torch.Generator().manual_seed(0)
+    for _ in range(probes):
+        s = torch.randn(family.dim, generator=g, dtype=torch.float64)
+        mapped = change_of_basis(family.params(s), family.spec, T)
+        ref = white.params(s)
+        for key, v in ref.items():
+            scale = max(1.0, float(v.abs().max()))
+            if float((mapped[key] - v).abs().max()) > 1e-9 * scale:
+                return None
+    return white
+
+
+def project_whitened(
+    params: Mapping[str, torch.Tensor],
+    white: Family,
+    sigma: torch.Tensor | None,
+    *,
+    symmetries: bool = True,
+    starts: int = 1,
+    generator: torch.Generator | None = None,
+) -> StackedProjection:
+    r"""Fit a family in whitened coordinates: the step sizes (module docstring).
+
+    The stacked weights are expressed in whitened tokens,
+    :math:`\tilde\theta = \mathrm{cob}(\theta, \mathrm{diag}(\Sigma^{1/2}, 1))` (for linear heads
+    :math:`\tilde Q = T^\top Q T`, :math:`\tilde P = T^{-1} P T`), and projected onto ``white`` (the
+    family built for :math:`\Sigma = I`, see :func:`whitened_family`) by :func:`project_stacked`.
+    The distance reported is the relative residual *in whitened coordinates*.
+
+    Args:
+        params: stacked weights ``(S, D, D)`` per name.
+        white: the family in whitened coordinates.
+        sigma: :math:`\Sigma` (``None``: identity, the fit is the raw one).
+        symmetries, starts, generator: as :func:`project_onto_family`.
+
+    Returns:
+        :class:`StackedProjection` whose ``values`` are the step sizes.
+
+    Raises:
+        ValueError: as :func:`project_stacked`, or ``white`` built for a :math:`\Sigma \ne I`.
+    """
+    if white.problem.sigma is not None:
+        raise ValueError(f"white must be the family built for Sigma = I (see whitened_family); {white.name!r} "
+                         "has a covariance")
+    cpu = {k: v.detach().to("cpu", torch.float64) for k, v in params.items()}
+    if sigma is not None:
+        cpu = change_of_basis(cpu, white.spec, whitening_transform(sigma.to(torch.float64)))
+    return project_stacked(cpu, white, symmetries=symmetries, starts=starts, generator=generator)
 
 
 # ---------------------------------------------------------------------- function space

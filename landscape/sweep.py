@@ -233,7 +233,8 @@ def parse_sweep(data: Mapping[str, Any], *, source: str | os.PathLike[str] | Non
     """Check the structure of a sweep mapping (as read from a file) and return its :class:`SweepSpec`.
 
     Only the structure is checked here (allowed top-level keys, ``grid`` values are non-empty
-    lists, seeds); the values themselves are checked by :func:`expand_grid`.
+    lists, seeds, at least one config value); the values themselves are checked by
+    :func:`expand_grid`.
 
     Args:
         data: mapping with keys among ``name``, ``base``, ``grid``, ``seeds``.
@@ -245,7 +246,8 @@ def parse_sweep(data: Mapping[str, Any], *, source: str | os.PathLike[str] | Non
     Raises:
         TypeError: a section of the wrong type.
         ValueError: unknown top-level keys, an empty or non-list grid entry, seeds both at the
-            top level and in ``base``/``grid``, bad seeds.
+            top level and in ``base``/``grid``, bad seeds, or a sweep that sets nothing (no
+            ``base`` values, no ``grid`` and no ``seeds``: an empty file is not one default run).
     """
     where = str(source) if source is not None else "sweep"
     if not isinstance(data, Mapping):
@@ -275,6 +277,11 @@ def parse_sweep(data: Mapping[str, Any], *, source: str | os.PathLike[str] | Non
     if "seeds" in grid and "seeds" in data:
         raise ValueError(f"{where}: seeds given both at the top level and in 'grid'; keep one")
     seeds = _check_seeds(data["seeds"], where) if data.get("seeds") is not None else None
+    if not base and not grid and seeds is None:
+        raise ValueError(
+            f"{where}: the sweep sets no config values (no [base] values, no [grid], no seeds); "
+            "write e.g. [base] with the TrainConfig fields and [grid] with lists of values"
+        )
     default_name = Path(source).stem if source is not None else "sweep"
     name = data.get("name", default_name)
     if not isinstance(name, str) or not name:
@@ -304,6 +311,8 @@ def load_sweep(path: str | os.PathLike[str]) -> SweepSpec:
     if not p.is_file():
         raise FileNotFoundError(f"sweep file {p} does not exist")
     text = p.read_text(encoding="utf-8")
+    if not text.strip():
+        raise ValueError(f"sweep file {p} is empty; a sweep needs [base] values and/or a [grid]")
     if kind == "toml":
         try:
             data = tomllib.loads(text)
@@ -317,7 +326,7 @@ def load_sweep(path: str | os.PathLike[str]) -> SweepSpec:
         except yaml.YAMLError as exc:
             raise ValueError(f"sweep file {p} is not valid YAML: {exc}") from None
         if data is None:
-            data = {}
+            raise ValueError(f"sweep file {p} is empty; a sweep needs [base] values and/or a [grid]")
     return parse_sweep(data, source=p)
 
 

@@ -123,7 +123,9 @@ def resolve_sigma(
     * ``"random"`` / ``"random:SEED"`` — :func:`~landscape.tasks.random_covariance`
       :math:`U^\top D U` with a Haar rotation from ``torch.Generator().manual_seed(SEED)`` (``SEED``
       defaulting to ``seed``) and Ahn et al.'s spectrum ``(1, 1, 0.25, 0.0625, 1)`` when ``d = 5``;
-    * ``"diag:l1,...,ld"`` — that spectrum, randomly rotated (rotation seeded by ``seed``);
+    * ``"diag:l1,...,ld"`` — the diagonal matrix;
+    * ``"spectrum:l1,...,ld[:SEED]"`` — that spectrum, randomly rotated (rotation seeded by
+      ``SEED``, default ``seed``);
     * a path to a ``.pt`` (tensor), ``.npy`` or whitespace-separated text file.
 
     A matrix (nested sequence or tensor) is taken as it is.
@@ -153,6 +155,42 @@ def resolve_sigma(
     except (TypeError, ValueError) as exc:
         raise ValueError(f"sigma must be {SIGMA_FORMS} or a d×d matrix; got {spec!r} ({exc})") from None
     return check_covariance(mat, d)
+
+
+def _stored_sigma(spec: str, d: int, seed: int) -> str | list[list[float]]:
+    r"""How a ``sigma`` string is written into a stored run config (what the store hashes).
+
+    Run configs have always stored ``sigma`` as the string given, and until ``spectrum:`` existed
+    ``diag:l1,...,ld`` meant the spectrum *randomly rotated* by the config's seed. Stored configs
+    keep that convention, so that old stores read back to the matrices they were trained on and
+    their config hashes stay the identifiers of the same runs (resume, sweep skipping):
+
+    * ``spectrum:l1,...,ld`` and ``spectrum:l1,...,ld:SEED`` with ``SEED = seed`` → ``"diag:l1,...,ld"``
+      (the list text as written; exactly what the old code stored for this matrix);
+    * ``spectrum:l1,...,ld:SEED`` with another SEED → kept as it is;
+    * ``diag:l1,...,ld`` (now the diagonal matrix) and a covariance file → the matrix itself
+      (so the run is reproducible anywhere and editing the file makes a new run);
+    * ``identity``, ``random[:SEED]`` → kept as they are.
+
+    :meth:`TrainConfig.from_dict` reads a stored ``"diag:..."`` back as ``"spectrum:..."``.
+
+    Args:
+        spec: the config's ``sigma`` string (already validated).
+        d: dimension.
+        seed: the config's seed (default seed of the rotations).
+
+    Returns:
+        The string or the matrix (nested lists) to store.
+    """
+    from ._cli_args import split_spectrum
+
+    s = spec.strip()
+    if s.startswith("spectrum:"):
+        body, sd = split_spectrum(s)
+        return f"diag:{body}" if sd is None or sd == seed else s
+    if s.startswith("diag:") or Path(s).expanduser().is_file():
+        return resolve_sigma(s, d, seed).tolist()  # type: ignore[union-attr]
+    return spec
 
 
 def _file_digest(path: str) -> str:
@@ -195,8 +233,9 @@ class TrainConfig:
             ``"classification"`` (:class:`~landscape.tasks.LinearClassification`) or ``"features"``
             (:class:`~landscape.tasks.OrthonormalFeatures`).
         d, n: covariate dimension and context length.
-        sigma: covariance spec (see :func:`resolve_sigma`; random rotations default to ``seed``);
-            one :math:`\Sigma` for all the seeds of a run.
+        sigma: covariance spec (see :func:`resolve_sigma`; random rotations default to ``seed``):
+            ``"diag:l1,...,ld"`` is the diagonal matrix, ``"spectrum:l1,...,ld[:SEED]"`` that spectrum
+            randomly rotated; one :math:`\Sigma` for all the seeds of a run.
         task_cov: linear regression only: :math:`w^* \sim N(0, I)` (``"identity"``) or
             :math:`N(0, \Sigma^{-1})` (``"inverse"``, Ahn et al. Theorem 3).
         covariates: ``"gaussian"`` or ``"sphere"`` (``None``: the task's default — Gaussian for
@@ -432,7 +471,9 @@ class TrainConfig:
 
         ``device`` is left out (a run may be resumed elsewhere). A covariance read from a file is
         stored as its matrix, and a family file is identified by its content (SHA-256), so editing
-        either file makes a new run.
+        either file makes a new run. ``sigma`` is stored in the stored-config convention of
+        :func:`_stored_sigma` (``diag:`` there is the rotated spectrum, as it always was; the
+        diagonal matrix is stored as its matrix), so every config hash written before stays valid.
         """
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
@@ -440,10 +481,8 @@ class TrainConfig:
                 continue
             v = getattr(self, f.name)
             out[f.name] = [list(r) for r in v] if f.name == "sigma" and isinstance(v, tuple) else v
-        if isinstance(self.sigma, str) and Path(self.sigma).expanduser().is_file():
-            # the matrix itself, not the path: the run is reproducible anywhere, and editing
-            # the file makes a new run
-            out["sigma"] = self.sigma_matrix().tolist()  # type: ignore[union-attr]
+        if isinstance(self.sigma, str):
+            out["sigma"] = _stored_sigma(self.sigma, self.d, self.seed)
         if self.family is not None and ":" in self.family:
             file = self.family.rpartition(":")[0]
             if Path(file).expanduser().is_file():
@@ -464,6 +503,9 @@ class TrainConfig:
             kw["lr"] = tuple(kw["lr"])
         if isinstance(kw.get("sigma"), list):
             kw["sigma"] = tuple(tuple(r) for r in kw["sigma"])
+        elif isinstance(kw.get("sigma"), str) and kw["sigma"].strip().startswith("diag:"):
+            # stored convention (see _stored_sigma): "diag:" is the randomly rotated spectrum
+            kw["sigma"] = "spectrum:" + kw["sigma"].strip()[len("diag:"):]
         return cls(**kw, _from_store=True)
 
 
@@ -788,7 +830,15 @@ class TrainResult:
         diverged_step: ``(S,)`` the step each diverged seed was frozen at (``-1``: never).
         steps: optimizer steps taken.
         family_distance: ``(S,)`` relative distance to the configured family (``None`` without one).
-        family_values: symbol name → ``(S,)`` fitted family scalars (empty without a family).
+        family_values: symbol name → ``(S,)`` family scalars fitted by least squares over the raw
+            weight entries (empty without a family). When :math:`\\Sigma \\ne I` these are *not* the
+            papers' step sizes: every raw entry counts alike, so the small-variance directions of
+            :math:`\\Sigma` dominate (see :mod:`landscape.distance`).
+        family_step_sizes: symbol name → ``(S,)`` the family scalars fitted in whitened coordinates
+            (:func:`landscape.distance.project_whitened`) — the step sizes of Ahn et al.; equal to
+            ``family_values`` when :math:`\\Sigma = I`; empty when the family is not defined in
+            whitened coordinates (:func:`landscape.distance.whitened_family`) or for runs stored
+            before it was measured.
         identity_distance: ``(S, L, H)`` raw :math:`\\mathrm{Dist}(M_l, I)` (see
             :func:`landscape.distance.identity_distances`).
         identity_distance_whitened: ``(S, L, H)`` the whitened version.
@@ -807,6 +857,7 @@ class TrainResult:
     steps: int
     family_distance: torch.Tensor | None = None
     family_values: dict[str, torch.Tensor] = field(default_factory=dict)
+    family_step_sizes: dict[str, torch.Tensor] = field(default_factory=dict)
     identity_distance: torch.Tensor | None = None
     identity_distance_whitened: torch.Tensor | None = None
     run_name: str | None = None
@@ -835,6 +886,9 @@ class TrainResult:
             out["family"] = self.config.family
             out["family_distance"] = self.family_distance.tolist()
             out["family_values"] = {k: v.tolist() for k, v in self.family_values.items()}
+            out["family_step_sizes"] = ({k: v.tolist() for k, v in self.family_step_sizes.items()}
+                                        if self.family_step_sizes else None)
+            out["family_fits"] = FAMILY_FIT_LABELS
         if self.identity_distance is not None:
             out["identity_distance"] = self.identity_distance.tolist()
             out["identity_distance_whitened"] = self.identity_distance_whitened.tolist()  # type: ignore[union-attr]
@@ -851,12 +905,23 @@ def _eval_loss(spec: ModelSpec, params: Mapping[str, torch.Tensor], Z: torch.Ten
         return ((pred - y) ** 2).mean(-1)
 
 
+FAMILY_FIT_LABELS: dict[str, str] = {
+    "family_step_sizes": "step sizes: the family fitted in whitened coordinates (x = Sigma^1/2 xi, "
+                         "A_l -> Sigma^1/2 A_l Sigma^1/2), the papers' a_l; null when the family is not "
+                         "defined in whitened coordinates",
+    "family_values": "least-squares fit of the family over the raw weight entries (not the step sizes when "
+                     "Sigma != I: the small-variance directions of Sigma dominate it)",
+}
+"""What the two family fits of :meth:`TrainResult.summary` are (printed with them)."""
+
+
 def _measure(spec: ModelSpec, family: Family | None, sigma: torch.Tensor | None,
              params: Mapping[str, torch.Tensor], eval_Z: torch.Tensor, eval_y: torch.Tensor,
-             with_family: bool) -> dict[str, torch.Tensor]:
+             with_family: bool, white: Family | None = None) -> dict[str, torch.Tensor]:
     """Per-seed metrics of the current weights: held-out loss, Ahn's identity distances per layer
-    and head (raw and whitened), and the projection onto the family (distance, fitted scalars)."""
-    from .distance import identity_distances, project_stacked
+    and head (raw and whitened), the projection onto the family (distance, fitted scalars) and,
+    with ``white`` (the family in whitened coordinates), the step sizes ``family_whitened.*``."""
+    from .distance import identity_distances, project_stacked, project_whitened
 
     vals: dict[str, torch.Tensor] = {"eval_loss": _eval_loss(spec, params, eval_Z, eval_y)}
     cpu = {k: v.detach().to("cpu", torch.float64) for k, v in params.items()}
@@ -874,6 +939,10 @@ def _measure(spec: ModelSpec, family: Family | None, sigma: torch.Tensor | None,
         vals["family_distance"] = proj.distance
         for j, name in enumerate(proj.names):
             vals[f"family.{name}"] = proj.values[:, j]
+        if white is not None:
+            wproj = proj if white is family else project_whitened(cpu, white, sigma, starts=1)
+            for j, name in enumerate(wproj.names):
+                vals[f"family_whitened.{name}"] = wproj.values[:, j]
     return vals
 
 
@@ -966,14 +1035,17 @@ _log = logging.getLogger(__name__)
 
 
 def _setup(config: TrainConfig) -> tuple[Any, ...]:
-    """Everything a bad config can fail on: device, Σ, family, task, held-out prompts, step."""
+    """Everything a bad config can fail on: device, Σ, family (and its whitened form), task, held-out prompts, step."""
     dev = _resolve_device(config.device)
     sigma = config.sigma_matrix()
     family = config.make_family(sigma)
+    from .distance import whitened_family
+
+    white = whitened_family(family, config.family) if family is not None else None
     task = make_task(config, sigma)
     # held-out prompts, shared by every seed, fixed by the config seed
     eval_batch = task.sample(config.eval_batch, make_generator(config, "eval", dev))
-    return dev, sigma, family, task, eval_batch.Z, eval_batch.target, make_step(config)
+    return dev, sigma, family, white, task, eval_batch.Z, eval_batch.target, make_step(config)
 
 
 def _failure_reason(exc: BaseException) -> str:
@@ -983,7 +1055,7 @@ def _failure_reason(exc: BaseException) -> str:
 
 def _train(config: TrainConfig, setup: tuple[Any, ...], store: Any, name: str | None, progress: bool,
            callback: Callable[[int, TrainState], None] | None, t_start: float) -> TrainResult:
-    dev, sigma, family, task, eval_Z, eval_y, step_fn = setup
+    dev, sigma, family, white, task, eval_Z, eval_y, step_fn = setup
     spec = config.spec
     run = None
     cfg_dict = config.to_dict()
@@ -1061,7 +1133,7 @@ def _train_locked(config: TrainConfig, dev: torch.device, spec: ModelSpec, sigma
                 state.flat, state.opt, state.alive, state.diverged_step, t, batch[0], batch[1], lr_t)
             if t % config.log_every == 0:
                 with_family = dist_every > 0 and t % dist_every == 0
-                meas = _measure(spec, family, sigma, state.params, eval_Z, eval_y, with_family)
+                meas = _measure(spec, family, sigma, state.params, eval_Z, eval_y, with_family, white)
                 if run is not None:
                     vals = {"loss": loss, "grad_norm": gnorm, "lr": lr_t,
                             "diverged": (~alive).to(torch.float64), **meas}
@@ -1074,15 +1146,16 @@ def _train_locked(config: TrainConfig, dev: torch.device, spec: ModelSpec, sigma
             if callback is not None:
                 callback(state.step, state)
         # final measurements at step T
-        meas = _measure(spec, family, sigma, state.params, eval_Z, eval_y, True)
+        meas = _measure(spec, family, sigma, state.params, eval_Z, eval_y, True, white)
         final_loss = meas["eval_loss"]
         ids_raw, ids_white = _stack_identity(meas, spec)
         fam_vals = {k[len("family."):]: v for k, v in meas.items() if k.startswith("family.")}
+        fam_steps = {k[len("family_whitened."):]: v for k, v in meas.items() if k.startswith("family_whitened.")}
         fam_dist = meas.get("family_distance")
         result = TrainResult(
             config=config, params=state.params, final_loss=final_loss, train_loss=state.loss,
             diverged=~state.alive, diverged_step=state.diverged_step, steps=state.step,
-            family_distance=fam_dist, family_values=fam_vals, identity_distance=ids_raw,
+            family_distance=fam_dist, family_values=fam_vals, family_step_sizes=fam_steps, identity_distance=ids_raw,
             identity_distance_whitened=ids_white, run_name=None if run is None else run.name,
             run_id=None if run is None else run.id, root=None if store is None else store.root,
             resumed_from=resumed_from, wall_time=time.perf_counter() - t_start,
@@ -1098,6 +1171,7 @@ def _train_locked(config: TrainConfig, dev: torch.device, spec: ModelSpec, sigma
             if fam_dist is not None:
                 final_state["family_distance"] = fam_dist
                 final_state["family_values"] = fam_vals
+                final_state["family_step_sizes"] = fam_steps
             store.save_final(run, final_state, step=state.step)
             for key, value in result.summary().items():
                 if key not in ("wall_time", "resumed_from", "run", "root"):
@@ -1130,6 +1204,7 @@ def _load_finished(config: TrainConfig, store: Any, run: Any, dev: torch.device,
         final_loss=final["final_loss"].to(dev), train_loss=final["train_loss"].to(dev),
         diverged=~final["alive"].to(dev), diverged_step=final["diverged_step"].to(dev), steps=int(final["step"]),
         family_distance=fam_dist, family_values=dict(final.get("family_values", {})),
+        family_step_sizes=dict(final.get("family_step_sizes", {})),
         identity_distance=final.get("identity_distance"),
         identity_distance_whitened=final.get("identity_distance_whitened"),
         run_name=run.name, run_id=run.id, root=store.root, resumed_from=int(final["step"]),

@@ -137,9 +137,15 @@ def test_parse_sigma_forms(tmp_path):
     assert parse_sigma("identity", 3) is None
     S = parse_sigma("random:3", 5)
     assert torch.equal(S, random_covariance(5, torch.Generator().manual_seed(3)))
+    # diag: is exactly the diagonal matrix (it used to be a randomly rotated spectrum)
     D = parse_sigma("diag:2,1,0.5", 3, seed=1)
-    assert torch.allclose(torch.linalg.eigvalsh(D), torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64), rtol=1e-12)
-    assert not torch.allclose(D, torch.diag(torch.diagonal(D)))  # randomly rotated
+    assert torch.equal(D, torch.tensor([[2.0, 0, 0], [0, 1.0, 0], [0, 0, 0.5]], dtype=torch.float64))
+    # spectrum: is that spectrum under the Haar rotation of the seed: U^T diag(l) U
+    R = parse_sigma("spectrum:2,1,0.5", 3, seed=1)
+    assert torch.equal(R, random_covariance(3, torch.Generator().manual_seed(1), spectrum=[2.0, 1.0, 0.5]))
+    assert torch.allclose(torch.linalg.eigvalsh(R), torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64), rtol=1e-12)
+    assert not torch.allclose(R, torch.diag(torch.diagonal(R)))  # rotated
+    assert torch.equal(parse_sigma("spectrum:2,1,0.5:1", 3, seed=9), R)  # explicit SEED wins
     M = np.array([[2.0, 0.3], [0.3, 1.0]])
     np.save(tmp_path / "m.npy", M)
     np.savetxt(tmp_path / "m.txt", M)

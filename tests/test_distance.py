@@ -296,3 +296,95 @@ def test_prediction_gap_rejects_wrong_prompts() -> None:
     p = init_params(spec, _gen(0), dtype=F64)
     with pytest.raises(ValueError, match="prompts must have shape"):
         prediction_gap(p, p, spec, torch.zeros(5, 3, 7, dtype=F64))
+
+
+# ---------------------------------------------------------------------- step sizes: whitened fit
+def _ahn_weights(family, a: list[float], sigma: torch.Tensor, noise: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Stacked Ahn-style weights: A_l = Sigma^{-1/2} (a_l I + noise[s, l]) Sigma^{-1/2} in Q_l = -diag(A_l, 0),
+    P_l = diag(0, 1) exactly (noise (S, L, d, d) in whitened coordinates)."""
+    S, L, d = noise.shape[0], noise.shape[1], sigma.shape[0]
+    inv_half = torch.linalg.inv(sqrtm_psd(sigma))
+    base = family.params(torch.tensor(a, dtype=F64))
+    out = {k: v.expand(S, *v.shape).clone() for k, v in base.items()}
+    for l in range(L):
+        A = inv_half @ (a[l] * torch.eye(d, dtype=F64) + noise[:, l]) @ inv_half
+        out[f"layer{l}.head0.Q"][:, :d, :d] = -A
+    return out
+
+
+def test_step_sizes_are_the_whitened_fit_of_ahn_weights() -> None:
+    """For A_l = a_l Sigma^{-1} perturbed by noise, the step sizes train reports (family_whitened.*) are
+    the least-squares fit in whitened coordinates, a_l + tr(G_l)/d (closed form), which recovers a_l;
+    the raw fit <A_l, Sigma^{-1}>_F / ||Sigma^{-1}||_F^2 (closed form) weighs the slowest direction of
+    Sigma with lambda_min^{-2} / sum lambda^{-2} = 256/275 = 93 % (Ahn et al.'s spectrum)."""
+    from landscape.distance import whitened_family
+    from landscape.train import _measure
+
+    d, L, S = 5, 2, 6
+    sigma = random_covariance(d, _gen(0))  # spectrum (1, 1, 1/4, 1/16, 1), Haar-rotated
+    family = get_family("pgd", Problem(d=d, layers=L, n=20, sigma=sigma, attention="linear", heads=1))
+    white = whitened_family(family, "pgd")
+    assert white is not None and white.problem.sigma is None
+    a = [0.6, 0.9]
+    g = _gen(11)
+    G = 0.05 * torch.randn(S, L, d, d, generator=g, dtype=F64)
+    G = (G + G.transpose(-1, -2)) / 2
+    params = _ahn_weights(family, a, sigma, G)
+    batch = LinearRegression(d, 20, sigma=sigma).sample(8, _gen(12))
+    meas = _measure(family.spec, family, sigma, params, batch.Z, batch.target, True, white)
+    sinv = torch.linalg.inv(sigma)
+    for l in range(L):
+        steps = meas[f"family_whitened.a{l}"]
+        want = a[l] + torch.diagonal(G[:, l], dim1=-2, dim2=-1).sum(-1) / d
+        assert torch.allclose(steps, want, rtol=0, atol=1e-8), (steps, want)
+        assert float((steps - a[l]).abs().max()) < 0.1  # recovers a_l: the error tr(G_l)/d has sd 0.05/sqrt(5)
+        A = -params[f"layer{l}.head0.Q"][:, :d, :d]
+        raw_want = (A * sinv).sum((-1, -2)) / (sinv * sinv).sum()
+        assert torch.allclose(meas[f"family.a{l}"], raw_want, rtol=0, atol=1e-8)
+
+    # one direction off: the slowest eigenvector of Sigma, delta in whitened coordinates
+    lam, U = torch.linalg.eigh(sigma)
+    v = U[:, 0]  # lambda = 1/16
+    delta = 0.3
+    one = torch.zeros(1, L, d, d, dtype=F64)
+    one[0, :] = delta * torch.outer(v, v)
+    params = _ahn_weights(family, a, sigma, one)
+    meas = _measure(family.spec, family, sigma, params, batch.Z, batch.target, True, white)
+    w_slow = float(lam[0] ** -2 / (lam ** -2).sum())
+    assert abs(w_slow - 256 / 275) < 1e-12
+    for l in range(L):
+        assert abs(float(meas[f"family_whitened.a{l}"][0]) - (a[l] + delta / d)) < 1e-8
+        assert abs(float(meas[f"family.a{l}"][0]) - (a[l] + w_slow * delta)) < 1e-8
+
+
+def test_whitened_family_exists_only_where_the_family_is_whitening_covariant() -> None:
+    from landscape.distance import project_whitened, whitened_family
+
+    sigma = random_covariance(3, _gen(1))
+    prob = Problem(d=3, layers=1, n=10, sigma=sigma, attention="linear", heads=1)
+    assert whitened_family(get_family("pgd-relaxed", prob), "pgd-relaxed") is not None
+    assert whitened_family(get_family("pgd-identity", prob), "pgd-identity") is None  # A = a I ignores Sigma
+    iso = get_family("pgd", Problem(d=3, layers=1, n=10, sigma=None, attention="linear", heads=1))
+    assert whitened_family(iso) is iso
+    with pytest.raises(ValueError, match="Sigma = I"):
+        project_whitened({}, get_family("pgd", prob), sigma)
+
+
+def test_train_labels_the_two_fits(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from landscape.cli import main
+
+    argv = ["train", "--d", "3", "--n", "4", "--family", "pgd", "--sigma", "random:0", "--seeds", "1", "--steps", "0",
+            "--batch", "4", "--eval-batch", "8", "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.lstrip().startswith("seed"))
+    assert header.split()[-2:] == ["a0", "raw:a0"]
+    assert "a0: step sizes, the family fitted in whitened coordinates" in out
+    assert "raw:a0: least-squares fit over the raw weight entries" in out
+    assert main([*argv, "--json"]) == 0
+    obj = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(obj["family_step_sizes"]) == set(obj["family_values"]) == {"a0"}
+    assert "whitened" in obj["family_fits"]["family_step_sizes"]
+    assert "raw" in obj["family_fits"]["family_values"]

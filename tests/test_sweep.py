@@ -276,3 +276,29 @@ def test_failed_point_is_reported_and_does_not_stop_the_others(tmp_path: Path, m
     monkeypatch.setattr(sweep_mod, "_train_point", real)
     result = run_sweep(load_sweep(f), root)  # the failed point is trained on the next run
     assert [p.status for p in result.points] == ["trained", "skipped"]
+
+
+@pytest.mark.parametrize("data", [{}, {"name": "x"}, {"base": {}, "grid": {}}])
+def test_a_sweep_that_sets_nothing_is_an_error(data: dict) -> None:
+    with pytest.raises(ValueError, match="sets no config values"):
+        parse_sweep(data)
+
+
+@pytest.mark.parametrize("name,text", [("e.toml", ""), ("e.yaml", "# only a comment\n"), ("e.yml", "\n")])
+def test_an_empty_sweep_file_is_an_error(name: str, text: str, tmp_path: Path) -> None:
+    f = tmp_path / name
+    f.write_text(text)
+    with pytest.raises(ValueError, match="is empty|sets no config values"):
+        load_sweep(f)
+
+
+def test_a_sweep_whose_point_diverged_everywhere_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from landscape.cli import main
+
+    f = tmp_path / "div.toml"
+    f.write_text('seeds = 2\n[base]\nd = 2\nn = 3\nsteps = 3\nbatch = 8\neval_batch = 8\ndevice = "cpu"\n'
+                 "[grid]\nlr = [1e30, 1e-3]\n")
+    rc = main(["sweep", str(f), "--out", str(tmp_path / "runs")])
+    out, err = capsys.readouterr()
+    assert rc == 1 and "every seed diverged at grid point(s) 0" in err
+    assert "2 trained, 0 skipped, 0 failed" in out

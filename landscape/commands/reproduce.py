@@ -63,6 +63,8 @@ def load_study(name: str) -> Callable[..., Any]:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``landscape reproduce``."""
+    from .._cli_args import seed_int
+
     names = ", ".join(known_studies())
     p = subparsers.add_parser(
         "reproduce",
@@ -75,7 +77,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true",
                    help="small sizes (a few minutes on a 2-core CPU) instead of the papers' sizes")
     p.add_argument("--out", type=Path, default=None, help="output directory (default runs/<STUDY>)")
-    p.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="master seed (default 0)")
     p.add_argument("--device", default=None,
                    help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--progress", action="store_true", help="show progress bars")

@@ -11,19 +11,23 @@ Examples::
 
     landscape solve pgd --layers 1 --d 5 --n 20
     landscape solve pgd-full --d 3 --n 5 --sigma random:0 --json
-    landscape solve pgd --layers 3 --sigma diag:1,1,0.25,0.0625,1 --json
+    landscape solve pgd --layers 3 --sigma spectrum:1,1,0.25,0.0625,1 --json
     landscape solve fgd --activation exp --layers 1 --d 3 --n 4 --samples 2048
     landscape solve my_family.py:family --layers 2 --d 2 --n 3
 
 With ``--json`` one object is printed: ``family``, ``loss`` (the expression as a string), ``method``,
 ``exact`` and ``stationary_points`` — a list of ``{values, exact, loss, kind, ...}``.
+
+Exit status: 0 when the loss was derived (whether or not stationary points were found), 2 on bad
+arguments (every numeric option is checked when the command line is parsed) or, for linear
+attention, sizes whose estimated memory (:data:`SOLVE_MEMORY_FACTOR`) does not fit.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from .._cli_args import add_problem_args, problem_from_args
+from .._cli_args import add_problem_args, int_arg, positive_float, positive_int, problem_from_args
 
 __all__ = ["add_parser", "run"]
 
@@ -49,14 +53,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="loss route (default auto: the first exact route that applies)")
     s.add_argument("--spectrum", choices=("numeric", "symbolic"), default="numeric",
                    help="one-layer route: keep the eigenvalues of Σ symbolic in the general expression")
-    s.add_argument("--samples", type=int, default=2048,
+    s.add_argument("--samples", type=int_arg(2), default=2048,
                    help="covariate draws of the Monte-Carlo route (default 2048)")
-    s.add_argument("--starts", type=int, default=None,
+    s.add_argument("--starts", type=positive_int, default=None,
                    help="random starts of the numerical search (default 24; 3 for Monte-Carlo losses)")
-    s.add_argument("--scale", type=float, default=1.0, help="spread of the random starts (default 1)")
+    s.add_argument("--scale", type=positive_float, default=1.0, help="spread of the random starts (default 1)")
     s.add_argument("--no-exact", action="store_true", help="skip the exact (sympy) solvers")
     p.set_defaults(func=run)
     return p
+
+
+SOLVE_MEMORY_FACTOR = 4.0
+"""Peak bytes of the exact linear-attention routes per ``8 (d+1)^4 L^2`` (float64-sized entries),
+measured for ``pgd``: 2.8 (d 40), 3.9 (d 80 and 120; 6.7 GB at d 120), 3.9 (d 40, 3 layers)."""
+
+
+def check_solve_memory(d: int, layers: int) -> None:
+    """Refuse linear-attention sizes whose exact loss cannot fit in memory (before any sympy work).
+
+    Raises:
+        ValueError: the estimate ``SOLVE_MEMORY_FACTOR × 8 B × (d+1)^4 × layers^2`` exceeds the
+            available memory.
+    """
+    from .._checks import check_memory
+
+    check_memory(f"--d {d} --layers {layers}", int(SOLVE_MEMORY_FACTOR * 8 * (d + 1) ** 4 * layers**2),
+                 f"{SOLVE_MEMORY_FACTOR:g} × 8 B × (d+1)^4 × layers^2")
 
 
 def _fmt(x: float) -> str:
@@ -80,11 +102,9 @@ def run(args: argparse.Namespace) -> int:
     from ..symbolic.loss import family_loss
     from ..symbolic.solve import stationary_points
 
-    if args.samples < 2:
-        raise ValueError(f"--samples must be >= 2, got {args.samples}")
-    if args.starts is not None and args.starts < 1:
-        raise ValueError(f"--starts must be >= 1, got {args.starts}")
     problem, data = problem_from_args(args, family=args.family)
+    if problem.attention == "linear":
+        check_solve_memory(problem.d, problem.layers)
     family = get_family(args.family, problem)
     loss = family_loss(family, data, method=args.method, spectrum=args.spectrum, samples=args.samples, seed=args.seed)
     starts = args.starts if args.starts is not None else (24 if loss.exact else 3)

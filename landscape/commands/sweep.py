@@ -5,8 +5,9 @@ r"""``landscape sweep FILE``: train a grid of configs × seeds into one run stor
 finished in the store are skipped. ``--executor ray`` runs one Ray task per grid point
 (``--address`` of a cluster, or none / ``local`` to start a local one).
 
-Exit status: 0 when every point trained or was already finished, 1 when a point failed, 2 on a
-bad sweep file or arguments.
+Exit status: 0 when every point trained or was already finished; 1 when a point failed or
+every seed of a trained point diverged; 2 on a bad or empty sweep file, bad arguments, or an error
+of the file system or the run store.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .._cli_args import positive_int
 from ..sweep import EXECUTORS, PointResult, expand_grid, load_sweep, run_sweep
 
 __all__ = ["add_parser", "run"]
@@ -32,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="where grid points train: in this process (local) or as Ray tasks (ray)")
     p.add_argument("--address", default=None,
                    help="Ray cluster address (executor ray); omit or 'local' to start a local cluster")
-    p.add_argument("--num-cpus", type=int, default=None,
+    p.add_argument("--num-cpus", type=positive_int, default=None,
                    help="CPUs of a local Ray cluster (default: all)")
     p.add_argument("--out", type=Path, default=None,
                    help="run store directory (default: runs/<sweep name>)")
@@ -81,4 +83,9 @@ def run(args: argparse.Namespace) -> int:
         for r in result.points:
             if r.status == "failed" and r.error:
                 print(f"[{r.index}] failed:\n{r.error}", file=sys.stderr)
-    return 0 if result.ok else 1
+    diverged = [r.index for r in result.points
+                if r.status == "trained" and r.summary.get("diverged") and all(r.summary["diverged"])]
+    if diverged:
+        print(f"landscape sweep: every seed diverged at grid point(s) {', '.join(map(str, diverged))}",
+              file=sys.stderr)
+    return 0 if result.ok and not diverged else 1

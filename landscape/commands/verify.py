@@ -19,7 +19,6 @@ or ``{"error": ...}`` on bad input.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -82,7 +81,7 @@ def build_problem(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
 # ---------------------------------------------------------------------- command
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    from .._cli_args import add_problem_args
+    from .._cli_args import add_problem_args, float_arg, int_arg, nonneg_int
 
     p = subparsers.add_parser(
         "verify",
@@ -94,7 +93,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("family", help="built-in family (pgd, pgd-relaxed, pgd-full, pgd-identity, fgd, fgd-full, "
                    "fgd-identity) or path/to/file.py:NAME")
-    p.add_argument("--samples", type=int, default=16000,
+    p.add_argument("--samples", type=int_arg(16), default=16000,
                    help="largest Monte-Carlo sample size T (sizes T/16, T/4, T)")
     p.add_argument("--mask", default="all", choices=("all", "blocks", "paper"),
                    help="entries the gradient is over (blocks = the paper's sparse parameterisation)")
@@ -102,9 +101,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--params", default=None, help="test these full weights (.npz/.pt dict); must lie in the family")
     p.add_argument("--exact", default="auto", choices=("auto", "yes", "no"),
                    help="use the exact population loss (auto: when the symbolic layer has one)")
-    p.add_argument("--alpha", type=float, default=1e-3, help="test level")
+    p.add_argument("--alpha", type=float_arg(0.0, 1.0, lo_open=True, hi_open=True), default=1e-3,
+                   help="test level, in (0, 1) (default 1e-3)")
     p.add_argument("--test", default="directional", choices=("directional", "standardized", "norm"))
-    p.add_argument("--hessian-samples", type=int, default=1024,
+    p.add_argument("--hessian-samples", type=nonneg_int, default=1024,
                    help="prompts for the Monte-Carlo Hessian inertia (0: skip)")
     add_problem_args(p)
     p.set_defaults(func=run)
@@ -130,8 +130,6 @@ def run(args: argparse.Namespace) -> int:
     from ..cli import emit_json
     from ..numeric import certify_stationary, exact_loss_oracle
 
-    if not math.isfinite(args.alpha) or not 0 < args.alpha < 1:
-        raise ValueError(f"--alpha must be in (0, 1), got {args.alpha}")
     if args.point is not None and args.params is not None:
         raise ValueError("give at most one of --point and --params")
     problem, family, task = build_problem(args)
@@ -150,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = dict(point=point, mask=None if args.mask == "all" else args.mask, alpha=args.alpha,
                                   generator=torch.Generator().manual_seed(args.seed))
     if exact is None:
-        kwargs.update(samples=_sizes(args.samples), test=args.test, hessian_samples=max(0, args.hessian_samples))
+        kwargs.update(samples=_sizes(args.samples), test=args.test, hessian_samples=args.hessian_samples)
     cert = certify_stationary(family, data, **kwargs)
     if args.json:
         emit_json(_summary(cert))
