@@ -1073,7 +1073,7 @@ def _train(config: TrainConfig, setup: tuple[Any, ...], store: Any, name: str | 
             held.enter_context(store.writer_lock(run))  # a second trainer of this run refuses here
         try:
             return _train_locked(config, dev, spec, sigma, family, eval_Z, eval_y, step_fn, store, run, chash,
-                                 progress, callback, t_start, task)
+                                 progress, callback, t_start, task, white)
         except KeyboardInterrupt:
             if run is not None:
                 with contextlib.suppress(Exception):
@@ -1089,7 +1089,8 @@ def _train(config: TrainConfig, setup: tuple[Any, ...], store: Any, name: str | 
 def _train_locked(config: TrainConfig, dev: torch.device, spec: ModelSpec, sigma: torch.Tensor | None,
                   family: Family | None, eval_Z: torch.Tensor, eval_y: torch.Tensor, step_fn: StepFn,
                   store: Any, run: Any, chash: str, progress: bool,
-                  callback: Callable[[int, TrainState], None] | None, t_start: float, task: Any) -> TrainResult:
+                  callback: Callable[[int, TrainState], None] | None, t_start: float, task: Any,
+                  white: Family | None = None) -> TrainResult:
     gen = make_generator(config, "data", dev)
     state = init_state(config, dev)
     batch: tuple[torch.Tensor, torch.Tensor] | None = None
