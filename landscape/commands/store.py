@@ -8,6 +8,9 @@ re-created from the self-description in their files (their metrics and results a
 recoverable), a damaged database is renamed aside first; files that cannot be indexed (older
 copies, files that do not load) are moved into an ``unindexed/`` folder; nothing is deleted.
 
+Exit status: 0 when the store opened (``check``) or was re-indexed (``repair``); 2 on bad arguments
+and on a store that cannot be read (damaged, foreign, lost rows — the one-line error says which).
+
 Examples::
 
     landscape store check runs/ahn
