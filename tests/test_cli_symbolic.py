@@ -66,6 +66,16 @@ def test_solve_pgd_full_theorem1_random_sigma(capsys):
     assert pt["kind"] == "min"
 
 
+def test_solve_noisy_one_layer_is_exact(capsys):
+    """--noise 0.5 on pgd-full (Σ = I, d = 2, n = 3): exact one-layer route (no Monte-Carlo fallback);
+    by hand A* = n/(n+d+1+s²) I = 12/25 I, loss d + s² - d n/(n+d+1+s²) = 129/100."""
+    code, obj = _run_json(capsys, ["solve", "pgd-full", "--d", "2", "--n", "3", "--noise", "0.5"])
+    assert code == 0 and obj["route"] == "one-layer" and obj["exact"]
+    (pt,) = obj["stationary_points"]
+    assert sympy.sympify(pt["exact"]["A00"]) == sympy.Rational(12, 25) and sympy.sympify(pt["exact"]["A01"]) == 0
+    assert pt["loss_exact"] == "129/100" and pt["certified"] and obj["search"]["exhaustive"]
+
+
 def test_solve_text_output(capsys):
     assert main(["solve", "pgd", "--layers", "2", "--d", "2", "--n", "3"]) == 0
     out = capsys.readouterr().out

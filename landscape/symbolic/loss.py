@@ -6,10 +6,10 @@ r"""Population loss of a parameter family: exact (sympy) where possible, label-e
 ``wishart``      whitening + Wishart moments (:mod:`~landscape.symbolic.whitened`): linear attention whose
                  whitened weights are :math:`P' = \mathrm{diag}(\beta I,\pi)`, :math:`Q' = -\mathrm{diag}(\alpha I, 0)`
                  (``pgd``, ``pgd-relaxed`` for any :math:`\Sigma`; ``pgd-identity`` for :math:`\Sigma = I`), Gaussian
-                 covariates, noiseless labels. Any ``L``; symbolic in ``d`` and ``n``
+                 covariates, labels noiseless or with Gaussian noise. Any ``L``; symbolic in ``d`` and ``n``
                  (Ahn et al. 2023, Lemma 1, Theorems 3–4).
 ``one-layer``    closed form for one layer and any ``P, Q`` (:mod:`~landscape.symbolic.one_layer`), any
-                 :math:`\Sigma, \Sigma_w`, Gaussian or spherical covariates; symbolic in ``n`` and, on request,
+                 :math:`\Sigma, \Sigma_w`, Gaussian or spherical covariates, label noise allowed; symbolic in ``n`` and, on request,
                  in the eigenvalues of :math:`\Sigma` (``pgd-full``, ``pgd-identity`` for anisotropic
                  :math:`\Sigma`; Ahn et al. Theorem 1).
 ``wick``         sparse heads (:math:`P = \mathrm{diag}(0,\pi)`, :math:`Q = -\mathrm{diag}(A, 0)`, any :math:`A_l`), any
@@ -40,7 +40,8 @@ from .expansion import expansion_loss
 from .label_exact import CoefficientEstimate, LabelExactEstimator
 from .one_layer import covariate_moments, linear_heads, one_layer_loss
 from .wick import WICK_MAX_LAYERS, sparse_label_structure, wick_loss, wick_matrices
-from .whitened import D_SYMBOL, N_SYMBOL, clean_floats, trace_ratio, whitened_structure, wishart_loss
+from .whitened import (D_SYMBOL, N_SYMBOL, NOISE_SYMBOL, clean_floats, noise_variance, trace_ratio,
+                       whitened_structure, wishart_loss, wishart_noise_loss)
 
 __all__ = ["FamilyLoss", "family_loss", "default_data", "METHODS"]
 
@@ -252,8 +253,10 @@ def _one_layer_route(family: Family, data: LinearRegression, spectrum: str) -> t
     heads = linear_heads(spec, full, 0)
     S, Sw, subs = _sigma_matrices(data, spectrum)
     c2, c4 = covariate_moments(data.covariates, data.d)
-    general = sympy.expand(one_layer_loss(heads, S, Sw, N_SYMBOL, c2, c4))
-    expr = sympy.expand(general.subs({N_SYMBOL: data.n, **subs}))
+    noise = NOISE_SYMBOL if data.noise else 0
+    general = sympy.expand(one_layer_loss(heads, S, Sw, N_SYMBOL, c2, c4, noise))
+    extra = {NOISE_SYMBOL: noise_variance(data.noise)} if data.noise else {}
+    expr = sympy.expand(general.subs({N_SYMBOL: data.n, **subs, **extra}))
     return expr, general
 
 
@@ -318,8 +321,6 @@ def family_loss(
             why = "the data are not LinearRegression prompts"
         elif data.covariates != "gaussian":
             why = "the covariates are not Gaussian (Wishart moments need Gaussian covariates)"
-        elif data.noise:
-            why = "the labels are noisy"
         layers = None
         if why is None:
             layers = whitened_structure(family.blocks, family.spec, data.sigma, family.symbols)
@@ -329,12 +330,19 @@ def family_loss(
         if why is None:
             ratio, iso = trace_ratio(data)
             expr = wishart_loss(layers, data.n, data.d, ratio)
-            if iso:
-                general = lambda: wishart_loss(layers, N_SYMBOL, D_SYMBOL, 1)  # noqa: E731
+            s2 = noise_variance(data.noise) if data.noise else sympy.Integer(0)
+            if data.noise:
+                expr = sympy.expand(expr + wishart_noise_loss(layers, data.n, data.d, s2))
+            dd = D_SYMBOL if iso else data.d
+            if data.noise:
+                general = lambda: sympy.expand(wishart_loss(layers, N_SYMBOL, dd, 1 if iso else ratio)  # noqa: E731
+                                               + wishart_noise_loss(layers, N_SYMBOL, dd, NOISE_SYMBOL))
             else:
-                general = lambda: wishart_loss(layers, N_SYMBOL, data.d, ratio)  # noqa: E731
+                general = lambda: wishart_loss(layers, N_SYMBOL, dd, 1 if iso else ratio)  # noqa: E731
             desc = ("whitening x = Σ^{1/2}ξ reduces the family to E tr Π_l (1 - c_l g_l(S)^2 S)^2 "
                     "with exact Wishart moments E tr S^k (polynomials in n, d)")
+            if data.noise:
+                desc += f"; label noise variance {s2} adds s²(1 + E tr(B(S)² S)/n) (symbol sigma_eps2 in general)"
             return FamilyLoss(family, data, "wishart", True, expr, general, desc)
         if method == "wishart":
             raise ValueError(f"the wishart route does not apply to family {family.name!r}: {why}")
@@ -349,13 +357,14 @@ def family_loss(
             why = "the data are not LinearRegression prompts"
         elif L != 1:
             why = f"the model has {L} layers"
-        elif data.noise:
-            why = "the labels are noisy"
         if why is None:
             expr, general_expr = _one_layer_route(family, data, spectrum)
             general = lambda: general_expr  # noqa: E731
             desc = ("one-layer closed form E[(m + w)ᵀ Σ_q (m + w)], m = Σ_h F_h S g_h, by Isserlis "
                     "(data moments up to degree six), exact in Σ" + (" and its eigenvalues" if spectrum == "symbolic" else ""))
+            if data.noise:
+                desc += (f"; label noise variance {noise_variance(data.noise)} adds its s², s⁴ terms "
+                         "(symbol sigma_eps2 in general)")
             return FamilyLoss(family, data, "one-layer", True, expr, general, desc)
         if method == "one-layer":
             raise ValueError(f"the one-layer route does not apply to family {family.name!r}: {why}")

@@ -45,12 +45,21 @@ from ..tasks import LinearRegression, sqrtm_psd
 from .moments import expected_trace_poly, wishart_moment
 from .one_layer import linear_heads
 
-__all__ = ["WhitenedLayer", "whitened_structure", "wishart_loss", "clean_floats", "D_SYMBOL", "N_SYMBOL"]
+__all__ = ["WhitenedLayer", "whitened_structure", "wishart_loss", "wishart_noise_loss", "clean_floats", "D_SYMBOL",
+           "N_SYMBOL", "NOISE_SYMBOL"]
 
 D_SYMBOL = sympy.Symbol("d", positive=True, integer=True)
 """The symbolic covariate dimension of general (``d``-free) loss expressions."""
 N_SYMBOL = sympy.Symbol("n", positive=True, integer=True)
 """The symbolic context length of general loss expressions."""
+NOISE_SYMBOL = sympy.Symbol("sigma_eps2", nonnegative=True)
+"""The symbolic label-noise variance :math:`s^2` of general loss expressions (noisy data only)."""
+
+
+def noise_variance(std: float) -> sympy.Expr:
+    """The label-noise variance as an exact rational when the std is a simple fraction (``0.5 → 1/4``)."""
+    v = _simple_rational(float(std))
+    return sympy.expand(v * v)
 
 _CLEAN_RTOL = 1e-11
 """Float coefficients this close (relative) to a fraction with denominator <= 1000 are taken to be it
@@ -234,6 +243,58 @@ def wishart_loss(
         out = sympy.Add(*(c * sympy.Mul(*(g**e for g, e in zip(gens, m))) for m, c in acc.items() if c != 0))
         return sympy.expand(sympy.sympify(trace_ratio) * out)
     return sympy.expand(sympy.sympify(trace_ratio) * expected_trace_poly(p.as_expr(), s, n, d))
+
+
+def wishart_noise_loss(layers: Sequence[WhitenedLayer], n: int | sympy.Expr, d: int | sympy.Expr,
+                       noise_var: sympy.Expr) -> sympy.Expr:
+    r"""What label noise :math:`\varepsilon_i \sim N(0, s^2)` (sources and query) adds to :func:`wishart_loss`.
+
+    The noise row :math:`N_l` of the sources evolves as :math:`N_{l+1} = N_l(I - \frac{c_l}{n}\Xi_l^\top\Xi_l)`,
+    so by push-through :math:`N_l\Xi_0^\top = \varepsilon^\top\Xi_0^\top\prod_{j<l}(I - c_jg_j(S)^2S)`, and with the
+    query :math:`\xi_{q,l} = g_l(S)\xi_q` the noise part of the prediction is
+    :math:`-\frac1n\varepsilon^\top\Xi_0^\top B(S)\xi_q`,
+    :math:`B(s) = \sum_l c_l\,g_l(s)^2\prod_{j<l}(1 - c_jg_j(s)^2s)`. Terms odd in :math:`\varepsilon` vanish, so
+
+    .. math::
+        f_{\text{noisy}} - f = s^2\Big(1 + \frac1n\,\mathbb E\operatorname{tr}\big(B(S)^2S\big)\Big)
+
+    (for ``pgd``, :math:`B(s) = (1 - \prod_l(1 - a_ls))/s`; at one layer :math:`s^2(1 + a^2d/n)`).
+
+    Args:
+        layers: whitened layer gains (:func:`whitened_structure`).
+        n, d: context length and dimension (integers or symbols).
+        noise_var: :math:`s^2`.
+
+    Returns:
+        The added loss, expanded.
+    """
+    s = sympy.Dummy("s")
+    syms = sorted(set().union(*(sympy.sympify(x).free_symbols for lay in layers for x in (lay.e, lay.c))),
+                  key=lambda t: t.name)
+    gens = (s, *syms)
+    one = sympy.Poly(1, *gens)
+    S = sympy.Poly(s, *gens)
+    g = one
+    prod = one
+    B = sympy.Poly(0, *gens)
+    for layer in layers:
+        g2 = g * g
+        c = sympy.Poly(layer.c, *gens)
+        B = B + c * g2 * prod
+        prod = prod * (one - c * g2 * S)
+        if sympy.sympify(layer.e) != 0:
+            g = g * (one - sympy.Poly(layer.e, *gens) * g2 * S)
+    p = B * B * S
+    numeric = sympy.sympify(n).is_number and sympy.sympify(d).is_number
+    if numeric:
+        acc: dict[tuple[int, ...], sympy.Expr] = {}
+        for monom, c in p.terms():
+            k, rest = monom[0], monom[1:]
+            acc[rest] = acc.get(rest, 0) + c * wishart_moment((k,), n, d)
+        et = sympy.Add(*(c * sympy.Mul(*(gg**e for gg, e in zip(syms, m))) for m, c in acc.items() if c != 0))
+    else:
+        et = expected_trace_poly(p.as_expr(), s, n, d)
+    return sympy.expand(noise_var * (1 + et / n))
 
 
 def trace_ratio(data: LinearRegression) -> tuple[sympy.Expr, bool]:
