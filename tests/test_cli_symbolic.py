@@ -51,6 +51,8 @@ def test_solve_pgd_one_layer_json(capsys):
     assert pt["values"]["a0"] == pytest.approx(20 / 26, rel=1e-12)
     assert pt["loss"] == pytest.approx(5 * 6 / 26, rel=1e-12)
     assert obj["family"] == "pgd" and obj["route"] == "wishart"
+    # the optimal 1-step loss d(d+1)/(n+d+1) = 30/26, exact, with the step n/(n+d+1)
+    assert obj["optimal_gd"]["loss_exact"] == "15/13" and obj["optimal_gd"]["steps"] == ["10/13"]
     assert obj["search"]["method"] == "linear" and obj["search"]["exhaustive"] and obj["search"]["certified"]
     assert pt["exhaustive"] and pt["certified"] and pt["morse_index"] == 0 and pt["loss_exact"] == "15/13"
 
@@ -80,6 +82,7 @@ def test_solve_text_output(capsys):
     assert main(["solve", "pgd", "--layers", "2", "--d", "2", "--n", "3"]) == 0
     out = capsys.readouterr().out
     assert "critical sets (2)" in out and "[saddle]" in out and "general (symbolic in d, n)" in out
+    assert "optimal 2-step preconditioned GD loss (exact): " in out
     assert "EXHAUSTIVE" in out and "orbit=2" in out and "permutation a0→a1, a1→a0" in out
 
 

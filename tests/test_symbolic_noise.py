@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import sympy
 import torch
@@ -111,3 +112,53 @@ def test_wishart_noise_relaxed_family_matches_monte_carlo():
     assert abs(exact - mean) <= MC_SE * se, (exact, mean, se)
     clean = family_loss(fam, LinearRegression(d, n, sigma=sigma, task_cov="inverse")).value(v)
     assert exact - clean > 10 * se
+
+
+# ---------------------------------------------------------------------- optimal L-step preconditioned GD
+def test_optimal_gd_loss_one_layer_by_hand():
+    """L = 1: p(s) = 1 - a s, f(a) = r(d - 2ad + a² d(n+d+1)/n) + s²(1 + a²d/n); by hand the minimum
+    is r d + s² - r² d n/(r(n+d+1) + s²) at a* = r n/(r(n+d+1) + s²) (noiseless, r = 1: d(d+1)/(n+d+1))."""
+    from landscape.symbolic.whitened import optimal_gd_loss
+
+    for d, n, r, s2 in [(3, 10, 1, 0), (5, 20, 1, 0), (2, 3, sympy.Rational(3, 2), sympy.Rational(1, 4))]:
+        r, s2 = sympy.sympify(r), sympy.sympify(s2)
+        opt = optimal_gd_loss(1, n, d, r, s2)
+        assert opt.realisable
+        assert opt.loss == r * d + s2 - r**2 * d * n / (r * (n + d + 1) + s2)
+        assert opt.steps == (r * n / (r * (n + d + 1) + s2),)
+
+
+@pytest.mark.parametrize("L, noise", [(2, 0.0), (3, 0.0), (2, 0.5)])
+def test_optimal_gd_loss_equals_exhaustive_family_minimum(L, noise):
+    """The Hankel quadratic minimisation over p(s) = Π(1 - a_l s) equals the global minimum found by the
+    exhaustive enumeration of the pgd family loss (an independent computation), exactly."""
+    from landscape.symbolic.solve import optimal_gd
+
+    d, n = 3, 10
+    fl = family_loss(get_family("pgd", Problem(d=d, layers=L, n=n, attention="linear")),
+                     LinearRegression(d, n, noise=noise, task_cov="inverse"))
+    pts = stationary_points(fl)
+    assert pts.exhaustive
+    opt = optimal_gd(fl)
+    assert opt["realisable"] and sympy.Rational(opt["loss_exact"]) == sympy.nsimplify(pts[0].loss_exact)
+    assert sorted(opt["step_values"]) == pytest.approx(sorted(pts[0].values.values()), rel=1e-12)
+
+
+def test_optimal_gd_loss_four_layers_against_numerical_minimum():
+    """L = 4 (beyond the exhaustive limits): the exact rational optimum equals the loss at the exact
+    steps, and no seeded local minimisation of the family loss goes below it."""
+    from scipy import optimize
+
+    from landscape.symbolic.codegen import to_numpy
+    from landscape.symbolic.solve import optimal_gd
+
+    d, n = 2, 6
+    fl = family_loss(get_family("pgd", Problem(d=d, layers=4, n=n, attention="linear")))
+    opt = optimal_gd(fl)
+    assert opt["realisable"]
+    assert fl.value(opt["step_values"]) == pytest.approx(float(sympy.Rational(opt["loss_exact"])), rel=1e-12)
+    f = to_numpy(fl.expr, fl.symbols)
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        m = optimize.minimize(f, rng.uniform(0.1, 1.5, 4), method="BFGS", options={"gtol": 1e-12})
+        assert m.fun >= opt["loss"] * (1 - 1e-10)

@@ -22,7 +22,8 @@ Examples::
     landscape solve pgd --layers 2 --d 3 --n 10 --method multistart
 
 With ``--json`` one object is printed: ``family``, ``loss`` (the expression as a string), ``route``
-(the loss route), ``exact`` (exact loss?), ``search`` (``method``, ``exhaustive``, ``certified``,
+(the loss route), ``exact`` (exact loss?), ``optimal_gd`` (pgd-type Wishart losses: the exact
+optimal L-step preconditioned GD loss, a rational, its step sizes; else null), ``search`` (``method``, ``exhaustive``, ``certified``,
 ``note``, ``symmetries``) and ``stationary_points`` — a list of ``{values, exact, loss, kind,
 morse_index, dimension, orbit, method, exhaustive, certified, box, certificate, ...}``.
 """
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from ..cli import emit_json
     from ..families import get_family
     from ..symbolic.loss import family_loss
-    from ..symbolic.solve import stationary_points
+    from ..symbolic.solve import optimal_gd, stationary_points
 
     if args.samples < 2:
         raise ValueError(f"--samples must be >= 2, got {args.samples}")
@@ -108,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     method = "multistart" if args.no_exact else args.method
     points = stationary_points(loss, starts=starts, seed=args.seed, scale=args.scale, method=method)
     general = loss.general if (loss.exact and loss.general is not None) else None
+    opt = optimal_gd(loss)
     if args.json:
         out = {
             "family": family.name,
@@ -123,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
             "latex": loss.latex(),
             "free": [s.name for s in loss.free_symbols()],
             "stationary_points": [p.as_dict() for p in points],
+            "optimal_gd": opt,
         }
         if not loss.exact:
             out["samples"] = loss.estimator.samples  # type: ignore[union-attr]
@@ -145,6 +148,13 @@ def run(args: argparse.Namespace) -> int:
         if co:
             print("coefficient estimates at the lowest point (mean ± SE):")
             print("  " + ", ".join(f"{k} = {_fmt(m)} ± {_fmt(e)}" for k, (m, e) in co.items()))
+    if opt is not None:
+        if opt["realisable"]:
+            print(f"optimal {opt['layers']}-step preconditioned GD loss (exact): {opt['loss_exact']} "
+                  f"≈ {_fmt(opt['loss'])}; steps " + ", ".join(_fmt(v) for v in opt["step_values"]))
+        else:
+            print(f"optimal {opt['layers']}-step GD polynomial has non-real roots: {opt['lower_bound']} is only a "
+                  "lower bound on the family loss")
     verdict = "EXHAUSTIVE" if points.exhaustive else "NOT exhaustive"
     print(f"search: {points.method} ({verdict}{', certified' if points.certified else ''}): {points.note}")
     if points.symmetries:

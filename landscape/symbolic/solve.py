@@ -48,7 +48,7 @@ from .codegen import to_numpy
 from .loss import FamilyLoss
 
 __all__ = ["StationaryPoint", "StationaryPoints", "stationary_points", "classify", "symmetry_directions",
-           "SEARCH_METHODS"]
+           "SEARCH_METHODS", "optimal_gd"]
 
 KINDS = ("min", "saddle", "max", "degenerate")
 SEARCH_METHODS = ("auto", "exhaustive", "multistart")
@@ -599,6 +599,36 @@ def _solve_mc(loss: FamilyLoss, starts: int, seed: int, scale: float) -> tuple[S
                                                       "exact or exhaustive method applies")
     return StationaryPoints(sorted(out, key=lambda p: p.loss), method="multistart", exhaustive=False,
                             certified=False, note=note)
+
+
+def optimal_gd(loss: FamilyLoss) -> dict | None:
+    r"""The exact optimal loss of L-step preconditioned GD when ``loss`` is a ``pgd``-type Wishart loss.
+
+    Applies when the loss came from the Wishart route and every layer is pure preconditioned GD in
+    whitened coordinates (no covariate update, one step-size symbol per layer): then the family minimum
+    is :func:`~landscape.symbolic.whitened.optimal_gd_loss` — a quadratic minimisation over the
+    coefficients of :math:`p(s) = \prod_l(1 - a_ls)`, exact and rational at any ``L``.
+
+    Returns:
+        ``{"loss_exact", "loss", "lower_bound", "polynomial", "steps", "step_values", "realisable",
+        "layers"}`` or ``None`` when it does not apply.
+    """
+    from .whitened import noise_variance, optimal_gd_loss, pgd_structure, trace_ratio, whitened_structure
+
+    if not loss.exact or loss.method != "wishart":
+        return None
+    fam, data = loss.family, loss.data
+    layers = whitened_structure(fam.blocks, fam.spec, data.sigma, fam.symbols)  # type: ignore[attr-defined]
+    if layers is None or pgd_structure(layers) is None:
+        return None
+    ratio, _ = trace_ratio(data)  # type: ignore[arg-type]
+    s2 = noise_variance(data.noise) if data.noise else 0  # type: ignore[attr-defined]
+    opt = optimal_gd_loss(len(layers), data.n, data.d, ratio, s2)  # type: ignore[attr-defined]
+    return {"loss_exact": None if opt.loss is None else str(opt.loss),
+            "loss": None if opt.loss is None else float(opt.loss),
+            "lower_bound": str(opt.lower_bound), "polynomial": str(opt.polynomial),
+            "steps": [str(x) for x in opt.steps], "step_values": [float(sympy.N(x, 20)) for x in opt.steps],
+            "realisable": opt.realisable, "layers": len(layers)}
 
 
 def _dedup_functional(loss: FamilyLoss, points: list[StationaryPoint]) -> list[StationaryPoint]:

@@ -309,3 +309,85 @@ def trace_ratio(data: LinearRegression) -> tuple[sympy.Expr, bool]:
     if iso:
         return sympy.Integer(1), True
     return _simple_rational(float(torch.trace(omega)) / d), False
+
+
+@dataclass(frozen=True)
+class OptimalGD:
+    r"""The optimal loss of ``L`` steps of (whitened) preconditioned GD (:func:`optimal_gd_loss`).
+
+    Attributes:
+        loss: the minimum over the step sizes, an exact rational (``None`` if not realisable).
+        lower_bound: the minimum over all polynomials :math:`p` of degree ``<= L`` with :math:`p(0) = 1`
+            (always exact and rational; equals ``loss`` when the optimal polynomial has ``L`` real roots).
+        polynomial: that optimal :math:`p(s)` (sympy expression in ``s``).
+        steps: the step sizes :math:`a_l` (the reciprocals of the roots of :math:`p`; ascending, exact
+            algebraic: rationals, radicals or ``CRootOf``) when realisable; any order of the layers.
+        realisable: whether the optimal polynomial factors as :math:`\prod_l(1 - a_ls)` with real :math:`a_l`.
+    """
+
+    loss: sympy.Expr | None
+    lower_bound: sympy.Expr
+    polynomial: sympy.Expr
+    steps: tuple[sympy.Expr, ...]
+    realisable: bool
+
+
+def optimal_gd_loss(L: int, n: int, d: int, ratio: sympy.Expr = 1, noise_var: sympy.Expr = 0) -> OptimalGD:
+    r"""Exact optimal loss of ``L``-step preconditioned GD (the ``pgd`` family minimum), any ``L``.
+
+    On the family the loss is :math:`r\,\mathbb E\operatorname{tr}p(S)^2 + s^2\big(1 + \frac1n\mathbb E\operatorname{tr}
+    (q(S)^2S)\big)` with :math:`p(s) = \prod_l(1 - a_ls) = \sum_k c_ks^k`, :math:`c_0 = 1`,
+    :math:`q = (1 - p)/s` (:func:`wishart_loss`, :func:`wishart_noise_loss`; :math:`r = \operatorname{tr}(\Sigma\Sigma_w)/d`).
+    It is a **quadratic form** :math:`c^\top Hc` in the coefficients, with
+    :math:`H_{jk} = r\,m_{j+k} + \frac{s^2}{n}m_{j+k-1}[j,k\ge1]` (+ :math:`s^2` in :math:`H_{00}`),
+    :math:`m_k = \mathbb E\operatorname{tr}S^k` exact Wishart moments. Over all :math:`c` with :math:`c_0 = 1` the minimum is
+    :math:`H_{00} - h^\top H_{11}^{-1}h` — an exact rational. The minimiser is realisable by real step sizes
+    iff :math:`p` has ``L`` real roots (checked exactly by Sturm sequences; for the noiseless case it is
+    the kernel polynomial of the Wishart spectral measure, whose roots are real and positive), and then
+    that value *is* the family minimum.
+
+    Args:
+        L: number of layers (steps), ``>= 1``.
+        n, d: context length and dimension (positive integers).
+        ratio: :math:`r` (1 for :math:`w^*\sim N(0,\Sigma^{-1})`).
+        noise_var: label-noise variance :math:`s^2`.
+
+    Returns:
+        :class:`OptimalGD`.
+
+    Raises:
+        ValueError: ``L``, ``n`` or ``d`` not a positive integer.
+    """
+    for name, v in (("L", L), ("n", n), ("d", d)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    ratio, s2 = sympy.sympify(ratio), sympy.sympify(noise_var)
+    m = [sympy.Integer(d)] + [wishart_moment((k,), n, d) for k in range(1, 2 * L + 1)]
+    H = sympy.zeros(L + 1, L + 1)
+    for j in range(L + 1):
+        for k in range(L + 1):
+            H[j, k] = ratio * m[j + k] + (s2 / n * m[j + k - 1] if j >= 1 and k >= 1 else 0)
+    H[0, 0] += s2
+    h = H[1:, 0]
+    H11 = H[1:, 1:]
+    c = H11.LUsolve(-h)
+    best = sympy.nsimplify(sympy.simplify(H[0, 0] + (h.T * c)[0, 0]))
+    s, a = sympy.Symbol("s"), sympy.Symbol("a")
+    p = sympy.Poly([*(c[i] for i in reversed(range(L))), 1], s)
+    # the steps are the roots of a^L p(1/a) = a^L + c_1 a^(L-1) + ... + c_L
+    rev = sympy.Poly([1, *(c[i] for i in range(L))], a)
+    roots = rev.real_roots() if c[L - 1] != 0 else []
+    realisable = len(roots) == L
+    steps = tuple(roots) if realisable else ()
+    return OptimalGD(best if realisable else None, best, p.as_expr(), steps, realisable)
+
+
+def pgd_structure(layers: Sequence[WhitenedLayer]) -> tuple[sympy.Symbol, ...] | None:
+    """The step-size symbols when every layer is pure preconditioned GD (``e_l = 0``, ``c_l`` a distinct symbol)."""
+    out = []
+    for lay in layers:
+        c = sympy.sympify(lay.c)
+        if sympy.sympify(lay.e) != 0 or not isinstance(c, sympy.Symbol) or c in out:
+            return None
+        out.append(c)
+    return tuple(out)
