@@ -415,6 +415,7 @@ def _finish(loss: FamilyLoss, full: np.ndarray, exact_vals: dict[str, str], free
         grad_norm=float(np.linalg.norm(grad_full)),
         free=tuple(free),
         symmetry_dims=rank,
+        dimension=rank,
         morse_index=int((ev < -tol).sum()),
     )
 
