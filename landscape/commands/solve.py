@@ -54,7 +54,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="a built-in family (see `landscape families`) or path/to/file.py:NAME")
     add_problem_args(p)
     s = p.add_argument_group("solver")
-    s.add_argument("--route", choices=("auto", "wishart", "one-layer", "wick", "expansion", "label-exact"), default="auto",
+    s.add_argument("--route", choices=("auto", "wishart", "one-layer", "wick", "expansion", "relu-one-layer", "label-exact"),
+                   default="auto",
                    help="loss route (default auto: the first exact route that applies)")
     s.add_argument("--method", choices=("auto", "exhaustive", "multistart"), default="auto",
                    help="stationary-point search: exhaustive (certified enumeration, polynomial losses within the "

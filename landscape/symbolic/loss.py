@@ -18,6 +18,9 @@ r"""Population loss of a parameter family: exact (sympy) where possible, label-e
                  ``pgd-identity`` for anisotropic :math:`\Sigma`, where whitening does not help).
 ``expansion``    expansion in the data entries + Isserlis (:mod:`~landscape.symbolic.expansion`): any
                  polynomial model at small numeric ``d, n, L`` (the independent check of the above).
+``relu-one-layer`` one ReLU kernel head, one layer, :math:`B^\top C = \kappa I` on the covariates,
+                 :math:`\Sigma = \Sigma_w = I`, Gaussian covariates, noise allowed: half-space moments
+                 (:mod:`~landscape.symbolic.relu`; Ahn et al. 2023, Theorem 5's setting).
 ``label-exact``  kernel attention (Cheng, Chen, Sra 2024) and anything else whose prediction is linear in
                  the labels: labels integrated in closed form, covariates by seeded Monte-Carlo with
                  standard errors (:mod:`~landscape.symbolic.label_exact`).
@@ -39,13 +42,14 @@ from .codegen import gradient_exprs, hessian_exprs, to_torch, to_torch_matrix, t
 from .expansion import expansion_loss
 from .label_exact import CoefficientEstimate, LabelExactEstimator
 from .one_layer import covariate_moments, linear_heads, one_layer_loss
+from .relu import relu_one_layer_loss, relu_one_layer_structure
 from .wick import WICK_MAX_LAYERS, sparse_label_structure, wick_loss, wick_matrices
 from .whitened import (D_SYMBOL, N_SYMBOL, NOISE_SYMBOL, clean_floats, noise_variance, trace_ratio,
                        whitened_structure, wishart_loss, wishart_noise_loss)
 
 __all__ = ["FamilyLoss", "family_loss", "default_data", "METHODS"]
 
-METHODS = ("auto", "wishart", "one-layer", "wick", "expansion", "label-exact")
+METHODS = ("auto", "wishart", "one-layer", "wick", "expansion", "relu-one-layer", "label-exact")
 """Accepted ``method`` values of :func:`family_loss`."""
 
 _EXPANSION_AUTO_MAX = 12
@@ -418,6 +422,36 @@ def family_loss(
         if method == "expansion":
             raise ValueError(f"the expansion route does not apply to family {family.name!r}: {why}")
         reasons.append(f"expansion: {why}")
+
+    # one ReLU layer, isotropic Gaussian covariates (half-space moments)
+    if method in ("auto", "relu-one-layer"):
+        why = None
+        structure = None
+        if not linreg:
+            why = "the data are not LinearRegression prompts"
+        elif data.covariates != "gaussian":
+            why = "the covariates are not Gaussian"
+        elif data.sigma is not None and bool((data.sigma - torch.eye(data.d, dtype=data.sigma.dtype)).abs().max() > 0):
+            why = "Σ is not the identity"
+        elif data.task_covariance() is not None and bool(
+                (data.task_covariance() - torch.eye(data.d, dtype=torch.float64)).abs().max() > 0):
+            why = "the task covariance is not the identity"
+        else:
+            structure, why = relu_one_layer_structure(family.blocks, family.spec)
+            why = why or None
+        if why is None:
+            kappa, vx, vy = structure
+            s2 = noise_variance(data.noise) if data.noise else sympy.Integer(0)
+            expr = relu_one_layer_loss(kappa, vx, vy, data.n, data.d, s2)
+            general_expr = relu_one_layer_loss(kappa, vx, vy, N_SYMBOL, D_SYMBOL,
+                                               NOISE_SYMBOL if data.noise else 0)
+            general = lambda: general_expr  # noqa: E731
+            desc = ("one ReLU layer on isotropic Gaussian covariates: conditioning on the query and half-space "
+                    "moments E[α^k 1(α>0)] give d + dγ + dKγ² + Kκ²|v_x|² (+ noise), γ = v_y κ, K = (n+2d+3)/(4n)")
+            return FamilyLoss(family, data, "relu-one-layer", True, expr, general, desc)
+        if method == "relu-one-layer":
+            raise ValueError(f"the relu-one-layer route does not apply to family {family.name!r}: {why}")
+        reasons.append(f"relu-one-layer: {why}")
 
     # label-exact Monte-Carlo
     est = LabelExactEstimator(family, data, samples=samples, seed=seed)
