@@ -84,3 +84,31 @@ def test_relu_route_refuses_anisotropic_sigma():
         family_loss(fam, data, method="relu-one-layer")
     assert not family_loss(fam, data, samples=64).exact
     assert math.isfinite(family_loss(fam, LinearRegression(2, 3)).value({"r0": 1.0, "b0": 1.0, "c0": 1.0}))
+
+
+def test_fgd_relu_one_layer_critical_sets_exhaustive():
+    """The exact ReLU optimum, listed once with its symmetries declared. f = d + dγ + dKγ², γ = rbc:
+    ∂_r f = f'(γ) bc, ∂_b f = f'(γ) rc, ∂_c f = f'(γ) rb, f'(0) = d ≠ 0. So the critical sets are
+    (i) γ = γ* = -1/(2K) = -2n/(n+2d+3): a 2-dimensional set (the two overlapping scalings r → tr,
+    c → c/t and b → tb, c → c/t; 4 sign components), a minimum, loss d - dn/(n+2d+3); (ii) two of
+    r, b, c zero, the third t ≠ 0: the three punctured axes (dimension 1), Hessian ±d t in the (b, c)
+    block: saddles of index 1, loss d; (iii) the origin: Hessian 0 (degenerate), loss d."""
+    d, n = 3, 5
+    fam = get_family("fgd", Problem(d=d, layers=1, n=n, attention="kernel", activations=("relu",)))
+    from landscape.symbolic import stationary_points
+
+    pts = stationary_points(family_loss(fam, LinearRegression(d, n)))
+    assert pts.method == "exhaustive" and pts.exhaustive and pts.certified
+    assert [(p.kind, p.dimension, p.morse_index) for p in pts] == [("min", 2, 0), ("saddle", 1, 1),
+                                                                   ("degenerate", 0, 0)] or \
+        [(p.kind, p.dimension, p.morse_index) for p in pts] == [("min", 2, 0), ("degenerate", 0, 0),
+                                                                ("saddle", 1, 1)]
+    m = pts[0]
+    assert sympy.nsimplify(m.loss_exact) == d - sympy.Rational(d * n, n + 2 * d + 3)
+    gamma = sympy.sympify(m.exact["r0"]) * sympy.sympify(m.exact["b0"]) * sympy.sympify(m.exact["c0"])
+    assert sympy.simplify(gamma + sympy.Rational(2 * n, n + 2 * d + 3)) == 0
+    assert m.orbit == 4 and m.symmetry_dims == 2
+    saddle = next(p for p in pts if p.kind == "saddle")
+    assert sympy.nsimplify(saddle.loss_exact) == d and saddle.orbit == 6  # 3 axes × 2 signs
+    t = max(abs(v) for v in saddle.values.values())
+    assert sorted(saddle.eigenvalues) == pytest.approx([-d * t, d * t], rel=1e-12)

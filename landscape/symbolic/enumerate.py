@@ -20,7 +20,14 @@ Method (exact arithmetic over :math:`\mathbb Q`; sympy Gröbner bases, python-fl
    :math:`t \mapsto \sum_i x_i^2 t^{2w_i}` is strictly monotone or strictly convex in :math:`\log t`,
    so each orbit meets its slice once). The gradient system :math:`\nabla f = 0` is solved on each
    of the :math:`3^r` products of slices; a solution stands for its whole orbit, a critical set of
-   dimension = the number of scalings that move it.
+   dimension = the number of scalings that move it. Scalings with *overlapping* supports (e.g.
+   :math:`(r, b, c) \mapsto (t_1r, t_2b, c/(t_1t_2))` when the loss depends on :math:`rbc` only) are
+   handled by stratifying by the support :math:`N` of :math:`x` (which coordinates are non-zero;
+   :math:`2^k` strata, the Rabinowitsch variable :math:`z\prod_{i\in N}x_i = 1` keeps it exact): on
+   :math:`(\mathbb R\setminus 0)^N` the orbit meets the *log-balanced* slice
+   :math:`\prod_i x_i^{2u_i} = 1` (one equation per row :math:`u` of a basis of the weights restricted to
+   :math:`N`, i.e. :math:`W_N\log|x| = 0`) exactly once, closed orbits and non-closed alike; the
+   dimension of the set is :math:`\operatorname{rank} W_N`.
 3. **Zero-dimensional solve.** For each gauge-fixed system: a grevlex Gröbner basis (sympy); its
    Hilbert dimension from the leading monomials (the largest set of variables no leading monomial
    lives on). Dimension 0: the standard monomials :math:`B` (:math:`D = |B|` = number of complex
@@ -49,8 +56,8 @@ Method (exact arithmetic over :math:`\mathbb Q`; sympy Gröbner bases, python-fl
    a permutation are merged into one listing (``orbit`` = how many gauge-fixed points it stands for).
 
 Limits (:data:`LIMITS`): at most 8 unknowns, a gradient of total degree at most 7, a Bézout bound
-(product of the gradient degrees) at most 729, at most 400 standard monomials per system and at most
-81 gauge cases. The Gröbner basis over :math:`\mathbb Q` (sympy) is the bottleneck: ``pgd`` at
+(product of the gradient degrees) at most 729, at most 400 standard monomials per system, at most
+81 gauge cases (disjoint scalings) or 64 support strata (overlapping scalings: at most 6 unknowns). The Gröbner basis over :math:`\mathbb Q` (sympy) is the bottleneck: ``pgd`` at
 ``L = 3`` (3 unknowns, Bézout bound 125) takes ~20 s on one core; ``pgd-relaxed`` at ``L = 2``
 (Bézout bound 1331) does not finish in minutes, hence the limits. A gauge-fixed system of positive dimension (a flat valley that is not a scaling orbit)
 makes the enumeration *incomplete*: :func:`enumerate_critical_points` then says so
@@ -73,7 +80,7 @@ import sympy
 __all__ = ["CriticalSet", "Enumeration", "enumerate_critical_points", "polynomial_symmetries", "LIMITS",
            "PolynomialSymmetries"]
 
-LIMITS = {"variables": 8, "degree": 7, "bezout": 729, "quotient": 400, "cases": 81}
+LIMITS = {"variables": 8, "degree": 7, "bezout": 729, "quotient": 400, "cases": 81, "strata": 64}
 """Largest systems :func:`enumerate_critical_points` accepts (unknowns, total degree of the gradient,
 product of the gradient degrees, standard monomials of one gauge-fixed system, gauge cases)."""
 
@@ -243,7 +250,7 @@ def _nullspace_gf2(E: list[list[int]], k: int) -> list[tuple[int, ...]]:
     return out
 
 
-def polynomial_symmetries(poly: sympy.Poly, max_permutations: int = 40320) -> PolynomialSymmetries:
+def polynomial_symmetries(poly: sympy.Poly, max_permutations: int = 5040) -> PolynomialSymmetries:
     """Scalings, sign flips and variable permutations of ``poly`` (see module docstring, step 1).
 
     Args:
@@ -623,14 +630,16 @@ def _hessian_eigenvalues(hess: list[list[sympy.Poly]], x: list[mpmath.mpf], dirs
             H[i, j] = _eval_poly(hess[i][j], x)
     # orthonormal basis of the complement of the scaling directions (Gram-Schmidt on [dirs, e_i])
     basis: list = []
-    for v in dirs + [[mpmath.mpf(int(i == j)) for j in range(k)] for i in range(k)]:
+    n_dirs = 0
+    for idx, v in enumerate(dirs + [[mpmath.mpf(int(i == j)) for j in range(k)] for i in range(k)]):
         u = mpmath.matrix(v)
         for b in basis:
             u = u - b * (b.T * u)[0]
         nu = mpmath.norm(u)
         if nu > mpmath.mpf(10) ** (-(_DIGITS // 2)):
             basis.append(u / nu)
-    N = basis[len([d for d in dirs if mpmath.norm(mpmath.matrix(d)) > 0]):]
+            n_dirs += idx < len(dirs)
+    N = basis[n_dirs:]
     if not N:
         return []
     Nm = mpmath.matrix(k, len(N))
@@ -680,38 +689,65 @@ def enumerate_critical_points(expr: sympy.Expr, variables: Sequence[sympy.Symbol
     grads = [f.diff(v) for v in variables]
     _check_limits(f, grads, k)
     sym = polynomial_symmetries(f)
-    if sym.scalings and not sym.disjoint:
-        raise EnumerationLimit("the loss has scaling symmetries with overlapping supports "
-                               f"({sym.describe(names)}); gauge fixing needs disjoint ones")
-    r = len(sym.scalings)
-    if 3 ** r > LIMITS["cases"]:
-        raise EnumerationLimit(f"{r} independent scalings give 3^{r} gauge cases > {LIMITS['cases']}")
     hess = [[g.diff(v) for v in variables] for g in grads]
     reps: list[tuple[str, list, list, list, sympy.Expr, dict]] = []
     counts: dict[str, tuple[int, int, int]] = {}
     reason = ""
-    for combo in itertools.product(("balanced", "positive", "negative"), repeat=r):
-        zero: set[int] = set()
-        extra: list[sympy.Expr] = []
-        for w, opt in zip(sym.scalings, combo):
-            P = [i for i, x in enumerate(w) if x > 0]
-            N = [i for i, x in enumerate(w) if x < 0]
-            if opt == "balanced":
-                extra.append(sum(w[i] * variables[i] ** 2 for i in P + N))
-            elif opt == "positive":
-                zero |= set(N)
-                extra.append(sum(variables[i] ** 2 for i in P) - 1)
-            else:
-                zero |= set(P)
-                extra.append(sum(variables[i] ** 2 for i in N) - 1)
-        label = ",".join(combo) if combo else "all"
+    r = len(sym.scalings)
+    cases: list[tuple[str, set[int], list[sympy.Expr], bool]] = []
+    if not sym.scalings or sym.disjoint:
+        if 3 ** r > LIMITS["cases"]:
+            raise EnumerationLimit(f"{r} independent scalings give 3^{r} gauge cases > {LIMITS['cases']}")
+        for combo in itertools.product(("balanced", "positive", "negative"), repeat=r):
+            zero: set[int] = set()
+            extra: list[sympy.Expr] = []
+            for w, opt in zip(sym.scalings, combo):
+                P = [i for i, x in enumerate(w) if x > 0]
+                N = [i for i, x in enumerate(w) if x < 0]
+                if opt == "balanced":
+                    extra.append(sum(w[i] * variables[i] ** 2 for i in P + N))
+                elif opt == "positive":
+                    zero |= set(N)
+                    extra.append(sum(variables[i] ** 2 for i in P) - 1)
+                else:
+                    zero |= set(P)
+                    extra.append(sum(variables[i] ** 2 for i in N) - 1)
+            cases.append((",".join(combo) if combo else "all", zero, extra, False))
+    else:
+        # overlapping scalings: stratify by the support N of x (the coordinates that are non-zero); on
+        # (R\0)^N the orbit of x meets the log-balanced slice W_N log|x| = 0 exactly once (W_N Wᵀ_N is
+        # invertible on a row basis), i.e. prod_i x_i^(2u_i) = 1 for each row u of a basis of W_N
+        if 2 ** k > LIMITS["strata"]:
+            raise EnumerationLimit(f"overlapping scalings need 2^{k} support strata > {LIMITS['strata']}")
+        for size in range(k + 1):
+            for support in itertools.combinations(range(k), size):
+                zero = set(range(k)) - set(support)
+                WN = sympy.Matrix([[w[i] for i in support] for w in sym.scalings]) if support else sympy.zeros(1, 0)
+                extra = []
+                if support:
+                    for row in WN.rref()[0].tolist():
+                        if not any(row):
+                            continue
+                        den = sympy.ilcm(1, *[sympy.fraction(sympy.nsimplify(x))[1] for x in row])
+                        u = [int(sympy.nsimplify(x) * den) for x in row]
+                        pos = sympy.Mul(*(variables[i] ** (2 * e) for i, e in zip(support, u) if e > 0))
+                        neg = sympy.Mul(*(variables[i] ** (-2 * e) for i, e in zip(support, u) if e < 0))
+                        extra.append(pos - neg)
+                label = "support{" + ",".join(names[i] for i in support) + "}"
+                cases.append((label, zero, extra, bool(support)))
+    for label, zero, extra, nonzero in cases:
         keep = [i for i in range(k) if i not in zero]
         rem = [variables[i] for i in keep]
         subs = {variables[i]: 0 for i in zero}
         if rem:
-            system = [sympy.Poly(g.as_expr().subs(subs), *rem, domain="QQ") for g in grads]
-            system += [sympy.Poly(sympy.sympify(e).subs(subs), *rem, domain="QQ") for e in extra]
-            loss_r = sympy.Poly(f.as_expr().subs(subs), *rem, domain="QQ")
+            gens = rem
+            if nonzero:  # Rabinowitsch: z · prod_{i in N} x_i = 1 keeps the support exactly N
+                zvar = sympy.Dummy("z")
+                gens = rem + [zvar]
+                extra = extra + [zvar * sympy.Mul(*rem) - 1]
+            system = [sympy.Poly(g.as_expr().subs(subs), *gens, domain="QQ") for g in grads]
+            system += [sympy.Poly(sympy.sympify(e).subs(subs), *gens, domain="QQ") for e in extra]
+            loss_r = sympy.Poly(f.as_expr().subs(subs), *gens, domain="QQ")
         else:
             system = [sympy.Poly(g.as_expr().subs(subs), sympy.Dummy(), domain="QQ") for g in grads]
             system += [sympy.Poly(sympy.sympify(e).subs(subs), sympy.Dummy(), domain="QQ") for e in extra]
@@ -720,7 +756,7 @@ def enumerate_critical_points(expr: sympy.Expr, variables: Sequence[sympy.Symbol
                 counts[label] = (0, 0, 0)
                 continue
             system = []
-        sols, cnt, dim = _solve_zero_dim(system, rem, loss_r, seed)
+        sols, cnt, dim = _solve_zero_dim(system, gens if rem else rem, loss_r, seed)
         counts[label] = cnt
         if sols is None:
             reason = (f"gauge case [{label}]: the gradient ideal has a component of dimension {dim} that is not "
@@ -771,12 +807,11 @@ def enumerate_critical_points(expr: sympy.Expr, variables: Sequence[sympy.Symbol
         members = sorted(members, key=canon)
         label, exact, vals, box, lex, cert = reps[members[0]]
         dirs = []
-        dim = 0
+        support = [i for i in range(k) if exact[i] != 0]
         for w in sym.scalings:
-            d = [w[i] * vals[i] for i in range(k)]
-            if any(exact[i] != 0 for i in range(k) if w[i]):
-                dirs.append(d)
-                dim += 1
+            if any(w[i] for i in support):
+                dirs.append([w[i] * vals[i] for i in range(k)])
+        dim = sympy.Matrix([[w[i] for i in support] for w in sym.scalings]).rank() if support and dirs else 0
         ev = _hessian_eigenvalues(hess, vals, dirs)
         scale = max([mpmath.mpf(1)] + [abs(e) for e in ev])
         tol = scale * mpmath.mpf(10) ** (-(_DIGITS - 15))
