@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
 from .._cli_args import add_problem_args, problem_from_args
 
 __all__ = ["add_parser", "run"]
@@ -61,6 +63,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="stationary-point search: exhaustive (certified enumeration, polynomial losses within the "
                         "limits), multistart (seeded random starts, not exhaustive), auto (exhaustive where it "
                         "applies; default)")
+    s.add_argument("--query-sigma", default=None, metavar="SPEC",
+                   help="covariate shift: covariance of the query covariate (same forms as --sigma; one-layer "
+                        "route only); the loss is the test loss on shifted queries")
     s.add_argument("--spectrum", choices=("numeric", "symbolic"), default="numeric",
                    help="one-layer route: keep the eigenvalues of Σ symbolic in the general expression")
     s.add_argument("--samples", type=int, default=2048,
@@ -102,7 +107,17 @@ def run(args: argparse.Namespace) -> int:
     family = get_family(args.family, problem)
     if args.no_exact and args.method == "exhaustive":
         raise ValueError("--no-exact and --method exhaustive contradict each other")
-    loss = family_loss(family, data, method=args.route, spectrum=args.spectrum, samples=args.samples, seed=args.seed)
+    if args.method == "exhaustive" and args.route == "label-exact":
+        raise ValueError("--method exhaustive needs an exact polynomial loss; --route label-exact is Monte-Carlo")
+    query_sigma = None
+    if args.query_sigma is not None:
+        from .._cli_args import parse_sigma
+
+        query_sigma = parse_sigma(args.query_sigma, problem.d, seed=args.seed)
+        if query_sigma is None:
+            query_sigma = torch.eye(problem.d, dtype=torch.float64)
+    loss = family_loss(family, data, method=args.route, spectrum=args.spectrum, samples=args.samples, seed=args.seed,
+                       query_sigma=query_sigma)
     if args.method == "exhaustive" and not loss.exact:
         raise ValueError(f"--method exhaustive needs an exact polynomial loss; the {loss.method!r} route is "
                          "Monte-Carlo (use --method multistart or auto)")
@@ -118,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
             "problem": problem.describe(),
             "symbols": list(family.names),
             "route": loss.method,
+            "query_sigma": args.query_sigma,
             "exact": loss.exact,
             "search": points.summary(),
             "description": loss.description,

@@ -251,14 +251,16 @@ def _sigma_matrices(data: LinearRegression, spectrum: str) -> tuple[sympy.Matrix
     return S, Sw, {l: sympy.Float(v) for l, v in zip(lam, vals)}
 
 
-def _one_layer_route(family: Family, data: LinearRegression, spectrum: str) -> tuple[sympy.Expr, sympy.Expr]:
+def _one_layer_route(family: Family, data: LinearRegression, spectrum: str,
+                     query_sigma: torch.Tensor | None = None) -> tuple[sympy.Expr, sympy.Expr]:
     spec = family.spec
     full = family.sympy_params()
     heads = linear_heads(spec, full, 0)
     S, Sw, subs = _sigma_matrices(data, spectrum)
     c2, c4 = covariate_moments(data.covariates, data.d)
     noise = NOISE_SYMBOL if data.noise else 0
-    general = sympy.expand(one_layer_loss(heads, S, Sw, N_SYMBOL, c2, c4, noise))
+    Sq = None if query_sigma is None else sympy.Matrix(query_sigma.double().tolist())
+    general = sympy.expand(one_layer_loss(heads, S, Sw, N_SYMBOL, c2, c4, noise, Sq))
     extra = {NOISE_SYMBOL: noise_variance(data.noise)} if data.noise else {}
     expr = sympy.expand(general.subs({N_SYMBOL: data.n, **subs, **extra}))
     return expr, general
@@ -286,6 +288,7 @@ def family_loss(
     spectrum: Literal["numeric", "symbolic"] = "numeric",
     samples: int = 8192,
     seed: int = 0,
+    query_sigma: torch.Tensor | None = None,
 ) -> FamilyLoss:
     r"""The population loss of ``family`` on ``data`` (exact where a route exists; see module docstring).
 
@@ -297,6 +300,10 @@ def family_loss(
             :math:`\lambda_i` in :attr:`FamilyLoss.general` (one-layer route).
         samples: covariate draws T of the label-exact route.
         seed: seed of its ``torch.Generator``.
+        query_sigma: covariance of the query covariate when it differs from the sources'
+            (covariate shift, Zhang, Frei, Bartlett 2023): the loss is then the test loss on queries
+            :math:`x_q \sim N(0, \Sigma_{\text{query}})` (or the sphere law) of a model whose context is drawn
+            from ``data``. Exact on the one-layer route only.
 
     Returns:
         :class:`FamilyLoss`.
@@ -315,6 +322,17 @@ def family_loss(
     linreg = isinstance(data, LinearRegression)
     L = family.problem.layers
     reasons: list[str] = []
+    if query_sigma is not None:
+        from ..tasks import check_covariance
+
+        query_sigma = check_covariance(query_sigma, data.d).to(torch.float64)  # type: ignore[attr-defined]
+        if not (poly and linreg and L == 1) or method not in ("auto", "one-layer"):
+            raise ValueError("query_sigma (covariate shift) is exact on the one-layer route only: one layer of "
+                             "linear attention on LinearRegression prompts")
+        expr, general_expr = _one_layer_route(family, data, spectrum, query_sigma)
+        desc = ("one-layer closed form under covariate shift: context x_i ~ Σ, query x_q ~ Σ_query "
+                "(E[(m + w)ᵀ Σ_q (m + w)], the query enters through Σ_q only)")
+        return FamilyLoss(family, data, "one-layer", True, expr, lambda: general_expr, desc)
 
     # wishart
     if method in ("auto", "wishart"):

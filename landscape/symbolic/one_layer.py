@@ -114,6 +114,7 @@ def one_layer_loss(
     c2: Any = 1,
     c4: Any = 1,
     noise_var: Any = 0,
+    sigma_query: Any = None,
 ) -> Any:
     r"""Exact one-layer linear-attention loss :math:`\mathbb E(\mathrm{TF}(Z_0) - y_q)^2` (see module docstring).
 
@@ -142,13 +143,18 @@ def one_layer_loss(
         n: number of context examples (int, sympy expression or tensor).
         c2, c4: covariate moment constants (Gaussian ``1, 1``; sphere ``1/d, 1/(d(d+2))``).
         noise_var: label noise variance :math:`s^2` (number, sympy expression or tensor; default 0).
+        sigma_query: covariance of the query covariate when it differs from the sources' (covariate
+            shift; default ``sigma``). The query enters only through :math:`\Sigma_q = c_2\Sigma_{\text{query}}`:
+            the terms above keep their form with the last one read as :math:`\operatorname{tr}(\Sigma_q\Sigma_w)`,
+            and in the noise terms :math:`M = K\Sigma_qK^\top/c_2`, :math:`\bar m^\top\Sigma_q\rho`,
+            :math:`\rho^\top\Sigma_q\rho`.
 
     Returns:
         The loss: a sympy expression or a 0-dim tensor.
     """
     T, tr = _Ops.T, _Ops.tr
     d = sigma.shape[0]
-    Sq = sigma * c2
+    Sq = (sigma if sigma_query is None else sigma_query) * c2
     t1 = tr(sigma @ sigma_w)
     t2 = tr(sigma @ sigma_w @ sigma @ sigma_w)
     Eq2 = t1 * t1 + 2 * t2
@@ -187,13 +193,13 @@ def one_layer_loss(
             u2 = u2 + _e_ss(c, lam, kap, gam, mu, pi, sigma_w, t1, Eq2)
     alpha = (c4 + (n - 1) * c2 * c2) / n
     beta = c4 / n
-    out = alpha * t_main + beta * (u1 + u2) + 2 * c2 * cross + c2 * t1
+    out = alpha * t_main + beta * (u1 + u2) + 2 * c2 * cross + tr(Sq @ sigma_w)
     if isinstance(noise_var, (int, float)) and noise_var == 0:
         return out
-    return out + _noise_terms(heads, parts, sigma, t1, n, c2, noise_var)
+    return out + _noise_terms(heads, parts, sigma, Sq, t1, n, c2, noise_var)
 
 
-def _noise_terms(heads: Sequence[tuple[Any, Any]], parts: list, sigma: Any, t1: Any, n: Any, c2: Any,
+def _noise_terms(heads: Sequence[tuple[Any, Any]], parts: list, sigma: Any, Sq: Any, t1: Any, n: Any, c2: Any,
                  s2: Any) -> Any:
     """The label-noise terms of :func:`one_layer_loss` (see its docstring)."""
     T, tr, s = _Ops.T, _Ops.tr, _Ops.s
@@ -209,9 +215,9 @@ def _noise_terms(heads: Sequence[tuple[Any, Any]], parts: list, sigma: Any, t1: 
         rho = r_h if rho is None else rho + r_h
         mbar = m_h if mbar is None else mbar + m_h
         K = K_h if K is None else K + K_h
-    M = K @ sigma @ T(K)
-    first = 1 + (c2 * c2 / n) * (tr(M[:d, :d] @ sigma) + M[d, d] * t1) + 2 * c2 * s(T(mbar) @ sigma @ rho)
-    return s2 * first + s2 * s2 * (n + 2) / n * c2 * s(T(rho) @ sigma @ rho)
+    M = K @ Sq @ T(K)
+    first = 1 + (c2 / n) * (tr(M[:d, :d] @ sigma) + M[d, d] * t1) + 2 * s(T(mbar) @ Sq @ rho)
+    return s2 * first + s2 * s2 * (n + 2) / n * s(T(rho) @ Sq @ rho)
 
 
 # ---------------------------------------------------------------------- data and heads
