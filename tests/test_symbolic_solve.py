@@ -12,7 +12,7 @@ from landscape._tolerances import RTOL
 from landscape.families import Problem, get_family
 from landscape.symbolic import classify, family_loss, stationary_points
 from landscape.symbolic.codegen import to_numpy
-from landscape.tasks import random_covariance
+from landscape.tasks import LinearRegression, random_covariance
 
 F64 = torch.float64
 
@@ -137,3 +137,40 @@ def test_stationary_points_rejects_bad_input():
         stationary_points(fl4, exact=True)
     with pytest.raises(ValueError, match="exhaustive enumeration is not possible.*Bézout bound 2401"):
         stationary_points(fl4, method="exhaustive")
+
+
+def test_tied_looped_family_is_solved_exhaustively():
+    """A tied (looped) family, one preconditioner a shared by all L = 3 layers (Gatmiry et al. 2024):
+    its loss is the untied pgd loss on the diagonal a0 = a1 = a2 = a (checked by substitution); its
+    stationary points are the exact real roots of a univariate derivative, listed exhaustively; the
+    tied optimum is never below the untied optimal 3-step loss (exact rational)."""
+    from landscape.families import family_from_function
+    from landscape.symbolic.solve import optimal_gd
+
+    d, n, L = 2, 5, 3
+
+    def tied(problem):
+        D = problem.d + 1
+        a = sympy.Symbol("a", real=True)
+        out = {}
+        for l in range(problem.layers):
+            P = sympy.zeros(D, D)
+            P[D - 1, D - 1] = 1
+            Q = sympy.zeros(D, D)
+            Q[:D - 1, :D - 1] = -a * sympy.eye(problem.d)
+            out[f"layer{l}.head0.P"], out[f"layer{l}.head0.Q"] = P, Q
+        return out
+
+    prob = Problem(d=d, layers=L, n=n, attention="linear")
+    data = LinearRegression(d, n, task_cov="inverse")
+    tl = family_loss(family_from_function(tied, prob), data)
+    ul = family_loss(get_family("pgd", prob), data)
+    a = sympy.Symbol("a", real=True)
+    assert sympy.expand(tl.expr - ul.expr.subs({s: a for s in ul.symbols})) == 0
+    pts = stationary_points(tl)
+    assert pts.exhaustive and pts.method == "exhaustive"
+    roots = sympy.Poly(sympy.diff(tl.expr, a), a).real_roots()
+    assert sorted(p.values["a"] for p in pts) == pytest.approx(sorted(float(r) for r in roots), rel=1e-12)
+    assert optimal_gd(tl) is None  # not one step size per layer
+    best_untied = float(sympy.Rational(optimal_gd(ul)["loss_exact"]))
+    assert min(p.loss for p in pts) > best_untied * (1 + 1e-9)  # distinct steps do strictly better

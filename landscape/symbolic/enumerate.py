@@ -71,13 +71,14 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import mpmath
 import sympy
 
-__all__ = ["CriticalSet", "Enumeration", "enumerate_critical_points", "polynomial_symmetries", "LIMITS",
+__all__ = ["CriticalSet", "Enumeration", "EnumerationLimit", "enumerate_critical_points", "polynomial_symmetries", "LIMITS",
            "PolynomialSymmetries"]
 
 LIMITS = {"variables": 8, "degree": 7, "bezout": 729, "quotient": 400, "cases": 81, "strata": 64}
@@ -461,9 +462,12 @@ def _solve_zero_dim(polys: list[sympy.Poly], variables: list[sympy.Symbol], loss
     n_real = _signature(H)
     # separating form and rational univariate representation
     e1 = flint.fmpq_mat(D, 1, [int(i == 0) for i in range(D)])
-    rng = __import__("random").Random(seed)
+    rng = random.Random(seed)
     for attempt in range(12):
-        c = [1] + [rng.randint(-3 * (attempt + 1), 3 * (attempt + 1)) or 1 for _ in range(k - 1)] if attempt else list(range(1, k + 1))
+        if attempt == 0:
+            c = list(range(1, k + 1))
+        else:
+            c = [1] + [rng.randint(-3 * (attempt + 1), 3 * (attempt + 1)) or 1 for _ in range(k - 1)]
         Mu = flint.fmpq_mat(D, D)
         for ci, M in zip(c, Mx):
             Mu = Mu + M * ci
@@ -471,7 +475,7 @@ def _solve_zero_dim(polys: list[sympy.Poly], variables: list[sympy.Symbol], loss
         chi = flint.fmpq_poly(chi.coeffs())
         g = chi.gcd(chi.derivative())
         f = chi / g if g.degree() > 0 else chi
-        f = f / f.leading_coefficient() if hasattr(f, "leading_coefficient") else f
+        f = f / f.leading_coefficient()
         if f.degree() == n_complex:
             break
     else:
