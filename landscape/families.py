@@ -130,14 +130,51 @@ class Symmetry:
     act: Callable[[Mapping[str, torch.Tensor], torch.Tensor], dict[str, torch.Tensor]]
 
 
-def _scale_pair(first: str, second: str) -> Callable[[Mapping[str, torch.Tensor], torch.Tensor], dict[str, torch.Tensor]]:
+def _scale_pair(first: str, second: str, power: float = 1.0
+                ) -> Callable[[Mapping[str, torch.Tensor], torch.Tensor], dict[str, torch.Tensor]]:
     def act(params: Mapping[str, torch.Tensor], t: torch.Tensor) -> dict[str, torch.Tensor]:
         out = dict(params)
-        out[first] = params[first] * torch.exp(t)
+        out[first] = params[first] * torch.exp(power * t)
         out[second] = params[second] * torch.exp(-t)
         return out
 
     return act
+
+
+_HOMOGENEITY_POINTS = ((0.7, 0.3, 1.1), (-1.3, 0.8, 0.5), (2.1, 1.7, 2.9), (0.4, 2.2, 0.6))
+"""Fixed probe values (s, |u|², |w|²) of the homogeneity test (deterministic: a property of the kernel)."""
+
+
+def _homogeneity_degree(kern: Kernel, side: str) -> float | None:
+    r"""Degree ``k`` with :math:`\tilde h(tu, w) = t^k\tilde h(u, w)` for all ``t > 0`` (``side="u"``; ``"w"`` for
+    the second argument), or ``None``. Kernels that read :math:`|u - w|^2` are never homogeneous.
+
+    Checked on fixed probe points for ``t ∈ {1/2, 2, 3.7}`` to relative accuracy 1e-10; ``k`` is
+    estimated from the first probe with :math:`\tilde h \ne 0`.
+    """
+    import math
+
+    s_, r2_, uu_, ww_ = INVARIANTS
+    if kern.normalised or r2_ in kern.expr.free_symbols:
+        return None
+    fn = sympy.lambdify((s_, uu_, ww_), kern.expr, modules="math")
+
+    def h(s: float, uu: float, ww: float, t: float) -> float:
+        return float(fn(t * s, t * t * uu, ww) if side == "u" else fn(t * s, uu, t * t * ww))
+
+    try:
+        base = [(p, h(*p, 1.0)) for p in _HOMOGENEITY_POINTS]
+        ref = next(((p, v) for p, v in base if abs(v) > 1e-12), None)
+        if ref is None:
+            return None
+        k = math.log(abs(h(*ref[0], 2.0) / ref[1])) / math.log(2.0)
+        for p, v in base:
+            for t in (0.5, 2.0, 3.7):
+                if abs(h(*p, t) - t**k * v) > 1e-10 * max(1.0, abs(v) * t**k):
+                    return None
+    except (ValueError, ZeroDivisionError, OverflowError, TypeError):
+        return None
+    return round(k, 12)
 
 
 def default_symmetries(spec: ModelSpec) -> tuple[Symmetry, ...]:
@@ -145,8 +182,14 @@ def default_symmetries(spec: ModelSpec) -> tuple[Symmetry, ...]:
 
     * linear heads: :math:`P \mapsto e^tP,\ Q \mapsto e^{-t}Q` (Ahn et al.);
     * kernel heads with a dot-product activation (a function of :math:`s = u^\top w` only):
-      :math:`B \mapsto e^tB,\ C \mapsto e^{-t}C`; with the linear activation also
-      :math:`V \mapsto e^tV,\ C \mapsto e^{-t}C`.
+      :math:`B \mapsto e^tB,\ C \mapsto e^{-t}C`;
+    * kernel heads whose activation is positively homogeneous of degree ``k`` in its second argument,
+      :math:`\tilde h(u, tw) = t^k\tilde h(u, w)` for ``t > 0`` (linear and ReLU: ``k = 1``; :math:`s^k`):
+      :math:`V \mapsto e^{kt}V,\ C \mapsto e^{-t}C`; when the activation is not a function of ``s`` alone
+      but homogeneous in its first argument, likewise :math:`V \mapsto e^{kt}V,\ B \mapsto e^{-t}B`.
+      (For ReLU this is :math:`(V, C) \to (V/t, tC)` — with the first rule equivalently
+      :math:`(V, B) \to (V/t, tB)`.) Homogeneity is tested numerically on fixed probe points
+      (:func:`_homogeneity_degree`).
     """
     out = []
     for l in range(spec.layers):
@@ -156,10 +199,15 @@ def default_symmetries(spec: ModelSpec) -> tuple[Symmetry, ...]:
                 out.append(Symmetry(f"PQ-scale@layer{l}.head{h}", _scale_pair(k("P"), k("Q"))))
                 continue
             kern = head.kernel
-            if kern.normalised or kern.expr.free_symbols <= {INVARIANTS[0]}:
+            dot = kern.normalised or kern.expr.free_symbols <= {INVARIANTS[0]}
+            if dot:
                 out.append(Symmetry(f"BC-scale@layer{l}.head{h}", _scale_pair(k("B"), k("C"))))
-            if not kern.normalised and sympy.simplify(kern.expr - INVARIANTS[0]) == 0:
-                out.append(Symmetry(f"VC-scale@layer{l}.head{h}", _scale_pair(k("V"), k("C"))))
+            kw = _homogeneity_degree(kern, "w")
+            if kw is not None and kw != 0:
+                out.append(Symmetry(f"VC-scale@layer{l}.head{h}", _scale_pair(k("V"), k("C"), kw)))
+            ku = _homogeneity_degree(kern, "u")
+            if not dot and ku is not None and ku != 0:
+                out.append(Symmetry(f"VB-scale@layer{l}.head{h}", _scale_pair(k("V"), k("B"), ku)))
     return tuple(out)
 
 
@@ -168,8 +216,9 @@ RESERVED_SYMBOL_NAMES: tuple[str, ...] = ("d", "n")
 the symbolic layer keeps as the symbols :data:`~landscape.symbolic.whitened.D_SYMBOL` and
 :data:`~landscape.symbolic.whitened.N_SYMBOL` (a family symbol of that name would be merged with them)."""
 
-RESERVED_SYMBOL_PATTERN = re.compile(r"lambda\d+|m__.*|_.*")
-"""Further names the symbolic layer uses internally: the eigenvalues ``lambda1, lambda2, ...`` of a
+RESERVED_SYMBOL_PATTERN = re.compile(r"lambda\d+|m__.*|_.*|sigma_eps2")
+"""Further names the symbolic layer uses internally: the label-noise variance ``sigma_eps2``
+(:data:`~landscape.symbolic.whitened.NOISE_SYMBOL`), the eigenvalues ``lambda1, lambda2, ...`` of a
 symbolic spectrum (:func:`~landscape.symbolic.loss.family_loss` with ``spectrum="symbolic"``), the
 label-exact coefficients ``m__A__B`` and the data variables ``_xi.., _eta.., _eps..`` of the
 expansion route (every name starting with ``_`` is reserved)."""
@@ -200,7 +249,7 @@ def _check_symbol_names(family: str, symbols: set[sympy.Symbol]) -> None:
                              f"the symbolic layer and would be merged with it; rename it, e.g. {name}0")
         if RESERVED_SYMBOL_PATTERN.fullmatch(name):
             raise ValueError(f"family {family!r}: symbol name {name!r} is reserved: the symbolic layer uses "
-                             "d, n, lambda<k>, m__* and names starting with '_' for the problem's own symbols; "
+                             "d, n, sigma_eps2, lambda<k>, m__* and names starting with '_' for the problem's own symbols; "
                              "rename it, e.g. a0")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 import numpy as np
 import pytest
@@ -49,7 +50,11 @@ def test_solve_pgd_one_layer_json(capsys):
     assert sympy.sympify(pt["exact"]["a0"]) == sympy.Rational(20, 26)
     assert pt["values"]["a0"] == pytest.approx(20 / 26, rel=1e-12)
     assert pt["loss"] == pytest.approx(5 * 6 / 26, rel=1e-12)
-    assert obj["family"] == "pgd" and obj["method"] == "wishart"
+    assert obj["family"] == "pgd" and obj["route"] == "wishart"
+    # the optimal 1-step loss d(d+1)/(n+d+1) = 30/26, exact, with the step n/(n+d+1)
+    assert obj["optimal_gd"]["loss_exact"] == "15/13" and obj["optimal_gd"]["steps"] == ["10/13"]
+    assert obj["search"]["method"] == "linear" and obj["search"]["exhaustive"] and obj["search"]["certified"]
+    assert pt["exhaustive"] and pt["certified"] and pt["morse_index"] == 0 and pt["loss_exact"] == "15/13"
 
 
 def test_solve_pgd_full_theorem1_random_sigma(capsys):
@@ -63,10 +68,22 @@ def test_solve_pgd_full_theorem1_random_sigma(capsys):
     assert pt["kind"] == "min"
 
 
+def test_solve_noisy_one_layer_is_exact(capsys):
+    """--noise 0.5 on pgd-full (Σ = I, d = 2, n = 3): exact one-layer route (no Monte-Carlo fallback);
+    by hand A* = n/(n+d+1+s²) I = 12/25 I, loss d + s² - d n/(n+d+1+s²) = 129/100."""
+    code, obj = _run_json(capsys, ["solve", "pgd-full", "--d", "2", "--n", "3", "--noise", "0.5"])
+    assert code == 0 and obj["route"] == "one-layer" and obj["exact"]
+    (pt,) = obj["stationary_points"]
+    assert sympy.sympify(pt["exact"]["A00"]) == sympy.Rational(12, 25) and sympy.sympify(pt["exact"]["A01"]) == 0
+    assert pt["loss_exact"] == "129/100" and pt["certified"] and obj["search"]["exhaustive"]
+
+
 def test_solve_text_output(capsys):
     assert main(["solve", "pgd", "--layers", "2", "--d", "2", "--n", "3"]) == 0
     out = capsys.readouterr().out
-    assert "stationary points (3)" in out and "[saddle]" in out and "general (symbolic in d, n)" in out
+    assert "critical sets (2)" in out and "[saddle]" in out and "general (symbolic in d, n)" in out
+    assert "optimal 2-step preconditioned GD loss (exact): " in out
+    assert "EXHAUSTIVE" in out and "orbit=2" in out and "permutation a0→a1, a1→a0" in out
 
 
 USER_FAMILY = '''
@@ -79,6 +96,18 @@ def good(problem):
     P = sympy.zeros(D, D); P[D - 1, D - 1] = 1
     Q = sympy.zeros(D, D); Q[:D - 1, :D - 1] = -a * sympy.eye(problem.d)
     return {"layer0.head0.P": P, "layer0.head0.Q": Q}
+
+def three_heads(problem):
+    """three rank-one key/query heads: Q_h = -k_h q_h e_h e_hᵀ"""
+    D = problem.d + 1
+    out = {}
+    for h in range(3):
+        k, q = sympy.Symbol(f"k{h}", real=True), sympy.Symbol(f"q{h}", real=True)
+        P = sympy.zeros(D, D); P[D - 1, D - 1] = 1
+        Q = sympy.zeros(D, D); Q[h, h] = -k * q
+        out[f"layer0.head{h}.P"] = P
+        out[f"layer0.head{h}.Q"] = Q
+    return out
 
 def raises(problem):
     raise RuntimeError("boom")
@@ -102,6 +131,36 @@ def test_solve_user_family(capsys, family_file):
     assert sympy.sympify(pt["exact"]["a"]) == sympy.Rational(3, 6)
 
 
+def test_solve_three_heads_exhaustive_json(capsys, family_file):
+    """Three rank-one key/query heads, Σ = I, d = 3, n = 4. By hand: f = Σ_h g(k_h q_h) with
+    g(γ) = (n+d+1)/n γ² - 2γ + 1 = 2γ² - 2γ + 1, γ* = 1/2, drop 1/2 per head; critical sets: for each
+    set S of heads "on" (k_h q_h = 1/2) the others off (k_h = q_h = 0): loss 3 - |S|/2, dimension |S|,
+    Morse index 3 - |S|. Σ = I makes the heads (and k ↔ q) exchangeable, so the 2³ sets come as
+    4 listings of C(3, |S|) sets each; the sign-flip components add 2^|S| per set."""
+    code, obj = _run_json(capsys, ["solve", f"{family_file}:three_heads", "--d", "3", "--n", "4", "--heads", "3"])
+    assert code == 0
+    search = obj["search"]
+    assert search["method"] == "exhaustive" and search["exhaustive"] and search["certified"]
+    pts = obj["stationary_points"]
+    assert [(sympy.Rational(p["loss_exact"]), p["dimension"], p["morse_index"], p["kind"]) for p in pts] == [
+        (3 - sympy.Rational(m, 2), m, 3 - m, "min" if m == 3 else "saddle") for m in (3, 2, 1, 0)]
+    # gauge-fixed points behind each listing: C(3, m) sets × 2^m sign components
+    assert [p["orbit"] for p in pts] == [math.comb(3, m) * 2**m for m in (3, 2, 1, 0)]
+    assert all(p["exhaustive"] and p["certified"] and p["method"] == "exhaustive" for p in pts)
+    assert sum(math.comb(3, p["dimension"]) for p in pts) == 8
+    for p in pts:
+        on = [h for h in range(3) if p["values"][f"k{h}"] != 0]
+        assert len(on) == p["dimension"]
+        for h in on:  # the balanced representative k = q = 1/√2, inside its certified box
+            assert sympy.sympify(p["exact"][f"k{h}"]) == sympy.sqrt(2) / 2
+            lo, hi = (sympy.Rational(x) for x in p["certificate"]["box_exact"][f"k{h}"])
+            assert lo**2 <= sympy.Rational(1, 2) <= hi**2
+    code, obj = _run_json(capsys, ["solve", f"{family_file}:three_heads", "--d", "3", "--n", "4", "--heads", "3",
+                                   "--method", "multistart", "--starts", "2"])
+    assert code == 0 and not obj["search"]["exhaustive"] and "NOT exhaustive" in obj["search"]["note"]
+    assert all(not p["exhaustive"] and p["method"] == "multistart" for p in obj["stationary_points"])
+
+
 @pytest.mark.parametrize(
     "argv, needle",
     [
@@ -112,6 +171,10 @@ def test_solve_user_family(capsys, family_file):
         (["solve", "pgd", "--sigma", "bogus"], "not a known form"),
         (["solve", "pgd", "--activation", "exp"], "--activation applies to kernel attention"),
         (["solve", "pgd", "--data", "classification"], "--data must be"),
+        (["solve", "fgd", "--activation", "linear", "--d", "2", "--n", "3", "--method", "exhaustive"],
+         "--method exhaustive needs an exact polynomial loss"),
+        (["solve", "pgd", "--layers", "4", "--d", "2", "--n", "3", "--method", "exhaustive"],
+         "exhaustive enumeration is not possible"),
     ],
 )
 def test_solve_errors_are_json(capsys, argv, needle):
@@ -178,7 +241,10 @@ def test_solve_kernel_family_json(capsys):
     the loss there equal to the named-coefficient polynomial at the same draws."""
     code, obj = _run_json(capsys, ["solve", "fgd", "--activation", "linear", "--d", "2", "--n", "3",
                                    "--samples", "128", "--starts", "1"])
-    assert code == 0 and obj["method"] == "label-exact" and not obj["exact"]
+    assert code == 0 and obj["route"] == "label-exact" and not obj["exact"]
+    assert obj["search"]["method"] == "multistart" and not obj["search"]["exhaustive"]
+    assert "NOT exhaustive" in obj["search"]["note"]
+    assert all(not p["exhaustive"] and not p["certified"] for p in obj["stationary_points"])
     mins = [p for p in obj["stationary_points"] if p["kind"] == "min"]
     assert mins and mins[0]["symmetry_dims"] == 2 and mins[0]["loss_se"] > 0
     co = {k: v[0] for k, v in obj["coefficients"].items()}

@@ -88,10 +88,10 @@ def test_a_symbol_named_like_the_problem_is_rejected(name: str, assumptions: dic
         family_from_function(_one_step(name, **assumptions), PROBLEM)
 
 
-@pytest.mark.parametrize("name", ["lambda1", "lambda12", "m__a__q", "_xi0_0", "_eta1", "_eps0", "_a"])
+@pytest.mark.parametrize("name", ["lambda1", "lambda12", "m__a__q", "_xi0_0", "_eta1", "_eps0", "_a", "sigma_eps2"])
 def test_names_the_symbolic_layer_uses_internally_are_rejected(name: str) -> None:
     with pytest.raises(ValueError, match=rf"symbol name '{name}' is reserved: the symbolic layer uses d, n, "
-                                         r"lambda<k>, m__\* and names starting with '_'"):
+                                         r"sigma_eps2, lambda<k>, m__\* and names starting with '_'"):
         family_from_function(_one_step(name, real=True), PROBLEM)
 
 

@@ -12,7 +12,7 @@ from landscape._tolerances import RTOL
 from landscape.families import Problem, get_family
 from landscape.symbolic import classify, family_loss, stationary_points
 from landscape.symbolic.codegen import to_numpy
-from landscape.tasks import random_covariance
+from landscape.tasks import LinearRegression, random_covariance
 
 F64 = torch.float64
 
@@ -49,27 +49,32 @@ def test_theorem1_anisotropic_optimum():
     assert pts[0].exact  # solved by the exact linear route
 
 
-def test_two_layer_pgd_exact_and_numerical_routes_agree():
-    """pgd, L = 2: Gröbner elimination and many-start Newton find the same points (two minima related
-    by swapping the layers, one saddle on the diagonal); every gradient vanishes there."""
+def test_two_layer_pgd_exhaustive_and_numerical_routes_agree():
+    """pgd, L = 2: the exhaustive enumeration lists two critical points modulo the layer swap — the
+    minimum (orbit of 2: the same point with the layers swapped) and a saddle on the diagonal; many-start
+    Newton finds the same three points but says it is not exhaustive; every gradient vanishes there."""
     fl = family_loss(get_family("pgd", Problem(d=5, layers=2, n=20, attention="linear")))
     ex = stationary_points(fl)
     nu = stationary_points(fl, exact=False, starts=12, seed=1)
+    assert ex.exhaustive and ex.certified and ex.method == "exhaustive"
+    assert not nu.exhaustive and nu.method == "multistart" and not any(p.certified for p in nu)
     assert all(p.exact for p in ex) and not any(p.exact for p in nu)
-    key = lambda p: (round(p.values["a0"], 7), round(p.values["a1"], 7))  # noqa: E731
-    assert sorted(map(key, ex)) == sorted(map(key, nu))
-    assert [p.kind for p in ex] == ["min", "min", "saddle"]
-    m1, m2, s = ex
-    assert m1.values["a0"] == pytest.approx(m2.values["a1"], rel=1e-12)
+    key = lambda v: (round(v["a0"], 7), round(v["a1"], 7))  # noqa: E731
+    expanded = [key(p.values) for p in ex] + [key(m) for p in ex for m in p.members]
+    assert sorted(expanded) == sorted(key(p.values) for p in nu)
+    assert [(p.kind, p.orbit, p.morse_index) for p in ex] == [("min", 2, 0), ("saddle", 1, 1)]
+    m, s = ex
+    assert m.values["a0"] == pytest.approx(m.members[0]["a1"], rel=1e-12)
     assert s.values["a0"] == pytest.approx(s.values["a1"], rel=1e-12)
+    assert ex.counts == {"all": (5, 5, 3)}  # 5 complex solutions, 3 real (Hermite signature)
     grad = to_numpy(fl.gradient(), fl.symbols)
-    for p in ex:
-        assert np.abs(grad(np.array([p.values["a0"], p.values["a1"]]))).max() <= 1e-10
+    for v in [p.values for p in ex] + [mm for p in ex for mm in p.members]:
+        assert np.abs(grad(np.array([v["a0"], v["a1"]]))).max() <= 1e-10
     # the global minimum agrees with an independent local optimiser
     f = to_numpy(fl.expr, fl.symbols)
     best = optimize.minimize(f, x0=np.array([0.3, 1.0]), method="Nelder-Mead",
                              options={"xatol": 1e-10, "fatol": 1e-14, "maxiter": 4000})
-    assert best.fun == pytest.approx(m1.loss, rel=1e-9)
+    assert best.fun == pytest.approx(m.loss, rel=1e-9)
 
 
 def test_relaxed_family_flat_symbols_are_reported():
@@ -100,6 +105,9 @@ def test_kernel_family_minimum_modulo_symmetries():
     fam = get_family("fgd", Problem(d=d, layers=1, n=n, attention="kernel", activations=("linear",)))
     fl = family_loss(fam, samples=256, seed=4)
     pts = stationary_points(fl, starts=2, seed=0)
+    assert pts.method == "multistart" and not pts.exhaustive and "Monte-Carlo" in pts.note
+    with pytest.raises(ValueError, match="Monte-Carlo"):
+        stationary_points(fl, method="exhaustive")
     mins = [p for p in pts if p.kind == "min"]
     assert mins, [p.as_dict() for p in pts]
     p = mins[0]
@@ -122,6 +130,47 @@ def test_stationary_points_rejects_bad_input():
         stationary_points(fl, scale=-1.0)
     with pytest.raises(ValueError, match="exact"):
         stationary_points(fl, exact="maybe")
-    fl3 = family_loss(get_family("pgd", Problem(d=2, layers=3, n=3, attention="linear")))
-    with pytest.raises(ValueError, match="no exact solver"):
-        stationary_points(fl3, exact=True)
+    with pytest.raises(ValueError, match="method"):
+        stationary_points(fl, method="homotopy")
+    fl4 = family_loss(get_family("pgd", Problem(d=2, layers=4, n=3, attention="linear")))
+    with pytest.raises(ValueError, match="no exact solver.*Bézout"):
+        stationary_points(fl4, exact=True)
+    with pytest.raises(ValueError, match="exhaustive enumeration is not possible.*Bézout bound 2401"):
+        stationary_points(fl4, method="exhaustive")
+
+
+def test_tied_looped_family_is_solved_exhaustively():
+    """A tied (looped) family, one preconditioner a shared by all L = 3 layers (Gatmiry et al. 2024):
+    its loss is the untied pgd loss on the diagonal a0 = a1 = a2 = a (checked by substitution); its
+    stationary points are the exact real roots of a univariate derivative, listed exhaustively; the
+    tied optimum is never below the untied optimal 3-step loss (exact rational)."""
+    from landscape.families import family_from_function
+    from landscape.symbolic.solve import optimal_gd
+
+    d, n, L = 2, 5, 3
+
+    def tied(problem):
+        D = problem.d + 1
+        a = sympy.Symbol("a", real=True)
+        out = {}
+        for l in range(problem.layers):
+            P = sympy.zeros(D, D)
+            P[D - 1, D - 1] = 1
+            Q = sympy.zeros(D, D)
+            Q[:D - 1, :D - 1] = -a * sympy.eye(problem.d)
+            out[f"layer{l}.head0.P"], out[f"layer{l}.head0.Q"] = P, Q
+        return out
+
+    prob = Problem(d=d, layers=L, n=n, attention="linear")
+    data = LinearRegression(d, n, task_cov="inverse")
+    tl = family_loss(family_from_function(tied, prob), data)
+    ul = family_loss(get_family("pgd", prob), data)
+    a = sympy.Symbol("a", real=True)
+    assert sympy.expand(tl.expr - ul.expr.subs({s: a for s in ul.symbols})) == 0
+    pts = stationary_points(tl)
+    assert pts.exhaustive and pts.method == "exhaustive"
+    roots = sympy.Poly(sympy.diff(tl.expr, a), a).real_roots()
+    assert sorted(p.values["a"] for p in pts) == pytest.approx(sorted(float(r) for r in roots), rel=1e-12)
+    assert optimal_gd(tl) is None  # not one step size per layer
+    best_untied = float(sympy.Rational(optimal_gd(ul)["loss_exact"]))
+    assert min(p.loss for p in pts) > best_untied * (1 + 1e-9)  # distinct steps do strictly better

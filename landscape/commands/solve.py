@@ -3,9 +3,14 @@ r"""``landscape solve``: the population loss of a family and every stationary po
 The loss is exact (sympy) where a route exists — whitening + Wishart moments (``pgd``,
 ``pgd-relaxed``; any L), the one-layer closed form (any P, Q; any Σ), Wick pairings (sparse heads,
 any Σ, L <= 3, e.g. ``pgd-identity``), or the expansion in the data entries (small sizes) — and
-label-exact Monte-Carlo otherwise (kernel families). Stationary points
-are solved exactly where sympy can (linear, univariate, bivariate systems) and numerically from
-many seeded starts otherwise, then classified by the family Hessian modulo weight symmetries.
+label-exact Monte-Carlo otherwise (kernel families); ``--route`` picks one. Stationary points
+(``--method``, default auto): an exact linear solve when the equations are linear; otherwise, for a
+polynomial loss within the limits of the exhaustive method (at most 8 unknowns, gradient degree
+<= 7, Bézout bound <= 729), EXHAUSTIVE enumeration — Gröbner basis, root counts from the trace
+form, rational univariate representation — listing every real critical point and critical
+scaling orbit once modulo the loss's sign flips and permutations, each with an exact algebraic
+value, an interval box, its dimension and Morse index; otherwise a multi-start search from
+seeded random starts, which is NOT exhaustive and says so.
 
 Examples::
 
@@ -14,9 +19,13 @@ Examples::
     landscape solve pgd --layers 3 --sigma spectrum:1,1,0.25,0.0625,1 --json
     landscape solve fgd --activation exp --layers 1 --d 3 --n 4 --samples 2048
     landscape solve my_family.py:family --layers 2 --d 2 --n 3
+    landscape solve pgd --layers 2 --d 3 --n 10 --method multistart
 
-With ``--json`` one object is printed: ``family``, ``loss`` (the expression as a string), ``method``,
-``exact`` and ``stationary_points`` — a list of ``{values, exact, loss, kind, ...}``.
+With ``--json`` one object is printed: ``family``, ``loss`` (the expression as a string), ``route``
+(the loss route), ``exact`` (exact loss?), ``optimal_gd`` (pgd-type Wishart losses: the exact
+optimal L-step preconditioned GD loss, a rational, its step sizes; else null), ``search`` (``method``, ``exhaustive``, ``certified``,
+``note``, ``symmetries``) and ``stationary_points`` — a list of ``{values, exact, loss, kind,
+morse_index, dimension, orbit, method, exhaustive, certified, box, certificate, ...}``.
 
 Exit status: 0 when the loss was derived (whether or not stationary points were found), 2 on bad
 arguments (every numeric option is checked when the command line is parsed) or, for linear
@@ -26,6 +35,8 @@ attention, sizes whose estimated memory (:data:`SOLVE_MEMORY_FACTOR`) does not f
 from __future__ import annotations
 
 import argparse
+
+import torch
 
 from .._cli_args import add_problem_args, int_arg, positive_float, positive_int, problem_from_args
 
@@ -49,8 +60,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="a built-in family (see `landscape families`) or path/to/file.py:NAME")
     add_problem_args(p)
     s = p.add_argument_group("solver")
-    s.add_argument("--method", choices=("auto", "wishart", "one-layer", "wick", "expansion", "label-exact"), default="auto",
+    s.add_argument("--route", choices=("auto", "wishart", "one-layer", "wick", "expansion", "relu-one-layer", "label-exact"),
+                   default="auto",
                    help="loss route (default auto: the first exact route that applies)")
+    s.add_argument("--method", choices=("auto", "exhaustive", "multistart"), default="auto",
+                   help="stationary-point search: exhaustive (certified enumeration, polynomial losses within the "
+                        "limits), multistart (seeded random starts, not exhaustive), auto (exhaustive where it "
+                        "applies; default)")
+    s.add_argument("--query-sigma", default=None, metavar="SPEC",
+                   help="covariate shift: covariance of the query covariate (same forms as --sigma; one-layer "
+                        "route only); the loss is the test loss on shifted queries")
     s.add_argument("--spectrum", choices=("numeric", "symbolic"), default="numeric",
                    help="one-layer route: keep the eigenvalues of Σ symbolic in the general expression")
     s.add_argument("--samples", type=int_arg(2), default=2048,
@@ -58,7 +77,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     s.add_argument("--starts", type=positive_int, default=None,
                    help="random starts of the numerical search (default 24; 3 for Monte-Carlo losses)")
     s.add_argument("--scale", type=positive_float, default=1.0, help="spread of the random starts (default 1)")
-    s.add_argument("--no-exact", action="store_true", help="skip the exact (sympy) solvers")
+    s.add_argument("--no-exact", action="store_true", help="skip the exact (sympy) solvers (same as --method multistart)")
     p.set_defaults(func=run)
     return p
 
@@ -100,31 +119,50 @@ def run(args: argparse.Namespace) -> int:
     from ..cli import emit_json
     from ..families import get_family
     from ..symbolic.loss import family_loss
-    from ..symbolic.solve import stationary_points
+    from ..symbolic.solve import optimal_gd, stationary_points
 
     problem, data = problem_from_args(args, family=args.family)
     if problem.attention == "linear":
         check_solve_memory(problem.d, problem.layers)
     family = get_family(args.family, problem)
-    loss = family_loss(family, data, method=args.method, spectrum=args.spectrum, samples=args.samples, seed=args.seed)
+    if args.no_exact and args.method == "exhaustive":
+        raise ValueError("--no-exact and --method exhaustive contradict each other")
+    if args.method == "exhaustive" and args.route == "label-exact":
+        raise ValueError("--method exhaustive needs an exact polynomial loss; --route label-exact is Monte-Carlo")
+    query_sigma = None
+    if args.query_sigma is not None:
+        from .._cli_args import parse_sigma
+
+        query_sigma = parse_sigma(args.query_sigma, problem.d, seed=args.seed)
+        if query_sigma is None:
+            query_sigma = torch.eye(problem.d, dtype=torch.float64)
+    loss = family_loss(family, data, method=args.route, spectrum=args.spectrum, samples=args.samples, seed=args.seed,
+                       query_sigma=query_sigma)
+    if args.method == "exhaustive" and not loss.exact:
+        raise ValueError(f"--method exhaustive needs an exact polynomial loss; the {loss.method!r} route is "
+                         "Monte-Carlo (use --method multistart or auto)")
     starts = args.starts if args.starts is not None else (24 if loss.exact else 3)
-    points = stationary_points(loss, starts=starts, seed=args.seed, exact=False if args.no_exact else "auto",
-                               scale=args.scale)
+    method = "multistart" if args.no_exact else args.method
+    points = stationary_points(loss, starts=starts, seed=args.seed, scale=args.scale, method=method)
     general = loss.general if (loss.exact and loss.general is not None) else None
+    opt = optimal_gd(loss)
     if args.json:
         out = {
             "family": family.name,
             "statement": family.statement,
             "problem": problem.describe(),
             "symbols": list(family.names),
-            "method": loss.method,
+            "route": loss.method,
+            "query_sigma": args.query_sigma,
             "exact": loss.exact,
+            "search": points.summary(),
             "description": loss.description,
             "loss": str(loss.expr),
             "loss_general": None if general is None else str(general),
             "latex": loss.latex(),
             "free": [s.name for s in loss.free_symbols()],
             "stationary_points": [p.as_dict() for p in points],
+            "optimal_gd": opt,
         }
         if not loss.exact:
             out["samples"] = loss.estimator.samples  # type: ignore[union-attr]
@@ -147,14 +185,30 @@ def run(args: argparse.Namespace) -> int:
         if co:
             print("coefficient estimates at the lowest point (mean ± SE):")
             print("  " + ", ".join(f"{k} = {_fmt(m)} ± {_fmt(e)}" for k, (m, e) in co.items()))
+    if opt is not None:
+        if opt["realisable"]:
+            print(f"optimal {opt['layers']}-step preconditioned GD loss (exact): {opt['loss_exact']} "
+                  f"≈ {_fmt(opt['loss'])}; steps " + ", ".join(_fmt(v) for v in opt["step_values"]))
+        else:
+            print(f"optimal {opt['layers']}-step GD polynomial has non-real roots: {opt['lower_bound']} is only a "
+                  "lower bound on the family loss")
+    verdict = "EXHAUSTIVE" if points.exhaustive else "NOT exhaustive"
+    print(f"search: {points.method} ({verdict}{', certified' if points.certified else ''}): {points.note}")
+    if points.symmetries:
+        print("  symmetries of the loss quotiented out: " + "; ".join(points.symmetries))
     if not points:
-        print("no stationary point found")
+        print("no stationary point found" + (" (there is none)" if points.exhaustive else ""))
         return 0
-    print(f"stationary points ({len(points)}):")
+    label = "critical sets" if points.method == "exhaustive" else "stationary points"
+    print(f"{label} ({len(points)}):")
     for p in points:
         vals = ", ".join(f"{k}={_fmt(v)}" for k, v in p.values.items())
         se = f" ± {_fmt(p.loss_se)}" if p.loss_se else ""
-        print(f"  [{p.kind}] loss={_fmt(p.loss)}{se}  {vals}")
+        extra = ""
+        if p.morse_index is not None:
+            extra = f" index={p.morse_index} dim={p.dimension}" + (f" orbit={p.orbit}" if p.orbit > 1 else "")
+        exact_loss = f" (= {p.loss_exact})" if p.loss_exact and len(p.loss_exact) <= 60 else ""
+        print(f"  [{p.kind}] loss={_fmt(p.loss)}{exact_loss}{se}{extra}  {vals}")
         if p.exact:
             print("        exact: " + ", ".join(f"{k}={v}" for k, v in p.exact.items()))
         if p.free:

@@ -6,10 +6,10 @@ r"""Population loss of a parameter family: exact (sympy) where possible, label-e
 ``wishart``      whitening + Wishart moments (:mod:`~landscape.symbolic.whitened`): linear attention whose
                  whitened weights are :math:`P' = \mathrm{diag}(\beta I,\pi)`, :math:`Q' = -\mathrm{diag}(\alpha I, 0)`
                  (``pgd``, ``pgd-relaxed`` for any :math:`\Sigma`; ``pgd-identity`` for :math:`\Sigma = I`), Gaussian
-                 covariates, noiseless labels. Any ``L``; symbolic in ``d`` and ``n``
+                 covariates, labels noiseless or with Gaussian noise. Any ``L``; symbolic in ``d`` and ``n``
                  (Ahn et al. 2023, Lemma 1, Theorems 3–4).
 ``one-layer``    closed form for one layer and any ``P, Q`` (:mod:`~landscape.symbolic.one_layer`), any
-                 :math:`\Sigma, \Sigma_w`, Gaussian or spherical covariates; symbolic in ``n`` and, on request,
+                 :math:`\Sigma, \Sigma_w`, Gaussian or spherical covariates, label noise allowed; symbolic in ``n`` and, on request,
                  in the eigenvalues of :math:`\Sigma` (``pgd-full``, ``pgd-identity`` for anisotropic
                  :math:`\Sigma`; Ahn et al. Theorem 1).
 ``wick``         sparse heads (:math:`P = \mathrm{diag}(0,\pi)`, :math:`Q = -\mathrm{diag}(A, 0)`, any :math:`A_l`), any
@@ -18,6 +18,9 @@ r"""Population loss of a parameter family: exact (sympy) where possible, label-e
                  ``pgd-identity`` for anisotropic :math:`\Sigma`, where whitening does not help).
 ``expansion``    expansion in the data entries + Isserlis (:mod:`~landscape.symbolic.expansion`): any
                  polynomial model at small numeric ``d, n, L`` (the independent check of the above).
+``relu-one-layer`` one ReLU kernel head, one layer, :math:`B^\top C = \kappa I` on the covariates,
+                 :math:`\Sigma = \Sigma_w = I`, Gaussian covariates, noise allowed: half-space moments
+                 (:mod:`~landscape.symbolic.relu`; Ahn et al. 2023, Theorem 5's setting).
 ``label-exact``  kernel attention (Cheng, Chen, Sra 2024) and anything else whose prediction is linear in
                  the labels: labels integrated in closed form, covariates by seeded Monte-Carlo with
                  standard errors (:mod:`~landscape.symbolic.label_exact`).
@@ -39,12 +42,14 @@ from .codegen import gradient_exprs, hessian_exprs, to_torch, to_torch_matrix, t
 from .expansion import expansion_loss
 from .label_exact import CoefficientEstimate, LabelExactEstimator
 from .one_layer import covariate_moments, linear_heads, one_layer_loss
+from .relu import relu_one_layer_loss, relu_one_layer_structure
 from .wick import WICK_MAX_LAYERS, sparse_label_structure, wick_loss, wick_matrices
-from .whitened import D_SYMBOL, N_SYMBOL, clean_floats, trace_ratio, whitened_structure, wishart_loss
+from .whitened import (D_SYMBOL, N_SYMBOL, NOISE_SYMBOL, clean_floats, noise_variance, trace_ratio,
+                       whitened_structure, wishart_loss, wishart_noise_loss)
 
 __all__ = ["FamilyLoss", "family_loss", "default_data", "METHODS"]
 
-METHODS = ("auto", "wishart", "one-layer", "wick", "expansion", "label-exact")
+METHODS = ("auto", "wishart", "one-layer", "wick", "expansion", "relu-one-layer", "label-exact")
 """Accepted ``method`` values of :func:`family_loss`."""
 
 _EXPANSION_AUTO_MAX = 12
@@ -246,14 +251,18 @@ def _sigma_matrices(data: LinearRegression, spectrum: str) -> tuple[sympy.Matrix
     return S, Sw, {l: sympy.Float(v) for l, v in zip(lam, vals)}
 
 
-def _one_layer_route(family: Family, data: LinearRegression, spectrum: str) -> tuple[sympy.Expr, sympy.Expr]:
+def _one_layer_route(family: Family, data: LinearRegression, spectrum: str,
+                     query_sigma: torch.Tensor | None = None) -> tuple[sympy.Expr, sympy.Expr]:
     spec = family.spec
     full = family.sympy_params()
     heads = linear_heads(spec, full, 0)
     S, Sw, subs = _sigma_matrices(data, spectrum)
     c2, c4 = covariate_moments(data.covariates, data.d)
-    general = sympy.expand(one_layer_loss(heads, S, Sw, N_SYMBOL, c2, c4))
-    expr = sympy.expand(general.subs({N_SYMBOL: data.n, **subs}))
+    noise = NOISE_SYMBOL if data.noise else 0
+    Sq = None if query_sigma is None else sympy.Matrix(query_sigma.double().tolist())
+    general = sympy.expand(one_layer_loss(heads, S, Sw, N_SYMBOL, c2, c4, noise, Sq))
+    extra = {NOISE_SYMBOL: noise_variance(data.noise)} if data.noise else {}
+    expr = sympy.expand(general.subs({N_SYMBOL: data.n, **subs, **extra}))
     return expr, general
 
 
@@ -279,6 +288,7 @@ def family_loss(
     spectrum: Literal["numeric", "symbolic"] = "numeric",
     samples: int = 8192,
     seed: int = 0,
+    query_sigma: torch.Tensor | None = None,
 ) -> FamilyLoss:
     r"""The population loss of ``family`` on ``data`` (exact where a route exists; see module docstring).
 
@@ -290,6 +300,10 @@ def family_loss(
             :math:`\lambda_i` in :attr:`FamilyLoss.general` (one-layer route).
         samples: covariate draws T of the label-exact route.
         seed: seed of its ``torch.Generator``.
+        query_sigma: covariance of the query covariate when it differs from the sources'
+            (covariate shift, Zhang, Frei, Bartlett 2023): the loss is then the test loss on queries
+            :math:`x_q \sim N(0, \Sigma_{\text{query}})` (or the sphere law) of a model whose context is drawn
+            from ``data``. Exact on the one-layer route only.
 
     Returns:
         :class:`FamilyLoss`.
@@ -308,6 +322,17 @@ def family_loss(
     linreg = isinstance(data, LinearRegression)
     L = family.problem.layers
     reasons: list[str] = []
+    if query_sigma is not None:
+        from ..tasks import check_covariance
+
+        query_sigma = check_covariance(query_sigma, data.d).to(torch.float64)  # type: ignore[attr-defined]
+        if not (poly and linreg and L == 1) or method not in ("auto", "one-layer"):
+            raise ValueError("query_sigma (covariate shift) is exact on the one-layer route only: one layer of "
+                             "linear attention on LinearRegression prompts")
+        expr, general_expr = _one_layer_route(family, data, spectrum, query_sigma)
+        desc = ("one-layer closed form under covariate shift: context x_i ~ Σ, query x_q ~ Σ_query "
+                "(E[(m + w)ᵀ Σ_q (m + w)], the query enters through Σ_q only)")
+        return FamilyLoss(family, data, "one-layer", True, expr, lambda: general_expr, desc)
 
     # wishart
     if method in ("auto", "wishart"):
@@ -318,8 +343,6 @@ def family_loss(
             why = "the data are not LinearRegression prompts"
         elif data.covariates != "gaussian":
             why = "the covariates are not Gaussian (Wishart moments need Gaussian covariates)"
-        elif data.noise:
-            why = "the labels are noisy"
         layers = None
         if why is None:
             layers = whitened_structure(family.blocks, family.spec, data.sigma, family.symbols)
@@ -329,12 +352,19 @@ def family_loss(
         if why is None:
             ratio, iso = trace_ratio(data)
             expr = wishart_loss(layers, data.n, data.d, ratio)
-            if iso:
-                general = lambda: wishart_loss(layers, N_SYMBOL, D_SYMBOL, 1)  # noqa: E731
+            s2 = noise_variance(data.noise) if data.noise else sympy.Integer(0)
+            if data.noise:
+                expr = sympy.expand(expr + wishart_noise_loss(layers, data.n, data.d, s2))
+            dd = D_SYMBOL if iso else data.d
+            if data.noise:
+                general = lambda: sympy.expand(wishart_loss(layers, N_SYMBOL, dd, 1 if iso else ratio)  # noqa: E731
+                                               + wishart_noise_loss(layers, N_SYMBOL, dd, NOISE_SYMBOL))
             else:
-                general = lambda: wishart_loss(layers, N_SYMBOL, data.d, ratio)  # noqa: E731
+                general = lambda: wishart_loss(layers, N_SYMBOL, dd, 1 if iso else ratio)  # noqa: E731
             desc = ("whitening x = Σ^{1/2}ξ reduces the family to E tr Π_l (1 - c_l g_l(S)^2 S)^2 "
                     "with exact Wishart moments E tr S^k (polynomials in n, d)")
+            if data.noise:
+                desc += f"; label noise variance {s2} adds s²(1 + E tr(B(S)² S)/n) (symbol sigma_eps2 in general)"
             return FamilyLoss(family, data, "wishart", True, expr, general, desc)
         if method == "wishart":
             raise ValueError(f"the wishart route does not apply to family {family.name!r}: {why}")
@@ -349,13 +379,14 @@ def family_loss(
             why = "the data are not LinearRegression prompts"
         elif L != 1:
             why = f"the model has {L} layers"
-        elif data.noise:
-            why = "the labels are noisy"
         if why is None:
             expr, general_expr = _one_layer_route(family, data, spectrum)
             general = lambda: general_expr  # noqa: E731
             desc = ("one-layer closed form E[(m + w)ᵀ Σ_q (m + w)], m = Σ_h F_h S g_h, by Isserlis "
                     "(data moments up to degree six), exact in Σ" + (" and its eigenvalues" if spectrum == "symbolic" else ""))
+            if data.noise:
+                desc += (f"; label noise variance {noise_variance(data.noise)} adds its s², s⁴ terms "
+                         "(symbol sigma_eps2 in general)")
             return FamilyLoss(family, data, "one-layer", True, expr, general, desc)
         if method == "one-layer":
             raise ValueError(f"the one-layer route does not apply to family {family.name!r}: {why}")
@@ -409,6 +440,36 @@ def family_loss(
         if method == "expansion":
             raise ValueError(f"the expansion route does not apply to family {family.name!r}: {why}")
         reasons.append(f"expansion: {why}")
+
+    # one ReLU layer, isotropic Gaussian covariates (half-space moments)
+    if method in ("auto", "relu-one-layer"):
+        why = None
+        structure = None
+        if not linreg:
+            why = "the data are not LinearRegression prompts"
+        elif data.covariates != "gaussian":
+            why = "the covariates are not Gaussian"
+        elif data.sigma is not None and bool((data.sigma - torch.eye(data.d, dtype=data.sigma.dtype)).abs().max() > 0):
+            why = "Σ is not the identity"
+        elif data.task_covariance() is not None and bool(
+                (data.task_covariance() - torch.eye(data.d, dtype=torch.float64)).abs().max() > 0):
+            why = "the task covariance is not the identity"
+        else:
+            structure, why = relu_one_layer_structure(family.blocks, family.spec)
+            why = why or None
+        if why is None:
+            kappa, vx, vy = structure
+            s2 = noise_variance(data.noise) if data.noise else sympy.Integer(0)
+            expr = relu_one_layer_loss(kappa, vx, vy, data.n, data.d, s2)
+            general_expr = relu_one_layer_loss(kappa, vx, vy, N_SYMBOL, D_SYMBOL,
+                                               NOISE_SYMBOL if data.noise else 0)
+            general = lambda: general_expr  # noqa: E731
+            desc = ("one ReLU layer on isotropic Gaussian covariates: conditioning on the query and half-space "
+                    "moments E[α^k 1(α>0)] give d + dγ + dKγ² + Kκ²|v_x|² (+ noise), γ = v_y κ, K = (n+2d+3)/(4n)")
+            return FamilyLoss(family, data, "relu-one-layer", True, expr, general, desc)
+        if method == "relu-one-layer":
+            raise ValueError(f"the relu-one-layer route does not apply to family {family.name!r}: {why}")
+        reasons.append(f"relu-one-layer: {why}")
 
     # label-exact Monte-Carlo
     est = LabelExactEstimator(family, data, samples=samples, seed=seed)

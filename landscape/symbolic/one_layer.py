@@ -113,8 +113,27 @@ def one_layer_loss(
     n: Any,
     c2: Any = 1,
     c4: Any = 1,
+    noise_var: Any = 0,
+    sigma_query: Any = None,
 ) -> Any:
     r"""Exact one-layer linear-attention loss :math:`\mathbb E(\mathrm{TF}(Z_0) - y_q)^2` (see module docstring).
+
+    Label noise :math:`y_i = w^\top x_i + \varepsilon_i`, :math:`\varepsilon_i \sim N(0, s^2)` i.i.d. for the
+    sources and the query (``noise_var`` :math:`= s^2`). With :math:`z_i = z^0_i + \varepsilon_i e`
+    (:math:`e` = label coordinate), :math:`\hat S = \hat S^0 + \Delta_1 + \bar\varepsilon^2 ee^\top`,
+    :math:`\Delta_1 = \frac1n\sum_i\varepsilon_i(z^0_ie^\top + ez^{0\top}_i)`,
+    :math:`\bar\varepsilon^2 = \frac1n\sum_i\varepsilon_i^2`. The error gains
+    :math:`T_1 = -\frac1n\sum_i\varepsilon_i\,z_i^{0\top}Kx_q` (:math:`K = \sum_h p_hr^{h\top}_y + p^h_y[Q_h]_{:,1:d}`),
+    :math:`T_2 = -\bar\varepsilon^2\rho^\top x_q` (:math:`\rho = \sum_h p^h_yr^h_y`) and :math:`-\varepsilon_q`; odd
+    moments of :math:`\varepsilon` vanish, :math:`\mathbb E\bar\varepsilon^2 = s^2`,
+    :math:`\mathbb E(\bar\varepsilon^2)^2 = s^4(n+2)/n`, so the noiseless loss gains
+
+    .. math::
+        s^2\Big[1 + \frac{c_2^2}{n}\big(\operatorname{tr}(M_{xx}\Sigma) + M_{yy}t_1\big)
+        + 2c_2\,\bar m^\top\Sigma\rho\Big] + s^4\,\frac{n+2}{n}\,c_2\,\rho^\top\Sigma\rho,
+
+    :math:`M = K\Sigma K^\top`, :math:`\bar m = \mathbb E m = c_2\sum_h(R^{h\top}_x\Sigma p^h_x + t_1p^h_yr^h_y)`. For
+    ``pgd`` (:math:`\Sigma = I`, :math:`A = aI`): :math:`s^2(1 + a^2d/n)`.
 
     Args:
         heads: ``[(P_h, Q_h), ...]``, each ``(d+1, d+1)`` — sympy matrices or torch tensors (no
@@ -123,13 +142,19 @@ def one_layer_loss(
         sigma_w: task covariance :math:`\Sigma_w` ``(d, d)``.
         n: number of context examples (int, sympy expression or tensor).
         c2, c4: covariate moment constants (Gaussian ``1, 1``; sphere ``1/d, 1/(d(d+2))``).
+        noise_var: label noise variance :math:`s^2` (number, sympy expression or tensor; default 0).
+        sigma_query: covariance of the query covariate when it differs from the sources' (covariate
+            shift; default ``sigma``). The query enters only through :math:`\Sigma_q = c_2\Sigma_{\text{query}}`:
+            the terms above keep their form with the last one read as :math:`\operatorname{tr}(\Sigma_q\Sigma_w)`,
+            and in the noise terms :math:`M = K\Sigma_qK^\top/c_2`, :math:`\bar m^\top\Sigma_q\rho`,
+            :math:`\rho^\top\Sigma_q\rho`.
 
     Returns:
         The loss: a sympy expression or a 0-dim tensor.
     """
     T, tr = _Ops.T, _Ops.tr
     d = sigma.shape[0]
-    Sq = sigma * c2
+    Sq = (sigma if sigma_query is None else sigma_query) * c2
     t1 = tr(sigma @ sigma_w)
     t2 = tr(sigma @ sigma_w @ sigma @ sigma_w)
     Eq2 = t1 * t1 + 2 * t2
@@ -168,7 +193,31 @@ def one_layer_loss(
             u2 = u2 + _e_ss(c, lam, kap, gam, mu, pi, sigma_w, t1, Eq2)
     alpha = (c4 + (n - 1) * c2 * c2) / n
     beta = c4 / n
-    return alpha * t_main + beta * (u1 + u2) + 2 * c2 * cross + c2 * t1
+    out = alpha * t_main + beta * (u1 + u2) + 2 * c2 * cross + tr(Sq @ sigma_w)
+    if isinstance(noise_var, (int, float)) and noise_var == 0:
+        return out
+    return out + _noise_terms(heads, parts, sigma, Sq, t1, n, c2, noise_var)
+
+
+def _noise_terms(heads: Sequence[tuple[Any, Any]], parts: list, sigma: Any, Sq: Any, t1: Any, n: Any, c2: Any,
+                 s2: Any) -> Any:
+    """The label-noise terms of :func:`one_layer_loss` (see its docstring)."""
+    T, tr, s = _Ops.T, _Ops.tr, _Ops.s
+    d = sigma.shape[0]
+    rho = None
+    mbar = None
+    K = None
+    for (P, Q), (px, py, Rx, ry) in zip(heads, parts):
+        p_full = T(P[d:d + 1, :])  # (d+1, 1)
+        r_h = ry * py
+        m_h = (T(Rx) @ sigma @ px + ry * (py * t1)) * c2
+        K_h = p_full @ T(ry) + Q[:, :d] * py
+        rho = r_h if rho is None else rho + r_h
+        mbar = m_h if mbar is None else mbar + m_h
+        K = K_h if K is None else K + K_h
+    M = K @ Sq @ T(K)
+    first = 1 + (c2 / n) * (tr(M[:d, :d] @ sigma) + M[d, d] * t1) + 2 * s(T(mbar) @ Sq @ rho)
+    return s2 * first + s2 * s2 * (n + 2) / n * s(T(rho) @ Sq @ rho)
 
 
 # ---------------------------------------------------------------------- data and heads

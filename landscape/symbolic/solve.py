@@ -1,13 +1,23 @@
-r"""Stationary points of a family loss: exact where sympy can, many-start Newton otherwise.
+r"""Stationary points of a family loss: exhaustive and certified where the loss is polynomial, multi-start otherwise.
 
 For an exact :class:`~landscape.symbolic.loss.FamilyLoss` the stationary equations
-:math:`\partial f/\partial s_i = 0` are polynomial. They are solved
+:math:`\partial f/\partial s_i = 0` are polynomial. ``method="auto"`` solves them
 
-* exactly when they are **linear** (``sympy`` linear solve — e.g. ``pgd-full``, Ahn et al. Theorem 1,
-  whose optimum is :math:`A^* = (\frac{n+1}{n}\Sigma + \frac{\operatorname{tr}\Sigma}{n}I)^{-1}`),
-  **univariate** (real roots of a polynomial; e.g. one-layer ``pgd``: :math:`a^* = n/(n+d+1)`), or
-  **bivariate** (lexicographic Gröbner basis → univariate elimination polynomial → back-substitution);
-* otherwise numerically: Newton / trust-region from many seeded starts, polished, de-duplicated.
+* by an exact **linear solve** when they are linear and of full rank (e.g. ``pgd-full``, Ahn et al.
+  Theorem 1, whose optimum is :math:`A^* = (\frac{n+1}{n}\Sigma + \frac{\operatorname{tr}\Sigma}{n}I)^{-1}`):
+  the unique stationary point, so the list is complete;
+* by **exhaustive enumeration** (:mod:`~landscape.symbolic.enumerate`: Gröbner basis, trace-form
+  root counts, rational univariate representation) when the system is within
+  :data:`~landscape.symbolic.enumerate.LIMITS`: every real critical point or critical scaling orbit,
+  listed once modulo the loss's sign flips and permutations, each with an exact algebraic value,
+  an interval box and a Morse index — the list is proven complete;
+* otherwise by the older exact routes (univariate real roots, bivariate elimination) or
+  numerically: Newton / trust-region from many seeded starts, polished, de-duplicated — a
+  **multi-start search, not exhaustive**: it can miss stationary points (e.g. saddles no start
+  converges to) and lists a positive-dimensional set once per start that lands on it.
+
+Every result says which (:class:`StationaryPoints` ``.method``, ``.exhaustive``, ``.certified``;
+per point :attr:`StationaryPoint.method`, :attr:`StationaryPoint.certified`).
 
 Label-exact Monte-Carlo losses are handled numerically through their torch function (the
 stationary points of the common-random-numbers sample mean), with the standard error of the loss.
@@ -22,6 +32,7 @@ and positive pair).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -36,9 +47,12 @@ from ..model import flatten_params
 from .codegen import to_numpy
 from .loss import FamilyLoss
 
-__all__ = ["StationaryPoint", "stationary_points", "classify", "symmetry_directions"]
+__all__ = ["StationaryPoint", "StationaryPoints", "stationary_points", "classify", "symmetry_directions",
+           "SEARCH_METHODS", "optimal_gd"]
 
 KINDS = ("min", "saddle", "max", "degenerate")
+SEARCH_METHODS = ("auto", "exhaustive", "multistart")
+"""Accepted ``method`` values of :func:`stationary_points`."""
 
 _GRAD_TOL = 1e-9
 """A candidate is stationary if ``|∇f| <= _GRAD_TOL · (1 + |f|)`` (exact routes, float64)."""
@@ -67,7 +81,19 @@ class StationaryPoint:
         eigenvalues: eigenvalues of the family Hessian on the quotient (ascending).
         grad_norm: norm of the gradient over the family symbols there.
         free: symbols the loss does not depend on (flat directions, not solved for).
-        symmetry_dims: number of weight-symmetry directions quotiented out.
+        symmetry_dims: number of symmetry directions quotiented out (exhaustive method: the
+            dimension of the critical set).
+        method: how the point was found: ``"exhaustive"``, ``"linear"``, ``"univariate"``,
+            ``"bivariate"`` or ``"multistart"``.
+        exhaustive: whether it belongs to a list proven complete.
+        certified: whether it carries an exact certificate (exact algebraic value / interval box).
+        dimension: dimension of the critical set it stands for (0: an isolated point).
+        morse_index: negative eigenvalues of the Hessian transverse to the set (None if not computed).
+        orbit: number of gauge-fixed points related by sign flips / permutations merged into this listing.
+        members: the other points of that orbit (values).
+        loss_exact: the exact loss (string), where known.
+        box: symbol → ``(lo, hi)`` interval that contains the point (exhaustive method).
+        certificate: the certificate (see :class:`~landscape.symbolic.enumerate.CriticalSet`).
     """
 
     values: dict[str, float]
@@ -79,12 +105,59 @@ class StationaryPoint:
     grad_norm: float
     free: tuple[str, ...] = ()
     symmetry_dims: int = 0
+    method: str = "multistart"
+    exhaustive: bool = False
+    certified: bool = False
+    dimension: int = 0
+    morse_index: int | None = None
+    orbit: int = 1
+    members: tuple[dict[str, float], ...] = ()
+    loss_exact: str = ""
+    box: dict[str, tuple[str, str]] = field(default_factory=dict)
+    certificate: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        """JSON-ready dict (``values``, ``exact``, ``loss``, ``kind`` and diagnostics)."""
+        """JSON-ready dict (``values``, ``exact``, ``loss``, ``kind``, how it was found, and diagnostics)."""
         return {"values": dict(self.values), "exact": dict(self.exact), "loss": self.loss, "loss_se": self.loss_se,
-                "kind": self.kind, "hessian_eigenvalues": list(self.eigenvalues), "grad_norm": self.grad_norm,
-                "free": list(self.free), "symmetry_dims": self.symmetry_dims}
+                "loss_exact": self.loss_exact, "kind": self.kind, "morse_index": self.morse_index,
+                "dimension": self.dimension, "orbit": self.orbit, "members": [dict(m) for m in self.members],
+                "hessian_eigenvalues": list(self.eigenvalues), "grad_norm": self.grad_norm,
+                "free": list(self.free), "symmetry_dims": self.symmetry_dims,
+                "method": self.method, "exhaustive": self.exhaustive, "certified": self.certified,
+                "box": {k: list(v) for k, v in self.box.items()}, "certificate": dict(self.certificate)}
+
+
+class StationaryPoints(tuple):
+    """The stationary points found (a tuple of :class:`StationaryPoint`) and how they were searched.
+
+    Attributes:
+        method: ``"exhaustive"``, ``"linear"``, ``"univariate"``, ``"bivariate"`` or ``"multistart"``.
+        exhaustive: True when the list is proven complete.
+        certified: True when every point carries an exact certificate.
+        note: one sentence on the method, its guarantee, and (when not exhaustive) why not.
+        symmetries: the symmetries of the loss quotiented out (descriptions).
+        counts: exhaustive method — per gauge case, (complex solutions with multiplicity, distinct
+            complex, distinct real).
+    """
+
+    method: str
+    exhaustive: bool
+    certified: bool
+    note: str
+    symmetries: tuple[str, ...]
+    counts: dict
+
+    def __new__(cls, points: Sequence[StationaryPoint], *, method: str, exhaustive: bool, certified: bool,
+                note: str, symmetries: Sequence[str] = (), counts: dict | None = None) -> "StationaryPoints":
+        obj = super().__new__(cls, tuple(points))
+        obj.method, obj.exhaustive, obj.certified, obj.note = method, exhaustive, certified, note
+        obj.symmetries, obj.counts = tuple(symmetries), dict(counts or {})
+        return obj
+
+    def summary(self) -> dict:
+        """JSON-ready description of the search (method, exhaustive, certified, note, symmetries, counts)."""
+        return {"method": self.method, "exhaustive": self.exhaustive, "certified": self.certified, "note": self.note,
+                "symmetries": list(self.symmetries), "counts": {k: list(v) for k, v in self.counts.items()}}
 
 
 # ---------------------------------------------------------------------- classification
@@ -273,23 +346,30 @@ def stationary_points(
     seed: int = 0,
     exact: bool | str = "auto",
     scale: float = 1.0,
-) -> tuple[StationaryPoint, ...]:
+    method: str = "auto",
+) -> StationaryPoints:
     r"""Find and classify the stationary points of a family loss.
 
     Args:
         loss: a :class:`~landscape.symbolic.loss.FamilyLoss` (exact or label-exact Monte-Carlo).
         starts: number of seeded random starts of the numerical search.
         seed: seed of the starts (``numpy.random.default_rng``).
-        exact: ``"auto"`` (exact solve when the system is linear, univariate or a small bivariate
-            polynomial system), ``True`` (require it), ``False`` (numerical only).
+        exact: ``"auto"`` (exact solvers where they apply), ``True`` (require one), ``False``
+            (numerical only; the same as ``method="multistart"``).
         scale: spread of the random starts.
+        method: ``"auto"`` (exhaustive enumeration when the loss is polynomial and within
+            :data:`~landscape.symbolic.enumerate.LIMITS`, multi-start otherwise), ``"exhaustive"``
+            (require it) or ``"multistart"`` (random starts only; not exhaustive).
 
     Returns:
-        Stationary points sorted by loss (exact solutions first where they coincide with numerical ones).
+        :class:`StationaryPoints` sorted by loss, with ``.method``, ``.exhaustive``, ``.certified``
+        and ``.note``.
 
     Raises:
         TypeError: ``loss`` is not a FamilyLoss.
-        ValueError: bad ``starts``/``scale``/``exact``, or ``exact=True`` on a system sympy cannot solve.
+        ValueError: bad ``starts``/``scale``/``exact``/``method``; ``exact=True`` on a system no exact
+            solver handles; ``method="exhaustive"`` on a Monte-Carlo loss or a system outside the
+            limits (the message says which limit).
     """
     if not isinstance(loss, FamilyLoss):
         raise TypeError(f"loss must be a FamilyLoss (see family_loss), got {type(loss).__name__}")
@@ -299,11 +379,23 @@ def stationary_points(
         raise ValueError(f"scale must be a positive number, got {scale!r}")
     if exact not in ("auto", True, False):
         raise ValueError(f"exact must be 'auto', True or False, got {exact!r}")
+    if method not in SEARCH_METHODS:
+        raise ValueError(f"method must be one of {', '.join(SEARCH_METHODS)}; got {method!r}")
+    if method == "exhaustive" and exact is False:
+        raise ValueError("method='exhaustive' is an exact method; it cannot be combined with exact=False")
+    if method == "multistart" and exact is True:
+        raise ValueError("method='multistart' is numerical; it cannot be combined with exact=True")
     if loss.exact:
-        return _solve_exact(loss, starts, seed, exact, scale)
-    if exact is True:
-        raise ValueError(f"exact=True needs an exact loss; the {loss.method!r} route is Monte-Carlo")
+        return _solve_exact(loss, starts, seed, False if method == "multistart" else exact, scale, method)
+    if exact is True or method == "exhaustive":
+        raise ValueError(f"exact solving and exhaustive enumeration need an exact polynomial loss; the "
+                         f"{loss.method!r} route is Monte-Carlo (use method='multistart')")
     return _solve_mc(loss, starts, seed, scale)
+
+
+_MULTISTART_NOTE = ("multi-start search ({starts} seeded starts, Powell root finding and trust-region minimisation, "
+                    "Newton-polished): NOT exhaustive — stationary points no start converges to are missed, and a "
+                    "positive-dimensional set is listed once per start that lands on it")
 
 
 def _finish(loss: FamilyLoss, full: np.ndarray, exact_vals: dict[str, str], free: Sequence[str],
@@ -312,6 +404,7 @@ def _finish(loss: FamilyLoss, full: np.ndarray, exact_vals: dict[str, str], free
     dirs = [u.numpy()[active_idx] for u in symmetry_directions(loss, v)]
     dirs = [u for u in dirs if np.linalg.norm(u) > 1e-12]
     ev, rank = _quotient_eigenvalues(H_active, dirs)
+    tol = ZERO_EIG[torch.float64] * max(1.0, float(np.abs(ev).max()) if ev.size else 1.0)
     return StationaryPoint(
         values={n: float(x) for n, x in zip(loss.names, full)},
         exact=exact_vals,
@@ -322,46 +415,138 @@ def _finish(loss: FamilyLoss, full: np.ndarray, exact_vals: dict[str, str], free
         grad_norm=float(np.linalg.norm(grad_full)),
         free=tuple(free),
         symmetry_dims=rank,
+        dimension=rank,
+        morse_index=int((ev < -tol).sum()),
     )
 
 
-def _solve_exact(loss: FamilyLoss, starts: int, seed: int, exact: bool | str, scale: float) -> tuple[StationaryPoint, ...]:
+def _linear_solution(grads: list[sympy.Expr], active: list[sympy.Symbol]) -> dict | None:
+    """The unique solution of a full-rank linear stationary system (exact when its coefficients are rational)."""
+    polys = [sympy.Poly(g, *active) for g in grads]
+    if not all(p.total_degree() <= 1 for p in polys):
+        return None
+    A, b = sympy.linear_eq_to_matrix([p.as_expr() for p in polys], active)
+    if A.rank() != len(active):
+        return None
+    x = A.LUsolve(b)
+    return {s: x[i] for i, s in enumerate(active)}
+
+
+def _from_enumeration(loss: FamilyLoss, E: object, syms: list, active_idx: list[int], free: list[str],
+                      g_np: Callable, exhaustive: bool) -> list[StationaryPoint]:
+    out = []
+    for c in E.sets:  # type: ignore[attr-defined]
+        full = np.zeros(len(syms))
+        for j, i in enumerate(active_idx):
+            full[i] = c.values[syms[i].name]
+        out.append(StationaryPoint(
+            values={n: float(x) for n, x in zip(loss.names, full)},
+            exact=dict(c.exact), loss=float(c.loss), loss_se=0.0, kind=c.kind, eigenvalues=c.eigenvalues,
+            grad_norm=float(np.linalg.norm(g_np(full[active_idx]))), free=tuple(free), symmetry_dims=c.dimension,
+            method="exhaustive", exhaustive=exhaustive, certified=True, dimension=c.dimension,
+            morse_index=c.morse_index, orbit=c.orbit,
+            members=tuple({**{n: 0.0 for n in loss.names}, **m} for m in c.members),
+            loss_exact=c.loss_exact, box=dict(c.box), certificate=dict(c.certificate)))
+    return out
+
+
+def _solve_exact(loss: FamilyLoss, starts: int, seed: int, exact: bool | str, scale: float,
+                 method: str) -> StationaryPoints:
+    from .enumerate import EnumerationLimit, enumerate_critical_points
+
     syms = list(loss.symbols)
     active = [s for s in syms if s in loss.expr.free_symbols]
     free = [s.name for s in syms if s not in active]
     active_idx = [syms.index(s) for s in active]
     if not active:
         full = np.zeros(len(syms))
-        return (_finish(loss, full, {}, free, [], np.zeros((0, 0)), np.zeros(0)),)
+        pt = _finish(loss, full, {}, free, [], np.zeros((0, 0)), np.zeros(0))
+        return StationaryPoints([pt], method="constant", exhaustive=True, certified=True,
+                                note="the loss does not depend on the family symbols")
     grads = [sympy.diff(loss.expr, s) for s in active]
     hess = [[sympy.diff(g, s) for s in active] for g in grads]
     f_np = to_numpy(loss.expr, active)
     g_np = to_numpy(grads, active)
     h_np = to_numpy(hess, active)
+    rational = all(c.is_Rational for c in sympy.Poly(loss.expr, *active).coeffs())
 
+    def finish_all(points: list[tuple[np.ndarray, dict[str, str]]], **kw: object) -> list[StationaryPoint]:
+        out = []
+        for x, ex in points:
+            full = np.zeros(len(syms))
+            full[active_idx] = x
+            p = _finish(loss, full, ex, free, active_idx, h_np(x), g_np(x))
+            out.append(dataclasses.replace(p, **kw))
+        return out
+
+    reason = ""
+    certified_sets: list[StationaryPoint] = []
+    if exact in ("auto", True):
+        lin = _linear_solution(grads, active)
+        if lin is not None:
+            x = np.array([float(sympy.N(lin[s], 30)) for s in active])
+            ex = {s.name: _exact_string(lin[s]) for s in active}
+            lex = str(sympy.expand(loss.expr.subs(lin))) if rational else ""
+            pts = finish_all([(x, ex)], method="linear", exhaustive=True, certified=rational, dimension=0,
+                             loss_exact=lex)
+            note = ("exact linear solve: the stationary equations are linear of full rank, so this is the only "
+                    "stationary point" + ("" if rational else " (float coefficients: solved in floating point)"))
+            return StationaryPoints(pts, method="linear", exhaustive=True, certified=rational, note=note)
+        if method in ("auto", "exhaustive"):
+            try:
+                E = enumerate_critical_points(loss.expr, active, seed=seed)
+            except EnumerationLimit as e:
+                reason = str(e)
+            else:
+                sets = _from_enumeration(loss, E, syms, active_idx, free, g_np, E.exhaustive)
+                if E.exhaustive:
+                    note = ("exhaustive: Gröbner basis of the gauge-fixed gradient ideal, root counts from the trace "
+                            "form, rational univariate representation; every real critical point and critical "
+                            "scaling orbit, once modulo sign flips and permutations, each with an exact algebraic "
+                            "value and an interval box"
+                            + ("" if rational else "; float coefficients taken as the exact binary rationals"))
+                    return StationaryPoints(sorted(sets, key=lambda p: (p.loss, p.morse_index or 0)),
+                                            method="exhaustive", exhaustive=True, certified=True, note=note,
+                                            symmetries=E.symmetries.describe([s.name for s in active]),
+                                            counts=E.counts)
+                reason = E.reason
+                certified_sets = sets
+        if method == "exhaustive":
+            raise ValueError(f"exhaustive enumeration is not possible for {loss.family.name!r}: {reason}")
     exact_sols = None
     if exact in ("auto", True):
         exact_sols = _exact_solutions(grads, active)
-        if exact is True and exact_sols is None:
+        if exact is True and exact_sols is None and not certified_sets:
             raise ValueError(f"no exact solver for the stationary system of {loss.family.name!r} "
-                             f"({len(active)} unknowns, degree {max(sympy.Poly(g, *active).total_degree() for g in grads)})")
+                             f"({len(active)} unknowns, degree {max(sympy.Poly(g, *active).total_degree() for g in grads)})"
+                             + (f": {reason}" if reason else ""))
     points: list[tuple[np.ndarray, dict[str, str]]] = []
+    kind_of_solver = "univariate" if len(active) == 1 else "bivariate"
     if exact_sols is not None:
         for sol in exact_sols[0]:
             x = np.array([float(sympy.N(sol[s], 30)) for s in active])
             points.append((x, {s.name: _exact_string(sol[s]) for s in active}))
-    if exact_sols is None or not exact_sols[1]:
-        tol = lambda x: _GRAD_TOL * (1 + abs(float(f_np(x))))  # noqa: E731
-        for x in _numeric_solutions(f_np, g_np, h_np, len(active), starts, seed, scale, tol):
-            if any(np.linalg.norm(x - y) <= _DEDUP_RTOL * (1 + np.linalg.norm(y)) for y, _ in points):
-                continue
-            points.append((x, {}))
-    out = []
-    for x, ex in points:
-        full = np.zeros(len(syms))
-        full[active_idx] = x
-        out.append(_finish(loss, full, ex, free, active_idx, h_np(x), g_np(x)))
-    return tuple(sorted(out, key=lambda p: p.loss))
+        if exact_sols[1]:
+            pts = finish_all(points, method=kind_of_solver, exhaustive=True, certified=rational)
+            note = (f"exact {kind_of_solver} solve (real roots of the elimination polynomials, all of them)"
+                    + (f"; the exhaustive method did not apply: {reason}" if reason else ""))
+            return StationaryPoints(sorted(pts, key=lambda p: p.loss), method=kind_of_solver, exhaustive=True,
+                                    certified=rational, note=note)
+    tol = lambda x: _GRAD_TOL * (1 + abs(float(f_np(x))))  # noqa: E731
+    numeric = []
+    known = [np.array([p.values[n] for n in (syms[i].name for i in active_idx)]) for p in certified_sets]
+    for x in _numeric_solutions(f_np, g_np, h_np, len(active), starts, seed, scale, tol):
+        if any(np.linalg.norm(x - y) <= _DEDUP_RTOL * (1 + np.linalg.norm(y)) for y in known):
+            continue
+        numeric.append((x, {}))
+    pts = certified_sets + finish_all(numeric, method="multistart")
+    note = _MULTISTART_NOTE.format(starts=starts)
+    if reason:
+        note += f"; the exhaustive method did not apply: {reason}"
+    if certified_sets:
+        note += f" ({len(certified_sets)} certified points from the zero-dimensional gauge cases are included)"
+    return StationaryPoints(sorted(pts, key=lambda p: p.loss), method="multistart", exhaustive=False,
+                            certified=False, note=note)
 
 
 def _solve_mc(loss: FamilyLoss, starts: int, seed: int, scale: float) -> tuple[StationaryPoint, ...]:
@@ -411,7 +596,40 @@ def _solve_mc(loss: FamilyLoss, starts: int, seed: int, scale: float) -> tuple[S
         full = embed(x).numpy()
         out.append(_finish(loss, full, {}, free, active_idx, h_np(x), g_np(x)))
     out = _dedup_functional(loss, out)
-    return tuple(sorted(out, key=lambda p: p.loss))
+    note = _MULTISTART_NOTE.format(starts=starts) + (f"; the loss is Monte-Carlo ({loss.method} route), so no "
+                                                      "exact or exhaustive method applies")
+    return StationaryPoints(sorted(out, key=lambda p: p.loss), method="multistart", exhaustive=False,
+                            certified=False, note=note)
+
+
+def optimal_gd(loss: FamilyLoss) -> dict | None:
+    r"""The exact optimal loss of L-step preconditioned GD when ``loss`` is a ``pgd``-type Wishart loss.
+
+    Applies when the loss came from the Wishart route and every layer is pure preconditioned GD in
+    whitened coordinates (no covariate update, one step-size symbol per layer): then the family minimum
+    is :func:`~landscape.symbolic.whitened.optimal_gd_loss` — a quadratic minimisation over the
+    coefficients of :math:`p(s) = \prod_l(1 - a_ls)`, exact and rational at any ``L``.
+
+    Returns:
+        ``{"loss_exact", "loss", "lower_bound", "polynomial", "steps", "step_values", "realisable",
+        "layers"}`` or ``None`` when it does not apply.
+    """
+    from .whitened import noise_variance, optimal_gd_loss, pgd_structure, trace_ratio, whitened_structure
+
+    if not loss.exact or loss.method != "wishart":
+        return None
+    fam, data = loss.family, loss.data
+    layers = whitened_structure(fam.blocks, fam.spec, data.sigma, fam.symbols)  # type: ignore[attr-defined]
+    if layers is None or pgd_structure(layers) is None:
+        return None
+    ratio, _ = trace_ratio(data)  # type: ignore[arg-type]
+    s2 = noise_variance(data.noise) if data.noise else 0  # type: ignore[attr-defined]
+    opt = optimal_gd_loss(len(layers), data.n, data.d, ratio, s2)  # type: ignore[attr-defined]
+    return {"loss_exact": None if opt.loss is None else str(opt.loss),
+            "loss": None if opt.loss is None else float(opt.loss),
+            "lower_bound": str(opt.lower_bound), "polynomial": str(opt.polynomial),
+            "steps": [str(x) for x in opt.steps], "step_values": [float(sympy.N(x, 20)) for x in opt.steps],
+            "realisable": opt.realisable, "layers": len(layers)}
 
 
 def _dedup_functional(loss: FamilyLoss, points: list[StationaryPoint]) -> list[StationaryPoint]:

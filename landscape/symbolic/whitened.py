@@ -45,12 +45,21 @@ from ..tasks import LinearRegression, sqrtm_psd
 from .moments import expected_trace_poly, wishart_moment
 from .one_layer import linear_heads
 
-__all__ = ["WhitenedLayer", "whitened_structure", "wishart_loss", "clean_floats", "D_SYMBOL", "N_SYMBOL"]
+__all__ = ["WhitenedLayer", "whitened_structure", "wishart_loss", "wishart_noise_loss", "clean_floats", "D_SYMBOL",
+           "N_SYMBOL", "NOISE_SYMBOL"]
 
 D_SYMBOL = sympy.Symbol("d", positive=True, integer=True)
 """The symbolic covariate dimension of general (``d``-free) loss expressions."""
 N_SYMBOL = sympy.Symbol("n", positive=True, integer=True)
 """The symbolic context length of general loss expressions."""
+NOISE_SYMBOL = sympy.Symbol("sigma_eps2", nonnegative=True)
+"""The symbolic label-noise variance :math:`s^2` of general loss expressions (noisy data only)."""
+
+
+def noise_variance(std: float) -> sympy.Expr:
+    """The label-noise variance as an exact rational when the std is a simple fraction (``0.5 → 1/4``)."""
+    v = _simple_rational(float(std))
+    return sympy.expand(v * v)
 
 _CLEAN_RTOL = 1e-11
 """Float coefficients this close (relative) to a fraction with denominator <= 1000 are taken to be it
@@ -236,6 +245,58 @@ def wishart_loss(
     return sympy.expand(sympy.sympify(trace_ratio) * expected_trace_poly(p.as_expr(), s, n, d))
 
 
+def wishart_noise_loss(layers: Sequence[WhitenedLayer], n: int | sympy.Expr, d: int | sympy.Expr,
+                       noise_var: sympy.Expr) -> sympy.Expr:
+    r"""What label noise :math:`\varepsilon_i \sim N(0, s^2)` (sources and query) adds to :func:`wishart_loss`.
+
+    The noise row :math:`N_l` of the sources evolves as :math:`N_{l+1} = N_l(I - \frac{c_l}{n}\Xi_l^\top\Xi_l)`,
+    so by push-through :math:`N_l\Xi_0^\top = \varepsilon^\top\Xi_0^\top\prod_{j<l}(I - c_jg_j(S)^2S)`, and with the
+    query :math:`\xi_{q,l} = g_l(S)\xi_q` the noise part of the prediction is
+    :math:`-\frac1n\varepsilon^\top\Xi_0^\top B(S)\xi_q`,
+    :math:`B(s) = \sum_l c_l\,g_l(s)^2\prod_{j<l}(1 - c_jg_j(s)^2s)`. Terms odd in :math:`\varepsilon` vanish, so
+
+    .. math::
+        f_{\text{noisy}} - f = s^2\Big(1 + \frac1n\,\mathbb E\operatorname{tr}\big(B(S)^2S\big)\Big)
+
+    (for ``pgd``, :math:`B(s) = (1 - \prod_l(1 - a_ls))/s`; at one layer :math:`s^2(1 + a^2d/n)`).
+
+    Args:
+        layers: whitened layer gains (:func:`whitened_structure`).
+        n, d: context length and dimension (integers or symbols).
+        noise_var: :math:`s^2`.
+
+    Returns:
+        The added loss, expanded.
+    """
+    s = sympy.Dummy("s")
+    syms = sorted(set().union(*(sympy.sympify(x).free_symbols for lay in layers for x in (lay.e, lay.c))),
+                  key=lambda t: t.name)
+    gens = (s, *syms)
+    one = sympy.Poly(1, *gens)
+    S = sympy.Poly(s, *gens)
+    g = one
+    prod = one
+    B = sympy.Poly(0, *gens)
+    for layer in layers:
+        g2 = g * g
+        c = sympy.Poly(layer.c, *gens)
+        B = B + c * g2 * prod
+        prod = prod * (one - c * g2 * S)
+        if sympy.sympify(layer.e) != 0:
+            g = g * (one - sympy.Poly(layer.e, *gens) * g2 * S)
+    p = B * B * S
+    numeric = sympy.sympify(n).is_number and sympy.sympify(d).is_number
+    if numeric:
+        acc: dict[tuple[int, ...], sympy.Expr] = {}
+        for monom, c in p.terms():
+            k, rest = monom[0], monom[1:]
+            acc[rest] = acc.get(rest, 0) + c * wishart_moment((k,), n, d)
+        et = sympy.Add(*(c * sympy.Mul(*(gg**e for gg, e in zip(syms, m))) for m, c in acc.items() if c != 0))
+    else:
+        et = expected_trace_poly(p.as_expr(), s, n, d)
+    return sympy.expand(noise_var * (1 + et / n))
+
+
 def trace_ratio(data: LinearRegression) -> tuple[sympy.Expr, bool]:
     r""":math:`\operatorname{tr}(\Sigma\Sigma_w)/d` and whether :math:`\Sigma^{1/2}\Sigma_w\Sigma^{1/2} = I` (then it is 1 for every ``d``)."""
     d = data.d
@@ -248,3 +309,85 @@ def trace_ratio(data: LinearRegression) -> tuple[sympy.Expr, bool]:
     if iso:
         return sympy.Integer(1), True
     return _simple_rational(float(torch.trace(omega)) / d), False
+
+
+@dataclass(frozen=True)
+class OptimalGD:
+    r"""The optimal loss of ``L`` steps of (whitened) preconditioned GD (:func:`optimal_gd_loss`).
+
+    Attributes:
+        loss: the minimum over the step sizes, an exact rational (``None`` if not realisable).
+        lower_bound: the minimum over all polynomials :math:`p` of degree ``<= L`` with :math:`p(0) = 1`
+            (always exact and rational; equals ``loss`` when the optimal polynomial has ``L`` real roots).
+        polynomial: that optimal :math:`p(s)` (sympy expression in ``s``).
+        steps: the step sizes :math:`a_l` (the reciprocals of the roots of :math:`p`; ascending, exact
+            algebraic: rationals, radicals or ``CRootOf``) when realisable; any order of the layers.
+        realisable: whether the optimal polynomial factors as :math:`\prod_l(1 - a_ls)` with real :math:`a_l`.
+    """
+
+    loss: sympy.Expr | None
+    lower_bound: sympy.Expr
+    polynomial: sympy.Expr
+    steps: tuple[sympy.Expr, ...]
+    realisable: bool
+
+
+def optimal_gd_loss(L: int, n: int, d: int, ratio: sympy.Expr = 1, noise_var: sympy.Expr = 0) -> OptimalGD:
+    r"""Exact optimal loss of ``L``-step preconditioned GD (the ``pgd`` family minimum), any ``L``.
+
+    On the family the loss is :math:`r\,\mathbb E\operatorname{tr}p(S)^2 + s^2\big(1 + \frac1n\mathbb E\operatorname{tr}
+    (q(S)^2S)\big)` with :math:`p(s) = \prod_l(1 - a_ls) = \sum_k c_ks^k`, :math:`c_0 = 1`,
+    :math:`q = (1 - p)/s` (:func:`wishart_loss`, :func:`wishart_noise_loss`; :math:`r = \operatorname{tr}(\Sigma\Sigma_w)/d`).
+    It is a **quadratic form** :math:`c^\top Hc` in the coefficients, with
+    :math:`H_{jk} = r\,m_{j+k} + \frac{s^2}{n}m_{j+k-1}[j,k\ge1]` (+ :math:`s^2` in :math:`H_{00}`),
+    :math:`m_k = \mathbb E\operatorname{tr}S^k` exact Wishart moments. Over all :math:`c` with :math:`c_0 = 1` the minimum is
+    :math:`H_{00} - h^\top H_{11}^{-1}h` — an exact rational. The minimiser is realisable by real step sizes
+    iff :math:`p` has ``L`` real roots (checked exactly by Sturm sequences; for the noiseless case it is
+    the kernel polynomial of the Wishart spectral measure, whose roots are real and positive), and then
+    that value *is* the family minimum.
+
+    Args:
+        L: number of layers (steps), ``>= 1``.
+        n, d: context length and dimension (positive integers).
+        ratio: :math:`r` (1 for :math:`w^*\sim N(0,\Sigma^{-1})`).
+        noise_var: label-noise variance :math:`s^2`.
+
+    Returns:
+        :class:`OptimalGD`.
+
+    Raises:
+        ValueError: ``L``, ``n`` or ``d`` not a positive integer.
+    """
+    for name, v in (("L", L), ("n", n), ("d", d)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    ratio, s2 = sympy.sympify(ratio), sympy.sympify(noise_var)
+    m = [sympy.Integer(d)] + [wishart_moment((k,), n, d) for k in range(1, 2 * L + 1)]
+    H = sympy.zeros(L + 1, L + 1)
+    for j in range(L + 1):
+        for k in range(L + 1):
+            H[j, k] = ratio * m[j + k] + (s2 / n * m[j + k - 1] if j >= 1 and k >= 1 else 0)
+    H[0, 0] += s2
+    h = H[1:, 0]
+    H11 = H[1:, 1:]
+    c = H11.LUsolve(-h)
+    best = sympy.nsimplify(sympy.simplify(H[0, 0] + (h.T * c)[0, 0]))
+    s, a = sympy.Symbol("s"), sympy.Symbol("a")
+    p = sympy.Poly([*(c[i] for i in reversed(range(L))), 1], s)
+    # the steps are the roots of a^L p(1/a) = a^L + c_1 a^(L-1) + ... + c_L
+    rev = sympy.Poly([1, *(c[i] for i in range(L))], a)
+    roots = rev.real_roots() if c[L - 1] != 0 else []
+    realisable = len(roots) == L
+    steps = tuple(roots) if realisable else ()
+    return OptimalGD(best if realisable else None, best, p.as_expr(), steps, realisable)
+
+
+def pgd_structure(layers: Sequence[WhitenedLayer]) -> tuple[sympy.Symbol, ...] | None:
+    """The step-size symbols when every layer is pure preconditioned GD (``e_l = 0``, ``c_l`` a distinct symbol)."""
+    out = []
+    for lay in layers:
+        c = sympy.sympify(lay.c)
+        if sympy.sympify(lay.e) != 0 or not isinstance(c, sympy.Symbol) or c in out:
+            return None
+        out.append(c)
+    return tuple(out)

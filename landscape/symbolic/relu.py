@@ -1,0 +1,76 @@
+r"""Exact loss of ONE layer of ReLU attention on isotropic Gaussian covariates (half-space moments).
+
+Setting (Ahn et al. 2023, Theorem 5): :math:`x_i, x_q \sim N(0, I_d)`, :math:`y = w^\top x (+\varepsilon)`,
+:math:`w \sim N(0, I_d)`, one kernel head :math:`\tilde h(u, v) = \max(u^\top v, 0)` whose key and query
+read the covariates only and satisfy :math:`B^\top C = \kappa I` on them (``fgd``: :math:`\kappa = bc`), value
+label row :math:`(v_x^\top, v_y)`. The prediction is
+:math:`\mathrm{TF} = -\frac1n\sum_i(v_x^\top x_i + v_yy_i)\,\mathrm{relu}(\kappa s_i)`, :math:`s_i = x_i^\top x_q`.
+
+Derivation. :math:`\mathrm{relu}(\kappa s) = |\kappa|\,\mathrm{relu}(\sigma s)`, :math:`\sigma = \operatorname{sign}\kappa`.
+Condition on :math:`x_q = \rho u` (:math:`|u| = 1`) and split :math:`x_i = \alpha_iu + x_i^\perp`,
+:math:`\alpha_i \sim N(0,1)`; the half-space moments :math:`\mathbb E[\alpha^2 1_{\sigma\alpha>0}] = 1/2`,
+:math:`\mathbb E[\alpha^4 1_{\sigma\alpha>0}] = 3/2` give, with :math:`\mathbb E\rho^2 = d`,
+
+* :math:`\mathbb E[y_iy_j\,\mathrm{relu}\,\mathrm{relu}] = \kappa^2 d/4` (:math:`i \ne j`),
+  :math:`\kappa^2 d(d+2)/2` (:math:`i = j`); :math:`\mathbb E[y_iy_q\,\mathrm{relu}(\kappa s_i)] = \kappa d/2`;
+* :math:`\mathbb E[(v_x^\top x_i)(v_x^\top x_j)\,\mathrm{relu}\,\mathrm{relu}] = \kappa^2|v_x|^2/4` (:math:`i \ne j`),
+  :math:`\kappa^2|v_x|^2(d+2)/2` (:math:`i = j`); cross terms between :math:`v_x` and :math:`v_y` and with
+  :math:`y_q` vanish (odd in :math:`w`);
+* label noise :math:`N(0, s^2)`: :math:`s^2 + v_y^2\kappa^2s^2d/(2n)`.
+
+Hence, with :math:`K = (n + 2d + 3)/(4n)` and :math:`\gamma = v_y\kappa`,
+
+.. math::
+    f = d + d\gamma + dK\gamma^2 + K\kappa^2|v_x|^2 + s^2\Big(1 + \frac{d}{2n}\gamma^2\Big),
+
+a polynomial in the family symbols; for ``fgd`` (:math:`\gamma = rbc`, :math:`v_x = 0`), noiseless, the
+minimum is :math:`d - dn/(n + 2d + 3)` at :math:`rbc = -2n/(n + 2d + 3)` — Theorem 5's closed form in this
+parameterisation, to compare with :math:`d - dn/(n + d + 1)` for linear attention.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import sympy
+
+from ..model import ModelSpec, param_shapes
+
+__all__ = ["relu_one_layer_structure", "relu_one_layer_loss"]
+
+
+def _is_relu(head: object) -> bool:
+    from ..kernels import INVARIANTS
+
+    k = head.kernel  # type: ignore[attr-defined]
+    return (not k.normalised) and sympy.simplify(k.expr - sympy.Max(INVARIANTS[0], 0)) == 0
+
+
+def relu_one_layer_structure(blocks: Mapping[str, sympy.Matrix], spec: ModelSpec
+                             ) -> tuple[tuple[sympy.Expr, sympy.Matrix, sympy.Expr] | None, str]:
+    """``((κ, v_x, v_y), "")`` when the family is one ReLU head of the form in the module docstring,
+    else ``(None, reason)``."""
+    if spec.layers != 1 or len(spec.heads) != 1 or spec.heads[0].kind != "kernel" or not _is_relu(spec.heads[0]):
+        return None, "not one layer with one ReLU kernel head"
+    d = spec.d
+    full = {k: sympy.Matrix(blocks.get(k, sympy.zeros(*shape))) for k, shape in param_shapes(spec).items()}
+    key = lambda name: spec.key(0, 0, name)  # noqa: E731
+    V, B, C = full[key("V")], full[key("B")], full[key("C")]
+    if any(sympy.expand(e) != 0 for e in list(B[:, d]) + list(C[:, d])):
+        return None, "the key or query reads the label coordinate"
+    M = (B.T * C)[:d, :d].applyfunc(sympy.expand)
+    kappa = M[0, 0]
+    if any(sympy.expand(M[i, j] - (kappa if i == j else 0)) != 0 for i in range(d) for j in range(d)):
+        return None, "BᵀC is not a multiple of the identity on the covariates"
+    return (kappa, V[d, :d].T, V[d, d]), ""
+
+
+def relu_one_layer_loss(kappa: sympy.Expr, vx: sympy.Matrix, vy: sympy.Expr, n: int | sympy.Expr,
+                        d: int | sympy.Expr, noise_var: sympy.Expr = 0) -> sympy.Expr:
+    """The exact loss of the module docstring (expanded)."""
+    K = (n + 2 * d + 3) / (4 * sympy.sympify(n))
+    gamma = vy * kappa
+    vx2 = sum((e**2 for e in vx), sympy.Integer(0))
+    f = d + d * gamma + d * K * gamma**2 + K * kappa**2 * vx2
+    f += noise_var * (1 + sympy.sympify(d) / (2 * n) * gamma**2)
+    return sympy.expand(f)
