@@ -86,6 +86,9 @@ __all__ = [
     "make_generator",
     "sample_batch",
     "stacked_predict",
+    "stacked_grad",
+    "resolve_chunk",
+    "prompt_bytes",
     "lr_factor",
     "OPTIMIZERS",
     "SCHEDULES",
@@ -225,6 +228,9 @@ class TrainConfig:
         dtype: ``"float32"`` or ``"float64"``.
         seed: the run's seed; seed-``i``'s model is the ``i``-th of a stack initialised from it.
         engine: ``"stacked"`` or ``"vmap"`` gradient engine (see module docstring).
+        chunk: prompts per seed per chunk of the stacked engine (``None``: chosen by
+            :func:`resolve_chunk` from a working-set target); the gradient is the full-batch one
+            up to round-off whatever the chunk.
 
     Bookkeeping (not part of the run's identity: ``device``):
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
@@ -268,6 +274,7 @@ class TrainConfig:
     dtype: str = "float32"
     seed: int = 0
     engine: str = "stacked"
+    chunk: int | None = None
     device: str = "auto"
     log_every: int = 100
     checkpoint_every: int = 1000
@@ -364,6 +371,8 @@ class TrainConfig:
             set_("dtype", names[self.dtype])
         check_choice("dtype", self.dtype, tuple(_DTYPES))
         check_choice("engine", self.engine, ENGINES)
+        if self.chunk is not None:
+            check_int("chunk", self.chunk, minimum=1)
         # --- bookkeeping
         _resolve_device(self.device)
         check_int("log_every", self.log_every, minimum=1)
@@ -695,15 +704,12 @@ def make_step(config: TrainConfig) -> StepFn:
 
         grad_fn = torch.func.vmap(torch.func.grad_and_value(loss_one))
     else:
+        chunk_cache: dict[torch.device, int] = {}
+
         def grad_fn(flat: torch.Tensor, Z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            # Reverse mode on a detached alias: the caller's tensor is untouched. Plain autograd
-            # rather than torch.func.grad here: same numbers, less per-op overhead.
-            with torch.enable_grad():
-                x = flat.detach().requires_grad_(True)
-                pred = stacked_predict(unflatten_params(x, spec), spec, Z)
-                per = ((pred - y) ** 2).mean(-1)
-                (grad,) = torch.autograd.grad(per.sum(), x)
-            return grad, per.detach()
+            if flat.device not in chunk_cache:
+                chunk_cache[flat.device] = resolve_chunk(config, flat.device)
+            return stacked_grad(flat, spec, Z, y, chunk_cache[flat.device])
 
     opt_name, (b1, b2), eps = config.optimizer, config.betas, config.eps
     wd, mom, clip = config.weight_decay, config.momentum, config.clip
@@ -750,6 +756,100 @@ def make_step(config: TrainConfig) -> StepFn:
         return out, out_opt, keep, out_div, loss.detach(), gnorm.detach()
 
     return step
+
+
+# ---------------------------------------------------------------------- chunked stacked gradient
+CHUNK_TARGET_BYTES: dict[str, int] = {"cpu": 8 << 20, "cuda": 256 << 20}
+"""Size target of the largest tensor one chunk of the stacked engine allocates (all seeds).
+
+CPU: 8 MiB. glibc serves allocations above its mmap threshold (at most 32 MiB) with fresh
+``mmap`` pages, so a step whose temporaries exceed it page-faults on every use: at 32 seeds ×
+1024 prompts (d = 5, n = 20, L = 3, ReLU kernel attention, float32) the whole-batch step, whose
+score tensors are 55 MB each, took 684 ms of CPU, chunks of 128–512 prompts (7–28 MB scores)
+480–530 ms (docs/benchmarks.md). 8 MiB stays under the threshold with margin. CUDA: 256 MiB,
+enough to amortise the per-chunk launch overhead."""
+
+
+def prompt_bytes(spec: ModelSpec, n: int, dtype: torch.dtype) -> int:
+    r"""Bytes of the largest tensor the stacked engine allocates per prompt and seed.
+
+    The attention scores of one head, :math:`n \times N` numbers with ``N = n + 1``, or a token
+    matrix :math:`D \times N` if that is larger (``D`` the token dimension).
+
+    Args:
+        spec: architecture.
+        n: context length.
+        dtype: training dtype.
+
+    Returns:
+        The size in bytes (positive).
+    """
+    D, N = spec.token_dim, n + 1
+    return max(n * N, D * N) * torch.empty((), dtype=dtype).element_size()
+
+
+def resolve_chunk(config: TrainConfig, device: torch.device | str = "cpu") -> int:
+    r"""Prompts per seed per chunk of the stacked engine.
+
+    ``config.chunk`` when given (capped at the batch), otherwise the largest chunk whose largest
+    tensor, ``S · chunk ·`` :func:`prompt_bytes`, fits :data:`CHUNK_TARGET_BYTES` of the device
+    type (at least 8 prompts, at most the batch). The result depends on the config and the device
+    type only, never on the machine, so a run is reproducible anywhere with the same engine.
+
+    Args:
+        config: the run.
+        device: where the step runs.
+
+    Returns:
+        The chunk size, ``1 <= chunk <= config.batch``.
+    """
+    B = config.batch
+    if config.chunk is not None:
+        return min(config.chunk, B)
+    dev = torch.device(device)
+    target = CHUNK_TARGET_BYTES.get(dev.type, CHUNK_TARGET_BYTES["cpu"])
+    per = config.seeds * prompt_bytes(config.spec, config.n, config.torch_dtype)
+    return max(1, min(B, max(8, target // per)))
+
+
+def stacked_grad(flat: torch.Tensor, spec: ModelSpec, Z: torch.Tensor, y: torch.Tensor,
+                 chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Per-seed gradients and losses of the stacked engine, the batch processed in prompt chunks.
+
+    With :math:`f_i = \frac1B\sum_{b} (\mathrm{TF}_{\theta_i}(Z_{ib}) - y_{ib})^2` and the
+    prompts split into consecutive chunks :math:`C_1, C_2, \dots` of ``chunk`` prompts,
+    :math:`\nabla f_i = \sum_c \nabla \frac1B\sum_{b\in C_c}(\cdot)^2`: each chunk runs the fused
+    forward (:func:`stacked_predict`) and reverse mode on the sum over seeds of its share of the
+    loss, and the gradients are added in chunk order. Only one chunk's autograd graph is alive at
+    a time, so the temporaries stay cache-sized whatever ``B`` is; the sum equals the full-batch
+    gradient up to float round-off, and a fixed chunk gives the same bits every run.
+
+    Args:
+        flat: ``(S, P)`` stacked flat parameters (not modified).
+        spec: architecture.
+        Z: ``(S, B, D, N)`` prompts.
+        y: ``(S, B)`` targets.
+        chunk: prompts per chunk (``>= 1``).
+
+    Returns:
+        ``(grad (S, P), loss (S,))``.
+    """
+    B = Z.shape[1]
+    grad = None
+    loss = None
+    # Reverse mode on a detached alias: the caller's tensor is untouched. Plain autograd rather
+    # than torch.func.grad here: same numbers, less per-op overhead.
+    with torch.enable_grad():
+        x = flat.detach().requires_grad_(True)
+        for c0 in range(0, B, chunk):
+            Zc, yc = Z[:, c0:c0 + chunk], y[:, c0:c0 + chunk]
+            pred = stacked_predict(unflatten_params(x, spec), spec, Zc)
+            per = ((pred - yc) ** 2).sum(-1) / B
+            (g,) = torch.autograd.grad(per.sum(), x)
+            per = per.detach()
+            grad = g if grad is None else grad + g
+            loss = per if loss is None else loss + per
+    return grad, loss  # type: ignore[return-value]
 
 
 def sample_batch(task: Any, config: TrainConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -832,9 +932,16 @@ class TrainResult:
 # ---------------------------------------------------------------------- evaluation helpers
 def _eval_loss(spec: ModelSpec, params: Mapping[str, torch.Tensor], Z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``(S,)`` mean squared error of every seed on shared prompts ``Z (E, D, N)``."""
+    S = next(iter(params.values())).shape[0]
+    chunk = max(8, CHUNK_TARGET_BYTES.get(Z.device.type, CHUNK_TARGET_BYTES["cpu"])
+                // (S * prompt_bytes(spec, Z.shape[-1] - 1, Z.dtype)))
+    E = Z.shape[0]
     with torch.no_grad():
-        pred = stacked_predict(params, spec, Z)
-        return ((pred - y) ** 2).mean(-1)
+        total = None
+        for c0 in range(0, E, chunk):  # chunks of the shared prompts: temporaries stay small
+            part = ((stacked_predict(params, spec, Z[c0:c0 + chunk]) - y[c0:c0 + chunk]) ** 2).sum(-1)
+            total = part if total is None else total + part
+        return total / E  # type: ignore[operator]
 
 
 def _measure(spec: ModelSpec, family: Family | None, sigma: torch.Tensor | None,
