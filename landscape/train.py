@@ -11,6 +11,15 @@ engines compute the per-seed gradients :math:`\nabla_{\theta_i} f_i(\theta_i)`:
   :math:`\theta_i` is exactly :math:`\nabla f_i(\theta_i)`.
 * ``"vmap"``: ``torch.func.vmap(torch.func.grad_and_value(f))`` over the seed axis, with ``f`` the
   reference forward :func:`landscape.model.predict` of one model.
+* ``"fused"``: the CPU kernel of :mod:`landscape.engine.fused` — forward and hand-derived backward
+  in one pass, SIMD across blocks of 64 prompts, for linear attention and the ``linear``, ``relu``,
+  ``exp``, ``softmax`` kernels in float32/float64 (needs numba). ``"auto"`` (the default) takes it
+  wherever it applies and ``"stacked"`` otherwise (user kernels, CUDA, numba missing):
+  :func:`resolve_engine`. The engine that ran is recorded in the results and shown in the
+  progress bar.
+
+The stacked engine processes the batch in chunks of prompts (:func:`stacked_grad`,
+:func:`resolve_chunk`) so that no tensor the size of the whole batch is materialised.
 
 Both give the same numbers up to round-off (tested); ``"stacked"`` is faster on the CPU because it
 avoids the batching-rule overhead of ``vmap`` on the many small ops of the backward pass and
@@ -83,6 +92,7 @@ __all__ = [
     "make_task",
     "init_state",
     "make_step",
+    "resolve_engine",
     "make_generator",
     "sample_batch",
     "stacked_predict",
@@ -101,7 +111,7 @@ TASKS: tuple[str, ...] = ("linear", "gp", "classification", "features")
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "linear")
 MASKS: tuple[str, ...] = ("full", "paper", "sparse")
-ENGINES: tuple[str, ...] = ("stacked", "vmap")
+ENGINES: tuple[str, ...] = ("auto", "fused", "stacked", "vmap")
 _DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
 _CHECKPOINT_FORMAT = 1
 
@@ -227,7 +237,8 @@ class TrainConfig:
         resample_every: draw fresh prompts every this many steps (1 = every step).
         dtype: ``"float32"`` or ``"float64"``.
         seed: the run's seed; seed-``i``'s model is the ``i``-th of a stack initialised from it.
-        engine: ``"stacked"`` or ``"vmap"`` gradient engine (see module docstring).
+        engine: gradient engine (see module docstring): ``"auto"`` (``"fused"`` where it applies,
+            else ``"stacked"``), ``"fused"``, ``"stacked"`` or ``"vmap"``.
         chunk: prompts per seed per chunk of the stacked engine (``None``: chosen by
             :func:`resolve_chunk` from a working-set target); the gradient is the full-batch one
             up to round-off whatever the chunk.
@@ -273,7 +284,7 @@ class TrainConfig:
     resample_every: int = 1
     dtype: str = "float32"
     seed: int = 0
-    engine: str = "stacked"
+    engine: str = "auto"
     chunk: int | None = None
     device: str = "auto"
     log_every: int = 100
@@ -373,6 +384,12 @@ class TrainConfig:
         check_choice("engine", self.engine, ENGINES)
         if self.chunk is not None:
             check_int("chunk", self.chunk, minimum=1)
+        if self.engine == "fused":
+            from .engine.fused import unsupported_reason
+
+            why = unsupported_reason(self.spec, _resolve_device(self.device), self.torch_dtype)
+            if why is not None:
+                raise ValueError(f"engine 'fused': {why}; use engine 'auto' or 'stacked'")
         # --- bookkeeping
         _resolve_device(self.device)
         check_int("log_every", self.log_every, minimum=1)
@@ -697,7 +714,15 @@ def make_step(config: TrainConfig) -> StepFn:
     free_flat = flatten_params(train_mask(spec, config.mask), spec)
     all_free = bool(free_flat.all())
 
-    if config.engine == "vmap":
+    engine = resolve_engine(config, _resolve_device(config.device))
+    if engine == "fused":
+        from .engine.fused import fused_grad
+
+        def grad_fn(flat: torch.Tensor, Z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            if flat.device.type != "cpu":
+                return stacked_grad(flat, spec, Z, y, resolve_chunk(config, flat.device))
+            return fused_grad(flat, spec, Z, y)
+    elif engine == "vmap":
         def loss_one(p: torch.Tensor, Z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             pred = predict(unflatten_params(p, spec), spec, Z, validate=False)
             return ((pred - y) ** 2).mean()
@@ -755,7 +780,25 @@ def make_step(config: TrainConfig) -> StepFn:
         out_div = torch.where(alive & ~finite, torch.full_like(diverged_step, t), diverged_step)
         return out, out_opt, keep, out_div, loss.detach(), gnorm.detach()
 
+    step.engine = engine  # type: ignore[attr-defined]
     return step
+
+
+def resolve_engine(config: TrainConfig, device: torch.device | str = "cpu") -> str:
+    """The gradient engine a run of ``config`` uses on ``device``.
+
+    ``"auto"`` becomes ``"fused"`` where :func:`landscape.engine.fused.unsupported_reason` finds
+    nothing against it (CPU, float32/float64, built-in attention kinds, numba importable), and
+    ``"stacked"`` otherwise; the other names are returned as they are.
+
+    Returns:
+        ``"fused"``, ``"stacked"`` or ``"vmap"``.
+    """
+    if config.engine != "auto":
+        return config.engine
+    from .engine.fused import unsupported_reason
+
+    return "fused" if unsupported_reason(config.spec, device, config.torch_dtype) is None else "stacked"
 
 
 # ---------------------------------------------------------------------- chunked stacked gradient
@@ -882,6 +925,8 @@ class TrainResult:
         resumed_from: the checkpoint step training resumed from (``None``: fresh start;
             ``steps`` when a finished run was loaded without training).
         wall_time: seconds spent in this call.
+        engine: the gradient engine that ran (:func:`resolve_engine`; ``None`` when a finished
+            run was loaded without training).
     """
 
     config: TrainConfig
@@ -900,6 +945,7 @@ class TrainResult:
     root: Path | None = None
     resumed_from: int | None = None
     wall_time: float = 0.0
+    engine: str | None = None
 
     @property
     def run(self) -> str | None:
@@ -925,6 +971,7 @@ class TrainResult:
             out["identity_distance"] = self.identity_distance.tolist()
             out["identity_distance_whitened"] = self.identity_distance_whitened.tolist()  # type: ignore[union-attr]
         out["resumed_from"] = self.resumed_from
+        out["engine"] = self.engine
         out["wall_time"] = self.wall_time
         return out
 
@@ -1092,13 +1139,14 @@ def _train(config: TrainConfig, store: Any, name: str | None, progress: bool,
         store.set_status(run, "running")
 
     step_fn = make_step(config)
+    engine = step_fn.engine  # type: ignore[attr-defined]
     lr_base = config.lr_vector(dev)
     T, k_res = config.steps, config.resample_every
     dist_every = config.log_every if config.distance_every is None else config.distance_every
 
     from tqdm import tqdm
 
-    bar = tqdm(total=T, initial=state.step, desc=f"train {config.seeds} seeds", unit="step",
+    bar = tqdm(total=T, initial=state.step, desc=f"train {config.seeds} seeds [{engine}]", unit="step",
                disable=not _progress_enabled(progress), dynamic_ncols=True, file=sys.stderr)
     try:
         while state.step < T:
@@ -1138,7 +1186,7 @@ def _train(config: TrainConfig, store: Any, name: str | None, progress: bool,
             family_distance=fam_dist, family_values=fam_vals, identity_distance=ids_raw,
             identity_distance_whitened=ids_white, run_name=None if run is None else run.name,
             run_id=None if run is None else run.id, root=None if store is None else store.root,
-            resumed_from=resumed_from, wall_time=time.perf_counter() - t_start,
+            resumed_from=resumed_from, wall_time=time.perf_counter() - t_start, engine=engine,
         )
         if run is not None:
             store.log_metrics(run, T, {"diverged": (~state.alive).to(torch.float64), **meas})

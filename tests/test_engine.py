@@ -84,3 +84,117 @@ def test_chunked_training_is_bit_reproducible_float32() -> None:
         assert torch.equal(a.params[k], b.params[k])
         assert torch.allclose(a.params[k], w.params[k], rtol=1e-4, atol=1e-5)
     assert torch.equal(a.final_loss, b.final_loss)
+
+
+# ---------------------------------------------------------------------- the fused kernel
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from landscape._tolerances import RTOL  # noqa: E402
+from landscape.engine import fused  # noqa: E402
+from landscape.train import resolve_engine  # noqa: E402
+
+needs_numba = pytest.mark.skipif(not fused.available(), reason="numba not installed")
+
+ACTS = ["linear", "relu", "exp", "exp:0.5", "softmax"]
+
+
+def _cfg(attention: str, acts: tuple[str, ...], heads: int, d: int, n: int, L: int, S: int, B: int,
+         dtype: str = "float64", mask: str = "full") -> TrainConfig:
+    if attention == "linear":
+        return TrainConfig(d=d, n=n, attention="linear", heads=heads, layers=L, seeds=S, batch=B, dtype=dtype,
+                           device="cpu", mask=mask)
+    return TrainConfig(d=d, n=n, attention="kernel", activations=acts, layers=L, seeds=S, batch=B, dtype=dtype,
+                       device="cpu", mask=mask)
+
+
+def test_block_size_constants_agree() -> None:
+    if fused.available():
+        from landscape.engine import _kernel
+
+        assert _kernel.BL == fused.BLOCK
+
+
+@needs_numba
+@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(attention=st.sampled_from(["linear", "kernel"]),
+       acts=st.lists(st.sampled_from(ACTS), min_size=1, max_size=3).map(tuple),
+       heads=st.integers(1, 3), d=st.integers(1, 4), n=st.integers(1, 9), L=st.integers(1, 3),
+       B=st.integers(1, 140), mask=st.sampled_from(["full", "sparse"]))
+def test_fused_gradient_equals_reference_and_torch_engine_float64(attention, acts, heads, d, n, L, B, mask) -> None:
+    """Fused loss and gradient = torch.func.grad of model.forward's loss = the stacked engine
+    (float64, 1e-10 relative), over a grid of d, n, L, heads, activations, batch sizes (partial
+    16-prompt blocks included) and masks."""
+    cfg = _cfg(attention, acts, heads, d, n, L, 2, B, mask=mask)
+    flat, Z, y = _batch(cfg)
+    g, loss = fused.fused_grad(flat, cfg.spec, Z, y)
+    g_ref, l_ref = _reference_grad(flat, cfg.spec, Z, y)
+    g_st, l_st = stacked_grad(flat, cfg.spec, Z, y, B)
+    assert torch.isfinite(g_ref).all()
+    assert _rel(loss, l_ref) < RTOL[F64]
+    assert _rel(g, g_ref) < RTOL[F64], (_rel(g, g_ref), cfg.spec.describe())
+    assert _rel(g_st, g_ref) < RTOL[F64]
+
+
+@needs_numba
+@pytest.mark.parametrize("acts", [("relu",), ("softmax", "linear"), ("exp:0.5",)])
+def test_fused_gradient_equals_torch_engine_float32(acts: tuple[str, ...]) -> None:
+    """float32: fused = stacked engine to float32 round-off (both against the float64 reference)."""
+    cfg32 = _cfg("kernel", acts, 1, 5, 20, 3, 3, 100, dtype="float32")
+    cfg64 = _cfg("kernel", acts, 1, 5, 20, 3, 3, 100, dtype="float64")
+    flat, Z, y = _batch(cfg64)
+    g64, l64 = _reference_grad(flat, cfg64.spec, Z, y)
+    g, l = fused.fused_grad(flat.float(), cfg32.spec, Z.float(), y.float())
+    g_st, l_st = stacked_grad(flat.float(), cfg32.spec, Z.float(), y.float(), 100)
+    assert g.dtype == torch.float32 and torch.isfinite(g64).all()
+    err_f, err_t = _rel(g.double(), g64), _rel(g_st.double(), g64)
+    assert err_f < 1e-4 and err_t < 1e-4, (err_f, err_t)
+    assert _rel(g.double(), g_st.double()) < 1e-4
+    assert _rel(l.double(), l64) < 1e-5
+
+
+@needs_numba
+def test_fused_training_is_bit_reproducible_and_thread_count_free() -> None:
+    """The same config trains to the same bits twice, with 1 and with 2 threads; the engine that
+    ran is recorded; the result equals the stacked engine's to float32 round-off."""
+    base = dict(d=3, n=6, attention="kernel", activations=("relu", "softmax"), layers=2, seeds=3, steps=8,
+                batch=40, eval_batch=32, dtype="float32", device="cpu", log_every=4, checkpoint_every=0, lr=0.02)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        a = train(TrainConfig(**base), progress=False)
+        b = train(TrainConfig(**base), progress=False)
+        torch.set_num_threads(2)
+        c = train(TrainConfig(**base), progress=False)
+    finally:
+        torch.set_num_threads(before)
+    s = train(TrainConfig(**base, engine="stacked"), progress=False)
+    assert a.engine == "fused" and s.engine == "stacked" and a.summary()["engine"] == "fused"
+    for k in a.params:
+        assert torch.equal(a.params[k], b.params[k]) and torch.equal(a.params[k], c.params[k])
+        assert torch.allclose(a.params[k], s.params[k], rtol=1e-4, atol=1e-5)
+    assert torch.equal(a.final_loss, b.final_loss)
+
+
+def test_engine_falls_back_to_stacked_where_the_kernel_does_not_apply() -> None:
+    """A user sympy kernel (or CUDA) runs the stacked engine under 'auto'; asking for 'fused' there
+    is a clear error at configuration time."""
+    cfg = TrainConfig(d=2, n=4, attention="kernel", activations=("sympy:exp(-r2/2)",), seeds=2, batch=8,
+                      device="cpu")
+    assert resolve_engine(cfg, "cpu") == "stacked"
+    assert fused.unsupported_reason(cfg.spec, "cpu", torch.float32) is not None
+    assert "cuda" in fused.unsupported_reason(_cfg("linear", (), 1, 2, 4, 1, 1, 4).spec, "cuda", torch.float32)
+    with pytest.raises(ValueError, match="engine 'fused'.*linear/relu/exp/softmax"):
+        TrainConfig(d=2, n=4, attention="kernel", activations=("sympy:exp(-r2/2)",), engine="fused", device="cpu")
+    res = train(dataclass_replace(cfg, steps=2, eval_batch=8, log_every=1, checkpoint_every=0), progress=False)
+    assert res.engine == "stacked"
+    if fused.available():
+        assert resolve_engine(_cfg("kernel", ("relu",), 1, 2, 4, 1, 1, 4), "cpu") == "fused"
+
+
+def dataclass_replace(cfg: TrainConfig, **kw) -> TrainConfig:
+    import dataclasses
+
+    return dataclasses.replace(cfg, **kw)
+
