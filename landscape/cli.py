@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         mod.add_parser(sub)
+    from ._cli_args import add_threads_arg
+
+    for command_parser in sub.choices.values():
+        add_threads_arg(command_parser)
     return parser
 
 
@@ -72,7 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
+    from ._cli_args import apply_threads
+
     try:
+        apply_threads(args)
         return int(args.func(args) or 0)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         msg = f"{type(exc).__name__}: {exc}"

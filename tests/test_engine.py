@@ -198,3 +198,44 @@ def dataclass_replace(cfg: TrainConfig, **kw) -> TrainConfig:
 
     return dataclasses.replace(cfg, **kw)
 
+
+# ---------------------------------------------------------------------- threads
+def test_set_threads_sets_torch_threads_and_validates() -> None:
+    import landscape
+
+    before = torch.get_num_threads()
+    try:
+        prev = landscape.set_threads(1)
+        assert prev == before and torch.get_num_threads() == 1
+        assert landscape.set_threads(2) == 1 and torch.get_num_threads() == 2
+        with pytest.raises(ValueError, match="threads must be an int >= 1, got 0"):
+            landscape.set_threads(0)
+        with pytest.raises(TypeError, match="threads must be an int"):
+            landscape.set_threads(1.5)  # type: ignore[arg-type]
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_every_command_takes_threads_and_applies_it(capsys: pytest.CaptureFixture[str]) -> None:
+    """--threads is registered on every sub-command, defaults to DEFAULT_THREADS, is applied before
+    the command runs, and a bad value is a one-line error before any work."""
+    from landscape.cli import build_parser, main
+    from landscape.engine.threads import DEFAULT_THREADS
+
+    parser = build_parser()
+    subs = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    assert len(subs.choices) >= 5
+    for name, sub in subs.choices.items():
+        act = [a for a in sub._actions if "--threads" in a.option_strings]
+        assert len(act) == 1 and act[0].default == DEFAULT_THREADS, name
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert main(["families", "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+        capsys.readouterr()
+        assert main(["families", "--threads", "0"]) == 2
+        err = capsys.readouterr().err
+        assert "threads must be an int >= 1, got 0" in err and err.count("\n") == 1
+    finally:
+        torch.set_num_threads(before)
