@@ -1,28 +1,36 @@
-"""Benchmark: seed-parallel training against a per-seed loop of nn.Module + torch.optim.Adam.
+"""Benchmark: the training engines against a per-seed loop of nn.Module + torch.optim.Adam.
 
-Both sides do the same total work: ``S`` seeds × ``T`` steps × ``B`` fresh prompts per seed per
-step (sampled from the same :class:`landscape.tasks.LinearRegression`), an in-context squared loss,
-one Adam step. The baseline is written the way published in-context-learning code trains several
-seeds: one ``torch.nn.Module`` (its own ``P_l, Q_l`` parameters, forward
-``Z + (1/n) P Z M (Zᵀ Q Z)``) and one ``torch.optim.Adam`` per seed, trained one after the other.
-The seed-parallel side is :func:`landscape.train.make_step` (stacked engine) plus
-:func:`landscape.train.sample_batch`; the ``vmap`` engine is timed too.
+Every contender does the same work per step: ``S`` seeds × ``B`` fresh prompts per seed (sampled
+from the same :class:`landscape.tasks.LinearRegression`), the in-context squared loss, its
+gradient, one Adam step. Contenders:
 
-Reported: seconds per training step (all seeds), the speed-up over the loop (with and without the
-prompt sampling, which both sides pay alike), the matmul FLOPs each side executes per step (counted
-by ``torch.utils.flop_counter.FlopCounterMode``) and the achieved GFLOP/s, against the machine's
-float32 matmul peak measured in the same run (a large ``A @ B``). Timings are medians over
-interleaved repeats, so a busy machine slows both sides alike.
+* ``loop``: one ``torch.nn.Module`` (its own ``V_l, B_l, C_l`` — or ``P_l, Q_l`` — parameters,
+  forward ``Z + (1/n) V Z M h(B Z M, C Z)``) and one ``torch.optim.Adam`` per seed, trained one
+  after the other, as published in-context-learning code trains several seeds;
+* ``torch``: :func:`landscape.train.make_step` with the stacked engine on the whole batch at once
+  (``chunk = B``, the step as it was before chunking);
+* ``chunked``: the stacked engine with its automatic chunk (:func:`landscape.train.resolve_chunk`);
+* ``fused``: the fused CPU kernel (:mod:`landscape.engine.fused`), what ``engine="auto"`` runs.
 
-Run: ``python benchmarks/bench_train.py`` (about 1-2 minutes); ``--help`` for the options.
+Each is timed with and without the prompt sampling (``step`` = gradient + update on a fixed
+batch), alternating contenders within every repeat; the minimum over repeats of the process CPU
+time (``time.process_time``, what a loaded machine cannot inflate much) and of the wall time is
+reported. The work of a step is counted once for all contenders, as the matrix-product FLOPs of the
+fused formulation (:func:`landscape.engine.fused.flops_per_prompt`); the share of the machine's
+single-core float32 matmul peak (a 2048³ product on one thread, measured in the same run) is that
+work over the step's CPU time. Finally ``landscape.train.train`` (what ``landscape train`` runs)
+is timed end to end for ``--e2e-steps`` steps and compared with the loop's time for as many steps.
+
+Run: ``python benchmarks/bench_train.py`` (a few minutes at the default sizes); ``--help`` for the
+options.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -32,51 +40,76 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from landscape.train import TrainConfig, init_state, make_generator, make_step, make_task, sample_batch  # noqa: E402
+from landscape.engine import fused  # noqa: E402
+from landscape.train import (  # noqa: E402
+    TrainConfig,
+    init_state,
+    make_generator,
+    make_step,
+    make_task,
+    resolve_chunk,
+    sample_batch,
+    train,
+)
 
 
 # ---------------------------------------------------------------------- the baseline
-class LinearTransformer(torch.nn.Module):
+class Transformer(torch.nn.Module):
     """One seed's model, as published ICL code writes it: parameters as module attributes."""
 
-    def __init__(self, P: list[torch.Tensor], Q: list[torch.Tensor]) -> None:
+    def __init__(self, cfg: TrainConfig, params: dict[str, torch.Tensor], seed: int) -> None:
         super().__init__()
-        self.P = torch.nn.ParameterList([torch.nn.Parameter(p.clone()) for p in P])
-        self.Q = torch.nn.ParameterList([torch.nn.Parameter(q.clone()) for q in Q])
+        self.kind = cfg.attention
+        self.acts = [h.kernel for h in cfg.spec.heads] if cfg.attention == "kernel" else []
+        self.weights = torch.nn.ParameterDict(
+            {k.replace(".", "_"): torch.nn.Parameter(v[seed].clone()) for k, v in params.items()})
+        self.layers, self.heads = cfg.layers, len(cfg.spec.heads)
 
     def forward(self, Z: torch.Tensor) -> torch.Tensor:
         n = Z.shape[-1] - 1
-        for P, Q in zip(self.P, self.Q):
+        w = self.weights
+        for l in range(self.layers):
             Zs = Z[..., :n]  # Z M: the query is not a source
-            Z = Z + (P @ Zs) @ (Zs.transpose(-1, -2) @ (Q @ Z)) / n
+            upd = 0
+            for h in range(self.heads):
+                pre = f"layer{l}_head{h}_"
+                if self.kind == "linear":
+                    upd = upd + (w[pre + "P"] @ Zs) @ (Zs.transpose(-1, -2) @ (w[pre + "Q"] @ Z))
+                else:
+                    upd = upd + (w[pre + "V"] @ Zs) @ self.acts[h].gram(w[pre + "B"] @ Zs, w[pre + "C"] @ Z)
+            Z = Z + upd / n
         return -Z[..., -1, -1]
 
 
-def loop_trainer(cfg: TrainConfig) -> Callable[[], None]:
-    """One step of the per-seed loop: for every seed, sample, forward, backward, Adam."""
-    state = init_state(cfg, "cpu")
-    params = state.params
-    L = cfg.layers
-    models = [LinearTransformer([params[f"layer{l}.head0.P"][i] for l in range(L)],
-                                [params[f"layer{l}.head0.Q"][i] for l in range(L)]) for i in range(cfg.seeds)]
+def loop_trainer(cfg: TrainConfig) -> tuple[Callable[[], None], Callable[[], None]]:
+    """The per-seed loop: for every seed, (sample,) forward, backward, Adam."""
+    params = init_state(cfg, "cpu").params
+    models = [Transformer(cfg, params, i) for i in range(cfg.seeds)]
     lr = float(cfg.lr) if not isinstance(cfg.lr, tuple) else cfg.lr[0]
     opts = [torch.optim.Adam(m.parameters(), lr=lr) for m in models]
     task = make_task(cfg)
     gens = [torch.Generator().manual_seed(1000 + i) for i in range(cfg.seeds)]
+    fixed = task.sample(cfg.batch, torch.Generator().manual_seed(0))
 
-    def step() -> None:
+    def one(m: Transformer, o: torch.optim.Optimizer, Z: torch.Tensor, y: torch.Tensor) -> None:
+        o.zero_grad()
+        ((m(Z) - y) ** 2).mean().backward()
+        o.step()
+
+    def full() -> None:
         for m, o, g in zip(models, opts, gens):
-            batch = task.sample(cfg.batch, g)
-            o.zero_grad()
-            loss = ((m(batch.Z) - batch.target) ** 2).mean()
-            loss.backward()
-            o.step()
+            b = task.sample(cfg.batch, g)
+            one(m, o, b.Z, b.target)
 
-    return step
+    def step_only() -> None:
+        for m, o in zip(models, opts):
+            one(m, o, fixed.Z, fixed.target)
+
+    return full, step_only
 
 
-def stacked_trainer(cfg: TrainConfig) -> tuple[Callable[[], None], Callable[[], None]]:
-    """One seed-parallel step (sample S*B prompts, one stacked step), and the step alone."""
+def engine_trainer(cfg: TrainConfig) -> tuple[Callable[[], None], Callable[[], None]]:
+    """One seed-parallel step of ``cfg``'s engine: (sample S·B prompts,) gradient, Adam."""
     state = init_state(cfg, "cpu")
     step_fn = make_step(cfg)
     task = make_task(cfg)
@@ -90,143 +123,152 @@ def stacked_trainer(cfg: TrainConfig) -> tuple[Callable[[], None], Callable[[], 
         box["flat"], box["opt"], box["alive"], box["div"] = out[:4]
         box["t"] += 1
 
-    def full() -> None:
-        run(*sample_batch(task, cfg, gen))
-
-    def step_only() -> None:
-        run(*fixed)
-
-    return full, step_only
+    return (lambda: run(*sample_batch(task, cfg, gen))), (lambda: run(*fixed))
 
 
 # ---------------------------------------------------------------------- measurement
-def time_per_call(fn: Callable[[], None], calls: int, clock: Callable[[], float] = time.perf_counter) -> float:
-    t0 = clock()
-    for _ in range(calls):
-        fn()
-    return (clock() - t0) / calls
-
-
-def count_flops(fn: Callable[[], None]) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as fc:
-        fn()
-    return int(fc.get_total_flops())
-
-
-def matmul_peak(size: int = 2048, reps: int = 5) -> float:
-    """float32 GFLOP/s of a large square matrix product (best of ``reps``)."""
-    A = torch.randn(size, size)
-    B = torch.randn(size, size)
-    A @ B
-    best = min(time_per_call(lambda: A @ B, 1) for _ in range(reps))
+def matmul_peak(size: int = 2048, reps: int = 3) -> float:
+    """Single-thread float32 GFLOP/s of a large square product (best CPU time of ``reps``)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        A, B = torch.randn(size, size), torch.randn(size, size)
+        A @ B
+        best = float("inf")
+        for _ in range(reps):
+            c0 = time.process_time()
+            A @ B
+            best = min(best, time.process_time() - c0)
+    finally:
+        torch.set_num_threads(before)
     return 2 * size**3 / best / 1e9
+
+
+def measure(fns: dict[str, Callable[[], None]], steps: int, repeats: int) -> dict[str, dict[str, float]]:
+    """Minimum CPU and wall seconds per call of every function, contenders alternated."""
+    for fn in fns.values():  # warm-up: first-call costs (imports, JIT cache, allocator)
+        fn()
+    cpu = {k: float("inf") for k in fns}
+    wall = {k: float("inf") for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            c0, t0 = time.process_time(), time.perf_counter()
+            for _ in range(steps):
+                fn()
+            cpu[name] = min(cpu[name], (time.process_time() - c0) / steps)
+            wall[name] = min(wall[name], (time.perf_counter() - t0) / steps)
+    return {k: {"cpu": cpu[k], "wall": wall[k]} for k in fns}
+
+
+def configs(args: argparse.Namespace, batch: int, seeds: int) -> dict[str, TrainConfig]:
+    acts = tuple(args.activation.split(",")) if args.attention == "kernel" else ("linear",)
+    base = TrainConfig(task="linear", d=args.d, n=args.n, attention=args.attention, activations=acts,
+                       layers=args.layers, seeds=seeds, batch=batch, steps=10**6, lr=1e-3, dtype=args.dtype,
+                       device="cpu")
+    out = {"torch": dataclasses.replace(base, engine="stacked", chunk=batch),
+           "chunked": dataclasses.replace(base, engine="stacked")}
+    if fused.unsupported_reason(base.spec, "cpu", base.torch_dtype) is None:
+        out["fused"] = dataclasses.replace(base, engine="fused")
+    return out
+
+
+def bench_size(args: argparse.Namespace, batch: int, seeds: int, steps: int, repeats: int, peak: float,
+               with_step_only: bool) -> dict:
+    cfgs = configs(args, batch, seeds)
+    any_cfg = next(iter(cfgs.values()))
+    fns: dict[str, Callable[[], None]] = {}
+    loop_full, loop_step = loop_trainer(any_cfg)
+    fns["loop"] = loop_full
+    if with_step_only:
+        fns["loop (step)"] = loop_step
+    for name, cfg in cfgs.items():
+        full, step = engine_trainer(cfg)
+        fns[name] = full
+        if with_step_only:
+            fns[f"{name} (step)"] = step
+    res = measure(fns, steps, repeats)
+    work = fused.flops_per_prompt(any_cfg.spec, any_cfg.n) * seeds * batch
+    out = {"batch": batch, "seeds": seeds, "steps": steps, "repeats": repeats, "gflop_per_step": work / 1e9,
+           "chunk": resolve_chunk(cfgs["chunked"]), "times": res,
+           "speedup_cpu": {k: res["loop"]["cpu"] / v["cpu"] for k, v in res.items() if "(step)" not in k},
+           "speedup_wall": {k: res["loop"]["wall"] / v["wall"] for k, v in res.items() if "(step)" not in k},
+           "share_of_peak": {k: work / v["cpu"] / 1e9 / peak for k, v in res.items()}}
+    return out
+
+
+def bench_e2e(args: argparse.Namespace, loop_cpu_per_step: float, loop_wall_per_step: float) -> dict:
+    """``train()`` end to end (the default engine, logging every 100 steps, held-out loss)."""
+    cfg = dataclasses.replace(configs(args, args.e2e_batch, args.seeds)["chunked"], engine="auto",
+                              steps=args.e2e_steps, log_every=100, checkpoint_every=0, eval_batch=2048)
+    c0, t0 = time.process_time(), time.perf_counter()
+    res = train(cfg, progress=False)
+    cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+    return {"engine": res.engine, "steps": cfg.steps, "batch": cfg.batch, "seeds": cfg.seeds, "cpu": cpu,
+            "wall": wall, "loop_cpu": loop_cpu_per_step * cfg.steps, "loop_wall": loop_wall_per_step * cfg.steps,
+            "speedup_cpu": loop_cpu_per_step * cfg.steps / cpu, "speedup_wall": loop_wall_per_step * cfg.steps / wall}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=32)
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--batches", default="64,1024", help="prompts per seed per step (comma-separated)")
+    p.add_argument("--big-batch", type=int, default=30000, help="the papers' batch size (0: skip)")
+    p.add_argument("--big-seeds", type=int, default=8, help="seeds at --big-batch (Cheng et al.'s 8)")
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--d", type=int, default=5)
     p.add_argument("--n", type=int, default=20)
+    p.add_argument("--attention", choices=("linear", "kernel"), default="kernel")
+    p.add_argument("--activation", default="relu", help="kernel(s) of kernel attention, comma-separated")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--steps", type=int, default=10, help="timed steps per repeat")
-    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats (median reported)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (default 1: on a small shared machine more threads slow tiny ops down)")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per repeat")
+    p.add_argument("--repeats", type=int, default=3, help="alternating repeats (minimum reported)")
+    p.add_argument("--e2e-steps", type=int, default=100, help="steps of the end-to-end train() run (0: skip)")
+    p.add_argument("--e2e-batch", type=int, default=1024)
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1; see docs/benchmarks.md)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    cfg = TrainConfig(task="linear", d=args.d, n=args.n, sigma="random:0", task_cov="inverse", attention="linear",
-                      layers=args.layers, seeds=args.seeds, batch=args.batch, steps=10**6, lr=1e-3,
-                      dtype=args.dtype, device="cpu")
-    vcfg = TrainConfig(**{**{f: getattr(cfg, f) for f in cfg.__dataclass_fields__}, "engine": "vmap"})
     peak = matmul_peak()
-    loop = loop_trainer(cfg)
-    full, step_only = stacked_trainer(cfg)
-    vfull, vstep = stacked_trainer(vcfg)
-
-    def loop_step_only_factory() -> Callable[[], None]:
-        """The loop without sampling: every seed reuses one pre-drawn batch."""
-        state = init_state(cfg, "cpu")
-        params = state.params
-        models = [LinearTransformer([params[f"layer{l}.head0.P"][i] for l in range(cfg.layers)],
-                                    [params[f"layer{l}.head0.Q"][i] for l in range(cfg.layers)])
-                  for i in range(cfg.seeds)]
-        opts = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in models]
-        batch = make_task(cfg).sample(cfg.batch, torch.Generator().manual_seed(0))
-
-        def step() -> None:
-            for m, o in zip(models, opts):
-                o.zero_grad()
-                ((m(batch.Z) - batch.target) ** 2).mean().backward()
-                o.step()
-
-        return step
-
-    loop_only = loop_step_only_factory()
-    fns = {"loop": loop, "stacked": full, "vmap": vfull, "loop (no sampling)": loop_only,
-           "stacked (no sampling)": step_only, "vmap (no sampling)": vstep}
-    for fn in fns.values():  # warm-up (first-call costs: imports, allocator)
-        fn()
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    cpu: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(args.repeats):
-        for name, fn in fns.items():
-            c0, t0 = time.process_time(), time.perf_counter()
-            for _ in range(args.steps):
-                fn()
-            times[name].append((time.perf_counter() - t0) / args.steps)
-            cpu[name].append((time.process_time() - c0) / args.steps)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
-    flops = {"loop": count_flops(loop_only), "stacked": count_flops(step_only), "vmap": count_flops(vstep)}
-    out = {
-        "config": {"seeds": cfg.seeds, "batch": cfg.batch, "layers": cfg.layers, "d": cfg.d, "n": cfg.n,
-                   "dtype": cfg.dtype, "threads": torch.get_num_threads(), "torch": torch.__version__},
-        "load_average": os.getloadavg(),
-        "matmul_peak_gflops": peak,
-        "seconds_per_step": med,
-        "cpu_seconds_per_step": med_cpu,
-        "speedup_vs_loop": med["loop"] / med["stacked"],
-        "speedup_vs_loop_cpu_time": med_cpu["loop"] / med_cpu["stacked"],
-        "speedup_vs_loop_no_sampling": med["loop (no sampling)"] / med["stacked (no sampling)"],
-        "vmap_speedup_vs_loop": med["loop"] / med["vmap"],
-        "matmul_flops_per_step": flops,
-        "achieved_gflops_no_sampling": {
-            "loop": flops["loop"] / med["loop (no sampling)"] / 1e9,
-            "stacked": flops["stacked"] / med["stacked (no sampling)"] / 1e9,
-            "vmap": flops["vmap"] / med["vmap (no sampling)"] / 1e9,
-        },
-        # the work of the plain formulation (the loop's FLOPs) per second of each implementation
-        "effective_gflops_no_sampling": {
-            k: flops["loop"] / med[f"{k} (no sampling)"] / 1e9 for k in ("loop", "stacked", "vmap")
-        },
-        "seed_steps_per_second": {k: cfg.seeds / v for k, v in med.items()},
-    }
+    sizes = [bench_size(args, int(b), args.seeds, args.steps, args.repeats, peak, True)
+             for b in args.batches.split(",") if b]
+    if args.big_batch:
+        sizes.append(bench_size(args, args.big_batch, args.big_seeds, 1, max(1, args.repeats - 1), peak, False))
+    e2e = None
+    if args.e2e_steps:
+        ref = next((s for s in sizes if s["batch"] == args.e2e_batch and s["seeds"] == args.seeds), None)
+        if ref is None:
+            ref = bench_size(args, args.e2e_batch, args.seeds, args.steps, args.repeats, peak, False)
+        e2e = bench_e2e(args, ref["times"]["loop"]["cpu"], ref["times"]["loop"]["wall"])
+    out = {"machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg(), "threads": torch.get_num_threads(),
+                       "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
+           "problem": {"d": args.d, "n": args.n, "layers": args.layers, "attention": args.attention,
+                       "activation": args.activation, "dtype": args.dtype},
+           "matmul_peak_gflops_1thread": peak, "sizes": sizes, "end_to_end": e2e}
     if args.json:
         print(json.dumps(out))
         return 0
-    c = out["config"]
-    print(f"S={c['seeds']} seeds, B={c['batch']}, L={c['layers']}, d={c['d']}, n={c['n']}, {c['dtype']}, "
-          f"{c['threads']} threads, torch {c['torch']}; load average {out['load_average'][0]:.1f}")
-    print(f"float32 matmul peak (2048^3): {peak:.1f} GFLOP/s")
-    for name, t in med.items():
-        print(f"  {name:24s} {t * 1e3:9.2f} ms/step (cpu {med_cpu[name] * 1e3:8.2f} ms)   "
-              f"{cfg.seeds / t:9.1f} seed-steps/s")
-    print(f"speed-up of the stacked step over the loop: {out['speedup_vs_loop']:.1f}x wall, "
-          f"{out['speedup_vs_loop_cpu_time']:.1f}x cpu time "
-          f"(without sampling: {out['speedup_vs_loop_no_sampling']:.1f}x wall); "
-          f"vmap engine: {out['vmap_speedup_vs_loop']:.1f}x wall")
-    for k, f in flops.items():
-        g = out["achieved_gflops_no_sampling"][k]
-        e = out["effective_gflops_no_sampling"][k]
-        print(f"  {k:8s} {f / 1e6:8.1f} MFLOP/step executed (matmul): {g:6.2f} GFLOP/s = {100 * g / peak:5.1f}% "
-              f"of peak; plain-formulation work rate {e:6.2f} GFLOP/s = {100 * e / peak:5.1f}% of peak")
+    m = out["machine"]
+    print(f"{m['date']}: {m['cpus']} CPUs, load average {m['load_average'][0]:.1f}, {m['threads']} thread(s), "
+          f"torch {m['torch']}; d={args.d}, n={args.n}, L={args.layers}, {args.attention}"
+          f"{'[' + args.activation + ']' if args.attention == 'kernel' else ''}, {args.dtype}")
+    print(f"single-core float32 matmul peak (2048^3): {peak:.1f} GFLOP/s")
+    for s in sizes:
+        print(f"\n{s['seeds']} seeds x {s['batch']} prompts per step ({s['gflop_per_step']:.3f} GFLOP of work, "
+              f"chunk {s['chunk']}; min of {s['repeats']} x {s['steps']} steps)")
+        print(f"  {'contender':16s} {'cpu ms':>10s} {'wall ms':>10s} {'x loop cpu':>10s} {'x loop wall':>11s} "
+              f"{'% peak':>7s}")
+        for name, t in s["times"].items():
+            sp = s["speedup_cpu"].get(name)
+            sw = s["speedup_wall"].get(name)
+            print(f"  {name:16s} {t['cpu'] * 1e3:10.1f} {t['wall'] * 1e3:10.1f} "
+                  f"{'' if sp is None else f'{sp:.2f}':>10s} {'' if sw is None else f'{sw:.2f}':>11s} "
+                  f"{100 * s['share_of_peak'][name]:7.1f}")
+    if e2e is not None:
+        print(f"\ntrain() end to end, {e2e['seeds']} seeds x {e2e['steps']} steps x {e2e['batch']} prompts "
+              f"(engine {e2e['engine']}): {e2e['cpu']:.1f} s CPU, {e2e['wall']:.1f} s wall; the loop: "
+              f"{e2e['loop_cpu']:.1f} s CPU, {e2e['loop_wall']:.1f} s wall -> {e2e['speedup_cpu']:.2f}x CPU, "
+              f"{e2e['speedup_wall']:.2f}x wall")
     return 0
 
 

@@ -46,6 +46,7 @@ from .numeric import StationarityCertificate, certify_stationary, hessian, lancz
 from .store import RunStore
 from .train import TrainConfig, TrainResult
 from .distance import dist_to_identity, identity_distances, prediction_gap, project_onto_family
+from .engine.threads import set_threads
 
 __version__ = "0.1.0"
 
@@ -63,4 +64,5 @@ __all__ = [
     "StationarityCertificate", "certify_stationary", "hessian", "lanczos",
     "RunStore", "TrainConfig", "TrainResult",
     "dist_to_identity", "identity_distances", "prediction_gap", "project_onto_family",
+    "set_threads",
 ]

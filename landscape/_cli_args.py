@@ -16,6 +16,8 @@ same options with :func:`add_problem_args` and turn them into a
 ``--noise S``                     label noise std
 ``--seed S``                      seed of every random choice the problem makes (rotations of ``--sigma``)
 ``--json``                        one JSON object on stdout
+
+Every command also takes ``--threads N`` (:func:`add_threads_arg`, applied by :func:`apply_threads`).
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ import torch
 from .families import FAMILY_ATTENTION, Problem
 from .tasks import KernelGP, LinearRegression, check_covariance, random_covariance
 
-__all__ = ["parse_sigma", "add_problem_args", "problem_from_args", "data_from_args", "SIGMA_FORMS",
-           "INVERSE_TASK_FAMILIES", "MAX_SIZE", "MAX_SEED", "int_arg", "float_arg", "float_list_arg",
+__all__ = ["parse_sigma", "add_problem_args", "add_threads_arg", "apply_threads", "problem_from_args", "data_from_args",
+           "SIGMA_FORMS", "INVERSE_TASK_FAMILIES", "MAX_SIZE", "MAX_SEED", "int_arg", "float_arg", "float_list_arg",
            "positive_int", "nonneg_int", "seed_int", "finite_float", "positive_float", "nonneg_float"]
 
 MAX_SIZE = 2**31 - 1
@@ -361,3 +363,25 @@ def problem_from_args(args: argparse.Namespace, family: str | None = None) -> tu
     problem = Problem(d=args.d, layers=args.layers, n=args.n, sigma=sigma, attention=attention,
                       activations=acts, heads=getattr(args, "heads", 1))
     return problem, data_from_args(args, problem, family)
+
+
+def add_threads_arg(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``--threads N`` (CPU threads; default :data:`landscape.engine.threads.DEFAULT_THREADS`)."""
+    from .engine.threads import DEFAULT_THREADS
+
+    parser.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
+                        help=f"CPU threads for the numerical work (default {DEFAULT_THREADS}: measured fastest "
+                             "on small shared machines; see docs/benchmarks.md)")
+    return parser
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    """Set the thread count a parsed command asked for (:func:`landscape.set_threads`).
+
+    Raises:
+        ValueError: ``--threads`` below 1.
+    """
+    from .engine.threads import set_threads
+
+    if getattr(args, "threads", None) is not None:
+        set_threads(args.threads)

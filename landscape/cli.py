@@ -164,6 +164,10 @@ def build_parser(*, raise_errors: bool = False) -> argparse.ArgumentParser:
                 continue
             raise
         mod.add_parser(sub)
+    from ._cli_args import add_threads_arg
+
+    for command_parser in sub.choices.values():
+        add_threads_arg(command_parser)
     return parser
 
 
@@ -194,7 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     command = args.command
     as_json = bool(getattr(args, "json", False)) or as_json
+    from ._cli_args import apply_threads
+
     try:
+        apply_threads(args)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"landscape {command}: interrupted", file=sys.stderr)

@@ -11,6 +11,15 @@ engines compute the per-seed gradients :math:`\nabla_{\theta_i} f_i(\theta_i)`:
   :math:`\theta_i` is exactly :math:`\nabla f_i(\theta_i)`.
 * ``"vmap"``: ``torch.func.vmap(torch.func.grad_and_value(f))`` over the seed axis, with ``f`` the
   reference forward :func:`landscape.model.predict` of one model.
+* ``"fused"``: the CPU kernel of :mod:`landscape.engine.fused` — forward and hand-derived backward
+  in one pass, SIMD across blocks of 64 prompts, for linear attention and the ``linear``, ``relu``,
+  ``exp``, ``softmax`` kernels in float32/float64 (needs numba). ``"auto"`` (the default) takes it
+  wherever it applies and ``"stacked"`` otherwise (user kernels, CUDA, numba missing):
+  :func:`resolve_engine`. The engine that ran is recorded in the results and shown in the
+  progress bar.
+
+The stacked engine processes the batch in chunks of prompts (:func:`stacked_grad`,
+:func:`resolve_chunk`) so that no tensor the size of the whole batch is materialised.
 
 Both give the same numbers up to round-off (tested); ``"stacked"`` is faster on the CPU because it
 avoids the batching-rule overhead of ``vmap`` on the many small ops of the backward pass and
@@ -90,9 +99,13 @@ __all__ = [
     "make_task",
     "init_state",
     "make_step",
+    "resolve_engine",
     "make_generator",
     "sample_batch",
     "stacked_predict",
+    "stacked_grad",
+    "resolve_chunk",
+    "prompt_bytes",
     "lr_factor",
     "OPTIMIZERS",
     "SCHEDULES",
@@ -105,7 +118,7 @@ TASKS: tuple[str, ...] = ("linear", "gp", "classification", "features")
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "linear")
 MASKS: tuple[str, ...] = ("full", "paper", "sparse")
-ENGINES: tuple[str, ...] = ("stacked", "vmap")
+ENGINES: tuple[str, ...] = ("auto", "fused", "stacked", "vmap")
 _DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
 _CHECKPOINT_FORMAT = 1
 
@@ -270,7 +283,11 @@ class TrainConfig:
         resample_every: draw fresh prompts every this many steps (1 = every step).
         dtype: ``"float32"`` or ``"float64"``.
         seed: the run's seed; seed-``i``'s model is the ``i``-th of a stack initialised from it.
-        engine: ``"stacked"`` or ``"vmap"`` gradient engine (see module docstring).
+        engine: gradient engine (see module docstring): ``"auto"`` (``"fused"`` where it applies,
+            else ``"stacked"``), ``"fused"``, ``"stacked"`` or ``"vmap"``.
+        chunk: prompts per seed per chunk of the stacked engine (``None``: chosen by
+            :func:`resolve_chunk` from a working-set target); the gradient is the full-batch one
+            up to round-off whatever the chunk.
 
     Bookkeeping (not part of the run's identity: ``device``):
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
@@ -315,7 +332,8 @@ class TrainConfig:
     resample_every: int = 1
     dtype: str = "float32"
     seed: int = 0
-    engine: str = "stacked"
+    engine: str = "auto"
+    chunk: int | None = None
     device: str = "auto"
     log_every: int = 100
     checkpoint_every: int = 1000
@@ -413,6 +431,14 @@ class TrainConfig:
             set_("dtype", names[self.dtype])
         check_choice("dtype", self.dtype, tuple(_DTYPES))
         check_choice("engine", self.engine, ENGINES)
+        if self.chunk is not None:
+            check_int("chunk", self.chunk, minimum=1)
+        if self.engine == "fused":
+            from .engine.fused import unsupported_reason
+
+            why = unsupported_reason(self.spec, _resolve_device(self.device), self.torch_dtype)
+            if why is not None:
+                raise ValueError(f"engine 'fused': {why}; use engine 'auto' or 'stacked'")
         # --- bookkeeping
         _resolve_device(self.device)
         check_int("log_every", self.log_every, minimum=1)
@@ -474,12 +500,16 @@ class TrainConfig:
         either file makes a new run. ``sigma`` is stored in the stored-config convention of
         :func:`_stored_sigma` (``diag:`` there is the rotated spectrum, as it always was; the
         diagonal matrix is stored as its matrix), so every config hash written before stays valid.
+        ``chunk`` is stored only when set (the automatic chunk is a function of the config), so a
+        config of the older layout hashes as it did.
         """
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             if f.name in ("device", "_from_store"):
                 continue
             v = getattr(self, f.name)
+            if f.name == "chunk" and v is None:
+                continue
             out[f.name] = [list(r) for r in v] if f.name == "sigma" and isinstance(v, tuple) else v
         if isinstance(self.sigma, str):
             out["sigma"] = _stored_sigma(self.sigma, self.d, self.seed)
@@ -744,22 +774,27 @@ def make_step(config: TrainConfig) -> StepFn:
     free_flat = flatten_params(train_mask(spec, config.mask), spec)
     all_free = bool(free_flat.all())
 
-    if config.engine == "vmap":
+    engine = resolve_engine(config, _resolve_device(config.device))
+    if engine == "fused":
+        from .engine.fused import fused_grad
+
+        def grad_fn(flat: torch.Tensor, Z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            if flat.device.type != "cpu":
+                return stacked_grad(flat, spec, Z, y, resolve_chunk(config, flat.device))
+            return fused_grad(flat, spec, Z, y)
+    elif engine == "vmap":
         def loss_one(p: torch.Tensor, Z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             pred = predict(unflatten_params(p, spec), spec, Z, validate=False)
             return ((pred - y) ** 2).mean()
 
         grad_fn = torch.func.vmap(torch.func.grad_and_value(loss_one))
     else:
+        chunk_cache: dict[torch.device, int] = {}
+
         def grad_fn(flat: torch.Tensor, Z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            # Reverse mode on a detached alias: the caller's tensor is untouched. Plain autograd
-            # rather than torch.func.grad here: same numbers, less per-op overhead.
-            with torch.enable_grad():
-                x = flat.detach().requires_grad_(True)
-                pred = stacked_predict(unflatten_params(x, spec), spec, Z)
-                per = ((pred - y) ** 2).mean(-1)
-                (grad,) = torch.autograd.grad(per.sum(), x)
-            return grad, per.detach()
+            if flat.device not in chunk_cache:
+                chunk_cache[flat.device] = resolve_chunk(config, flat.device)
+            return stacked_grad(flat, spec, Z, y, chunk_cache[flat.device])
 
     opt_name, (b1, b2), eps = config.optimizer, config.betas, config.eps
     wd, mom, clip = config.weight_decay, config.momentum, config.clip
@@ -805,7 +840,119 @@ def make_step(config: TrainConfig) -> StepFn:
         out_div = torch.where(alive & ~finite, torch.full_like(diverged_step, t), diverged_step)
         return out, out_opt, keep, out_div, loss.detach(), gnorm.detach()
 
+    step.engine = engine  # type: ignore[attr-defined]
     return step
+
+
+def resolve_engine(config: TrainConfig, device: torch.device | str = "cpu") -> str:
+    """The gradient engine a run of ``config`` uses on ``device``.
+
+    ``"auto"`` becomes ``"fused"`` where :func:`landscape.engine.fused.unsupported_reason` finds
+    nothing against it (CPU, float32/float64, built-in attention kinds, numba importable), and
+    ``"stacked"`` otherwise; the other names are returned as they are.
+
+    Returns:
+        ``"fused"``, ``"stacked"`` or ``"vmap"``.
+    """
+    if config.engine != "auto":
+        return config.engine
+    from .engine.fused import unsupported_reason
+
+    return "fused" if unsupported_reason(config.spec, device, config.torch_dtype) is None else "stacked"
+
+
+# ---------------------------------------------------------------------- chunked stacked gradient
+CHUNK_TARGET_BYTES: dict[str, int] = {"cpu": 8 << 20, "cuda": 256 << 20}
+"""Size target of the largest tensor one chunk of the stacked engine allocates (all seeds).
+
+CPU: 8 MiB. glibc serves allocations above its mmap threshold (at most 32 MiB) with fresh
+``mmap`` pages, so a step whose temporaries exceed it page-faults on every use: at 32 seeds ×
+1024 prompts (d = 5, n = 20, L = 3, ReLU kernel attention, float32) the whole-batch step, whose
+score tensors are 55 MB each, took 684 ms of CPU, chunks of 128–512 prompts (7–28 MB scores)
+480–530 ms (docs/benchmarks.md). 8 MiB stays under the threshold with margin. CUDA: 256 MiB,
+enough to amortise the per-chunk launch overhead."""
+
+
+def prompt_bytes(spec: ModelSpec, n: int, dtype: torch.dtype) -> int:
+    r"""Bytes of the largest tensor the stacked engine allocates per prompt and seed.
+
+    The attention scores of one head, :math:`n \times N` numbers with ``N = n + 1``, or a token
+    matrix :math:`D \times N` if that is larger (``D`` the token dimension).
+
+    Args:
+        spec: architecture.
+        n: context length.
+        dtype: training dtype.
+
+    Returns:
+        The size in bytes (positive).
+    """
+    D, N = spec.token_dim, n + 1
+    return max(n * N, D * N) * torch.empty((), dtype=dtype).element_size()
+
+
+def resolve_chunk(config: TrainConfig, device: torch.device | str = "cpu") -> int:
+    r"""Prompts per seed per chunk of the stacked engine.
+
+    ``config.chunk`` when given (capped at the batch), otherwise the largest chunk whose largest
+    tensor, ``S · chunk ·`` :func:`prompt_bytes`, fits :data:`CHUNK_TARGET_BYTES` of the device
+    type (at least 8 prompts, at most the batch). The result depends on the config and the device
+    type only, never on the machine, so a run is reproducible anywhere with the same engine.
+
+    Args:
+        config: the run.
+        device: where the step runs.
+
+    Returns:
+        The chunk size, ``1 <= chunk <= config.batch``.
+    """
+    B = config.batch
+    if config.chunk is not None:
+        return min(config.chunk, B)
+    dev = torch.device(device)
+    target = CHUNK_TARGET_BYTES.get(dev.type, CHUNK_TARGET_BYTES["cpu"])
+    per = config.seeds * prompt_bytes(config.spec, config.n, config.torch_dtype)
+    return max(1, min(B, max(8, target // per)))
+
+
+def stacked_grad(flat: torch.Tensor, spec: ModelSpec, Z: torch.Tensor, y: torch.Tensor,
+                 chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Per-seed gradients and losses of the stacked engine, the batch processed in prompt chunks.
+
+    With :math:`f_i = \frac1B\sum_{b} (\mathrm{TF}_{\theta_i}(Z_{ib}) - y_{ib})^2` and the
+    prompts split into consecutive chunks :math:`C_1, C_2, \dots` of ``chunk`` prompts,
+    :math:`\nabla f_i = \sum_c \nabla \frac1B\sum_{b\in C_c}(\cdot)^2`: each chunk runs the fused
+    forward (:func:`stacked_predict`) and reverse mode on the sum over seeds of its share of the
+    loss, and the gradients are added in chunk order. Only one chunk's autograd graph is alive at
+    a time, so the temporaries stay cache-sized whatever ``B`` is; the sum equals the full-batch
+    gradient up to float round-off, and a fixed chunk gives the same bits every run.
+
+    Args:
+        flat: ``(S, P)`` stacked flat parameters (not modified).
+        spec: architecture.
+        Z: ``(S, B, D, N)`` prompts.
+        y: ``(S, B)`` targets.
+        chunk: prompts per chunk (``>= 1``).
+
+    Returns:
+        ``(grad (S, P), loss (S,))``.
+    """
+    B = Z.shape[1]
+    grad = None
+    loss = None
+    # Reverse mode on a detached alias: the caller's tensor is untouched. Plain autograd rather
+    # than torch.func.grad here: same numbers, less per-op overhead.
+    with torch.enable_grad():
+        x = flat.detach().requires_grad_(True)
+        for c0 in range(0, B, chunk):
+            Zc, yc = Z[:, c0:c0 + chunk], y[:, c0:c0 + chunk]
+            pred = stacked_predict(unflatten_params(x, spec), spec, Zc)
+            per = ((pred - yc) ** 2).sum(-1) / B
+            (g,) = torch.autograd.grad(per.sum(), x)
+            per = per.detach()
+            grad = g if grad is None else grad + g
+            loss = per if loss is None else loss + per
+    return grad, loss  # type: ignore[return-value]
 
 
 def sample_batch(task: Any, config: TrainConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -846,6 +993,8 @@ class TrainResult:
         resumed_from: the checkpoint step training resumed from (``None``: fresh start;
             ``steps`` when a finished run was loaded without training).
         wall_time: seconds spent in this call.
+        engine: the gradient engine that ran (:func:`resolve_engine`; ``None`` when a finished
+            run was loaded without training).
     """
 
     config: TrainConfig
@@ -865,6 +1014,7 @@ class TrainResult:
     root: Path | None = None
     resumed_from: int | None = None
     wall_time: float = 0.0
+    engine: str | None = None
 
     @property
     def run(self) -> str | None:
@@ -893,6 +1043,7 @@ class TrainResult:
             out["identity_distance"] = self.identity_distance.tolist()
             out["identity_distance_whitened"] = self.identity_distance_whitened.tolist()  # type: ignore[union-attr]
         out["resumed_from"] = self.resumed_from
+        out["engine"] = self.engine
         out["wall_time"] = self.wall_time
         return out
 
@@ -900,9 +1051,16 @@ class TrainResult:
 # ---------------------------------------------------------------------- evaluation helpers
 def _eval_loss(spec: ModelSpec, params: Mapping[str, torch.Tensor], Z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``(S,)`` mean squared error of every seed on shared prompts ``Z (E, D, N)``."""
+    S = next(iter(params.values())).shape[0]
+    chunk = max(8, CHUNK_TARGET_BYTES.get(Z.device.type, CHUNK_TARGET_BYTES["cpu"])
+                // (S * prompt_bytes(spec, Z.shape[-1] - 1, Z.dtype)))
+    E = Z.shape[0]
     with torch.no_grad():
-        pred = stacked_predict(params, spec, Z)
-        return ((pred - y) ** 2).mean(-1)
+        total = None
+        for c0 in range(0, E, chunk):  # chunks of the shared prompts: temporaries stay small
+            part = ((stacked_predict(params, spec, Z[c0:c0 + chunk]) - y[c0:c0 + chunk]) ** 2).sum(-1)
+            total = part if total is None else total + part
+        return total / E  # type: ignore[operator]
 
 
 FAMILY_FIT_LABELS: dict[str, str] = {
@@ -1112,13 +1270,14 @@ def _train_locked(config: TrainConfig, dev: torch.device, spec: ModelSpec, sigma
             resumed_from = state.step
         store.set_status(run, "running")
 
+    engine = step_fn.engine  # type: ignore[attr-defined]
     lr_base = config.lr_vector(dev)
     T, k_res = config.steps, config.resample_every
     dist_every = config.log_every if config.distance_every is None else config.distance_every
 
     from tqdm import tqdm
 
-    bar = tqdm(total=T, initial=state.step, desc=f"train {config.seeds} seeds", unit="step",
+    bar = tqdm(total=T, initial=state.step, desc=f"train {config.seeds} seeds [{engine}]", unit="step",
                disable=not _progress_enabled(progress), dynamic_ncols=True, file=sys.stderr)
     try:
         while state.step < T:
@@ -1159,7 +1318,7 @@ def _train_locked(config: TrainConfig, dev: torch.device, spec: ModelSpec, sigma
             family_distance=fam_dist, family_values=fam_vals, family_step_sizes=fam_steps, identity_distance=ids_raw,
             identity_distance_whitened=ids_white, run_name=None if run is None else run.name,
             run_id=None if run is None else run.id, root=None if store is None else store.root,
-            resumed_from=resumed_from, wall_time=time.perf_counter() - t_start,
+            resumed_from=resumed_from, wall_time=time.perf_counter() - t_start, engine=engine,
         )
         if run is not None:
             store.log_metrics(run, T, {"diverged": (~state.alive).to(torch.float64), **meas})

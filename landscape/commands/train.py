@@ -80,7 +80,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     o.add_argument("--warmup", type=nonneg_int, default=0, help="linear warm-up steps")
     o.add_argument("--resample-every", type=positive_int, default=1, help="fresh prompts every k steps (default 1)")
     o.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    o.add_argument("--engine", choices=("stacked", "vmap"), default="stacked")
+    o.add_argument("--engine", choices=("auto", "fused", "stacked", "vmap"), default="auto",
+                   help="gradient engine (default auto: the fused CPU kernel where it applies, else stacked)")
+    o.add_argument("--chunk", type=positive_int, default=None,
+                   help="prompts per chunk of the stacked engine (default: from a working-set target)")
     b = p.add_argument_group("bookkeeping")
     b.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     b.add_argument("--out", default=None, help="run store directory (resume/reuse); default: not stored")
@@ -182,7 +185,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         steps=args.steps, batch=args.batch, lr=lr, optimizer=args.optimizer, betas=tuple(args.betas),
         momentum=args.momentum, weight_decay=args.weight_decay, clip=args.clip, schedule=args.schedule,
         warmup=args.warmup, resample_every=args.resample_every, dtype=args.dtype, seed=args.seed,
-        engine=args.engine, device=args.device, log_every=args.log_every,
+        engine=args.engine, chunk=args.chunk, device=args.device, log_every=args.log_every,
         checkpoint_every=args.checkpoint_every, eval_batch=args.eval_batch, distance_every=args.distance_every,
     )
 

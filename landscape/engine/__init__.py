@@ -1,0 +1,1 @@
+"""Training engines: the fused CPU kernel (:mod:`landscape.engine.fused`) and thread control."""
