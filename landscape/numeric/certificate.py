@@ -6,7 +6,8 @@ The claims (Ahn et al. 2023, Theorems 3–4; Cheng, Chen, Sra 2024) have the for
 there the gradient's component *tangent* to :math:`S` vanishes by construction, and the claim is
 that the *normal* component vanishes too.
 
-**Which gradient.** By default the gradient over **all** entries of every matrix. A ``mask``
+**Which gradient.** By default the gradient over **all** entries of every matrix — a stronger
+question than the papers ask; ``mask="blocks"`` is the papers' statement. A ``mask``
 restricts it to a subset of entries (the other entries stay at the family's values): ``"blocks"`` —
 the :math:`d\times d`, label-column, label-row and corner blocks in which the family has a free
 symbol, i.e. the sparse parameterisation the papers' theorems are stated in (Ahn et al.'s Theorem 3
