@@ -7,7 +7,9 @@ the symbols; parameters it does not name are zero), and compiled to torch with `
 same object serves the symbolic layer (exact losses), the numerical layer (gradients normal to the
 family) and the distance layer (projection of trained weights). The claims it encodes have the form
 *"the family holds stationary points of the in-context loss"*: :math:`\inf_{\theta \in S}\lVert\nabla f(\theta)\rVert = 0`
-with the gradient over **all** entries.
+with the gradient over the entries of the paper's parameterisation (Ahn et al. Thm 3: the blocks
+:math:`A_l`; Thm 4: :math:`A_l, B_l`; Cheng et al.: the blocks the family uses) — ``landscape verify
+--mask blocks``; over **all** entries is a stronger question (``--mask all``).
 
 Built-ins (:func:`get_family`, context :class:`Problem`):
 

@@ -92,6 +92,18 @@ def test_bad_points_and_sizes(tmp_path, capsys: pytest.CaptureFixture[str]) -> N
     assert rc == 2 and "too small" in obj["error"]
     rc, obj = _run(capsys, "pgd", *BASE, "--sigma", "diag:1,2", "--json")
     assert rc == 2 and "eigenvalues" in obj["error"]
+    rc, obj = _run(capsys, "pgd", *BASE, "--tol", "-1", "--json")
+    assert rc == 2 and "--tol" in obj["error"]
+    for bad in ("lots", "10s,20s", "0", "0s", ","):
+        rc, obj = _run(capsys, "pgd", *BASE, "--budget", bad, "--json")
+        assert rc == 2 and "--budget" in obj["error"], (bad, obj)
+
+
+def test_parse_budget() -> None:
+    from landscape.commands.verify import parse_budget
+
+    assert parse_budget("2000000,600s") == {"prompts": 2000000, "seconds": 600.0}
+    assert parse_budget("90s") == {"seconds": 90.0} and parse_budget("5000") == {"prompts": 5000}
 
 
 @pytest.mark.slow
@@ -102,3 +114,20 @@ def test_monte_carlo_control_rejected(capsys: pytest.CaptureFixture[str]) -> Non
     assert rc == 1 and obj["verdict"] == "not_stationary", obj["reason"]
     assert obj["grad_norm_normal_se"] > 0 and obj["loss_se"] > 0
     assert obj["hessian"]["n_pos"] is not None
+    assert obj["design"] == "fixed" and obj["grad_norm_normal_lower"] > 0 and obj["tol"] > 0
+    assert [r["alpha"] for r in obj["per_sample_size"]] == pytest.approx([1e-3 / 3] * 3)
+
+
+@pytest.mark.slow
+def test_monte_carlo_text_report_names_tol_and_confidence(capsys: pytest.CaptureFixture[str]) -> None:
+    """A Monte-Carlo 'stationary' is printed with its tolerance and confidence, never bare; the
+    sequential design (--budget) records every look in the JSON."""
+    args = ["pgd", "--layers", "2", *BASE, "--mask", "blocks", "--samples", "3200", "--hessian-samples", "0",
+            "--tol", "0.5", "--alpha", "0.01"]
+    rc = main(["verify", *args])
+    text = capsys.readouterr().out
+    assert rc == 0 and "verdict  STATIONARY within tol = 0.5 at confidence 1 - alpha = 0.99" in text, text
+    rc, obj = _run(capsys, *args, "--budget", "100000", "--json")
+    assert rc == 0 and obj["design"] == "sequential" and obj["verdict"] == "stationary"
+    assert obj["stop"].startswith("decisive at look") and len(obj["per_sample_size"]) >= 1
+    assert [r["samples"] for r in obj["per_sample_size"]] == [200 * 4**k for k in range(len(obj["per_sample_size"]))]

@@ -19,13 +19,14 @@ or ``{"error": ...}`` on bad input.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["add_parser", "run", "parse_point", "build_problem"]
+__all__ = ["add_parser", "run", "parse_point", "parse_budget", "build_problem"]
 
 
 # ---------------------------------------------------------------------- argument helpers
@@ -81,7 +82,7 @@ def build_problem(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
 # ---------------------------------------------------------------------- command
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    from .._cli_args import add_problem_args, float_arg, int_arg, nonneg_int
+    from .._cli_args import add_problem_args, float_arg, int_arg, nonneg_int, positive_float
 
     p = subparsers.add_parser(
         "verify",
@@ -104,6 +105,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float_arg(0.0, 1.0, lo_open=True, hi_open=True), default=1e-3,
                    help="test level, in (0, 1) (default 1e-3)")
     p.add_argument("--test", default="directional", choices=("directional", "standardized", "norm"))
+    p.add_argument("--tol", type=positive_float, default=None,
+                   help="Monte-Carlo: tolerance on |N^T grad f| that a 'stationary' verdict certifies (default: "
+                   "2%% of |grad f| at the family's zero point, over the free entries)")
+    p.add_argument("--budget", default=None,
+                   help="Monte-Carlo, sequential: grow the sample (T/16, T/4, T, 4T, ...) until decisive or the "
+                   "budget is spent: PROMPTS, SECONDSs, or both as PROMPTS,SECONDSs (e.g. 2000000,600s)")
     p.add_argument("--hessian-samples", type=nonneg_int, default=1024,
                    help="prompts for the Monte-Carlo Hessian inertia (0: skip)")
     add_problem_args(p)
@@ -115,6 +122,29 @@ def _sizes(T: int) -> tuple[int, ...]:
     if T < 16:
         raise ValueError(f"--samples T = {T} is too small: the certificate uses T/16, T/4 and T prompts")
     return (T // 16, T // 4, T)
+
+
+def parse_budget(text: str) -> dict[str, float]:
+    """``--budget 2000000,600s`` → ``{"prompts": 2000000, "seconds": 600.0}`` (either part may be left out)."""
+    out: dict[str, float] = {}
+    for item in text.split(","):
+        item = item.strip().lower()
+        if not item:
+            continue
+        key, num = ("seconds", item[:-1]) if item.endswith("s") else ("prompts", item)
+        if key in out:
+            raise ValueError(f"--budget gives the {key} twice: {text!r}")
+        try:
+            val = float(num) if key == "seconds" else int(num)
+        except ValueError:
+            raise ValueError(f"--budget takes PROMPTS, SECONDSs or PROMPTS,SECONDSs (e.g. 2000000,600s), got {text!r}") \
+                from None
+        if not math.isfinite(val) or val <= 0:
+            raise ValueError(f"--budget values must be positive, got {text!r}")
+        out[key] = val
+    if not out:
+        raise ValueError("--budget is empty")
+    return out
 
 
 def _summary(cert: Any) -> dict[str, Any]:
@@ -130,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
     from ..cli import emit_json
     from ..numeric import certify_stationary, exact_loss_oracle
 
+    budget = parse_budget(args.budget) if args.budget is not None else None
     if args.point is not None and args.params is not None:
         raise ValueError("give at most one of --point and --params")
     problem, family, task = build_problem(args)
@@ -148,13 +179,31 @@ def run(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = dict(point=point, mask=None if args.mask == "all" else args.mask, alpha=args.alpha,
                                   generator=torch.Generator().manual_seed(args.seed))
     if exact is None:
-        kwargs.update(samples=_sizes(args.samples), test=args.test, hessian_samples=args.hessian_samples)
+        kwargs.update(samples=_sizes(args.samples), test=args.test, hessian_samples=args.hessian_samples,
+                      tol=args.tol, budget=budget, progress=_progress)
     cert = certify_stationary(family, data, **kwargs)
     if args.json:
         emit_json(_summary(cert))
     else:
         _print_report(cert)
     return 0 if cert.verdict == "stationary" else 1
+
+
+def _progress(message: str) -> None:
+    sys.stderr.write(f"[verify] {message}\n")
+    sys.stderr.flush()
+
+
+def _verdict_line(cert: Any) -> str:
+    """``STATIONARY within tol = … at confidence 1 − alpha = …`` (Monte-Carlo) — never a bare "stationary"."""
+    if cert.method == "exact":
+        return f"{cert.verdict.upper()} (exact loss, float64 tolerance {cert.tolerance:.1g})"
+    conf = f"confidence 1 - alpha = {cert.confidence:g}"
+    if cert.verdict == "stationary":
+        return f"STATIONARY within tol = {cert.tol:.3g} at {conf}"
+    if cert.verdict == "not_stationary":
+        return f"NOT_STATIONARY at level alpha = {cert.alpha:g}"
+    return f"INCONCLUSIVE (tol = {cert.tol:.3g}, {conf})"
 
 
 def _print_report(cert: Any) -> None:
@@ -170,10 +219,14 @@ def _print_report(cert: Any) -> None:
       f"   normal {nrm.value:.3g}" + (f" ± {nrm.se:.2g} (noise floor {nrm.noise_floor:.2g})" if nrm.se else "") + "\n")
     for r in cert.per_sample_size:
         w(f"  T = {r.samples:>7d}: |N^T g| = {r.normal.value:.3g} (floor {r.normal.noise_floor:.2g}), "
-          f"standardized {r.standardized_normal.value:.3g}, {cert.test} statistic {r.statistic:.3g}, "
-          f"p = {r.p_value:.3g}\n")
+          f"{cert.test} statistic {r.statistic:.3g}, p = {r.p_value:.3g} (level {r.alpha:.2g}); "
+          f"|N^T grad f| in [{r.bounds.lower:.3g}, {r.bounds.upper:.3g}]\n")
     if cert.method != "exact":
-        w(f"slope    log|normal| vs log T: {cert.slope:.2f} ± {cert.slope_se:.2f} (stationary: -0.5)\n")
+        w(f"bounds   |N^T grad f| in [{cert.normal_lower:.3g}, {cert.normal_upper:.3g}] "
+          f"(each side at its look's level; {cert.design} design: {cert.stop})\n")
+        w(f"tol      {cert.tol:.3g} ({cert.tol_source})\n")
+        if math.isfinite(cert.slope):
+            w(f"slope    log|normal| vs log T: {cert.slope:.2f} ± {cert.slope_se:.2f} (pure noise: -0.5; diagnostic)\n")
     if cert.hessian is not None:
         h = cert.hessian
         w(f"hessian  n_pos {h.n_pos}, n_zero {h.n_zero}, n_neg {h.n_neg}, eig in [{h.min_eig:.3g}, {h.max_eig:.3g}]")
@@ -181,4 +234,4 @@ def _print_report(cert: Any) -> None:
             r = h.reduced
             w(f"; modulo {h.n_symmetry} symmetry directions: n_pos {r.n_pos}, n_zero {r.n_zero}, n_neg {r.n_neg}")
         w(f" -> {h.classification}\n")
-    w(f"verdict  {cert.verdict.upper()}: {cert.reason}\n")
+    w(f"verdict  {_verdict_line(cert)}: {cert.reason}\n")

@@ -19,6 +19,8 @@ from .certificate import (
     SampleSizeResult,
     StationarityCertificate,
     certify_stationary,
+    combined_p_value,
+    decide,
     free_entries,
 )
 from .derivatives import (
@@ -47,6 +49,7 @@ from .oracles import (
     as_flat,
     as_oracle,
     exact_loss_oracle,
+    streamed_gradient_moments,
 )
 from .slices import (
     LineSlice,
@@ -58,7 +61,7 @@ from .slices import (
     plot_slice,
     random_directions,
 )
-from .stats import NormEstimate, quadratic_form_sf
+from .stats import NormBounds, NormEstimate, norm_bounds, quadratic_form_sf
 
 __all__ = [
     "MonteCarloLoss", "ExactLoss", "LossOracle", "GradientMoments", "as_oracle", "as_flat", "exact_loss_oracle",
@@ -66,8 +69,9 @@ __all__ = [
     "EigenResult", "lanczos", "hessian_eigenpairs", "Inertia", "inertia", "hessian_blocks",
     "orthonormal_complement", "TangentSplit", "tangent_split", "symmetry_generators",
     "FamilyFit", "fit_family", "family_point",
-    "StationarityCertificate", "SampleSizeResult", "certify_stationary", "free_entries", "VERDICTS", "TESTS",
-    "MASKS", "NormEstimate", "quadratic_form_sf",
+    "streamed_gradient_moments",
+    "StationarityCertificate", "SampleSizeResult", "certify_stationary", "decide", "combined_p_value",
+    "free_entries", "VERDICTS", "TESTS", "MASKS", "NormEstimate", "NormBounds", "norm_bounds", "quadratic_form_sf",
     "LineSlice", "PlaneSlice", "evaluate_losses", "line_slice", "plane_slice", "hessian_directions",
     "random_directions", "plot_slice",
 ]

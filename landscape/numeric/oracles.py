@@ -21,6 +21,10 @@ Two oracles:
   uncertainty of the gradient estimate).
 * :class:`ExactLoss` — any callable ``params -> scalar`` (e.g. an exact population loss from the
   symbolic layer) as a single piece.
+
+:func:`streamed_gradient_moments` gives the same gradient moments as
+:meth:`MonteCarloLoss.gradient_moments` for prompts drawn chunk by chunk and discarded (memory
+``O(chunk_size · P + P²)`` whatever the number of prompts), for samples that are only evaluated once.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ __all__ = [
     "as_oracle",
     "as_flat",
     "exact_loss_oracle",
+    "streamed_gradient_moments",
 ]
 
 Piece = tuple[float, Callable[[torch.Tensor], torch.Tensor]]
@@ -98,6 +103,9 @@ class GradientMoments:
         count: number of prompts ``T``.
         loss: the Monte-Carlo loss :math:`\frac1T\sum_i (\mathrm{TF}_i - y_i)^2`.
         loss_se: its standard error (per-prompt standard deviation over :math:`\sqrt T`).
+        batch_means: ``(R, P)`` means of the per-prompt gradients over ``R`` consecutive, disjoint,
+            (nearly) equal batches of the prompts — independent replicates of :math:`\bar g` at
+            ``T/R`` prompts — or ``None`` when not asked for.
     """
 
     mean: torch.Tensor
@@ -105,6 +113,7 @@ class GradientMoments:
     count: int
     loss: float
     loss_se: float
+    batch_means: torch.Tensor | None = None
 
     @property
     def mean_cov(self) -> torch.Tensor:
@@ -283,7 +292,8 @@ class MonteCarloLoss:
         g = torch.func.vmap(torch.func.grad(one), in_dims=(None, 0, 0))
         return g(flat, self.Z[lo:hi], self.target[lo:hi])
 
-    def gradient_moments(self, flat: torch.Tensor, projection: torch.Tensor | None = None) -> GradientMoments:
+    def gradient_moments(self, flat: torch.Tensor, projection: torch.Tensor | None = None,
+                         batches: int = 0) -> GradientMoments:
         r"""Mean and per-prompt covariance of the (optionally projected) per-prompt gradients.
 
         Accumulated chunk by chunk with the parallel (Chan et al. 1979) update of the centred
@@ -292,36 +302,103 @@ class MonteCarloLoss:
         Args:
             flat: the point :math:`\theta`.
             projection: optional ``(m, P)`` matrix ``A``; moments of :math:`A g_i` are returned.
+            batches: if ``R > 0``, also the means over ``R`` consecutive disjoint batches of the
+                prompts (prompt ``i`` in batch :math:`\lfloor iR/T\rfloor`).
 
         Returns:
             :class:`GradientMoments`.
 
         Raises:
-            ValueError: fewer than two prompts (no covariance).
+            ValueError: fewer than two prompts (no covariance), or more batches than prompts.
         """
-        if self.samples < 2:
-            raise ValueError("gradient covariance needs at least 2 prompts")
-        n, mean, m2 = 0, None, None
-        loss_sum, loss_sq = 0.0, 0.0
+        acc = _MomentAccumulator(self.samples, batches)
         for lo, hi in self._bounds:
-            G = self.per_prompt_gradients(flat, lo, hi).detach()
-            if projection is not None:
-                G = G @ projection.T
-            with torch.no_grad():
-                lv = self.prompt_losses(flat.detach(), lo, hi)
-            loss_sum += float(lv.sum())
-            loss_sq += float((lv**2).sum())
-            cm = G.mean(0)
-            Gc = G - cm
-            cm2 = Gc.T @ Gc
-            if mean is None:
-                n, mean, m2 = hi - lo, cm, cm2
-            else:
-                n, mean, m2 = _combine(n, mean, m2, hi - lo, cm, cm2)
-        T = n
-        loss = loss_sum / T
-        var = max(loss_sq / T - loss**2, 0.0) * T / (T - 1)
-        return GradientMoments(mean, m2 / (T - 1), T, loss, math.sqrt(var / T))
+            acc.add(self, flat, lo, hi, projection)
+        return acc.result()
+
+
+class _MomentAccumulator:
+    """Running (count, mean, scatter, loss sums, batch sums) of per-prompt gradients, prompt ``offset`` on."""
+
+    def __init__(self, total: int, batches: int) -> None:
+        if total < 2:
+            raise ValueError("gradient covariance needs at least 2 prompts")
+        check_int("batches", batches, minimum=0)
+        if batches > total:
+            raise ValueError(f"{batches} batches need at least as many prompts, got {total}")
+        self.total, self.batches = total, batches
+        self.n, self.mean, self.m2 = 0, None, None
+        self.loss_sum = self.loss_sq = 0.0
+        self.bsum: torch.Tensor | None = None
+        self.bcount: torch.Tensor | None = None
+
+    def add(self, oracle: "MonteCarloLoss", flat: torch.Tensor, lo: int, hi: int,
+            projection: torch.Tensor | None) -> None:
+        G = oracle.per_prompt_gradients(flat, lo, hi).detach()
+        if projection is not None:
+            G = G @ projection.T
+        with torch.no_grad():
+            lv = oracle.prompt_losses(flat.detach(), lo, hi)
+        self.loss_sum += float(lv.sum())
+        self.loss_sq += float((lv**2).sum())
+        if self.batches:
+            if self.bsum is None:
+                self.bsum = G.new_zeros(self.batches, G.shape[1])
+                self.bcount = G.new_zeros(self.batches)
+            idx = (torch.arange(G.shape[0], device=G.device) + self.n) * self.batches // self.total
+            self.bsum.index_add_(0, idx, G)
+            self.bcount.index_add_(0, idx, torch.ones_like(idx, dtype=G.dtype))
+        cm = G.mean(0)
+        Gc = G - cm
+        cm2 = Gc.T @ Gc
+        if self.mean is None:
+            self.n, self.mean, self.m2 = hi - lo, cm, cm2
+        else:
+            self.n, self.mean, self.m2 = _combine(self.n, self.mean, self.m2, hi - lo, cm, cm2)
+
+    def result(self) -> GradientMoments:
+        T = self.n
+        loss = self.loss_sum / T
+        var = max(self.loss_sq / T - loss**2, 0.0) * T / (T - 1)
+        bm = None if self.bsum is None else self.bsum / self.bcount.clamp_min(1).unsqueeze(1)
+        return GradientMoments(self.mean, self.m2 / (T - 1), T, loss, math.sqrt(var / T), bm)
+
+
+def streamed_gradient_moments(task: Any, spec: ModelSpec, flat: torch.Tensor, samples: int,
+                              generator: torch.Generator, *, chunk_size: int = 4096, batches: int = 0,
+                              projection: torch.Tensor | None = None,
+                              dtype: torch.dtype = torch.float64) -> GradientMoments:
+    r"""Per-prompt gradient moments on ``samples`` fresh prompts, drawn and discarded chunk by chunk.
+
+    Equal (same prompts, same generator state afterwards) to
+    ``MonteCarloLoss.from_task(task, spec, samples, generator, chunk_size=chunk_size).gradient_moments(flat,
+    projection, batches)``, with memory ``O(chunk_size · P + P²)`` instead of ``O(samples)``.
+
+    Args:
+        task: a prompt distribution with ``sample(batch, generator)``.
+        spec: the architecture.
+        flat: the point.
+        samples: number of prompts.
+        generator: the only source of randomness.
+        chunk_size: prompts per chunk.
+        batches: replicate batches (see :meth:`MonteCarloLoss.gradient_moments`).
+        projection: optional ``(m, P)`` projection of the gradients.
+        dtype: dtype of the prompts.
+
+    Returns:
+        :class:`GradientMoments`.
+
+    Raises:
+        TypeError, ValueError: as :meth:`MonteCarloLoss.from_task` and :meth:`MonteCarloLoss.gradient_moments`.
+    """
+    check_int("samples", samples, minimum=1)
+    check_int("chunk_size", chunk_size, minimum=1)
+    acc = _MomentAccumulator(samples, batches)
+    for lo in range(0, samples, chunk_size):
+        m = min(chunk_size, samples - lo)
+        piece = MonteCarloLoss.from_task(task, spec, m, generator, chunk_size=m, dtype=dtype)
+        acc.add(piece, flat.to(piece.device), 0, m, projection)
+    return acc.result()
 
 
 @dataclass(frozen=True, eq=False)
