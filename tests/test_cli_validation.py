@@ -27,22 +27,27 @@ BAD_VALUES = ("nan", "inf", "-inf", "-1", "0", "huge", "abc", "")
 # kind: "int" or "float" (a value), "list" (comma-separated numbers); "unit": a float in (0, 1)/[0, 1)
 PROBLEM = {"--d": ("int", False), "--n": ("int", False), "--layers": ("int", False), "--heads": ("int", False),
            "--noise": ("float", True), "--seed": ("int", True)}
+THREADS = {"--threads": ("int", False)}
 TABLE: dict[str, tuple[list[str], dict[str, tuple[str, bool]]]] = {
     "solve": (["solve", "pgd"], {**PROBLEM, "--samples": ("int", False), "--starts": ("int", False),
-                                 "--scale": ("float", False)}),
+                                 "--scale": ("float", False), **THREADS}),
     "verify": (["verify", "pgd"], {**PROBLEM, "--samples": ("int", False), "--alpha": ("unit", False),
-                                   "--hessian-samples": ("int", True)}),
+                                   "--hessian-samples": ("int", True), "--tol": ("float", False),
+                                   **THREADS}),
     "train": (["train"], {**PROBLEM, "--probs": ("list", True), "--init-std": ("float", True),
                           "--seeds": ("int", False), "--steps": ("int", True), "--batch": ("int", False),
                           "--lr": ("list", False), "--betas": ("list", True), "--momentum": ("unit", True),
                           "--weight-decay": ("float", True), "--clip": ("float", False), "--warmup": ("int", True),
                           "--resample-every": ("int", False), "--log-every": ("int", False),
                           "--checkpoint-every": ("int", True), "--eval-batch": ("int", False),
-                          "--distance-every": ("int", True)}),
+                          "--distance-every": ("int", True), "--chunk": ("int", False), **THREADS}),
     "check": (["check"], {"--d": ("int", False), "--n": ("int", False), "--layers": ("int", False),
-                          "--seed": ("int", True), "--batch": ("int", False)}),
-    "sweep": (["sweep", "grid.toml"], {"--num-cpus": ("int", False)}),
-    "reproduce": (["reproduce", "ahn2023"], {"--seed": ("int", True)}),
+                          "--seed": ("int", True), "--batch": ("int", False), **THREADS}),
+    "sweep": (["sweep", "grid.toml"], {"--num-cpus": ("int", False), **THREADS}),
+    "reproduce": (["reproduce", "ahn2023"], {"--seed": ("int", True), **THREADS}),
+    "families": (["families"], THREADS),
+    "plot": (["plot", "runs"], THREADS),
+    "store": (["store", "check", "runs"], THREADS),
 }
 
 
