@@ -572,9 +572,9 @@ def _train_config(run: Run) -> Any:
     """
     import dataclasses
 
-    from .train import TrainConfig
+    from .train import STORED_OPTIONAL_FIELDS, TrainConfig
 
-    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"device", "_from_store"}
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"device", "_from_store"} - STORED_OPTIONAL_FIELDS
     if not names <= set(run.config):
         return None
     try:

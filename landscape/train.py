@@ -122,6 +122,9 @@ ENGINES: tuple[str, ...] = ("auto", "fused", "stacked", "vmap")
 _DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
 _CHECKPOINT_FORMAT = 1
 
+STORED_OPTIONAL_FIELDS: frozenset[str] = frozenset({"chunk"})
+"""TrainConfig fields a stored config may lack (written only when set; see :meth:`TrainConfig.to_dict`)."""
+
 
 # ---------------------------------------------------------------------- covariance specs
 def resolve_sigma(
@@ -508,7 +511,7 @@ class TrainConfig:
             if f.name in ("device", "_from_store"):
                 continue
             v = getattr(self, f.name)
-            if f.name == "chunk" and v is None:
+            if f.name in STORED_OPTIONAL_FIELDS and v is None:
                 continue
             out[f.name] = [list(r) for r in v] if f.name == "sigma" and isinstance(v, tuple) else v
         if isinstance(self.sigma, str):

@@ -33,7 +33,10 @@ OLD_HASH = "faf40c70f929a27ea576c085af7d2aeebe3f08ee98a9abaf2e946d851d88b962"
 OLD_MATRIX = torch.tensor([[2.6526667653761535, -0.02727000315791686, -0.6363686657074606],
                            [-0.02727000315791686, 1.6844291772751896, -0.5241135426284858],
                            [-0.6363686657074606, -0.5241135426284858, 1.6629040573486567]], dtype=F64)
-SMALL = dict(task="linear", d=3, n=4, seed=5, steps=2, batch=8, eval_batch=16, log_every=1, device="cpu")
+# Runs stored before the engine choice existed were trained by the stacked engine: that engine
+# (``--engine stacked``) is what finds and resumes them; the default ``auto`` is another run.
+SMALL = dict(task="linear", d=3, n=4, seed=5, steps=2, batch=8, eval_batch=16, log_every=1, device="cpu",
+             engine="stacked")
 
 
 def test_diag_is_the_diagonal_matrix() -> None:
@@ -108,3 +111,13 @@ def test_sweep_and_cli_spell_both_forms(tmp_path: Path, capsys: pytest.CaptureFi
     assert outs[0] == outs[1]
     assert main(["solve", "pgd", "--d", "2", "--n", "3", "--sigma", "diag:2", "--json"]) == 2
     assert "expected d = 2" in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_the_engine_is_part_of_a_runs_identity_and_an_unset_chunk_is_not_stored() -> None:
+    stacked = TrainConfig(**{**SMALL, "sigma": "spectrum:1,2,3"})
+    auto = TrainConfig(**{**SMALL, "sigma": "spectrum:1,2,3", "engine": "auto"})
+    assert "chunk" not in stacked.to_dict() and stacked.to_dict()["engine"] == "stacked"
+    assert config_hash(stacked.to_dict()) == OLD_HASH != config_hash(auto.to_dict())
+    chunked = TrainConfig(**{**SMALL, "sigma": "spectrum:1,2,3", "chunk": 4})
+    assert chunked.to_dict()["chunk"] == 4 and config_hash(chunked.to_dict()) != OLD_HASH
+    assert TrainConfig.from_dict(chunked.to_dict()).chunk == 4

@@ -400,6 +400,7 @@ def test_cli_check_fails_with_exit_1(monkeypatch: pytest.MonkeyPatch, capsys: py
 
 def test_cli_check_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "--n", "0"]) == 2
-    assert "n must be an int >= 1, got 0" in capsys.readouterr().err
+    assert "--n must be an integer >= 1, got 0" in capsys.readouterr().err
     assert main(["check", "--layers", "0", "--json"]) == 2
-    assert json.loads(capsys.readouterr().out)["error"] == "ValueError: layers must be an int >= 1, got 0"
+    err = json.loads(capsys.readouterr().out)
+    assert err["error"] == "--layers must be an integer >= 1, got 0" and err["kind"] == "argument"

@@ -236,6 +236,6 @@ def test_every_command_takes_threads_and_applies_it(capsys: pytest.CaptureFixtur
         capsys.readouterr()
         assert main(["families", "--threads", "0"]) == 2
         err = capsys.readouterr().err
-        assert "threads must be an int >= 1, got 0" in err and err.count("\n") == 1
+        assert "--threads must be an integer >= 1, got 0" in err and err.count("\n") == 1
     finally:
         torch.set_num_threads(before)
