@@ -192,17 +192,21 @@ def whitened_structure(
     return tuple(out)
 
 
+def _gain_ring(layers: Sequence[WhitenedLayer], s: sympy.Symbol) -> tuple[tuple[sympy.Symbol, ...], sympy.Poly, sympy.Poly]:
+    """The generators ``(s, gains...)`` of the layers' polynomials, and ``1`` and ``s`` as polynomials in them."""
+    syms = sorted(set().union(*(sympy.sympify(x).free_symbols for lay in layers for x in (lay.e, lay.c))),
+                  key=lambda t: t.name)
+    gens = (s, *syms)
+    return gens, sympy.Poly(1, *gens), sympy.Poly(s, *gens)
+
+
 def wishart_polynomial(layers: Sequence[WhitenedLayer], s: sympy.Symbol) -> sympy.Poly:
     r""":math:`\prod_l (1 - c_l g_l(s)^2 s)^2` with :math:`g_{l+1} = g_l(1 - e_l g_l^2 s)`, :math:`g_0 = 1`.
 
     Returns:
         A ``sympy.Poly`` in ``s`` and the symbols of the gains (fast sparse arithmetic).
     """
-    syms = sorted(set().union(*(sympy.sympify(x).free_symbols for lay in layers for x in (lay.e, lay.c))),
-                  key=lambda t: t.name)
-    gens = (s, *syms)
-    one = sympy.Poly(1, *gens)
-    S = sympy.Poly(s, *gens)
+    gens, one, S = _gain_ring(layers, s)
     g = one
     p = one
     for layer in layers:
@@ -269,11 +273,7 @@ def wishart_noise_loss(layers: Sequence[WhitenedLayer], n: int | sympy.Expr, d: 
         The added loss, expanded.
     """
     s = sympy.Dummy("s")
-    syms = sorted(set().union(*(sympy.sympify(x).free_symbols for lay in layers for x in (lay.e, lay.c))),
-                  key=lambda t: t.name)
-    gens = (s, *syms)
-    one = sympy.Poly(1, *gens)
-    S = sympy.Poly(s, *gens)
+    gens, one, S = _gain_ring(layers, s)
     g = one
     prod = one
     B = sympy.Poly(0, *gens)
@@ -291,7 +291,7 @@ def wishart_noise_loss(layers: Sequence[WhitenedLayer], n: int | sympy.Expr, d: 
         for monom, c in p.terms():
             k, rest = monom[0], monom[1:]
             acc[rest] = acc.get(rest, 0) + c * wishart_moment((k,), n, d)
-        et = sympy.Add(*(c * sympy.Mul(*(gg**e for gg, e in zip(syms, m))) for m, c in acc.items() if c != 0))
+        et = sympy.Add(*(c * sympy.Mul(*(gg**e for gg, e in zip(gens[1:], m))) for m, c in acc.items() if c != 0))
     else:
         et = expected_trace_poly(p.as_expr(), s, n, d)
     return sympy.expand(noise_var * (1 + et / n))
