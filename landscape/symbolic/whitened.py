@@ -192,6 +192,19 @@ def whitened_structure(
     return tuple(out)
 
 
+def _expected_trace(p: sympy.Poly, n: int | sympy.Expr, d: int | sympy.Expr) -> sympy.Expr:
+    r""":math:`\mathbb E\,\mathrm{tr}\,p(S)` for a ``Poly`` in ``(s, gains...)`` (first generator ``s``),
+    :math:`S` the Wishart matrix: moment by moment for numeric ``n, d`` (fast), else symbolically."""
+    s, gens = p.gens[0], p.gens[1:]
+    if sympy.sympify(n).is_number and sympy.sympify(d).is_number:
+        acc: dict[tuple[int, ...], sympy.Expr] = {}
+        for monom, c in p.terms():
+            k, rest = monom[0], monom[1:]
+            acc[rest] = acc.get(rest, 0) + c * wishart_moment((k,), n, d)
+        return sympy.Add(*(c * sympy.Mul(*(g**e for g, e in zip(gens, m))) for m, c in acc.items() if c != 0))
+    return expected_trace_poly(p.as_expr(), s, n, d)
+
+
 def _gain_ring(layers: Sequence[WhitenedLayer], s: sympy.Symbol) -> tuple[tuple[sympy.Symbol, ...], sympy.Poly, sympy.Poly]:
     """The generators ``(s, gains...)`` of the layers' polynomials, and ``1`` and ``s`` as polynomials in them."""
     syms = sorted(set().union(*(sympy.sympify(x).free_symbols for lay in layers for x in (lay.e, lay.c))),
@@ -237,16 +250,7 @@ def wishart_loss(
     """
     s = sympy.Dummy("s")
     p = wishart_polynomial(layers, s)
-    gens = p.gens[1:]
-    numeric = sympy.sympify(n).is_number and sympy.sympify(d).is_number
-    if numeric:
-        acc: dict[tuple[int, ...], sympy.Expr] = {}
-        for monom, c in p.terms():
-            k, rest = monom[0], monom[1:]
-            acc[rest] = acc.get(rest, 0) + c * wishart_moment((k,), n, d)
-        out = sympy.Add(*(c * sympy.Mul(*(g**e for g, e in zip(gens, m))) for m, c in acc.items() if c != 0))
-        return sympy.expand(sympy.sympify(trace_ratio) * out)
-    return sympy.expand(sympy.sympify(trace_ratio) * expected_trace_poly(p.as_expr(), s, n, d))
+    return sympy.expand(sympy.sympify(trace_ratio) * _expected_trace(p, n, d))
 
 
 def wishart_noise_loss(layers: Sequence[WhitenedLayer], n: int | sympy.Expr, d: int | sympy.Expr,
@@ -284,16 +288,7 @@ def wishart_noise_loss(layers: Sequence[WhitenedLayer], n: int | sympy.Expr, d: 
         prod = prod * (one - c * g2 * S)
         if sympy.sympify(layer.e) != 0:
             g = g * (one - sympy.Poly(layer.e, *gens) * g2 * S)
-    p = B * B * S
-    numeric = sympy.sympify(n).is_number and sympy.sympify(d).is_number
-    if numeric:
-        acc: dict[tuple[int, ...], sympy.Expr] = {}
-        for monom, c in p.terms():
-            k, rest = monom[0], monom[1:]
-            acc[rest] = acc.get(rest, 0) + c * wishart_moment((k,), n, d)
-        et = sympy.Add(*(c * sympy.Mul(*(gg**e for gg, e in zip(gens[1:], m))) for m, c in acc.items() if c != 0))
-    else:
-        et = expected_trace_poly(p.as_expr(), s, n, d)
+    et = _expected_trace(B * B * S, n, d)
     return sympy.expand(noise_var * (1 + et / n))
 
 
