@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from landscape.store import RunStore
+from landscape.experiment.store import RunStore
 
 __all__ = ["Claim", "StudyResult", "StudyContext", "execute", "study_main", "write_report"]
 

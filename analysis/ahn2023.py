@@ -20,12 +20,12 @@ prompts :math:`x \sim N(0, \Sigma)`, :math:`y = w^{*\top}x`. What this study che
    stationary points, and training finds them: the whitened :math:`\Sigma^{1/2}A_l\Sigma^{1/2}`
    becomes a multiple of ``I`` (:math:`\mathrm{Dist}(\cdot, I) \to` small) while :math:`A_l` itself
    stays far from one. The trained weights are projected onto the family
-   (:func:`landscape.distance.project_onto_family`, modulo the P/Q scaling) and the fitted
+   (:func:`landscape.experiment.distance.project_onto_family`, modulo the P/Q scaling) and the fitted
    :math:`a_l` compared with the symbolic stationary point (exact loss
    :math:`\mathbb E\operatorname{tr}\prod_l (I - a_l S)^2` from Wishart moments). The family is certified
    stationary and the control :math:`A_l = a_l I` is not.
 3. **Lemma 1**: the ``L``-layer construction with :math:`A_l = a^*_l\Sigma^{-1}` *is* ``L`` steps of
-   preconditioned GD (:func:`landscape.algorithms.preconditioned_gd`); its Monte-Carlo loss equals the
+   preconditioned GD (:func:`landscape.theory.algorithms.preconditioned_gd`); its Monte-Carlo loss equals the
    symbolic loss, and the trained transformers reach that optimal-step PGD loss.
 
 Experiment setting (the paper's): ``d = 5``, ``n = 20``, :math:`\Sigma = U^\top D U` with a random
@@ -53,15 +53,15 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 
 from analysis._study import Claim, StudyContext, StudyResult, study_main
-from landscape import algorithms as alg
-from landscape._summary import seed_median
-from landscape._tolerances import CONSTRUCTION_RTOL, MC_NUM_SE
-from landscape.constructions import preconditioned_gd_construction
-from landscape.distance import dist_to_identity, identity_distances, project_onto_family
-from landscape.families import Family, Problem, get_family
-from landscape.model import ModelSpec
-from landscape.tasks import AHN_SPECTRUM, LinearRegression, PromptBatch, random_covariance, sqrtm_psd
-from landscape.train import TrainConfig, stacked_predict, train
+import landscape.theory.algorithms as alg
+from landscape.views.summary import seed_median
+from landscape.tolerances import CONSTRUCTION_RTOL, MC_NUM_SE
+from landscape.theory.constructions import preconditioned_gd_construction
+from landscape.experiment.distance import dist_to_identity, identity_distances, project_onto_family
+from landscape.theory.families import Family, Problem, get_family
+from landscape.core.model import ModelSpec
+from landscape.core.tasks import AHN_SPECTRUM, LinearRegression, PromptBatch, random_covariance, sqrtm_psd
+from landscape.experiment.train import TrainConfig, stacked_predict, train
 
 __all__ = [
     "Settings",
@@ -299,7 +299,7 @@ def _median(v: torch.Tensor) -> float:
 
 
 def _save(fig: Any, out: Path, stem: str) -> list[Path]:
-    from landscape.plots import save_figure
+    from landscape.views.plots import save_figure
 
     return list(save_figure(fig, out, stem).paths)
 
@@ -331,8 +331,8 @@ def run(ctx: StudyContext) -> StudyResult:
 
 def _run(ctx: StudyContext, s: Settings) -> StudyResult:
     from landscape.numeric import certify_stationary
-    from landscape.plots import distance_figure
-    from landscape.store import RunStore
+    from landscape.views.plots import distance_figure
+    from landscape.experiment.store import RunStore
     from landscape.symbolic.one_layer import exact_loss_fn
 
     out = ctx.out

@@ -4,14 +4,14 @@ functions in context* (arXiv 2312.06528).
 Kernel attention :math:`\mathrm{Attn}_{V,B,C}(Z) = V Z M \tilde h(BZ, CZ)` with activation
 :math:`\tilde h \in \{\text{linear}, \text{ReLU}, \exp, \text{softmax}\}`; prompts
 :math:`x = \Sigma^{1/2}\xi` with :math:`\xi` uniform on the sphere and labels a Gaussian process
-:math:`(y_1..y_{n+1}) \sim N(0, K(\Xi))` on the whitened inputs (:class:`landscape.tasks.KernelGP`).
+:math:`(y_1..y_{n+1}) \sim N(0, K(\Xi))` on the whitened inputs (:class:`landscape.core.tasks.KernelGP`).
 
 What this study checks (docs/theory.md §3), each as a :class:`~analysis._study.Claim` with its numbers:
 
-1. **Proposition 1** — :func:`landscape.constructions.functional_gd_construction` (``V_l = diag(0, -r_l)``,
+1. **Proposition 1** — :func:`landscape.theory.constructions.functional_gd_construction` (``V_l = diag(0, -r_l)``,
    ``B_l = C_l = I``) *is* functional GD: the label row of every :math:`Z_l` equals
    :math:`y_i - f_l(x_i)`, the query slot :math:`-f_l(x_{n+1})`, the covariates never move; checked
-   against :func:`landscape.algorithms.functional_gd` for every activation (:func:`functional_gd_identity`).
+   against :func:`landscape.theory.algorithms.functional_gd` for every activation (:func:`functional_gd_identity`).
 2. **Proposition 2** — with :math:`\tilde h = K` (PSD) and a constant step
    :math:`0 < r < 2/\sup_x K(x,x)`, the ``L``-layer construction's prediction tends to the GP
    posterior mean :math:`k_q^\top K_{nn}^{-1}y` (the Bayes predictor), so its loss tends to the Bayes
@@ -48,7 +48,7 @@ Choices (the paper leaves them open or our budget forces them; all stated in the
   same prompts.
 * The distance to the family is measured on the quantities the model's function depends on: the
   key–query product :math:`B_l^\top C_l` (the exp kernel is invariant under :math:`B, C \mapsto RB, RC`
-  for orthogonal ``R``, a symmetry the parameter-space projection of :mod:`landscape.distance` does
+  for orthogonal ``R``, a symmetry the parameter-space projection of :mod:`landscape.experiment.distance` does
   not quotient out) and the off-block-form part of :math:`V_l` (:func:`value_structure_distance`).
 
 Run: ``python -m analysis.cheng2024 [--quick]`` or ``landscape reproduce cheng2024 [--quick]``.
@@ -65,15 +65,15 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 
 from analysis._study import Claim, StudyContext, StudyResult, study_main
-from landscape import algorithms as alg
-from landscape._summary import seed_median
-from landscape._tolerances import CONSTRUCTION_RTOL, RTOL
-from landscape.constructions import functional_gd_construction
-from landscape.families import Problem, get_family
-from landscape.kernels import Kernel, SumKernel, get_kernel, max_diagonal
-from landscape.model import ModelSpec, unflatten_params
-from landscape.tasks import KernelGP, PromptBatch, random_covariance
-from landscape.train import TrainConfig, TrainResult, init_state, lr_factor, make_step, stacked_predict, train
+import landscape.theory.algorithms as alg
+from landscape.views.summary import seed_median
+from landscape.tolerances import CONSTRUCTION_RTOL, RTOL
+from landscape.theory.constructions import functional_gd_construction
+from landscape.theory.families import Problem, get_family
+from landscape.core.kernels import Kernel, SumKernel, get_kernel, max_diagonal
+from landscape.core.model import ModelSpec, unflatten_params
+from landscape.core.tasks import KernelGP, PromptBatch, random_covariance
+from landscape.experiment.train import TrainConfig, TrainResult, init_state, lr_factor, make_step, stacked_predict, train
 
 __all__ = [
     "Settings",
@@ -204,7 +204,7 @@ def functional_gd_identity(
     r"""Proposition 1 (Cheng, Chen, Sra 2024): the construction's residual stream is functional GD.
 
     With :math:`V_l = \mathrm{diag}(0, -r_l)`, :math:`B_l = C_l = I` and random steps :math:`r_l`, every
-    state :math:`Z_l` is compared with :func:`landscape.algorithms.functional_gd`:
+    state :math:`Z_l` is compared with :func:`landscape.theory.algorithms.functional_gd`:
 
     .. math::
         [Z_l]_{d+1, i} = y_i - f_l(x_i)\ (i \le n),\qquad [Z_l]_{d+1, n+1} = -f_l(x_{n+1}),\qquad X_l = X_0 .
@@ -244,7 +244,7 @@ def composite_data_kernel(d: int) -> SumKernel:
         d: covariate dimension (``>= 4``).
 
     Returns:
-        The :class:`~landscape.kernels.SumKernel`.
+        The :class:`~landscape.core.kernels.SumKernel`.
 
     Raises:
         ValueError: ``d < 4``.
@@ -272,7 +272,7 @@ def composite_identity(d: int, n: int, layers: int, batch: int, generator: torch
 
     Returns:
         The largest relative error over layers of the query value against
-        :func:`landscape.algorithms.functional_gd` with :math:`K^\circ` written out directly.
+        :func:`landscape.theory.algorithms.functional_gd` with :math:`K^\circ` written out directly.
     """
     K = composite_data_kernel(d)
     X, y, xq = _regression_inputs(d, n, batch, generator)
@@ -326,9 +326,9 @@ def construction_depth_curve(
 ) -> DepthCurve:
     r"""Proposition 2 (Cheng, Chen, Sra 2024): matched functional GD tends to the Bayes predictor with depth.
 
-    Prompts: :class:`~landscape.tasks.KernelGP` with :math:`\Sigma = I` (so ``B = C = I`` is the
+    Prompts: :class:`~landscape.core.tasks.KernelGP` with :math:`\Sigma = I` (so ``B = C = I`` is the
     matched construction). For every depth the prediction is the closed form
-    :func:`landscape.algorithms.functional_gd_closed_form` on the *attention* Gram (no jitter); at the
+    :func:`landscape.theory.algorithms.functional_gd_closed_form` on the *attention* Gram (no jitter); at the
     first ``check_depths`` depths it is compared with the transformer construction itself.
 
     Args:
@@ -425,7 +425,7 @@ class CellResult:
         losses: per-seed loss on the shared held-out prompts.
         bayes: Bayes loss (posterior mean) on the same prompts.
         excess: per-seed :math:`\\mathbb E(\\mathrm{TF} - m)^2`, ``m`` the posterior mean.
-        result: the :class:`~landscape.train.TrainResult`.
+        result: the :class:`~landscape.experiment.train.TrainResult`.
         value_distance: ``[(step, (S, L, H) tensor)]`` :func:`value_structure_distance` along training.
     """
 
@@ -488,7 +488,7 @@ def train_cell(
     s: Settings, ctx: StudyContext, store: Any, sigma: torch.Tensor | None, data_kernel: str, activation: str,
     n: int, layers: int, evaluation: tuple[PromptBatch, torch.Tensor, float], steps: int | None = None,
 ) -> CellResult:
-    """Train ``s.seeds`` seeds of one cell with :func:`landscape.train.train` and score them.
+    """Train ``s.seeds`` seeds of one cell with :func:`landscape.experiment.train.train` and score them.
 
     Args:
         s: settings.
@@ -521,9 +521,9 @@ def train_cell(
 def train_on_task(config: TrainConfig, task: Any, generator: torch.Generator) -> dict[str, torch.Tensor]:
     r"""Seed-parallel training of ``config``'s model on any prompt distribution ``task``.
 
-    The same pure step as :func:`landscape.train.train` (:func:`landscape.train.make_step`: Adam,
+    The same pure step as :func:`landscape.experiment.train.train` (:func:`landscape.experiment.train.make_step`: Adam,
     schedule, clipping, frozen diverged seeds), on prompts drawn from ``task`` instead of the task
-    named in the config — :class:`~landscape.train.TrainConfig` names data kernels by string, which
+    named in the config — :class:`~landscape.experiment.train.TrainConfig` names data kernels by string, which
     cannot express the composite kernel :math:`K^\circ` of Proposition 3. Nothing is stored.
 
     Args:
@@ -560,7 +560,7 @@ def _evaluation(task: KernelGP, size: int, generator: torch.Generator) -> tuple[
 
 # ------------------------------------------------------------------------------------- figures
 def _save(fig: Any, out: Path, stem: str) -> list[Path]:
-    from landscape.plots import save_figure
+    from landscape.views.plots import save_figure
 
     saved = save_figure(fig, out, stem)
     return list(saved.paths)
@@ -594,8 +594,8 @@ def run(ctx: StudyContext) -> StudyResult:
 
 def _run(ctx: StudyContext, s: Settings) -> StudyResult:
     from landscape.numeric import certify_stationary
-    from landscape.plots import comparison_grid_figure, distance_figure, loss_vs_figure
-    from landscape.store import RunStore
+    from landscape.views.plots import comparison_grid_figure, distance_figure, loss_vs_figure
+    from landscape.experiment.store import RunStore
 
     out = ctx.out
     out.mkdir(parents=True, exist_ok=True)
@@ -896,9 +896,9 @@ def _run(ctx: StudyContext, s: Settings) -> StudyResult:
         "Proposition 2 is checked for PSD kernels only: the ReLU attention kernel has negative eigenvalues, "
         "along which functional GD with a constant step diverges.",
         "The distance to the family uses B_lᵀC_l (invariant under B, C ↦ RB, RC, R orthogonal, a symmetry of the "
-        "exp kernel that the parameter-space projection of landscape.distance does not quotient out) and the "
+        "exp kernel that the parameter-space projection of landscape.experiment.distance does not quotient out) and the "
         "off-block part of V_l.",
-        "Multi-head training uses the training step of landscape.train on composite GP prompts "
+        "Multi-head training uses the training step of landscape.experiment.train on composite GP prompts "
         "(train_on_task): TrainConfig names data kernels by string and cannot express K°.",
     ]
     if not ctx.quick:

@@ -2,19 +2,19 @@ r"""Giannou et al. (2024), *How well can transformers emulate in-context Newton'
 
 Three measurements (docs/theory.md §4):
 
-1. **Newton–Schulz in linear attention.** :func:`landscape.constructions.newton_schulz_construction`
+1. **Newton–Schulz in linear attention.** :func:`landscape.theory.constructions.newton_schulz_construction`
    (two linear heads per layer on tokens :math:`(a_j, x_j, e_j)`) performs
    :math:`X_{t+1} = X_t(2I - AX_t)` once per layer. For symmetric :math:`A` and
    :math:`X_0 = \alpha A`, the residual :math:`R_t = I - AX_t` is symmetric with
    :math:`R_{t+1} = R_t^2`, so :math:`r_t = \lVert R_t\rVert_2` obeys :math:`r_{t+1} = r_t^2` exactly:
-   :math:`\log r_{t+1} / \log r_t = 2`. Checked against :func:`landscape.algorithms.newton_schulz`
+   :math:`\log r_{t+1} / \log r_t = 2`. Checked against :func:`landscape.theory.algorithms.newton_schulz`
    and measured on the construction's iterates.
 2. **Least squares.** The prediction :math:`a_{\rm test}^\top X_T A^\top y`
-   (:func:`landscape.algorithms.least_squares_newton_schulz`, :math:`X_T \to (A^\top A)^{-1}`) against
+   (:func:`landscape.theory.algorithms.least_squares_newton_schulz`, :math:`X_T \to (A^\top A)^{-1}`) against
    the exact least-squares prediction :math:`a_{\rm test}^\top (A^\top A)^{-1}A^\top y`.
 3. **Trained linear transformers vs Newton and GD.** Linear-attention transformers
-   (:class:`landscape.model.ModelSpec` ``linear``, full ``P, Q``) with ``L`` layers are trained
-   (:func:`landscape.train.train`, Adam) on noiseless linear-regression prompts
+   (:class:`landscape.core.model.ModelSpec` ``linear``, full ``P, Q``) with ``L`` layers are trained
+   (:func:`landscape.experiment.train.train`, Adam) on noiseless linear-regression prompts
    :math:`x \sim N(0, I_d)`, :math:`w \sim N(0, I_d)`, and compared at equal depth/step count
    ``L`` with
 
@@ -46,12 +46,12 @@ from torch.func import vmap
 
 from analysis._study import Claim, StudyContext, StudyResult, study_main
 from landscape._checks import check_int
-from landscape._tolerances import CONSTRUCTION_RTOL
-from landscape.algorithms import gd, least_squares_newton_schulz, newton_schulz, newton_schulz_residuals
-from landscape.constructions import newton_schulz_construction
-from landscape.model import ModelSpec, forward
-from landscape.tasks import LinearRegression, PromptBatch
-from landscape.train import TrainConfig, train
+from landscape.tolerances import CONSTRUCTION_RTOL
+from landscape.theory.algorithms import gd, least_squares_newton_schulz, newton_schulz, newton_schulz_residuals
+from landscape.theory.constructions import newton_schulz_construction
+from landscape.core.model import ModelSpec, forward
+from landscape.core.tasks import LinearRegression, PromptBatch
+from landscape.experiment.train import TrainConfig, train
 
 __all__ = [
     "residual_ratios",
@@ -160,7 +160,7 @@ def layer_predictions(params: dict[str, torch.Tensor], spec: ModelSpec, Z: torch
 
 def train_depth(L: int, *, d: int, n: int, test: PromptBatch, seeds: int, steps: int, batch: int, lr: float,
                 seed: int, progress: bool = False, device: str = "cpu") -> TrainedDepth:
-    """Train ``seeds`` linear transformers with ``L`` layers (:func:`landscape.train.train`) and test them.
+    """Train ``seeds`` linear transformers with ``L`` layers (:func:`landscape.experiment.train.train`) and test them.
 
     Adam with a cosine schedule, per-seed gradient clipping at norm 1, float32, fresh prompts every
     step; ``N(0, 0.1²)`` initialisation, all entries of ``P, Q`` free.
@@ -169,7 +169,7 @@ def train_depth(L: int, *, d: int, n: int, test: PromptBatch, seeds: int, steps:
         L: number of layers.
         d, n: covariate dimension and context length of the regression prompts.
         test: held-out prompts (float64) the seeds are scored on.
-        seeds, steps, batch, lr: :class:`~landscape.train.TrainConfig` settings.
+        seeds, steps, batch, lr: :class:`~landscape.experiment.train.TrainConfig` settings.
         seed: the run's seed.
         progress: show a progress bar.
         device: training device.
@@ -178,7 +178,7 @@ def train_depth(L: int, *, d: int, n: int, test: PromptBatch, seeds: int, steps:
         A :class:`TrainedDepth` (parameters in float64 on the device of ``test``).
 
     Raises:
-        ValueError, TypeError: invalid settings (from :class:`~landscape.train.TrainConfig`).
+        ValueError, TypeError: invalid settings (from :class:`~landscape.experiment.train.TrainConfig`).
     """
     cfg = TrainConfig(task="linear", d=d, n=n, layers=L, seeds=seeds, steps=steps, batch=batch, lr=lr, clip=1.0,
                       schedule="cosine", dtype="float32", seed=seed, device=device, log_every=steps,
@@ -373,8 +373,8 @@ def run(ctx: StudyContext) -> StudyResult:
 
     notes = (
         f"Newton–Schulz: A = XXᵀ/n of {nb.X.shape[0]} prompts (d={d}, n={n}), X₀ = A/‖A‖₂² (default of "
-        "landscape.algorithms.newton_schulz), residuals measured on the construction's iterates.",
-        f"Training: landscape.train.train, Adam lr {lr} cosine, clip 1, float32, {steps} steps × {batch} fresh prompts, "
+        "landscape.theory.algorithms.newton_schulz), residuals measured on the construction's iterates.",
+        f"Training: landscape.experiment.train.train, Adam lr {lr} cosine, clip 1, float32, {steps} steps × {batch} fresh prompts, "
         f"{seeds} seeds per depth, init N(0, 0.1²), full P, Q; evaluation in float64 on {test.X.shape[0]} test prompts; "
         "GD step sizes tuned by L-BFGS on a separate sample.",
         "Newton–Schulz needs about log₂(κ(G)²·log(1/ε)) steps before it converges (κ(G) ≈ ((1+√(d/n))/(1−√(d/n)))² "

@@ -11,7 +11,7 @@ key–query block :math:`Q \in \mathbb R^{d\times d}`:
 **Choice (the paper leaves it open here):** the softmax runs over the ``N`` *context* tokens
 only; the query is not in its own softmax (it has no label to contribute anyway).
 
-Data (:class:`landscape.tasks.OrthonormalFeatures`): every token and the query is one of ``K``
+Data (:class:`landscape.core.tasks.OrthonormalFeatures`): every token and the query is one of ``K``
 orthonormal features :math:`v_1..v_K` (probabilities :math:`p_k`), :math:`y = \langle w, x\rangle`,
 :math:`w \sim N(0, I_d)`. Training is GD from :math:`Q = 0` on
 :math:`L(Q) = \tfrac12\mathbb E(\hat y_q - \langle w, x_q\rangle)^2`.
@@ -63,8 +63,8 @@ import torch
 from torch.func import grad
 
 from analysis._study import Claim, StudyContext, StudyResult, study_main
-from landscape._tolerances import MC_NUM_SE
-from landscape.tasks import OrthonormalFeatures, PromptBatch
+from landscape.tolerances import MC_NUM_SE
+from landscape.core.tasks import OrthonormalFeatures, PromptBatch
 
 __all__ = [
     "attention_weights",
@@ -172,7 +172,7 @@ def monte_carlo_loss(Q: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
 
     Args:
         Q: ``(d, d)``.
-        batch: prompts from :class:`~landscape.tasks.OrthonormalFeatures`.
+        batch: prompts from :class:`~landscape.core.tasks.OrthonormalFeatures`.
 
     Returns:
         ``(batch,)``.

@@ -6,17 +6,17 @@ self-attention layer supervised by one GD step and (ii) looping it with shared w
 looped model inherits the convergence of normalised GD, in distribution and out of it, and its
 direction approaches the max-margin separator.
 
-**Embedding** (the mechanism of docs/theory.md §6, :func:`landscape.constructions.normalised_gd_construction`;
+**Embedding** (the mechanism of docs/theory.md §6, :func:`landscape.theory.constructions.normalised_gd_construction`;
 not the paper's own embedding): tokens in :math:`\mathbb R^{2d}`, ``n`` context tokens
 :math:`(u_i, 0)` with :math:`u_i = y_i x_i` and a last *state* token :math:`(0, w)` that receives only.
-One softmax kernel head (:mod:`landscape.model`; the model multiplies every update by ``1/n``):
+One softmax kernel head (:mod:`landscape.core.model`; the model multiplies every update by ``1/n``):
 
 .. math::
     w^+ = w + \frac1n\sum_{i\le n} V_{21} u_i\;\mathrm{softmax}_i\big(u_i^\top B_{11}^\top C_{12}\, w\big).
 
 The exact construction is :math:`B_{11} = I`, :math:`C_{12} = -cI`, :math:`V_{21} = n\eta I`:
 :math:`w^+ = w - (\eta/c)\nabla L(w)/L(w)` with :math:`L(w) = \sum_i e^{-c\,y_i x_i^\top w}`
-(:func:`landscape.algorithms.normalised_gd`).
+(:func:`landscape.theory.algorithms.normalised_gd`).
 
 **Trained layer — parameterisation (our choice):** the three ``d×d`` blocks
 :math:`B_{11}` (keys read ``u``), :math:`C_{12}` (queries read the state ``w``) and :math:`V_{21}`
@@ -30,7 +30,7 @@ matter; the construction is recovered iff :math:`B_{11}^\top C_{12} = -cI` and
 
 **Training:** supervised regression of the one-step output on the NGD step,
 :math:`\mathbb E\lVert w_1^{\mathrm{TF}}(w_0) - \mathrm{NGD}(w_0)\rVert^2 / \mathbb E\lVert \mathrm{NGD}(w_0) - w_0\rVert^2`,
-on :class:`~landscape.tasks.LinearClassification` prompts with random starting states
+on :class:`~landscape.core.tasks.LinearClassification` prompts with random starting states
 :math:`w_0 = s\,\xi`, :math:`\xi \sim N(0, I_d)`, :math:`s \sim U(0, s_{\max})` (``w_0 = 0`` alone
 would not identify the scores). Adam on fresh batches, then L-BFGS on a fixed batch, float64.
 
@@ -51,11 +51,11 @@ import torch
 
 from analysis._study import Claim, StudyContext, StudyResult, study_main
 from landscape._checks import check_int, check_real
-from landscape._tolerances import CONSTRUCTION_RTOL
-from landscape.algorithms import max_margin_direction, normalised_gd
-from landscape.constructions import normalised_gd_construction
-from landscape.model import HeadSpec, ModelSpec, forward
-from landscape.tasks import LinearClassification, random_covariance
+from landscape.tolerances import CONSTRUCTION_RTOL
+from landscape.theory.algorithms import max_margin_direction, normalised_gd
+from landscape.theory.constructions import normalised_gd_construction
+from landscape.core.model import HeadSpec, ModelSpec, forward
+from landscape.core.tasks import LinearClassification, random_covariance
 
 __all__ = [
     "layer_spec",
@@ -314,7 +314,7 @@ class TrackingResult:
 
 def compare_with_ngd(params: Mapping[str, torch.Tensor], spec: ModelSpec, task: LinearClassification, *,
                      steps: int, eta_eff: float, c: float, batch: int, generator: torch.Generator) -> TrackingResult:
-    """Loop the layer ``steps`` times from ``w = 0`` and compare with :func:`~landscape.algorithms.normalised_gd`.
+    """Loop the layer ``steps`` times from ``w = 0`` and compare with :func:`~landscape.theory.algorithms.normalised_gd`.
 
     Args:
         params, spec: the one-layer model.
@@ -491,7 +491,7 @@ def run(ctx: StudyContext) -> StudyResult:
     blocks = layer.blocks
     notes = (
         "Embedding: context tokens (u_i, 0), u_i = y_i x_i, state token (0, w) last; one softmax kernel head; "
-        "the embedding is the mechanism of docs/theory.md §6 (landscape.constructions.normalised_gd_construction), not the paper's.",
+        "the embedding is the mechanism of docs/theory.md §6 (landscape.theory.constructions.normalised_gd_construction), not the paper's.",
         "Trained parameterisation: free d×d blocks B11 (keys read u), C12 (queries read w), V21 (values write into "
         "w); all other entries of V, B, C fixed at 0, so that looping is well defined (see module docstring).",
         f"Training: d={d}, n={n}, η={eta}, c={c}, margin 0.1, Gaussian covariates; w₀ = s·N(0, I), s ~ U(0, 3); "
@@ -509,7 +509,7 @@ def run(ctx: StudyContext) -> StudyResult:
         f"first {T0} steps, where it holds to 1e-10; as docs/theory.md §6 says, 1e-15 agreement along the loop holds only "
         f"for short loops.",
         f"T = {T} loop steps, {eval_batch} prompts per setting; max-margin directions by SLSQP "
-        "(landscape.algorithms.max_margin_direction).",
+        "(landscape.theory.algorithms.max_margin_direction).",
     )
     return StudyResult(
         study="zhangcao2026",

@@ -36,9 +36,9 @@ CASES = {
 
 
 def _setup(case: dict[str, Any], prompts: int, device: str) -> tuple[Any, torch.Tensor]:
-    from landscape.families import Problem, get_family
+    from landscape.theory.families import Problem, get_family
     from landscape.numeric import MonteCarloLoss
-    from landscape.tasks import KernelGP, LinearRegression, random_covariance
+    from landscape.core.tasks import KernelGP, LinearRegression, random_covariance
 
     g = torch.Generator().manual_seed(0)
     sig = random_covariance(case["d"], g)

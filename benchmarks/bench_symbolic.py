@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from landscape.families import Problem, get_family
+from landscape.theory.families import Problem, get_family
 from landscape.symbolic import family_loss, stationary_points
 
 

@@ -1,15 +1,15 @@
 """Benchmark: the training engines against a per-seed loop of nn.Module + torch.optim.Adam.
 
 Every contender does the same work per step: ``S`` seeds × ``B`` fresh prompts per seed (sampled
-from the same :class:`landscape.tasks.LinearRegression`), the in-context squared loss, its
+from the same :class:`landscape.core.tasks.LinearRegression`), the in-context squared loss, its
 gradient, one Adam step. Contenders:
 
 * ``loop``: one ``torch.nn.Module`` (its own ``V_l, B_l, C_l`` — or ``P_l, Q_l`` — parameters,
   forward ``Z + (1/n) V Z M h(B Z M, C Z)``) and one ``torch.optim.Adam`` per seed, trained one
   after the other, as published in-context-learning code trains several seeds;
-* ``torch``: :func:`landscape.train.make_step` with the stacked engine on the whole batch at once
+* ``torch``: :func:`landscape.experiment.train.make_step` with the stacked engine on the whole batch at once
   (``chunk = B``, the step as it was before chunking);
-* ``chunked``: the stacked engine with its automatic chunk (:func:`landscape.train.resolve_chunk`);
+* ``chunked``: the stacked engine with its automatic chunk (:func:`landscape.experiment.train.resolve_chunk`);
 * ``fused``: the fused CPU kernel (:mod:`landscape.engine.fused`), what ``engine="auto"`` runs.
 
 Each is timed with and without the prompt sampling (``step`` = gradient + update on a fixed
@@ -18,7 +18,7 @@ time (``time.process_time``, what a loaded machine cannot inflate much) and of t
 reported. The work of a step is counted once for all contenders, as the matrix-product FLOPs of the
 fused formulation (:func:`landscape.engine.fused.flops_per_prompt`); the share of the machine's
 single-core float32 matmul peak (a 2048³ product on one thread, measured in the same run) is that
-work over the step's CPU time. Finally ``landscape.train.train`` (what ``landscape train`` runs)
+work over the step's CPU time. Finally ``landscape.experiment.train.train`` (what ``landscape train`` runs)
 is timed end to end for ``--e2e-steps`` steps and compared with the loop's time for as many steps.
 
 Run: ``python benchmarks/bench_train.py`` (a few minutes at the default sizes); ``--help`` for the
@@ -40,8 +40,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from landscape.engine import fused  # noqa: E402
-from landscape.train import (  # noqa: E402
+import landscape.engine.fused as fused  # noqa: E402
+from landscape.experiment.train import (
     TrainConfig,
     init_state,
     make_generator,

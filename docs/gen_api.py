@@ -386,7 +386,7 @@ def _action_row(action: argparse.Action) -> str:
 
 
 def _render_cli() -> list[str]:
-    from landscape import cli
+    import landscape.cli._main as cli
 
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

@@ -19,12 +19,12 @@ import pytest
 import sympy
 import torch
 
-from landscape import algorithms as alg
-from landscape._tolerances import CONSTRUCTION_RTOL, FD_RTOL, FD_STEP, RTOL
-from landscape.constructions import functional_gd_construction
-from landscape.families import Family, Problem, get_family
-from landscape.kernels import Kernel, get_kernel, known_kernels
-from landscape.model import (
+import landscape.theory.algorithms as alg
+from landscape.tolerances import CONSTRUCTION_RTOL, FD_RTOL, FD_STEP, RTOL
+from landscape.theory.constructions import functional_gd_construction
+from landscape.theory.families import Family, Problem, get_family
+from landscape.core.kernels import Kernel, get_kernel, known_kernels
+from landscape.core.model import (
     ModelSpec,
     flatten_params,
     init_params,
@@ -33,7 +33,7 @@ from landscape.model import (
     unflatten_params,
     unstack_params,
 )
-from landscape.tasks import LinearRegression, random_covariance
+from landscape.core.tasks import LinearRegression, random_covariance
 
 F64 = torch.float64
 F32 = torch.float32

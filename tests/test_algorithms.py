@@ -11,8 +11,8 @@ import scipy.linalg
 import scipy.optimize
 import torch
 
-from landscape import algorithms as alg
-from landscape._tolerances import ALGORITHM_RTOL, ATOL, FD_RTOL, FD_STEP, MC_NUM_SE, RTOL
+import landscape.theory.algorithms as alg
+from landscape.tolerances import ALGORITHM_RTOL, ATOL, FD_RTOL, FD_STEP, MC_NUM_SE, RTOL
 
 F64 = torch.float64
 

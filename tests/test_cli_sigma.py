@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from landscape._cli_args import parse_sigma
+from landscape.cli._args import parse_sigma
 from landscape.cli import main
-from landscape.store import RunStore, config_hash
-from landscape.sweep import expand_grid, parse_sweep
-from landscape.tasks import random_covariance
-from landscape.train import TrainConfig, train
+from landscape.experiment.store import RunStore, config_hash
+from landscape.experiment.sweep import expand_grid, parse_sweep
+from landscape.core.tasks import random_covariance
+from landscape.experiment.train import TrainConfig, train
 
 F64 = torch.float64
 

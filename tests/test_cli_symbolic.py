@@ -11,10 +11,10 @@ import pytest
 import sympy
 import torch
 
-from landscape._cli_args import add_problem_args, parse_sigma, problem_from_args
+from landscape.cli._args import add_problem_args, parse_sigma, problem_from_args
 from landscape.cli import main
-from landscape.families import known_families
-from landscape.tasks import KernelGP, LinearRegression, random_covariance
+from landscape.theory.families import known_families
+from landscape.core.tasks import KernelGP, LinearRegression, random_covariance
 
 
 def _run_json(capsys, argv: list[str]) -> tuple[int, dict]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from landscape import _checks
+import landscape._checks as _checks
 from landscape.cli import build_parser, main
 
 HUGE_INT = "1" + "0" * 30
@@ -84,7 +84,7 @@ def _numeric_actions() -> dict[str, set[str]]:
             t = a.type
             if t in (int, float):
                 raise AssertionError(f"landscape {name} {a.option_strings}: a bare {t.__name__} type accepts "
-                                     "NaN/inf/negative values; use the types of landscape._cli_args")
+                                     "NaN/inf/negative values; use the types of landscape.cli._args")
             if t is not None and getattr(t, "__name__", "") in ("integer", "number", "numbers"):
                 out.setdefault(name, set()).update(o for o in a.option_strings if o.startswith("--"))
     return out
@@ -140,7 +140,7 @@ def test_unknown_option_and_command_are_one_line(capsys: pytest.CaptureFixture[s
 
 
 def test_types_name_the_accepted_range() -> None:
-    from landscape._cli_args import float_arg, float_list_arg, int_arg
+    from landscape.cli._args import float_arg, float_list_arg, int_arg
 
     with pytest.raises(argparse.ArgumentTypeError, match=r"in \(0, 1\), got '1'"):
         float_arg(0.0, 1.0, lo_open=True, hi_open=True)("1")
@@ -184,12 +184,12 @@ def test_out_is_a_regular_file(tmp_path: Path, capsys: pytest.CaptureFixture[str
 def test_environment_errors_are_one_line_exit_2(exc: BaseException, needle: str, kind: str, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    import landscape.train
+    import landscape.experiment.train
 
     def fail(*_a, **_k):
         raise exc
 
-    monkeypatch.setattr(landscape.train, "train", fail)
+    monkeypatch.setattr(landscape.experiment.train, "train", fail)
     rc = main([*TINY_TRAIN, "--out", str(tmp_path / "o")])
     _, err = capsys.readouterr()
     assert rc == 2
@@ -208,7 +208,7 @@ def test_environment_errors_are_one_line_exit_2(exc: BaseException, needle: str,
 def test_full_disk_while_the_store_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     """ENOSPC raised by the store's own write path (not a stub of the command)."""
-    from landscape import store
+    import landscape.experiment.store as store
 
     def full(self, *_a, **_k):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -221,27 +221,27 @@ def test_full_disk_while_the_store_writes(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_a_runtime_error_of_the_store_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    import landscape.train
-    from landscape.store import RunStore
+    import landscape.experiment.train
+    from landscape.experiment.store import RunStore
 
     def closed_store(*_a, **_k):
         s = RunStore(tmp_path / "s")
         s.close()
-        s.list_runs()  # raises from landscape/store.py: the store is closed
+        s.list_runs()  # raises from landscape/experiment/store.py: the store is closed
 
-    monkeypatch.setattr(landscape.train, "train", closed_store)
+    monkeypatch.setattr(landscape.experiment.train, "train", closed_store)
     rc = main(TINY_TRAIN)
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err and "closed" in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    import landscape.train
+    import landscape.experiment.train
 
     def bug(*_a, **_k):
         return {}["missing"]
 
-    monkeypatch.setattr(landscape.train, "train", bug)
+    monkeypatch.setattr(landscape.experiment.train, "train", bug)
     rc = main(TINY_TRAIN)
     err = capsys.readouterr().err
     assert rc == 1 and "Traceback" in err and "KeyError" in err and "internal error" in err
@@ -290,7 +290,7 @@ def _no_work(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> None
 
 def test_check_refuses_sizes_that_cannot_fit(monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    import landscape.commands.check as chk
+    import landscape.cli.check as chk
 
     _no_work(monkeypatch, chk, "run_checks")
     monkeypatch.setattr(_checks, "available_memory", lambda: 8 * 2**30)  # an 8 GiB machine
@@ -304,7 +304,7 @@ def test_check_refuses_sizes_that_cannot_fit(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_check_warns_when_long(capsys: pytest.CaptureFixture[str]) -> None:
-    from landscape.commands.check import check_sizes
+    from landscape.cli.check import check_sizes
 
     seconds = check_sizes(3, 8, 100000, 16)
     err = capsys.readouterr().err
@@ -316,9 +316,9 @@ def test_check_warns_when_long(capsys: pytest.CaptureFixture[str]) -> None:
                                    ["--batch", "2000000000", "--seeds", "2"]])
 def test_train_refuses_sizes_that_cannot_fit(extra: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    import landscape.train
+    import landscape.experiment.train
 
-    _no_work(monkeypatch, landscape.train, "train")
+    _no_work(monkeypatch, landscape.experiment.train, "train")
     monkeypatch.setattr(_checks, "available_memory", lambda: 16 * 2**30)
     out = tmp_path / "o"
     t0 = time.perf_counter()
@@ -342,8 +342,8 @@ def test_solve_refuses_a_huge_dimension(monkeypatch: pytest.MonkeyPatch, capsys:
 
 
 def test_train_memory_estimate_is_the_formula() -> None:
-    from landscape.commands.train import train_memory
-    from landscape.train import TrainConfig
+    from landscape.cli.train import train_memory
+    from landscape.experiment.train import TrainConfig
 
     c = TrainConfig(d=4, n=6, seeds=3, batch=10, eval_batch=20, layers=2, dtype="float64")
     assert train_memory(c) == 3 * 2 * 8 * (10 * 6.0 * 5 * 7 + 20 * 2.0 * 5 * 7)
@@ -393,11 +393,11 @@ def test_exit_codes_are_documented() -> None:
     import importlib
 
     for name in sub.choices:
-        doc = importlib.import_module(f"landscape.commands.{name}").__doc__ or ""
+        doc = importlib.import_module(f"landscape.cli.{name}").__doc__ or ""
         if name == "families":
             continue
         assert "Exit status" in doc, name
-    assert "every seed diverged" in (importlib.import_module("landscape.commands.train").__doc__ or "")
+    assert "every seed diverged" in (importlib.import_module("landscape.cli.train").__doc__ or "")
 
 
 def test_torch_out_of_memory_is_an_environment_error() -> None:

@@ -1,7 +1,7 @@
-"""Tests of landscape/constructions.py and ``landscape check``.
+"""Tests of landscape/theory/constructions.py and ``landscape check``.
 
 Every construction's forward pass is compared, state by state, with its reference algorithm in
-landscape/algorithms.py over a property-based grid (hypothesis, derandomised): preconditioned GD
+landscape/theory/algorithms.py over a property-based grid (hypothesis, derandomised): preconditioned GD
 (Ahn et al. Lemma 1), GD++ (Thm 4), functional GD with one or several heads and every activation
 including softmax and user sympy kernels (Cheng et al. Props 1, 3), Newton–Schulz (Giannou et
 al.), normalised GD (Zhang, Cao). Plus the paper-level statements: Cheng et al. Prop. 2 (depth ->
@@ -18,11 +18,11 @@ from base_suites import CUBIC, F32, F64, LAPLACE_BY_HAND, regression_inputs, rel
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from landscape import algorithms as alg
-from landscape._tolerances import CONSTRUCTION_RTOL, RTOL
+import landscape.theory.algorithms as alg
+from landscape.tolerances import CONSTRUCTION_RTOL, RTOL
 from landscape.cli import main
-from landscape.commands import check
-from landscape.constructions import (
+import landscape.cli.check as check
+from landscape.theory.constructions import (
     Construction,
     embed_regression,
     functional_gd_construction,
@@ -31,8 +31,8 @@ from landscape.constructions import (
     normalised_gd_construction,
     preconditioned_gd_construction,
 )
-from landscape.kernels import Kernel, get_kernel, known_kernels
-from landscape.tasks import KernelGP, LinearClassification
+from landscape.core.kernels import Kernel, get_kernel, known_kernels
+from landscape.core.tasks import KernelGP, LinearClassification
 
 GRID = settings(max_examples=25, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

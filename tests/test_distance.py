@@ -1,9 +1,9 @@
-"""Tests of landscape/distance.py.
+"""Tests of landscape/experiment/distance.py.
 
 References: brute-force minimisation over alpha and the eigenvalue formula for Dist(M, I); family
 points transformed by known symmetries (and signs) plus known noise, whose scalars, group
 parameters and residual the projection must recover; an independent linear least-squares solve
-for projections without symmetries; predictions computed seed by seed with landscape.model.predict.
+for projections without symmetries; predictions computed seed by seed with landscape.core.model.predict.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import sympy
 import torch
 from scipy.optimize import minimize_scalar
 
-from landscape._tolerances import ALGORITHM_RTOL, CONSTRUCTION_RTOL, RTOL
-from landscape.distance import (
+from landscape.tolerances import ALGORITHM_RTOL, CONSTRUCTION_RTOL, RTOL
+from landscape.experiment.distance import (
     Projection,
     attention_matrices,
     dist_to_identity,
@@ -29,9 +29,9 @@ from landscape.distance import (
     project_stacked,
     whiten,
 )
-from landscape.families import Problem, family_from_function, get_family
-from landscape.model import ModelSpec, flatten_params, init_params, predict
-from landscape.tasks import LinearRegression, random_covariance, sqrtm_psd
+from landscape.theory.families import Problem, family_from_function, get_family
+from landscape.core.model import ModelSpec, flatten_params, init_params, predict
+from landscape.core.tasks import LinearRegression, random_covariance, sqrtm_psd
 
 F64 = torch.float64
 
@@ -317,8 +317,8 @@ def test_step_sizes_are_the_whitened_fit_of_ahn_weights() -> None:
     the least-squares fit in whitened coordinates, a_l + tr(G_l)/d (closed form), which recovers a_l;
     the raw fit <A_l, Sigma^{-1}>_F / ||Sigma^{-1}||_F^2 (closed form) weighs the slowest direction of
     Sigma with lambda_min^{-2} / sum lambda^{-2} = 256/275 = 93 % (Ahn et al.'s spectrum)."""
-    from landscape.distance import whitened_family
-    from landscape.train import _measure
+    from landscape.experiment.distance import whitened_family
+    from landscape.experiment.train import _measure
 
     d, L, S = 5, 2, 6
     sigma = random_covariance(d, _gen(0))  # spectrum (1, 1, 1/4, 1/16, 1), Haar-rotated
@@ -358,7 +358,7 @@ def test_step_sizes_are_the_whitened_fit_of_ahn_weights() -> None:
 
 
 def test_whitened_family_exists_only_where_the_family_is_whitening_covariant() -> None:
-    from landscape.distance import project_whitened, whitened_family
+    from landscape.experiment.distance import project_whitened, whitened_family
 
     sigma = random_covariance(3, _gen(1))
     prob = Problem(d=3, layers=1, n=10, sigma=sigma, attention="linear", heads=1)

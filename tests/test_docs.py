@@ -258,8 +258,8 @@ def test_reference_checker_rejects_missing_tests() -> None:
     assert check_test_reference("test_docs.py", "test_reference_checker_rejects_missing_tests") is None
     assert check_test_reference("test_docs.py", "test_no_such_thing") is not None
     assert check_test_reference("no_such_file.py", "test_x") is not None
-    assert _resolve("landscape.model.forward") is None
-    assert _resolve("landscape.model.no_such_function") is not None
+    assert _resolve("landscape.core.model.forward") is None
+    assert _resolve("landscape.core.model.no_such_function") is not None
 
 
 def test_theory_map_test_references_exist() -> None:

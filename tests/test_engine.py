@@ -1,7 +1,7 @@
 """Tests of the training engines: the chunked stacked gradient and the fused CPU kernel.
 
 References: the unchunked stacked gradient (one autograd pass over the whole batch) for the
-chunked one; ``torch.func.grad`` of the loss of :func:`landscape.model.forward`, the one reference
+chunked one; ``torch.func.grad`` of the loss of :func:`landscape.core.model.forward`, the one reference
 forward pass, for every engine; repeated runs for bit-reproducibility.
 """
 
@@ -9,9 +9,18 @@ from __future__ import annotations
 
 import torch
 
-from landscape.model import forward, init_params, unflatten_params, flatten_params
-from landscape.train import TrainConfig, init_state, make_generator, make_step, make_task, resolve_chunk, \
-    sample_batch, stacked_grad, train
+from landscape.core.model import forward, init_params, unflatten_params, flatten_params
+from landscape.experiment.train import (
+    TrainConfig,
+    init_state,
+    make_generator,
+    make_step,
+    make_task,
+    resolve_chunk,
+    sample_batch,
+    stacked_grad,
+    train,
+)
 
 F64 = torch.float64
 
@@ -91,9 +100,9 @@ import pytest  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from landscape._tolerances import RTOL  # noqa: E402
-from landscape.engine import fused  # noqa: E402
-from landscape.train import resolve_engine  # noqa: E402
+from landscape.tolerances import RTOL  # noqa: E402
+import landscape.engine.fused as fused  # noqa: E402
+from landscape.experiment.train import resolve_engine  # noqa: E402
 
 needs_numba = pytest.mark.skipif(not fused.available(), reason="numba not installed")
 
@@ -111,7 +120,7 @@ def _cfg(attention: str, acts: tuple[str, ...], heads: int, d: int, n: int, L: i
 
 def test_block_size_constants_agree() -> None:
     if fused.available():
-        from landscape.engine import _kernel
+        import landscape.engine._kernel as _kernel
 
         assert _kernel.BL == fused.BLOCK
 

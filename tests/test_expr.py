@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from landscape._expr import FUNCTIONS, MAX_DEPTH, MAX_LENGTH, parse_expression
 from landscape.cli import main
-from landscape.kernels import INVARIANTS, PROBE_POINTS, Kernel, get_kernel
+from landscape.core.kernels import INVARIANTS, PROBE_POINTS, Kernel, get_kernel
 
 PAYLOAD = "__import__('os').system('touch MARK')*0 + s"
 SYMS = {str(x): x for x in INVARIANTS}

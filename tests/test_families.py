@@ -19,11 +19,11 @@ import sympy
 
 from landscape._expr import parse_expression
 from landscape.cli import main
-from landscape.families import Problem, family_from_function, get_family, load_family
+from landscape.theory.families import Problem, family_from_function, get_family, load_family
 from landscape.symbolic.loss import family_loss
 from landscape.symbolic.whitened import D_SYMBOL, N_SYMBOL
-from landscape.tasks import LinearRegression
-from landscape.train import TrainConfig
+from landscape.core.tasks import LinearRegression
+from landscape.experiment.train import TrainConfig
 
 FAMILY_FILE = '''
 import sympy
@@ -167,7 +167,7 @@ def test_plot_of_a_stored_run_never_imports_its_family_file(
     assert "names the user family file" in skip["reason"] and "never read by importing code" in skip["reason"]
     assert not (tmp_path / "MARK").exists()
 
-    from landscape.store import RunStore
+    from landscape.experiment.store import RunStore
 
     with RunStore(root) as store:
         config = TrainConfig.from_dict({**store.get_run(run).config, "device": "cpu"})

@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from landscape.families import Problem, get_family
-from landscape.numeric import fit as fitmod
+from landscape.theory.families import Problem, get_family
+import landscape.numeric.fit as fitmod
 from landscape.numeric.oracles import MonteCarloLoss
-from landscape.tasks import KernelGP, LinearRegression, random_covariance
+from landscape.core.tasks import KernelGP, LinearRegression, random_covariance
 
 F64 = torch.float64
 

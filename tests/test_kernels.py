@@ -1,4 +1,4 @@
-"""Tests of landscape/kernels.py.
+"""Tests of landscape/core/kernels.py.
 
 References: every built-in's sympy expression evaluated by sympy itself (``lambdify`` to ``math``)
 pair by pair; the softmax definition (columns over sources sum to one); central finite
@@ -15,9 +15,9 @@ import sympy
 import torch
 from base_suites import ALL_KERNELS, CUBIC, LAPLACE_BY_HAND, F64, KernelSuite, kernel_id, rel_err
 
-from landscape._tolerances import ATOL, FD_RTOL, FD_STEP, RTOL
-from landscape.kernels import INVARIANTS, Kernel, SumKernel, get_kernel, known_kernels, max_diagonal
-from landscape.model import ModelSpec, init_params, predict
+from landscape.tolerances import ATOL, FD_RTOL, FD_STEP, RTOL
+from landscape.core.kernels import INVARIANTS, Kernel, SumKernel, get_kernel, known_kernels, max_diagonal
+from landscape.core.model import ModelSpec, init_params, predict
 
 
 class TestAllKernels(KernelSuite):
@@ -262,7 +262,7 @@ def test_a_sympy_kernel_with_an_undefined_function_is_rejected() -> None:
 
 
 def test_probe_points_are_invariants_of_real_pairs_and_every_builtin_passes() -> None:
-    from landscape.kernels import PROBE_POINTS, _probe_failure
+    from landscape.core.kernels import PROBE_POINTS, _probe_failure
 
     pts = torch.tensor(PROBE_POINTS, dtype=F64)
     s, r2, uu, ww = pts.T

@@ -1,4 +1,4 @@
-"""Tests of landscape/model.py (and the shared family suite).
+"""Tests of landscape/core/model.py (and the shared family suite).
 
 References: the layer update written with the explicit mask matrix ``M = diag(I_n, 0)`` and
 dense matrix products (docs/theory.md §1), independently of the model's slicing; a Python loop for
@@ -11,10 +11,10 @@ import pytest
 import torch
 from base_suites import ALL_FAMILIES, F32, F64, FamilySuite, family_id, rel_err
 
-from landscape._tolerances import RTOL
-from landscape.families import Family, Problem, get_family
-from landscape.kernels import Kernel, get_kernel
-from landscape.model import (
+from landscape.tolerances import RTOL
+from landscape.theory.families import Family, Problem, get_family
+from landscape.core.kernels import Kernel, get_kernel
+from landscape.core.model import (
     HeadSpec,
     ModelSpec,
     apply_mask,
@@ -32,7 +32,7 @@ from landscape.model import (
     unstack_params,
     whitening_transform,
 )
-from landscape.tasks import LinearRegression, random_covariance
+from landscape.core.tasks import LinearRegression, random_covariance
 
 
 class TestBuiltinFamilies(FamilySuite):

@@ -28,7 +28,13 @@ import json
 import pytest
 from scipy.stats import binom
 
-from landscape.numeric.calibration import PGD_ALL_L2_NORM, calibration_cases, main, markdown_table, run_calibration
+from landscape.numeric.calibration import (
+    PGD_ALL_L2_NORM,
+    calibration_cases,
+    main,
+    markdown_table,
+    run_calibration,
+)
 
 ALPHA = 0.05
 SEEDS = 20

@@ -42,8 +42,8 @@ import math
 import pytest
 import torch
 
-from landscape.families import Problem, get_family
-from landscape.model import flatten_params, num_params
+from landscape.theory.families import Problem, get_family
+from landscape.core.model import flatten_params, num_params
 from landscape.numeric import (
     ExactLoss,
     MonteCarloLoss,
@@ -53,7 +53,7 @@ from landscape.numeric import (
     fit_family,
     free_entries,
 )
-from landscape.tasks import KernelGP, LinearRegression, random_covariance
+from landscape.core.tasks import KernelGP, LinearRegression, random_covariance
 
 F64 = torch.float64
 
@@ -262,7 +262,7 @@ def test_masks() -> None:
     theta = fam.params({"a0": 0.3, "a1": 0.4})
     Q = torch.zeros(num_params(problem.spec), dtype=F64)
     Q[blocks] = 1.0
-    from landscape.model import unflatten_params
+    from landscape.core.model import unflatten_params
 
     m = unflatten_params(Q, problem.spec)
     assert float(m["layer0.head0.Q"][:3, :3].sum()) == 9 and float(m["layer0.head0.P"].abs().sum()) == 0

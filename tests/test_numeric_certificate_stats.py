@@ -23,7 +23,7 @@ import pytest
 import torch
 from scipy.stats import binom
 
-from landscape.families import Problem, get_family
+from landscape.theory.families import Problem, get_family
 from landscape.numeric import (
     MonteCarloLoss,
     certify_stationary,
@@ -37,7 +37,7 @@ from landscape.numeric import (
 )
 from landscape.numeric.oracles import streamed_gradient_moments
 from landscape.numeric.stats import NormEstimate, log_log_slope, norm_bounds, norm_estimate, samples_to_decide
-from landscape.tasks import LinearRegression, random_covariance
+from landscape.core.tasks import LinearRegression, random_covariance
 
 F64 = torch.float64
 

@@ -17,9 +17,9 @@ import pytest
 import torch
 from scipy.stats import chi2
 
-from landscape._tolerances import FD_RTOL, RTOL, ZERO_EIG
-from landscape.families import Problem, get_family
-from landscape.model import ModelSpec, flatten_params, init_params, num_params, predict, unflatten_params
+from landscape.tolerances import FD_RTOL, RTOL, ZERO_EIG
+from landscape.theory.families import Problem, get_family
+from landscape.core.model import ModelSpec, flatten_params, init_params, num_params, predict, unflatten_params
 from landscape.numeric import (
     ExactLoss,
     MonteCarloLoss,
@@ -41,7 +41,7 @@ from landscape.numeric import (
     symmetry_generators,
     tangent_split,
 )
-from landscape.tasks import KernelGP, LinearRegression, random_covariance
+from landscape.core.tasks import KernelGP, LinearRegression, random_covariance
 
 F64 = torch.float64
 TOL = RTOL[F64]

@@ -73,8 +73,8 @@ def test_bad_points_and_sizes(tmp_path, capsys: pytest.CaptureFixture[str]) -> N
     rc, obj = _run(capsys, "pgd", *BASE, "--point", "b7=1", "--json")
     assert rc == 2 and "a0" in obj["error"]
     # full weights that are not in the family
-    from landscape.families import Problem, get_family
-    from landscape.tasks import random_covariance
+    from landscape.theory.families import Problem, get_family
+    from landscape.core.tasks import random_covariance
     import torch
 
     sig = random_covariance(3, torch.Generator().manual_seed(1))
@@ -100,7 +100,7 @@ def test_bad_points_and_sizes(tmp_path, capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_parse_budget() -> None:
-    from landscape.commands.verify import parse_budget
+    from landscape.cli.verify import parse_budget
 
     assert parse_budget("2000000,600s") == {"prompts": 2000000, "seconds": 600.0}
     assert parse_budget("90s") == {"seconds": 90.0} and parse_budget("5000") == {"prompts": 5000}

@@ -1,4 +1,4 @@
-"""Tests of the figures (landscape/plots.py).
+"""Tests of the figures (landscape/views/plots.py).
 
 Every figure is built from data written to a real run store (or given as arrays) and checked
 against that data: the median line's y-data equals ``np.median`` over seeds of what was logged,
@@ -20,8 +20,8 @@ import torch
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
-from landscape import plots
-from landscape.store import RunStore
+import landscape.views.plots as plots
+from landscape.experiment.store import RunStore
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -225,7 +225,7 @@ TINY = dict(d=2, n=4, attention="kernel", seeds=3, steps=12, batch=16, eval_batc
 def trained(tmp_path_factory: pytest.TempPathFactory):
     """A store with kernel-attention runs: activations x data kernels at L=1, and L=2 for both
     activations on exp data (one of them measured against the fgd family)."""
-    from landscape.train import TrainConfig, train
+    from landscape.experiment.train import TrainConfig, train
 
     root = tmp_path_factory.mktemp("trained") / "store"
     configs = []
@@ -242,7 +242,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_bayes_estimate_gp_equals_posterior_mean_squared_error(trained) -> None:
-    from landscape.train import make_task
+    from landscape.experiment.train import make_task
 
     _, _, configs = trained
     cfg = configs[0]
@@ -257,7 +257,7 @@ def test_bayes_estimate_gp_equals_posterior_mean_squared_error(trained) -> None:
 
 
 def test_bayes_estimate_linear_regression_closed_forms() -> None:
-    from landscape.train import TrainConfig
+    from landscape.experiment.train import TrainConfig
 
     # Noiseless, n < d, w ~ N(0, I), x ~ N(0, I): E x_q^T (I - P_X) x_q = d - n exactly.
     cfg = TrainConfig(task="linear", d=6, n=2, device="cpu")
@@ -268,7 +268,7 @@ def test_bayes_estimate_linear_regression_closed_forms() -> None:
     # Noisy: the posterior mean (ridge) has squared error equal to the posterior variance.
     cfg = TrainConfig(task="linear", d=3, n=4, noise=0.5, device="cpu", dtype="float64")
     value, se = plots.bayes_loss_estimate(cfg, prompts=4096, seed=1)
-    from landscape.train import make_task
+    from landscape.experiment.train import make_task
 
     batch = make_task(cfg).sample(4096, torch.Generator().manual_seed(2))
     X, y = batch.X[..., :4], batch.y[..., :4]
@@ -367,7 +367,7 @@ def test_bayes_estimate_standard_error_matches_the_spread_of_independent_estimat
 
     For a correct SE the ratio is 1 up to ~1/√(2R) = 9 %; sd/prompts would give √prompts = 16.
     """
-    from landscape.train import TrainConfig
+    from landscape.experiment.train import TrainConfig
 
     cfg = TrainConfig(task="linear", d=3, n=4, noise=0.5, device="cpu", dtype="float64")
     R, prompts = 60, 256

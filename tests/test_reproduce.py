@@ -13,7 +13,7 @@ import pytest
 import analysis
 from analysis._study import Claim, StudyContext, StudyResult
 from landscape.cli import main
-from landscape.store import RunStore
+from landscape.experiment.store import RunStore
 
 
 def _sum_of_squares_study(claimed: float) -> types.ModuleType:

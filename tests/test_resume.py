@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from landscape.store import RunStore
-from landscape.train import TrainConfig, train
+from landscape.experiment.store import RunStore
+from landscape.experiment.train import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,7 @@ CHILD = textwrap.dedent(
     import json, sys, time
     import torch
     torch.set_num_threads(1)
-    from landscape.train import TrainConfig, train
+    from landscape.experiment.train import TrainConfig, train
     cfg = TrainConfig(**json.loads(sys.argv[2]))
     # a short pause per step (no effect on the numbers) so that the parent can kill mid-run
     train(cfg, sys.argv[1], progress=False, callback=lambda step, state: time.sleep(0.02))
@@ -202,10 +202,10 @@ def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path: Path, how: 
     with pytest.raises(RuntimeError, match="stop"):
         train(cfg, tmp_path / "a", progress=False, callback=stop_at_27)
     word = _damage(_checkpoint_file(tmp_path / "a", 20), how)
-    with caplog.at_level("WARNING", logger="landscape.train"):
+    with caplog.at_level("WARNING", logger="landscape.experiment.train"):
         resumed = train(cfg, tmp_path / "a", progress=False)
     assert resumed.resumed_from == 10
-    messages = [r.getMessage() for r in caplog.records if r.name == "landscape.train"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "landscape.experiment.train"]
     assert len(messages) == 2, messages
     assert messages[0].startswith("run ") and "skipping the checkpoint at step 20" in messages[0]
     assert f"is {word}" in messages[0] and "\n" not in messages[0]
@@ -227,10 +227,10 @@ def test_resume_with_every_checkpoint_damaged_starts_over(tmp_path: Path, caplog
         train(cfg, tmp_path / "a", progress=False, callback=stop_at_22)
     _damage(_checkpoint_file(tmp_path / "a", 20), "truncate")
     _damage(_checkpoint_file(tmp_path / "a", 10), "flip")
-    with caplog.at_level("WARNING", logger="landscape.train"):
+    with caplog.at_level("WARNING", logger="landscape.experiment.train"):
         resumed = train(cfg, tmp_path / "a", progress=False)
     assert resumed.resumed_from is None
-    messages = [r.getMessage() for r in caplog.records if r.name == "landscape.train"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "landscape.experiment.train"]
     assert [("step 20" in m, "step 10" in m) for m in messages[:2]] == [(True, False), (False, True)]
     assert messages[2].endswith("resuming from step 0 (no stored checkpoint verifies)")
     ref = train(cfg, tmp_path / "b", progress=False)

@@ -1,4 +1,4 @@
-"""Tests of the embedded run store (landscape/store.py).
+"""Tests of the embedded run store (landscape/experiment/store.py).
 
 References: hand-written canonical JSON and SHA-256 for the config hash; bit patterns of the
 saved tensors; exact row counts by raw SQL; a generator restored from a checkpoint reproducing the
@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from landscape.store import (
+from landscape.experiment.store import (
     APPLICATION_ID,
     SCHEMA_VERSION,
     SHARED_SEED,
@@ -448,7 +448,7 @@ def test_results(tmp_path: Path) -> None:
 _WRITER = """
 import sys
 import numpy as np
-from landscape.store import RunStore
+from landscape.experiment.store import RunStore
 
 root, worker, n_steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 seeds = [4 * worker + j for j in range(4)]
@@ -525,7 +525,7 @@ _TRAINER = """
 import sys
 import numpy as np
 import torch
-from landscape.store import RunStore
+from landscape.experiment.store import RunStore
 
 root = sys.argv[1]
 with RunStore(root) as store:

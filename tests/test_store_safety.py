@@ -1,4 +1,4 @@
-"""Safety of the run store on disk (landscape/store.py, ``landscape plot``, ``landscape store``).
+"""Safety of the run store on disk (landscape/experiment/store.py, ``landscape plot``, ``landscape store``).
 
 Opening never deletes data; read-only commands change no byte of the store; a database of another
 program is refused unchanged; a lost or emptied database is reported and ``repair`` re-indexes the
@@ -33,11 +33,11 @@ import numpy as np
 import pytest
 import torch
 
-import landscape.store as store_mod
-import landscape.train as train_mod
+import landscape.experiment.store as store_mod
+import landscape.experiment.train as train_mod
 from landscape.cli import build_parser
-from landscape.store import APPLICATION_ID, RunStore, StoreError, repair_store
-from landscape.train import TrainConfig, train
+from landscape.experiment.store import APPLICATION_ID, RunStore, StoreError, repair_store
+from landscape.experiment.train import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -555,7 +555,7 @@ TRAINER = textwrap.dedent(
     import json, sys, time
     import torch
     torch.set_num_threads(1)
-    from landscape.train import TrainConfig, train
+    from landscape.experiment.train import TrainConfig, train
     cfg = TrainConfig(**json.loads(sys.argv[2]))
     def pace(step, state):
         if step == 12:  # hold the run (and its lock) here until the parent kills this process
@@ -569,8 +569,8 @@ TRAINER = textwrap.dedent(
 SECOND = textwrap.dedent(
     """
     import json, sys
-    from landscape.store import StoreError
-    from landscape.train import TrainConfig, train
+    from landscape.experiment.store import StoreError
+    from landscape.experiment.train import TrainConfig, train
     try:
         train(TrainConfig(**json.loads(sys.argv[2])), sys.argv[1], progress=False)
     except StoreError as exc:

@@ -7,12 +7,12 @@ import torch
 
 from analysis import ahn2023 as ah
 from analysis._study import StudyContext, execute
-from landscape._tolerances import ALGORITHM_RTOL, CONSTRUCTION_RTOL, MC_NUM_SE
-from landscape.families import Problem, get_family
-from landscape.model import ModelSpec, init_params, predict
-from landscape.store import RunStore
+from landscape.tolerances import ALGORITHM_RTOL, CONSTRUCTION_RTOL, MC_NUM_SE
+from landscape.theory.families import Problem, get_family
+from landscape.core.model import ModelSpec, init_params, predict
+from landscape.experiment.store import RunStore
 from landscape.symbolic.one_layer import exact_loss_fn
-from landscape.tasks import LinearRegression, random_covariance
+from landscape.core.tasks import LinearRegression, random_covariance
 
 F64 = torch.float64
 

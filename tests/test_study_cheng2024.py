@@ -9,12 +9,12 @@ import torch
 
 from analysis import cheng2024 as ch
 from analysis._study import StudyContext, execute
-from landscape._tolerances import CONSTRUCTION_RTOL, RTOL
-from landscape.families import Problem, get_family
-from landscape.model import ModelSpec, init_params, predict
-from landscape.store import RunStore
-from landscape.tasks import KernelGP
-from landscape.train import TrainConfig, init_state, make_step
+from landscape.tolerances import CONSTRUCTION_RTOL, RTOL
+from landscape.theory.families import Problem, get_family
+from landscape.core.model import ModelSpec, init_params, predict
+from landscape.experiment.store import RunStore
+from landscape.core.tasks import KernelGP
+from landscape.experiment.train import TrainConfig, init_state, make_step
 
 F64 = torch.float64
 
@@ -82,7 +82,7 @@ def test_train_on_task_takes_the_training_step_on_the_given_prompts() -> None:
     b = task.sample(32, _gen(8))
     flat, *_ = make_step(cfg)(st.flat, st.opt, st.alive, st.diverged_step, 0, b.Z.reshape(2, 16, 5, 6),
                               b.target.reshape(2, 16), cfg.lr_vector())
-    from landscape.model import unflatten_params
+    from landscape.core.model import unflatten_params
 
     ref = unflatten_params(flat, cfg.spec)
     for k in ref:

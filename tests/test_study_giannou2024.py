@@ -9,10 +9,10 @@ import torch
 
 from analysis import giannou2024 as gi
 from analysis._study import StudyContext, execute
-from landscape._tolerances import ALGORITHM_RTOL, CONSTRUCTION_RTOL
-from landscape.model import ModelSpec, init_params, predict
-from landscape.store import RunStore
-from landscape.tasks import LinearRegression
+from landscape.tolerances import ALGORITHM_RTOL, CONSTRUCTION_RTOL
+from landscape.core.model import ModelSpec, init_params, predict
+from landscape.experiment.store import RunStore
+from landscape.core.tasks import LinearRegression
 
 
 def _gen(seed: int) -> torch.Generator:

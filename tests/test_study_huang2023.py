@@ -10,9 +10,9 @@ import torch
 
 from analysis import huang2023 as h
 from analysis._study import StudyContext, execute
-from landscape._tolerances import ALGORITHM_RTOL, MC_NUM_SE
-from landscape.store import RunStore
-from landscape.tasks import OrthonormalFeatures
+from landscape.tolerances import ALGORITHM_RTOL, MC_NUM_SE
+from landscape.experiment.store import RunStore
+from landscape.core.tasks import OrthonormalFeatures
 
 
 def _gen(seed: int) -> torch.Generator:

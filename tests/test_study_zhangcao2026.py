@@ -9,11 +9,11 @@ import torch
 
 from analysis import zhangcao2026 as z
 from analysis._study import StudyContext, execute
-from landscape._tolerances import CONSTRUCTION_RTOL
-from landscape.algorithms import normalised_gd
-from landscape.constructions import normalised_gd_construction
-from landscape.store import RunStore
-from landscape.tasks import LinearClassification
+from landscape.tolerances import CONSTRUCTION_RTOL
+from landscape.theory.algorithms import normalised_gd
+from landscape.theory.constructions import normalised_gd_construction
+from landscape.experiment.store import RunStore
+from landscape.core.tasks import LinearClassification
 
 
 def _gen(seed: int) -> torch.Generator:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from landscape._summary import seed_median
-from landscape.plots import seed_quantiles
+from landscape.views.summary import seed_median
+from landscape.views.plots import seed_quantiles
 
 F64 = torch.float64
 

@@ -1,4 +1,4 @@
-"""Tests of sweeps (landscape/sweep.py) and the ``landscape sweep`` / ``landscape plot`` commands.
+"""Tests of sweeps (landscape/experiment/sweep.py) and the ``landscape sweep`` / ``landscape plot`` commands.
 
 References: the Cartesian product computed by hand (count, order, values); TrainConfig built
 directly; the numbers of a direct ``train`` call without a store (a sweep point must equal it
@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from landscape.cli import main
-from landscape.store import RunStore
-from landscape.sweep import expand_grid, load_sweep, parse_sweep, run_sweep
-from landscape.train import TrainConfig, train
+from landscape.experiment.store import RunStore
+from landscape.experiment.sweep import expand_grid, load_sweep, parse_sweep, run_sweep
+from landscape.experiment.train import TrainConfig, train
 
 TINY_TOML = """
 name = "tiny"
@@ -241,7 +241,7 @@ def test_cli_sweep_then_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         png, svg = (Path(p) for p in fig["files"])
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and svg.read_text().rstrip().endswith("</svg>")
     # medians shown are the stored final losses (checked via the plotting function's figure)
-    from landscape.plots import plot_loss_vs
+    from landscape.views.plots import plot_loss_vs
 
     with RunStore(root) as store:
         fig = plot_loss_vs(store, x="layers").figure
@@ -255,7 +255,7 @@ def test_cli_sweep_then_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 def test_failed_point_is_reported_and_does_not_stop_the_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
-    import landscape.sweep as sweep_mod
+    import landscape.experiment.sweep as sweep_mod
 
     real = sweep_mod._train_point
 

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from landscape.store import RunStore
-from landscape.sweep import load_sweep, run_sweep
+from landscape.experiment.store import RunStore
+from landscape.experiment.sweep import load_sweep, run_sweep
 
 ray = pytest.importorskip("ray")
 

@@ -11,10 +11,10 @@ import pytest
 import sympy
 import torch
 
-from landscape.families import Problem, family_from_function
+from landscape.theory.families import Problem, family_from_function
 from landscape.symbolic import family_loss, stationary_points
 from landscape.symbolic.enumerate import EnumerationLimit, enumerate_critical_points, polynomial_symmetries
-from landscape.tasks import LinearRegression
+from landscape.core.tasks import LinearRegression
 
 F64 = torch.float64
 

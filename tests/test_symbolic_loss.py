@@ -8,17 +8,11 @@ import pytest
 import sympy
 import torch
 
-from landscape._tolerances import FD_RTOL, FD_STEP, MC_NUM_SE, RTOL
-from landscape.families import Problem, family_from_function, get_family
-from landscape.model import ModelSpec, init_params, predict
-from landscape.symbolic import (
-    D_SYMBOL,
-    N_SYMBOL,
-    exact_loss_fn,
-    expansion_loss,
-    family_loss,
-)
-from landscape.tasks import KernelGP, LinearRegression, random_covariance
+from landscape.tolerances import FD_RTOL, FD_STEP, MC_NUM_SE, RTOL
+from landscape.theory.families import Problem, family_from_function, get_family
+from landscape.core.model import ModelSpec, init_params, predict
+from landscape.symbolic import D_SYMBOL, N_SYMBOL, exact_loss_fn, expansion_loss, family_loss
+from landscape.core.tasks import KernelGP, LinearRegression, random_covariance
 
 F64 = torch.float64
 MC_SE = 3.0  # the brief asks for agreement within 3 standard errors (seeds are fixed)

@@ -8,7 +8,7 @@ import pytest
 import sympy
 import torch
 
-from landscape._tolerances import MC_NUM_SE, RTOL
+from landscape.tolerances import MC_NUM_SE, RTOL
 from landscape.symbolic.moments import (
     expected_trace_poly,
     expected_trace_poly_matrix,

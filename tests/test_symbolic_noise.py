@@ -7,11 +7,11 @@ import pytest
 import sympy
 import torch
 
-from landscape.families import Problem, get_family
-from landscape.model import ModelSpec, init_params, predict
+from landscape.theory.families import Problem, get_family
+from landscape.core.model import ModelSpec, init_params, predict
 from landscape.symbolic import family_loss, one_layer_loss, stationary_points
 from landscape.symbolic.one_layer import linear_heads
-from landscape.tasks import LinearRegression, random_covariance
+from landscape.core.tasks import LinearRegression, random_covariance
 
 F64 = torch.float64
 MC_SE = 3.0

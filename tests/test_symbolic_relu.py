@@ -8,10 +8,10 @@ import pytest
 import sympy
 import torch
 
-from landscape.families import Problem, family_from_function, get_family
-from landscape.model import predict
+from landscape.theory.families import Problem, family_from_function, get_family
+from landscape.core.model import predict
 from landscape.symbolic import family_loss
-from landscape.tasks import LinearRegression
+from landscape.core.tasks import LinearRegression
 
 F64 = torch.float64
 

@@ -8,11 +8,11 @@ import sympy
 import torch
 from scipy import optimize
 
-from landscape._tolerances import RTOL
-from landscape.families import Problem, get_family
+from landscape.tolerances import RTOL
+from landscape.theory.families import Problem, get_family
 from landscape.symbolic import classify, family_loss, stationary_points
 from landscape.symbolic.codegen import to_numpy
-from landscape.tasks import LinearRegression, random_covariance
+from landscape.core.tasks import LinearRegression, random_covariance
 
 F64 = torch.float64
 
@@ -144,7 +144,7 @@ def test_tied_looped_family_is_solved_exhaustively():
     its loss is the untied pgd loss on the diagonal a0 = a1 = a2 = a (checked by substitution); its
     stationary points are the exact real roots of a univariate derivative, listed exhaustively; the
     tied optimum is never below the untied optimal 3-step loss (exact rational)."""
-    from landscape.families import family_from_function
+    from landscape.theory.families import family_from_function
     from landscape.symbolic.solve import optimal_gd
 
     d, n, L = 2, 5, 3

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from landscape.families import Problem, default_symmetries, get_family
-from landscape.kernels import get_kernel
-from landscape.model import ModelSpec, init_params, predict
+from landscape.theory.families import Problem, default_symmetries, get_family
+from landscape.core.kernels import get_kernel
+from landscape.core.model import ModelSpec, init_params, predict
 from landscape.symbolic import family_loss, stationary_points
-from landscape.tasks import LinearRegression
+from landscape.core.tasks import LinearRegression
 
 F64 = torch.float64
 

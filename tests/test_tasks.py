@@ -1,8 +1,8 @@
-"""Tests of landscape/tasks.py.
+"""Tests of landscape/core/tasks.py.
 
 References: the distributions' definitions — same seed gives the same bits; empirical moments
 within ``MC_NUM_SE`` standard errors of their exact values; labels equal to the formula that
-defines them; the GP Gram recomputed by hand; the GP posterior mean from landscape.algorithms.
+defines them; the GP Gram recomputed by hand; the GP posterior mean from landscape.theory.algorithms.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import pytest
 import torch
 from base_suites import F64, rel_err
 
-from landscape import algorithms as alg
-from landscape._tolerances import MC_NUM_SE, RTOL
-from landscape.kernels import SumKernel, get_kernel
-from landscape.tasks import (
+import landscape.theory.algorithms as alg
+from landscape.tolerances import MC_NUM_SE, RTOL
+from landscape.core.kernels import SumKernel, get_kernel
+from landscape.core.tasks import (
     AHN_SPECTRUM,
     KernelGP,
     LinearClassification,

@@ -1,6 +1,6 @@
-"""Tests of landscape/train.py and the ``landscape train`` command.
+"""Tests of landscape/experiment/train.py and the ``landscape train`` command.
 
-References: landscape.model.predict seed by seed (for the fused stacked forward); torch.optim
+References: landscape.core.model.predict seed by seed (for the fused stacked forward); torch.optim
 Adam/AdamW/SGD and clip_grad_norm_ on one nn.Parameter set per seed (for the stacked optimizer);
 the vmap engine (for the stacked engine); a manual loop over the public pieces (for train());
 closed-form schedules; Ahn et al. (2023) Theorem 1/3 and the exact Wishart family loss of
@@ -21,10 +21,10 @@ import pytest
 import sympy
 import torch
 
-from landscape._tolerances import ALGORITHM_RTOL
-from landscape.model import ModelSpec, flatten_params, init_params, predict, unflatten_params
-from landscape.store import RunStore
-from landscape.train import (
+from landscape.tolerances import ALGORITHM_RTOL
+from landscape.core.model import ModelSpec, flatten_params, init_params, predict, unflatten_params
+from landscape.experiment.store import RunStore
+from landscape.experiment.train import (
     TrainConfig,
     init_state,
     lr_factor,
@@ -266,7 +266,7 @@ def test_bad_config_raises_clear_error(kw: dict, exc: type, match: str) -> None:
 
 
 def test_sigma_specs_resolve() -> None:
-    from landscape.tasks import random_covariance
+    from landscape.core.tasks import random_covariance
 
     cfg = TrainConfig(**{**TINY, "sigma": "random:4"})
     assert torch.equal(cfg.sigma_matrix(), random_covariance(3, _gen(4)))
@@ -307,8 +307,8 @@ def test_cli_config_of_linear_attention_hashes_like_the_python_config() -> None:
     """Linear attention has no activation: the CLI and the Python API must name the same run."""
     import argparse
 
-    from landscape.commands.train import add_parser, config_from_args
-    from landscape.store import config_hash
+    from landscape.cli.train import add_parser, config_from_args
+    from landscape.experiment.store import config_hash
 
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())

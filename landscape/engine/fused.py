@@ -4,7 +4,7 @@ One call computes, for every seed ``s`` of a stack, the loss
 :math:`f_s = \frac1B\sum_b (\mathrm{TF}_{\theta_s}(Z_{sb}) - y_{sb})^2` and its gradient, for the
 built-in attention kinds: linear attention (``P, Q`` heads) and kernel attention (``V, B, C``
 heads) with the ``linear``, ``relu``, ``exp`` and ``softmax`` activations. The model is
-:func:`landscape.model.forward`, the one reference:
+:func:`landscape.core.model.forward`, the one reference:
 :math:`Z_{l+1} = Z_l + \frac1n\sum_h W_h K_h` with :math:`W_h = V_h X` the value vectors of the
 sources :math:`X = Z_l M`, :math:`K_h = \tilde h(S_h)` the activated scores
 :math:`S_h = b_h^\top c_h`, :math:`b_h = B_h X` (sources) and :math:`c_h = C_h Z_l` (receivers). A
@@ -47,8 +47,8 @@ from typing import Any
 
 import torch
 
-from ..kernels import get_kernel
-from ..model import ModelSpec, param_shapes
+from landscape.core.kernels import get_kernel
+from landscape.core.model import ModelSpec, param_shapes
 
 __all__ = ["BLOCK", "available", "unsupported_reason", "fused_grad", "head_codes", "flops_per_prompt"]
 
@@ -77,7 +77,7 @@ def _load() -> bool:
         _import_error = "LANDSCAPE_NO_NUMBA is set"
         return False
     try:
-        from . import _kernel as mod
+        import landscape.engine._kernel as mod
     except ImportError as exc:  # pragma: no cover - depends on the environment
         _import_error = f"numba is not installed ({exc}); pip install 'landscape[fast]'"
         return False
@@ -154,7 +154,7 @@ def fused_grad(flat: torch.Tensor, spec: ModelSpec, Z: torch.Tensor, y: torch.Te
     r"""Per-seed loss and gradient by the fused kernel (see the module docstring).
 
     Args:
-        flat: ``(S, P)`` stacked flat parameters (:func:`landscape.model.flatten_params` order).
+        flat: ``(S, P)`` stacked flat parameters (:func:`landscape.core.model.flatten_params` order).
         spec: architecture; every head of a built-in kind (:func:`unsupported_reason` is ``None``).
         Z: ``(S, B, D, N)`` prompts, same dtype, on the CPU.
         y: ``(S, B)`` targets.

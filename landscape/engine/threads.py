@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_int
+from landscape._checks import check_int
 
 __all__ = ["DEFAULT_THREADS", "set_threads", "get_threads"]
 

@@ -1,6 +1,6 @@
 r"""Numerical layer: loss oracles, derivatives, Lanczos, inertia, stationarity certificates, slices.
 
-Everything acts on the flat parameter vector :math:`\theta` (:func:`landscape.model.flatten_params`
+Everything acts on the flat parameter vector :math:`\theta` (:func:`landscape.core.model.flatten_params`
 order) through a loss *oracle*:
 
 * :class:`MonteCarloLoss` (common random numbers, chunked) and :class:`ExactLoss` (any callable
@@ -12,7 +12,7 @@ order) through a loss *oracle*:
 * :func:`line_slice`, :func:`plane_slice`, :func:`plot_slice`.
 """
 
-from .certificate import (
+from landscape.numeric.certificate import (
     MASKS,
     TESTS,
     VERDICTS,
@@ -23,7 +23,7 @@ from .certificate import (
     decide,
     free_entries,
 )
-from .derivatives import (
+from landscape.numeric.derivatives import (
     EigenResult,
     Inertia,
     TangentSplit,
@@ -40,8 +40,8 @@ from .derivatives import (
     symmetry_generators,
     tangent_split,
 )
-from .fit import FamilyFit, family_point, fit_family
-from .oracles import (
+from landscape.numeric.fit import FamilyFit, family_point, fit_family
+from landscape.numeric.oracles import (
     ExactLoss,
     GradientMoments,
     LossOracle,
@@ -51,7 +51,7 @@ from .oracles import (
     exact_loss_oracle,
     streamed_gradient_moments,
 )
-from .slices import (
+from landscape.numeric.slices import (
     LineSlice,
     PlaneSlice,
     evaluate_losses,
@@ -61,7 +61,7 @@ from .slices import (
     plot_slice,
     random_directions,
 )
-from .stats import NormBounds, NormEstimate, norm_bounds, quadratic_form_sf
+from landscape.numeric.stats import NormBounds, NormEstimate, norm_bounds, quadratic_form_sf
 
 __all__ = [
     "MonteCarloLoss", "ExactLoss", "LossOracle", "GradientMoments", "as_oracle", "as_flat", "exact_loss_oracle",

@@ -123,11 +123,11 @@ def calibration_cases(quick: bool = True, tol: float | None = None) -> list[tupl
             ``T = 1000, 4000, 16000``.
         tol: override every case's tolerance.
     """
-    from ..families import Problem, get_family
-    from ..symbolic import exact_loss_fn, family_loss
-    from ..tasks import KernelGP, LinearRegression, random_covariance
-    from .fit import fit_family
-    from .oracles import MonteCarloLoss
+    from landscape.theory.families import Problem, get_family
+    from landscape.symbolic import exact_loss_fn, family_loss
+    from landscape.core.tasks import KernelGP, LinearRegression, random_covariance
+    from landscape.numeric.fit import fit_family
+    from landscape.numeric.oracles import MonteCarloLoss
 
     samples = (400,) if quick else (1000, 4000, 16000)
     common = dict(samples=samples, hessian_samples=0, n_starts=0, replicates=16 if quick else 32)
@@ -213,7 +213,7 @@ def run_calibration(cases: Sequence[tuple[CalibrationCase, float, str]], seeds: 
     Raises:
         ValueError: ``seeds < 1`` or ``alpha`` outside (0, 1).
     """
-    from .certificate import certify_stationary
+    from landscape.numeric.certificate import certify_stationary
 
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")

@@ -11,7 +11,7 @@ question than the papers ask; ``mask="blocks"`` is the papers' statement. A ``ma
 restricts it to a subset of entries (the other entries stay at the family's values): ``"blocks"`` —
 the :math:`d\times d`, label-column, label-row and corner blocks in which the family has a free
 symbol, i.e. the sparse parameterisation the papers' theorems are stated in (Ahn et al.'s Theorem 3
-differentiates w.r.t. the blocks :math:`A_l` only); ``"paper"`` — :func:`landscape.model.make_mask`'s
+differentiates w.r.t. the blocks :math:`A_l` only); ``"paper"`` — :func:`landscape.core.model.make_mask`'s
 preset; or a dict of boolean masks (``True`` = free; names left out are fixed). With an orthonormal
 basis ``U`` of the tangent space :math:`\mathrm{span}\,\partial\theta/\partial s` (inside the free
 entries) and ``N`` of its complement among the free entries, the certificate reports
@@ -114,15 +114,30 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .._checks import check_int, check_real
-from .._tolerances import RANK_RTOL, STATIONARITY_ATOL
-from ..families import Family
-from ..model import flatten_params, make_mask, num_params, param_shapes
-from .derivatives import Inertia, gradient, hessian, hvp, inertia, orthonormal_complement, symmetry_generators
-from .fit import FamilyFit, family_point, fit_family
-from .oracles import LossOracle, MonteCarloLoss, as_oracle, streamed_gradient_moments
-from .stats import (NormBounds, NormEstimate, log_log_slope, norm_bounds, norm_estimate, quadratic_form_sf,
-                    samples_to_decide)
+from landscape._checks import check_int, check_real
+from landscape.tolerances import RANK_RTOL, STATIONARITY_ATOL
+from landscape.theory.families import Family
+from landscape.core.model import flatten_params, make_mask, num_params, param_shapes
+from landscape.numeric.derivatives import (
+    Inertia,
+    gradient,
+    hessian,
+    hvp,
+    inertia,
+    orthonormal_complement,
+    symmetry_generators,
+)
+from landscape.numeric.fit import FamilyFit, family_point, fit_family
+from landscape.numeric.oracles import LossOracle, MonteCarloLoss, as_oracle, streamed_gradient_moments
+from landscape.numeric.stats import (
+    NormBounds,
+    NormEstimate,
+    log_log_slope,
+    norm_bounds,
+    norm_estimate,
+    quadratic_form_sf,
+    samples_to_decide,
+)
 
 __all__ = [
     "SampleSizeResult",
@@ -160,7 +175,7 @@ def free_entries(family: Family, mask: str | Mapping[str, torch.Tensor] | None =
         family: the family.
         mask: ``None``/``"all"`` (every entry), ``"blocks"`` (the structural blocks — top-left
             ``d×d``, label column, label row, corner — holding a free symbol of the family),
-            ``"paper"`` (:func:`landscape.model.make_mask` preset), or a dict name → bool tensor of
+            ``"paper"`` (:func:`landscape.core.model.make_mask` preset), or a dict name → bool tensor of
             the parameter's shape (names left out are fixed).
 
     Returns:
@@ -527,7 +542,7 @@ def _resolve_family_loss(family: Family, task: Any, family_loss: Any) -> tuple[A
         if family_loss != "auto":
             raise ValueError(f"family_loss must be 'auto', None, an exact FamilyLoss or a callable, got {family_loss!r}")
         try:
-            from ..symbolic import family_loss as symbolic_family_loss
+            from landscape.symbolic import family_loss as symbolic_family_loss
         except ImportError:
             return None, "Monte-Carlo fitting sample"
         for method in ("wishart", "one-layer"):
@@ -580,7 +595,7 @@ def certify_stationary(
     See the module docstring for the maths and the decision rule.
 
     Args:
-        family: the family :math:`S` (:func:`landscape.families.get_family`).
+        family: the family :math:`S` (:func:`landscape.theory.families.get_family`).
         data: a prompt distribution with ``sample(batch, generator)`` (Monte-Carlo certificate), or an
             exact loss — an :class:`~landscape.numeric.ExactLoss` or any callable ``params -> scalar``.
         point: the point to test — symbol values or full weights in the family; default: fitted.
@@ -621,7 +636,7 @@ def certify_stationary(
         ValueError: a point outside the family, NaN values, a bad mask, sample sizes too small.
     """
     if not isinstance(family, Family):
-        raise TypeError(f"family must be a Family (see landscape.families.get_family), got {type(family).__name__}")
+        raise TypeError(f"family must be a Family (see landscape.theory.families.get_family), got {type(family).__name__}")
     check_real("alpha", alpha, positive=True)
     if not alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")

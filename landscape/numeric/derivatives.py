@@ -13,7 +13,7 @@ is that of one piece:
   ``LinearOperator``) when the dense Hessian is too large;
 * inertia (numbers of positive / zero / negative eigenvalues, zero meaning
   :math:`|\lambda| \le \varepsilon\max|\lambda|` with :math:`\varepsilon` =
-  :data:`landscape._tolerances.ZERO_EIG`) and the classification minimum / saddle / degenerate,
+  :data:`landscape.tolerances.ZERO_EIG`) and the classification minimum / saddle / degenerate,
   modulo the continuous symmetries of the model (:func:`symmetry_generators`);
 * Hessian blocks per layer or parameter and the Hessian restricted to a family's tangent space and
   its normal complement (:func:`tangent_split`).
@@ -30,11 +30,11 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 import torch
 
-from .._checks import check_choice, check_int
-from .._tolerances import FD_STEP, LANCZOS_RTOL, RANK_RTOL, ZERO_EIG
-from ..kernels import INVARIANTS
-from ..model import ModelSpec, flatten_params, num_params, param_shapes, unflatten_params
-from .oracles import LossOracle, MonteCarloLoss, as_oracle
+from landscape._checks import check_choice, check_int
+from landscape.tolerances import FD_STEP, LANCZOS_RTOL, RANK_RTOL, ZERO_EIG
+from landscape.core.kernels import INVARIANTS
+from landscape.core.model import ModelSpec, flatten_params, num_params, param_shapes, unflatten_params
+from landscape.numeric.oracles import LossOracle, MonteCarloLoss, as_oracle
 
 __all__ = [
     "gradient",
@@ -475,7 +475,7 @@ class Inertia:
     r"""Inertia of a symmetric matrix: counts of positive, zero and negative eigenvalues.
 
     An eigenvalue counts as zero if :math:`|\lambda| \le \mathrm{tol}`, with
-    ``tol = rtol · max|λ|`` (``rtol`` = :data:`landscape._tolerances.ZERO_EIG` by default).
+    ``tol = rtol · max|λ|`` (``rtol`` = :data:`landscape.tolerances.ZERO_EIG` by default).
 
     Attributes:
         n_pos, n_zero, n_neg: the counts.
@@ -694,7 +694,7 @@ def symmetry_generators(
     Args:
         spec: architecture.
         flat: :math:`\theta`.
-        symmetries: extra :class:`landscape.families.Symmetry` objects (e.g. ``family.symmetries``).
+        symmetries: extra :class:`landscape.theory.families.Symmetry` objects (e.g. ``family.symmetries``).
 
     Returns:
         Generators as columns (possibly dependent; use :func:`orthonormal_complement`).

@@ -14,11 +14,11 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from .._checks import check_int
-from .._tolerances import CONSTRUCTION_RTOL, RANK_RTOL, STATIONARITY_ATOL
-from ..families import Family
-from ..model import num_params, param_shapes
-from .oracles import LossOracle, MonteCarloLoss, as_flat, as_oracle
+from landscape._checks import check_int
+from landscape.tolerances import CONSTRUCTION_RTOL, RANK_RTOL, STATIONARITY_ATOL
+from landscape.theory.families import Family
+from landscape.core.model import num_params, param_shapes
+from landscape.numeric.oracles import LossOracle, MonteCarloLoss, as_flat, as_oracle
 
 __all__ = ["FamilyFit", "fit_family", "family_point"]
 

@@ -2,7 +2,7 @@ r"""Loss oracles over a flat parameter view.
 
 An *oracle* is the in-context loss :math:`f(\theta) = \mathbb E[(\mathrm{TF}(Z_0;\theta) - y_{n+1})^2]`
 as a function of the flat parameter vector :math:`\theta \in \mathbb R^P`
-(:func:`landscape.model.flatten_params` order). Every oracle is a finite weighted sum of *pieces*
+(:func:`landscape.core.model.flatten_params` order). Every oracle is a finite weighted sum of *pieces*
 
 .. math::
     f(\theta) = \sum_c w_c\, f_c(\theta),
@@ -35,8 +35,8 @@ from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 
-from .._checks import check_int
-from ..model import ModelSpec, check_params, flatten_params, num_params, predict, unflatten_params
+from landscape._checks import check_int
+from landscape.core.model import ModelSpec, check_params, flatten_params, num_params, predict, unflatten_params
 
 __all__ = [
     "LossOracle",
@@ -187,7 +187,7 @@ class MonteCarloLoss:
 
         Args:
             task: a prompt distribution with ``sample(batch, generator) -> PromptBatch``
-                (:mod:`landscape.tasks`).
+                (:mod:`landscape.core.tasks`).
             spec: architecture (its ``token_dim`` must match the prompts).
             samples: number of prompts ``T``.
             generator: the only source of randomness.
@@ -460,14 +460,14 @@ def exact_loss_oracle(problem: Any, task: Any) -> ExactLoss | None:
     the symbolic layer is absent or has no exact formula for this setting.
 
     Args:
-        problem: a :class:`~landscape.families.Problem` (or family / spec, as the symbolic layer accepts).
+        problem: a :class:`~landscape.theory.families.Problem` (or family / spec, as the symbolic layer accepts).
         task: the prompt distribution.
     """
     try:
-        from ..symbolic import exact_loss_fn  # type: ignore[attr-defined]
+        from landscape.symbolic import exact_loss_fn  # type: ignore[attr-defined]
     except ImportError:
         try:
-            from ..symbolic.one_layer import exact_loss_fn  # type: ignore[no-redef]
+            from landscape.symbolic.one_layer import exact_loss_fn  # type: ignore[no-redef]
         except ImportError:
             return None
     try:

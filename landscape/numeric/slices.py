@@ -21,10 +21,10 @@ from typing import Callable, Literal, Sequence
 
 import torch
 
-from .._checks import check_choice, check_int
-from ..model import ModelSpec, num_params, param_shapes
-from .derivatives import _check_flat, hessian_eigenpairs
-from .oracles import LossOracle, MonteCarloLoss, as_oracle
+from landscape._checks import check_choice, check_int
+from landscape.core.model import ModelSpec, num_params, param_shapes
+from landscape.numeric.derivatives import _check_flat, hessian_eigenpairs
+from landscape.numeric.oracles import LossOracle, MonteCarloLoss, as_oracle
 
 __all__ = [
     "LineSlice",

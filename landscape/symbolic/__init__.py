@@ -2,7 +2,7 @@
 
 Public surface:
 
-* :func:`family_loss` → :class:`FamilyLoss` — the loss of a :class:`~landscape.families.Family` on a
+* :func:`family_loss` → :class:`FamilyLoss` — the loss of a :class:`~landscape.theory.families.Family` on a
   prompt distribution: exact by whitening + Wishart moments, by the one-layer closed form or by
   expansion in the data entries; label-exact Monte-Carlo for kernel attention.
 * :func:`exact_loss_fn` — exact loss as a torch function of the *full* parameter dict (one layer of

@@ -27,9 +27,9 @@ import torch
 from sympy.polys.domains import QQ, RR
 from sympy.polys.rings import ring
 
-from ..model import ModelSpec
-from ..tasks import LinearRegression, sqrtm_psd
-from .one_layer import linear_heads
+from landscape.core.model import ModelSpec
+from landscape.core.tasks import LinearRegression, sqrtm_psd
+from landscape.symbolic.one_layer import linear_heads
 
 __all__ = ["expansion_loss", "EXPANSION_MAX_MONOMIALS"]
 
@@ -81,7 +81,7 @@ def expansion_loss(
     Args:
         blocks: parameter name → sympy matrix (entries polynomial in ``symbols``); missing names are zero.
         spec: architecture (linear heads, or kernel heads with the linear activation).
-        data: :class:`~landscape.tasks.LinearRegression` prompts (Gaussian or sphere covariates, any
+        data: :class:`~landscape.core.tasks.LinearRegression` prompts (Gaussian or sphere covariates, any
             :math:`\Sigma`, :math:`\Sigma_w`, label noise).
         symbols: the free symbols of the blocks.
 
@@ -92,7 +92,7 @@ def expansion_loss(
     Raises:
         ValueError: non-linear kernel heads, ``d`` mismatch, non-polynomial blocks, or an expansion
             beyond :data:`EXPANSION_MAX_MONOMIALS` terms.
-        TypeError: ``data`` is not :class:`~landscape.tasks.LinearRegression`.
+        TypeError: ``data`` is not :class:`~landscape.core.tasks.LinearRegression`.
     """
     if not isinstance(data, LinearRegression):
         raise TypeError(f"the expansion route needs LinearRegression prompts, got {type(data).__name__}")
@@ -222,6 +222,6 @@ def expansion_loss(
 
 
 def _keys(spec: ModelSpec) -> list[str]:
-    from ..model import param_shapes
+    from landscape.core.model import param_shapes
 
     return list(param_shapes(spec))

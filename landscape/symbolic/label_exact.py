@@ -52,9 +52,9 @@ from typing import Callable, Mapping, Sequence
 import sympy
 import torch
 
-from ..families import Family
-from ..model import ModelSpec, forward, predict
-from ..tasks import KernelGP, LinearRegression, PromptBatch
+from landscape.theory.families import Family
+from landscape.core.model import ModelSpec, forward, predict
+from landscape.core.tasks import KernelGP, LinearRegression, PromptBatch
 
 __all__ = ["LabelExactEstimator", "CoefficientEstimate", "labels_enter_linearly", "label_gains"]
 
@@ -163,8 +163,8 @@ class LabelExactEstimator:
 
     Attributes:
         family: the family.
-        data: the prompt distribution (:class:`~landscape.tasks.KernelGP` or
-            :class:`~landscape.tasks.LinearRegression` for the label-exact form; any sampler otherwise).
+        data: the prompt distribution (:class:`~landscape.core.tasks.KernelGP` or
+            :class:`~landscape.core.tasks.LinearRegression` for the label-exact form; any sampler otherwise).
         samples: number T of covariate draws.
         seed: seed of the ``torch.Generator`` that drew them.
         label_exact: whether the label expectation is closed-form (else plain Monte-Carlo).

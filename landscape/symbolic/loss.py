@@ -36,16 +36,31 @@ from typing import Callable, Literal, Mapping, Sequence
 import sympy
 import torch
 
-from ..families import FAMILY_ATTENTION, Family
-from ..tasks import KernelGP, LinearRegression, sqrtm_psd
-from .codegen import gradient_exprs, hessian_exprs, to_torch, to_torch_matrix, to_torch_vector
-from .expansion import expansion_loss
-from .label_exact import CoefficientEstimate, LabelExactEstimator
-from .one_layer import covariate_moments, linear_heads, one_layer_loss
-from .relu import relu_one_layer_loss, relu_one_layer_structure
-from .wick import WICK_MAX_LAYERS, sparse_label_structure, wick_loss, wick_matrices
-from .whitened import (D_SYMBOL, N_SYMBOL, NOISE_SYMBOL, clean_floats, noise_variance, trace_ratio,
-                       whitened_structure, wishart_loss, wishart_noise_loss)
+from landscape.theory.families import FAMILY_ATTENTION, Family
+from landscape.core.tasks import KernelGP, LinearRegression, sqrtm_psd
+from landscape.symbolic.codegen import (
+    gradient_exprs,
+    hessian_exprs,
+    to_torch,
+    to_torch_matrix,
+    to_torch_vector,
+)
+from landscape.symbolic.expansion import expansion_loss
+from landscape.symbolic.label_exact import CoefficientEstimate, LabelExactEstimator
+from landscape.symbolic.one_layer import covariate_moments, linear_heads, one_layer_loss
+from landscape.symbolic.relu import relu_one_layer_loss, relu_one_layer_structure
+from landscape.symbolic.wick import WICK_MAX_LAYERS, sparse_label_structure, wick_loss, wick_matrices
+from landscape.symbolic.whitened import (
+    D_SYMBOL,
+    N_SYMBOL,
+    NOISE_SYMBOL,
+    clean_floats,
+    noise_variance,
+    trace_ratio,
+    whitened_structure,
+    wishart_loss,
+    wishart_noise_loss,
+)
 
 __all__ = ["FamilyLoss", "family_loss", "default_data", "METHODS"]
 
@@ -63,7 +78,7 @@ class FamilyLoss:
     r"""The population loss :math:`f(s) = \mathbb E(\mathrm{TF}_{\theta(s)}(Z_0) - y_q)^2` on a family.
 
     Attributes:
-        family: the :class:`~landscape.families.Family`.
+        family: the :class:`~landscape.theory.families.Family`.
         data: the prompt distribution.
         method: the route that produced it (see module docstring).
         exact: True for the sympy routes; False for the Monte-Carlo route.
@@ -268,7 +283,7 @@ def _one_layer_route(family: Family, data: LinearRegression, spectrum: str,
 
 def _check_inputs(family: Family, data: object, method: str) -> None:
     if not isinstance(family, Family):
-        raise TypeError(f"family must be a landscape.families.Family (see get_family), got {type(family).__name__}")
+        raise TypeError(f"family must be a landscape.theory.families.Family (see get_family), got {type(family).__name__}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
     d = getattr(data, "d", None)
@@ -293,7 +308,7 @@ def family_loss(
     r"""The population loss of ``family`` on ``data`` (exact where a route exists; see module docstring).
 
     Args:
-        family: a :class:`~landscape.families.Family` (``get_family(name, problem)``).
+        family: a :class:`~landscape.theory.families.Family` (``get_family(name, problem)``).
         data: prompt distribution; default :func:`default_data` (the paper's setting).
         method: ``"auto"`` or one route of :data:`METHODS`.
         spectrum: ``"symbolic"`` keeps :math:`\Sigma = U\mathrm{diag}(\lambda_1..\lambda_d)U^\top` with symbols
@@ -323,7 +338,7 @@ def family_loss(
     L = family.problem.layers
     reasons: list[str] = []
     if query_sigma is not None:
-        from ..tasks import check_covariance
+        from landscape.core.tasks import check_covariance
 
         query_sigma = check_covariance(query_sigma, data.d).to(torch.float64)  # type: ignore[attr-defined]
         if not (poly and linreg and L == 1) or method not in ("auto", "one-layer"):

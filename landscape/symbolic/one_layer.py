@@ -60,9 +60,9 @@ from typing import Any, Callable, Mapping, Sequence
 import sympy
 import torch
 
-from ..families import Family, Problem
-from ..model import ModelSpec
-from ..tasks import LinearRegression
+from landscape.theory.families import Family, Problem
+from landscape.core.model import ModelSpec
+from landscape.core.tasks import LinearRegression
 
 __all__ = ["one_layer_loss", "exact_loss_fn", "covariate_moments", "linear_heads"]
 
@@ -235,7 +235,7 @@ def covariate_moments(covariates: str, d: int | sympy.Expr) -> tuple[Any, Any]:
 
 
 def _is_linear_kernel(head: Any) -> bool:
-    from ..kernels import INVARIANTS
+    from landscape.core.kernels import INVARIANTS
 
     k = head.kernel
     return (not k.normalised) and sympy.simplify(k.expr - INVARIANTS[0]) == 0
@@ -278,14 +278,14 @@ def exact_loss_fn(
 
     Known: one layer (any number of heads) of linear attention — or kernel attention with the
     linear activation, :math:`P = V`, :math:`Q = B^\top C` — on noiseless
-    :class:`~landscape.tasks.LinearRegression` prompts with Gaussian or spherical covariates, any
+    :class:`~landscape.core.tasks.LinearRegression` prompts with Gaussian or spherical covariates, any
     :math:`\Sigma` and any task covariance :math:`\Sigma_w`. The formula is derived in this module's
     docstring (Isserlis, data moments up to degree six); it is exact, so the gradient over every
     entry of every ``P, Q`` — the object of Ahn et al. (2023)'s stationarity theorems — is exact too.
 
     Args:
-        family_or_spec_problem: a :class:`~landscape.families.Family`, a
-            :class:`~landscape.families.Problem` or a :class:`~landscape.model.ModelSpec`.
+        family_or_spec_problem: a :class:`~landscape.theory.families.Family`, a
+            :class:`~landscape.theory.families.Problem` or a :class:`~landscape.core.model.ModelSpec`.
         data: the prompt distribution.
 
     Returns:
@@ -322,6 +322,6 @@ def exact_loss_fn(
 
 
 def _all_keys(spec: ModelSpec) -> list[str]:
-    from ..model import param_shapes
+    from landscape.core.model import param_shapes
 
     return list(param_shapes(spec))

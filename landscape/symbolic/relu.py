@@ -34,13 +34,13 @@ from typing import Mapping
 
 import sympy
 
-from ..model import ModelSpec, param_shapes
+from landscape.core.model import ModelSpec, param_shapes
 
 __all__ = ["relu_one_layer_structure", "relu_one_layer_loss"]
 
 
 def _is_relu(head: object) -> bool:
-    from ..kernels import INVARIANTS
+    from landscape.core.kernels import INVARIANTS
 
     k = head.kernel  # type: ignore[attr-defined]
     return (not k.normalised) and sympy.simplify(k.expr - sympy.Max(INVARIANTS[0], 0)) == 0

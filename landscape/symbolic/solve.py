@@ -24,7 +24,7 @@ stationary points of the common-random-numbers sample mean), with the standard e
 
 Every point is classified by the family Hessian on the quotient by flat directions — family
 symbols the loss does not depend on, and the one-parameter weight symmetries of the model
-(:attr:`~landscape.families.Family.symmetries`) that move inside the family (e.g.
+(:attr:`~landscape.theory.families.Family.symmetries`) that move inside the family (e.g.
 :math:`B \mapsto e^tB, C \mapsto e^{-t}C` for dot-product kernels): ``min`` (all eigenvalues > 0),
 ``max`` (all < 0), ``saddle`` (both signs), ``degenerate`` (a further zero eigenvalue, no negative
 and positive pair).
@@ -42,10 +42,10 @@ import sympy
 import torch
 from scipy import optimize
 
-from .._tolerances import ZERO_EIG
-from ..model import flatten_params
-from .codegen import to_numpy
-from .loss import FamilyLoss
+from landscape.tolerances import ZERO_EIG
+from landscape.core.model import flatten_params
+from landscape.symbolic.codegen import to_numpy
+from landscape.symbolic.loss import FamilyLoss
 
 __all__ = ["StationaryPoint", "StationaryPoints", "stationary_points", "classify", "symmetry_directions",
            "SEARCH_METHODS", "optimal_gd"]
@@ -181,7 +181,7 @@ def classify(eigenvalues: Sequence[float], rtol: float = ZERO_EIG[torch.float64]
 def symmetry_directions(loss: FamilyLoss, v: torch.Tensor) -> list[torch.Tensor]:
     r"""Directions in symbol space along which a model weight symmetry moves inside the family.
 
-    For each :class:`~landscape.families.Symmetry` with generator
+    For each :class:`~landscape.theory.families.Symmetry` with generator
     :math:`\delta = \frac{d}{dt}\theta_t|_{t=0}`, solve :math:`J u = \delta` with the family Jacobian
     :math:`J = \partial\theta/\partial s`; ``u`` is kept when the residual vanishes (the orbit is
     tangent to the family).
@@ -452,7 +452,7 @@ def _from_enumeration(loss: FamilyLoss, E: object, syms: list, active_idx: list[
 
 def _solve_exact(loss: FamilyLoss, starts: int, seed: int, exact: bool | str, scale: float,
                  method: str) -> StationaryPoints:
-    from .enumerate import EnumerationLimit, enumerate_critical_points
+    from landscape.symbolic.enumerate import EnumerationLimit, enumerate_critical_points
 
     syms = list(loss.symbols)
     active = [s for s in syms if s in loss.expr.free_symbols]
@@ -614,7 +614,13 @@ def optimal_gd(loss: FamilyLoss) -> dict | None:
         ``{"loss_exact", "loss", "lower_bound", "polynomial", "steps", "step_values", "realisable",
         "layers"}`` or ``None`` when it does not apply.
     """
-    from .whitened import noise_variance, optimal_gd_loss, pgd_structure, trace_ratio, whitened_structure
+    from landscape.symbolic.whitened import (
+        noise_variance,
+        optimal_gd_loss,
+        pgd_structure,
+        trace_ratio,
+        whitened_structure,
+    )
 
     if not loss.exact or loss.method != "wishart":
         return None
@@ -636,7 +642,7 @@ def _dedup_functional(loss: FamilyLoss, points: list[StationaryPoint]) -> list[S
     """Merge points that define the same model (equal predictions on probe prompts): symmetry orbits."""
     if len(points) < 2:
         return points
-    from ..model import predict
+    from landscape.core.model import predict
 
     g = torch.Generator().manual_seed(12345)
     batch = loss.data.sample(16, g)  # type: ignore[attr-defined]

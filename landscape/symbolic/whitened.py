@@ -40,10 +40,10 @@ from typing import Mapping, Sequence
 import sympy
 import torch
 
-from ..model import ModelSpec, param_shapes
-from ..tasks import LinearRegression, sqrtm_psd
-from .moments import expected_trace_poly, wishart_moment
-from .one_layer import linear_heads
+from landscape.core.model import ModelSpec, param_shapes
+from landscape.core.tasks import LinearRegression, sqrtm_psd
+from landscape.symbolic.moments import expected_trace_poly, wishart_moment
+from landscape.symbolic.one_layer import linear_heads
 
 __all__ = ["WhitenedLayer", "whitened_structure", "wishart_loss", "wishart_noise_loss", "clean_floats", "D_SYMBOL",
            "N_SYMBOL", "NOISE_SYMBOL"]

@@ -38,8 +38,8 @@ import numpy as np
 import sympy
 import torch
 
-from ..model import ModelSpec, param_shapes
-from .one_layer import linear_heads
+from landscape.core.model import ModelSpec, param_shapes
+from landscape.symbolic.one_layer import linear_heads
 
 __all__ = ["sparse_label_structure", "wick_loss", "expected_trace_word", "WICK_MAX_LAYERS"]
 

@@ -1,10 +1,10 @@
 r"""``landscape train``: train S seeds at once and measure their distance to a family.
 
 Every seed is one model of a stacked parameter set trained by one optimizer (see
-:mod:`landscape.train`). With ``--out DIR`` the run is stored in the run store at ``DIR``:
+:mod:`landscape.experiment.train`). With ``--out DIR`` the run is stored in the run store at ``DIR``:
 rerunning the same command resumes from the latest checkpoint, or prints the stored result of a
 finished run without training. ``--family`` projects the learned weights onto a parameter family
-modulo its symmetries (:func:`landscape.distance.project_onto_family`).
+modulo its symmetries (:func:`landscape.experiment.distance.project_onto_family`).
 
 Examples::
 
@@ -39,9 +39,16 @@ __all__ = ["add_parser", "run", "config_from_args"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``landscape train`` (the problem options are shared: :mod:`landscape._cli_args`)."""
-    from .._cli_args import (add_problem_args, float_arg, float_list_arg, nonneg_float, nonneg_int,
-                             positive_float, positive_int)
+    """Register ``landscape train`` (the problem options are shared: :mod:`landscape.cli._args`)."""
+    from landscape.cli._args import (
+        add_problem_args,
+        float_arg,
+        float_list_arg,
+        nonneg_float,
+        nonneg_int,
+        positive_float,
+        positive_int,
+    )
 
     doc = __doc__ or ""
     p = subparsers.add_parser(
@@ -117,7 +124,7 @@ def train_memory(config: Any) -> int:
     (``S`` seeds, ``B`` batch, ``E`` eval batch, ``L`` layers, ``b`` bytes per float, ``H_k``
     kernel heads; the factors are :data:`TRAIN_MEMORY_FACTOR`, :data:`TRAIN_KERNEL_FACTOR`).
     """
-    from .._checks import prompt_memory
+    from landscape._checks import prompt_memory
 
     b = 8 if config.dtype == "float64" else 4
     heads = len(config.activations) if config.attention == "kernel" else 0
@@ -135,7 +142,7 @@ def check_train_memory(config: Any) -> None:
     Raises:
         ValueError: naming the estimate, its formula and the available memory.
     """
-    from .._checks import check_memory
+    from landscape._checks import check_memory
 
     check_memory(f"--seeds {config.seeds} --batch {config.batch} --eval-batch {config.eval_batch} --d {config.d} "
                  f"--n {config.n} --layers {config.layers} ({config.dtype})", train_memory(config),
@@ -144,9 +151,9 @@ def check_train_memory(config: Any) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
-    """Build (and thereby validate) the :class:`~landscape.train.TrainConfig` of parsed arguments.
+    """Build (and thereby validate) the :class:`~landscape.experiment.train.TrainConfig` of parsed arguments.
 
-    The problem options mean what they mean for every command (:mod:`landscape._cli_args`):
+    The problem options mean what they mean for every command (:mod:`landscape.cli._args`):
     ``--attention auto`` is the family's attention, else kernel iff ``--activation`` is given;
     kernel heads default to ``exp``; ``--data`` defaults to ``linear`` for linear attention and to
     ``gp`` with the first activation as data kernel (``exp`` for softmax) for kernel attention;
@@ -155,9 +162,9 @@ def config_from_args(args: argparse.Namespace) -> Any:
     Raises:
         ValueError, TypeError: a bad value, named with the accepted ones.
     """
-    from .._cli_args import INVERSE_TASK_FAMILIES
-    from ..families import FAMILY_ATTENTION
-    from ..train import TrainConfig
+    from landscape.cli._args import INVERSE_TASK_FAMILIES
+    from landscape.theory.families import FAMILY_ATTENTION
+    from landscape.experiment.train import TrainConfig
 
     attention = args.attention
     if attention == "auto":
@@ -196,8 +203,8 @@ def _fmt(x: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Train; print a per-seed table (or, with ``--json``, one JSON object as the last line)."""
-    from ..cli import emit_json
-    from ..train import train
+    from landscape.cli import emit_json
+    from landscape.experiment.train import train
 
     config = config_from_args(args)
     check_train_memory(config)

@@ -1,7 +1,7 @@
 r"""``landscape sweep FILE``: train a grid of configs × seeds into one run store.
 
 ``FILE`` is a TOML or YAML sweep (``base`` config, ``grid`` of lists, optional ``seeds``; see
-:mod:`landscape.sweep`). Every grid point is validated before anything trains; points already
+:mod:`landscape.experiment.sweep`). Every grid point is validated before anything trains; points already
 finished in the store are skipped. ``--executor ray`` runs one Ray task per grid point
 (``--address`` of a cluster, or none / ``local`` to start a local one).
 
@@ -16,8 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .._cli_args import positive_int
-from ..sweep import EXECUTORS, PointResult, expand_grid, load_sweep, run_sweep
+from landscape.cli._args import positive_int
+from landscape.experiment.sweep import EXECUTORS, PointResult, expand_grid, load_sweep, run_sweep
 
 __all__ = ["add_parser", "run"]
 
@@ -55,7 +55,7 @@ def _line(r: PointResult) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the sweep; print a line per grid point (or one JSON object with ``--json``)."""
-    from ..cli import emit_json
+    from landscape.cli import emit_json
 
     spec = load_sweep(args.file)
     out = args.out if args.out is not None else Path("runs") / spec.name

@@ -16,11 +16,11 @@ A sweep file (TOML, read with :mod:`tomllib`, or YAML) holds::
 
 The grid is the Cartesian product of the ``grid`` lists, in file order, the last key varying
 fastest; each point is ``base`` updated with the point's values (and ``seeds``) and becomes one
-:class:`landscape.train.TrainConfig`. **Every** point is validated before anything runs; a bad key
+:class:`landscape.experiment.train.TrainConfig`. **Every** point is validated before anything runs; a bad key
 or value raises :class:`ValueError`/:class:`TypeError` naming the point, the key and the value.
 
 Each grid point is one run of the store; its seeds train together (vmapped) through
-:func:`landscape.train.train`. Executors:
+:func:`landscape.experiment.train.train`. Executors:
 
 * ``"local"`` — in this process, one point after the other;
 * ``"ray"`` — one Ray task per point; each task opens the same store directory (SQLite in WAL mode
@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .store import RunStore
+from landscape.experiment.store import RunStore
 
 __all__ = [
     "EXECUTORS",
@@ -69,12 +69,12 @@ _SUFFIXES = {".toml": "toml", ".yaml": "yaml", ".yml": "yaml"}
 
 
 # ----------------------------------------------------------------------------------------------
-# Integration with landscape.train (the only place that knows its API)
+# Integration with landscape.experiment.train (the only place that knows its API)
 # ----------------------------------------------------------------------------------------------
 
 
 def _train_api() -> Any:
-    from . import train
+    import landscape.experiment.train as train
 
     return train
 
@@ -90,7 +90,7 @@ def _make_config(values: Mapping[str, Any]) -> Any:
 
 
 def _store_config(config: Any) -> dict[str, Any]:
-    """The JSON dict under which :func:`landscape.train.train` records ``config`` in the store."""
+    """The JSON dict under which :func:`landscape.experiment.train.train` records ``config`` in the store."""
     return dict(config.to_dict())
 
 
@@ -140,7 +140,7 @@ class GridPoint:
     Attributes:
         index: position in the grid (row-major, last key fastest).
         overrides: the grid values of this point (key ↦ value).
-        config: the validated :class:`landscape.train.TrainConfig`.
+        config: the validated :class:`landscape.experiment.train.TrainConfig`.
     """
 
     index: int
@@ -388,7 +388,7 @@ def expand_grid(spec: SweepSpec) -> list[GridPoint]:
 
 def _finished_runs(root: Path, points: Sequence[GridPoint]) -> dict[int, str]:
     """Grid index ↦ run name for the points whose run is already finished in the store."""
-    from .store import config_hash
+    from landscape.experiment.store import config_hash
 
     with RunStore(root) as store:
         done = {r.config_hash: r.name for r in store.list_runs() if r.status == "finished"}

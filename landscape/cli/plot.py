@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..plots import PLOT_KINDS
+from landscape.views.plots import PLOT_KINDS
 
 __all__ = ["add_parser", "run"]
 
@@ -41,9 +41,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Make the figures; print their paths (or one JSON object with ``--json``)."""
-    from ..cli import emit_json
-    from ..plots import plot_store
-    from ..store import RunStore
+    from landscape.cli import emit_json
+    from landscape.views.plots import plot_store
+    from landscape.experiment.store import RunStore
 
     root = Path(args.run_dir).expanduser()
     if not (root / "store.sqlite").exists() and not (root / "tensors").exists():

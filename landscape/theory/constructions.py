@@ -1,7 +1,7 @@
 r"""Weights for which the transformer's forward pass *is* an algorithm.
 
-Every builder returns a :class:`Construction`: a :class:`~landscape.model.ModelSpec`, a flat
-parameter dict in the convention of :mod:`landscape.model`, and the two maps that connect the
+Every builder returns a :class:`Construction`: a :class:`~landscape.core.model.ModelSpec`, a flat
+parameter dict in the convention of :mod:`landscape.core.model`, and the two maps that connect the
 algorithm's inputs and outputs to the residual stream:
 
 .. math::
@@ -9,20 +9,20 @@ algorithm's inputs and outputs to the residual stream:
     \xrightarrow{\ \texttt{forward}\ } Z_L
     \xrightarrow{\ \texttt{readout}\ } \text{output}.
 
-One mechanism serves all of them: :func:`landscape.model.forward` with the construction's
+One mechanism serves all of them: :func:`landscape.core.model.forward` with the construction's
 ``n_sources`` (how many leading tokens are attention sources; the model divides every update by
 that ``n``, and constructions that must not scale fold the factor ``n`` into their value matrix).
 ``readout`` applied to every state ``Z_l`` (:meth:`Construction.trace`) gives the algorithm's
 iterate after ``l`` steps.
 
-Builders (paper in brackets; each reference algorithm is in :mod:`landscape.algorithms`):
+Builders (paper in brackets; each reference algorithm is in :mod:`landscape.theory.algorithms`):
 
 ============================================ =================================================================
-:func:`preconditioned_gd_construction`        Ahn et al. 2023, Lemma 1 — :func:`~landscape.algorithms.preconditioned_gd`
-:func:`gd_plus_plus_construction`             Ahn et al. 2023, Thm 4 — :func:`~landscape.algorithms.gd_plus_plus`
-:func:`functional_gd_construction`            Cheng, Chen, Sra 2024, Props 1 and 3 — :func:`~landscape.algorithms.functional_gd`
-:func:`newton_schulz_construction`            Giannou et al. 2024 — :func:`~landscape.algorithms.newton_schulz`
-:func:`normalised_gd_construction`            Zhang, Cao 2026 — :func:`~landscape.algorithms.normalised_gd`
+:func:`preconditioned_gd_construction`        Ahn et al. 2023, Lemma 1 — :func:`~landscape.theory.algorithms.preconditioned_gd`
+:func:`gd_plus_plus_construction`             Ahn et al. 2023, Thm 4 — :func:`~landscape.theory.algorithms.gd_plus_plus`
+:func:`functional_gd_construction`            Cheng, Chen, Sra 2024, Props 1 and 3 — :func:`~landscape.theory.algorithms.functional_gd`
+:func:`newton_schulz_construction`            Giannou et al. 2024 — :func:`~landscape.theory.algorithms.newton_schulz`
+:func:`normalised_gd_construction`            Zhang, Cao 2026 — :func:`~landscape.theory.algorithms.normalised_gd`
 ============================================ =================================================================
 
 Everything is built from tensors with differentiable, out-of-place operations, so step sizes or
@@ -37,9 +37,9 @@ from typing import Literal
 
 import torch
 
-from ._checks import check_int, check_real, check_shape, check_tensor
-from .kernels import Kernel, SumKernel, get_kernel, known_kernels
-from .model import HeadSpec, ModelSpec, forward
+from landscape._checks import check_int, check_real, check_shape, check_tensor
+from landscape.core.kernels import Kernel, SumKernel, get_kernel, known_kernels
+from landscape.core.model import HeadSpec, ModelSpec, forward
 
 __all__ = [
     "Construction",
@@ -65,7 +65,7 @@ class Construction:
     Attributes:
         name: short name (``"preconditioned_gd"``, ``"functional_gd"`` ...).
         spec: the architecture.
-        params: flat parameter dict (see :mod:`landscape.model`).
+        params: flat parameter dict (see :mod:`landscape.core.model`).
         embed: ``embed(*inputs) -> Z0`` builds the residual stream ``(..., token_dim, N)`` from the
             algorithm's inputs (the signature is documented by each builder).
         readout: ``readout(Z) -> output`` reads the algorithm's state off the residual stream.
@@ -86,7 +86,7 @@ class Construction:
     meta: Mapping[str, object] = field(default_factory=dict)
 
     def forward(self, Z: torch.Tensor, *, return_states: bool = False) -> torch.Tensor | list[torch.Tensor]:
-        """:func:`landscape.model.forward` with this construction's weights and ``n_sources``."""
+        """:func:`landscape.core.model.forward` with this construction's weights and ``n_sources``."""
         return forward(self.params, self.spec, Z, n_sources=self.n_sources, return_states=return_states)
 
     def __call__(self, *inputs: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
@@ -282,7 +282,7 @@ def gd_plus_plus_construction(preconditioners: Matrices, covariate_transforms: M
 
     .. math:: x_j^{(l+1)} = (I - B_l S_l A_l)\,x_j^{(l)},\qquad S_l = \frac1n\sum_{i\le n} x_i^{(l)} x_i^{(l)\top},
 
-    which is :func:`landscape.algorithms.gd_plus_plus` (GD++ when :math:`B_l = b_l I`).
+    which is :func:`landscape.theory.algorithms.gd_plus_plus` (GD++ when :math:`B_l = b_l I`).
 
     Args:
         preconditioners: the :math:`A_l` (``L`` tensors ``(d, d)`` or one ``(L, d, d)``).
@@ -317,7 +317,7 @@ def composite_kernel(
     r"""The kernel :math:`K^\circ(u, w) = \sum_h \alpha_h \tilde h_h(G_h u, G_h w)` as a Gram function.
 
     Cheng, Chen, Sra 2024, Proposition 3. For kernels that are not normalised this is
-    :meth:`landscape.kernels.SumKernel.gram`; a softmax head contributes its Gram normalised over
+    :meth:`landscape.core.kernels.SumKernel.gram`; a softmax head contributes its Gram normalised over
     the sources (dimension ``-2``), i.e. the context-dependent kernel of softmax attention.
 
     Args:
@@ -373,8 +373,8 @@ def functional_gd_construction(
     Args:
         d: covariate dimension.
         step_sizes: the :math:`r_l` (``L >= 1`` numbers or a tensor ``(L,)``).
-        activations: one kernel (name from :func:`landscape.kernels.known_kernels` or a
-            :class:`~landscape.kernels.Kernel`) or a sequence, one per head.
+        activations: one kernel (name from :func:`landscape.core.kernels.known_kernels` or a
+            :class:`~landscape.core.kernels.Kernel`) or a sequence, one per head.
         projections: per head a ``(k_h, d)`` tensor :math:`G_h` with ``k_h <= d + 1``, or ``None``
             (identity); ``None`` for all heads by default.
         weights: per head :math:`\alpha_h` (default 1).
@@ -481,7 +481,7 @@ def newton_schulz_construction(
 
     Returns:
         A :class:`Construction` with ``embed(A (..., m, m), X0 (..., m, m) | None) -> Z (..., 3m, m)``
-        (``X0 = None`` means :math:`X_0 = A^\top/\|A\|_2^2`, as :func:`landscape.algorithms.newton_schulz`)
+        (``X0 = None`` means :math:`X_0 = A^\top/\|A\|_2^2`, as :func:`landscape.theory.algorithms.newton_schulz`)
         and ``readout(Z) -> X (..., m, m)``.
 
     Raises:

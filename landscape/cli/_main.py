@@ -90,7 +90,7 @@ def _command_name(prog: str) -> str:
 def _environment_errors() -> tuple[type[BaseException], ...]:
     """The exception types reported as one-line errors with exit 2 (see module docstring)."""
     kinds: list[type[BaseException]] = [ValueError, TypeError, OSError, sqlite3.Error, MemoryError]
-    store_mod = sys.modules.get("landscape.store")
+    store_mod = sys.modules.get("landscape.experiment.store")
     store_error = getattr(store_mod, "StoreError", None) if store_mod is not None else None
     if isinstance(store_error, type) and issubclass(store_error, BaseException):
         kinds.append(store_error)
@@ -102,8 +102,8 @@ def _environment_errors() -> tuple[type[BaseException], ...]:
 
 
 def _raised_by_store(exc: BaseException) -> bool:
-    """Whether ``exc`` is a ``RuntimeError`` raised by :mod:`landscape.store` itself (a damaged or
-    closed store): the innermost frame of its traceback is in ``landscape/store.py``."""
+    """Whether ``exc`` is a ``RuntimeError`` raised by :mod:`landscape.experiment.store` itself (a damaged or
+    closed store): the innermost frame of its traceback is in ``landscape/experiment/store.py``."""
     if not isinstance(exc, RuntimeError):
         return False
     tb = exc.__traceback__
@@ -158,13 +158,13 @@ def build_parser(*, raise_errors: bool = False) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
-            mod = importlib.import_module(f"landscape.commands.{name}")
+            mod = importlib.import_module(f"landscape.cli.{name}")
         except ModuleNotFoundError as exc:
-            if exc.name == f"landscape.commands.{name}":
+            if exc.name == f"landscape.cli.{name}":
                 continue
             raise
         mod.add_parser(sub)
-    from ._cli_args import add_threads_arg
+    from landscape.cli._args import add_threads_arg
 
     for command_parser in sub.choices.values():
         add_threads_arg(command_parser)
@@ -198,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     command = args.command
     as_json = bool(getattr(args, "json", False)) or as_json
-    from ._cli_args import apply_threads
+    from landscape.cli._args import apply_threads
 
     try:
         apply_threads(args)

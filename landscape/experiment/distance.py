@@ -33,7 +33,7 @@ Three kinds of distance, from cheapest to most general:
   :math:`a_l` is dominated by the small-variance directions of :math:`\Sigma` (where
   :math:`\Sigma^{-1}` is large): it is a least-squares coefficient, not the paper's step size.
   :func:`whitened_family` / :func:`project_whitened` express the weights in the tokens of
-  whitened covariates :math:`x = \Sigma^{1/2}\xi` (:func:`landscape.model.change_of_basis` with
+  whitened covariates :math:`x = \Sigma^{1/2}\xi` (:func:`landscape.core.model.change_of_basis` with
   :math:`T = \mathrm{diag}(\Sigma^{1/2}, 1)`; :math:`A_l \mapsto \Sigma^{1/2}A_l\Sigma^{1/2}`) and
   fit the family built for :math:`\Sigma = I` there, where every direction counts alike; for
   :math:`A_l = a_l\Sigma^{-1} + E` this recovers :math:`a_l = \operatorname{tr}(\Sigma^{1/2}A_l\Sigma^{1/2})/d`
@@ -55,12 +55,20 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ._checks import check_tensor
-from .families import Family, Symmetry
-from ._tolerances import FD_STEP
-from .model import (ModelSpec, change_of_basis, check_params, flatten_params, param_shapes, predict,
-                    unflatten_params, whitening_transform)
-from .tasks import PromptBatch, sqrtm_psd
+from landscape._checks import check_tensor
+from landscape.theory.families import Family, Symmetry
+from landscape.tolerances import FD_STEP
+from landscape.core.model import (
+    ModelSpec,
+    change_of_basis,
+    check_params,
+    flatten_params,
+    param_shapes,
+    predict,
+    unflatten_params,
+    whitening_transform,
+)
+from landscape.core.tasks import PromptBatch, sqrtm_psd
 
 __all__ = [
     "dist_to_identity",
@@ -725,7 +733,7 @@ def whitened_family(family: Family, name: str | None = None, *, probes: int = 2)
     A family :math:`\theta_\Sigma(s)` lives in whitened coordinates when expressing its weights
     in the tokens of whitened covariates gives the family built for the identity:
     :math:`\mathrm{cob}(\theta_\Sigma(s), T) = \theta_I(s)` for every :math:`s`, with
-    :math:`T = \mathrm{diag}(\Sigma^{1/2}, 1)` (:func:`landscape.model.change_of_basis`). Ahn et
+    :math:`T = \mathrm{diag}(\Sigma^{1/2}, 1)` (:func:`landscape.core.model.change_of_basis`). Ahn et
     al.'s ``pgd`` and ``pgd-relaxed`` (:math:`A_l = a_l\Sigma^{-1}`) do; a family that ignores
     :math:`\Sigma` (``pgd-identity``, :math:`A_l = a_l I`) does not, and gets ``None``. This is
     checked numerically at ``probes`` points :math:`s \sim N(0, 1)` (fixed seed) in float64.
@@ -741,7 +749,7 @@ def whitened_family(family: Family, name: str | None = None, *, probes: int = 2)
     """
     from dataclasses import replace
 
-    from .families import get_family
+    from landscape.theory.families import get_family
 
     sigma = family.problem.sigma
     if sigma is None:

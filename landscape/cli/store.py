@@ -44,8 +44,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Check or repair; print what was found or done (exit 0), errors are one line (exit 2)."""
-    from ..cli import emit_json
-    from ..store import RunStore, repair_store
+    from landscape.cli import emit_json
+    from landscape.experiment.store import RunStore, repair_store
 
     root = Path(args.run_dir).expanduser()
     if args.action == "repair":

@@ -26,8 +26,8 @@ from typing import Literal, Sequence
 
 import torch
 
-from ._checks import check_int
-from .kernels import Kernel, SumKernel, get_kernel
+from landscape._checks import check_int
+from landscape.core.kernels import Kernel, SumKernel, get_kernel
 
 __all__ = [
     "PromptBatch",

@@ -32,8 +32,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Print the families (one per line, or JSON)."""
-    from ..cli import emit_json
-    from ..families import FAMILY_ATTENTION, known_families
+    from landscape.cli import emit_json
+    from landscape.theory.families import FAMILY_ATTENTION, known_families
 
     fams = known_families()
     rows = [{"name": name, "attention": FAMILY_ATTENTION.get(name, "?"), "statement": st} for name, st in fams.items()]

@@ -38,7 +38,7 @@ import argparse
 
 import torch
 
-from .._cli_args import add_problem_args, int_arg, positive_float, positive_int, problem_from_args
+from landscape.cli._args import add_problem_args, int_arg, positive_float, positive_int, problem_from_args
 
 __all__ = ["add_parser", "run"]
 
@@ -94,7 +94,7 @@ def check_solve_memory(d: int, layers: int) -> None:
         ValueError: the estimate ``SOLVE_MEMORY_FACTOR × 8 B × (d+1)^4 × layers^2`` exceeds the
             available memory.
     """
-    from .._checks import check_memory
+    from landscape._checks import check_memory
 
     check_memory(f"--d {d} --layers {layers}", int(SOLVE_MEMORY_FACTOR * 8 * (d + 1) ** 4 * layers**2),
                  f"{SOLVE_MEMORY_FACTOR:g} × 8 B × (d+1)^4 × layers^2")
@@ -116,10 +116,10 @@ def _coefficients(loss: object, points: object) -> dict[str, tuple[float, float]
 
 def run(args: argparse.Namespace) -> int:
     """Derive the loss, solve the stationary equations, print them."""
-    from ..cli import emit_json
-    from ..families import get_family
-    from ..symbolic.loss import family_loss
-    from ..symbolic.solve import optimal_gd, stationary_points
+    from landscape.cli import emit_json
+    from landscape.theory.families import get_family
+    from landscape.symbolic.loss import family_loss
+    from landscape.symbolic.solve import optimal_gd, stationary_points
 
     problem, data = problem_from_args(args, family=args.family)
     if problem.attention == "linear":
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--method exhaustive needs an exact polynomial loss; --route label-exact is Monte-Carlo")
     query_sigma = None
     if args.query_sigma is not None:
-        from .._cli_args import parse_sigma
+        from landscape.cli._args import parse_sigma
 
         query_sigma = parse_sigma(args.query_sigma, problem.d, seed=args.seed)
         if query_sigma is None:

@@ -35,7 +35,7 @@ import mpmath
 import sympy
 import torch
 
-from ._expr import FUNCTIONS, parse_expression
+from landscape._expr import FUNCTIONS, parse_expression
 
 __all__ = [
     "INVARIANTS",

@@ -10,7 +10,7 @@ engines compute the per-seed gradients :math:`\nabla_{\theta_i} f_i(\theta_i)`:
   seed ``i``'s loss depends only on :math:`\theta_i`, the gradient of the sum with respect to
   :math:`\theta_i` is exactly :math:`\nabla f_i(\theta_i)`.
 * ``"vmap"``: ``torch.func.vmap(torch.func.grad_and_value(f))`` over the seed axis, with ``f`` the
-  reference forward :func:`landscape.model.predict` of one model.
+  reference forward :func:`landscape.core.model.predict` of one model.
 * ``"fused"``: the CPU kernel of :mod:`landscape.engine.fused` — forward and hand-derived backward
   in one pass, SIMD across blocks of 64 prompts, for linear attention and the ``linear``, ``relu``,
   ``exp``, ``softmax`` kernels in float32/float64 (needs numba). ``"auto"`` (the default) takes it
@@ -76,12 +76,27 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from ._checks import check_choice, check_int, check_real
-from ._summary import seed_median
-from .families import FAMILY_ATTENTION, Family, Problem, check_stored_family, get_family, is_family_file
-from .kernels import get_kernel
-from .model import ModelSpec, flatten_params, init_params, make_mask, param_shapes, predict, unflatten_params
-from .tasks import (
+from landscape._checks import check_choice, check_int, check_real
+from landscape.views.summary import seed_median
+from landscape.theory.families import (
+    FAMILY_ATTENTION,
+    Family,
+    Problem,
+    check_stored_family,
+    get_family,
+    is_family_file,
+)
+from landscape.core.kernels import get_kernel
+from landscape.core.model import (
+    ModelSpec,
+    flatten_params,
+    init_params,
+    make_mask,
+    param_shapes,
+    predict,
+    unflatten_params,
+)
+from landscape.core.tasks import (
     KernelGP,
     LinearClassification,
     LinearRegression,
@@ -133,10 +148,10 @@ def resolve_sigma(
     r"""Turn a covariance spec into a ``(d, d)`` float64 matrix (``None`` for the identity).
 
     Strings follow the ``--sigma`` forms shared by every command
-    (:func:`landscape._cli_args.parse_sigma`):
+    (:func:`landscape.cli._args.parse_sigma`):
 
     * ``"identity"`` — :math:`\Sigma = I`;
-    * ``"random"`` / ``"random:SEED"`` — :func:`~landscape.tasks.random_covariance`
+    * ``"random"`` / ``"random:SEED"`` — :func:`~landscape.core.tasks.random_covariance`
       :math:`U^\top D U` with a Haar rotation from ``torch.Generator().manual_seed(SEED)`` (``SEED``
       defaulting to ``seed``) and Ahn et al.'s spectrum ``(1, 1, 0.25, 0.0625, 1)`` when ``d = 5``;
     * ``"diag:l1,...,ld"`` — the diagonal matrix;
@@ -158,7 +173,7 @@ def resolve_sigma(
         ValueError: unknown spec, missing or unreadable file, wrong shape, not symmetric positive
             definite.
     """
-    from ._cli_args import SIGMA_FORMS, parse_sigma
+    from landscape.cli._args import SIGMA_FORMS, parse_sigma
 
     if spec is None:
         return None
@@ -198,7 +213,7 @@ def _stored_sigma(spec: str, d: int, seed: int) -> str | list[list[float]]:
     Returns:
         The string or the matrix (nested lists) to store.
     """
-    from ._cli_args import split_spectrum
+    from landscape.cli._args import split_spectrum
 
     s = spec.strip()
     if s.startswith("spectrum:"):
@@ -219,7 +234,7 @@ STREAMS: tuple[str, ...] = ("init", "data", "eval")
 
 def _derive_seed(seed: int, stream: str) -> int:
     """Independent 63-bit seed for a named random stream of a run."""
-    digest = hashlib.sha256(f"landscape.train:{seed}:{stream}".encode()).digest()
+    digest = hashlib.sha256(f"landscape.experiment.train:{seed}:{stream}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
@@ -244,10 +259,10 @@ class TrainConfig:
     r"""Everything that defines a training run (validated on construction).
 
     Task:
-        task: ``"linear"`` (:class:`~landscape.tasks.LinearRegression`), ``"gp:KERNEL"``
-            (:class:`~landscape.tasks.KernelGP` with that data kernel, e.g. ``"gp:exp"``),
-            ``"classification"`` (:class:`~landscape.tasks.LinearClassification`) or ``"features"``
-            (:class:`~landscape.tasks.OrthonormalFeatures`).
+        task: ``"linear"`` (:class:`~landscape.core.tasks.LinearRegression`), ``"gp:KERNEL"``
+            (:class:`~landscape.core.tasks.KernelGP` with that data kernel, e.g. ``"gp:exp"``),
+            ``"classification"`` (:class:`~landscape.core.tasks.LinearClassification`) or ``"features"``
+            (:class:`~landscape.core.tasks.OrthonormalFeatures`).
         d, n: covariate dimension and context length.
         sigma: covariance spec (see :func:`resolve_sigma`; random rotations default to ``seed``):
             ``"diag:l1,...,ld"`` is the diagonal matrix, ``"spectrum:l1,...,ld[:SEED]"`` that spectrum
@@ -262,7 +277,7 @@ class TrainConfig:
 
     Model:
         attention: ``"linear"`` (Ahn's ``P, Q`` heads) or ``"kernel"`` (``V, B, C`` heads).
-        activations: one activation per kernel head (names of :func:`~landscape.kernels.get_kernel`);
+        activations: one activation per kernel head (names of :func:`~landscape.core.kernels.get_kernel`);
             stored as ``("linear",)`` for linear attention, which has none.
         heads: number of linear-attention heads.
         layers: number of layers ``L``.
@@ -300,7 +315,7 @@ class TrainConfig:
         distance_every: project onto the family every this many steps (``0``: only at the end;
             ``None``: at every log step).
         _from_store: set by :meth:`from_dict`: the config was read back from a run store, so a
-            user family file it names is never imported (:func:`~landscape.families.check_stored_family`).
+            user family file it names is never imported (:func:`~landscape.theory.families.check_stored_family`).
     """
 
     task: str = "linear"
@@ -437,7 +452,7 @@ class TrainConfig:
         if self.chunk is not None:
             check_int("chunk", self.chunk, minimum=1)
         if self.engine == "fused":
-            from .engine.fused import unsupported_reason
+            from landscape.engine.fused import unsupported_reason
 
             why = unsupported_reason(self.spec, _resolve_device(self.device), self.torch_dtype)
             if why is not None:
@@ -478,7 +493,7 @@ class TrainConfig:
         return resolve_sigma(self.sigma, self.d, self.seed)
 
     def problem(self, sigma: torch.Tensor | None = None) -> Problem:
-        """The :class:`~landscape.families.Problem` the family lives in."""
+        """The :class:`~landscape.theory.families.Problem` the family lives in."""
         sigma = self.sigma_matrix() if sigma is None else sigma
         return Problem(self.d, self.layers, self.n, sigma, self.attention, self.activations, self.heads)
 
@@ -526,7 +541,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
         """Inverse of :meth:`to_dict` (extra bookkeeping keys are ignored); a user family file it
-        names is not imported (see :func:`~landscape.families.check_stored_family`)."""
+        names is not imported (see :func:`~landscape.theory.families.check_stored_family`)."""
         names = {f.name for f in dataclasses.fields(cls)} - {"_from_store"}
         kw = {k: v for k, v in data.items() if k in names}
         for k in ("probs", "activations", "betas"):
@@ -586,7 +601,7 @@ def make_task(config: TrainConfig, sigma: torch.Tensor | None = None) -> Any:
 def train_mask(spec: ModelSpec, preset: str) -> dict[str, torch.Tensor]:
     """Boolean masks of the free entries for a training mask preset (see :class:`TrainConfig`).
 
-    ``"full"`` and ``"paper"`` are :func:`landscape.model.make_mask`; ``"sparse"`` keeps only the
+    ``"full"`` and ``"paper"`` are :func:`landscape.core.model.make_mask`; ``"sparse"`` keeps only the
     entries of Ahn et al.'s Theorem 3 form (``P = diag(0, p)``, ``Q = diag(A, 0)``) and of Cheng
     et al.'s sparse-value form (``V = diag(0, r)``, ``B = diag(B', 0)``, ``C = diag(C', 0)``).
 
@@ -621,7 +636,7 @@ def _pmul(W: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
 
 
 def stacked_predict(params: Mapping[str, torch.Tensor], spec: ModelSpec, Z: torch.Tensor) -> torch.Tensor:
-    r"""Predictions of a stack of models, fused for speed; equal to :func:`landscape.model.predict`.
+    r"""Predictions of a stack of models, fused for speed; equal to :func:`landscape.core.model.predict`.
 
     The same function as ``predict`` applied to every seed (tested to round-off), computed with
     three exact rewrites:
@@ -696,7 +711,7 @@ class TrainState:
     Attributes:
         step: optimizer steps taken.
         flat: ``(S, P)`` the parameters of every seed, flattened as
-            :func:`landscape.model.flatten_params`.
+            :func:`landscape.core.model.flatten_params`.
         opt: optimizer state, flat like ``flat``: ``{"m", "v"}`` (Adam/AdamW), ``{"buf"}`` (SGD
             with momentum) or ``{}``.
         alive: ``(S,)`` bool, False for frozen (diverged) seeds.
@@ -779,7 +794,7 @@ def make_step(config: TrainConfig) -> StepFn:
 
     engine = resolve_engine(config, _resolve_device(config.device))
     if engine == "fused":
-        from .engine.fused import fused_grad
+        from landscape.engine.fused import fused_grad
 
         def grad_fn(flat: torch.Tensor, Z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             if flat.device.type != "cpu":
@@ -859,7 +874,7 @@ def resolve_engine(config: TrainConfig, device: torch.device | str = "cpu") -> s
     """
     if config.engine != "auto":
         return config.engine
-    from .engine.fused import unsupported_reason
+    from landscape.engine.fused import unsupported_reason
 
     return "fused" if unsupported_reason(config.spec, device, config.torch_dtype) is None else "stacked"
 
@@ -983,14 +998,14 @@ class TrainResult:
         family_values: symbol name → ``(S,)`` family scalars fitted by least squares over the raw
             weight entries (empty without a family). When :math:`\\Sigma \\ne I` these are *not* the
             papers' step sizes: every raw entry counts alike, so the small-variance directions of
-            :math:`\\Sigma` dominate (see :mod:`landscape.distance`).
+            :math:`\\Sigma` dominate (see :mod:`landscape.experiment.distance`).
         family_step_sizes: symbol name → ``(S,)`` the family scalars fitted in whitened coordinates
-            (:func:`landscape.distance.project_whitened`) — the step sizes of Ahn et al.; equal to
+            (:func:`landscape.experiment.distance.project_whitened`) — the step sizes of Ahn et al.; equal to
             ``family_values`` when :math:`\\Sigma = I`; empty when the family is not defined in
-            whitened coordinates (:func:`landscape.distance.whitened_family`) or for runs stored
+            whitened coordinates (:func:`landscape.experiment.distance.whitened_family`) or for runs stored
             before it was measured.
         identity_distance: ``(S, L, H)`` raw :math:`\\mathrm{Dist}(M_l, I)` (see
-            :func:`landscape.distance.identity_distances`).
+            :func:`landscape.experiment.distance.identity_distances`).
         identity_distance_whitened: ``(S, L, H)`` the whitened version.
         run_name, run_id, root: where the run is stored (``None`` without a store).
         resumed_from: the checkpoint step training resumed from (``None``: fresh start;
@@ -1082,7 +1097,7 @@ def _measure(spec: ModelSpec, family: Family | None, sigma: torch.Tensor | None,
     """Per-seed metrics of the current weights: held-out loss, Ahn's identity distances per layer
     and head (raw and whitened), the projection onto the family (distance, fitted scalars) and,
     with ``white`` (the family in whitened coordinates), the step sizes ``family_whitened.*``."""
-    from .distance import identity_distances, project_stacked, project_whitened
+    from landscape.experiment.distance import identity_distances, project_stacked, project_whitened
 
     vals: dict[str, torch.Tensor] = {"eval_loss": _eval_loss(spec, params, eval_Z, eval_y)}
     cpu = {k: v.detach().to("cpu", torch.float64) for k, v in params.items()}
@@ -1154,7 +1169,7 @@ def train(
 
     Args:
         config: the run.
-        store: ``None`` (nothing persisted), a :class:`~landscape.store.RunStore`, or a directory
+        store: ``None`` (nothing persisted), a :class:`~landscape.experiment.store.RunStore`, or a directory
             (a store is opened there). With a store, an existing run of the same config is resumed
             from its latest checkpoint, and a finished one is returned without training.
         name: run name in the store (default ``run-<config hash>``); a name holding another
@@ -1170,13 +1185,13 @@ def train(
         ValueError: the store cannot be opened, or the run name holds another config — before any
             training.
         TypeError: ``config`` is not a :class:`TrainConfig`.
-        landscape.store.StoreError: the store is not usable, or another process is training the
+        landscape.experiment.store.StoreError: the store is not usable, or another process is training the
             same run (its writer lock is held).
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     t_start = time.perf_counter()
-    from .store import RunStore
+    from landscape.experiment.store import RunStore
 
     if store is not None and not isinstance(store, (RunStore, str, os.PathLike)):
         raise TypeError(f"store must be None, a RunStore or a directory, got {type(store).__name__}")
@@ -1200,7 +1215,7 @@ def _setup(config: TrainConfig) -> tuple[Any, ...]:
     dev = _resolve_device(config.device)
     sigma = config.sigma_matrix()
     family = config.make_family(sigma)
-    from .distance import whitened_family
+    from landscape.experiment.distance import whitened_family
 
     white = whitened_family(family, config.family) if family is not None else None
     task = make_task(config, sigma)
@@ -1220,7 +1235,7 @@ def _train(config: TrainConfig, setup: tuple[Any, ...], store: Any, name: str | 
     spec = config.spec
     run = None
     cfg_dict = config.to_dict()
-    from .store import config_hash
+    from landscape.experiment.store import config_hash
 
     chash = config_hash(cfg_dict)
     if store is not None:

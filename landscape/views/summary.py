@@ -2,7 +2,7 @@ r"""Summaries over seeds, defined once for tables, claims, progress lines and fi
 
 The median over seeds is the NaN-ignoring 0.5-quantile with linear interpolation: for an even number
 of values, the **mean of the two middle values** (``torch.median`` returns the lower one, which for
-two seeds is their minimum). :func:`landscape.plots.seed_quantiles` draws the same statistic
+two seeds is their minimum). :func:`landscape.views.plots.seed_quantiles` draws the same statistic
 (:func:`numpy.nanquantile`), so a table and the figure beside it agree.
 """
 

@@ -2,7 +2,7 @@ r"""Shared command-line arguments: the problem (d, n, L, attention, data, Σ) an
 
 Commands that act on one in-context problem (``solve``, ``verify``, ``train`` ...) register the
 same options with :func:`add_problem_args` and turn them into a
-:class:`~landscape.families.Problem` and a prompt distribution with :func:`problem_from_args`:
+:class:`~landscape.theory.families.Problem` and a prompt distribution with :func:`problem_from_args`:
 
 ``--d D --n N --layers L``       sizes (defaults 5, 20, 1 — Ahn et al.'s d and n)
 ``--attention auto|linear|kernel`` ``auto``: the family's (built-in), else kernel iff ``--activation``
@@ -30,8 +30,8 @@ from typing import Any
 
 import torch
 
-from .families import FAMILY_ATTENTION, Problem
-from .tasks import KernelGP, LinearRegression, check_covariance, random_covariance
+from landscape.theory.families import FAMILY_ATTENTION, Problem
+from landscape.core.tasks import KernelGP, LinearRegression, check_covariance, random_covariance
 
 __all__ = ["parse_sigma", "add_problem_args", "add_threads_arg", "apply_threads", "problem_from_args", "data_from_args",
            "SIGMA_FORMS", "INVERSE_TASK_FAMILIES", "MAX_SIZE", "MAX_SEED", "int_arg", "float_arg", "float_list_arg",
@@ -203,14 +203,14 @@ def parse_sigma(spec: str | None, d: int, seed: int = 0) -> torch.Tensor | None:
     Forms:
 
     * ``identity`` (or ``None``) — :math:`\Sigma = I`;
-    * ``random`` / ``random:SEED`` — :func:`~landscape.tasks.random_covariance`: a Haar rotation
+    * ``random`` / ``random:SEED`` — :func:`~landscape.core.tasks.random_covariance`: a Haar rotation
       (``torch.Generator().manual_seed(SEED)``, SEED defaulting to ``seed``) of a fixed spectrum
       (Ahn et al.'s ``(1, 1, .25, .0625, 1)`` for d = 5);
     * ``diag:l1,...,ld`` — the diagonal matrix :math:`\mathrm{diag}(l_1, \dots, l_d)`;
     * ``spectrum:l1,...,ld`` / ``spectrum:l1,...,ld:SEED`` — that spectrum, randomly rotated:
       :math:`U^\top \mathrm{diag}(l)\, U` with the Haar rotation of ``random:SEED`` (SEED defaulting
       to ``seed``). Before this form existed ``diag:`` meant this; stored run configs written then
-      are read with their old meaning (:meth:`landscape.train.TrainConfig.from_dict`);
+      are read with their old meaning (:meth:`landscape.experiment.train.TrainConfig.from_dict`);
     * a path to a ``.npy``, ``.pt`` or whitespace-separated ``.txt`` file holding the matrix.
 
     Args:
@@ -337,7 +337,7 @@ def data_from_args(args: argparse.Namespace, problem: Problem, family: str | Non
 
 
 def problem_from_args(args: argparse.Namespace, family: str | None = None) -> tuple[Problem, Any]:
-    """Build the :class:`~landscape.families.Problem` and the prompt distribution of parsed arguments.
+    """Build the :class:`~landscape.theory.families.Problem` and the prompt distribution of parsed arguments.
 
     Args:
         args: namespace from a parser set up by :func:`add_problem_args`.
@@ -367,7 +367,7 @@ def problem_from_args(args: argparse.Namespace, family: str | None = None) -> tu
 
 def add_threads_arg(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add ``--threads N`` (CPU threads; default :data:`landscape.engine.threads.DEFAULT_THREADS`)."""
-    from .engine.threads import DEFAULT_THREADS
+    from landscape.engine.threads import DEFAULT_THREADS
 
     parser.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
                         help=f"CPU threads for the numerical work (default {DEFAULT_THREADS}: measured fastest "
@@ -381,7 +381,7 @@ def apply_threads(args: argparse.Namespace) -> None:
     Raises:
         ValueError: ``--threads`` below 1.
     """
-    from .engine.threads import set_threads
+    from landscape.engine.threads import set_threads
 
     if getattr(args, "threads", None) is not None:
         set_threads(args.threads)

@@ -4,7 +4,7 @@ Two layers:
 
 * **array functions** (``*_figure`` taking arrays) build a :class:`matplotlib.figure.Figure` from
   plain numbers, so studies can call them directly;
-* **store functions** (``plot_*`` taking a :class:`~landscape.store.RunStore` and run names) read
+* **store functions** (``plot_*`` taking a :class:`~landscape.experiment.store.RunStore` and run names) read
   everything they show from the run store (metrics, results, configs, final weights), build the
   figure with the array functions, write PNG and SVG next to the data (``<store>/figures/...``)
   and, when the store is open for writing, register both files as ``"figure"`` artifacts of the
@@ -41,7 +41,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .store import MetricSeries, Run, RunStore
+from landscape.experiment.store import MetricSeries, Run, RunStore
 
 __all__ = [
     "FIGURE_FORMATS",
@@ -564,7 +564,7 @@ def _metric_keys(store: RunStore, run: Run) -> list[str]:
 
 
 def _train_config(run: Run) -> Any:
-    """The :class:`landscape.train.TrainConfig` of a training run, or None for another kind of run.
+    """The :class:`landscape.experiment.train.TrainConfig` of a training run, or None for another kind of run.
 
     Raises:
         ValueError: a training run whose stored config does not validate (a damaged or edited
@@ -572,7 +572,7 @@ def _train_config(run: Run) -> Any:
     """
     import dataclasses
 
-    from .train import STORED_OPTIONAL_FIELDS, TrainConfig
+    from landscape.experiment.train import STORED_OPTIONAL_FIELDS, TrainConfig
 
     names = {f.name for f in dataclasses.fields(TrainConfig)} - {"device", "_from_store"} - STORED_OPTIONAL_FIELDS
     if not names <= set(run.config):
@@ -648,7 +648,7 @@ def bayes_loss_estimate(config: Any, *, prompts: int = _BAYES_PROMPTS, seed: int
     ``prompts`` covariate draws in float64:
 
     * GP data (Cheng, Chen, Sra 2024, Prop. 2): the posterior variance
-      :math:`K_{qq} - k_q^\top K_{nn}^{-1}k_q` (:func:`landscape.algorithms.bayes_risk`; the
+      :math:`K_{qq} - k_q^\top K_{nn}^{-1}k_q` (:func:`landscape.theory.algorithms.bayes_risk`; the
       noise variance is on the Gram diagonal);
     * linear regression with prior :math:`w\sim N(0,\Lambda)` (:math:`\Lambda = I` or
       :math:`\Sigma^{-1}`) and noise std :math:`s`: :math:`x_q^\top(\Lambda^{-1} + XX^\top/s^2)^{-1}x_q + s^2`;
@@ -656,7 +656,7 @@ def bayes_loss_estimate(config: Any, *, prompts: int = _BAYES_PROMPTS, seed: int
       which is exactly 0 when :math:`n \ge d`.
 
     Args:
-        config: a :class:`landscape.train.TrainConfig`.
+        config: a :class:`landscape.experiment.train.TrainConfig`.
         prompts: Monte-Carlo sample size.
         seed: seed of the covariate draws.
 
@@ -668,8 +668,8 @@ def bayes_loss_estimate(config: Any, *, prompts: int = _BAYES_PROMPTS, seed: int
 
     import torch
 
-    from .algorithms import bayes_risk
-    from .train import make_task
+    from landscape.theory.algorithms import bayes_risk
+    from landscape.experiment.train import make_task
 
     kind = config.task.partition(":")[0]
     if kind not in ("gp", "linear"):
@@ -824,9 +824,9 @@ def plot_heatmaps(
     r"""Learned weights of one seed against the construction nearest to them, per layer.
 
     With a family in the run's config, every parameter matrix is shown next to the family point
-    found by :func:`landscape.distance.project_onto_family` (modulo symmetries). Without one,
+    found by :func:`landscape.experiment.distance.project_onto_family` (modulo symmetries). Without one,
     the whitened covariate matrix :math:`\Sigma^{1/2}M_l\Sigma^{1/2}` of every layer
-    (:func:`landscape.distance.attention_matrices`) is shown next to its nearest multiple of the
+    (:func:`landscape.experiment.distance.attention_matrices`) is shown next to its nearest multiple of the
     identity :math:`\alpha^* I` (Ahn et al. 2023). Reads the final weights of the run; writes
     ``heatmap-seed<seed>.png``/``.svg``.
 
@@ -844,7 +844,7 @@ def plot_heatmaps(
     """
     import torch
 
-    from .distance import identity_distances, project_onto_family
+    from landscape.experiment.distance import identity_distances, project_onto_family
 
     r = _resolve(store, run)
     config = _train_config(r)
@@ -869,7 +869,7 @@ def plot_heatmaps(
         ids = identity_distances({k: v[None] for k, v in params.items()}, spec, sigma)
         W = ids.matrices[0]
         if sigma is not None:
-            from .distance import whiten
+            from landscape.experiment.distance import whiten
 
             W = whiten(W, sigma)
         eye = torch.eye(spec.d, dtype=torch.float64)

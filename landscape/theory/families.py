@@ -1,7 +1,7 @@
 r"""Parameter families: named sympy symbols ↦ full transformer weights.
 
 A :class:`Family` is a map :math:`\theta(s_1, \dots, s_k)` from a few scalars (per-layer step sizes
-``a0, a1, ...``, scales ``b0, c0, ...``) into the full parameter space of a :class:`~landscape.model.ModelSpec`.
+``a0, a1, ...``, scales ``b0, c0, ...``) into the full parameter space of a :class:`~landscape.core.model.ModelSpec`.
 It is written once, in sympy (each parameter a ``sympy.Matrix`` whose entries are expressions in
 the symbols; parameters it does not name are zero), and compiled to torch with ``lambdify`` so the
 same object serves the symbolic layer (exact losses), the numerical layer (gradients normal to the
@@ -39,10 +39,10 @@ from typing import Callable, Mapping, Sequence
 import sympy
 import torch
 
-from ._checks import check_int
-from .kernels import INVARIANTS, Kernel, get_kernel
-from .model import HeadSpec, ModelSpec, flatten_params, param_shapes
-from .tasks import check_covariance, sqrtm_psd
+from landscape._checks import check_int
+from landscape.core.kernels import INVARIANTS, Kernel, get_kernel
+from landscape.core.model import HeadSpec, ModelSpec, flatten_params, param_shapes
+from landscape.core.tasks import check_covariance, sqrtm_psd
 
 __all__ = [
     "Problem",
@@ -384,7 +384,7 @@ class Family:
         return out
 
     def flat(self, values: torch.Tensor) -> torch.Tensor:
-        """Flat parameter vector :math:`\\theta(s)` (see :func:`landscape.model.flatten_params`)."""
+        """Flat parameter vector :math:`\\theta(s)` (see :func:`landscape.core.model.flatten_params`)."""
         return flatten_params(self.params(values), self.spec)
 
     def tangent_basis(self, values: torch.Tensor) -> torch.Tensor:
@@ -575,7 +575,7 @@ def check_stored_family(name: str | None) -> None:
     """Refuse to build a family named by a *stored* config when that means importing a user file.
 
     A run store records a user family only as ``file.py:NAME`` (and the file's SHA-256); reading a
-    stored run (``landscape plot``, :meth:`landscape.train.TrainConfig.from_dict`) never imports
+    stored run (``landscape plot``, :meth:`landscape.experiment.train.TrainConfig.from_dict`) never imports
     the file, since stored text is never executed. Built-in families are built as usual.
 
     Raises:

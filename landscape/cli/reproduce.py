@@ -63,7 +63,7 @@ def load_study(name: str) -> Callable[..., Any]:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``landscape reproduce``."""
-    from .._cli_args import seed_int
+    from landscape.cli._args import seed_int
 
     names = ", ".join(known_studies())
     p = subparsers.add_parser(
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
                        progress=bool(getattr(args, "progress", False)))
     result, report = execute(args.study, study, ctx)
     if args.json:
-        from ..cli import emit_json
+        from landscape.cli import emit_json
 
         emit_json({
             "study": args.study, "quick": ctx.quick, "seed": ctx.seed, "report": str(report),

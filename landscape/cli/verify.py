@@ -1,7 +1,7 @@
 r"""``landscape verify FAMILY``: a stationarity certificate for a parameter family.
 
 Builds the problem and its prompt distribution from the shared options of
-:mod:`landscape._cli_args` (``--d --n --layers --sigma --activation --data --task-cov ...``) and the
+:mod:`landscape.cli._args` (``--d --n --layers --sigma --activation --data --task-cov ...``) and the
 family (a built-in name or ``path/to/file.py:NAME``), then runs
 :func:`landscape.numeric.certify_stationary`: with the symbolic layer's exact loss when one exists
 for the setting (one-layer linear attention on Gaussian regression data) — a float64 tolerance
@@ -66,13 +66,13 @@ def _load_params(path: str) -> dict[str, torch.Tensor]:
 
 
 def build_problem(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    """``(problem, family, task)`` from the parsed arguments (:mod:`landscape._cli_args` options).
+    """``(problem, family, task)`` from the parsed arguments (:mod:`landscape.cli._args` options).
 
     Raises:
         ValueError: inconsistent arguments (unknown family, wrong attention, bad sigma ...).
     """
-    from .._cli_args import problem_from_args
-    from ..families import FAMILY_ATTENTION, get_family
+    from landscape.cli._args import problem_from_args
+    from landscape.theory.families import FAMILY_ATTENTION, get_family
 
     name = args.family if args.family in FAMILY_ATTENTION else None
     problem, task = problem_from_args(args, name)
@@ -82,7 +82,7 @@ def build_problem(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
 # ---------------------------------------------------------------------- command
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    from .._cli_args import add_problem_args, float_arg, int_arg, nonneg_int, positive_float
+    from landscape.cli._args import add_problem_args, float_arg, int_arg, nonneg_int, positive_float
 
     p = subparsers.add_parser(
         "verify",
@@ -157,8 +157,8 @@ def _summary(cert: Any) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the certificate; print a report or one JSON object."""
-    from ..cli import emit_json
-    from ..numeric import certify_stationary, exact_loss_oracle
+    from landscape.cli import emit_json
+    from landscape.numeric import certify_stationary, exact_loss_oracle
 
     budget = parse_budget(args.budget) if args.budget is not None else None
     if args.point is not None and args.params is not None:

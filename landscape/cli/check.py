@@ -1,13 +1,13 @@
 r"""``landscape check``: every construction against its reference algorithm on fresh prompts.
 
-For each construction of :mod:`landscape.constructions` (and, for functional GD, every built-in
+For each construction of :mod:`landscape.theory.constructions` (and, for functional GD, every built-in
 activation, a user sympy kernel and a two-head composite kernel) this draws random inputs from
 the seed, runs the transformer with ``return_states=True`` and the reference algorithm of
-:mod:`landscape.algorithms` with all iterates, and reports the largest normwise relative error
+:mod:`landscape.theory.algorithms` with all iterates, and reports the largest normwise relative error
 
 .. math:: \max_l \frac{\lVert \mathrm{readout}(Z_l) - \mathrm{iterate}_l\rVert_\infty}{\lVert \mathrm{iterate}_l\rVert_\infty}
 
-over the layers ``l = 1..L``, against :data:`landscape._tolerances.CONSTRUCTION_RTOL`.
+over the layers ``l = 1..L``, against :data:`landscape.tolerances.CONSTRUCTION_RTOL`.
 Before it starts, the memory is estimated from the sizes (:func:`check_memory`) and the run is
 refused when it cannot fit; a run estimated to take long is announced on stderr.
 
@@ -23,18 +23,18 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .. import algorithms as alg
-from .._checks import check_int, check_memory, prompt_memory, warn_if_long
-from .._cli_args import positive_int, seed_int
-from .._tolerances import CONSTRUCTION_RTOL
-from ..constructions import (
+import landscape.theory.algorithms as alg
+from landscape._checks import check_int, check_memory, prompt_memory, warn_if_long
+from landscape.cli._args import positive_int, seed_int
+from landscape.tolerances import CONSTRUCTION_RTOL
+from landscape.theory.constructions import (
     functional_gd_construction,
     gd_plus_plus_construction,
     newton_schulz_construction,
     normalised_gd_construction,
     preconditioned_gd_construction,
 )
-from ..kernels import Kernel, get_kernel, known_kernels
+from landscape.core.kernels import Kernel, get_kernel, known_kernels
 
 __all__ = ["CheckResult", "CASES", "relative_error", "run_checks", "add_parser", "run"]
 
@@ -255,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
     results = run_checks(args.d, args.n, args.layers, args.seed, args.batch)
     ok = all(r.passed for r in results)
     if args.json:
-        from ..cli import emit_json
+        from landscape.cli import emit_json
 
         emit_json({"d": args.d, "n": args.n, "layers": args.layers, "seed": args.seed, "batch": args.batch,
                    "rtol": CONSTRUCTION_RTOL, "passed": ok, "results": [asdict(r) for r in results]})

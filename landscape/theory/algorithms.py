@@ -2,7 +2,7 @@ r"""Reference algorithms that in-context transformer constructions must reproduc
 
 Each function is written directly from its mathematical definition as a plain loop in the
 dtype of its inputs (use float64 for verification), so that a transformer construction can be
-compared against it to round-off. Conventions, shared with :mod:`landscape.model`:
+compared against it to round-off. Conventions, shared with :mod:`landscape.core.model`:
 
 * every input carries a leading **prompt-batch** axis;
 * covariates are stored with **tokens as columns**: ``X`` has shape ``(batch, d, n)`` and its
@@ -36,7 +36,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ._checks import (
+from landscape._checks import (
     check_choice,
     check_int,
     check_real,

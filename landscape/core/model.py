@@ -32,8 +32,8 @@ from typing import Literal, Mapping, Sequence
 
 import torch
 
-from ._checks import check_int
-from .kernels import Kernel, get_kernel
+from landscape._checks import check_int
+from landscape.core.kernels import Kernel, get_kernel
 
 __all__ = [
     "HeadSpec",
@@ -481,7 +481,7 @@ def change_of_basis(params: Mapping[str, torch.Tensor], spec: ModelSpec, T: torc
 
 def whitening_transform(sigma: torch.Tensor) -> torch.Tensor:
     r""":math:`T = \mathrm{diag}(\Sigma^{1/2}, 1)`, so that :math:`x = \Sigma^{1/2}\xi` maps whitened prompts to raw ones."""
-    from .tasks import sqrtm_psd  # local import: tasks imports kernels only
+    from landscape.core.tasks import sqrtm_psd  # local import: tasks imports kernels only
 
     d = sigma.shape[-1]
     T = torch.zeros(d + 1, d + 1, dtype=sigma.dtype, device=sigma.device)

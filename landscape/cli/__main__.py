@@ -1,0 +1,3 @@
+from landscape.cli._main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""experiment layer of landscape (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""theory layer of landscape (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""views layer of landscape (see docs/architecture.md)."""
