@@ -86,6 +86,7 @@ from landscape.theory.families import (
     check_stored_family,
     is_family_file,
 )
+from landscape.core.loss import squared_error
 from landscape.core.model import (
     ModelSpec,
     flatten_params,
@@ -899,7 +900,7 @@ def make_step(config: TrainConfig) -> StepFn:
     elif engine == "vmap":
         def loss_one(p: torch.Tensor, Z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             pred = predict(unflatten_params(p, spec), spec, Z, validate=False)
-            return ((pred - y) ** 2).mean()
+            return squared_error(pred, y)
 
         grad_fn = torch.func.vmap(torch.func.grad_and_value(loss_one))
     else:
@@ -1061,7 +1062,7 @@ def stacked_grad(flat: torch.Tensor, spec: ModelSpec, Z: torch.Tensor, y: torch.
         for c0 in range(0, B, chunk):
             Zc, yc = Z[:, c0:c0 + chunk], y[:, c0:c0 + chunk]
             pred = stacked_predict(unflatten_params(x, spec), spec, Zc)
-            per = ((pred - yc) ** 2).sum(-1) / B
+            per = squared_error(pred, yc, reduction="sum") / B
             (g,) = torch.autograd.grad(per.sum(), x)
             per = per.detach()
             grad = g if grad is None else grad + g
@@ -1172,7 +1173,7 @@ def _eval_loss(spec: ModelSpec, params: Mapping[str, torch.Tensor], Z: torch.Ten
     with torch.no_grad():
         total = None
         for c0 in range(0, E, chunk):  # chunks of the shared prompts: temporaries stay small
-            part = ((stacked_predict(params, spec, Z[c0:c0 + chunk]) - y[c0:c0 + chunk]) ** 2).sum(-1)
+            part = squared_error(stacked_predict(params, spec, Z[c0:c0 + chunk]), y[c0:c0 + chunk], reduction="sum")
             total = part if total is None else total + part
         return total / E  # type: ignore[operator]
 
