@@ -203,9 +203,15 @@ STREAMS: tuple[str, ...] = ("init", "data", "eval")
 """The random streams of a run: initial weights, training prompts, held-out prompts."""
 
 
+_SEED_SALT = "landscape.train"
+"""Salt of the stream seeds (fixed forever: changing it changes every run's random streams)."""
+
+
 def _derive_seed(seed: int, stream: str) -> int:
     """Independent 63-bit seed for a named random stream of a run."""
-    digest = hashlib.sha256(f"landscape.experiment.train:{seed}:{stream}".encode()).digest()
+    # The salt is part of every stored run's identity (resume, reproduction): it names the module
+    # as it was when the first runs were stored and must never follow a rename.
+    digest = hashlib.sha256(f"{_SEED_SALT}:{seed}:{stream}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
