@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import math
 import tomllib
@@ -27,6 +28,10 @@ from landscape import recipe
 from landscape.experiment.store import RunStore, config_hash
 from landscape.experiment.train import (
     PARTS,
+    BookkeepingPart,
+    ModelPart,
+    OptimisationPart,
+    TaskPart,
     TrainConfig,
     init_state,
     lr_factor,
@@ -318,13 +323,17 @@ def test_train_text_and_json_record_task_prior_and_sigma(capsys: pytest.CaptureF
 
 # ---------------------------------------------------------------------- parts, validation, building
 def test_parts_cover_every_field_once_and_building_is_explicit() -> None:
-    import dataclasses
-
     names = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "_from_store"]
     listed = [k for part in PARTS.values() for k in part]
     assert sorted(listed) == sorted(names) and len(listed) == len(set(listed))
     cfg = TrainConfig(d=3, n=4, layers=2, family="pgd-full", sigma="random:1")
-    assert cfg.part("model")["family"] == "pgd-full" and set(cfg.part("task")) == set(PARTS["task"])
+    assert cfg.model_part == ModelPart(layers=2, family="pgd-full") and cfg.part("model") == cfg.model_part
+    assert cfg.task_part == TaskPart(d=3, n=4, sigma="random:1")
+    assert cfg.optimisation_part == OptimisationPart() and cfg.bookkeeping_part == BookkeepingPart()
+    # the parts are the config: the flat fields are theirs, and a config is rebuilt from its parts
+    assert TrainConfig(**{k: v for p in PARTS for k, v in dataclasses.asdict(cfg.part(p)).items()}) == cfg
+    with pytest.raises(ValueError, match="mask must be one of"):
+        ModelPart(mask="dense")
     # construction validates declaratively; the family (one-layer only) is built by build()
     with pytest.raises(ValueError, match="one-layer"):
         cfg.build()
