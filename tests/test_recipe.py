@@ -308,6 +308,23 @@ def test_declared_attention_decides_auto_and_refuses_the_other(tmp_path: Path) -
         recipe.declared(bad)
 
 
+def test_a_family_file_runs_once_per_content(tmp_path: Path) -> None:
+    """Reading a file's declaration and building its family import it once (a second import would run
+    the user's code twice); an edited file is imported again."""
+    from landscape.theory.families import Problem
+
+    log = tmp_path / "runs.log"
+    text = _PGD_COPY.format(decl=f'PRIOR = "inverse"\nwith open({str(log)!r}, "a") as fh:\n    fh.write("x")')
+    path = tmp_path / "counted.py"
+    path.write_text(text)
+    name = f"{path}:pgd_copy"
+    prob = Problem(d=2, layers=1, n=4, attention="linear")
+    assert recipe.declared(name).prior == "inverse" and recipe.family(name, prob).prior == "inverse"
+    assert recipe.attention("auto", name) == "linear" and log.read_text() == "x"
+    path.write_text(text.replace('PRIOR = "inverse"', 'PRIOR = "identity"'))
+    assert recipe.family(name, prob).prior == "identity" and log.read_text() == "xx"
+
+
 def test_train_text_and_json_record_task_prior_and_sigma(capsys: pytest.CaptureFixture[str]) -> None:
     from landscape.cli._main import main
 

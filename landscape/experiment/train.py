@@ -1379,13 +1379,11 @@ _log = logging.getLogger(__name__)
 
 def _setup(config: TrainConfig) -> tuple[Any, ...]:
     """Everything a bad config can fail on: device, Σ, family (and its whitened form), task, held-out prompts, step."""
-    dev = _resolve_device(config.device)
-    sigma = config.sigma_matrix()
-    family = config.make_family(sigma)
+    built = config.build()
+    dev, sigma, family, task = built.device, built.sigma, built.family, built.task
     from landscape.experiment.distance import whitened_family
 
     white = whitened_family(family, config.family) if family is not None else None
-    task = make_task(config, sigma)
     # held-out prompts, shared by every seed, fixed by the config seed
     eval_batch = task.sample(config.eval_batch, make_generator(config, "eval", dev))
     return dev, sigma, family, white, task, eval_batch.Z, eval_batch.target, make_step(config)
