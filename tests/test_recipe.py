@@ -221,6 +221,20 @@ def test_train_on_a_composite_kernel_equals_a_hand_written_loop_and_is_stored(tm
     with RunStore(tmp_path / "store", read_only=True) as s:
         (run,) = s.list_runs()
         assert TrainConfig.from_dict({**run.config, "device": "cpu"}) == cfg and run.config["data_kernel"][0][1] == "exp"
+    # the stored composite run plots, and plotting leaves every byte of the store as it was
+    import hashlib
+
+    from landscape.cli._main import build_parser
+
+    def snapshot() -> dict[str, str]:
+        return {p.relative_to(tmp_path / "store").as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted((tmp_path / "store").rglob("*")) if p.is_file() and "-wal" not in p.name
+                and "-shm" not in p.name}
+
+    before = snapshot()
+    args = build_parser().parse_args(["plot", str(tmp_path / "store"), "--kind", "loss", "--out", str(tmp_path / "f")])
+    assert args.func(args) == 0 and any((tmp_path / "f").rglob("*.png"))
+    assert snapshot() == before
 
 
 # ---------------------------------------------------------------------- family priors
