@@ -5,29 +5,19 @@ Everything a user writes as text — on the command line, in a sweep file, in a
 object here and nowhere else; the engines (training, the symbolic and numerical layers) take the
 objects. Each function names what it accepts in its errors (one line, before any expensive work).
 
-=========================== ====================================================================
-text                        object
-=========================== ====================================================================
-``identity``, ``random:K``, :func:`covariance`: :math:`\Sigma` as a ``(d, d)`` float64 matrix
-``diag:…``, ``spectrum:…``, (``None`` for the identity); :func:`split_spectrum`, :data:`SIGMA_FORMS`
-a matrix file
-``exp``, ``exp:0.5``,       :func:`kernel`: a :class:`~landscape.core.kernels.Kernel`, or a
-``sympy:EXPR``, a list of   :class:`~landscape.core.kernels.SumKernel` for composite terms
-``(weight, kernel, G)``     ``(weight, kernel, G)``; :func:`kernel_terms` is the inverse (JSON-able)
-``exp,linear``              :func:`activations`: one kernel name per attention head
-``linear``, ``gp[:K]``,     :func:`task`: a prompt distribution (``LinearRegression``, ``KernelGP``,
-``classification``,         ``LinearClassification``, ``OrthonormalFeatures``); :func:`task_kind`
-``features``                normalises the name, :func:`default_data` picks it from the heads
-``identity``, ``inverse``   priors of :math:`w^*`: :math:`N(0, I)` or :math:`N(0, \Sigma^{-1})`;
-                            :func:`prior` resolves ``auto`` from the family's declaration
-``pgd``, ``file.py:NAME``   :func:`declared` (attention and prior a family states),
-                            :func:`attention` (``auto`` resolved), :func:`family`
-``full``, ``paper``,        :func:`mask`: boolean masks of the free entries
-``sparse``
-``auto``, ``cpu``,          :func:`device`
-``cuda:N``
-``float32``, ``float64``    :func:`dtype`, :func:`dtype_name`
-=========================== ====================================================================
+* covariance specs — ``identity``, ``random[:SEED]``, ``diag:…``, ``spectrum:…[:SEED]``, a matrix
+  file, a matrix: :func:`covariance` (:math:`\Sigma`, ``None`` for the identity), :func:`split_spectrum`,
+  :data:`SIGMA_FORMS`;
+* kernels — ``exp``, ``exp:0.5``, ``sympy:EXPR``, a ``Kernel``, and composites: a ``SumKernel`` or
+  terms ``(weight, kernel, G)``: :func:`kernel`; :func:`kernel_terms` and :func:`kernel_name` are the
+  inverse (what a config stores); head activations ``exp,linear``: :func:`activations`;
+* tasks — ``linear``, ``gp[:KERNEL]`` (or ``gp`` with composite terms), ``classification``,
+  ``features``: :func:`task`, :func:`task_kind`; defaults from the heads (:func:`default_data`) or
+  the family (:func:`family_task`); the record every output prints (:func:`describe_task`);
+* families — ``pgd``, ``file.py:NAME``: the attention and prior they declare (:func:`declared`),
+  ``auto`` resolved (:func:`attention`, :func:`prior`), the family built (:func:`family`);
+* masks ``full``, ``paper``, ``sparse``: :func:`mask`; devices ``auto``, ``cpu``, ``cuda[:N]``:
+  :func:`device`; dtypes ``float32``, ``float64``: :func:`dtype`, :func:`dtype_name`.
 
 The prior of a family. Ahn et al.'s Theorems 3–4 (``pgd``, ``pgd-relaxed`` and the control
 ``pgd-identity``) are statements about :math:`w^* \sim N(0, \Sigma^{-1})`; every other linear
@@ -390,9 +380,10 @@ def activations(spec: str | Sequence[str] | None) -> tuple[str, ...]:
     for a in items:
         if not isinstance(a, str):
             raise TypeError(f"activations must be names (str), got {type(a).__name__}")
-        if a.strip():
-            get_kernel(a)  # raises 'unknown activation ... known: ...'
-            out.append(a.strip() if isinstance(spec, str) else a)
+        if isinstance(spec, str) and not a:
+            continue  # "exp,,linear" and a trailing comma: empty items of the text are skipped
+        get_kernel(a)  # raises 'unknown activation ... known: ...'
+        out.append(a)  # as given: the config stores (and hashes) the names as written
     if not out:
         raise ValueError("activations must name at least one kernel head activation")
     return tuple(out)

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import math
 import tomllib
@@ -27,6 +28,10 @@ from landscape import recipe
 from landscape.experiment.store import RunStore, config_hash
 from landscape.experiment.train import (
     PARTS,
+    BookkeepingPart,
+    ModelPart,
+    OptimisationPart,
+    TaskPart,
     TrainConfig,
     init_state,
     lr_factor,
@@ -216,6 +221,20 @@ def test_train_on_a_composite_kernel_equals_a_hand_written_loop_and_is_stored(tm
     with RunStore(tmp_path / "store", read_only=True) as s:
         (run,) = s.list_runs()
         assert TrainConfig.from_dict({**run.config, "device": "cpu"}) == cfg and run.config["data_kernel"][0][1] == "exp"
+    # the stored composite run plots, and plotting leaves every byte of the store as it was
+    import hashlib
+
+    from landscape.cli._main import build_parser
+
+    def snapshot() -> dict[str, str]:
+        return {p.relative_to(tmp_path / "store").as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted((tmp_path / "store").rglob("*")) if p.is_file() and "-wal" not in p.name
+                and "-shm" not in p.name}
+
+    before = snapshot()
+    args = build_parser().parse_args(["plot", str(tmp_path / "store"), "--kind", "loss", "--out", str(tmp_path / "f")])
+    assert args.func(args) == 0 and any((tmp_path / "f").rglob("*.png"))
+    assert snapshot() == before
 
 
 # ---------------------------------------------------------------------- family priors
@@ -303,6 +322,23 @@ def test_declared_attention_decides_auto_and_refuses_the_other(tmp_path: Path) -
         recipe.declared(bad)
 
 
+def test_a_family_file_runs_once_per_content(tmp_path: Path) -> None:
+    """Reading a file's declaration and building its family import it once (a second import would run
+    the user's code twice); an edited file is imported again."""
+    from landscape.theory.families import Problem
+
+    log = tmp_path / "runs.log"
+    text = _PGD_COPY.format(decl=f'PRIOR = "inverse"\nwith open({str(log)!r}, "a") as fh:\n    fh.write("x")')
+    path = tmp_path / "counted.py"
+    path.write_text(text)
+    name = f"{path}:pgd_copy"
+    prob = Problem(d=2, layers=1, n=4, attention="linear")
+    assert recipe.declared(name).prior == "inverse" and recipe.family(name, prob).prior == "inverse"
+    assert recipe.attention("auto", name) == "linear" and log.read_text() == "x"
+    path.write_text(text.replace('PRIOR = "inverse"', 'PRIOR = "identity"'))
+    assert recipe.family(name, prob).prior == "identity" and log.read_text() == "xx"
+
+
 def test_train_text_and_json_record_task_prior_and_sigma(capsys: pytest.CaptureFixture[str]) -> None:
     from landscape.cli._main import main
 
@@ -318,13 +354,17 @@ def test_train_text_and_json_record_task_prior_and_sigma(capsys: pytest.CaptureF
 
 # ---------------------------------------------------------------------- parts, validation, building
 def test_parts_cover_every_field_once_and_building_is_explicit() -> None:
-    import dataclasses
-
     names = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "_from_store"]
     listed = [k for part in PARTS.values() for k in part]
     assert sorted(listed) == sorted(names) and len(listed) == len(set(listed))
     cfg = TrainConfig(d=3, n=4, layers=2, family="pgd-full", sigma="random:1")
-    assert cfg.part("model")["family"] == "pgd-full" and set(cfg.part("task")) == set(PARTS["task"])
+    assert cfg.model_part == ModelPart(layers=2, family="pgd-full") and cfg.part("model") == cfg.model_part
+    assert cfg.task_part == TaskPart(d=3, n=4, sigma="random:1")
+    assert cfg.optimisation_part == OptimisationPart() and cfg.bookkeeping_part == BookkeepingPart()
+    # the parts are the config: the flat fields are theirs, and a config is rebuilt from its parts
+    assert TrainConfig(**{k: v for p in PARTS for k, v in dataclasses.asdict(cfg.part(p)).items()}) == cfg
+    with pytest.raises(ValueError, match="mask must be one of"):
+        ModelPart(mask="dense")
     # construction validates declaratively; the family (one-layer only) is built by build()
     with pytest.raises(ValueError, match="one-layer"):
         cfg.build()

@@ -100,6 +100,11 @@ from landscape.core.model import (
 __all__ = [
     "TrainConfig",
     "TrainObjects",
+    "TaskPart",
+    "ModelPart",
+    "OptimisationPart",
+    "BookkeepingPart",
+    "PART_TYPES",
     "PARTS",
     "TrainResult",
     "TrainState",
@@ -332,15 +337,96 @@ _FIELD_RULES: dict[str, Callable[[str, Any], Any]] = {
     "distance_every": _optional(_int(0)),
 }
 
-PARTS: dict[str, tuple[str, ...]] = {
-    "task": ("task", "d", "n", "sigma", "task_cov", "covariates", "noise", "probs", "margin", "flip", "data_kernel"),
-    "model": ("attention", "activations", "heads", "layers", "family", "mask", "init_std"),
-    "optimisation": ("seeds", "steps", "batch", "lr", "optimizer", "betas", "eps", "momentum", "weight_decay",
-                     "clip", "schedule", "warmup", "resample_every", "dtype", "seed", "engine", "chunk"),
-    "bookkeeping": ("device", "log_every", "checkpoint_every", "eval_batch", "distance_every"),
-}
-"""The four parts of a :class:`TrainConfig`: field names of the task (the prompt distribution), the
-model, the optimisation and the bookkeeping (``device`` is not part of a run's identity)."""
+def _apply_rules(obj: Any, names: Sequence[str]) -> None:
+    for name in names:
+        object.__setattr__(obj, name, _FIELD_RULES[name](name, getattr(obj, name)))
+
+
+@dataclass(frozen=True)
+class TaskPart:
+    """The task part of a :class:`TrainConfig`: the prompt distribution (fields documented there).
+
+    Standing alone it checks its fields one by one; the checks across fields are the config's.
+    """
+
+    task: str = "linear"
+    d: int = 5
+    n: int = 20
+    sigma: str | tuple[tuple[float, ...], ...] | None = "identity"
+    task_cov: str = "identity"
+    covariates: str | None = None
+    noise: float = 0.0
+    probs: tuple[float, ...] = (0.5, 0.5)
+    margin: float = 0.0
+    flip: float = 0.0
+    data_kernel: tuple[tuple[float, str, tuple[tuple[float, ...], ...] | None], ...] | None = None
+
+    def __post_init__(self) -> None:
+        _apply_rules(self, [f.name for f in dataclasses.fields(TaskPart)])
+
+
+@dataclass(frozen=True)
+class ModelPart:
+    """The model part of a :class:`TrainConfig`: architecture, family, mask, initialisation."""
+
+    attention: str = "linear"
+    activations: tuple[str, ...] = ("linear",)
+    heads: int = 1
+    layers: int = 1
+    family: str | None = None
+    mask: str = "full"
+    init_std: float = 0.1
+
+    def __post_init__(self) -> None:
+        _apply_rules(self, [f.name for f in dataclasses.fields(ModelPart)])
+
+
+@dataclass(frozen=True)
+class OptimisationPart:
+    """The optimisation part of a :class:`TrainConfig`: seeds, steps, optimizer, schedule, dtype, engine."""
+
+    seeds: int = 1
+    steps: int = 1000
+    batch: int = 256
+    lr: float | tuple[float, ...] = 1e-3
+    optimizer: str = "adam"
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    clip: float | None = None
+    schedule: str = "constant"
+    warmup: int = 0
+    resample_every: int = 1
+    dtype: str = "float32"
+    seed: int = 0
+    engine: str = "auto"
+    chunk: int | None = None
+
+    def __post_init__(self) -> None:
+        _apply_rules(self, [f.name for f in dataclasses.fields(OptimisationPart)])
+
+
+@dataclass(frozen=True)
+class BookkeepingPart:
+    """The bookkeeping part of a :class:`TrainConfig` (``device`` is not part of a run's identity)."""
+
+    device: str = "auto"
+    log_every: int = 100
+    checkpoint_every: int = 1000
+    eval_batch: int = 2048
+    distance_every: int | None = None
+
+    def __post_init__(self) -> None:
+        _apply_rules(self, [f.name for f in dataclasses.fields(BookkeepingPart)])
+
+
+PART_TYPES: dict[str, type] = {"task": TaskPart, "model": ModelPart, "optimisation": OptimisationPart,
+                               "bookkeeping": BookkeepingPart}
+"""The four parts of a :class:`TrainConfig`, whose flat fields are theirs."""
+
+PARTS: dict[str, tuple[str, ...]] = {k: tuple(f.name for f in dataclasses.fields(t)) for k, t in PART_TYPES.items()}
+"""The field names of each part."""
 
 
 def _cross_task(c: "TrainConfig", set_: Callable[[str, Any], None]) -> None:
@@ -418,13 +504,16 @@ class TrainObjects:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    r"""Everything that defines a training run: four parts (:data:`PARTS`), flat keyword arguments.
+class TrainConfig(BookkeepingPart, OptimisationPart, ModelPart, TaskPart):
+    r"""Everything that defines a training run: four parts (:data:`PART_TYPES`), flat keyword arguments.
 
     Construction validates declaratively (one rule per field, then the rules that relate fields:
     cheap checks, every one a one-line error naming what is accepted); :meth:`build` turns the
     config into objects (:math:`\Sigma`, task, family, architecture, device) through
-    :mod:`landscape.recipe`. :meth:`part` returns one part as a dict.
+    :mod:`landscape.recipe`. The fields are those of the four frozen parts it is made of —
+    :class:`TaskPart`, :class:`ModelPart`, :class:`OptimisationPart`, :class:`BookkeepingPart` —
+    and :attr:`task_part`, :attr:`model_part`, :attr:`optimisation_part`, :attr:`bookkeeping_part`
+    return them (:meth:`part` by name).
 
     Example — the composite-kernel GP data of Cheng, Chen, Sra (2024, Prop. 3),
     :math:`K^\circ(x,x') = e^{\frac12\langle x_{1:2},x'_{1:2}\rangle} + \langle x_{3:4},x'_{3:4}\rangle`, learned by
@@ -513,46 +602,6 @@ class TrainConfig:
             that contradict each other (e.g. ``family="fgd"`` with linear attention).
     """
 
-    task: str = "linear"
-    d: int = 5
-    n: int = 20
-    sigma: str | tuple[tuple[float, ...], ...] | None = "identity"
-    task_cov: str = "identity"
-    covariates: str | None = None
-    noise: float = 0.0
-    probs: tuple[float, ...] = (0.5, 0.5)
-    margin: float = 0.0
-    flip: float = 0.0
-    attention: str = "linear"
-    activations: tuple[str, ...] = ("linear",)
-    heads: int = 1
-    layers: int = 1
-    family: str | None = None
-    mask: str = "full"
-    init_std: float = 0.1
-    seeds: int = 1
-    steps: int = 1000
-    batch: int = 256
-    lr: float | tuple[float, ...] = 1e-3
-    optimizer: str = "adam"
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    clip: float | None = None
-    schedule: str = "constant"
-    warmup: int = 0
-    resample_every: int = 1
-    dtype: str = "float32"
-    seed: int = 0
-    engine: str = "auto"
-    chunk: int | None = None
-    device: str = "auto"
-    log_every: int = 100
-    checkpoint_every: int = 1000
-    eval_batch: int = 2048
-    distance_every: int | None = None
-    data_kernel: tuple[tuple[float, str, tuple[tuple[float, ...], ...] | None], ...] | None = None
     _from_store: bool = field(default=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -565,15 +614,37 @@ class TrainConfig:
             cross(self, set_)
 
     # ------------------------------------------------------------------ parts and built objects
-    def part(self, name: str) -> dict[str, Any]:
-        """One part of the config (:data:`PARTS`: ``"task"``, ``"model"``, ``"optimisation"``,
-        ``"bookkeeping"``) as a dict of its fields.
+    def part(self, name: str) -> Any:
+        """One part of the config by name (``"task"``, ``"model"``, ``"optimisation"``, ``"bookkeeping"``).
+
+        Returns:
+            The frozen part (:data:`PART_TYPES`) holding this config's values.
 
         Raises:
             ValueError: an unknown part.
         """
-        check_choice("part", name, tuple(PARTS))
-        return {k: getattr(self, k) for k in PARTS[name]}
+        check_choice("part", name, tuple(PART_TYPES))
+        return PART_TYPES[name](**{k: getattr(self, k) for k in PARTS[name]})
+
+    @property
+    def task_part(self) -> TaskPart:
+        """The :class:`TaskPart` of this config."""
+        return self.part("task")
+
+    @property
+    def model_part(self) -> ModelPart:
+        """The :class:`ModelPart` of this config."""
+        return self.part("model")
+
+    @property
+    def optimisation_part(self) -> OptimisationPart:
+        """The :class:`OptimisationPart` of this config."""
+        return self.part("optimisation")
+
+    @property
+    def bookkeeping_part(self) -> BookkeepingPart:
+        """The :class:`BookkeepingPart` of this config."""
+        return self.part("bookkeeping")
 
     def build(self, device: torch.device | str | None = None) -> TrainObjects:
         r"""Turn the config into objects through :mod:`landscape.recipe`: :math:`\Sigma`, the task, the
@@ -1315,13 +1386,11 @@ _log = logging.getLogger(__name__)
 
 def _setup(config: TrainConfig) -> tuple[Any, ...]:
     """Everything a bad config can fail on: device, Σ, family (and its whitened form), task, held-out prompts, step."""
-    dev = _resolve_device(config.device)
-    sigma = config.sigma_matrix()
-    family = config.make_family(sigma)
+    built = config.build()
+    dev, sigma, family, task = built.device, built.sigma, built.family, built.task
     from landscape.experiment.distance import whitened_family
 
     white = whitened_family(family, config.family) if family is not None else None
-    task = make_task(config, sigma)
     # held-out prompts, shared by every seed, fixed by the config seed
     eval_batch = task.sample(config.eval_batch, make_generator(config, "eval", dev))
     return dev, sigma, family, white, task, eval_batch.Z, eval_batch.target, make_step(config)
