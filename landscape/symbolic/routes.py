@@ -22,6 +22,7 @@ verdict of every route at once. Each route is tested on its own against an indep
 ``wick``                      sparse heads, any Σ, L <= 3 (:mod:`~landscape.symbolic.wick`)
 ``expansion``                 expansion in the data entries, small sizes (:mod:`~landscape.symbolic.expansion`)
 ``relu-one-layer``            one ReLU head, isotropic Gaussian data (:mod:`~landscape.symbolic.relu`)
+``relu-anisotropic``          one ReLU head, any Σ, Σ_w, BᵀC, Gaussian covariates (:mod:`~landscape.symbolic.relu`)
 ``exp-one-layer``             one exp-kernel head, Gaussian covariates, linear labels (:mod:`~landscape.symbolic.exp_kernel`)
 ``label-exact``               prediction linear in the labels: labels exact, covariates Monte-Carlo
 ``monte-carlo``               plain Monte-Carlo over covariates and labels (always applies)
@@ -332,6 +333,31 @@ def _relu_make(family: Family, data: LinearRegression, options: RouteOptions, st
     return _family_loss_cls()(family, data, "relu-one-layer", True, expr, lambda: general_expr, desc)
 
 
+def _relu_general_detect(family: Family, data: Any, options: RouteOptions) -> Match:
+    from landscape.symbolic.relu import relu_one_layer_matrix
+
+    if not isinstance(data, LinearRegression):
+        return None, "the data are not LinearRegression prompts"
+    if data.covariates != "gaussian":
+        return None, "the covariates are not Gaussian"
+    structure, why = relu_one_layer_matrix(family.blocks, family.spec)
+    return (structure, "") if structure is not None else (None, why)
+
+
+def _relu_general_make(family: Family, data: LinearRegression, options: RouteOptions, structure: Any) -> Any:
+    from landscape.symbolic.relu import relu_one_layer_loss_general
+    from landscape.symbolic.whitened import noise_variance
+
+    M, vx, vy = structure
+    S, Sw, _ = sigma_matrices(data, "numeric")
+    s2 = noise_variance(data.noise) if data.noise else sympy.Integer(0)
+    expr = relu_one_layer_loss_general(M, vx, vy, S, Sw, data.n, s2)
+    desc = ("one ReLU layer on Gaussian covariates, any Σ, Σ_w and score matrix M = BᵀC: E[X relu(Y)] = Cov/2, "
+            "E[X² relu(Y)²] = Cov² + Var X Var Y/2 for the Gaussian pair given the query, then quadratic forms in "
+            "the query (a polynomial of degree 2 in M)")
+    return _family_loss_cls()(family, data, "relu-anisotropic", True, expr, None, desc)
+
+
 # ---------------------------------------------------------------------- exp one layer
 def _exp_detect(family: Family, data: Any, options: RouteOptions) -> Match:
     from landscape.symbolic.exp_kernel import exp_one_layer_structure
@@ -424,6 +450,9 @@ for _r in (
           True, _expansion_detect, _expansion_make),
     Route("relu-one-layer", "one ReLU kernel head, one layer, BᵀC = κI, Σ = Σ_w = I, Gaussian covariates, noise "
           "allowed: half-space moments (Ahn et al. 2023, Theorem 5's setting)", True, _relu_detect, _relu_make),
+    Route("relu-anisotropic", "one ReLU kernel head, one layer, keys/queries on the covariates, any Σ, Σ_w and "
+          "BᵀC, Gaussian covariates, noise allowed: Gaussian-pair moments given the query", True,
+          _relu_general_detect, _relu_general_make),
     Route("exp-one-layer", "one exp-kernel head, one layer, keys/queries on the covariates, any Σ, Σ_w, Gaussian "
           "covariates, linear labels with noise: Gaussian integrals of exponentiated quadratic forms", True,
           _exp_detect, _exp_make),
