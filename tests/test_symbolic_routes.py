@@ -179,6 +179,65 @@ def test_exp_route_matches_monte_carlo_anisotropic_with_value_covariate_part():
         assert abs(exact - fl.value(dict(vals, v=0.0))) > 10 * se
 
 
+def test_exp_gp_route_equals_isotropic_hand_formula_and_refuses_infinite_label_variance():
+    """fgd, exp head, GP labels with data kernel exp(β ξᵀξ'), Gaussian inputs, Σ = I, κ = bc, v_y = r,
+    τ² = jitter + noise². By hand (each term E exp(ζᵀAζ/2) = det(I - A)^{-1/2} over ξ's in R^d, so the
+    d×d blocks factor as a 3×3 or 2×2 determinant to the power d):
+    I3 = det(I - [[0,β,κ],[β,0,κ],[κ,κ,0]])^{-d/2}, I2 = (1 - 2β - 4κ²)^{-d/2}, I0 = (1 - 4κ²)^{-d/2},
+    I1 = (1 - (β+κ)²)^{-d/2}; f = r²/n((n-1)I3 + I2 + τ²I0) + 2rI1 + (1-2β)^{-d/2} + τ²."""
+    from landscape.core.tasks import KernelGP
+
+    d, n, beta, noise = 2, 4, 0.2, 0.3
+    fam = get_family("fgd", Problem(d=d, layers=1, n=n, attention="kernel", activations=("exp",)))
+    data = KernelGP(d, n, kernel=f"exp:{beta}", covariates="gaussian", noise=noise)
+    fl = family_loss(fam, data)
+    assert fl.method == "exp-gp-one-layer" and fl.exact
+    tau2 = data.jitter + noise**2
+    import numpy as np
+
+    for r, b, c in ((-0.8, 0.5, 0.4), (0.5, -0.6, 0.3)):
+        k = b * c
+        I3 = np.linalg.det(np.eye(3) - np.array([[0, beta, k], [beta, 0, k], [k, k, 0]])) ** (-d / 2)
+        I2 = (1 - 2 * beta - 4 * k**2) ** (-d / 2)
+        I0 = (1 - 4 * k**2) ** (-d / 2)
+        I1 = (1 - (beta + k) ** 2) ** (-d / 2)
+        ref = r**2 / n * ((n - 1) * I3 + I2 + tau2 * I0) + 2 * r * I1 + (1 - 2 * beta) ** (-d / 2) + tau2
+        assert fl.value({"r0": r, "b0": b, "c0": c}) == pytest.approx(ref, rel=1e-10)
+    assert fl.value({"r0": 1.0, "b0": 1.0, "c0": 0.45}) == float("inf")  # 1 - 2β - 4κ² < 0
+    why = ROUTES["exp-gp-one-layer"].applies(fam, KernelGP(d, n, kernel="exp", covariates="gaussian"))
+    assert "β = 1 >= 1/2" in why
+    assert "not Gaussian" in ROUTES["exp-gp-one-layer"].applies(fam, KernelGP(d, n, kernel=f"exp:{beta}"))
+
+
+def test_exp_gp_route_matches_monte_carlo_anisotropic_with_value_covariate_part():
+    """Anisotropic Σ, full score matrix, value row (v, v, r), data kernel exp(0.15 ξᵀξ'), noise 0.2: the
+    closed form vs plain Monte-Carlo (GP labels sampled by Cholesky) within 3 SE."""
+    from landscape.core.tasks import KernelGP
+
+    d, n = 2, 3
+    sig = torch.tensor([[1.0, 0.3], [0.3, 0.5]], dtype=F64)
+
+    def fam_fn(problem):
+        D = problem.d + 1
+        v, r, b, c, e = (sympy.Symbol(x, real=True) for x in ("v", "r", "b", "c", "e"))
+        V = sympy.zeros(D, D)
+        V[D - 1, 0], V[D - 1, 1], V[D - 1, D - 1] = v, v, r
+        B = sympy.zeros(D, D)
+        B[:2, :2] = sympy.Matrix([[b, e], [0, b]])
+        C = sympy.zeros(D, D)
+        C[:2, :2] = c * sympy.eye(2)
+        return {"layer0.head0.V": V, "layer0.head0.B": B, "layer0.head0.C": C}
+
+    fam = family_from_function(fam_fn, Problem(d=d, layers=1, n=n, sigma=sig, attention="kernel", activations=("exp",)))
+    data = KernelGP(d, n, kernel="exp:0.15", sigma=sig, covariates="gaussian", noise=0.2)
+    fl = family_loss(fam, data)
+    assert fl.method == "exp-gp-one-layer"
+    vals = {"v": 0.6, "r": -0.7, "b": 0.4, "c": 0.5, "e": 0.2}
+    mean, se = _mc_loss(fam, data, vals, seed=41, samples=400_000)
+    assert abs(fl.value(vals) - mean) <= 3 * se, (fl.value(vals), mean, se)
+    assert abs(fl.value(vals) - fl.value(dict(vals, v=0.0))) > 10 * se
+
+
 # ---------------------------------------------------------------------- Monte-Carlo routes
 def _linear_kernel_family(mix: bool):
     def fam_fn(problem):
@@ -219,6 +278,7 @@ def test_auto_takes_first_applicable_route_and_reports_the_others():
     fl = family_loss(fam, samples=64)
     assert fl.method == "label-exact"
     assert dict(fl.skipped)["exp-one-layer"].startswith("the data are not LinearRegression")
+    assert dict(fl.skipped)["exp-gp-one-layer"].startswith("the covariates are not Gaussian")
     assert "no exact route" in fl.description
     rep = route_report(fam, LinearRegression(2, 3))
     assert rep["label-exact"] is True and rep["monte-carlo"] is True

@@ -43,7 +43,7 @@ from landscape.cli._args import add_problem_args, int_arg, positive_float, posit
 
 __all__ = ["add_parser", "run"]
 
-ROUTE_CHOICES = ("auto", "wishart", "one-layer", "wick", "expansion", "relu-one-layer", "relu-anisotropic", "exp-one-layer", "label-exact",
+ROUTE_CHOICES = ("auto", "wishart", "one-layer", "wick", "expansion", "relu-one-layer", "relu-anisotropic", "exp-one-layer", "exp-gp-one-layer", "label-exact",
                  "monte-carlo")
 """``--route`` values: ``auto`` and the routes of :data:`landscape.symbolic.routes.ROUTES` (kept literal so that
 parsing the command line imports nothing heavy; a test checks they agree)."""

@@ -32,13 +32,24 @@ minors of :math:`\Sigma^{-1} - 4G` (Sylvester's criterion), and the route puts t
 :attr:`~landscape.symbolic.loss.FamilyLoss.domain` (``inf`` outside). Each determinant is factored and
 every factor oriented to be positive at :math:`M = 0`.
 
-Not covered (and why): *GP labels* (:class:`~landscape.core.tasks.KernelGP`) with an exp data kernel
-on Gaussian covariates — every expectation is again a Gaussian integral of an exponentiated
-quadratic form in :math:`(x_i, x_j, x_q)`, but :math:`\mathbb E K(x_q, x_q) = \mathbb E e^{\beta|x_q|^2}` is
-finite only for :math:`\beta < 1/2` (for :math:`\Sigma = I`; the data kernel ``exp`` has :math:`\beta = 1`, the
-official data kernel :math:`1/2`: both infinite), so the route would apply only to rescaled data; and
-the paper's data are on the sphere, where the integrals are Bessel-type, not closed Gaussian forms.
-Those cases use the label-exact Monte-Carlo route.
+**GP labels** (:func:`exp_gp_one_layer_loss`, route ``exp-gp-one-layer``): Gaussian whitened inputs
+:math:`\xi \sim N(0, I)`, :math:`x = \Sigma^{1/2}\xi`, labels :math:`y \sim N(0, K(\Xi) + \tau^2 I)` with the data
+kernel :math:`K(\xi, \xi') = e^{\beta\xi^\top\xi'}` (:math:`\tau^2` = jitter + noise²). Given the covariates the
+labels are Gaussian, so with :math:`\tilde M = \Sigma^{1/2}M\Sigma^{1/2}` every term is
+:math:`\mathbb E\exp(\tfrac12\zeta^\top A\zeta) = \det(I - A)^{-1/2}` over :math:`\zeta = (\xi_i, \xi_j, \xi_q)`:
+
+.. math::
+    f = F_x + \frac{v_y^2}{n}\Big((n-1)\,I_3 + I_2 + \tau^2 I_0\Big) + 2v_y I_1 + (1 - 2\beta)^{-d/2} + \tau^2,
+
+:math:`I_3 = \mathbb E\,e^{\beta\xi_i^\top\xi_j + \xi_i^\top\tilde M\xi_q + \xi_j^\top\tilde M\xi_q}`,
+:math:`I_2 = \mathbb E\,e^{\beta|\xi_i|^2 + 2\xi_i^\top\tilde M\xi_q}`, :math:`I_0 = \mathbb E\,e^{2\xi_i^\top\tilde M\xi_q}`,
+:math:`I_1 = \mathbb E\,e^{\xi_i^\top(\beta I + \tilde M)\xi_q}`, and :math:`F_x` the :math:`v_x` part (the linear-label
+formula above with :math:`v_y = 0`, :math:`\Sigma_w = 0`, in :math:`\xi` coordinates). Finite iff every
+:math:`I - A \succ 0` and :math:`\beta < 1/2`: the default data kernel ``exp`` (:math:`\beta = 1`) and the official
+one (:math:`\beta = 1/2`) give :math:`\mathbb E K(\xi_q, \xi_q) = \infty` — the labels themselves have infinite
+mean square — so the route applies to data kernels ``exp`` with scale :math:`\beta < 1/2` only. The
+paper's covariates are spherical, where these integrals are Bessel-type, not Gaussian closed forms:
+those stay on the label-exact Monte-Carlo route.
 """
 
 from __future__ import annotations
@@ -49,7 +60,8 @@ import sympy
 
 from landscape.core.model import ModelSpec, param_shapes
 
-__all__ = ["exp_one_layer_structure", "exp_one_layer_loss", "exp_one_layer_domain", "exp_kernel_scale"]
+__all__ = ["exp_one_layer_structure", "exp_one_layer_loss", "exp_one_layer_domain", "exp_kernel_scale",
+           "exp_gp_one_layer_loss"]
 
 
 def exp_kernel_scale(kernel: object) -> sympy.Expr | None:
@@ -58,8 +70,8 @@ def exp_kernel_scale(kernel: object) -> sympy.Expr | None:
 
     if getattr(kernel, "normalised", True):
         return None
-    e = kernel.expr  # type: ignore[attr-defined]
-    if e.func != sympy.exp:
+    e = getattr(kernel, "expr", None)
+    if e is None or e.func != sympy.exp:
         return None
     s = INVARIANTS[0]
     g = sympy.simplify(e.args[0] / s)
@@ -158,3 +170,66 @@ def exp_one_layer_loss(M: sympy.Matrix, vx: sympy.Matrix, vy: sympy.Expr, sigma:
     f += 2 * gauss(sympy.Rational(1, 2), A3)
     f += (Sw * S).trace() + noise_var
     return f
+
+
+def _pd_minors(N: sympy.Matrix) -> list[sympy.Expr]:
+    out = []
+    for k in range(1, N.shape[0] + 1):
+        m = sympy.expand(N[:k, :k].det(method="berkowitz"))
+        if m.free_symbols:
+            out.append(m)
+        elif not m > 0:
+            raise ValueError("a Gaussian integral of the exp route diverges for every value of the symbols")
+    return out
+
+
+def exp_gp_one_layer_loss(M: sympy.Matrix, vx: sympy.Matrix, vy: sympy.Expr, sigma_half: sympy.Matrix,
+                          n: int | sympy.Expr, beta: sympy.Expr, tau2: sympy.Expr
+                          ) -> tuple[sympy.Expr, tuple[sympy.Expr, ...]]:
+    r"""The exact GP-label loss of the module docstring and its finiteness domain.
+
+    Args:
+        M: score matrix :math:`\gamma B^\top C` on the covariates.
+        vx, vy: value label row.
+        sigma_half: :math:`\Sigma^{1/2}` (the sampler's symmetric square root).
+        n: context length.
+        beta: data-kernel scale (:math:`K = e^{\beta\xi^\top\xi'}`), :math:`0 < \beta < 1/2`.
+        tau2: jitter + noise² on the label diagonal.
+
+    Returns:
+        ``(expr, domain)``: the loss, and expressions that must all be positive (leading principal
+        minors of every :math:`I - A`).
+
+    Raises:
+        ValueError: :math:`\beta \ge 1/2` (the labels' mean square is infinite).
+    """
+    beta = sympy.nsimplify(beta)
+    if not (0 < beta < sympy.Rational(1, 2)):
+        raise ValueError(f"the GP-label exp route needs a data-kernel scale 0 < β < 1/2 (E K(x_q, x_q) = "
+                         f"(1 - 2β)^(-d/2)); got β = {beta}")
+    d = M.shape[0]
+    R = sympy.Matrix(sigma_half)
+    Mt = (R * M * R).applyfunc(sympy.expand)
+    vx = sympy.Matrix(vx).reshape(d, 1)
+    syms = set(M.free_symbols) | set(vx.free_symbols) | set(sympy.sympify(vy).free_symbols)
+    I, Z = sympy.eye(d), sympy.zeros(d, d)
+    blocks = {
+        "I3": sympy.BlockMatrix([[Z, beta * I, Mt], [beta * I, Z, Mt], [Mt.T, Mt.T, Z]]).as_explicit(),
+        "I2": sympy.BlockMatrix([[2 * beta * I, 2 * Mt], [2 * Mt.T, Z]]).as_explicit(),
+        "I0": sympy.BlockMatrix([[Z, 2 * Mt], [2 * Mt.T, Z]]).as_explicit(),
+        "I1": sympy.BlockMatrix([[Z, beta * I + Mt], [(beta * I + Mt).T, Z]]).as_explicit(),
+    }
+    val, domain = {}, []
+    for name, A in blocks.items():
+        N = sympy.eye(A.shape[0]) - A
+        val[name] = _pos_power(sympy.expand(N.det(method="berkowitz")), sympy.Rational(-1, 2), syms)
+        domain += _pd_minors(N)
+    n = sympy.sympify(n)
+    Fx = exp_one_layer_loss(Mt, R * vx, 0, I, sympy.zeros(d, d), n, 0)
+    f = (Fx + vy**2 / n * ((n - 1) * val["I3"] + val["I2"] + tau2 * val["I0"]) + 2 * vy * val["I1"]
+         + (1 - 2 * beta) ** sympy.Rational(-d, 2) + tau2)
+    uniq = []
+    for e in domain:
+        if not any(sympy.expand(e - u) == 0 for u in uniq):
+            uniq.append(e)
+    return f, tuple(uniq)

@@ -54,7 +54,7 @@ from landscape.symbolic.label_exact import CoefficientEstimate, LabelExactEstima
 
 __all__ = ["FamilyLoss", "family_loss", "default_data", "METHODS"]
 
-METHODS = ("auto", "wishart", "one-layer", "wick", "expansion", "relu-one-layer", "relu-anisotropic", "exp-one-layer", "label-exact",
+METHODS = ("auto", "wishart", "one-layer", "wick", "expansion", "relu-one-layer", "relu-anisotropic", "exp-one-layer", "exp-gp-one-layer", "label-exact",
            "monte-carlo")
 """Accepted ``route`` (``method``) values of :func:`family_loss`: ``auto`` and the names of
 :data:`~landscape.symbolic.routes.ROUTES`, in the order ``auto`` tries them."""

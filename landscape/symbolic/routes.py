@@ -385,6 +385,38 @@ def _exp_make(family: Family, data: LinearRegression, options: RouteOptions, str
                               domain=exp_one_layer_domain(M, S))
 
 
+def _exp_gp_detect(family: Family, data: Any, options: RouteOptions) -> Match:
+    from landscape.core.tasks import KernelGP
+    from landscape.symbolic.exp_kernel import exp_kernel_scale, exp_one_layer_structure
+
+    if not isinstance(data, KernelGP):
+        return None, "the data are not KernelGP prompts"
+    if data.covariates != "gaussian":
+        return None, "the covariates are not Gaussian (spherical inputs have no Gaussian closed form)"
+    beta = exp_kernel_scale(data.kernel)
+    if beta is None:
+        return None, "the data kernel is not exp(β s)"
+    if not 0 < float(beta) < 0.5:
+        return None, (f"the data kernel exp(β s) has β = {float(beta):g} >= 1/2: E K(x_q, x_q) = (1 - 2β)^(-d/2) "
+                      "is infinite")
+    structure, why = exp_one_layer_structure(family.blocks, family.spec)
+    return ((structure, beta), "") if structure is not None else (None, why)
+
+
+def _exp_gp_make(family: Family, data: Any, options: RouteOptions, ctx: Any) -> Any:
+    from landscape.core.tasks import sqrtm_psd
+    from landscape.symbolic.exp_kernel import exp_gp_one_layer_loss
+
+    (M, vx, vy), beta = ctx
+    R = sympy.eye(data.d) if data.sigma is None else sympy.Matrix(sqrtm_psd(data.sigma.double()).tolist())
+    tau2 = sympy.nsimplify(data.jitter + data.noise**2)
+    expr, domain = exp_gp_one_layer_loss(M, vx, vy, R, data.n, beta, tau2)
+    desc = ("one exp-kernel layer, GP labels with data kernel exp(β ξᵀξ') on Gaussian whitened inputs: labels in "
+            "closed form given the covariates, then Gaussian integrals E exp(ζᵀAζ/2) = det(I - A)^{-1/2} over "
+            "(ξ_i, ξ_j, ξ_q); finite iff every I - A ≻ 0 and β < 1/2 (the loss is +∞ beyond)")
+    return _family_loss_cls()(family, data, "exp-gp-one-layer", True, expr, None, desc, domain=domain)
+
+
 # ---------------------------------------------------------------------- monte-carlo
 def _label_exact_detect(family: Family, data: Any, options: RouteOptions) -> Match:
     from landscape.core.tasks import KernelGP
@@ -456,6 +488,9 @@ for _r in (
     Route("exp-one-layer", "one exp-kernel head, one layer, keys/queries on the covariates, any Σ, Σ_w, Gaussian "
           "covariates, linear labels with noise: Gaussian integrals of exponentiated quadratic forms", True,
           _exp_detect, _exp_make),
+    Route("exp-gp-one-layer", "one exp-kernel head, one layer, keys/queries on the covariates, GP labels with an "
+          "exp(β s) data kernel, β < 1/2, on Gaussian covariates: labels then covariates in closed form", True,
+          _exp_gp_detect, _exp_gp_make),
     Route("label-exact", "prediction linear in the labels (kernel attention, Cheng, Chen, Sra 2024): labels in "
           "closed form, covariates by seeded Monte-Carlo with standard errors", False,
           _label_exact_detect, _monte_carlo_make),
