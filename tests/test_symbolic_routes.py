@@ -333,6 +333,14 @@ def test_exp_route_stationary_points_minimum_equals_hand_minimisation():
                 for bounds in ((-0.4999, -1e-6), (1e-6, 0.4999))), key=lambda r: r.fun)
     mins = [p for p in pts if p.kind in ("min", "degenerate")]
     assert mins and abs(min(p.loss for p in mins) - best.fun) <= 1e-8 * abs(best.fun)
+    # copies under the B/C scaling are the same model and are merged; what remains is two models,
+    # (r, κ) and (-r, -κ): distinct (e^{κs} ≠ e^{-κs}) but of equal loss, because the query law is
+    # symmetric (x_q → -x_q maps one onto the other's error with y_q → -y_q)
+    best_pts = [p for p in mins if abs(p.loss - best.fun) <= 1e-8 * abs(best.fun)]
+    assert len(best_pts) == 2
+    (p1, p2) = best_pts
+    k1, k2 = (p.values["b0"] * p.values["c0"] for p in best_pts)
+    assert k1 == pytest.approx(-k2, rel=1e-6) and p1.values["r0"] == pytest.approx(-p2.values["r0"], rel=1e-6)
     assert np.isfinite(best.fun) and best.fun < d  # the head helps: below the zero predictor's loss d
 
 

@@ -559,6 +559,8 @@ def _solve_exact(loss: FamilyLoss, starts: int, seed: int, exact: bool | str, sc
             continue
         numeric.append((x, {}))
     pts = certified_sets + finish_all(numeric, method="multistart")
+    if not polynomial:  # no gauge fixing here: merge points that are the same model (symmetry copies)
+        pts = _dedup_functional(loss, pts)
     note = _MULTISTART_NOTE.format(starts=starts)
     if reason:
         note += f"; the exhaustive method did not apply: {reason}"
