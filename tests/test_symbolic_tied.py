@@ -68,3 +68,17 @@ def test_tied_family_has_exactly_one_critical_point_a_minimum(L):
         assert tied == sympy.Rational(untied["loss_exact"])
     else:
         assert pts[0].loss > untied["loss"] * (1 + 1e-6)
+
+
+def test_tied_minimum_is_the_untied_families_layer_symmetric_saddle():
+    """On the diagonal a_0 = a_1 the untied loss's gradient is (g, g) by the layer swap, and the tied
+    derivative is 2g: the tied minimum is a critical point of pgd too. With the tied loss convex and the
+    untied minimum off the diagonal (distinct steps), it is pgd's index-1 saddle (d = 3, n = 10, L = 2)."""
+    d, n = 3, 10
+    tied = stationary_points(family_loss(*_tied(d, n, 2)))
+    untied = stationary_points(family_loss(get_family("pgd", Problem(d=d, layers=2, n=n, attention="linear"))))
+    assert untied.exhaustive and [p.kind for p in untied] == ["min", "saddle"]
+    saddle = untied[1]
+    assert saddle.values["a0"] == pytest.approx(saddle.values["a1"], rel=1e-12)
+    assert saddle.values["a0"] == pytest.approx(tied[0].values["a"], rel=1e-12)
+    assert saddle.loss == pytest.approx(tied[0].loss, rel=1e-12) and tied[0].loss > untied[0].loss
