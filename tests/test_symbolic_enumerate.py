@@ -192,3 +192,31 @@ def test_limits_are_enforced():
     x, y = sympy.symbols("x y")
     with pytest.raises(EnumerationLimit, match="degree"):
         enumerate_critical_points(x**10 + y**2, [x, y])
+
+
+def test_wall_clock_guard_stops_a_long_groebner_and_auto_falls_back():
+    """pgd with 3 layers takes ~20 s to enumerate; with a 0.3 s budget the enumeration is interrupted
+    inside sympy's Gröbner computation (EnumerationTimeout, well before it would finish), and
+    stationary_points(method='auto') falls back to multi-start, saying it is NOT exhaustive and why;
+    method='exhaustive' refuses with the same reason."""
+    import time
+
+    from landscape.symbolic.enumerate import EnumerationTimeout
+    from landscape.theory.families import get_family
+
+    fam = get_family("pgd", Problem(d=3, layers=3, n=10, attention="linear"))
+    fl = family_loss(fam)
+    active = [s for s in fam.symbols if s in fl.expr.free_symbols]
+    t0 = time.monotonic()
+    with pytest.raises(EnumerationTimeout, match="time limit of 0.3 s"):
+        enumerate_critical_points(fl.expr, active, time_limit=0.3)
+    assert time.monotonic() - t0 < 5.0
+    pts = stationary_points(fl, starts=4, time_limit=0.3)
+    assert pts.method == "multistart" and not pts.exhaustive and "NOT exhaustive" in pts.note
+    assert "time limit" in pts.note
+    with pytest.raises(ValueError, match="time limit"):
+        stationary_points(fl, method="exhaustive", time_limit=0.3)
+    # the SIGALRM handler is restored: no stray alarm is pending afterwards
+    import signal
+
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)

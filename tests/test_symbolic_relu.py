@@ -77,12 +77,13 @@ def test_relu_one_layer_matches_monte_carlo_with_value_covariate_part_and_noise(
 
 
 def test_relu_route_refuses_anisotropic_sigma():
-    """Σ ≠ I: the route does not apply and says why (the loss falls back to Monte-Carlo)."""
+    """Σ ≠ I: the isotropic route does not apply and says why (the general relu-anisotropic route applies)."""
     fam = get_family("fgd", Problem(d=2, layers=1, n=3, attention="kernel", activations=("relu",)))
     data = LinearRegression(2, 3, sigma=torch.diag(torch.tensor([1.0, 2.0], dtype=F64)))
     with pytest.raises(ValueError, match="Σ is not the identity"):
         family_loss(fam, data, method="relu-one-layer")
-    assert not family_loss(fam, data, samples=64).exact
+    fl = family_loss(fam, data, samples=64)  # the general ReLU route takes over, exactly
+    assert fl.exact and fl.method == "relu-anisotropic"
     assert math.isfinite(family_loss(fam, LinearRegression(2, 3)).value({"r0": 1.0, "b0": 1.0, "c0": 1.0}))
 
 

@@ -1,9 +1,10 @@
 r"""``landscape solve``: the population loss of a family and every stationary point found.
 
 The loss is exact (sympy) where a route exists — whitening + Wishart moments (``pgd``,
-``pgd-relaxed``; any L), the one-layer closed form (any P, Q; any Σ), Wick pairings (sparse heads,
-any Σ, L <= 3, e.g. ``pgd-identity``), or the expansion in the data entries (small sizes) — and
-label-exact Monte-Carlo otherwise (kernel families); ``--route`` picks one. Stationary points
+``pgd-relaxed``, ``pgd-tied``; any L), the one-layer closed form (any P, Q; any Σ), Wick pairings (sparse heads,
+any Σ, L <= 3, e.g. ``pgd-identity``), the expansion in the data entries (small sizes), one ReLU or
+exp-kernel head on Gaussian covariates — and label-exact Monte-Carlo otherwise (kernel families);
+``--route`` picks one. Stationary points
 (``--method``, default auto): an exact linear solve when the equations are linear; otherwise, for a
 polynomial loss within the limits of the exhaustive method (at most 8 unknowns, gradient degree
 <= 7, Bézout bound <= 729), EXHAUSTIVE enumeration — Gröbner basis, root counts from the trace
@@ -23,7 +24,8 @@ Examples::
 
 With ``--json`` one object is printed: ``family``, ``task`` (the task, the prior of w* and Σ:
 :func:`landscape.recipe.describe_task`), ``loss`` (the expression as a string), ``route``
-(the loss route), ``exact`` (exact loss?), ``optimal_gd`` (pgd-type Wishart losses: the exact
+(the loss route), ``routes_skipped`` (the routes tried before it and why each did not apply),
+``exact`` (exact loss?), ``optimal_gd`` (pgd-type Wishart losses: the exact
 optimal L-step preconditioned GD loss, a rational, its step sizes; else null), ``search`` (``method``, ``exhaustive``, ``certified``,
 ``note``, ``symmetries``) and ``stationary_points`` — a list of ``{values, exact, loss, kind,
 morse_index, dimension, orbit, method, exhaustive, certified, box, certificate, ...}``.
@@ -43,6 +45,11 @@ from landscape.cli._args import add_problem_args, int_arg, parse_sigma, positive
 
 __all__ = ["add_parser", "run"]
 
+ROUTE_CHOICES = ("auto", "wishart", "one-layer", "wick", "expansion", "relu-one-layer", "relu-anisotropic", "exp-one-layer", "exp-gp-one-layer", "label-exact",
+                 "monte-carlo")
+"""``--route`` values: ``auto`` and the routes of :data:`landscape.symbolic.routes.ROUTES` (kept literal so that
+parsing the command line imports nothing heavy; a test checks they agree)."""
+
 _MAX_PRINT = 4000
 """Expressions longer than this many characters are summarised in text output."""
 
@@ -61,9 +68,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="a built-in family (see `landscape families`) or path/to/file.py:NAME")
     add_problem_args(p)
     s = p.add_argument_group("solver")
-    s.add_argument("--route", choices=("auto", "wishart", "one-layer", "wick", "expansion", "relu-one-layer", "label-exact"),
-                   default="auto",
-                   help="loss route (default auto: the first exact route that applies)")
+    s.add_argument("--route", choices=ROUTE_CHOICES, default="auto",
+                   help="loss route (default auto: the first route of the registry that applies; the others' "
+                        "reasons are in --json 'routes_skipped')")
     s.add_argument("--method", choices=("auto", "exhaustive", "multistart"), default="auto",
                    help="stationary-point search: exhaustive (certified enumeration, polynomial losses within the "
                         "limits), multistart (seeded random starts, not exhaustive), auto (exhaustive where it "
@@ -154,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
             "task": record,
             "symbols": list(family.names),
             "route": loss.method,
+            "routes_skipped": [{"route": r, "reason": why} for r, why in loss.skipped],
             "query_sigma": args.query_sigma,
             "exact": loss.exact,
             "search": points.summary(),

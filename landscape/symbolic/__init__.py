@@ -3,8 +3,10 @@
 Public surface:
 
 * :func:`family_loss` → :class:`FamilyLoss` — the loss of a :class:`~landscape.theory.families.Family` on a
-  prompt distribution: exact by whitening + Wishart moments, by the one-layer closed form or by
-  expansion in the data entries; label-exact Monte-Carlo for kernel attention.
+  prompt distribution, by the first route of the registry :data:`~landscape.symbolic.routes.ROUTES`
+  that applies (whitening + Wishart moments, the one-layer closed form, Wick pairings, expansion in
+  the data entries, one ReLU or exp-kernel head; label-exact Monte-Carlo for kernel attention);
+  :func:`~landscape.symbolic.routes.route_report` gives every route's verdict.
 * :func:`exact_loss_fn` — exact loss as a torch function of the *full* parameter dict (one layer of
   linear attention, any P, Q), for gradients over every entry.
 * :func:`stationary_points` → :class:`StationaryPoint` — exact / numerical stationary points, classified.
@@ -26,6 +28,7 @@ from landscape.symbolic.expansion import expansion_loss
 from landscape.symbolic.label_exact import CoefficientEstimate, LabelExactEstimator
 from landscape.symbolic.loss import FamilyLoss, default_data, family_loss
 from landscape.symbolic.one_layer import exact_loss_fn, one_layer_loss
+from landscape.symbolic.routes import ROUTES, Route, RouteOptions, route_report
 from landscape.symbolic.solve import StationaryPoint, classify, stationary_points
 from landscape.symbolic.whitened import D_SYMBOL, N_SYMBOL
 
@@ -33,6 +36,10 @@ __all__ = [
     "FamilyLoss",
     "family_loss",
     "default_data",
+    "ROUTES",
+    "Route",
+    "RouteOptions",
+    "route_report",
     "exact_loss_fn",
     "one_layer_loss",
     "expansion_loss",

@@ -59,7 +59,13 @@ Limits (:data:`LIMITS`): at most 8 unknowns, a gradient of total degree at most 
 (product of the gradient degrees) at most 729, at most 400 standard monomials per system, at most
 81 gauge cases (disjoint scalings) or 64 support strata (overlapping scalings: at most 6 unknowns). The Gröbner basis over :math:`\mathbb Q` (sympy) is the bottleneck: ``pgd`` at
 ``L = 3`` (3 unknowns, Bézout bound 125) takes ~20 s on one core; ``pgd-relaxed`` at ``L = 2``
-(Bézout bound 1331) does not finish in minutes, hence the limits. A gauge-fixed system of positive dimension (a flat valley that is not a scaling orbit)
+(Bézout bound 1331) does not finish in minutes, hence the limits. These size limits are checked from
+the degrees and the number of unknowns **before** any Gröbner work. A **wall-clock guard** enforces
+``LIMITS["seconds"]`` (120 s; ``time_limit=``) while it runs: a ``SIGALRM`` timer interrupts sympy's
+Gröbner computation in the main thread, and the budget is checked between gauge cases everywhere; past
+it :class:`EnumerationTimeout` is raised, and :func:`~landscape.symbolic.solve.stationary_points`
+(``method="auto"``) falls back to multi-start with a note saying the list is not exhaustive and why
+— the method never hangs. A gauge-fixed system of positive dimension (a flat valley that is not a scaling orbit)
 makes the enumeration *incomplete*: :func:`enumerate_critical_points` then says so
 (``exhaustive = False``) and the caller falls back to multi-start search.
 
@@ -69,21 +75,27 @@ represent in binary; the certificates are then exact for that polynomial.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import random
+import signal
+import threading
+import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import mpmath
 import sympy
 
-__all__ = ["CriticalSet", "Enumeration", "EnumerationLimit", "enumerate_critical_points", "polynomial_symmetries", "LIMITS",
+__all__ = ["CriticalSet", "Enumeration", "EnumerationLimit", "EnumerationTimeout", "enumerate_critical_points", "polynomial_symmetries", "LIMITS",
            "PolynomialSymmetries"]
 
-LIMITS = {"variables": 8, "degree": 7, "bezout": 729, "quotient": 400, "cases": 81, "strata": 64}
+LIMITS = {"variables": 8, "degree": 7, "bezout": 729, "quotient": 400, "cases": 81, "strata": 64, "seconds": 120.0}
 """Largest systems :func:`enumerate_critical_points` accepts (unknowns, total degree of the gradient,
-product of the gradient degrees, standard monomials of one gauge-fixed system, gauge cases)."""
+product of the gradient degrees, standard monomials of one gauge-fixed system, gauge cases, support
+strata) — checked before any Gröbner work — and the wall-clock budget in seconds (``seconds``; the
+default of ``time_limit``) enforced while it runs."""
 
 _DIGITS = 50
 """Working precision (significant digits) of the numerical values and the Hessian."""
@@ -188,6 +200,47 @@ class Enumeration:
 
 class EnumerationLimit(ValueError):
     """The system is outside :data:`LIMITS` (the message says which limit)."""
+
+
+class EnumerationTimeout(EnumerationLimit):
+    """The enumeration ran past its wall-clock budget (``time_limit``) and was stopped."""
+
+
+@contextlib.contextmanager
+def _wall_clock(seconds: float | None):
+    """Yield a ``check()`` that raises :class:`EnumerationTimeout` once ``seconds`` have passed.
+
+    In the main thread a ``SIGALRM`` timer (``signal.setitimer``) also interrupts a long sympy Gröbner
+    computation in the middle (pure Python: the handler runs between bytecodes); the previous handler
+    and timer are restored on exit. Elsewhere only the checks between steps apply.
+    """
+    if seconds is None:
+        yield lambda where="": None
+        return
+    deadline = time.monotonic() + seconds
+    message = (f"the enumeration ran past its time limit of {seconds:g} s (LIMITS['seconds'] / time_limit) "
+               "and was stopped")
+
+    def check(where: str = "") -> None:
+        if time.monotonic() > deadline:
+            raise EnumerationTimeout(message + (f" during {where}" if where else ""))
+
+    use_alarm = (threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
+                 and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0))
+    if not use_alarm:
+        yield check
+        return
+
+    def on_alarm(signum: int, frame: object) -> None:
+        raise EnumerationTimeout(message + " (interrupted)")
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-3))
+    try:
+        yield check
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -667,13 +720,17 @@ def _eval_poly(p: sympy.Poly, x: list[mpmath.mpf]) -> mpmath.mpf:
     return acc
 
 
-def enumerate_critical_points(expr: sympy.Expr, variables: Sequence[sympy.Symbol], *, seed: int = 0) -> Enumeration:
+def enumerate_critical_points(expr: sympy.Expr, variables: Sequence[sympy.Symbol], *, seed: int = 0,
+                              time_limit: float | None = LIMITS["seconds"]) -> Enumeration:
     r"""All real critical points of the polynomial ``expr`` in ``variables``, certified (module docstring).
 
     Args:
         expr: a polynomial in ``variables`` with rational (or float, taken exactly) coefficients.
         variables: the unknowns (at most ``LIMITS["variables"]``).
         seed: seed of the random separating forms tried after the first.
+        time_limit: wall-clock budget in seconds (``None``: none). The size limits are checked before
+            any Gröbner work; the budget while it runs (see :func:`_wall_clock`): past it the
+            enumeration stops with :class:`EnumerationTimeout` — it never hangs.
 
     Returns:
         :class:`Enumeration` — ``exhaustive`` is True only when every gauge-fixed system was
@@ -682,10 +739,19 @@ def enumerate_critical_points(expr: sympy.Expr, variables: Sequence[sympy.Symbol
     Raises:
         EnumerationLimit: outside :data:`LIMITS`, overlapping scaling supports, or coefficients that
             are not rational numbers (the message says which).
+        EnumerationTimeout: (a subclass) the time limit was reached.
         RuntimeError: python-flint is not installed.
     """
     if flint is None:  # pragma: no cover
         raise RuntimeError("the exhaustive method needs python-flint (pip install python-flint)")
+    if time_limit is not None and not (isinstance(time_limit, (int, float)) and time_limit > 0):
+        raise ValueError(f"time_limit must be a positive number of seconds or None, got {time_limit!r}")
+    with _wall_clock(time_limit) as check:
+        return _enumerate(expr, variables, seed, check)
+
+
+def _enumerate(expr: sympy.Expr, variables: Sequence[sympy.Symbol], seed: int, check: "Callable[[str], None]"
+               ) -> Enumeration:
     variables = list(variables)
     names = [v.name for v in variables]
     k = len(variables)
@@ -740,6 +806,7 @@ def enumerate_critical_points(expr: sympy.Expr, variables: Sequence[sympy.Symbol
                 label = "support{" + ",".join(names[i] for i in support) + "}"
                 cases.append((label, zero, extra, bool(support)))
     for label, zero, extra, nonzero in cases:
+        check(f"gauge case [{label}]")
         keep = [i for i in range(k) if i not in zero]
         rem = [variables[i] for i in keep]
         subs = {variables[i]: 0 for i in zero}
@@ -761,6 +828,7 @@ def enumerate_critical_points(expr: sympy.Expr, variables: Sequence[sympy.Symbol
                 continue
             system = []
         sols, cnt, dim = _solve_zero_dim(system, gens if rem else rem, loss_r, seed)
+        check(f"gauge case [{label}]")
         counts[label] = cnt
         if sols is None:
             reason = (f"gauge case [{label}]: the gradient ideal has a component of dimension {dim} that is not "

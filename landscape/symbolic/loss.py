@@ -1,35 +1,40 @@
 r"""Population loss of a parameter family: exact (sympy) where possible, label-exact Monte-Carlo otherwise.
 
-:func:`family_loss` picks the route (``method="auto"``):
+:func:`family_loss` takes the first route of the registry :data:`~landscape.symbolic.routes.ROUTES`
+that applies (``route="auto"``) or the one it is given, and reports the others' reasons
+(:attr:`FamilyLoss.skipped`; every verdict at once: :func:`~landscape.symbolic.routes.route_report`):
 
-============== ==========================================================================================
-``wishart``      whitening + Wishart moments (:mod:`~landscape.symbolic.whitened`): linear attention whose
-                 whitened weights are :math:`P' = \mathrm{diag}(\beta I,\pi)`, :math:`Q' = -\mathrm{diag}(\alpha I, 0)`
-                 (``pgd``, ``pgd-relaxed`` for any :math:`\Sigma`; ``pgd-identity`` for :math:`\Sigma = I`), Gaussian
-                 covariates, labels noiseless or with Gaussian noise. Any ``L``; symbolic in ``d`` and ``n``
-                 (Ahn et al. 2023, Lemma 1, Theorems 3–4).
-``one-layer``    closed form for one layer and any ``P, Q`` (:mod:`~landscape.symbolic.one_layer`), any
-                 :math:`\Sigma, \Sigma_w`, Gaussian or spherical covariates, label noise allowed; symbolic in ``n`` and, on request,
-                 in the eigenvalues of :math:`\Sigma` (``pgd-full``, ``pgd-identity`` for anisotropic
-                 :math:`\Sigma`; Ahn et al. Theorem 1).
-``wick``         sparse heads (:math:`P = \mathrm{diag}(0,\pi)`, :math:`Q = -\mathrm{diag}(A, 0)`, any :math:`A_l`), any
-                 :math:`\Sigma`, Gaussian covariates, ``L <= 3``: Isserlis pairings of the sample covariances
-                 (:mod:`~landscape.symbolic.wick`); exact in :math:`\Sigma`, symbolic in ``n`` (e.g. the control
-                 ``pgd-identity`` for anisotropic :math:`\Sigma`, where whitening does not help).
-``expansion``    expansion in the data entries + Isserlis (:mod:`~landscape.symbolic.expansion`): any
-                 polynomial model at small numeric ``d, n, L`` (the independent check of the above).
-``relu-one-layer`` one ReLU kernel head, one layer, :math:`B^\top C = \kappa I` on the covariates,
-                 :math:`\Sigma = \Sigma_w = I`, Gaussian covariates, noise allowed: half-space moments
-                 (:mod:`~landscape.symbolic.relu`; Ahn et al. 2023, Theorem 5's setting).
-``label-exact``  kernel attention (Cheng, Chen, Sra 2024) and anything else whose prediction is linear in
-                 the labels: labels integrated in closed form, covariates by seeded Monte-Carlo with
-                 standard errors (:mod:`~landscape.symbolic.label_exact`).
-============== ==========================================================================================
+================== ==========================================================================================
+``wishart``          whitening + Wishart moments (:mod:`~landscape.symbolic.whitened`): linear attention whose
+                     whitened weights are :math:`P' = \mathrm{diag}(\beta I,\pi)`, :math:`Q' = -\mathrm{diag}(\alpha I, 0)`
+                     (``pgd``, ``pgd-relaxed``, ``pgd-tied`` for any :math:`\Sigma`; ``pgd-identity`` for :math:`\Sigma = I`), Gaussian
+                     covariates, labels noiseless or with Gaussian noise. Any ``L``; symbolic in ``d`` and ``n``
+                     (Ahn et al. 2023, Lemma 1, Theorems 3–4).
+``one-layer``        closed form for one layer and any ``P, Q`` (:mod:`~landscape.symbolic.one_layer`), any
+                     :math:`\Sigma, \Sigma_w`, Gaussian or spherical covariates, label noise allowed, covariate shift; symbolic in ``n`` and, on request,
+                     in the eigenvalues of :math:`\Sigma` (``pgd-full``, ``pgd-identity`` for anisotropic
+                     :math:`\Sigma`; Ahn et al. Theorem 1).
+``wick``             sparse heads (:math:`P = \mathrm{diag}(0,\pi)`, :math:`Q = -\mathrm{diag}(A, 0)`, any :math:`A_l`), any
+                     :math:`\Sigma`, Gaussian covariates, ``L <= 3``: Isserlis pairings of the sample covariances
+                     (:mod:`~landscape.symbolic.wick`); exact in :math:`\Sigma`, symbolic in ``n`` (e.g. the control
+                     ``pgd-identity`` for anisotropic :math:`\Sigma`, where whitening does not help).
+``expansion``        expansion in the data entries + Isserlis (:mod:`~landscape.symbolic.expansion`): any
+                     polynomial model at small numeric ``d, n, L`` (the independent check of the above).
+``relu-one-layer``   one ReLU kernel head, one layer, :math:`B^\top C = \kappa I` on the covariates,
+                     :math:`\Sigma = \Sigma_w = I`, Gaussian covariates, noise allowed: half-space moments
+                     (:mod:`~landscape.symbolic.relu`; Ahn et al. 2023, Theorem 5's setting).
+``exp-one-layer``    one exp-kernel head :math:`e^{\gamma s}`, one layer, keys/queries on the covariates, any
+                     :math:`\Sigma, \Sigma_w`, Gaussian covariates, linear labels (noise allowed): Gaussian integrals of
+                     exponentiated quadratic forms (:mod:`~landscape.symbolic.exp_kernel`); not polynomial.
+``label-exact``      kernel attention (Cheng, Chen, Sra 2024) and anything else whose prediction is linear in
+                     the labels: labels integrated in closed form, covariates by seeded Monte-Carlo with
+                     standard errors (:mod:`~landscape.symbolic.label_exact`).
+``monte-carlo``      plain Monte-Carlo over covariates and labels (always applies).
+================== ==========================================================================================
 """
-
 from __future__ import annotations
 
-import math
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Mapping, Sequence
 
@@ -37,7 +42,7 @@ import sympy
 import torch
 
 from landscape.theory.families import Family
-from landscape.core.tasks import KernelGP, LinearRegression, sqrtm_psd
+from landscape.core.tasks import KernelGP, LinearRegression
 from landscape.symbolic.codegen import (
     gradient_exprs,
     hessian_exprs,
@@ -45,30 +50,14 @@ from landscape.symbolic.codegen import (
     to_torch_matrix,
     to_torch_vector,
 )
-from landscape.symbolic.expansion import expansion_loss
 from landscape.symbolic.label_exact import CoefficientEstimate, LabelExactEstimator
-from landscape.symbolic.one_layer import covariate_moments, linear_heads, one_layer_loss
-from landscape.symbolic.relu import relu_one_layer_loss, relu_one_layer_structure
-from landscape.symbolic.wick import WICK_MAX_LAYERS, sparse_label_structure, wick_loss, wick_matrices
-from landscape.symbolic.whitened import (
-    D_SYMBOL,
-    N_SYMBOL,
-    NOISE_SYMBOL,
-    clean_floats,
-    noise_variance,
-    trace_ratio,
-    whitened_structure,
-    wishart_loss,
-    wishart_noise_loss,
-)
 
 __all__ = ["FamilyLoss", "family_loss", "default_data", "METHODS"]
 
-METHODS = ("auto", "wishart", "one-layer", "wick", "expansion", "relu-one-layer", "label-exact")
-"""Accepted ``method`` values of :func:`family_loss`."""
-
-_EXPANSION_AUTO_MAX = 12
-"""``auto`` tries the expansion route only when ``d·(n+1)·L`` is at most this (it is exponential)."""
+METHODS = ("auto", "wishart", "one-layer", "wick", "expansion", "relu-one-layer", "relu-anisotropic", "exp-one-layer", "exp-gp-one-layer", "label-exact",
+           "monte-carlo")
+"""Accepted ``route`` (``method``) values of :func:`family_loss`: ``auto`` and the names of
+:data:`~landscape.symbolic.routes.ROUTES`, in the order ``auto`` tries them."""
 
 Values = Mapping[str, float] | torch.Tensor | Sequence[float]
 
@@ -80,7 +69,7 @@ class FamilyLoss:
     Attributes:
         family: the :class:`~landscape.theory.families.Family`.
         data: the prompt distribution.
-        method: the route that produced it (see module docstring).
+        method: the route that produced it (see module docstring; also :attr:`route`).
         exact: True for the sympy routes; False for the Monte-Carlo route.
         expr: exact routes — the loss in the family symbols (numeric ``d, n``); label-exact route —
             the loss as a polynomial in the label gains with named coefficient symbols ``m__A__B``.
@@ -89,6 +78,12 @@ class FamilyLoss:
             :data:`~landscape.symbolic.whitened.N_SYMBOL` (and spectrum symbols) where the route gives it.
         description: a sentence on how it was derived.
         estimator: the Monte-Carlo estimator (label-exact route only).
+        skipped: ``(route, reason)`` for each route ``auto`` tried before this one and why it did not
+            apply (empty when the route was named).
+        domain: expressions in the family symbols that must all be positive: :attr:`expr` is the loss
+            there and the loss is :math:`+\\infty` elsewhere (empty: everywhere; the ``exp-one-layer``
+            route's Gaussian integrals converge only on a domain). :meth:`torch_fn` and :meth:`value`
+            return ``inf`` outside it.
     """
 
     family: Family
@@ -99,7 +94,14 @@ class FamilyLoss:
     general_thunk: Callable[[], sympy.Expr] | None = field(default=None, repr=False)
     description: str = ""
     estimator: LabelExactEstimator | None = None
+    skipped: tuple[tuple[str, str], ...] = ()
+    domain: tuple[sympy.Expr, ...] = ()
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def route(self) -> str:
+        """The route that produced the loss (the same as :attr:`method`)."""
+        return self.method
 
     @property
     def general(self) -> sympy.Expr | None:
@@ -163,12 +165,23 @@ class FamilyLoss:
         Label-exact route: the Monte-Carlo mean over the fixed covariate draws (differentiable).
         """
         if "fn" not in self._cache:
-            if self.exact:
+            if self.exact and self.domain:
+                f, inside = to_torch(self.expr, self.symbols), self.in_domain_fn()
+                self._cache["fn"] = lambda v: torch.where(inside(v), f(v), torch.full_like(v[..., 0], float("inf")))
+            elif self.exact:
                 self._cache["fn"] = to_torch(self.expr, self.symbols)
             else:
                 est = self.estimator
                 self._cache["fn"] = lambda v: est.loss(v)  # type: ignore[union-attr]
         return self._cache["fn"]
+
+    def in_domain_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``v -> bool Tensor``: whether every :attr:`domain` expression is positive at ``v``."""
+        if "dom" not in self._cache:
+            fns = [to_torch(e, self.symbols) for e in self.domain]
+            self._cache["dom"] = lambda v: (torch.stack([fn(v) > 0 for fn in fns], -1).all(-1) if fns
+                                            else torch.ones(v.shape[:-1], dtype=torch.bool))
+        return self._cache["dom"]
 
     def torch_grad_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """Gradient ``(..., k)``: lambdified sympy gradient (exact) or autograd of :meth:`torch_fn`."""
@@ -231,54 +244,7 @@ def default_data(family: Family) -> LinearRegression | KernelGP:
     return recipe.family_task(family)
 
 
-# ---------------------------------------------------------------------- routes
-def _polynomial_heads(family: Family) -> bool:
-    spec = family.spec
-    zero = {k: sympy.zeros(spec.token_dim, spec.token_dim) for k in family.sympy_params()}
-    return linear_heads(spec, zero, 0) is not None
-
-
-def _sigma_matrices(data: LinearRegression, spectrum: str) -> tuple[sympy.Matrix, sympy.Matrix, dict]:
-    """Σ and Σ_w as sympy matrices; with ``spectrum="symbolic"`` Σ = U diag(λ) Uᵀ with symbols λ_i."""
-    d = data.d
-    tc = data.task_covariance()
-    if spectrum == "numeric":
-        S = sympy.eye(d) if data.sigma is None else sympy.Matrix(data.sigma.double().tolist())
-        Sw = sympy.eye(d) if tc is None else sympy.Matrix(tc.double().tolist())
-        return S, Sw, {}
-    sig = torch.eye(d, dtype=torch.float64) if data.sigma is None else data.sigma.double()
-    ev, U = torch.linalg.eigh(sig)
-    lam = [sympy.Symbol(f"lambda{i + 1}", positive=True) for i in range(d)]
-    is_diag = bool((sig - torch.diag(torch.diagonal(sig))).abs().max() == 0)
-    if is_diag:
-        Um = sympy.eye(d)
-        vals = [float(v) for v in torch.diagonal(sig)]
-    else:
-        Um = sympy.Matrix(U.tolist())
-        vals = [float(v) for v in ev]
-    S = Um * sympy.diag(*lam) * Um.T
-    if data.task_cov == "inverse":
-        Sw = Um * sympy.diag(*[1 / l for l in lam]) * Um.T
-    else:
-        Sw = sympy.eye(d) if tc is None else sympy.Matrix(tc.double().tolist())
-    return S, Sw, {l: sympy.Float(v) for l, v in zip(lam, vals)}
-
-
-def _one_layer_route(family: Family, data: LinearRegression, spectrum: str,
-                     query_sigma: torch.Tensor | None = None) -> tuple[sympy.Expr, sympy.Expr]:
-    spec = family.spec
-    full = family.sympy_params()
-    heads = linear_heads(spec, full, 0)
-    S, Sw, subs = _sigma_matrices(data, spectrum)
-    c2, c4 = covariate_moments(data.covariates, data.d)
-    noise = NOISE_SYMBOL if data.noise else 0
-    Sq = None if query_sigma is None else sympy.Matrix(query_sigma.double().tolist())
-    general = sympy.expand(one_layer_loss(heads, S, Sw, N_SYMBOL, c2, c4, noise, Sq))
-    extra = {NOISE_SYMBOL: noise_variance(data.noise)} if data.noise else {}
-    expr = sympy.expand(general.subs({N_SYMBOL: data.n, **subs, **extra}))
-    return expr, general
-
-
+# ---------------------------------------------------------------------- route selection
 def _check_inputs(family: Family, data: object, method: str) -> None:
     if not isinstance(family, Family):
         raise TypeError(f"family must be a landscape.theory.families.Family (see get_family), got {type(family).__name__}")
@@ -293,214 +259,82 @@ def _check_inputs(family: Family, data: object, method: str) -> None:
                          "build the Problem with the data's n")
 
 
+def _no_exact_route(skipped: Sequence[tuple[str, str]]) -> str:
+    grouped: dict[str, list[str]] = {}
+    for route, why in skipped:
+        grouped.setdefault(why, []).append(route)
+    return "no exact route (" + "; ".join(f"{', '.join(rs)}: {why}" for why, rs in grouped.items()) + ")"
+
+
 def family_loss(
     family: Family,
     data: object | None = None,
     *,
+    route: str | None = None,
     method: str = "auto",
     spectrum: Literal["numeric", "symbolic"] = "numeric",
     samples: int = 8192,
     seed: int = 0,
     query_sigma: torch.Tensor | None = None,
 ) -> FamilyLoss:
-    r"""The population loss of ``family`` on ``data`` (exact where a route exists; see module docstring).
+    r"""The population loss of ``family`` on ``data`` by the first route of :data:`~landscape.symbolic.routes.ROUTES` that applies.
 
     Args:
         family: a :class:`~landscape.theory.families.Family` (``get_family(name, problem)``).
         data: prompt distribution; default :func:`default_data` (the paper's setting).
-        method: ``"auto"`` or one route of :data:`METHODS`.
+        route: ``"auto"`` (the first route that applies, in registry order) or one route name
+            (:data:`METHODS`); the older keyword ``method`` means the same.
+        method: the same as ``route`` (kept for existing callers; give one of the two).
         spectrum: ``"symbolic"`` keeps :math:`\Sigma = U\mathrm{diag}(\lambda_1..\lambda_d)U^\top` with symbols
             :math:`\lambda_i` in :attr:`FamilyLoss.general` (one-layer route).
-        samples: covariate draws T of the label-exact route.
-        seed: seed of its ``torch.Generator``.
+        samples: covariate draws T of the Monte-Carlo routes.
+        seed: seed of their ``torch.Generator``.
         query_sigma: covariance of the query covariate when it differs from the sources'
             (covariate shift, Zhang, Frei, Bartlett 2023): the loss is then the test loss on queries
             :math:`x_q \sim N(0, \Sigma_{\text{query}})` (or the sphere law) of a model whose context is drawn
             from ``data``. Exact on the one-layer route only.
 
     Returns:
-        :class:`FamilyLoss`.
+        :class:`FamilyLoss`; :attr:`FamilyLoss.method` names the route, :attr:`FamilyLoss.skipped` the
+        routes tried before it and why each did not apply.
 
     Raises:
         TypeError: ``family`` is not a Family.
-        ValueError: mismatched ``d``/``n``, unknown method, a requested route that does not apply
-            (the message says why), or no route at all.
+        ValueError: mismatched ``d``/``n``, unknown route, ``route`` and ``method`` both given and
+            different, a requested route that does not apply (the message says why), or no route at all.
     """
+    from landscape.symbolic.routes import ROUTES, RouteOptions
+
+    if route is not None and method != "auto" and route != method:
+        raise ValueError(f"route={route!r} and method={method!r} disagree; give one of them")
+    name = route if route is not None else method
     if isinstance(family, Family) and data is None:
         data = default_data(family)
-    _check_inputs(family, data, method)
+    _check_inputs(family, data, name)
     if spectrum not in ("numeric", "symbolic"):
         raise ValueError(f"spectrum must be 'numeric' or 'symbolic', got {spectrum!r}")
-    poly = _polynomial_heads(family)
-    linreg = isinstance(data, LinearRegression)
-    L = family.problem.layers
-    reasons: list[str] = []
     if query_sigma is not None:
         from landscape.core.tasks import check_covariance
 
         query_sigma = check_covariance(query_sigma, data.d).to(torch.float64)  # type: ignore[attr-defined]
-        if not (poly and linreg and L == 1) or method not in ("auto", "one-layer"):
-            raise ValueError("query_sigma (covariate shift) is exact on the one-layer route only: one layer of "
-                             "linear attention on LinearRegression prompts")
-        expr, general_expr = _one_layer_route(family, data, spectrum, query_sigma)
-        desc = ("one-layer closed form under covariate shift: context x_i ~ Σ, query x_q ~ Σ_query "
-                "(E[(m + w)ᵀ Σ_q (m + w)], the query enters through Σ_q only)")
-        return FamilyLoss(family, data, "one-layer", True, expr, lambda: general_expr, desc)
-
-    # wishart
-    if method in ("auto", "wishart"):
-        why = None
-        if not poly:
-            why = "the attention is not linear"
-        elif not linreg:
-            why = "the data are not LinearRegression prompts"
-        elif data.covariates != "gaussian":
-            why = "the covariates are not Gaussian (Wishart moments need Gaussian covariates)"
-        layers = None
-        if why is None:
-            layers = whitened_structure(family.blocks, family.spec, data.sigma, family.symbols)
-            if layers is None:
-                why = ("the whitened weights are not of the form P' = diag(βI, π), Q' = -diag(αI, 0) "
-                       "(e.g. A_l = a_l I with anisotropic Σ)")
-        if why is None:
-            ratio, iso = trace_ratio(data)
-            expr = wishart_loss(layers, data.n, data.d, ratio)
-            s2 = noise_variance(data.noise) if data.noise else sympy.Integer(0)
-            if data.noise:
-                expr = sympy.expand(expr + wishart_noise_loss(layers, data.n, data.d, s2))
-            dd = D_SYMBOL if iso else data.d
-            if data.noise:
-                general = lambda: sympy.expand(wishart_loss(layers, N_SYMBOL, dd, 1 if iso else ratio)  # noqa: E731
-                                               + wishart_noise_loss(layers, N_SYMBOL, dd, NOISE_SYMBOL))
-            else:
-                general = lambda: wishart_loss(layers, N_SYMBOL, dd, 1 if iso else ratio)  # noqa: E731
-            desc = ("whitening x = Σ^{1/2}ξ reduces the family to E tr Π_l (1 - c_l g_l(S)^2 S)^2 "
-                    "with exact Wishart moments E tr S^k (polynomials in n, d)")
-            if data.noise:
-                desc += f"; label noise variance {s2} adds s²(1 + E tr(B(S)² S)/n) (symbol sigma_eps2 in general)"
-            return FamilyLoss(family, data, "wishart", True, expr, general, desc)
-        if method == "wishart":
-            raise ValueError(f"the wishart route does not apply to family {family.name!r}: {why}")
-        reasons.append(f"wishart: {why}")
-
-    # one layer closed form
-    if method in ("auto", "one-layer"):
-        why = None
-        if not poly:
-            why = "the attention is not linear"
-        elif not linreg:
-            why = "the data are not LinearRegression prompts"
-        elif L != 1:
-            why = f"the model has {L} layers"
-        if why is None:
-            expr, general_expr = _one_layer_route(family, data, spectrum)
-            general = lambda: general_expr  # noqa: E731
-            desc = ("one-layer closed form E[(m + w)ᵀ Σ_q (m + w)], m = Σ_h F_h S g_h, by Isserlis "
-                    "(data moments up to degree six), exact in Σ" + (" and its eigenvalues" if spectrum == "symbolic" else ""))
-            if data.noise:
-                desc += (f"; label noise variance {noise_variance(data.noise)} adds its s², s⁴ terms "
-                         "(symbol sigma_eps2 in general)")
-            return FamilyLoss(family, data, "one-layer", True, expr, general, desc)
-        if method == "one-layer":
-            raise ValueError(f"the one-layer route does not apply to family {family.name!r}: {why}")
-        reasons.append(f"one-layer: {why}")
-
-    # Wick pairings (sparse heads, any Σ)
-    if method in ("auto", "wick"):
-        why = None
-        structure = None
-        if not poly:
-            why = "the attention is not linear"
-        elif not linreg:
-            why = "the data are not LinearRegression prompts"
-        elif data.covariates != "gaussian":
-            why = "the covariates are not Gaussian"
-        elif data.noise:
-            why = "the labels are noisy"
-        elif L > WICK_MAX_LAYERS:
-            why = f"L = {L} > {WICK_MAX_LAYERS} (the pairing sum has (4L-1)!! terms)"
-        else:
-            structure = sparse_label_structure(family.blocks, family.spec, family.symbols)
-            if structure is None:
-                why = "the heads are not of the sparse form P = diag(0, π), Q = -diag(A, 0) with polynomial A"
-        if why is None:
-            S, Sw = wick_matrices(data)
-            general_expr = wick_loss(structure, S, Sw, N_SYMBOL)
-            expr = sympy.expand(general_expr.subs(N_SYMBOL, data.n))
-            general = lambda: general_expr  # noqa: E731
-            desc = ("sparse heads: loss E tr(Σ_w R Σ Rᵀ), R = Π_l (I - Ŝ A_l), by Isserlis pairings of the sample "
-                    "covariances Ŝ (exact in Σ, symbolic in n)")
-            return FamilyLoss(family, data, "wick", True, expr, general, desc)
-        if method == "wick":
-            raise ValueError(f"the wick route does not apply to family {family.name!r}: {why}")
-        reasons.append(f"wick: {why}")
-
-    # expansion
-    if method in ("auto", "expansion"):
-        why = None
-        size = family.problem.d * (family.problem.n + 1) * L
-        if not poly:
-            why = "the attention is not linear"
-        elif not linreg:
-            why = "the data are not LinearRegression prompts"
-        elif method == "auto" and size > _EXPANSION_AUTO_MAX:
-            why = f"d·(n+1)·L = {size} is too large for an expansion in the data entries (limit {_EXPANSION_AUTO_MAX})"
-        if why is None:
-            expr = expansion_loss(family.blocks, family.spec, data, family.symbols)
-            expr = clean_floats(expr, family.symbols)
-            desc = "expansion of the squared error in the data entries, expectation monomial by monomial (Isserlis)"
-            return FamilyLoss(family, data, "expansion", True, expr, None, desc)
-        if method == "expansion":
-            raise ValueError(f"the expansion route does not apply to family {family.name!r}: {why}")
-        reasons.append(f"expansion: {why}")
-
-    # one ReLU layer, isotropic Gaussian covariates (half-space moments)
-    if method in ("auto", "relu-one-layer"):
-        why = None
-        structure = None
-        if not linreg:
-            why = "the data are not LinearRegression prompts"
-        elif data.covariates != "gaussian":
-            why = "the covariates are not Gaussian"
-        elif data.sigma is not None and bool((data.sigma - torch.eye(data.d, dtype=data.sigma.dtype)).abs().max() > 0):
-            why = "Σ is not the identity"
-        elif data.task_covariance() is not None and bool(
-                (data.task_covariance() - torch.eye(data.d, dtype=torch.float64)).abs().max() > 0):
-            why = "the task covariance is not the identity"
-        else:
-            structure, why = relu_one_layer_structure(family.blocks, family.spec)
-            why = why or None
-        if why is None:
-            kappa, vx, vy = structure
-            s2 = noise_variance(data.noise) if data.noise else sympy.Integer(0)
-            expr = relu_one_layer_loss(kappa, vx, vy, data.n, data.d, s2)
-            general_expr = relu_one_layer_loss(kappa, vx, vy, N_SYMBOL, D_SYMBOL,
-                                               NOISE_SYMBOL if data.noise else 0)
-            general = lambda: general_expr  # noqa: E731
-            desc = ("one ReLU layer on isotropic Gaussian covariates: conditioning on the query and half-space "
-                    "moments E[α^k 1(α>0)] give d + dγ + dKγ² + Kκ²|v_x|² (+ noise), γ = v_y κ, K = (n+2d+3)/(4n)")
-            return FamilyLoss(family, data, "relu-one-layer", True, expr, general, desc)
-        if method == "relu-one-layer":
-            raise ValueError(f"the relu-one-layer route does not apply to family {family.name!r}: {why}")
-        reasons.append(f"relu-one-layer: {why}")
-
-    # label-exact Monte-Carlo
-    est = LabelExactEstimator(family, data, samples=samples, seed=seed)
-    if method == "label-exact" and not est.label_exact:
-        raise ValueError(f"the label-exact route does not apply to family {family.name!r}: {est.reason}")
-    try:
-        expr, _ = est.structure()
-    except ValueError:
-        expr = sympy.Symbol("m__loss")
-    if est.label_exact:
-        desc = ("prediction linear in the labels, TF = k(X)ᵀy; E over labels in closed form "
-                "(kᵀK_nn k - 2kᵀk_q + K_qq), E over covariates by Monte-Carlo")
-    else:
-        desc = f"plain Monte-Carlo over covariates and labels ({est.reason})"
-    if reasons:
-        grouped: dict[str, list[str]] = {}
-        for r in reasons:
-            route, _, why = r.partition(": ")
-            grouped.setdefault(why, []).append(route)
-        desc += "; no exact route (" + "; ".join(f"{', '.join(rs)}: {why}" for why, rs in grouped.items()) + ")"
-    return FamilyLoss(family, data, "label-exact" if est.label_exact else "monte-carlo", False, expr, None, desc, est)
+    opts = RouteOptions(spectrum=spectrum, samples=samples, seed=seed, query_sigma=query_sigma,
+                        named=name != "auto")
+    if name != "auto":
+        r = ROUTES[name]
+        ctx, why = r.match(family, data, opts)
+        if why:
+            raise ValueError(f"the {name} route does not apply to family {family.name!r}: {why}")
+        return r.build(family, data, opts, ctx)
+    skipped: list[tuple[str, str]] = []
+    for r in ROUTES.values():
+        ctx, why = r.match(family, data, opts)
+        if why:
+            skipped.append((r.name, why))
+            continue
+        fl = r.build(family, data, opts, ctx)
+        desc = fl.description
+        if not fl.exact and any(ROUTES[s].exact for s, _ in skipped):
+            desc += "; " + _no_exact_route([(s, w) for s, w in skipped if ROUTES[s].exact])
+        return dataclasses.replace(fl, description=desc, skipped=tuple(skipped))
+    raise ValueError(f"no route gives the loss of family {family.name!r} on {type(data).__name__}: "
+                     + "; ".join(f"{s}: {w}" for s, w in skipped))

@@ -36,7 +36,7 @@ import sympy
 
 from landscape.core.model import ModelSpec, param_shapes
 
-__all__ = ["relu_one_layer_structure", "relu_one_layer_loss"]
+__all__ = ["relu_one_layer_structure", "relu_one_layer_loss", "relu_one_layer_matrix", "relu_one_layer_loss_general"]
 
 
 def _is_relu(head: object) -> bool:
@@ -73,4 +73,51 @@ def relu_one_layer_loss(kappa: sympy.Expr, vx: sympy.Matrix, vy: sympy.Expr, n: 
     vx2 = sum((e**2 for e in vx), sympy.Integer(0))
     f = d + d * gamma + d * K * gamma**2 + K * kappa**2 * vx2
     f += noise_var * (1 + sympy.sympify(d) / (2 * n) * gamma**2)
+    return sympy.expand(f)
+
+
+def relu_one_layer_matrix(blocks: Mapping[str, sympy.Matrix], spec: ModelSpec
+                          ) -> tuple[tuple[sympy.Matrix, sympy.Matrix, sympy.Expr] | None, str]:
+    """``((M, v_x, v_y), "")`` with :math:`M = B^\\top C` on the covariates (any matrix) for one ReLU head
+    whose key and query read the covariates only, else ``(None, reason)``."""
+    if spec.layers != 1 or len(spec.heads) != 1 or spec.heads[0].kind != "kernel" or not _is_relu(spec.heads[0]):
+        return None, "not one layer with one ReLU kernel head"
+    d = spec.d
+    full = {k: sympy.Matrix(blocks.get(k, sympy.zeros(*shape))) for k, shape in param_shapes(spec).items()}
+    key = lambda name: spec.key(0, 0, name)  # noqa: E731
+    V, B, C = full[key("V")], full[key("B")], full[key("C")]
+    if any(sympy.expand(e) != 0 for e in list(B[:, d]) + list(C[:, d])):
+        return None, "the key or query reads the label coordinate"
+    return ((B.T * C)[:d, :d].applyfunc(sympy.expand), V[d, :d].T, V[d, d]), ""
+
+
+def relu_one_layer_loss_general(M: sympy.Matrix, vx: sympy.Matrix, vy: sympy.Expr, sigma: sympy.Matrix,
+                                sigma_w: sympy.Matrix, n: int | sympy.Expr, noise_var: sympy.Expr = 0) -> sympy.Expr:
+    r"""Exact one-layer ReLU loss for any score matrix :math:`M = B^\top C`, :math:`x \sim N(0, \Sigma)`,
+    :math:`w \sim N(0, \Sigma_w)`, label noise :math:`s^2`.
+
+    Given the query :math:`z` and :math:`w`, :math:`(u^\top x_i, x_i^\top m)` is a centred Gaussian pair
+    (:math:`m = Mz`, :math:`u = v_x + v_yw`), and for such a pair
+    :math:`\mathbb E[X\,\mathrm{relu}(Y)] = \operatorname{Cov}(X,Y)/2`,
+    :math:`\mathbb E[X^2\mathrm{relu}(Y)^2] = \operatorname{Cov}(X,Y)^2 + \operatorname{Var}X\operatorname{Var}Y/2`
+    (write :math:`X = \beta Y + R`). With :math:`c = \Sigma m`, :math:`q = m^\top\Sigma m`:
+
+    .. math::
+        f = \mathbb E_{z,w}\Big[\tfrac{n-1}{4n}(u^\top c)^2 + \tfrac1n\big((u^\top c)^2
+            + \tfrac q2(u^\top\Sigma u + v_y^2s^2)\big) + (u^\top c)(w^\top z) + (w^\top z)^2\Big] + s^2,
+
+    every term a quadratic form in :math:`z`, so :math:`\mathbb E_z[z^\top Az] = \operatorname{tr}(A\Sigma)`: a
+    polynomial of degree 2 in :math:`M` (degree 4 in the entries of ``B, C``). For :math:`\Sigma = \Sigma_w = I`,
+    :math:`M = \kappa I` it is :func:`relu_one_layer_loss`.
+    """
+    d = M.shape[0]
+    S, Sw = sympy.Matrix(sigma), sympy.Matrix(sigma_w)
+    vx = sympy.Matrix(vx).reshape(d, 1)
+    G = M.T * S * M
+    A1 = M.T * S * (vx * vx.T + vy**2 * Sw) * S * M
+    A3 = vy * M.T * S * Sw
+    const = (vx.T * S * vx)[0, 0] + vy**2 * (S * Sw).trace() + vy**2 * noise_var
+    n = sympy.sympify(n)
+    t1 = (A1 * S).trace()
+    f = (n - 1) / (4 * n) * t1 + (t1 + const * (G * S).trace() / 2) / n + (A3 * S).trace() + (Sw * S).trace() + noise_var
     return sympy.expand(f)

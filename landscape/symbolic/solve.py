@@ -32,6 +32,7 @@ and positive pair).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -347,6 +348,7 @@ def stationary_points(
     exact: bool | str = "auto",
     scale: float = 1.0,
     method: str = "auto",
+    time_limit: float | None = None,
 ) -> StationaryPoints:
     r"""Find and classify the stationary points of a family loss.
 
@@ -360,6 +362,9 @@ def stationary_points(
         method: ``"auto"`` (exhaustive enumeration when the loss is polynomial and within
             :data:`~landscape.symbolic.enumerate.LIMITS`, multi-start otherwise), ``"exhaustive"``
             (require it) or ``"multistart"`` (random starts only; not exhaustive).
+        time_limit: wall-clock budget of the exhaustive enumeration in seconds (default
+            ``LIMITS["seconds"]``). Past it the enumeration is stopped; ``"auto"`` then falls back to
+            multi-start and says in ``.note`` that the list is not exhaustive and why.
 
     Returns:
         :class:`StationaryPoints` sorted by loss, with ``.method``, ``.exhaustive``, ``.certified``
@@ -369,7 +374,7 @@ def stationary_points(
         TypeError: ``loss`` is not a FamilyLoss.
         ValueError: bad ``starts``/``scale``/``exact``/``method``; ``exact=True`` on a system no exact
             solver handles; ``method="exhaustive"`` on a Monte-Carlo loss or a system outside the
-            limits (the message says which limit).
+            limits or past its time limit (the message says which limit).
     """
     if not isinstance(loss, FamilyLoss):
         raise TypeError(f"loss must be a FamilyLoss (see family_loss), got {type(loss).__name__}")
@@ -386,7 +391,7 @@ def stationary_points(
     if method == "multistart" and exact is True:
         raise ValueError("method='multistart' is numerical; it cannot be combined with exact=True")
     if loss.exact:
-        return _solve_exact(loss, starts, seed, False if method == "multistart" else exact, scale, method)
+        return _solve_exact(loss, starts, seed, False if method == "multistart" else exact, scale, method, time_limit)
     if exact is True or method == "exhaustive":
         raise ValueError(f"exact solving and exhaustive enumeration need an exact polynomial loss; the "
                          f"{loss.method!r} route is Monte-Carlo (use method='multistart')")
@@ -451,8 +456,8 @@ def _from_enumeration(loss: FamilyLoss, E: object, syms: list, active_idx: list[
 
 
 def _solve_exact(loss: FamilyLoss, starts: int, seed: int, exact: bool | str, scale: float,
-                 method: str) -> StationaryPoints:
-    from landscape.symbolic.enumerate import EnumerationLimit, enumerate_critical_points
+                 method: str, time_limit: float | None = None) -> StationaryPoints:
+    from landscape.symbolic.enumerate import LIMITS, EnumerationLimit, enumerate_critical_points
 
     syms = list(loss.symbols)
     active = [s for s in syms if s in loss.expr.free_symbols]
@@ -468,7 +473,8 @@ def _solve_exact(loss: FamilyLoss, starts: int, seed: int, exact: bool | str, sc
     f_np = to_numpy(loss.expr, active)
     g_np = to_numpy(grads, active)
     h_np = to_numpy(hess, active)
-    rational = all(c.is_Rational for c in sympy.Poly(loss.expr, *active).coeffs())
+    polynomial = loss.expr.is_polynomial(*active)
+    rational = polynomial and all(c.is_Rational for c in sympy.Poly(loss.expr, *active).coeffs())
 
     def finish_all(points: list[tuple[np.ndarray, dict[str, str]]], **kw: object) -> list[StationaryPoint]:
         out = []
@@ -479,9 +485,12 @@ def _solve_exact(loss: FamilyLoss, starts: int, seed: int, exact: bool | str, sc
             out.append(dataclasses.replace(p, **kw))
         return out
 
-    reason = ""
+    reason = "" if polynomial else f"the loss is not polynomial in the family symbols ({loss.method} route)"
     certified_sets: list[StationaryPoint] = []
-    if exact in ("auto", True):
+    if exact in ("auto", True) and not polynomial:
+        if exact is True or method == "exhaustive":
+            raise ValueError(f"exact solving and exhaustive enumeration need a polynomial loss; {reason}")
+    elif exact in ("auto", True):
         lin = _linear_solution(grads, active)
         if lin is not None:
             x = np.array([float(sympy.N(lin[s], 30)) for s in active])
@@ -494,7 +503,8 @@ def _solve_exact(loss: FamilyLoss, starts: int, seed: int, exact: bool | str, sc
             return StationaryPoints(pts, method="linear", exhaustive=True, certified=rational, note=note)
         if method in ("auto", "exhaustive"):
             try:
-                E = enumerate_critical_points(loss.expr, active, seed=seed)
+                E = enumerate_critical_points(loss.expr, active, seed=seed,
+                                              time_limit=LIMITS["seconds"] if time_limit is None else time_limit)
             except EnumerationLimit as e:
                 reason = str(e)
             else:
@@ -514,7 +524,7 @@ def _solve_exact(loss: FamilyLoss, starts: int, seed: int, exact: bool | str, sc
         if method == "exhaustive":
             raise ValueError(f"exhaustive enumeration is not possible for {loss.family.name!r}: {reason}")
     exact_sols = None
-    if exact in ("auto", True):
+    if exact in ("auto", True) and polynomial:
         exact_sols = _exact_solutions(grads, active)
         if exact is True and exact_sols is None and not certified_sets:
             raise ValueError(f"no exact solver for the stationary system of {loss.family.name!r} "
@@ -535,11 +545,22 @@ def _solve_exact(loss: FamilyLoss, starts: int, seed: int, exact: bool | str, sc
     tol = lambda x: _GRAD_TOL * (1 + abs(float(f_np(x))))  # noqa: E731
     numeric = []
     known = [np.array([p.values[n] for n in (syms[i].name for i in active_idx)]) for p in certified_sets]
-    for x in _numeric_solutions(f_np, g_np, h_np, len(active), starts, seed, scale, tol):
+    inside = loss.in_domain_fn()
+    with np.errstate(all="ignore") if loss.domain else contextlib.nullcontext():
+        # a loss with a finiteness domain (exp-one-layer) is evaluated beyond it by the searches: inf/nan
+        # there are expected and rejected below
+        candidates = _numeric_solutions(f_np, g_np, h_np, len(active), starts, seed, scale, tol)
+    for x in candidates:
+        full_x = torch.zeros(len(syms), dtype=torch.float64)
+        full_x[active_idx] = torch.as_tensor(x, dtype=torch.float64)
+        if not bool(inside(full_x)):  # the expression is not the loss there (it is +inf)
+            continue
         if any(np.linalg.norm(x - y) <= _DEDUP_RTOL * (1 + np.linalg.norm(y)) for y in known):
             continue
         numeric.append((x, {}))
     pts = certified_sets + finish_all(numeric, method="multistart")
+    if not polynomial:  # no gauge fixing here: merge points that are the same model (symmetry copies)
+        pts = _dedup_functional(loss, pts)
     note = _MULTISTART_NOTE.format(starts=starts)
     if reason:
         note += f"; the exhaustive method did not apply: {reason}"

@@ -18,6 +18,7 @@ Built-ins (:func:`get_family`, context :class:`Problem`):
 ``pgd-relaxed``  Ahn et al. 2023, Thm 4: :math:`P_l = \mathrm{diag}(b_l I, 1)`, :math:`Q_l = -\mathrm{diag}(a_l\Sigma^{-1}, 0)`
 ``pgd-full``     Ahn et al. 2023, Thm 1: one layer, :math:`Q = -\mathrm{diag}(A, 0)` with a full symmetric ``A``
 ``pgd-identity`` control: :math:`Q_l = -\mathrm{diag}(a_l I, 0)` — *not* stationary when :math:`\Sigma \ne I`
+``pgd-tied``     Gatmiry et al. 2024, looped: one :math:`Q = -\mathrm{diag}(a\Sigma^{-1}, 0)`, :math:`P = \mathrm{diag}(0, 1)` shared by all layers
 ``fgd``          Cheng et al. 2024, sparse value: :math:`V_l = \mathrm{diag}(0, r_l)`, :math:`B_l = b_l\Sigma^{-1/2}`, :math:`C_l = c_l\Sigma^{-1/2}`
 ``fgd-full``     Cheng et al. 2024, full value: additionally :math:`V_l = \mathrm{diag}(a_l I, r_l)`
 ``fgd-identity`` control: as ``fgd`` with :math:`B_l = b_l I`, :math:`C_l = c_l I`
@@ -531,24 +532,48 @@ def fgd_identity(problem: Problem) -> Family:
                   problem, _fgd_blocks(problem, "fgd-identity", full_value=False, key_matrix=sympy.eye(problem.d)))
 
 
+def pgd_tied(problem: Problem) -> Family:
+    r"""Gatmiry, Saunshi, Reddi, Jegelka, Kumar 2024 (arXiv 2410.08292), looped linear transformer: one
+    layer's weights :math:`P = \mathrm{diag}(0, 1)`, :math:`Q = -\mathrm{diag}(a\Sigma^{-1}, 0)` shared by all ``L``
+    layers (one symbol ``a``), i.e. ``L`` steps of preconditioned GD with one step size. For
+    :math:`w^* \sim N(0, \Sigma^{-1})` whitening gives :math:`f(a) = \mathbb E\operatorname{tr}(I - aS)^{2L}`
+    (Wishart :math:`S`), convex in ``a``: exactly one critical point, the family's global minimum."""
+    _need(problem, "linear", "pgd-tied")
+    if problem.heads != 1:
+        raise ValueError("family 'pgd-tied' has one head per layer (use --heads 1)")
+    D, d = problem.d + 1, problem.d
+    a = sympy.Symbol("a", real=True)
+    blocks = {}
+    for l in range(problem.layers):
+        blocks[f"layer{l}.head0.P"] = _embed(sympy.zeros(d, d), sympy.Integer(1), D)
+        blocks[f"layer{l}.head0.Q"] = _embed(-a * problem.sigma_power(-1), None, D)
+    return Family("pgd-tied", "Gatmiry et al. 2024 (looped transformer): the global minimiser of the population "
+                  "loss of a linear looped transformer (weights shared by all layers) implements multi-step "
+                  "preconditioned GD with a preconditioner adapted to the data; family: one A = a Σ^{-1} shared by "
+                  "all layers, for w* ~ N(0, Σ^{-1})", problem, blocks,
+                  prior=FAMILY_PRIOR["pgd-tied"])
+
+
 _FAMILIES: dict[str, Callable[[Problem], Family]] = {
     "pgd": pgd,
     "pgd-relaxed": pgd_relaxed,
     "pgd-full": pgd_full,
     "pgd-identity": pgd_identity,
+    "pgd-tied": pgd_tied,
     "fgd": fgd,
     "fgd-full": fgd_full,
     "fgd-identity": fgd_identity,
 }
 
 FAMILY_ATTENTION: dict[str, str] = {
-    "pgd": "linear", "pgd-relaxed": "linear", "pgd-full": "linear", "pgd-identity": "linear",
+    "pgd": "linear", "pgd-relaxed": "linear", "pgd-full": "linear", "pgd-identity": "linear", "pgd-tied": "linear",
     "fgd": "kernel", "fgd-full": "kernel", "fgd-identity": "kernel",
 }
 """Which attention each built-in family needs (``linear`` = P, Q heads; ``kernel`` = V, B, C heads)."""
 
 FAMILY_PRIOR: dict[str, str] = {
     "pgd": "inverse", "pgd-relaxed": "inverse", "pgd-identity": "inverse", "pgd-full": "identity",
+    "pgd-tied": "inverse",
 }
 r"""The prior of :math:`w^*` each built-in linear family's statement is about (Ahn et al.: Theorems 3–4
 and their control for :math:`N(0, \Sigma^{-1})`, Theorem 1 for :math:`N(0, I)`); kernel families
