@@ -401,7 +401,7 @@ def test_exit_codes_are_documented() -> None:
 
 
 def test_torch_out_of_memory_is_an_environment_error() -> None:
-    from landscape.cli import _environment_errors
+    from landscape.cli._main import _environment_errors
 
     kinds = _environment_errors()
     assert OSError in kinds and sqlite3.Error in kinds and MemoryError in kinds

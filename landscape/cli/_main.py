@@ -113,7 +113,7 @@ def _raised_by_store(exc: BaseException) -> bool:
         tb = tb.tb_next
     if last is None:
         return False
-    return os.path.normpath(last.tb_frame.f_code.co_filename).endswith(os.path.join("landscape", "store.py"))
+    return os.path.normpath(last.tb_frame.f_code.co_filename).endswith(os.path.join("landscape", "experiment", "store.py"))
 
 
 def _one_line(exc: BaseException) -> str:
