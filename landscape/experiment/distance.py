@@ -297,7 +297,7 @@ class Projection:
             ``c = ±e^t`` of a ``scale`` symmetry, :math:`\operatorname{sign}\det G` of a ``gl`` / ``orthogonal`` one.
         point: :math:`g\cdot\theta(s)` as a parameter dict (float64), the projected weights.
         null_dim: directions of ``(s, g)`` the fit cannot resolve (Jacobian singular values below
-            ``1e-8`` of the largest): e.g. ``b_l, c_l`` of ``fgd`` trade off against the
+            ``1e-7`` of the largest): e.g. ``b_l, c_l`` of ``fgd`` trade off against the
             ``B/C`` symmetry. The distance is well defined regardless; the scalars then are not unique.
         converged: whether the least-squares solver reported convergence for the chosen start.
         nfev: function evaluations over all starts.
@@ -811,8 +811,9 @@ def project_onto_family(
     cost, x, comps, ok = best
     obj = objective(comps)
     J = obj.jacobian(x)
-    sv = np.linalg.svd(J, compute_uv=False) if J.size else np.zeros(0)
-    null_dim = int(x.size - np.sum(sv > 1e-8 * sv.max())) if sv.size and sv.max() > 0 else int(x.size)
+    # singular values from the small Gram matrix J^T J (x.size^2), not an SVD of the tall J
+    sv = np.sqrt(np.clip(np.linalg.eigvalsh(J.T @ J), 0, None)) if J.size else np.zeros(0)
+    null_dim = int(x.size - np.sum(sv > 1e-7 * sv.max())) if sv.size and sv.max() > 0 else int(x.size)
     point = unflatten_params(torch.from_numpy(obj.point(x).copy()), spec)
     dist = cost / theta_norm if theta_norm > 0 else math.nan
     coords = {s.name: tuple(float(c) for c in x[obj.offsets[j]:obj.offsets[j + 1]]) for j, s in enumerate(syms)}
