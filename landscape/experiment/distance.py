@@ -302,7 +302,8 @@ class Projection:
         converged: whether the least-squares solver reported convergence for the chosen start.
         nfev: function evaluations over all starts.
         group: ``gl`` / ``orthogonal`` symmetry name → the fitted matrix ``G`` (float64).
-        coords: symmetry name → its fitted chart coordinates (:meth:`~landscape.theory.symmetries.Symmetry.chart`),
+        coords: symmetry name → its fitted chart coordinates (:meth:`~landscape.theory.symmetries.Symmetry.chart`;
+            for ``orthogonal`` ones relative to the base the fit started from, so :attr:`group` is the element),
             for warm starts.
     """
 
@@ -424,8 +425,10 @@ class _Objective:
     """
 
     def __init__(self, target: np.ndarray, family: Family, fmap: _FamilyMap,
-                 syms: Sequence[Symmetry], comps: tuple[int, ...]) -> None:
+                 syms: Sequence[Symmetry], comps: tuple[int, ...],
+                 bases: Mapping[int, np.ndarray] | None = None) -> None:
         self.target, self.family, self.fmap, self.syms, self.comps = target, family, fmap, tuple(syms), comps
+        self.bases = dict(bases or {})  # orthogonal symmetry j -> base R of its chart G = R exp(X)
         self.k = fmap.dim
         self.dims = [s.dim for s in self.syms]
         self.offsets = np.concatenate([[0], np.cumsum(self.dims)]).astype(int) + self.k
@@ -456,7 +459,7 @@ class _Objective:
             R = np.eye(sym.size)
             if comps[j] < 0:
                 R[-1, -1] = -1.0
-            self._R[j] = R
+            self._R[j] = self.bases.get(j, R) if sym.kind == "orthogonal" else R
             if sym.kind == "orthogonal":
                 self._basis[j] = sym.lie_basis().numpy()
 
@@ -498,7 +501,13 @@ class _Objective:
         spec = self.family.spec
         d = unflatten_params(self.fmap.theta_torch(x[: self.k]), spec)
         for j, sym in enumerate(self.syms):
-            d = sym.chart(d, x[self.offsets[j]:self.offsets[j + 1]], self.comps[j])
+            c = x[self.offsets[j]:self.offsets[j + 1]]
+            if j in self.bases:  # an orthogonal chart around a fitted base: G = R exp(X)
+                R = torch.from_numpy(self.bases[j]).to(c)
+                G = R @ torch.linalg.matrix_exp(sym._matrix(c, R))
+                d = sym._apply_matrix(d, G, G)
+            else:
+                d = sym.chart(d, c, self.comps[j])
         return flatten_params(d, spec)
 
     def point(self, x: np.ndarray) -> np.ndarray:
@@ -555,17 +564,18 @@ class _Objective:
         return -np.concatenate(cols + [out], axis=1)
 
     # ------------------------------------------------------------------ starts
-    def matrix_start(self, x: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+    def matrix_start(self, x: np.ndarray) -> tuple[np.ndarray, tuple[int, ...], dict[int, np.ndarray]]:
         r"""Group elements of the matrix symmetries that fit the target at the scalars of ``x``:
         ``gl`` — the linear least squares :math:`\min_{G,\mu} \lVert GB_s - B\rVert^2 + \lVert C^\top G - \mu C_s^\top\rVert^2`
         (both vanish at the true ``G`` of a transformed construction, since :math:`G^\top C = C_s`; the
         free :math:`\mu` absorbs scalars of the wrong sign, which the next step in ``s`` corrects);
-        ``orthogonal`` — orthogonal Procrustes of :math:`[B_s\ C_s]` onto :math:`[B\ C]`. Returns the
-        chart coordinates (other symmetries unchanged) and the components (``sign det G``)."""
-        from scipy.linalg import logm
-
+        ``orthogonal`` — orthogonal Procrustes of :math:`[B_s\ \pm C_s]` onto :math:`[B\ C]`, which becomes
+        the base of the chart (``X = 0``; no matrix logarithm, which is ill-defined at rotations by π).
+        Returns the chart coordinates (other symmetries unchanged), the components (``sign det G``) and
+        the bases of the orthogonal charts."""
         x = x.copy()
         comps = list(self.comps)
+        bases = dict(self.bases)
         theta = self.fmap.theta(x[: self.k])
         for j in self.matrix_idx:
             sym = self.syms[j]
@@ -591,16 +601,23 @@ class _Objective:
                 R[-1, -1] = sign
                 x[self.offsets[j]:self.offsets[j + 1]] = (R @ G - np.eye(D)).reshape(-1)
             else:
-                U, _, Vt = np.linalg.svd(np.concatenate([Bt, Ct], 1) @ np.concatenate([Bs, Cs], 1).T)
-                G = U @ Vt
+                # Procrustes of [B_s, ±C_s] onto [B, C] (the scalars' relative sign may be wrong yet); keep
+                # the sign whose rotated blocks, each optimally rescaled, fit the target better
+                best = None
+                for sgn in (1.0, -1.0):
+                    U, _, Vt = np.linalg.svd(np.concatenate([Bt, Ct], 1) @ np.concatenate([Bs, sgn * Cs], 1).T)
+                    Gc = U @ Vt
+                    err = sum(float(np.sum(T**2)) - (float(np.sum(T * (Gc @ S))) ** 2 / max(float(np.sum((Gc @ S)**2)),
+                                                                                             1e-300))
+                              for T, S in ((Bt, Bs), (Ct, Cs)))
+                    if best is None or err < best[0]:
+                        best = (err, Gc)
+                G = best[1]
                 sign = 1 if np.linalg.det(G) > 0 else -1
-                R = np.eye(D)
-                R[-1, -1] = sign
-                L = np.real(logm(R @ G))
-                L = (L - L.T) / 2
-                x[self.offsets[j]:self.offsets[j + 1]] = [L[a, b] for a in range(D) for b in range(a + 1, D)]
+                bases[j] = G
+                x[self.offsets[j]:self.offsets[j + 1]] = 0.0
             comps[j] = sign
-        return x, tuple(comps)
+        return x, tuple(comps), bases
 
 
 def _fit(obj: _Objective, x0: np.ndarray, budget: int = 50) -> tuple[np.ndarray, float, bool, int]:
@@ -665,18 +682,19 @@ def _guess_components(objective: Callable[[tuple[int, ...]], _Objective], t: np.
     return comps
 
 
-def _matrix_start(objective: Callable[[tuple[int, ...]], _Objective], x: np.ndarray,
-                  comps: tuple[int, ...], rounds: int = 3) -> tuple[np.ndarray, tuple[int, ...]]:
+def _matrix_start(objective: Callable[..., _Objective], x: np.ndarray, comps: tuple[int, ...],
+                  bases: dict[int, np.ndarray], rounds: int = 3
+                  ) -> tuple[np.ndarray, tuple[int, ...], dict[int, np.ndarray]]:
     """Alternate the closed-form group elements of :meth:`_Objective.matrix_start` and a Gauss–Newton
     step in the scalars, keeping the best start (by residual) among the rounds and ``x`` itself."""
-    obj = objective(comps)
-    if not obj.matrix_idx or obj.custom:
-        return x, comps
+    obj = objective(comps, bases)
+    if not obj.matrix_idx:
+        return x, comps, bases
     k = obj.k
-    best = (float(np.linalg.norm(obj.residual(x))), x, comps)
+    best = (float(np.linalg.norm(obj.residual(x))), x, comps, bases)
     for _ in range(rounds):
-        x, comps = objective(comps).matrix_start(x)
-        obj = objective(comps)
+        x, comps, bases = objective(comps, bases).matrix_start(x)
+        obj = objective(comps, bases)
         x = np.concatenate([_initial_scalars(obj, x[k:]), x[k:]])
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             try:
@@ -684,8 +702,8 @@ def _matrix_start(objective: Callable[[tuple[int, ...]], _Objective], x: np.ndar
             except np.linalg.LinAlgError:
                 break
         if math.isfinite(cost) and cost < best[0]:
-            best = (cost, x, comps)
-    return best[1], best[2]
+            best = (cost, x, comps, bases)
+    return best[1], best[2], best[3]
 
 
 def _start_coords(syms: Sequence[Symmetry], gen: torch.Generator) -> np.ndarray:
@@ -763,39 +781,43 @@ def project_onto_family(
     fmap = _family_map(family)
     k, m = fmap.dim, len(syms)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    objectives: dict[tuple[int, ...], _Objective] = {}
+    objectives: dict[tuple, _Objective] = {}
 
-    def objective(comps: tuple[int, ...]) -> _Objective:
-        if comps not in objectives:
-            objectives[comps] = _Objective(target, family, fmap, syms, comps)
-        return objectives[comps]
+    def objective(comps: tuple[int, ...], bases: Mapping[int, np.ndarray] | None = None) -> _Objective:
+        key = (comps, tuple((j, bases[j].tobytes()) for j in sorted(bases or {})))
+        if key not in objectives:
+            objectives[key] = _Objective(target, family, fmap, syms, comps, bases)
+        return objectives[key]
 
-    start_list: list[tuple[np.ndarray | None, np.ndarray, tuple[int, ...]]] = []
+    start_list: list[tuple[np.ndarray | None, np.ndarray, tuple[int, ...], dict[int, np.ndarray]]] = []
     if init is not None:
+        init_bases = {j: init.group[s.name].numpy() for j, s in enumerate(syms)
+                      if s.kind == "orthogonal" and s.name in init.group}
         t_init = [np.asarray(init.coords.get(s.name, (init.symmetry_t.get(s.name, 0.0),) if s.dim == 1
                                              else (0.0,) * s.dim), dtype=np.float64) for s in syms]
-        t_init = [c if c.size == s.dim else np.zeros(s.dim) for c, s in zip(t_init, syms)]
+        t_init = [c if c.size == s.dim and j not in init_bases else np.zeros(s.dim)
+                  for j, (c, s) in enumerate(zip(t_init, syms))]
         start_list.append((init.vector().numpy(), np.concatenate(t_init) if t_init else np.zeros(0),
-                           tuple(init.signs.get(s.name, 1) for s in syms)))
+                           tuple(init.signs.get(s.name, 1) for s in syms), init_bases))
     # components of the scales are chosen greedily; those of GL / O(D) by the sign of det G of the matrix start
     flippable = [j for j, s in enumerate(syms) if s.kind in ("scale", "custom") and len(s.components) > 1]
     for j in range(starts if init is None else 1):
         t0 = np.zeros(sum(s.dim for s in syms)) if j == 0 else _start_coords(syms, gen)
-        start_list.append((None, t0, _guess_components(objective, t0, flippable, m)))
+        start_list.append((None, t0, _guess_components(objective, t0, flippable, m), {}))
 
-    best: tuple[float, np.ndarray, tuple[int, ...], bool] | None = None
+    best: tuple[float, np.ndarray, tuple[int, ...], bool, dict[int, np.ndarray]] | None = None
     nfev = 0
-    for s0, t0, comps in start_list:
+    for s0, t0, comps, bases in start_list:
         if s0 is None:
-            s0 = _initial_scalars(objective(comps), t0)
-        x0, comps = _matrix_start(objective, np.concatenate([s0, t0]), comps)
-        x, cost, ok, nf = _fit(objective(comps), x0)
+            s0 = _initial_scalars(objective(comps, bases), t0)
+        x0, comps, bases = _matrix_start(objective, np.concatenate([s0, t0]), comps, bases)
+        x, cost, ok, nf = _fit(objective(comps, bases), x0)
         nfev += nf
         for _sweep in range(2):
             changed = False
             for j in flippable:
                 trial = _flip(comps, j)
-                obj = objective(trial)
+                obj = objective(trial, bases)
                 t_cur = _reset(obj, x[k:], j)  # a scale fitted with the wrong sign runs off to t -> -inf
                 x_t, cost_t, ok_t, nf = _fit(obj, np.concatenate([_initial_scalars(obj, t_cur), t_cur]), budget=4)
                 nfev += nf
@@ -806,10 +828,10 @@ def project_onto_family(
             if not changed:
                 break
         if best is None or cost < best[0]:
-            best = (cost, x, comps, ok)
+            best = (cost, x, comps, ok, bases)
     assert best is not None
-    cost, x, comps, ok = best
-    obj = objective(comps)
+    cost, x, comps, ok, bases = best
+    obj = objective(comps, bases)
     J = obj.jacobian(x)
     # singular values from the small Gram matrix J^T J (x.size^2), not an SVD of the tall J
     sv = np.sqrt(np.clip(np.linalg.eigvalsh(J.T @ J), 0, None)) if J.size else np.zeros(0)
@@ -830,7 +852,7 @@ def project_onto_family(
         null_dim=null_dim,
         converged=ok,
         nfev=nfev,
-        group={s.name: s.element(torch.tensor(coords[s.name]), comps[j]) for j, s in enumerate(syms)
+        group={s.name: torch.from_numpy(obj._matrices(x, j)[0].copy()) for j, s in enumerate(syms)
                if s.kind in ("gl", "orthogonal")},
         coords=coords,
     )
