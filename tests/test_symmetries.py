@@ -205,3 +205,21 @@ def test_non_construction_keeps_a_positive_distance_equal_to_explicit_optimisati
     plain = project_onto_family(theta, fam, symmetries=False).distance
     assert 0.2 < proj.distance < plain
     assert abs(proj.distance - ref) <= 1e-6 * ref, (proj.distance, ref)
+
+
+@pytest.mark.parametrize("diag", [(1.0, -1.0, 1.0), (-1.0, -1.0, 1.0)])
+def test_reflected_and_half_turned_constructions_are_at_distance_zero(diag) -> None:
+    """rbf (a kernel of ‖u − w‖²): the construction moved by a reflection of the covariate plane (det −1) or
+    by a rotation by π (no principal matrix logarithm) is at distance 0 modulo O(D) — the case of trained
+    seeds with det B < 0."""
+    sigma = random_covariance(2, _gen(31))
+    fam = get_family("fgd", Problem(d=2, layers=1, n=6, sigma=sigma, attention="kernel", activations=("rbf",)))
+    theta = fam.params(torch.tensor([1.5, 1.4, -3.1], dtype=F64))
+    G = torch.diag(torch.tensor(diag, dtype=F64))
+    moved = {**theta, "layer0.head0.B": G @ theta["layer0.head0.B"], "layer0.head0.C": G @ theta["layer0.head0.C"]}
+    proj = project_onto_family(moved, fam, starts=1)
+    assert proj.distance < 1e-12, proj.distance
+    Gf = proj.group["BC-rotation@layer0.head0"]
+    assert torch.allclose(Gf.T @ Gf, torch.eye(3, dtype=F64), atol=1e-12)  # the fitted element is orthogonal
+    for k in moved:
+        assert torch.allclose(proj.point[k], moved[k], atol=1e-12)
