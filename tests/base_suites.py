@@ -229,7 +229,7 @@ class FamilySuite:
         base = predict(p, family.spec, Z)
         assert family.symmetries, "a family of a transformer always has the head scalings as symmetries"
         for sym in family.symmetries:
-            moved = sym.act(p, torch.tensor(0.37, dtype=F64))
+            moved = sym.act(p, torch.full((sym.dim,), 0.37, dtype=F64) if sym.dim > 1 else torch.tensor(0.37, dtype=F64))
             assert any(not torch.equal(moved[k], p[k]) for k in p), f"{sym.name} did not move the weights"
             assert rel_err(predict(moved, family.spec, Z), base) <= RTOL[F64], sym.name
 

@@ -82,8 +82,8 @@ def test_bad_points_and_sizes(tmp_path, capsys: pytest.CaptureFixture[str]) -> N
     w = {k: v.numpy() for k, v in fam.params({"a0": 0.5}).items()}
     w["layer0.head0.P"] = w["layer0.head0.P"] + 0.1
     np.savez(tmp_path / "w.npz", **w)
-    rc, obj = _run(capsys, "pgd", *BASE, "--params", str(tmp_path / "w.npz"), "--json")
-    assert rc == 2 and "not in family" in obj["error"]
+    rc, obj = _run(capsys, "pgd", *BASE, "--params", str(tmp_path / "w.npz"), "--max-distance", "1e-6", "--json")
+    assert rc == 2 and "above --max-distance" in obj["error"]
     w["layer0.head0.P"][0, 0] = np.nan
     np.savez(tmp_path / "nan.npz", **w)
     rc, obj = _run(capsys, "pgd", *BASE, "--params", str(tmp_path / "nan.npz"), "--json")

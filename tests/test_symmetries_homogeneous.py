@@ -31,14 +31,14 @@ def test_declared_scalings_leave_predictions_unchanged(kernel, degree):
     k = get_kernel(kernel["name"], degree=kernel["degree"], offset=kernel["offset"]) if isinstance(kernel, dict) \
         else get_kernel(kernel)
     spec = ModelSpec.kernel(2, 2, [k])
-    assert _names(spec) == ["BC-scale", "VC-scale"] * 2
+    assert _names(spec) == ["BC-gl", "VC-scale"] * 2
     g = torch.Generator().manual_seed(3)
     params = init_params(spec, g, std=0.5, dtype=F64)
     Z = _prompts(2, 4, g)
     ref = predict(params, spec, Z)
     t = torch.tensor(0.37, dtype=F64)
     for sym in default_symmetries(spec):
-        moved = predict(sym.act(params, t), spec, Z)
+        moved = predict(sym.act(params, t if sym.dim == 1 else t * torch.ones(sym.dim, dtype=F64)), spec, Z)
         assert torch.allclose(moved, ref, rtol=1e-10, atol=1e-12), sym.name
     wrong = dict(params)
     wrong["layer0.head0.V"] = params["layer0.head0.V"] * torch.exp((degree + 1) * t)

@@ -10,12 +10,20 @@ verdict — and otherwise a Monte-Carlo verdict from samples of sizes ``T/16, T/
 parameterisation (``--mask blocks``: the blocks where the family has free symbols; Ahn et al.'s
 Theorem 3 is stated for the gradient w.r.t. the blocks :math:`A_l`).
 
+Trained weights: ``--params FILE`` (a ``.npz``/``.pt`` parameter dict) or ``--run STORE[:RUN] --seed K``
+(the final weights of seed ``K`` of a stored run, the store opened read-only; the problem is the
+run's). Both are projected onto the family modulo the model's symmetries with the projection
+training logs (:func:`landscape.experiment.distance.project_onto_family`, one start — so the
+relative distance printed is the run's stored ``family_distance``), and the certificate tests the
+nearest family point; ``--max-distance D`` refuses weights farther than ``D``.
+
 Exit status 0 for ``stationary``, 1 for ``not_stationary`` / ``inconclusive``, 2 on bad input.
 With ``--json`` one JSON object is printed, with at least ``verdict, point, loss,
-grad_norm_tangent(_se), grad_norm_normal(_se), hessian {n_pos, n_neg, n_zero, min_eig, max_eig}`` and
+grad_norm_tangent(_se), grad_norm_normal(_se), hessian {n_pos, n_neg, n_zero, min_eig, max_eig}``,
 ``task`` (the task, the prior of w* and Σ: :func:`landscape.recipe.describe_task`; the text report
-prints it as its last line), or ``{"error": ...}`` on bad input. A user family file may declare
-``PRIOR`` and ``ATTENTION`` (:mod:`landscape.recipe`); ``--task-cov auto`` follows the declaration.
+prints it as its last line) and, with ``--params`` / ``--run``, ``weights {source, family_distance[,
+stored_family_distance, stored_family]}``; or ``{"error": ...}`` on bad input. A user family file may
+declare ``PRIOR`` and ``ATTENTION`` (:mod:`landscape.recipe`); ``--task-cov auto`` follows the declaration.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["add_parser", "run", "parse_point", "parse_budget", "build_problem"]
+__all__ = ["add_parser", "run", "parse_point", "parse_budget", "build_problem", "load_run_weights"]
 
 
 # ---------------------------------------------------------------------- argument helpers
@@ -67,6 +75,76 @@ def _load_params(path: str) -> dict[str, torch.Tensor]:
     raise ValueError(f"--params must be a .npz or .pt file of the parameter dict, got {path!r}")
 
 
+def _check_finite(params: dict[str, torch.Tensor], what: str) -> dict[str, torch.Tensor]:
+    bad = sorted(k for k, v in params.items() if not bool(torch.isfinite(v).all()))
+    if bad:
+        raise ValueError(f"{what} has NaN or infinite entries in {bad[:3]}")
+    return params
+
+
+def load_run_weights(text: str, seed: int) -> tuple[Any, dict[str, torch.Tensor], Any, str]:
+    """``--run STORE[:RUN] --seed K``: the stored config, the final weights of seed ``K`` and the
+    ``family_distance`` training stored for it, read from a store opened read-only.
+
+    ``RUN`` is a run name or id; it may be left out when the store holds one run.
+
+    Returns:
+        ``(config, params, stored_family_distance or None, run name)``.
+
+    Raises:
+        ValueError: a missing store, run, final weights or seed (one line each).
+    """
+    from landscape.experiment.store import RunStore, StoreError
+    from landscape.experiment.train import TrainConfig
+
+    root, name = text, None
+    if not Path(text).is_dir() and ":" in text:
+        root, _, name = text.rpartition(":")
+    if not Path(root).is_dir():
+        raise ValueError(f"--run: no run store at {root!r} (give --run STORE or --run STORE:RUN)")
+    try:
+        store = RunStore(root, read_only=True)
+    except StoreError as exc:
+        raise ValueError(f"--run: {exc}") from None
+    with store:
+        runs = store.list_runs()
+        if name is None or name == "":
+            if len(runs) != 1:
+                shown = ", ".join(r.name for r in runs[:10]) or "none"
+                raise ValueError(f"--run: the store {root!r} holds {len(runs)} runs ({shown}); name one as STORE:RUN")
+            run = runs[0]
+        else:
+            key: str | int = int(name) if name.isdigit() and all(r.name != name for r in runs) else name
+            try:
+                run = store.get_run(key)
+            except ValueError as exc:
+                raise ValueError(f"--run: {' '.join(str(exc).split())}") from None
+        try:
+            final = store.load_final(run)
+        except (ValueError, StoreError) as exc:
+            raise ValueError(f"--run: {' '.join(str(exc).split())} (status {run.status})") from None
+        config = TrainConfig.from_dict(run.config)
+    stacked = final["params"]
+    S = next(iter(stacked.values())).shape[0]
+    if not 0 <= seed < S:
+        raise ValueError(f"--seed {seed}: run {run.name!r} has seeds 0..{S - 1}")
+    params = _check_finite({k: v[seed].detach().to("cpu", torch.float64) for k, v in stacked.items()},
+                           f"seed {seed} of run {run.name!r}")
+    dist = final.get("family_distance")
+    stored = None if dist is None else float(dist[seed])
+    return config, params, stored, run.name
+
+
+def _problem_from_run(args: argparse.Namespace, config: Any) -> tuple[Any, Any, Any]:
+    """``(problem, family, task)`` of a stored run's config, the family named on the command line."""
+    from landscape.experiment.train import make_task
+    from landscape.theory.families import get_family
+
+    sigma = config.sigma_matrix()
+    problem = config.problem(sigma)
+    return problem, get_family(args.family, problem), make_task(config, sigma)
+
+
 def build_problem(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """``(problem, family, task)`` from the parsed arguments (:mod:`landscape.cli._args` options).
 
@@ -100,7 +178,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--mask", default="all", choices=("all", "blocks", "paper"),
                    help="entries the gradient is over (blocks = the paper's sparse parameterisation)")
     p.add_argument("--point", default=None, help="test this point, e.g. a0=0.8,a1=0.7 (default: fit the family)")
-    p.add_argument("--params", default=None, help="test these full weights (.npz/.pt dict); must lie in the family")
+    p.add_argument("--params", default=None,
+                   help="full weights (.npz/.pt dict): test the family point nearest to them modulo the model's "
+                   "symmetries, and report their distance to the family (the one train logs)")
+    p.add_argument("--run", default=None, metavar="STORE[:RUN]",
+                   help="as --params, with the final weights of a stored training run (store opened read-only; "
+                   "RUN = name or id, optional when the store holds one run); the problem is the run's, "
+                   "--seed K picks its seed K (0-based) and seeds the Monte-Carlo samples")
+    p.add_argument("--max-distance", type=positive_float, default=None,
+                   help="with --params/--run: refuse weights farther than this relative distance from the family")
     p.add_argument("--exact", default="auto", choices=("auto", "yes", "no"),
                    help="use the exact population loss (auto: when the symbolic layer has one)")
     p.add_argument("--alpha", type=float_arg(0.0, 1.0, lo_open=True, hi_open=True), default=1e-3,
@@ -163,14 +249,29 @@ def run(args: argparse.Namespace) -> int:
     from landscape.numeric import certify_stationary, exact_loss_oracle
 
     budget = parse_budget(args.budget) if args.budget is not None else None
-    if args.point is not None and args.params is not None:
-        raise ValueError("give at most one of --point and --params")
-    problem, family, task = build_problem(args)
+    given = [f"--{name}" for name in ("point", "params", "run") if getattr(args, name, None) is not None]
+    if len(given) > 1:
+        raise ValueError(f"give at most one of --point, --params and --run (got {' and '.join(given)})")
+    if args.max_distance is not None and args.params is None and args.run is None:
+        raise ValueError("--max-distance applies to weights given by --params or --run")
+    weights: dict[str, Any] | None = None
     point: Any = None
+    if args.run is not None:
+        config, params, stored, run_name = load_run_weights(args.run, args.seed)
+        problem, family, task = _problem_from_run(args, config)
+        sigma_spec = getattr(config, "sigma", None)
+        weights = {"source": f"run {run_name} seed {args.seed}", "stored_family_distance": stored,
+                   "stored_family": config.family}
+    else:
+        problem, family, task = build_problem(args)
+        sigma_spec = getattr(args, "sigma", None)
+        if args.params is not None:
+            params = _check_finite(_load_params(args.params), f"--params file {args.params!r}")
+            weights = {"source": f"file {args.params}"}
     if args.point is not None:
         point = parse_point(args.point)
-    elif args.params is not None:
-        point = _load_params(args.params)
+    elif weights is not None:
+        point, weights = _nearest_point(params, family, weights, args.max_distance)
     exact = None
     if args.exact != "no":
         exact = exact_loss_oracle(problem, task)
@@ -184,13 +285,41 @@ def run(args: argparse.Namespace) -> int:
         kwargs.update(samples=_sizes(args.samples), test=args.test, hessian_samples=args.hessian_samples,
                       tol=args.tol, budget=budget, progress=_progress)
     cert = certify_stationary(family, data, **kwargs)
-    record = recipe.describe_task(task, getattr(args, "sigma", None))
+    record = recipe.describe_task(task, sigma_spec)
     if args.json:
-        emit_json({**_summary(cert), "task": record})
+        out = {**_summary(cert), "task": record}
+        if weights is not None:
+            out["weights"] = weights
+        emit_json(out)
     else:
+        if weights is not None:
+            sys.stdout.write(_weights_line(weights, cert.family) + "\n")
         _print_report(cert)
         sys.stdout.write(recipe.task_line(record) + "\n")
     return 0 if cert.verdict == "stationary" else 1
+
+
+def _nearest_point(params: dict[str, torch.Tensor], family: Any, weights: dict[str, Any],
+                   max_distance: float | None) -> tuple[dict[str, float], dict[str, Any]]:
+    """The family scalars nearest to ``params`` modulo the model's symmetries, by the projection
+    training logs (:func:`landscape.experiment.distance.project_onto_family` with one start, as
+    :func:`landscape.experiment.train.train` measures ``family_distance``)."""
+    from landscape.experiment.distance import project_onto_family
+
+    proj = project_onto_family(params, family, starts=1)
+    if max_distance is not None and not proj.distance <= max_distance:
+        raise ValueError(f"the weights ({weights['source']}) are at relative distance {proj.distance:.3g} from "
+                         f"family {family.name!r} modulo its symmetries, above --max-distance {max_distance:g}")
+    return dict(proj.values), {**weights, "family_distance": proj.distance}
+
+
+def _weights_line(weights: dict[str, Any], family: str) -> str:
+    line = (f"weights  {weights['source']}: relative distance {weights['family_distance']:.6g} to family {family} "
+            "modulo its symmetries; the point tested is the nearest family point")
+    stored = weights.get("stored_family_distance")
+    if stored is not None:
+        line += f" (train stored {stored:.6g} for family {weights.get('stored_family')})"
+    return line
 
 
 def _progress(message: str) -> None:

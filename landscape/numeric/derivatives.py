@@ -32,7 +32,6 @@ import torch
 
 from landscape._checks import check_choice, check_int
 from landscape.tolerances import FD_STEP, LANCZOS_RTOL, RANK_RTOL, ZERO_EIG
-from landscape.core.kernels import INVARIANTS
 from landscape.core.model import ModelSpec, flatten_params, num_params, param_shapes, unflatten_params
 from landscape.numeric.oracles import LossOracle, MonteCarloLoss, as_oracle
 
@@ -665,82 +664,41 @@ def tangent_split(H: torch.Tensor, basis: torch.Tensor, *, rtol: float | None = 
     return TangentSplit(U, N, U.T @ H @ U, N.T @ H @ N, U.T @ H @ N)
 
 
-def _dot_product_kernel(kernel: object) -> bool:
-    if getattr(kernel, "normalised", False):
-        return True
-    expr = getattr(kernel, "expr", None)
-    return expr is not None and expr.free_symbols <= {INVARIANTS[0]}
-
-
 def symmetry_generators(
     spec: ModelSpec,
     flat: torch.Tensor,
-    symmetries: Sequence[object] = (),
+    symmetries: Sequence[object] | None = None,
 ) -> torch.Tensor:
-    r"""Infinitesimal generators of continuous symmetries of the model at :math:`\theta`, ``(P, m)``.
+    r"""Infinitesimal generators of the continuous symmetries of the model at :math:`\theta`, ``(P, m)``.
 
     The model's function (hence any loss) is invariant along each generator, so at a stationary
-    point each independent generator carries a zero Hessian eigenvalue. Included:
-
-    * linear heads: :math:`(P, Q) \mapsto (e^tP, e^{-t}Q)` (Ahn et al. 2023);
-    * kernel heads whose activation depends on :math:`s = u^\top w` only (linear, ReLU, exp,
-      polynomial, softmax): :math:`B\mapsto GB,\ C\mapsto G^{-\top}C` for every invertible ``G``,
-      i.e. generators :math:`(\delta B, \delta C) = (XB, -X^\top C)` for :math:`X = E_{ab}`;
-    * other kernels (functions of the rotation invariants :math:`s, \lVert u-w\rVert^2, \lVert u\rVert^2, \lVert w\rVert^2`):
-      common rotations, :math:`(XB, XC)` for antisymmetric ``X``;
-    * the linear kernel additionally :math:`(V, C) \mapsto (e^tV, e^{-t}C)`;
-    * every ``Symmetry`` given (``act(params, t)``, differentiated at ``t = 0``).
+    point each independent generator carries a zero Hessian eigenvalue. The generators are derived
+    from the symmetry declarations (:meth:`landscape.theory.symmetries.Symmetry.generators`, the
+    one source): :math:`(P, Q) \mapsto (e^tP, e^{-t}Q)` per linear head; :math:`(XB, -X^\top C)`
+    for every :math:`X = E_{ab}` per dot-product kernel head (:math:`B \mapsto GB,\ C \mapsto G^{-\top}C`);
+    :math:`(XB, XC)` for antisymmetric ``X`` per other kernel head (common rotations); the value
+    scalings of positively homogeneous kernels; and a user's ``custom`` groups.
 
     Args:
         spec: architecture.
         flat: :math:`\theta`.
-        symmetries: extra :class:`landscape.theory.families.Symmetry` objects (e.g. ``family.symmetries``).
+        symmetries: the :class:`~landscape.theory.symmetries.Symmetry` declarations (e.g.
+            ``family.symmetries``); default :func:`~landscape.theory.symmetries.model_symmetries` of ``spec``.
 
     Returns:
         Generators as columns (possibly dependent; use :func:`orthonormal_complement`).
     """
+    from landscape.theory.symmetries import model_symmetries
+
     params = unflatten_params(flat, spec)
-    D = spec.token_dim
-    cols: list[torch.Tensor] = []
+    syms = model_symmetries(spec) if symmetries is None else tuple(symmetries)
     zeros = {k: torch.zeros_like(v) for k, v in params.items()}
-
-    def put(**blocks: torch.Tensor) -> None:
-        d = dict(zeros)
-        d.update(blocks)
-        cols.append(flatten_params(d, spec))
-
-    eye = torch.eye(D, dtype=flat.dtype, device=flat.device)
-    for l in range(spec.layers):
-        for h, head in enumerate(spec.heads):
-            k = lambda name: spec.key(l, h, name)  # noqa: E731
-            if head.kind == "linear":
-                put(**{k("P"): params[k("P")], k("Q"): -params[k("Q")]})
-                continue
-            B, C, V = params[k("B")], params[k("C")], params[k("V")]
-            kern = head.kernel
-            if _dot_product_kernel(kern):
-                for a in range(D):
-                    for b in range(D):
-                        X = torch.zeros_like(eye)
-                        X[a, b] = 1
-                        put(**{k("B"): X @ B, k("C"): -X.T @ C})
-            else:
-                for a in range(D):
-                    for b in range(a + 1, D):
-                        X = torch.zeros_like(eye)
-                        X[a, b], X[b, a] = 1, -1
-                        put(**{k("B"): X @ B, k("C"): X @ C})
-            if not kern.normalised and kern.expr == INVARIANTS[0]:
-                put(**{k("V"): V, k("C"): -C})
-    for sym in symmetries:
-        act = getattr(sym, "act")
-
-        def path(t: torch.Tensor, act=act) -> torch.Tensor:
-            return flatten_params(act(params, t), spec)
-
-        t0 = torch.zeros((), dtype=flat.dtype, device=flat.device)
-        cols.append(torch.func.jvp(path, (t0,), (torch.ones_like(t0),))[1])
+    cols: list[torch.Tensor] = []
+    for sym in syms:
+        for tangent in sym.generators(params):  # type: ignore[attr-defined]
+            d = dict(zeros)
+            d.update(tangent)
+            cols.append(flatten_params(d, spec))
     if not cols:
         return torch.zeros(flat.shape[0], 0, dtype=flat.dtype, device=flat.device)
     return torch.stack(cols, dim=1)
-

@@ -17,7 +17,7 @@ import torch
 from landscape._checks import check_int
 from landscape.tolerances import CONSTRUCTION_RTOL, RANK_RTOL, STATIONARITY_ATOL
 from landscape.theory.families import Family
-from landscape.core.model import num_params, param_shapes
+from landscape.core.model import num_params, param_shapes, unflatten_params
 from landscape.numeric.oracles import LossOracle, MonteCarloLoss, as_flat, as_oracle
 
 __all__ = ["FamilyFit", "fit_family", "family_point"]
@@ -273,9 +273,11 @@ def fit_family(
 def family_point(family: Family, point: Any, *, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     r"""Family scalars :math:`s` for ``point``: symbol values (dict/vector) or full weights lying in the family.
 
-    Full weights (a parameter dict or flat vector) are projected onto the family by least squares
-    over :math:`s`; if :math:`\lVert\theta(s) - \theta\rVert > \mathrm{CONSTRUCTION\_RTOL}\cdot\max(1,\lVert\theta\rVert)`
-    the point is not in the family.
+    Full weights (a parameter dict or flat vector) are projected onto the family modulo its
+    symmetries (:func:`landscape.experiment.distance.project_onto_family`, the one projection); if
+    :math:`\min_{s,g}\lVert g\cdot\theta(s) - \theta\rVert > 10^2\,\mathrm{CONSTRUCTION\_RTOL}\cdot\max(1,\lVert\theta\rVert)`
+    the point is not in the family. The scalars returned give :math:`\theta(s)`, the given weights up
+    to a symmetry (the same model: loss and stationarity are unchanged).
 
     Raises:
         ValueError: unknown/missing symbols, NaN values, or weights outside the family.
@@ -309,21 +311,25 @@ def family_point(family: Family, point: Any, *, dtype: torch.dtype = torch.float
 
 
 def _project(family: Family, theta: torch.Tensor) -> torch.Tensor:
-    def res(s: torch.Tensor) -> torch.Tensor:
-        return ((family.flat(s) - theta) ** 2).sum()
+    """Scalars of the family point nearest to full weights ``theta``, modulo the model's symmetries.
 
-    pieces = [(1.0, res)]
-    best, best_v = None, math.inf
-    for s0 in (torch.zeros(family.dim, dtype=theta.dtype), torch.full((family.dim,), 0.5, dtype=theta.dtype),
-               torch.full((family.dim,), -0.5, dtype=theta.dtype)):
-        s, _ = _lbfgs(pieces, s0, 1000)
-        s, _ = _newton(pieces, s, 10, 0.0)
-        v = float(res(s))
-        if v < best_v:
-            best, best_v = s, v
-    dist = math.sqrt(best_v)
+    The projection is :func:`landscape.experiment.distance.project_onto_family` — the one definition
+    of "distance to a family" (training logs it, ``landscape verify`` reports it). The weights are
+    accepted when the residual is at most ``1e2 · CONSTRUCTION_RTOL · max(1, ‖θ‖)``; the scalars
+    returned give :math:`\theta(s)`, which equals ``theta`` up to a symmetry (the same model).
+
+    Raises:
+        ValueError: the weights are not in the family (the message gives the distance).
+    """
+    from landscape.experiment.distance import project_onto_family  # the projection lives with the distances
+
+    spec = family.spec
+    params = unflatten_params(theta.detach().to(torch.float64), spec)
+    proj = project_onto_family(params, family)
     scale = max(1.0, float(theta.norm()))
-    if dist > CONSTRUCTION_RTOL * scale * 1e2:
-        raise ValueError(f"the given weights are not in family {family.name!r}: distance {dist:.3g} to the closest "
-                         f"family point (relative {dist / scale:.3g})")
-    return best
+    if proj.residual_norm > CONSTRUCTION_RTOL * scale * 1e2:
+        raise ValueError(f"the given weights are not in family {family.name!r}: relative distance {proj.distance:.3g} "
+                         f"to the family modulo its symmetries (residual {proj.residual_norm:.3g}); to certify the "
+                         "nearest family point of trained weights, project them first "
+                         "(landscape.experiment.distance.project_onto_family) and pass its values")
+    return proj.vector().to(theta.dtype)

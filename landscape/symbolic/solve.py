@@ -23,8 +23,9 @@ Label-exact Monte-Carlo losses are handled numerically through their torch funct
 stationary points of the common-random-numbers sample mean), with the standard error of the loss.
 
 Every point is classified by the family Hessian on the quotient by flat directions — family
-symbols the loss does not depend on, and the one-parameter weight symmetries of the model
-(:attr:`~landscape.theory.families.Family.symmetries`) that move inside the family (e.g.
+symbols the loss does not depend on, and the weight symmetries of the model
+(:attr:`~landscape.theory.families.Family.symmetries`, :mod:`landscape.theory.symmetries`) that move
+inside the family (e.g.
 :math:`B \mapsto e^tB, C \mapsto e^{-t}C` for dot-product kernels): ``min`` (all eigenvalues > 0),
 ``max`` (all < 0), ``saddle`` (both signs), ``degenerate`` (a further zero eigenvalue, no negative
 and positive pair).
@@ -182,29 +183,35 @@ def classify(eigenvalues: Sequence[float], rtol: float = ZERO_EIG[torch.float64]
 def symmetry_directions(loss: FamilyLoss, v: torch.Tensor) -> list[torch.Tensor]:
     r"""Directions in symbol space along which a model weight symmetry moves inside the family.
 
-    For each :class:`~landscape.theory.families.Symmetry` with generator
-    :math:`\delta = \frac{d}{dt}\theta_t|_{t=0}`, solve :math:`J u = \delta` with the family Jacobian
-    :math:`J = \partial\theta/\partial s`; ``u`` is kept when the residual vanishes (the orbit is
-    tangent to the family).
+    With the generators :math:`\Gamma = [\delta_1 \dots \delta_m]` of the family's symmetries at
+    :math:`\theta(v)` (:func:`landscape.numeric.symmetry_generators`, derived from the declarations
+    :attr:`~landscape.theory.families.Family.symmetries`) and the family Jacobian
+    :math:`J = \partial\theta/\partial s`, the directions are an orthonormal basis of
+    :math:`\{u : Ju \in \operatorname{span}\Gamma\}` — the null space of :math:`[J, -\Gamma]`
+    projected on its ``u`` part (for a group such as :math:`B \mapsto GB, C \mapsto G^{-\top}C`
+    only combinations of its generators, here :math:`G = e^tI`, are tangent to the family).
+
+    Returns:
+        Orthonormal ``(k,)`` float64 directions (possibly none).
     """
+    from landscape.numeric.derivatives import symmetry_generators
+
     fam = loss.family
     v = v.detach().to(torch.float64)
     J = fam.tangent_basis(v)
-    params = fam.params(v)
-    out = []
-    for sym in fam.symmetries:
-        def moved(t: torch.Tensor, sym=sym) -> torch.Tensor:
-            return flatten_params(sym.act(params, t), fam.spec)
-
-        t0 = torch.zeros((), dtype=torch.float64)
-        _, delta = torch.func.jvp(moved, (t0,), (torch.ones_like(t0),))
-        nd = float(delta.norm())
-        if nd == 0:
-            continue
-        u = torch.linalg.lstsq(J, delta.unsqueeze(-1)).solution.squeeze(-1)
-        if float((J @ u - delta).norm()) <= 1e-8 * nd and float(u.norm()) > 0:
-            out.append(u)
-    return out
+    G = symmetry_generators(fam.spec, fam.flat(v).detach(), fam.symmetries)
+    if G.shape[1] == 0 or J.shape[1] == 0:
+        return []
+    scale = max(float(J.abs().max()), float(G.abs().max()), 1e-300)
+    A = torch.cat([J, -G], dim=1) / scale
+    _, sv, Vh = torch.linalg.svd(A, full_matrices=True)
+    rank = int((sv > 1e-8).sum())
+    null_u = Vh[rank:, : J.shape[1]].T  # (k, nullity): the u parts of the null vectors
+    if null_u.shape[1] == 0:
+        return []
+    U, su, _ = torch.linalg.svd(null_u, full_matrices=False)
+    r = int((su > 1e-8).sum())
+    return [U[:, i] for i in range(r)]
 
 
 def _quotient_eigenvalues(H: np.ndarray, directions: list[np.ndarray]) -> tuple[np.ndarray, int]:

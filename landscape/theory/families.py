@@ -41,9 +41,10 @@ import sympy
 import torch
 
 from landscape._checks import check_int
-from landscape.core.kernels import INVARIANTS, Kernel, get_kernel
+from landscape.core.kernels import Kernel, get_kernel
 from landscape.core.model import HeadSpec, ModelSpec, flatten_params, param_shapes
 from landscape.core.tasks import check_covariance, sqrtm_psd
+from landscape.theory.symmetries import Symmetry, model_symmetries
 
 __all__ = [
     "Problem",
@@ -124,98 +125,10 @@ class Problem:
         return f"L={self.layers} {body}, d={self.d}, n={self.n}, {sig}"
 
 
-@dataclass(frozen=True)
-class Symmetry:
-    r"""A one-parameter group of weight transformations that leaves the model's function unchanged.
-
-    Attributes:
-        name: e.g. ``"PQ-scale@layer0"``.
-        act: ``act(params, t) -> params`` for a scalar tensor ``t`` (``t = 0`` is the identity).
-    """
-
-    name: str
-    act: Callable[[Mapping[str, torch.Tensor], torch.Tensor], dict[str, torch.Tensor]]
-
-
-def _scale_pair(first: str, second: str, power: float = 1.0
-                ) -> Callable[[Mapping[str, torch.Tensor], torch.Tensor], dict[str, torch.Tensor]]:
-    def act(params: Mapping[str, torch.Tensor], t: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = dict(params)
-        out[first] = params[first] * torch.exp(power * t)
-        out[second] = params[second] * torch.exp(-t)
-        return out
-
-    return act
-
-
-_HOMOGENEITY_POINTS = ((0.7, 0.3, 1.1), (-1.3, 0.8, 0.5), (2.1, 1.7, 2.9), (0.4, 2.2, 0.6))
-"""Fixed probe values (s, |u|², |w|²) of the homogeneity test (deterministic: a property of the kernel)."""
-
-
-def _homogeneity_degree(kern: Kernel, side: str) -> float | None:
-    r"""Degree ``k`` with :math:`\tilde h(tu, w) = t^k\tilde h(u, w)` for all ``t > 0`` (``side="u"``; ``"w"`` for
-    the second argument), or ``None``. Kernels that read :math:`|u - w|^2` are never homogeneous.
-
-    Checked on fixed probe points for ``t ∈ {1/2, 2, 3.7}`` to relative accuracy 1e-10; ``k`` is
-    estimated from the first probe with :math:`\tilde h \ne 0`.
-    """
-    import math
-
-    s_, r2_, uu_, ww_ = INVARIANTS
-    if kern.normalised or r2_ in kern.expr.free_symbols:
-        return None
-    fn = sympy.lambdify((s_, uu_, ww_), kern.expr, modules="math")
-
-    def h(s: float, uu: float, ww: float, t: float) -> float:
-        return float(fn(t * s, t * t * uu, ww) if side == "u" else fn(t * s, uu, t * t * ww))
-
-    try:
-        base = [(p, h(*p, 1.0)) for p in _HOMOGENEITY_POINTS]
-        ref = next(((p, v) for p, v in base if abs(v) > 1e-12), None)
-        if ref is None:
-            return None
-        k = math.log(abs(h(*ref[0], 2.0) / ref[1])) / math.log(2.0)
-        for p, v in base:
-            for t in (0.5, 2.0, 3.7):
-                if abs(h(*p, t) - t**k * v) > 1e-10 * max(1.0, abs(v) * t**k):
-                    return None
-    except (ValueError, ZeroDivisionError, OverflowError, TypeError):
-        return None
-    return round(k, 12)
-
-
 def default_symmetries(spec: ModelSpec) -> tuple[Symmetry, ...]:
-    r"""Scalings every model of ``spec`` is invariant under.
-
-    * linear heads: :math:`P \mapsto e^tP,\ Q \mapsto e^{-t}Q` (Ahn et al.);
-    * kernel heads with a dot-product activation (a function of :math:`s = u^\top w` only):
-      :math:`B \mapsto e^tB,\ C \mapsto e^{-t}C`;
-    * kernel heads whose activation is positively homogeneous of degree ``k`` in its second argument,
-      :math:`\tilde h(u, tw) = t^k\tilde h(u, w)` for ``t > 0`` (linear and ReLU: ``k = 1``; :math:`s^k`):
-      :math:`V \mapsto e^{kt}V,\ C \mapsto e^{-t}C`; when the activation is not a function of ``s`` alone
-      but homogeneous in its first argument, likewise :math:`V \mapsto e^{kt}V,\ B \mapsto e^{-t}B`.
-      (For ReLU this is :math:`(V, C) \to (V/t, tC)` — with the first rule equivalently
-      :math:`(V, B) \to (V/t, tB)`.) Homogeneity is tested numerically on fixed probe points
-      (:func:`_homogeneity_degree`).
-    """
-    out = []
-    for l in range(spec.layers):
-        for h, head in enumerate(spec.heads):
-            k = lambda name: spec.key(l, h, name)  # noqa: E731
-            if head.kind == "linear":
-                out.append(Symmetry(f"PQ-scale@layer{l}.head{h}", _scale_pair(k("P"), k("Q"))))
-                continue
-            kern = head.kernel
-            dot = kern.normalised or kern.expr.free_symbols <= {INVARIANTS[0]}
-            if dot:
-                out.append(Symmetry(f"BC-scale@layer{l}.head{h}", _scale_pair(k("B"), k("C"))))
-            kw = _homogeneity_degree(kern, "w")
-            if kw is not None and kw != 0:
-                out.append(Symmetry(f"VC-scale@layer{l}.head{h}", _scale_pair(k("V"), k("C"), kw)))
-            ku = _homogeneity_degree(kern, "u")
-            if not dot and ku is not None and ku != 0:
-                out.append(Symmetry(f"VB-scale@layer{l}.head{h}", _scale_pair(k("V"), k("B"), ku)))
-    return tuple(out)
+    """The symmetries every model of ``spec`` has: :func:`landscape.theory.symmetries.model_symmetries`
+    (the one place they are declared; see :mod:`landscape.theory.symmetries`)."""
+    return model_symmetries(spec)
 
 
 RESERVED_SYMBOL_NAMES: tuple[str, ...] = ("d", "n")
@@ -278,8 +191,10 @@ class Family:
         problem: the :class:`Problem` (d, L, Σ, activations) it is built for.
         blocks: parameter name → ``sympy.Matrix`` in the symbols; unnamed parameters are zero.
         symbols: the family's free symbols, in a fixed (natural) order.
-        symmetries: weight transformations under which the *model* is invariant (used when
-            projecting trained weights onto the family).
+        symmetries: weight symmetries of the *model* (:class:`~landscape.theory.symmetries.Symmetry`):
+            always those of :func:`~landscape.theory.symmetries.model_symmetries`, followed by any
+            the caller declares (e.g. a user's ``custom`` groups); consumed by the projection onto the
+            family, the Hessian inertia of certificates and the symbolic solver.
         prior: the prior of :math:`w^*` the family's statement is about: ``"identity"``
             (:math:`N(0, I)`), ``"inverse"`` (:math:`N(0, \Sigma^{-1})`, Ahn et al. Theorems 3–4) or
             ``None`` (not stated: GP data, or a user family that declares none; read as
@@ -324,8 +239,13 @@ class Family:
         if not syms:
             raise ValueError(f"family {self.name!r} has no free symbols: it is a single point, not a family")
         object.__setattr__(self, "symbols", syms)
-        if not self.symmetries:
-            object.__setattr__(self, "symmetries", default_symmetries(spec))
+        builtin = model_symmetries(spec)
+        names = {sym.name for sym in builtin}
+        extra = tuple(sym for sym in self.symmetries if sym.name not in names)
+        for sym in extra:
+            if not isinstance(sym, Symmetry):
+                raise TypeError(f"family {self.name!r}: symmetries must be Symmetry objects, got {type(sym).__name__}")
+        object.__setattr__(self, "symmetries", builtin + extra)
         fns = {}
         for key, M in blocks.items():
             fns[key] = sympy.lambdify(syms, list(M), modules="torch")
