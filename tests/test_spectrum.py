@@ -60,6 +60,22 @@ def test_eigenpairs_match_dense_eigh_on_model_hessian(model_point, which):
     assert torch.allclose((U[:, order] * res.eigenvectors).sum(0).abs(), torch.ones(4, dtype=F64), atol=1e-6)
 
 
+def test_repeated_eigenvalues_are_found_with_their_multiplicity():
+    """One Lanczos run sees one copy of each distinct eigenvalue; deflation finds every copy."""
+    g = torch.Generator().manual_seed(8)
+    Q, _ = torch.linalg.qr(torch.randn(30, 30, generator=g, dtype=F64))
+    lam = torch.tensor([3.0] * 3 + [1.0] * 2 + [0.0] * 20 + [-2.0] * 5, dtype=F64)
+    H = Q @ torch.diag(lam) @ Q.T
+    H = (H + H.T) / 2
+    top = eigenpairs(H, 4, which="LA", generator=g)
+    assert torch.allclose(top.eigenvalues, torch.tensor([3.0, 3, 3, 1], dtype=F64), atol=1e-10)
+    bottom = eigenpairs(H, 7, which="SA", generator=g)
+    assert torch.allclose(bottom.eigenvalues, torch.tensor([-2.0] * 5 + [0.0] * 2, dtype=F64), atol=1e-10)
+    assert top.all_converged and bottom.all_converged
+    V = bottom.eigenvectors
+    assert torch.allclose(V.T @ V, torch.eye(7, dtype=F64), atol=1e-10)
+
+
 def test_unconverged_pairs_are_flagged():
     H = _sym(80, 0)
     res = eigenpairs(H, 3, generator=torch.Generator().manual_seed(0), max_iter=5)

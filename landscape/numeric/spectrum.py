@@ -210,22 +210,28 @@ def eigenpairs(
     max_iter: int | None = None,
     tol: float | None = None,
 ) -> Eigenpairs:
-    r"""Top (``LA``), bottom (``SA``) or largest-magnitude (``LM``) eigenpairs by Lanczos.
+    r"""Top (``LA``), bottom (``SA``) or largest-magnitude (``LM``) eigenpairs by Lanczos with explicit deflation.
 
-    Lanczos with full reorthogonalisation (:func:`landscape.numeric.derivatives.lanczos`) runs
-    until the wanted Ritz pairs' estimated residuals :math:`\beta_j|s_{j,i}|` fall below ``tol``;
-    the residuals reported here are then recomputed exactly, :math:`\lVert H v_i - \lambda_i v_i\rVert`.
+    A single-vector Krylov space holds one copy of each distinct eigenvalue, so one Lanczos run
+    cannot see multiplicities (a Hessian with ten zero eigenvalues would show one). The pairs are
+    therefore found one at a time: run ``i`` is Lanczos with full reorthogonalisation
+    (:func:`landscape.numeric.derivatives.lanczos`) on :math:`N_i^\top H N_i`, ``N_i`` an orthonormal
+    basis of the complement of the ``i`` vectors found so far, and keeps its extreme Ritz pair
+    (the extreme eigenvalue of the deflated operator is always in the Krylov space). The residuals
+    reported are recomputed on ``H`` itself, :math:`\lVert H v_i - \lambda_i v_i\rVert`. Memory: the
+    deflation basis is ``P × P`` for ``k > 1``.
 
     Args:
         op: the operator (or a symmetric matrix).
         k: number of pairs, ``1 <= k <= P``.
         which: ``"LA"``, ``"SA"`` or ``"LM"``.
         generator: start-vector randomness.
-        max_iter: at most this many Lanczos steps (default ``P``).
-        tol: absolute residual tolerance.
+        max_iter: at most this many Lanczos steps per pair (default: the deflated size).
+        tol: absolute residual tolerance (default :data:`landscape.tolerances.LANCZOS_RTOL` × the
+            largest |Ritz value| of the first run).
 
     Returns:
-        :class:`Eigenpairs`.
+        :class:`Eigenpairs` (``iterations`` = Lanczos steps of all runs).
 
     Raises:
         ValueError: bad ``k``/``which``.
@@ -235,12 +241,33 @@ def eigenpairs(
     check_int("k", k, minimum=1)
     if k > op.dim:
         raise ValueError(f"k = {k} eigenpairs asked of an operator of size {op.dim}")
-    res = lanczos(op.matvec, op.dim, k, which=which, generator=generator, max_iter=max_iter, tol=tol,
-                  dtype=op.dtype, device=op.device)
-    V = res.eigenvectors
+    vals: list[torch.Tensor] = []
+    vecs: list[torch.Tensor] = []
+    steps, tol_abs = 0, None
+    for i in range(k):
+        if vecs:
+            _, N = orthonormal_complement(torch.stack(vecs, dim=1))
+            sub = op.restrict(N)
+        else:
+            N, sub = None, op
+        res = lanczos(sub.matvec, sub.dim, 1, which=which, generator=generator,
+                      max_iter=None if max_iter is None else min(max_iter, sub.dim), tol=tol if tol is not None
+                      else tol_abs, dtype=op.dtype, device=op.device)
+        tol_abs = res.tol if tol_abs is None else tol_abs
+        v = res.eigenvectors[:, 0]
+        v = N @ v if N is not None else v
+        vals.append(res.eigenvalues[0])
+        vecs.append(v / v.norm())
+        steps += res.iterations
+    ev = torch.stack(vals)
+    V = torch.stack(vecs, dim=1)
+    order = {"LA": torch.argsort(ev, descending=True), "SA": torch.argsort(ev),
+             "LM": torch.argsort(ev.abs(), descending=True)}[which]
+    ev, V = ev[order], V[:, order]
     HV = op.matmat(V.T.contiguous()).T
-    resid = (HV - V * res.eigenvalues).norm(dim=0)
-    return Eigenpairs(res.eigenvalues, V, resid, resid <= res.tol, res.tol, res.iterations, which)
+    resid = (HV - V * ev).norm(dim=0)
+    t = float(tol_abs if tol is None else tol)
+    return Eigenpairs(ev, V, resid, resid <= t, t, steps, which)
 
 
 # ---------------------------------------------------------------------- traces
