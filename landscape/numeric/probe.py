@@ -20,7 +20,8 @@ layer along the algorithm's own trajectory (never the model's), by least squares
   :math:`d\times d` preconditioner :math:`A_l` per step (Ahn et al. 2023);
 * ``gd_plus_plus`` — :func:`~landscape.theory.algorithms.gd_plus_plus` with :math:`A_l = a_lI`,
   :math:`B_l = b_lI` (von Oswald et al. 2023's GD++); :math:`a_l` by least squares, :math:`b_{l-1}`
-  (which acts from step ``l`` on) by a scalar search;
+  (which acts from step ``l`` on) by a grid search over :math:`|b| < 2/(|a_{l-1}|\bar s)` refined by
+  bounded Brent;
 * ``newton`` — :func:`~landscape.theory.algorithms.least_squares_newton_schulz`, the iterative
   Newton method of Fu et al. / Giannou et al. (Newton–Schulz for :math:`(XX^\top)^{-1}`, default
   :math:`\alpha`); no free parameter;
@@ -197,9 +198,16 @@ class _Algorithm:
                 continue
             from scipy.optimize import minimize_scalar
 
-            sol = minimize_scalar(lambda b: best_a(float(b))[1], bracket=(-1.0, 0.0, 1.0),
-                                  options={"xtol": 1e-12, "maxiter": 200})
-            b = float(sol.x)
+            # b_{l-1} B S_{l-1} A_{l-1} is a contraction for |b| a s < 2: search a grid there, then refine
+            s_bar = float((X * X).sum(dim=(1, 2)).mean()) / (X.shape[1] * X.shape[2])
+            scale = 2.0 / max(abs(float(params[-1][0])) * s_bar, 1e-12)
+            grid = torch.linspace(-scale, scale, 41).tolist()
+            vals = [best_a(b)[1] for b in grid]
+            i = min(range(len(grid)), key=vals.__getitem__)
+            lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+            sol = minimize_scalar(lambda b: best_a(float(b))[1], bounds=(lo, hi), method="bounded",
+                                  options={"xatol": 1e-13 * scale, "maxiter": 500})
+            b = float(sol.x) if sol.fun <= vals[i] else grid[i]
             params[-1] = torch.stack([params[-1][0], torch.tensor(b, dtype=dt)])
             params.append(best_a(b)[0])
         return params
