@@ -128,3 +128,23 @@ def test_bad_input():
         probe(_flat(c)[None], c.spec, task, torch.Generator(), algorithms=("sgd",))
     with pytest.raises(ValueError, match="fit_samples"):
         probe(_flat(c)[None], c.spec, task, torch.Generator(), fit_samples=1)
+
+
+def test_probe_command_on_constructions(capsys, tmp_path):
+    import json
+
+    from landscape.cli import main
+
+    plot = tmp_path / "probe.png"
+    assert main(["probe", "--construction", "pgd", "--algorithms", "pgd,gd", "--fit-samples", "100",
+                 "--eval-samples", "100", "--plot", str(plot), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert max(res["bands"]["preconditioned_gd"]["relative_error_median"]) < ROUND_OFF
+    assert min(res["bands"]["gd"]["relative_error_median"]) > 0.05
+    assert res["best"] == ["preconditioned_gd"] * 3 and plot.stat().st_size > 10000
+    assert main(["probe", "--construction", "fgd", "--layers", "2", "--algorithms", "fgd", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["kernel"] == "exp" and max(res["bands"]["functional_gd"]["relative_error_median"]) < ROUND_OFF
+    assert main(["probe", "--construction", "pgd", "--seeds", "0"]) == 2
+    assert main(["probe", "--construction", "pgd", "--plot", "x.pdf"]) == 2
+    assert main(["probe"]) == 2

@@ -280,3 +280,49 @@ def test_hessian_agrees_with_curvlinops(model_point):
     Hc = torch.stack([op @ E[:, j] for j in range(E.shape[1])], dim=1)
     Hc = torch.as_tensor(Hc, dtype=F64)
     assert float((Hc - H).abs().max()) <= 1e-12 * float(H.abs().max())
+
+
+# ---------------------------------------------------------------------- command
+def test_hessian_command_at_a_family_point_matches_dense(capsys, tmp_path):
+    import json
+
+    from landscape.cli import main
+    from landscape.numeric.oracles import exact_loss_oracle
+    from landscape.theory.families import Problem, get_family
+
+    plot = tmp_path / "density.png"
+    argv = ["hessian", "--family", "pgd", "--d", "2", "--n", "8", "--point", "a0=0.7", "--k", "3", "--json"]
+    assert main(argv + ["--plot", str(plot)]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    problem = Problem(d=2, layers=1, n=8, attention="linear")
+    fam = get_family("pgd", problem)
+    oracle = exact_loss_oracle(problem, LinearRegression(2, 8, dtype=F64))
+    theta = fam.flat(torch.tensor([0.7], dtype=F64))
+    ev = torch.linalg.eigvalsh(hessian(oracle, theta))
+    assert res["loss"] == pytest.approx(float(oracle(theta)), rel=1e-12)
+    assert res["top"]["eigenvalues"] == pytest.approx(ev.flip(0)[:3].tolist(), rel=1e-9)
+    assert res["bottom"]["eigenvalues"] == pytest.approx(ev[:3].tolist(), abs=1e-9 * float(ev.abs().max()))
+    assert all(res["top"]["converged"]) and res["exact_trace"] == pytest.approx(float(ev.sum()), rel=1e-12)
+    lo, hi = res["trace"]["ci95"]
+    assert lo - 1e-9 <= float(ev.sum()) <= hi + 1e-9
+    assert res["inertia"]["n_symmetry"] >= 1
+    assert [b["size"] for b in res["blocks"]["tangent"]] == [1, num_params(fam.spec) - 1]
+    assert plot.stat().st_size > 10000
+    # the matrix-free route gives the same numbers
+    assert main(argv + ["--dense-max", "0", "--probes", "1", "--steps", "3", "--matvecs", "4"]) == 0
+    res2 = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res2["top"]["eigenvalues"] == pytest.approx(res["top"]["eigenvalues"], rel=1e-9)
+    assert "exact_trace" not in res2
+
+
+def test_hessian_command_bad_input(capsys, tmp_path):
+    from landscape.cli import main
+
+    assert main(["hessian", "--family", "pgd", "--run", str(tmp_path)]) == 2
+    assert "exactly one of --run" in capsys.readouterr().err
+    assert main(["hessian", "--family", "pgd", "--plot", str(tmp_path / "x.pdf")]) == 2
+    assert ".png or .svg" in capsys.readouterr().err
+    assert main(["hessian", "--run", str(tmp_path)]) == 2
+    assert "not a run store" in capsys.readouterr().err
+    assert main(["hessian", "--family", "pgd", "--blocks", "rows"]) == 2
+    assert main(["hessian", "--family", "pgd", "--k", "0"]) == 2

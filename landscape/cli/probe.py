@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         seeds, label = [0], f"{args.construction} construction (d={args.d}, L={args.layers}, seed {args.seed})"
     res = probe(W, spec, task, torch.Generator().manual_seed(args.seed), algorithms=args.algorithms,
                 fit_samples=args.fit_samples, eval_samples=args.eval_samples, kernel=args.kernel)
-    out = {"source": label, "seeds": seeds, **res.summary()}
+    out = {"source": label, **res.summary(), "seed_indices": seeds}
     if args.plot is not None:
         plot_probe(res, args.plot, title=f"{label}: layers vs algorithm iterates",
                    formats=(args.plot.rsplit(".", 1)[-1].lower(),))
