@@ -66,7 +66,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument("--symbols", type=index_pair, default=None,
                    help="family coordinates (indices into the family's symbols; default 0 or 0,1)")
     g.add_argument("--range", type=float_list_arg(length=2), default=None, metavar="LO,HI",
-                   help="grid range of each axis (default: -0.25,1.25 for lines and the seeds plane, -1,1 otherwise)")
+                   help="grid range of each axis, written --range=LO,HI when LO is negative (default: -0.25,1.25 "
+                        "for lines and the seeds plane, -1,1 otherwise)")
     g.add_argument("--grid", type=int_arg(2, 401), default=None,
                    help="grid points per axis (default 61 for lines, 25 for planes)")
     g.add_argument("--normalisation", choices=("filter", "matrix", "none"), default="filter",
@@ -164,8 +165,7 @@ def run(args: argparse.Namespace) -> int:
         D = random_directions(pt.spec, pt.flat, torch.Generator().manual_seed(args.sample_seed), 2,
                               normalisation=args.normalisation)
         sl = plane_slice(pt.oracle, pt.flat, D[0], D[1], alphas=grid, betas=grid,
-                         labels=(f"random direction 1, {args.normalisation}-normalised",
-                                 f"random direction 2, {args.normalisation}-normalised"))
+                         labels=(f"random dir. 1, {args.normalisation}-norm.", f"random dir. 2, {args.normalisation}-norm."))
         marks = [(pt.label if tr is None else f"trained (seed {pt.seed})", pt.flat)]
         if tr is not None and tr.family is not None:
             marks.append((f"construction ({tr.family.name})", construction_of(pt.seed)))
@@ -185,28 +185,34 @@ def run(args: argparse.Namespace) -> int:
         pts.append((shown, coords, loss))
         rows.append({"label": label, "coordinates": list(coords), "off_plane": off, "loss": loss})
     Lv = sl.losses
-    i = int(torch.argmin(Lv))
+    finite = torch.isfinite(Lv)
+    if not bool(finite.any()):
+        raise ValueError("the loss is not finite anywhere on the grid (overflow): shrink --range")
+    i = int(torch.argmin(torch.where(finite, Lv, torch.full_like(Lv, float("inf")))))
     if isinstance(sl, LineSlice):
         argmin = [float(sl.alphas[i])]
     else:
         argmin = [float(sl.alphas[i // Lv.shape[1]]), float(sl.betas[i % Lv.shape[1]])]
-    title = f"{pt.label}: {mode} {'line' if is_line else 'plane'} ({pt.oracle_desc})"
+    where = f"{tr.run} seeds {args.seeds[0]}, {args.seeds[1]}" if mode == "seeds" else pt.label
+    title = f"{where}: {mode} {'line' if is_line else 'plane'} ({pt.oracle_desc})"
     from pathlib import Path
 
     out = Path(args.out).expanduser()
     files = plot_slice(sl, out, title=title, formats=(out.suffix.lower().lstrip("."),), log=args.log, points=pts,
                        kind=args.kind)
-    summary = {"point": pt.label, "loss_kind": pt.oracle_desc, "slice": f"{'line' if is_line else 'plane'} {mode}",
-               "grid": [n] if is_line else [n, n], "range": [lo, hi], "min_loss": float(Lv.min()),
-               "argmin": argmin, "max_loss": float(Lv.max()), "points": rows, "figure": str(files[0])}
+    summary = {"point": where, "loss_kind": pt.oracle_desc, "slice": f"{'line' if is_line else 'plane'} {mode}",
+               "grid": [n] if is_line else [n, n], "range": [lo, hi], "min_loss": float(Lv[finite].min()),
+               "argmin": argmin, "max_loss": float(Lv[finite].max()), "nonfinite": int((~finite).sum()),
+               "points": rows, "figure": str(files[0])}
     if args.json:
         emit_json(summary)
         return 0
     w = sys.stdout.write
-    w(f"{summary['slice']} at {pt.label} ({pt.oracle_desc}), grid {'x'.join(map(str, summary['grid']))} on "
+    w(f"{summary['slice']} at {where} ({pt.oracle_desc}), grid {'x'.join(map(str, summary['grid']))} on "
       f"[{lo:g}, {hi:g}]\n")
     w(f"loss on the grid in [{summary['min_loss']:.6g}, {summary['max_loss']:.6g}], minimum at "
-      f"{', '.join(f'{v:.3g}' for v in argmin)}\n")
+      f"{', '.join(f'{v:.3g}' for v in argmin)}"
+      + (f"; {summary['nonfinite']} grid points overflow (left blank)" if summary["nonfinite"] else "") + "\n")
     for r in rows:
         w(f"  {r['label']:<40} at ({', '.join(f'{v:.3g}' for v in r['coordinates'])}), loss {r['loss']:.6g}, "
           f"off-plane {r['off_plane']:.2g}\n")

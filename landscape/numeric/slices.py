@@ -409,12 +409,14 @@ def plot_slice(
     else:
         Zv = sl.losses.cpu().numpy().T
         if log:
-            Zv = np.log10(np.maximum(Zv, np.finfo(float).tiny))
+            with np.errstate(invalid="ignore"):
+                Zv = np.log10(np.maximum(Zv, np.finfo(float).tiny))
+        Zv = np.ma.masked_invalid(Zv)  # overflowing grid points are left blank
         A, B = np.meshgrid(sl.alphas.cpu().numpy(), sl.betas.cpu().numpy())
         zlabel = "log10 loss" if log else "loss"
         if kind == "surface":
             ax = fig.add_subplot(projection="3d")
-            surf = ax.plot_surface(A, B, Zv, cmap="viridis", linewidth=0, antialiased=True, alpha=0.85)
+            surf = ax.plot_surface(A, B, Zv.filled(np.nan), cmap="viridis", linewidth=0, antialiased=True, alpha=0.85)
             fig.colorbar(surf, ax=ax, label=zlabel, shrink=0.7)
             ax.set_zlabel(zlabel)
         else:
@@ -428,7 +430,7 @@ def plot_slice(
             mk = dict(marker=markers[m % len(markers)], ls="none", color=f"C{m + 1}", markeredgecolor="k",
                       markersize=8, label=label)
             if kind == "surface":
-                z = tr(loss) if loss is not None else float(np.nanmax(Zv))
+                z = tr(loss) if loss is not None else float(Zv.max())
                 ax.plot([c[0]], [c[1]], [z], **mk)
             else:
                 ax.plot([c[0]], [c[1]], **mk)
