@@ -148,3 +148,23 @@ def test_probe_command_on_constructions(capsys, tmp_path):
     assert main(["probe", "--construction", "pgd", "--seeds", "0"]) == 2
     assert main(["probe", "--construction", "pgd", "--plot", "x.pdf"]) == 2
     assert main(["probe"]) == 2
+
+
+def test_implied_weights_are_the_algorithms_weight_vectors():
+    """For preconditioned GD the prediction is x_q^T w_l: the model's gradient in x_q is w_l exactly."""
+    from landscape.numeric.probe import _implied_weights, _with_query
+
+    g = torch.Generator().manual_seed(5)
+    d, L = 3, 2
+    A = 0.7 * torch.eye(d, dtype=F64) + 0.3 * torch.randn(L, d, d, generator=g, dtype=F64)
+    c = preconditioned_gd_construction(A)
+    Z = LinearRegression(d, 7, dtype=F64).sample(20, g).Z
+    X, y, xq = Z[:, :d, :-1], Z[:, d, :-1], Z[:, :d, -1]
+    W = _implied_weights(lambda q: layer_predictions(c.params, c.spec, _with_query(Z, q))[:, 1:], xq)
+    ref = alg.preconditioned_gd(X, y, A, return_iterates=True)[:, 1:].transpose(1, 2)  # (batch, d, L)
+    assert torch.allclose(W, ref, atol=1e-13)
+    r = probe(_flat(c)[None], c.spec, LinearRegression(d, 7, dtype=F64), g, algorithms=("preconditioned_gd", "gd"),
+              fit_samples=100, eval_samples=100)
+    assert float(r.weight_relative_error[0, 0].max()) < ROUND_OFF
+    assert float(r.weight_relative_error[0, 1].min()) > 0.05
+    assert "weight_cosine_median" in r.bands()["gd"]

@@ -6,7 +6,8 @@ probe itself), the prediction read off the residual stream after each layer is c
 prediction of ``l`` steps of each algorithm of ``--algorithms`` (default: GD, preconditioned GD,
 GD++, iterative Newton, functional GD), their step parameters fitted to the layers on
 ``--fit-samples`` prompts and the metrics computed on ``--eval-samples`` held-out prompts
-(:func:`landscape.numeric.probe.probe`): cosine similarity and relative error, median and quartiles
+(:func:`landscape.numeric.probe.probe`): cosine similarity and relative error of the predictions and
+of the implied weight vectors (the gradient of the prediction in the query), median and quartiles
 over seeds. ``--plot FILE`` draws both against the layer.
 
 Exit status 0, or 2 on bad input.
@@ -159,6 +160,13 @@ def run(args: argparse.Namespace) -> int:
         cells = [f"{b['relative_error_median'][l]:.2e} [{b['relative_error_q25'][l]:.1e}, "
                  f"{b['relative_error_q75'][l]:.1e}] cos {b['cosine_median'][l]:.3f}" for l in range(res.layers)]
         w(f"{name:<{width}}  " + "  ".join(f"{c:>30}" for c in cells) + "\n")
+    if "weight_relative_error_median" in bands[res.algorithms[0]]:
+        w("implied weights d y_l / d x_query: relative error median over seeds (cosine median)\n")
+        for name in res.algorithms:
+            b = bands[name]
+            cells = [f"{b['weight_relative_error_median'][l]:.2e} (cos {b['weight_cosine_median'][l]:.3f})"
+                     for l in range(res.layers)]
+            w(f"{name:<{width}}  " + "  ".join(f"{c:>30}" for c in cells) + "\n")
     w("closest per layer: " + ", ".join(f"{l + 1}: {a}" for l, a in enumerate(res.best())) + "\n")
     if args.plot is not None:
         w(f"plot     {args.plot}\n")

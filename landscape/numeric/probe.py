@@ -64,6 +64,10 @@ class ProbeResult:
         cosine: ``(S, A, L)`` cosine similarity of the predictions over the evaluation prompts.
         relative_error: ``(S, A, L)`` :math:`\lVert\hat y_l - a_l\rVert / \lVert a_l\rVert`.
         fitted: ``{algorithm: [per seed: list of fitted parameters per step]}`` (tensors).
+        weight_cosine, weight_relative_error: ``(S, A, L)``, the same metrics for the *implied weight
+            vectors* :math:`\partial\hat y_l/\partial x_{n+1}` of the model and of the algorithm (per prompt,
+            stacked over prompts; for a predictor linear in the query this is its weight vector
+            :math:`w_l`, Akyürek et al. 2023, Fu et al. 2023).
         fit_samples, eval_samples: prompts used to fit and to evaluate.
         kernel: the kernel of ``functional_gd``.
     """
@@ -76,17 +80,22 @@ class ProbeResult:
     fit_samples: int = 0
     eval_samples: int = 0
     kernel: str = "linear"
+    weight_cosine: torch.Tensor | None = None
+    weight_relative_error: torch.Tensor | None = None
 
     @property
     def seeds(self) -> int:
         return int(self.cosine.shape[0])
 
     def bands(self) -> dict[str, dict[str, list[float]]]:
-        """Per algorithm: median and inter-quartile band over seeds of both metrics, per layer."""
+        """Per algorithm: median and inter-quartile band over seeds of each metric, per layer."""
         out: dict[str, dict[str, list[float]]] = {}
         for a, name in enumerate(self.algorithms):
             row: dict[str, list[float]] = {}
-            for key, t in (("cosine", self.cosine), ("relative_error", self.relative_error)):
+            metrics = [("cosine", self.cosine), ("relative_error", self.relative_error)]
+            if self.weight_cosine is not None and self.weight_relative_error is not None:
+                metrics += [("weight_cosine", self.weight_cosine), ("weight_relative_error", self.weight_relative_error)]
+            for key, t in metrics:
                 q = torch.quantile(t[:, a, :], torch.tensor([0.25, 0.5, 0.75], dtype=t.dtype), dim=0)
                 row[f"{key}_q25"], row[f"{key}_median"], row[f"{key}_q75"] = (q[0].tolist(), q[1].tolist(),
                                                                              q[2].tolist())
@@ -102,7 +111,10 @@ class ProbeResult:
         return {"algorithms": list(self.algorithms), "layers": self.layers, "seeds": self.seeds,
                 "fit_samples": self.fit_samples, "eval_samples": self.eval_samples, "kernel": self.kernel,
                 "bands": self.bands(), "best": self.best(),
-                "cosine": self.cosine.tolist(), "relative_error": self.relative_error.tolist()}
+                "cosine": self.cosine.tolist(), "relative_error": self.relative_error.tolist(),
+                "weight_cosine": None if self.weight_cosine is None else self.weight_cosine.tolist(),
+                "weight_relative_error": None if self.weight_relative_error is None
+                else self.weight_relative_error.tolist()}
 
 
 def layer_predictions(params: dict[str, torch.Tensor], spec: ModelSpec, Z: torch.Tensor) -> torch.Tensor:
@@ -300,16 +312,42 @@ def probe(
     cos = torch.zeros(len(seeds), len(algos), L, dtype=torch.float64)
     rel = torch.zeros_like(cos)
     fitted: dict[str, list[list[torch.Tensor]]] = {a: [] for a in algos}
+    wcos = torch.zeros_like(cos)
+    wrel = torch.zeros_like(cos)
     for s, params in enumerate(seeds):
         tf = layer_predictions(params, spec, Zf)[:, 1:]
         te = layer_predictions(params, spec, Ze)[:, 1:]
+        wm = _implied_weights(lambda q: layer_predictions(params, spec, _with_query(Ze, q))[:, 1:], qe)
         for a, name in enumerate(algos):
             A = _Algorithm(name, d, kern)
             ps = A.fit(Xf, yf, qf, tf)
             ref = A.run(Xe, ye, qe, ps, L)[:, 1:]
             cos[s, a], rel[s, a] = _metrics(te, ref)
+            wa = _implied_weights(lambda q, A=A, ps=ps: A.run(Xe, ye, q, ps, L)[:, 1:], qe)
+            wcos[s, a], wrel[s, a] = _metrics(wm.flatten(0, 1), wa.flatten(0, 1))
             fitted[name].append(ps)
-    return ProbeResult(algos, L, cos, rel, fitted, fit_samples, eval_samples, kern.name)
+    return ProbeResult(algos, L, cos, rel, fitted, fit_samples, eval_samples, kern.name, wcos, wrel)
+
+
+def _with_query(Z: torch.Tensor, xq: torch.Tensor) -> torch.Tensor:
+    """``Z`` with the query covariate replaced (differentiably)."""
+    d = xq.shape[1]
+    top = torch.cat([Z[:, :d, :-1], xq.unsqueeze(-1)], dim=-1)
+    return torch.cat([top, Z[:, d:, :]], dim=1)
+
+
+def _implied_weights(pred: Callable[[torch.Tensor], torch.Tensor], xq: torch.Tensor) -> torch.Tensor:
+    r"""Implied weight vectors :math:`\partial \hat y_l / \partial x_{n+1}` per prompt and layer, ``(batch, d, L)``.
+
+    Prompts are independent, so the gradient of the sum over prompts gives every prompt's own gradient;
+    for a predictor linear in the query, :math:`\hat y_l = x_{n+1}^\top w_l`, it is :math:`w_l`.
+    """
+    q = xq.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        out = pred(q)  # (batch, L)
+        cols = [torch.autograd.grad(out[:, l].sum(), q, retain_graph=l + 1 < out.shape[1])[0]
+                for l in range(out.shape[1])]
+    return torch.stack(cols, dim=-1)
 
 
 def plot_probe(result: ProbeResult, path: str | Path, *, title: str | None = None,
