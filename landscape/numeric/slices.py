@@ -438,7 +438,9 @@ def plot_slice(
         ax.set_ylabel(f"β ({sl.labels[1]})")
         ax.legend(fontsize=7, loc="upper right")
     if title:
-        ax.set_title(title, fontsize=9)
+        import textwrap
+
+        ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize=9)
     written = []
     for fmt in formats:
         out = base.with_suffix(f".{fmt}")
