@@ -7,7 +7,11 @@ r"""Loss landscape slices around a point: lines and planes, and their plots.
   :func:`random_directions` (Gaussian directions, filter-normalised as in Li, Xu, Taylor, Studer,
   Goldstein 2018, "Visualizing the loss landscape of neural nets": each row of each weight matrix
   rescaled to the norm of the same row of :math:`\theta_0`);
-* :func:`plot_slice` — a line plot or filled contour plot written as PNG and SVG.
+* :func:`family_plane_slice` — the loss over two of a family's own coordinates,
+  :math:`(\alpha, \beta) \mapsto f(\theta(s_0 + \alpha e_i + \beta e_j))` (the family need not be affine);
+* :func:`plane_coordinates` — where a parameter point falls in a plane (least squares) and how far off it it lies;
+* :func:`plot_slice` — a line plot, filled contour plot or surface plot with labelled points
+  (trained seeds, constructions, initialisations), written as PNG and SVG.
 
 The grid is evaluated with ``torch.func.vmap`` over grid points (in chunks), piece by piece of the
 oracle, so memory is bounded by ``grid_chunk × chunk_size`` prompts.
@@ -34,6 +38,8 @@ __all__ = [
     "plane_slice",
     "hessian_directions",
     "random_directions",
+    "family_plane_slice",
+    "plane_coordinates",
     "plot_slice",
 ]
 
@@ -262,6 +268,83 @@ def random_directions(
     return torch.cat(out, dim=1)
 
 
+def family_plane_slice(
+    oracle: LossOracle | Callable,
+    family: object,
+    values: torch.Tensor,
+    symbols: tuple[int, int] | tuple[int] = (0, 1),
+    *,
+    alphas: torch.Tensor | Sequence[float] | None = None,
+    betas: torch.Tensor | Sequence[float] | None = None,
+    grid_chunk: int | None = None,
+) -> LineSlice | PlaneSlice:
+    r"""The loss over a family's own coordinates around :math:`s_0`: :math:`f(\theta(s_0 + \alpha e_i + \beta e_j))`.
+
+    Every grid point is mapped through the family (``family.flat``), so the slice follows the
+    family even where it is not affine in its symbols. With one symbol index this is a line.
+
+    Args:
+        oracle: loss oracle over the family's architecture.
+        family: a :class:`~landscape.theory.families.Family`.
+        values: :math:`s_0`, ``(family.dim,)``.
+        symbols: indices ``(i, j)`` (or ``(i,)``) into ``family.names``.
+        alphas, betas: offsets of symbol ``i`` / ``j`` (default ``linspace(-1, 1, 31)``).
+        grid_chunk: grid points per vmapped call.
+
+    Returns:
+        :class:`PlaneSlice` (``directions`` = the tangent vectors :math:`\partial\theta/\partial s_i`,
+        ``labels`` = the symbol names), or :class:`LineSlice` for one symbol; ``origin`` = :math:`\theta(s_0)`.
+
+    Raises:
+        ValueError: bad symbol indices or values.
+    """
+    oracle = as_oracle(oracle)
+    s0 = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
+    k = int(getattr(family, "dim"))
+    if s0.shape != (k,):
+        raise ValueError(f"values must have shape ({k},) for family {getattr(family, 'name', '?')}, got {tuple(s0.shape)}")
+    if not 1 <= len(symbols) <= 2 or len(set(symbols)) != len(symbols) or any(not 0 <= i < k for i in symbols):
+        raise ValueError(f"symbols must be one or two distinct indices in [0, {k}), got {symbols}")
+    names = getattr(family, "names")
+    origin = family.flat(s0)  # type: ignore[attr-defined]
+    T = family.tangent_basis(s0)  # type: ignore[attr-defined]
+    a = _grid(alphas, (-1.0, 1.0, 31), s0.dtype, s0.device)
+    if len(symbols) == 1:
+        (i,) = symbols
+        S = s0.repeat(a.numel(), 1)
+        S[:, i] = S[:, i] + a
+        pts = torch.stack([family.flat(x) for x in S])  # type: ignore[attr-defined]
+        return LineSlice(a, evaluate_losses(oracle, pts, grid_chunk=grid_chunk), origin, T[:, i], names[i])
+    i, j = symbols
+    b = _grid(betas, (-1.0, 1.0, 31), s0.dtype, s0.device)
+    S = s0.repeat(a.numel() * b.numel(), 1).reshape(a.numel(), b.numel(), k).clone()
+    S[:, :, i] = S[:, :, i] + a[:, None]
+    S[:, :, j] = S[:, :, j] + b[None, :]
+    pts = torch.stack([family.flat(x) for x in S.reshape(-1, k)])  # type: ignore[attr-defined]
+    losses = evaluate_losses(oracle, pts, grid_chunk=grid_chunk).reshape(a.numel(), b.numel())
+    return PlaneSlice(a, b, losses, origin, torch.stack([T[:, i], T[:, j]]), (names[i], names[j]))
+
+
+def plane_coordinates(sl: PlaneSlice | LineSlice, point: torch.Tensor) -> tuple[tuple[float, ...], float]:
+    r"""Coordinates of a parameter point in a slice's plane (or line), by least squares, and its distance off it.
+
+    Solves :math:`\min_c \lVert\theta_0 + D^\top c - \theta\rVert` for the ``(2, P)`` (or ``(P,)``)
+    directions ``D``.
+
+    Returns:
+        ``((α, β) or (α,), ‖θ_0 + Dᵀc − θ‖)``.
+
+    Raises:
+        ValueError: shape mismatch.
+    """
+    D = sl.directions if isinstance(sl, PlaneSlice) else sl.direction[None]
+    if point.shape != sl.origin.shape:
+        raise ValueError(f"point must have shape {tuple(sl.origin.shape)}, got {tuple(point.shape)}")
+    r = (point.to(sl.origin.dtype) - sl.origin)
+    c = torch.linalg.lstsq(D.T, r[:, None]).solution[:, 0]
+    return tuple(float(x) for x in c), float((D.T @ c - r).norm())
+
+
 def plot_slice(
     sl: LineSlice | PlaneSlice,
     path: str | Path,
@@ -269,8 +352,10 @@ def plot_slice(
     title: str | None = None,
     formats: Sequence[str] = ("png", "svg"),
     log: bool = False,
+    points: Sequence[tuple[str, Sequence[float], float | None]] = (),
+    kind: Literal["contour", "surface"] = "contour",
 ) -> list[Path]:
-    """Draw a slice (line plot, or filled contours with the origin marked) and write it as PNG and SVG.
+    """Draw a slice and write it as PNG and SVG: a line plot, filled contours or a surface, with labelled points.
 
     Args:
         sl: the slice.
@@ -278,44 +363,84 @@ def plot_slice(
         title: figure title.
         formats: file formats.
         log: logarithmic loss axis / contour levels.
+        points: ``(label, coordinates, loss or None)`` to mark (coordinates ``(α,)`` on a line,
+            ``(α, β)`` on a plane, e.g. from :func:`plane_coordinates`); the origin is marked
+            only when no points are given.
+        kind: planes only: ``"contour"`` or ``"surface"`` (3-D).
 
     Returns:
         The written files.
 
     Raises:
         TypeError: not a slice.
+        ValueError: unknown ``kind``.
     """
     from matplotlib.figure import Figure
 
     if not isinstance(sl, (LineSlice, PlaneSlice)):
         raise TypeError(f"expected a LineSlice or PlaneSlice, got {type(sl).__name__}")
+    check_choice("kind", kind, ("contour", "surface"))
+    import numpy as np
+
     base = Path(path)
     base = base.with_suffix("") if base.suffix else base
     base.parent.mkdir(parents=True, exist_ok=True)
-    fig = Figure(figsize=(5.5, 4.2), layout="constrained")
-    ax = fig.add_subplot()
+    fig = Figure(figsize=(6.0, 4.6), layout="constrained")
+    markers = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+    def tr(v: float) -> float:
+        return float(np.log10(max(v, np.finfo(float).tiny))) if log else float(v)
+
     if isinstance(sl, LineSlice):
-        ax.plot(sl.alphas.cpu().numpy(), sl.losses.cpu().numpy(), color="C0")
-        ax.axvline(0.0, color="0.6", lw=0.8, ls=":")
+        ax = fig.add_subplot()
+        ax.plot(sl.alphas.cpu().numpy(), sl.losses.cpu().numpy(), color="C0", label="loss")
+        for m, (label, c, loss) in enumerate(points):
+            y = float(np.interp(c[0], sl.alphas.cpu().numpy(), sl.losses.cpu().numpy())) if loss is None else loss
+            ax.plot([c[0]], [y], marker=markers[m % len(markers)], ls="none", color=f"C{m + 1}",
+                    markeredgecolor="k", label=label)
+        if not points:
+            ax.axvline(0.0, color="0.6", lw=0.8, ls=":")
         ax.set_xlabel(f"α along {sl.label}")
         ax.set_ylabel("loss")
         if log:
             ax.set_yscale("log")
+        if points:
+            ax.legend(fontsize=8)
     else:
-        import numpy as np
-
         Zv = sl.losses.cpu().numpy().T
         if log:
-            Zv = np.log10(np.maximum(Zv, np.finfo(float).tiny))
+            with np.errstate(invalid="ignore"):
+                Zv = np.log10(np.maximum(Zv, np.finfo(float).tiny))
+        Zv = np.ma.masked_invalid(Zv)  # overflowing grid points are left blank
         A, B = np.meshgrid(sl.alphas.cpu().numpy(), sl.betas.cpu().numpy())
-        cs = ax.contourf(A, B, Zv, levels=20, cmap="viridis")
-        ax.contour(A, B, Zv, levels=20, colors="k", linewidths=0.3)
-        fig.colorbar(cs, ax=ax, label="log10 loss" if log else "loss")
-        ax.plot([0.0], [0.0], marker="*", color="w", markersize=10, markeredgecolor="k")
+        zlabel = "log10 loss" if log else "loss"
+        if kind == "surface":
+            ax = fig.add_subplot(projection="3d")
+            surf = ax.plot_surface(A, B, Zv.filled(np.nan), cmap="viridis", linewidth=0, antialiased=True, alpha=0.85)
+            fig.colorbar(surf, ax=ax, label=zlabel, shrink=0.7)
+            ax.set_zlabel(zlabel)
+        else:
+            ax = fig.add_subplot()
+            cs = ax.contourf(A, B, Zv, levels=20, cmap="viridis")
+            ax.contour(A, B, Zv, levels=20, colors="k", linewidths=0.3)
+            fig.colorbar(cs, ax=ax, label=zlabel)
+        if not points:
+            points = (("origin", (0.0, 0.0), None),)
+        for m, (label, c, loss) in enumerate(points):
+            mk = dict(marker=markers[m % len(markers)], ls="none", color=f"C{m + 1}", markeredgecolor="k",
+                      markersize=8, label=label)
+            if kind == "surface":
+                z = tr(loss) if loss is not None else float(Zv.max())
+                ax.plot([c[0]], [c[1]], [z], **mk)
+            else:
+                ax.plot([c[0]], [c[1]], **mk)
         ax.set_xlabel(f"α ({sl.labels[0]})")
         ax.set_ylabel(f"β ({sl.labels[1]})")
+        ax.legend(fontsize=7, loc="upper right")
     if title:
-        ax.set_title(title)
+        import textwrap
+
+        ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize=9)
     written = []
     for fmt in formats:
         out = base.with_suffix(f".{fmt}")
