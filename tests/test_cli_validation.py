@@ -32,7 +32,7 @@ TABLE: dict[str, tuple[list[str], dict[str, tuple[str, bool]]]] = {
     "solve": (["solve", "pgd"], {**PROBLEM, "--samples": ("int", False), "--starts": ("int", False),
                                  "--scale": ("float", False), **THREADS}),
     "verify": (["verify", "pgd"], {**PROBLEM, "--samples": ("int", False), "--alpha": ("unit", False),
-                                   "--hessian-samples": ("int", True), "--tol": ("float", False),
+                                   "--hessian-samples": ("int", True), "--tol": ("float", False), "--max-distance": ("float", False),
                                    **THREADS}),
     "train": (["train"], {**PROBLEM, "--probs": ("list", True), "--init-std": ("float", True),
                           "--seeds": ("int", False), "--steps": ("int", True), "--batch": ("int", False),
@@ -48,6 +48,14 @@ TABLE: dict[str, tuple[list[str], dict[str, tuple[str, bool]]]] = {
     "families": (["families"], THREADS),
     "plot": (["plot", "runs"], THREADS),
     "store": (["store", "check", "runs"], THREADS),
+    "hessian": (["hessian", "--family", "pgd"], {**PROBLEM, "--samples": ("int", False), "--sample-seed": ("int", True),
+                "--k": ("int", False), "--matvecs": ("int", False), "--probes": ("int", False),
+                "--steps": ("int", False), "--dense-max": ("int", True), **THREADS}),
+    "slice": (["slice", "--family", "pgd", "--plane", "random"], {**PROBLEM, "--samples": ("int", False),
+              "--sample-seed": ("int", True), "--range": ("list", False), "--grid": ("int", False), **THREADS}),
+    "probe": (["probe", "--construction", "pgd"], {"--fit-samples": ("int", False), "--eval-samples": ("int", False),
+              "--d": ("int", False), "--n": ("int", False), "--layers": ("int", False), "--seed": ("int", True),
+              **THREADS}),
 }
 
 
