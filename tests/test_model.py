@@ -14,6 +14,7 @@ from base_suites import ALL_FAMILIES, F32, F64, FamilySuite, family_id, rel_err
 from landscape.tolerances import RTOL
 from landscape.theory.families import Family, Problem, get_family
 from landscape.core.kernels import Kernel, get_kernel
+from landscape.core.masks import make_mask
 from landscape.core.model import (
     HeadSpec,
     ModelSpec,
@@ -23,7 +24,6 @@ from landscape.core.model import (
     flatten_params,
     forward,
     init_params,
-    make_mask,
     num_params,
     param_shapes,
     predict,
@@ -246,8 +246,8 @@ def test_bad_spec_and_settings() -> None:
         HeadSpec("mlp")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"unknown activation/kernel 'tanh'; known: linear, relu, exp, softmax, rbf"):
         ModelSpec.kernel(2, 1, "tanh")
-    with pytest.raises(ValueError, match=r"unknown mask preset 'sparse'; known: 'full', 'paper'"):
-        make_mask(ModelSpec.linear(2, 1), "sparse")
+    with pytest.raises(ValueError, match=r"unknown mask 'dense'; accepted: 'full' \(alias 'all'\), 'paper', 'sparse'"):
+        make_mask(ModelSpec.linear(2, 1), "dense")
     with pytest.raises(TypeError, match="dtype must be torch.float32 or torch.float64"):
         init_params(ModelSpec.linear(2, 1), torch.Generator(), dtype=torch.int32)
     with pytest.raises(ValueError, match=r"flat parameter vector has 5 entries"):

@@ -34,13 +34,13 @@ import torch
 
 from landscape._checks import check_int
 from landscape.core.kernels import Kernel, get_kernel
+from landscape.core.masks import make_mask
 
 __all__ = [
     "HeadSpec",
     "ModelSpec",
     "param_shapes",
     "init_params",
-    "make_mask",
     "apply_mask",
     "forward",
     "predict",
@@ -152,41 +152,7 @@ def param_shapes(spec: ModelSpec) -> dict[str, tuple[int, int]]:
 
 
 # ---------------------------------------------------------------------- masks and init
-MaskPreset = Literal["full", "paper"]
-
-
-def make_mask(spec: ModelSpec, preset: MaskPreset | str = "full", d: int | None = None) -> dict[str, torch.Tensor]:
-    r"""Boolean masks of the *free* entries of every parameter.
-
-    Args:
-        spec: the architecture.
-        preset: ``"full"`` — every entry free; ``"paper"`` — the papers' sparsity: keys/queries
-            read ``x`` only (``B, C`` and ``Q`` zero outside the top-left ``d×d`` block) and values
-            keep the block-diagonal form ``diag(A, r)`` (``V``, ``P`` zero off the two diagonal blocks).
-        d: covariate block size (defaults to ``spec.d``).
-
-    Returns:
-        ``dict`` name → bool tensor of the parameter's shape.
-
-    Raises:
-        ValueError: unknown preset.
-    """
-    if preset not in ("full", "paper"):
-        raise ValueError(f"unknown mask preset {preset!r}; known: 'full', 'paper'")
-    d = spec.d if d is None else d
-    D = spec.token_dim
-    out: dict[str, torch.Tensor] = {}
-    x_block = torch.zeros(D, D, dtype=torch.bool)
-    x_block[:d, :d] = True
-    block_diag = x_block.clone()
-    block_diag[d:, d:] = True
-    for name, shape in param_shapes(spec).items():
-        if preset == "full":
-            out[name] = torch.ones(shape, dtype=torch.bool)
-        else:
-            kind = name.rsplit(".", 1)[1]
-            out[name] = (x_block if kind in ("B", "C", "Q") else block_diag).clone()
-    return out
+# Mask names and their masks live in landscape.core.masks (re-exported here for old imports).
 
 
 def apply_mask(params: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
@@ -202,7 +168,7 @@ def init_params(
     generator: torch.Generator,
     *,
     std: float = 0.1,
-    mask: Mapping[str, torch.Tensor] | MaskPreset | None = None,
+    mask: Mapping[str, torch.Tensor] | str | None = None,
     seeds: int | None = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
@@ -213,7 +179,8 @@ def init_params(
         spec: architecture.
         generator: the only source of randomness (its device decides where sampling happens).
         std: standard deviation.
-        mask: a mask dict, a preset name (see :func:`make_mask`) or ``None`` (all free).
+        mask: a mask dict, a mask name (:data:`landscape.core.masks.MASKS`, built by
+            :func:`landscape.core.masks.make_mask`) or ``None`` (all free).
         seeds: if given, a leading axis of that many independent models.
         dtype: ``torch.float32`` or ``torch.float64``.
         device: target device (defaults to the generator's).

@@ -88,12 +88,11 @@ from landscape.theory.families import (
 )
 from landscape.core.kernels import get_kernel
 from landscape.core.loss import squared_error
+from landscape.core.masks import SPEC_MASKS, canonical_mask, make_mask
 from landscape.core.model import (
     ModelSpec,
     flatten_params,
     init_params,
-    make_mask,
-    param_shapes,
     predict,
     unflatten_params,
 )
@@ -125,7 +124,6 @@ __all__ = [
     "lr_factor",
     "OPTIMIZERS",
     "SCHEDULES",
-    "MASKS",
     "TASKS",
 ]
 
@@ -133,7 +131,9 @@ TASKS: tuple[str, ...] = ("linear", "gp", "classification", "features")
 """Task kinds; ``"gp"`` takes its data kernel as ``"gp:KERNEL"`` (e.g. ``"gp:exp"``, ``"gp:relu"``)."""
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "linear")
-MASKS: tuple[str, ...] = ("full", "paper", "sparse")
+MASKS: tuple[str, ...] = SPEC_MASKS
+"""The mask names a run takes: :data:`landscape.core.masks.SPEC_MASKS` (the vocabulary is
+:data:`landscape.core.masks.MASKS`; runs store the canonical spelling, ``"full"``)."""
 ENGINES: tuple[str, ...] = ("auto", "fused", "stacked", "vmap")
 _DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
 _CHECKPOINT_FORMAT = 1
@@ -600,28 +600,15 @@ def make_task(config: TrainConfig, sigma: torch.Tensor | None = None) -> Any:
 
 
 def train_mask(spec: ModelSpec, preset: str) -> dict[str, torch.Tensor]:
-    """Boolean masks of the free entries for a training mask preset (see :class:`TrainConfig`).
+    """Boolean masks of the free entries for a training mask name (see :class:`TrainConfig`).
 
-    ``"full"`` and ``"paper"`` are :func:`landscape.core.model.make_mask`; ``"sparse"`` keeps only the
-    entries of Ahn et al.'s Theorem 3 form (``P = diag(0, p)``, ``Q = diag(A, 0)``) and of Cheng
-    et al.'s sparse-value form (``V = diag(0, r)``, ``B = diag(B', 0)``, ``C = diag(C', 0)``).
+    :func:`landscape.core.masks.make_mask` restricted to the names a run takes (:data:`MASKS`,
+    aliases such as ``"all"`` accepted); the names are documented in :data:`landscape.core.masks.MASKS`.
 
     Raises:
-        ValueError: unknown preset.
+        ValueError: an unknown name or one that needs a family (``"blocks"``).
     """
-    check_choice("mask", preset, MASKS)
-    if preset != "sparse":
-        return make_mask(spec, preset)
-    d, D = spec.d, spec.token_dim
-    x_block = torch.zeros(D, D, dtype=torch.bool)
-    x_block[:d, :d] = True
-    corner = torch.zeros(D, D, dtype=torch.bool)
-    corner[d:, d:] = True
-    out = {}
-    for name in param_shapes(spec):
-        kind = name.rsplit(".", 1)[1]
-        out[name] = (corner if kind in ("P", "V") else x_block).clone()
-    return out
+    return make_mask(spec, canonical_mask(preset, MASKS))
 
 
 # ---------------------------------------------------------------------- fused stacked forward
