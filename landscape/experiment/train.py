@@ -96,6 +96,7 @@ from landscape.core.model import (
     predict,
     unflatten_params,
 )
+from landscape.experiment.metrics import family_key, metric_key, parse_family_key
 from landscape.core.tasks import (
     KernelGP,
     LinearClassification,
@@ -1092,8 +1093,8 @@ def _measure(spec: ModelSpec, family: Family | None, sigma: torch.Tensor | None,
     ids = identity_distances(cpu, spec, sigma)
     for l in range(spec.layers):
         for h in range(len(spec.heads)):
-            vals[f"dist_identity.layer{l}.head{h}"] = ids.raw[:, l, h]
-            vals[f"dist_identity_whitened.layer{l}.head{h}"] = ids.whitened[:, l, h]
+            vals[metric_key("dist_identity", layer=l, head=h)] = ids.raw[:, l, h]
+            vals[metric_key("dist_identity_whitened", layer=l, head=h)] = ids.whitened[:, l, h]
     if family is not None and with_family:
         # One fresh start (t = 0, Gauss-Newton scalars, greedy signs: enough for the scaling
         # symmetries of every built-in family) and no warm start from the previous log step: the
@@ -1102,11 +1103,11 @@ def _measure(spec: ModelSpec, family: Family | None, sigma: torch.Tensor | None,
         proj = project_stacked(cpu, family, starts=1)
         vals["family_distance"] = proj.distance
         for j, name in enumerate(proj.names):
-            vals[f"family.{name}"] = proj.values[:, j]
+            vals[family_key(name)] = proj.values[:, j]
         if white is not None:
             wproj = proj if white is family else project_whitened(cpu, white, sigma, starts=1)
             for j, name in enumerate(wproj.names):
-                vals[f"family_whitened.{name}"] = wproj.values[:, j]
+                vals[family_key(name, whitened=True)] = wproj.values[:, j]
     return vals
 
 
@@ -1315,8 +1316,9 @@ def _train_locked(config: TrainConfig, dev: torch.device, spec: ModelSpec, sigma
         meas = _measure(spec, family, sigma, state.params, eval_Z, eval_y, True, white)
         final_loss = meas["eval_loss"]
         ids_raw, ids_white = _stack_identity(meas, spec)
-        fam_vals = {k[len("family."):]: v for k, v in meas.items() if k.startswith("family.")}
-        fam_steps = {k[len("family_whitened."):]: v for k, v in meas.items() if k.startswith("family_whitened.")}
+        fam = {k: parse_family_key(k) for k in meas}
+        fam_vals = {f[0]: meas[k] for k, f in fam.items() if f is not None and not f[1]}
+        fam_steps = {f[0]: meas[k] for k, f in fam.items() if f is not None and f[1]}
         fam_dist = meas.get("family_distance")
         result = TrainResult(
             config=config, params=state.params, final_loss=final_loss, train_loss=state.loss,
@@ -1350,10 +1352,10 @@ def _train_locked(config: TrainConfig, dev: torch.device, spec: ModelSpec, sigma
 
 def _stack_identity(values: Mapping[str, torch.Tensor], spec: ModelSpec) -> tuple[torch.Tensor, torch.Tensor]:
     L, H = spec.layers, len(spec.heads)
-    raw = torch.stack([torch.stack([values[f"dist_identity.layer{l}.head{h}"] for h in range(H)], -1)
+    raw = torch.stack([torch.stack([values[metric_key("dist_identity", layer=l, head=h)] for h in range(H)], -1)
                        for l in range(L)], -2)
-    white = torch.stack([torch.stack([values[f"dist_identity_whitened.layer{l}.head{h}"] for h in range(H)], -1)
-                         for l in range(L)], -2)
+    white = torch.stack([torch.stack([values[metric_key("dist_identity_whitened", layer=l, head=h)]
+                                      for h in range(H)], -1) for l in range(L)], -2)
     return raw, white
 
 
