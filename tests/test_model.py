@@ -224,16 +224,22 @@ def test_bad_params() -> None:
     with pytest.raises(TypeError, match="params must be a dict"):
         check_params(spec, [1, 2])  # type: ignore[arg-type]
     mixed = {**p, "layer0.head0.V": p["layer0.head0.V"].to(F32)}
-    with pytest.raises(TypeError, match="params mix dtypes"):
+    with pytest.raises(TypeError, match=r"param 'layer0.head0.B' has dtype torch.float64 but param "
+                                        r"'layer0.head0.V' has dtype torch.float32; all tensor inputs must share one"):
         forward(mixed, spec, Z)
+    on_meta = {**p, "layer1.head0.C": torch.zeros(3, 3, dtype=F64, device="meta")}
+    with pytest.raises(TypeError, match=r"param 'layer1.head0.C' is on device meta but param 'layer0.head0.V' is on "
+                                        r"cpu; all tensor inputs must be on one device"):
+        forward(on_meta, spec, Z)
 
 
 def test_dtype_and_device_mismatch_between_params_and_tokens() -> None:
     spec = ModelSpec.linear(2, 1)
     p = init_params(spec, torch.Generator().manual_seed(9), dtype=F64)
-    with pytest.raises(TypeError, match=r"Z has dtype torch.float32 but params have torch.float64; use one dtype"):
+    with pytest.raises(TypeError, match=r"Z has dtype torch.float32 but params has dtype torch.float64; "
+                                        r"all tensor inputs must share one floating dtype"):
         forward(p, spec, torch.zeros(1, 3, 4, dtype=F32))
-    with pytest.raises(TypeError, match=r"Z is on meta but params are on cpu"):
+    with pytest.raises(TypeError, match=r"Z is on device meta but params is on cpu; all tensor inputs must be on one device"):
         forward(p, spec, torch.zeros(1, 3, 4, dtype=F64, device="meta"))
 
 
@@ -250,6 +256,18 @@ def test_bad_spec_and_settings() -> None:
         make_mask(ModelSpec.linear(2, 1), "dense")
     with pytest.raises(TypeError, match="dtype must be torch.float32 or torch.float64"):
         init_params(ModelSpec.linear(2, 1), torch.Generator(), dtype=torch.int32)
+    with pytest.raises(ValueError, match=r"^ModelSpec.token_dim must be an int >= 1, got 0$"):
+        ModelSpec(d=2, layers=1, token_dim=0)
+    with pytest.raises(TypeError, match=r"^ModelSpec.token_dim must be an int >= 1, got float$"):
+        ModelSpec(d=2, layers=1, token_dim=3.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^seeds must be an int >= 1, got 0$"):
+        init_params(ModelSpec.linear(2, 1), torch.Generator(), seeds=0)
+    with pytest.raises(TypeError, match=r"^seeds must be an int >= 1, got float$"):
+        init_params(ModelSpec.linear(2, 1), torch.Generator(), seeds=2.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^std must be >= 0, got -0.1$"):
+        init_params(ModelSpec.linear(2, 1), torch.Generator(), std=-0.1)
+    with pytest.raises(ValueError, match=r"^std must be finite, got nan$"):
+        init_params(ModelSpec.linear(2, 1), torch.Generator(), std=float("nan"))
     with pytest.raises(ValueError, match=r"flat parameter vector has 5 entries"):
         unflatten_params(torch.zeros(5), ModelSpec.linear(2, 1))
     with pytest.raises(ValueError, match=r"T must have shape \(3, 3\)"):

@@ -32,7 +32,7 @@ from typing import Literal, Mapping, Sequence
 
 import torch
 
-from landscape._checks import check_int
+from landscape._checks import check_int, check_real, check_same_dtype_device
 from landscape.core.kernels import Kernel, get_kernel
 from landscape.core.masks import make_mask
 
@@ -117,8 +117,8 @@ class ModelSpec:
         object.__setattr__(self, "heads", heads)
         if self.token_dim is None:
             object.__setattr__(self, "token_dim", self.d + 1)
-        elif self.token_dim < 1:
-            raise ValueError(f"token_dim must be >= 1, got {self.token_dim}")
+        else:
+            check_int("ModelSpec.token_dim", self.token_dim, minimum=1)
 
     @classmethod
     def linear(cls, d: int, layers: int, heads: int = 1) -> "ModelSpec":
@@ -189,13 +189,12 @@ def init_params(
         The parameter dict (stacked along axis 0 when ``seeds`` is given).
 
     Raises:
-        ValueError: ``std < 0`` or ``seeds < 1``.
-        TypeError: non-floating dtype.
+        ValueError: ``std < 0`` or not finite, ``seeds < 1``.
+        TypeError: non-floating dtype, a non-real ``std``, a non-integer ``seeds``.
     """
-    if std < 0:
-        raise ValueError(f"std must be >= 0, got {std}")
-    if seeds is not None and seeds < 1:
-        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    check_real("std", std, nonnegative=True)
+    if seeds is not None:
+        check_int("seeds", seeds, minimum=1)
     if dtype not in (torch.float32, torch.float64):
         raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
     if isinstance(mask, str):
@@ -241,7 +240,8 @@ def check_params(spec: ModelSpec, params: Mapping[str, torch.Tensor], *, batch_d
         batch_dims: leading (seed) axes allowed in front of every parameter.
 
     Raises:
-        TypeError: non-tensor or non-floating values, mixed dtypes or devices.
+        TypeError: non-tensor or non-floating values, mixed dtypes or devices
+            (:func:`landscape._checks.check_same_dtype_device`).
         ValueError: missing/unexpected names or wrong shapes.
     """
     if not isinstance(params, Mapping):
@@ -254,7 +254,6 @@ def check_params(spec: ModelSpec, params: Mapping[str, torch.Tensor], *, batch_d
             f"params do not match {spec.describe()}: missing {missing[:6]}{'...' if len(missing) > 6 else ''}, "
             f"unexpected {extra[:6]}{'...' if len(extra) > 6 else ''}; expected names like {next(iter(shapes))!r}"
         )
-    dtypes, devices = set(), set()
     for k, shape in shapes.items():
         v = params[k]
         if not isinstance(v, torch.Tensor):
@@ -263,12 +262,8 @@ def check_params(spec: ModelSpec, params: Mapping[str, torch.Tensor], *, batch_d
             raise TypeError(f"param {k!r} must be floating point, got {v.dtype}")
         if tuple(v.shape[v.ndim - 2:]) != shape or v.ndim != 2 + batch_dims:
             raise ValueError(f"param {k!r} has shape {tuple(v.shape)}, expected {batch_dims} leading axes + {shape}")
-        dtypes.add(v.dtype)
-        devices.add(v.device)
-    if len(dtypes) > 1:
-        raise TypeError(f"params mix dtypes {sorted(map(str, dtypes))}; use one dtype")
-    if len(devices) > 1:
-        raise TypeError(f"params live on several devices {sorted(map(str, devices))}; move them to one")
+    first, *rest = shapes
+    check_same_dtype_device(f"param {first!r}", params[first], **{f"param {k!r}": params[k] for k in rest})
 
 
 def _check_tokens(spec: ModelSpec, Z: torch.Tensor, n_sources: int | None) -> int:
@@ -330,12 +325,7 @@ def forward(
     if validate:
         check_params(spec, params)
         n = _check_tokens(spec, Z, n_sources)
-        dt = next(iter(params.values())).dtype
-        if Z.dtype != dt:
-            raise TypeError(f"Z has dtype {Z.dtype} but params have {dt}; use one dtype")
-        dev = next(iter(params.values())).device
-        if Z.device != dev:
-            raise TypeError(f"Z is on {Z.device} but params are on {dev}; move them to one device")
+        check_same_dtype_device("params", next(iter(params.values())), Z=Z)
     else:
         n = Z.shape[-1] - 1 if n_sources is None else n_sources
     states = [Z]
