@@ -627,8 +627,9 @@ def _pmul(W: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
 def stacked_predict(params: Mapping[str, torch.Tensor], spec: ModelSpec, Z: torch.Tensor) -> torch.Tensor:
     r"""Predictions of a stack of models, fused for speed; equal to :func:`landscape.core.model.predict`.
 
-    The same function as ``predict`` applied to every seed (tested to round-off), computed with
-    three exact rewrites:
+    Not a second definition of the model: :func:`landscape.core.model.forward` is the source of
+    truth, and this is the same function applied to every seed (tested to round-off against it over
+    a grid of ``d``, ``n``, ``L``, head mixes and kernels), computed with three exact rewrites:
 
     * linear heads use associativity, :math:`Z + \frac1n P Z_s (Z_s^\top Q Z) = (I + \frac1n P G Q) Z`
       with :math:`G = Z_s Z_s^\top`, so the per-prompt products are ``D×n×D`` and ``D×D×N`` instead of
