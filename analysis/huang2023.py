@@ -64,6 +64,7 @@ from torch.func import grad
 
 from analysis._study import Claim, StudyContext, StudyResult, study_main
 from landscape.tolerances import MC_NUM_SE
+from landscape.core.loss import squared_error
 from landscape.core.tasks import OrthonormalFeatures, PromptBatch
 
 __all__ = [
@@ -177,7 +178,7 @@ def monte_carlo_loss(Q: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
     Returns:
         ``(batch,)``.
     """
-    return 0.5 * (prediction(Q, batch.X, batch.y) - batch.target) ** 2
+    return 0.5 * squared_error(prediction(Q, batch.X, batch.y), batch.target, reduction="none")  # Huang et al.: ½
 
 
 # --------------------------------------------------------------------------- exact statistics

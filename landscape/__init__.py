@@ -34,6 +34,9 @@ _EXPORTS: dict[str, str] = {
     "loss": "landscape.core.loss",
     "squared_error": "landscape.core.loss",
 
+    # landscape.core.masks
+    "make_mask": "landscape.core.masks",
+
     # landscape.core.model
     "HeadSpec": "landscape.core.model",
     "ModelSpec": "landscape.core.model",
@@ -41,7 +44,6 @@ _EXPORTS: dict[str, str] = {
     "flatten_params": "landscape.core.model",
     "forward": "landscape.core.model",
     "init_params": "landscape.core.model",
-    "make_mask": "landscape.core.model",
     "param_shapes": "landscape.core.model",
     "predict": "landscape.core.model",
     "stack_params": "landscape.core.model",

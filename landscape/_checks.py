@@ -3,6 +3,12 @@
 All checks look at shapes, dtypes and devices only (never at tensor values), so they are safe
 inside ``torch.func.vmap`` and never force a device synchronisation.
 
+One exception type per kind of error: a value of the wrong Python type, a tensor of the wrong
+dtype **or device** — ``TypeError``; a value of the right type that is out of range, an unknown
+name, a wrong shape — ``ValueError``. A device mismatch is a ``TypeError`` because dtype and
+device together are a tensor's type in torch (``torch.tensor(1.).cuda().type()`` is
+``'torch.cuda.FloatTensor'``): the tensor's entries and shape may be fine, its kind is not.
+
 Shapes are described by *specs*: tuples whose entries are named dimensions (``"batch"``, ``"d"``,
 ``"n"`` ...) or fixed integers. A ``dims`` dict shared between calls binds each name to the size
 first seen, so later arguments are checked against it::
@@ -119,11 +125,10 @@ def check_shape(
 def check_same_dtype_device(ref_name: str, ref: torch.Tensor, **others: torch.Tensor | None) -> None:
     """Check that every tensor in ``others`` has the dtype and device of ``ref``.
 
-    ``None`` entries are skipped.
+    ``None`` entries are skipped. Names may be any string (pass ``**{"param 'x'": t}``).
 
     Raises:
-        TypeError: on a dtype mismatch.
-        ValueError: on a device mismatch.
+        TypeError: on a dtype or a device mismatch (module docstring: both are the tensor's type).
     """
     for name, t in others.items():
         if t is None:
@@ -134,7 +139,7 @@ def check_same_dtype_device(ref_name: str, ref: torch.Tensor, **others: torch.Te
                 "all tensor inputs must share one floating dtype"
             )
         if t.device != ref.device:
-            raise ValueError(
+            raise TypeError(
                 f"{name} is on device {t.device} but {ref_name} is on {ref.device}; "
                 "all tensor inputs must be on one device"
             )

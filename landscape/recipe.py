@@ -44,6 +44,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
 
+import landscape.core.masks as _masks
+
 if TYPE_CHECKING:  # pragma: no cover
     from landscape.core.kernels import Kernel, SumKernel
     from landscape.core.model import ModelSpec
@@ -100,8 +102,8 @@ ATTENTIONS: tuple[str, ...] = ("linear", "kernel")
 COVARIATES: tuple[str, ...] = ("gaussian", "sphere")
 """Laws of the whitened covariates."""
 
-MASKS: tuple[str, ...] = ("full", "paper", "sparse")
-"""Names of the training masks (:func:`mask`)."""
+MASKS: tuple[str, ...] = _masks.SPEC_MASKS
+"""Names of the training masks (:func:`mask`; the vocabulary is :data:`landscape.core.masks.MASKS`)."""
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
 """Accepted floating-point dtypes by name."""
@@ -693,9 +695,7 @@ def mask(spec: "ModelSpec", name: str) -> dict[str, torch.Tensor]:
     Raises:
         ValueError: an unknown name (the names are listed).
     """
-    from landscape.experiment.train import train_mask
-
-    return train_mask(spec, name)
+    return _masks.make_mask(spec, _masks.canonical_mask(name, MASKS))
 
 
 def device(spec: str | torch.device) -> torch.device:

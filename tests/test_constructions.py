@@ -357,7 +357,7 @@ def test_bad_input_to_embeddings_and_forward() -> None:
     with pytest.raises(TypeError, match=r"y has dtype torch.float32 but the first input has torch.float64"):
         embed_regression(X, y.to(F32), xq)
     c = functional_gd_construction(2, [0.1], "exp")
-    with pytest.raises(TypeError, match=r"Z has dtype torch.float32 but params have torch.float64"):
+    with pytest.raises(TypeError, match=r"Z has dtype torch.float32 but params has dtype torch.float64"):
         c(X.to(F32), y.to(F32), xq.to(F32))
     ngd = normalised_gd_construction(2, 0.5, 1.0, 3, n=4)
     with pytest.raises(ValueError, match=r"built for d = 2, n = 4\), got \(3, 2, 5\)"):

@@ -14,6 +14,7 @@ from base_suites import ALL_FAMILIES, F32, F64, FamilySuite, family_id, rel_err
 from landscape.tolerances import RTOL
 from landscape.theory.families import Family, Problem, get_family
 from landscape.core.kernels import Kernel, get_kernel
+from landscape.core.masks import make_mask
 from landscape.core.model import (
     HeadSpec,
     ModelSpec,
@@ -23,7 +24,6 @@ from landscape.core.model import (
     flatten_params,
     forward,
     init_params,
-    make_mask,
     num_params,
     param_shapes,
     predict,
@@ -224,16 +224,22 @@ def test_bad_params() -> None:
     with pytest.raises(TypeError, match="params must be a dict"):
         check_params(spec, [1, 2])  # type: ignore[arg-type]
     mixed = {**p, "layer0.head0.V": p["layer0.head0.V"].to(F32)}
-    with pytest.raises(TypeError, match="params mix dtypes"):
+    with pytest.raises(TypeError, match=r"param 'layer0.head0.B' has dtype torch.float64 but param "
+                                        r"'layer0.head0.V' has dtype torch.float32; all tensor inputs must share one"):
         forward(mixed, spec, Z)
+    on_meta = {**p, "layer1.head0.C": torch.zeros(3, 3, dtype=F64, device="meta")}
+    with pytest.raises(TypeError, match=r"param 'layer1.head0.C' is on device meta but param 'layer0.head0.V' is on "
+                                        r"cpu; all tensor inputs must be on one device"):
+        forward(on_meta, spec, Z)
 
 
 def test_dtype_and_device_mismatch_between_params_and_tokens() -> None:
     spec = ModelSpec.linear(2, 1)
     p = init_params(spec, torch.Generator().manual_seed(9), dtype=F64)
-    with pytest.raises(TypeError, match=r"Z has dtype torch.float32 but params have torch.float64; use one dtype"):
+    with pytest.raises(TypeError, match=r"Z has dtype torch.float32 but params has dtype torch.float64; "
+                                        r"all tensor inputs must share one floating dtype"):
         forward(p, spec, torch.zeros(1, 3, 4, dtype=F32))
-    with pytest.raises(TypeError, match=r"Z is on meta but params are on cpu"):
+    with pytest.raises(TypeError, match=r"Z is on device meta but params is on cpu; all tensor inputs must be on one device"):
         forward(p, spec, torch.zeros(1, 3, 4, dtype=F64, device="meta"))
 
 
@@ -246,10 +252,22 @@ def test_bad_spec_and_settings() -> None:
         HeadSpec("mlp")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"unknown activation/kernel 'tanh'; known: linear, relu, exp, softmax, rbf"):
         ModelSpec.kernel(2, 1, "tanh")
-    with pytest.raises(ValueError, match=r"unknown mask preset 'sparse'; known: 'full', 'paper'"):
-        make_mask(ModelSpec.linear(2, 1), "sparse")
+    with pytest.raises(ValueError, match=r"unknown mask 'dense'; accepted: 'full' \(alias 'all'\), 'paper', 'sparse'"):
+        make_mask(ModelSpec.linear(2, 1), "dense")
     with pytest.raises(TypeError, match="dtype must be torch.float32 or torch.float64"):
         init_params(ModelSpec.linear(2, 1), torch.Generator(), dtype=torch.int32)
+    with pytest.raises(ValueError, match=r"^ModelSpec.token_dim must be an int >= 1, got 0$"):
+        ModelSpec(d=2, layers=1, token_dim=0)
+    with pytest.raises(TypeError, match=r"^ModelSpec.token_dim must be an int >= 1, got float$"):
+        ModelSpec(d=2, layers=1, token_dim=3.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^seeds must be an int >= 1, got 0$"):
+        init_params(ModelSpec.linear(2, 1), torch.Generator(), seeds=0)
+    with pytest.raises(TypeError, match=r"^seeds must be an int >= 1, got float$"):
+        init_params(ModelSpec.linear(2, 1), torch.Generator(), seeds=2.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^std must be >= 0, got -0.1$"):
+        init_params(ModelSpec.linear(2, 1), torch.Generator(), std=-0.1)
+    with pytest.raises(ValueError, match=r"^std must be finite, got nan$"):
+        init_params(ModelSpec.linear(2, 1), torch.Generator(), std=float("nan"))
     with pytest.raises(ValueError, match=r"flat parameter vector has 5 entries"):
         unflatten_params(torch.zeros(5), ModelSpec.linear(2, 1))
     with pytest.raises(ValueError, match=r"T must have shape \(3, 3\)"):
@@ -277,3 +295,40 @@ def test_kernel_heads_accept_kernel_objects() -> None:
     batch = LinearRegression(2, 4).sample(3, torch.Generator().manual_seed(10))
     out = predict(init_params(spec, torch.Generator().manual_seed(11), dtype=F64), spec, batch.Z)
     assert out.shape == (3,) and torch.isfinite(out).all()
+
+
+# ---------------------------------------------------------------------- the fast forward equals this one
+_HEAD_MIXES = {
+    "linear": (HeadSpec("linear"),),
+    "linear x2": (HeadSpec("linear"), HeadSpec("linear")),
+    "exp": (HeadSpec("kernel", "exp"),),
+    "softmax+relu": (HeadSpec("kernel", "softmax"), HeadSpec("kernel", "relu")),
+    "linear-kernel+rbf": (HeadSpec("kernel", "linear"), HeadSpec("kernel", "rbf:0.5")),
+    "linear-attn+exp": (HeadSpec("linear"), HeadSpec("kernel", "exp")),
+}
+
+
+@pytest.mark.parametrize("mix", list(_HEAD_MIXES))
+def test_stacked_predict_equals_forward_on_a_grid(mix: str) -> None:
+    """The fused training forward (experiment.train.stacked_predict) is checked against forward, the
+    source of truth, over d ∈ {1, 2, 4}, n ∈ {1, 3, 8}, L ∈ {1, 2, 3}, per-seed and shared prompts."""
+    from landscape.experiment.train import stacked_predict
+    from landscape.tolerances import ALGORITHM_RTOL
+
+    g = torch.Generator().manual_seed(40)
+    S, B = 2, 3
+    for d in (1, 2, 4):
+        for n in (1, 3, 8):
+            for L in (1, 2, 3):
+                spec = ModelSpec(d, L, _HEAD_MIXES[mix])
+                params = init_params(spec, g, std=0.15, seeds=S, dtype=F64)
+                for shared in (False, True):
+                    Z = 0.7 * torch.randn(((B,) if shared else (S, B)) + (d + 1, n + 1), generator=g, dtype=F64)
+                    Z[..., -1, -1] = 0.0
+                    out = stacked_predict(params, spec, Z)
+                    for i in range(S):
+                        p = {k: v[i] for k, v in params.items()}
+                        ref = -forward(p, spec, Z if shared else Z[i])[..., -1, -1]
+                        scale = max(1.0, float(ref.abs().max()))
+                        assert bool(torch.isfinite(ref).all()) and scale < 1e3  # a well-conditioned comparison
+                        assert float((out[i] - ref).abs().max()) <= ALGORITHM_RTOL * 100 * scale, (d, n, L, shared)

@@ -32,15 +32,15 @@ from typing import Literal, Mapping, Sequence
 
 import torch
 
-from landscape._checks import check_int
+from landscape._checks import check_int, check_real, check_same_dtype_device
 from landscape.core.kernels import Kernel, get_kernel
+from landscape.core.masks import make_mask
 
 __all__ = [
     "HeadSpec",
     "ModelSpec",
     "param_shapes",
     "init_params",
-    "make_mask",
     "apply_mask",
     "forward",
     "predict",
@@ -117,8 +117,8 @@ class ModelSpec:
         object.__setattr__(self, "heads", heads)
         if self.token_dim is None:
             object.__setattr__(self, "token_dim", self.d + 1)
-        elif self.token_dim < 1:
-            raise ValueError(f"token_dim must be >= 1, got {self.token_dim}")
+        else:
+            check_int("ModelSpec.token_dim", self.token_dim, minimum=1)
 
     @classmethod
     def linear(cls, d: int, layers: int, heads: int = 1) -> "ModelSpec":
@@ -152,41 +152,7 @@ def param_shapes(spec: ModelSpec) -> dict[str, tuple[int, int]]:
 
 
 # ---------------------------------------------------------------------- masks and init
-MaskPreset = Literal["full", "paper"]
-
-
-def make_mask(spec: ModelSpec, preset: MaskPreset | str = "full", d: int | None = None) -> dict[str, torch.Tensor]:
-    r"""Boolean masks of the *free* entries of every parameter.
-
-    Args:
-        spec: the architecture.
-        preset: ``"full"`` — every entry free; ``"paper"`` — the papers' sparsity: keys/queries
-            read ``x`` only (``B, C`` and ``Q`` zero outside the top-left ``d×d`` block) and values
-            keep the block-diagonal form ``diag(A, r)`` (``V``, ``P`` zero off the two diagonal blocks).
-        d: covariate block size (defaults to ``spec.d``).
-
-    Returns:
-        ``dict`` name → bool tensor of the parameter's shape.
-
-    Raises:
-        ValueError: unknown preset.
-    """
-    if preset not in ("full", "paper"):
-        raise ValueError(f"unknown mask preset {preset!r}; known: 'full', 'paper'")
-    d = spec.d if d is None else d
-    D = spec.token_dim
-    out: dict[str, torch.Tensor] = {}
-    x_block = torch.zeros(D, D, dtype=torch.bool)
-    x_block[:d, :d] = True
-    block_diag = x_block.clone()
-    block_diag[d:, d:] = True
-    for name, shape in param_shapes(spec).items():
-        if preset == "full":
-            out[name] = torch.ones(shape, dtype=torch.bool)
-        else:
-            kind = name.rsplit(".", 1)[1]
-            out[name] = (x_block if kind in ("B", "C", "Q") else block_diag).clone()
-    return out
+# Mask names and their masks live in landscape.core.masks (re-exported here for old imports).
 
 
 def apply_mask(params: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
@@ -202,7 +168,7 @@ def init_params(
     generator: torch.Generator,
     *,
     std: float = 0.1,
-    mask: Mapping[str, torch.Tensor] | MaskPreset | None = None,
+    mask: Mapping[str, torch.Tensor] | str | None = None,
     seeds: int | None = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
@@ -213,7 +179,8 @@ def init_params(
         spec: architecture.
         generator: the only source of randomness (its device decides where sampling happens).
         std: standard deviation.
-        mask: a mask dict, a preset name (see :func:`make_mask`) or ``None`` (all free).
+        mask: a mask dict, a mask name (:data:`landscape.core.masks.MASKS`, built by
+            :func:`landscape.core.masks.make_mask`) or ``None`` (all free).
         seeds: if given, a leading axis of that many independent models.
         dtype: ``torch.float32`` or ``torch.float64``.
         device: target device (defaults to the generator's).
@@ -222,13 +189,12 @@ def init_params(
         The parameter dict (stacked along axis 0 when ``seeds`` is given).
 
     Raises:
-        ValueError: ``std < 0`` or ``seeds < 1``.
-        TypeError: non-floating dtype.
+        ValueError: ``std < 0`` or not finite, ``seeds < 1``.
+        TypeError: non-floating dtype, a non-real ``std``, a non-integer ``seeds``.
     """
-    if std < 0:
-        raise ValueError(f"std must be >= 0, got {std}")
-    if seeds is not None and seeds < 1:
-        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    check_real("std", std, nonnegative=True)
+    if seeds is not None:
+        check_int("seeds", seeds, minimum=1)
     if dtype not in (torch.float32, torch.float64):
         raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
     if isinstance(mask, str):
@@ -274,7 +240,8 @@ def check_params(spec: ModelSpec, params: Mapping[str, torch.Tensor], *, batch_d
         batch_dims: leading (seed) axes allowed in front of every parameter.
 
     Raises:
-        TypeError: non-tensor or non-floating values, mixed dtypes or devices.
+        TypeError: non-tensor or non-floating values, mixed dtypes or devices
+            (:func:`landscape._checks.check_same_dtype_device`).
         ValueError: missing/unexpected names or wrong shapes.
     """
     if not isinstance(params, Mapping):
@@ -287,7 +254,6 @@ def check_params(spec: ModelSpec, params: Mapping[str, torch.Tensor], *, batch_d
             f"params do not match {spec.describe()}: missing {missing[:6]}{'...' if len(missing) > 6 else ''}, "
             f"unexpected {extra[:6]}{'...' if len(extra) > 6 else ''}; expected names like {next(iter(shapes))!r}"
         )
-    dtypes, devices = set(), set()
     for k, shape in shapes.items():
         v = params[k]
         if not isinstance(v, torch.Tensor):
@@ -296,12 +262,8 @@ def check_params(spec: ModelSpec, params: Mapping[str, torch.Tensor], *, batch_d
             raise TypeError(f"param {k!r} must be floating point, got {v.dtype}")
         if tuple(v.shape[v.ndim - 2:]) != shape or v.ndim != 2 + batch_dims:
             raise ValueError(f"param {k!r} has shape {tuple(v.shape)}, expected {batch_dims} leading axes + {shape}")
-        dtypes.add(v.dtype)
-        devices.add(v.device)
-    if len(dtypes) > 1:
-        raise TypeError(f"params mix dtypes {sorted(map(str, dtypes))}; use one dtype")
-    if len(devices) > 1:
-        raise TypeError(f"params live on several devices {sorted(map(str, devices))}; move them to one")
+    first, *rest = shapes
+    check_same_dtype_device(f"param {first!r}", params[first], **{f"param {k!r}": params[k] for k in rest})
 
 
 def _check_tokens(spec: ModelSpec, Z: torch.Tensor, n_sources: int | None) -> int:
@@ -363,12 +325,7 @@ def forward(
     if validate:
         check_params(spec, params)
         n = _check_tokens(spec, Z, n_sources)
-        dt = next(iter(params.values())).dtype
-        if Z.dtype != dt:
-            raise TypeError(f"Z has dtype {Z.dtype} but params have {dt}; use one dtype")
-        dev = next(iter(params.values())).device
-        if Z.device != dev:
-            raise TypeError(f"Z is on {Z.device} but params are on {dev}; move them to one device")
+        check_same_dtype_device("params", next(iter(params.values())), Z=Z)
     else:
         n = Z.shape[-1] - 1 if n_sources is None else n_sources
     states = [Z]

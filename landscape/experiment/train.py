@@ -87,15 +87,15 @@ from landscape.theory.families import (
     is_family_file,
 )
 from landscape.core.loss import squared_error
+from landscape.core.masks import SPEC_MASKS, canonical_mask, make_mask
 from landscape.core.model import (
     ModelSpec,
     flatten_params,
     init_params,
-    make_mask,
-    param_shapes,
     predict,
     unflatten_params,
 )
+from landscape.experiment.metrics import family_key, metric_key, parse_family_key
 
 __all__ = [
     "TrainConfig",
@@ -124,7 +124,6 @@ __all__ = [
     "lr_factor",
     "OPTIMIZERS",
     "SCHEDULES",
-    "MASKS",
     "TASKS",
 ]
 
@@ -132,7 +131,9 @@ TASKS: tuple[str, ...] = recipe.TASKS
 """Task kinds; ``"gp"`` takes its data kernel as ``"gp:KERNEL"`` (e.g. ``"gp:exp"``, ``"gp:relu"``)."""
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "linear")
-MASKS: tuple[str, ...] = recipe.MASKS
+MASKS: tuple[str, ...] = SPEC_MASKS
+"""The mask names a run takes: :data:`landscape.core.masks.SPEC_MASKS` (the vocabulary is
+:data:`landscape.core.masks.MASKS`; runs store the canonical spelling, ``"full"``)."""
 ENGINES: tuple[str, ...] = ("auto", "fused", "stacked", "vmap")
 _DTYPES: dict[str, torch.dtype] = recipe.DTYPES
 _CHECKPOINT_FORMAT = 1
@@ -773,28 +774,15 @@ def make_task(config: TrainConfig, sigma: torch.Tensor | None = None) -> Any:
 
 
 def train_mask(spec: ModelSpec, preset: str) -> dict[str, torch.Tensor]:
-    """Boolean masks of the free entries for a training mask preset (see :class:`TrainConfig`).
+    """Boolean masks of the free entries for a training mask name (see :class:`TrainConfig`).
 
-    ``"full"`` and ``"paper"`` are :func:`landscape.core.model.make_mask`; ``"sparse"`` keeps only the
-    entries of Ahn et al.'s Theorem 3 form (``P = diag(0, p)``, ``Q = diag(A, 0)``) and of Cheng
-    et al.'s sparse-value form (``V = diag(0, r)``, ``B = diag(B', 0)``, ``C = diag(C', 0)``).
+    :func:`landscape.core.masks.make_mask` restricted to the names a run takes (:data:`MASKS`,
+    aliases such as ``"all"`` accepted); the names are documented in :data:`landscape.core.masks.MASKS`.
 
     Raises:
-        ValueError: unknown preset.
+        ValueError: an unknown name or one that needs a family (``"blocks"``).
     """
-    check_choice("mask", preset, MASKS)
-    if preset != "sparse":
-        return make_mask(spec, preset)
-    d, D = spec.d, spec.token_dim
-    x_block = torch.zeros(D, D, dtype=torch.bool)
-    x_block[:d, :d] = True
-    corner = torch.zeros(D, D, dtype=torch.bool)
-    corner[d:, d:] = True
-    out = {}
-    for name in param_shapes(spec):
-        kind = name.rsplit(".", 1)[1]
-        out[name] = (corner if kind in ("P", "V") else x_block).clone()
-    return out
+    return make_mask(spec, canonical_mask(preset, MASKS))
 
 
 # ---------------------------------------------------------------------- fused stacked forward
@@ -812,8 +800,9 @@ def _pmul(W: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
 def stacked_predict(params: Mapping[str, torch.Tensor], spec: ModelSpec, Z: torch.Tensor) -> torch.Tensor:
     r"""Predictions of a stack of models, fused for speed; equal to :func:`landscape.core.model.predict`.
 
-    The same function as ``predict`` applied to every seed (tested to round-off), computed with
-    three exact rewrites:
+    Not a second definition of the model: :func:`landscape.core.model.forward` is the source of
+    truth, and this is the same function applied to every seed (tested to round-off against it over
+    a grid of ``d``, ``n``, ``L``, head mixes and kernels), computed with three exact rewrites:
 
     * linear heads use associativity, :math:`Z + \frac1n P Z_s (Z_s^\top Q Z) = (I + \frac1n P G Q) Z`
       with :math:`G = Z_s Z_s^\top`, so the per-prompt products are ``D×n×D`` and ``D×D×N`` instead of
@@ -1278,8 +1267,8 @@ def _measure(spec: ModelSpec, family: Family | None, sigma: torch.Tensor | None,
     ids = identity_distances(cpu, spec, sigma)
     for l in range(spec.layers):
         for h in range(len(spec.heads)):
-            vals[f"dist_identity.layer{l}.head{h}"] = ids.raw[:, l, h]
-            vals[f"dist_identity_whitened.layer{l}.head{h}"] = ids.whitened[:, l, h]
+            vals[metric_key("dist_identity", layer=l, head=h)] = ids.raw[:, l, h]
+            vals[metric_key("dist_identity_whitened", layer=l, head=h)] = ids.whitened[:, l, h]
     if family is not None and with_family:
         # One fresh start (t = 0, Gauss-Newton scalars, greedy signs: enough for the scaling
         # symmetries of every built-in family) and no warm start from the previous log step: the
@@ -1288,11 +1277,11 @@ def _measure(spec: ModelSpec, family: Family | None, sigma: torch.Tensor | None,
         proj = project_stacked(cpu, family, starts=1)
         vals["family_distance"] = proj.distance
         for j, name in enumerate(proj.names):
-            vals[f"family.{name}"] = proj.values[:, j]
+            vals[family_key(name)] = proj.values[:, j]
         if white is not None:
             wproj = proj if white is family else project_whitened(cpu, white, sigma, starts=1)
             for j, name in enumerate(wproj.names):
-                vals[f"family_whitened.{name}"] = wproj.values[:, j]
+                vals[family_key(name, whitened=True)] = wproj.values[:, j]
     return vals
 
 
@@ -1499,8 +1488,9 @@ def _train_locked(config: TrainConfig, dev: torch.device, spec: ModelSpec, sigma
         meas = _measure(spec, family, sigma, state.params, eval_Z, eval_y, True, white)
         final_loss = meas["eval_loss"]
         ids_raw, ids_white = _stack_identity(meas, spec)
-        fam_vals = {k[len("family."):]: v for k, v in meas.items() if k.startswith("family.")}
-        fam_steps = {k[len("family_whitened."):]: v for k, v in meas.items() if k.startswith("family_whitened.")}
+        fam = {k: parse_family_key(k) for k in meas}
+        fam_vals = {f[0]: meas[k] for k, f in fam.items() if f is not None and not f[1]}
+        fam_steps = {f[0]: meas[k] for k, f in fam.items() if f is not None and f[1]}
         fam_dist = meas.get("family_distance")
         result = TrainResult(
             config=config, params=state.params, final_loss=final_loss, train_loss=state.loss,
@@ -1534,10 +1524,10 @@ def _train_locked(config: TrainConfig, dev: torch.device, spec: ModelSpec, sigma
 
 def _stack_identity(values: Mapping[str, torch.Tensor], spec: ModelSpec) -> tuple[torch.Tensor, torch.Tensor]:
     L, H = spec.layers, len(spec.heads)
-    raw = torch.stack([torch.stack([values[f"dist_identity.layer{l}.head{h}"] for h in range(H)], -1)
+    raw = torch.stack([torch.stack([values[metric_key("dist_identity", layer=l, head=h)] for h in range(H)], -1)
                        for l in range(L)], -2)
-    white = torch.stack([torch.stack([values[f"dist_identity_whitened.layer{l}.head{h}"] for h in range(H)], -1)
-                         for l in range(L)], -2)
+    white = torch.stack([torch.stack([values[metric_key("dist_identity_whitened", layer=l, head=h)]
+                                      for h in range(H)], -1) for l in range(L)], -2)
     return raw, white
 
 

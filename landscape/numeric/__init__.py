@@ -13,7 +13,6 @@ order) through a loss *oracle*:
 """
 
 from landscape.numeric.certificate import (
-    MASKS,
     TESTS,
     VERDICTS,
     SampleSizeResult,
@@ -71,7 +70,7 @@ __all__ = [
     "FamilyFit", "fit_family", "family_point",
     "streamed_gradient_moments",
     "StationarityCertificate", "SampleSizeResult", "certify_stationary", "decide", "combined_p_value",
-    "free_entries", "VERDICTS", "TESTS", "MASKS", "NormEstimate", "NormBounds", "norm_bounds", "quadratic_form_sf",
+    "free_entries", "VERDICTS", "TESTS", "NormEstimate", "NormBounds", "norm_bounds", "quadratic_form_sf",
     "LineSlice", "PlaneSlice", "evaluate_losses", "line_slice", "plane_slice", "hessian_directions",
     "random_directions", "plot_slice",
 ]

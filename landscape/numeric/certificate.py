@@ -11,8 +11,8 @@ question than the papers ask; ``mask="blocks"`` is the papers' statement. A ``ma
 restricts it to a subset of entries (the other entries stay at the family's values): ``"blocks"`` —
 the :math:`d\times d`, label-column, label-row and corner blocks in which the family has a free
 symbol, i.e. the sparse parameterisation the papers' theorems are stated in (Ahn et al.'s Theorem 3
-differentiates w.r.t. the blocks :math:`A_l` only); ``"paper"`` — :func:`landscape.core.model.make_mask`'s
-preset; or a dict of boolean masks (``True`` = free; names left out are fixed). With an orthonormal
+differentiates w.r.t. the blocks :math:`A_l` only); ``"paper"``, ``"sparse"``, ``"full"`` (alias ``"all"``) —
+the names of :data:`landscape.core.masks.MASKS`; or a dict of boolean masks (``True`` = free; names left out are fixed). With an orthonormal
 basis ``U`` of the tangent space :math:`\mathrm{span}\,\partial\theta/\partial s` (inside the free
 entries) and ``N`` of its complement among the free entries, the certificate reports
 :math:`\lVert U^\top\nabla f\rVert` and :math:`\lVert N^\top\nabla f\rVert`.
@@ -117,7 +117,8 @@ import torch
 from landscape._checks import check_int, check_real
 from landscape.tolerances import RANK_RTOL, STATIONARITY_ATOL
 from landscape.theory.families import Family
-from landscape.core.model import flatten_params, make_mask, num_params, param_shapes
+from landscape.core.masks import canonical_mask, make_mask
+from landscape.core.model import flatten_params, num_params, param_shapes
 from landscape.numeric.derivatives import (
     Inertia,
     gradient,
@@ -148,12 +149,10 @@ __all__ = [
     "free_entries",
     "VERDICTS",
     "TESTS",
-    "MASKS",
 ]
 
 VERDICTS = ("stationary", "not_stationary", "inconclusive")
 TESTS = ("directional", "standardized", "norm")
-MASKS = ("all", "blocks", "paper")
 
 STANDARDIZE_FLOOR = 1e-6
 TOL_REL = 0.02
@@ -173,10 +172,11 @@ def free_entries(family: Family, mask: str | Mapping[str, torch.Tensor] | None =
 
     Args:
         family: the family.
-        mask: ``None``/``"all"`` (every entry), ``"blocks"`` (the structural blocks — top-left
-            ``d×d``, label column, label row, corner — holding a free symbol of the family),
-            ``"paper"`` (:func:`landscape.core.model.make_mask` preset), or a dict name → bool tensor of
-            the parameter's shape (names left out are fixed).
+        mask: ``None`` (every entry), a mask name of :data:`landscape.core.masks.MASKS` — ``"full"``
+            (alias ``"all"``, every entry), ``"blocks"`` (the structural blocks — top-left ``d×d``,
+            label column, label row, corner — holding a free symbol of the family), ``"paper"``,
+            ``"sparse"`` — or a dict name → bool tensor of the parameter's shape (names left out are
+            fixed).
 
     Returns:
         The flat boolean mask.
@@ -186,26 +186,14 @@ def free_entries(family: Family, mask: str | Mapping[str, torch.Tensor] | None =
     """
     spec = family.spec
     shapes = param_shapes(spec)
-    if mask is None or (isinstance(mask, str) and mask == "all"):
+    if mask is None:
         return torch.ones(num_params(spec), dtype=torch.bool)
     if isinstance(mask, str):
-        if mask == "paper":
-            m = make_mask(spec, "paper")
-        elif mask == "blocks":
-            d = family.problem.d
-            m = {}
-            for name, shape in shapes.items():
-                M = family.blocks.get(name)
-                out = torch.zeros(shape, dtype=torch.bool)
-                if M is not None:
-                    for rows in (slice(0, d), slice(d, shape[0])):
-                        for cols in (slice(0, d), slice(d, shape[1])):
-                            sub = M[rows, cols]
-                            if any(e.free_symbols for e in sub):
-                                out[rows, cols] = True
-                m[name] = out
-        else:
-            raise ValueError(f"mask must be one of {MASKS} or a dict of boolean masks, got {mask!r}")
+        try:
+            name = canonical_mask(mask)
+        except ValueError as exc:
+            raise ValueError(f"{exc}, or a dict of boolean masks") from None
+        m = make_mask(spec, name, family.problem.d, family_blocks=family.blocks)
     elif isinstance(mask, Mapping):
         unknown = sorted(set(mask) - set(shapes))
         if unknown:

@@ -41,6 +41,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from landscape.experiment.metrics import is_distance_key, metric_label, metric_sort_key, parse_metric_key
 from landscape.experiment.store import MetricSeries, Run, RunStore
 
 __all__ = [
@@ -543,9 +544,6 @@ def comparison_grid_figure(
 # Reading the run store
 # ----------------------------------------------------------------------------------------------
 
-_DIST_RE = re.compile(r"dist", re.IGNORECASE)
-_PART_RE = re.compile(r"[._/-](?:layer|head)\d+", re.IGNORECASE)
-_NUM_RE = re.compile(r"(?:layer|head)(\d+)", re.IGNORECASE)
 _BAYES_RESULT = "bayes_loss"
 _BAYES_PROMPTS = 8192
 
@@ -608,7 +606,8 @@ def _data_label(config: Any) -> str:
 def distance_keys(store: RunStore, run: Run | str | int) -> list[str]:
     """Metric keys of a run that are distances to a construction (names containing ``dist``).
 
-    Keys that differ only in a layer/head index sort by that index (``layer2`` before ``layer10``).
+    Keys that differ only in a layer/head index sort by that index (``layer2`` before ``layer10``;
+    the key schema is :mod:`landscape.experiment.metrics`).
 
     Args:
         store: the run store.
@@ -618,8 +617,7 @@ def distance_keys(store: RunStore, run: Run | str | int) -> list[str]:
         The keys, possibly empty.
     """
     r = _resolve(store, run)
-    keys = [k for k in _metric_keys(store, r) if _DIST_RE.search(k)]
-    return sorted(keys, key=lambda k: (_PART_RE.sub("", k), [int(m) for m in _NUM_RE.findall(k)], k))
+    return sorted((k for k in _metric_keys(store, r) if is_distance_key(k)), key=metric_sort_key)
 
 
 def _series(store: RunStore, run: Run, key: str) -> MetricSeries:
@@ -781,7 +779,7 @@ def plot_distance(
     for k in keys:
         steps, _, values = _per_seed(_series(store, r, k))
         curves[k] = (steps, values)
-        panels.setdefault(_PART_RE.sub("", k), []).append(k)
+        panels.setdefault(metric_label(parse_metric_key(k).name), []).append(k)
     fig = distance_figure(curves, panels=panels, log_y=log_y, title=f"{r.name}: distance to construction")
     return save_figure(fig, _figure_dir(store, r, out), "distance", store=store, runs=[r],
                        meta={"keys": keys})
