@@ -57,6 +57,7 @@ from landscape.tolerances import CONSTRUCTION_RTOL, MC_NUM_SE
 from landscape.theory.constructions import preconditioned_gd_construction
 from landscape.experiment.distance import dist_to_identity, identity_distances, project_onto_family
 from landscape.theory.families import Family, Problem, get_family
+from landscape.core.loss import squared_error
 from landscape.core.model import ModelSpec
 from landscape.core.tasks import AHN_SPECTRUM, LinearRegression, PromptBatch, random_covariance, sqrtm_psd
 from landscape.experiment.train import TrainConfig, TrainResult, stacked_predict, train
@@ -290,7 +291,7 @@ def _config(s: Settings, ctx: StudyContext, sigma: torch.Tensor, *, layers: int,
 def _losses(params: Mapping[str, torch.Tensor], spec: ModelSpec, batch: PromptBatch) -> torch.Tensor:
     with torch.no_grad():
         pred = stacked_predict({k: v.to(F64) for k, v in params.items()}, spec, batch.Z)
-    return ((pred - batch.target) ** 2).mean(-1)
+    return squared_error(pred, batch.target)
 
 
 def _median(v: torch.Tensor) -> float:
@@ -537,7 +538,7 @@ def _lemma1(ctx: StudyContext, s: Settings, sigma: torch.Tensor, t3: _Theorem3,
     w_iter = alg.preconditioned_gd(Xc, yc, A_l, return_iterates=True)
     ref = torch.einsum("bld,bd->bl", w_iter, xq)
     con_err = max(float((trace[l] - ref[:, l]).abs().max() / ref[:, l].abs().max()) for l in range(1, s.layers + 1))
-    per = (trace[-1] - held.target) ** 2
+    per = squared_error(trace[-1], held.target, reduction="none")
     mc, se = float(per.mean()), float(per.std() / math.sqrt(per.numel()))
     z = abs(mc - t3.optimum.loss) / se
     tr_loss = _losses(t3.result.params, t3.config.spec, held)

@@ -70,6 +70,7 @@ from landscape.tolerances import CONSTRUCTION_RTOL, RTOL
 from landscape.theory.constructions import functional_gd_construction
 from landscape.theory.families import Problem, get_family
 from landscape.core.kernels import Kernel, SumKernel, get_kernel, max_diagonal
+from landscape.core.loss import squared_error
 from landscape.core.model import ModelSpec, unflatten_params
 from landscape.core.tasks import KernelGP, PromptBatch, random_covariance
 from landscape.experiment.train import TrainConfig, TrainResult, init_state, lr_factor, make_step, stacked_predict, train
@@ -366,8 +367,8 @@ def construction_depth_curve(
     err = 0.0
     for i, L in enumerate(depths):
         f = alg.functional_gd_closed_form(Knn, kq, y, r, L)
-        losses.append(float(((f - yq) ** 2).mean()))
-        excess.append(float(((f - m) ** 2).mean()))
+        losses.append(float(squared_error(f, yq)))
+        excess.append(float(squared_error(f, m)))
         if i < check_depths:
             if isinstance(kern, SumKernel):
                 c = functional_gd_construction(d, [r] * L, [k for _, k, _ in kern.terms],
@@ -377,7 +378,7 @@ def construction_depth_curve(
                 c = functional_gd_construction(d, [r] * L, kern, device=X.device)
             err = max(err, _relative_error(c(X[..., :n], y, X[..., n]), f))
     return DepthCurve(getattr(kern, "name", str(kern)), r, depths, tuple(losses), tuple(excess),
-                      float(((m - yq) ** 2).mean()), float(post.value), float(post.standard_error), err)
+                      float(squared_error(m, yq)), float(post.value), float(post.standard_error), err)
 
 
 # ------------------------------------------------------------------------------------ training
@@ -467,8 +468,8 @@ def model_losses(params: Mapping[str, torch.Tensor], spec: ModelSpec, batch: Pro
     with torch.no_grad():
         pred = stacked_predict(params, spec, Z)
     y = batch.target.to(pred)
-    loss = ((pred - y) ** 2).mean(-1)
-    gap = None if reference is None else ((pred - reference.to(pred)) ** 2).mean(-1)
+    loss = squared_error(pred, y)
+    gap = None if reference is None else squared_error(pred, reference.to(pred))
     return loss, gap
 
 
@@ -549,7 +550,7 @@ def train_on_task(config: TrainConfig, task: Any, generator: torch.Generator) ->
 def _evaluation(task: KernelGP, size: int, generator: torch.Generator) -> tuple[PromptBatch, torch.Tensor, float]:
     b = task.sample(size, generator)
     m = task.bayes_prediction(b)
-    return b, m, float(((m - b.target) ** 2).mean())
+    return b, m, float(squared_error(m, b.target))
 
 
 # ------------------------------------------------------------------------------------ sections

@@ -48,6 +48,7 @@ from landscape._checks import check_int
 from landscape.tolerances import CONSTRUCTION_RTOL
 from landscape.theory.algorithms import gd, least_squares_newton_schulz, newton_schulz, newton_schulz_residuals
 from landscape.theory.constructions import newton_schulz_construction
+from landscape.core.loss import loss as in_context_loss, squared_error
 from landscape.core.model import ModelSpec, forward
 from landscape.core.tasks import LinearRegression, PromptBatch
 from landscape.experiment.train import TrainConfig, train
@@ -124,7 +125,7 @@ def fit_gd_steps(batch: PromptBatch, L: int, *, max_iter: int = 200) -> torch.Te
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = ((gd_prediction(batch, eta) - batch.target) ** 2).mean()
+        loss = squared_error(gd_prediction(batch, eta), batch.target)
         loss.backward()
         return loss
 
@@ -190,14 +191,13 @@ def train_depth(L: int, *, d: int, n: int, test: PromptBatch, seeds: int, steps:
     spec = ModelSpec.linear(d, L)
     params = {k: v.detach().to(dtype=torch.float64, device=test.Z.device) for k, v in res.params.items()}
     with torch.no_grad():
-        pred = vmap(lambda p: forward(p, spec, test.Z, validate=False)[..., -1, -1].neg())(params)
-    loss = ((pred - test.target) ** 2).mean(-1) / d
+        loss = vmap(lambda p: in_context_loss(p, spec, test, validate=False))(params) / d  # relative: E y² = d
     loss = torch.where(torch.isfinite(loss), loss, torch.full_like(loss, math.inf))
     return TrainedDepth(L, spec, params, loss, int(loss.argmin()), res.diverged.cpu(), float(res.wall_time))
 
 
 def _mse(pred: torch.Tensor, target: torch.Tensor, d: int) -> float:
-    return float(((pred - target) ** 2).mean()) / d
+    return float(squared_error(pred, target)) / d  # relative error: E y² = d
 
 
 # ------------------------------------------------------------------------------------ settings

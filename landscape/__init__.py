@@ -30,6 +30,10 @@ _EXPORTS: dict[str, str] = {
     "get_kernel": "landscape.core.kernels",
     "known_kernels": "landscape.core.kernels",
 
+    # landscape.core.loss
+    "loss": "landscape.core.loss",
+    "squared_error": "landscape.core.loss",
+
     # landscape.core.model
     "HeadSpec": "landscape.core.model",
     "ModelSpec": "landscape.core.model",

@@ -408,7 +408,8 @@ def test_cli_json_last_line_has_per_seed_losses_and_distances(tmp_path: Path) ->
 def test_cli_table_and_errors() -> None:
     rc, out = _cli(["train", "--activation", "exp", "--data", "gp:exp", "--d", "2", "--n", "4", "--seeds", "2",
                     "--steps", "3", "--batch", "4", "--eval-batch", "16", "--device", "cpu", "--no-progress"])
-    assert rc == 0 and "kernel[exp]" in out and len(out.strip().splitlines()) == 4
+    assert rc == 0 and "kernel[exp]" in out and len(out.strip().splitlines()) == 5
+    assert out.splitlines()[1] == "task: gp (kernel exp); prior none (GP labels); Σ = identity, covariates sphere, noise 0"
     rc, out = _cli(["train", "--activation", "nope", "--json"])
     assert rc == 2 and "unknown activation" in json.loads(out.strip().splitlines()[-1])["error"]
     rc, out = _cli(["train", "--attention", "linear", "--activation", "exp", "--json"])

@@ -5,12 +5,14 @@ same options with :func:`add_problem_args` and turn them into a
 :class:`~landscape.theory.families.Problem` and a prompt distribution with :func:`problem_from_args`:
 
 ``--d D --n N --layers L``       sizes (defaults 5, 20, 1 — Ahn et al.'s d and n)
-``--attention auto|linear|kernel`` ``auto``: the family's (built-in), else kernel iff ``--activation``
+``--attention auto|linear|kernel`` ``auto``: the family's (built-in, or a family file's ``ATTENTION``), else
+                                  kernel iff ``--activation``
 ``--activation A[,B,...]``        one kernel per head (kernel attention), e.g. ``exp`` or ``exp,linear``
 ``--heads H``                     heads of a linear-attention model
 ``--data linear|gp[:KERNEL]``     LinearRegression or KernelGP prompts (default: by attention)
-``--task-cov auto|identity|inverse`` :math:`w^* \sim N(0, I)` or :math:`N(0, \Sigma^{-1})`; ``auto``: inverse for
-                                  ``pgd``, ``pgd-relaxed``, ``pgd-identity`` (Ahn et al. Theorems 3–4)
+``--task-cov auto|identity|inverse`` :math:`w^* \sim N(0, I)` or :math:`N(0, \Sigma^{-1})`; ``auto``: the family's
+                                  declared prior — inverse for ``pgd``, ``pgd-relaxed``, ``pgd-identity``
+                                  (Ahn et al. Theorems 3–4), a family file's ``PRIOR`` — else identity
 ``--covariates gaussian|sphere``  law of the whitened covariates (default gaussian; sphere for GP data)
 ``--sigma SPEC``                  :func:`parse_sigma`
 ``--noise S``                     label noise std
@@ -25,15 +27,14 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from landscape.theory.families import FAMILY_ATTENTION, Problem
-from landscape.core.tasks import KernelGP, LinearRegression, check_covariance, random_covariance
+from landscape import recipe
+from landscape.theory.families import FAMILY_PRIOR, Problem
 
-__all__ = ["parse_sigma", "add_problem_args", "add_threads_arg", "apply_threads", "problem_from_args", "data_from_args",
+__all__ = ["parse_sigma", "split_spectrum", "add_problem_args", "add_threads_arg", "apply_threads", "problem_from_args", "data_from_args",
            "SIGMA_FORMS", "INVERSE_TASK_FAMILIES", "MAX_SIZE", "MAX_SEED", "int_arg", "float_arg", "float_list_arg",
            "positive_int", "nonneg_int", "seed_int", "finite_float", "positive_float", "nonneg_float"]
 
@@ -42,7 +43,7 @@ MAX_SIZE = 2**31 - 1
 whether a size fits the machine is decided later from a memory estimate
 (:func:`landscape._checks.check_memory`)."""
 
-MAX_SEED = 2**63 - 1
+MAX_SEED = recipe.MAX_SEED
 """Largest seed (``torch.Generator.manual_seed`` takes 64-bit seeds)."""
 
 
@@ -153,65 +154,24 @@ positive_float = float_arg(0.0, lo_open=True)
 nonneg_float = float_arg(0.0)
 """A finite float >= 0."""
 
-SIGMA_FORMS = ("identity | random[:SEED] | diag:l1,...,ld (the diagonal matrix) | spectrum:l1,...,ld[:SEED] "
-               "(that spectrum, randomly rotated) | path to a .npy/.txt/.pt matrix")
-"""The accepted ``--sigma`` forms (for messages)."""
+SIGMA_FORMS = recipe.SIGMA_FORMS
+"""The accepted ``--sigma`` forms (for messages; :data:`landscape.recipe.SIGMA_FORMS`)."""
 
-INVERSE_TASK_FAMILIES = ("pgd", "pgd-relaxed", "pgd-identity")
-"""Families whose statement is about :math:`w^* \\sim N(0, \\Sigma^{-1})` (Ahn et al. Theorems 3–4 and their control)."""
+INVERSE_TASK_FAMILIES = tuple(name for name, p in FAMILY_PRIOR.items() if p == "inverse")
+"""Built-in families whose statement is about :math:`w^* \\sim N(0, \\Sigma^{-1})` (Ahn et al. Theorems 3–4
+and their control; :data:`landscape.theory.families.FAMILY_PRIOR`)."""
 
-
-def _spectrum(spec: str, body: str, form: str, d: int) -> list[float]:
-    """The eigenvalue list of a ``diag:``/``spectrum:`` body: d finite positive numbers."""
-    try:
-        vals = [float(v) for v in body.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"--sigma {form} needs comma-separated numbers, got {spec!r}") from None
-    if len(vals) != d:
-        raise ValueError(f"--sigma {spec!r} lists {len(vals)} eigenvalues, expected d = {d}")
-    if not all(math.isfinite(v) for v in vals):
-        raise ValueError(f"--sigma {spec!r}: the eigenvalues must be finite")
-    if min(vals) <= 0:
-        raise ValueError(f"--sigma {spec!r}: a covariance needs positive eigenvalues (not positive definite)")
-    return vals
-
-
-def split_spectrum(spec: str) -> tuple[str, int | None]:
-    """``"spectrum:l1,...,ld[:SEED]"`` → ``("l1,...,ld", SEED or None)`` (the list text as written).
-
-    Raises:
-        ValueError: not a ``spectrum:`` spec, or a SEED that is not an integer >= 0.
-    """
-    s = spec.strip()
-    if not s.startswith("spectrum:"):
-        raise ValueError(f"not a spectrum:l1,...,ld[:SEED] spec: {spec!r}")
-    body, sep, seed_text = s[len("spectrum:"):].partition(":")
-    if not sep:
-        return body, None
-    try:
-        sd = int(seed_text.strip(), 10)
-    except ValueError:
-        raise ValueError(f"--sigma spectrum:l1,...,ld:SEED needs an integer SEED, got {spec!r}") from None
-    if not 0 <= sd <= MAX_SEED:
-        raise ValueError(f"--sigma {spec!r}: SEED must be in [0, 2^63 - 1]")
-    return body, sd
+split_spectrum = recipe.split_spectrum
 
 
 def parse_sigma(spec: str | None, d: int, seed: int = 0) -> torch.Tensor | None:
-    r"""Parse a covariance spec into a ``(d, d)`` float64 SPD matrix (``None`` = identity).
+    r"""Parse a ``--sigma`` spec into a ``(d, d)`` float64 SPD matrix (``None`` = identity).
 
-    Forms:
-
-    * ``identity`` (or ``None``) — :math:`\Sigma = I`;
-    * ``random`` / ``random:SEED`` — :func:`~landscape.core.tasks.random_covariance`: a Haar rotation
-      (``torch.Generator().manual_seed(SEED)``, SEED defaulting to ``seed``) of a fixed spectrum
-      (Ahn et al.'s ``(1, 1, .25, .0625, 1)`` for d = 5);
-    * ``diag:l1,...,ld`` — the diagonal matrix :math:`\mathrm{diag}(l_1, \dots, l_d)`;
-    * ``spectrum:l1,...,ld`` / ``spectrum:l1,...,ld:SEED`` — that spectrum, randomly rotated:
-      :math:`U^\top \mathrm{diag}(l)\, U` with the Haar rotation of ``random:SEED`` (SEED defaulting
-      to ``seed``). Before this form existed ``diag:`` meant this; stored run configs written then
-      are read with their old meaning (:meth:`landscape.experiment.train.TrainConfig.from_dict`);
-    * a path to a ``.npy``, ``.pt`` or whitespace-separated ``.txt`` file holding the matrix.
+    The forms are those of :func:`landscape.recipe.covariance` (:data:`SIGMA_FORMS`): ``identity``,
+    ``random[:SEED]``, ``diag:l1,...,ld`` (the diagonal matrix), ``spectrum:l1,...,ld[:SEED]``
+    (that spectrum randomly rotated; stored run configs written before this form existed say
+    ``diag:`` for it, :meth:`landscape.experiment.train.TrainConfig.from_dict`), or a path to a
+    ``.npy``, ``.pt`` or ``.txt`` matrix file.
 
     Args:
         spec: the spec string.
@@ -225,48 +185,9 @@ def parse_sigma(spec: str | None, d: int, seed: int = 0) -> torch.Tensor | None:
         ValueError: an unknown form, a bad or non-finite number, a wrong count, a missing or
             unreadable file, or a matrix that is not symmetric positive definite of shape ``(d, d)``.
     """
-    if spec is None:
-        return None
-    if not isinstance(spec, str):
+    if spec is not None and not isinstance(spec, str):
         raise ValueError(f"--sigma must be one of {SIGMA_FORMS}; got {spec!r}")
-    s = spec.strip()
-    if s == "identity":
-        return None
-    if s == "random" or s.startswith("random:"):
-        arg = s.partition(":")[2].strip()
-        try:
-            sd = int(arg) if arg else int(seed)
-        except ValueError:
-            raise ValueError(f"--sigma random:SEED needs an integer SEED, got {spec!r}") from None
-        return random_covariance(d, torch.Generator().manual_seed(sd))
-    if s.startswith("diag:"):
-        vals = _spectrum(spec, s[len("diag:"):], "diag:l1,...,ld", d)
-        return torch.diag(torch.tensor(vals, dtype=torch.float64))
-    if s.startswith("spectrum:"):
-        body, sd = split_spectrum(s)
-        vals = _spectrum(spec, body, "spectrum:l1,...,ld[:SEED]", d)
-        rot = int(seed) if sd is None else sd
-        return random_covariance(d, torch.Generator().manual_seed(rot), spectrum=vals)
-    path = Path(s).expanduser()
-    if not path.is_file():
-        raise ValueError(f"--sigma {spec!r} is not a known form and no such file exists; accepted: {SIGMA_FORMS}")
-    try:
-        if path.suffix == ".npy":
-            import numpy as np
-
-            mat = torch.from_numpy(np.load(path, allow_pickle=False)).to(torch.float64)
-        elif path.suffix == ".pt":
-            mat = torch.load(path, weights_only=True)
-            if not isinstance(mat, torch.Tensor):
-                raise ValueError("the file does not hold a tensor")
-            mat = mat.to(torch.float64)
-        else:
-            import numpy as np
-
-            mat = torch.from_numpy(np.loadtxt(path, ndmin=2)).to(torch.float64)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise ValueError(f"cannot read the --sigma file {str(path)!r}: {exc}") from None
-    return check_covariance(mat, d, name=f"--sigma matrix from {path.name}")
+    return recipe.covariance(spec, d, seed)
 
 
 def add_problem_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -276,7 +197,8 @@ def add_problem_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     g.add_argument("--n", type=positive_int, default=20, help="context length (default 20)")
     g.add_argument("--layers", type=positive_int, default=1, help="number of layers L (default 1)")
     g.add_argument("--attention", choices=("auto", "linear", "kernel"), default="auto",
-                   help="auto: the family's attention (built-in families), else kernel iff --activation is given")
+                   help="auto: the family's attention (built-in, or a family file's ATTENTION), else kernel iff "
+                        "--activation is given")
     g.add_argument("--activation", default=None,
                    help="kernel attention: one activation per head, comma-separated (e.g. exp, relu, softmax, "
                         "linear, exp,linear); default exp")
@@ -285,8 +207,8 @@ def add_problem_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                    help="linear (LinearRegression) | gp[:KERNEL] (KernelGP, default kernel: the first "
                         "activation, exp for softmax); default linear for linear attention, gp for kernel")
     g.add_argument("--task-cov", choices=("auto", "identity", "inverse"), default="auto",
-                   help="linear data: w* ~ N(0, I) or N(0, Σ^-1); auto = inverse for "
-                        + ", ".join(INVERSE_TASK_FAMILIES) + ", identity otherwise")
+                   help="linear data: w* ~ N(0, I) or N(0, Σ^-1); auto = the family's declared prior (inverse "
+                        "for " + ", ".join(INVERSE_TASK_FAMILIES) + ", a family file's PRIOR), identity otherwise")
     g.add_argument("--covariates", choices=("gaussian", "sphere"), default=None,
                    help="covariate law (default gaussian; sphere for gp data)")
     g.add_argument("--sigma", default="identity", help=f"covariance of x: {SIGMA_FORMS}")
@@ -296,44 +218,29 @@ def add_problem_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     return parser
 
 
-def _attention(args: argparse.Namespace, family: str | None) -> str:
-    attention = getattr(args, "attention", "auto") or "auto"
-    if attention == "auto":
-        if family in FAMILY_ATTENTION:
-            return FAMILY_ATTENTION[family]
-        return "kernel" if getattr(args, "activation", None) else "linear"
-    if family in FAMILY_ATTENTION and FAMILY_ATTENTION[family] != attention:
-        raise ValueError(f"family {family!r} needs {FAMILY_ATTENTION[family]} attention, got --attention {attention}")
-    return attention
-
-
 def data_from_args(args: argparse.Namespace, problem: Problem, family: str | None = None) -> Any:
     """The prompt distribution of parsed arguments for ``problem`` (see module docstring).
+
+    ``--data`` defaults to :func:`landscape.recipe.default_data`; ``--task-cov auto`` is the
+    family's declared prior (:func:`landscape.recipe.prior`).
 
     Raises:
         ValueError: an unknown ``--data``, or options that do not fit it.
     """
     data = getattr(args, "data", None)
     if data is None:
-        data = "linear" if problem.attention == "linear" else "gp"
+        data = recipe.default_data(problem.attention, problem.activations)
     noise = float(getattr(args, "noise", 0.0) or 0.0)
     if noise < 0:
         raise ValueError(f"--noise must be >= 0, got {noise}")
-    if data == "linear":
-        tc = getattr(args, "task_cov", "auto") or "auto"
-        if tc == "auto":
-            tc = "inverse" if family in INVERSE_TASK_FAMILIES else "identity"
-        cov = getattr(args, "covariates", None) or "gaussian"
-        return LinearRegression(problem.d, problem.n, sigma=problem.sigma, covariates=cov,
-                                task_cov=None if tc == "identity" else tc, noise=noise)
-    if data == "gp" or data.startswith("gp:"):
-        kern = data.partition(":")[2].strip()
-        if not kern:
-            first = problem.activations[0]
-            kern = "exp" if first.normalised else first
-        cov = getattr(args, "covariates", None) or "sphere"
-        return KernelGP(problem.d, problem.n, kernel=kern, sigma=problem.sigma, covariates=cov, noise=noise)
-    raise ValueError(f"--data must be 'linear' or 'gp[:KERNEL]', got {data!r}")
+    kind = data.partition(":")[0]
+    if kind not in ("linear", "gp") or (kind == "linear" and data != "linear"):
+        raise ValueError(f"--data must be 'linear' or 'gp[:KERNEL]', got {data!r}")
+    if data == "gp":
+        data = recipe.default_data("kernel", problem.activations)
+    prior = recipe.prior(getattr(args, "task_cov", "auto"), family, kind)
+    return recipe.task(data, problem.d, problem.n, sigma=problem.sigma, prior=prior,
+                       covariates=getattr(args, "covariates", None), noise=noise)
 
 
 def problem_from_args(args: argparse.Namespace, family: str | None = None) -> tuple[Problem, Any]:
@@ -341,7 +248,8 @@ def problem_from_args(args: argparse.Namespace, family: str | None = None) -> tu
 
     Args:
         args: namespace from a parser set up by :func:`add_problem_args`.
-        family: the family name, if any (decides ``--attention auto`` and ``--task-cov auto``).
+        family: the family name, if any (its declaration decides ``--attention auto`` and
+            ``--task-cov auto``: :func:`landscape.recipe.declared`).
 
     Returns:
         ``(problem, data)``.
@@ -354,11 +262,11 @@ def problem_from_args(args: argparse.Namespace, family: str | None = None) -> tu
         v = getattr(args, name, 1)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"--{name} must be an integer >= 1, got {v!r}")
-    attention = _attention(args, family)
     act = getattr(args, "activation", None)
+    attention = recipe.attention(getattr(args, "attention", "auto"), family, bool(act))
     if attention == "linear" and act:
         raise ValueError("--activation applies to kernel attention; linear attention has P, Q heads without one")
-    acts = tuple(a.strip() for a in act.split(",") if a.strip()) if act else ("exp",)
+    acts = recipe.activations(act)
     sigma = parse_sigma(getattr(args, "sigma", "identity"), args.d, getattr(args, "seed", 0))
     problem = Problem(d=args.d, layers=args.layers, n=args.n, sigma=sigma, attention=attention,
                       activations=acts, heads=getattr(args, "heads", 1))

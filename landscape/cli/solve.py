@@ -21,7 +21,8 @@ Examples::
     landscape solve my_family.py:family --layers 2 --d 2 --n 3
     landscape solve pgd --layers 2 --d 3 --n 10 --method multistart
 
-With ``--json`` one object is printed: ``family``, ``loss`` (the expression as a string), ``route``
+With ``--json`` one object is printed: ``family``, ``task`` (the task, the prior of w* and Σ:
+:func:`landscape.recipe.describe_task`), ``loss`` (the expression as a string), ``route``
 (the loss route), ``exact`` (exact loss?), ``optimal_gd`` (pgd-type Wishart losses: the exact
 optimal L-step preconditioned GD loss, a rational, its step sizes; else null), ``search`` (``method``, ``exhaustive``, ``certified``,
 ``note``, ``symmetries``) and ``stationary_points`` — a list of ``{values, exact, loss, kind,
@@ -38,7 +39,7 @@ import argparse
 
 import torch
 
-from landscape.cli._args import add_problem_args, int_arg, positive_float, positive_int, problem_from_args
+from landscape.cli._args import add_problem_args, int_arg, parse_sigma, positive_float, positive_int, problem_from_args
 
 __all__ = ["add_parser", "run"]
 
@@ -116,23 +117,21 @@ def _coefficients(loss: object, points: object) -> dict[str, tuple[float, float]
 
 def run(args: argparse.Namespace) -> int:
     """Derive the loss, solve the stationary equations, print them."""
+    from landscape import recipe
     from landscape.cli import emit_json
-    from landscape.theory.families import get_family
     from landscape.symbolic.loss import family_loss
     from landscape.symbolic.solve import optimal_gd, stationary_points
 
     problem, data = problem_from_args(args, family=args.family)
     if problem.attention == "linear":
         check_solve_memory(problem.d, problem.layers)
-    family = get_family(args.family, problem)
+    family = recipe.family(args.family, problem)
     if args.no_exact and args.method == "exhaustive":
         raise ValueError("--no-exact and --method exhaustive contradict each other")
     if args.method == "exhaustive" and args.route == "label-exact":
         raise ValueError("--method exhaustive needs an exact polynomial loss; --route label-exact is Monte-Carlo")
     query_sigma = None
     if args.query_sigma is not None:
-        from landscape.cli._args import parse_sigma
-
         query_sigma = parse_sigma(args.query_sigma, problem.d, seed=args.seed)
         if query_sigma is None:
             query_sigma = torch.eye(problem.d, dtype=torch.float64)
@@ -146,11 +145,13 @@ def run(args: argparse.Namespace) -> int:
     points = stationary_points(loss, starts=starts, seed=args.seed, scale=args.scale, method=method)
     general = loss.general if (loss.exact and loss.general is not None) else None
     opt = optimal_gd(loss)
+    record = recipe.describe_task(data, args.sigma)
     if args.json:
         out = {
             "family": family.name,
             "statement": family.statement,
             "problem": problem.describe(),
+            "task": record,
             "symbols": list(family.names),
             "route": loss.method,
             "query_sigma": args.query_sigma,
@@ -171,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(family.describe())
     print(f"data: {type(data).__name__}; loss route: {loss.method} ({'exact' if loss.exact else 'Monte-Carlo'})")
+    print(recipe.task_line(record))
     print(f"  {loss.description}")
     text = str(loss.expr)
     print("loss:" if loss.exact else "loss (polynomial in the label gains; m__A__B = covariate expectations):")

@@ -18,7 +18,8 @@ The problem options (``--d --n --layers --attention --activation --heads --data 
 takes ``classification`` and ``features`` here.
 
 With ``--json`` the last line printed is one JSON object with the per-seed final losses and
-distances to the family.
+distances to the family, and ``task``: the task, the prior of w* and Σ
+(:func:`landscape.recipe.describe_task`; the text output prints it as one line).
 
 Every numeric option is checked when the command line is parsed, and the memory of the run is
 estimated from its sizes before anything is created (:func:`train_memory`): a run that cannot fit
@@ -157,31 +158,24 @@ def config_from_args(args: argparse.Namespace) -> Any:
     ``--attention auto`` is the family's attention, else kernel iff ``--activation`` is given;
     kernel heads default to ``exp``; ``--data`` defaults to ``linear`` for linear attention and to
     ``gp`` with the first activation as data kernel (``exp`` for softmax) for kernel attention;
-    ``--task-cov auto`` is ``inverse`` for the ``pgd``, ``pgd-relaxed`` and ``pgd-identity`` families.
+    ``--task-cov auto`` is the family's declared prior (``inverse`` for ``pgd``, ``pgd-relaxed``,
+    ``pgd-identity``, a family file's ``PRIOR``; :func:`landscape.recipe.prior`).
 
     Raises:
         ValueError, TypeError: a bad value, named with the accepted ones.
     """
-    from landscape.cli._args import INVERSE_TASK_FAMILIES
-    from landscape.theory.families import FAMILY_ATTENTION
+    from landscape import recipe
     from landscape.experiment.train import TrainConfig
 
-    attention = args.attention
-    if attention == "auto":
-        if args.family in FAMILY_ATTENTION:
-            attention = FAMILY_ATTENTION[args.family]
-        else:
-            attention = "kernel" if args.activation else "linear"
+    attention = recipe.attention(args.attention, args.family, bool(args.activation))
     if attention == "linear" and args.activation:
         raise ValueError("--activation applies to kernel attention; linear attention (--attention linear) "
                          "has P, Q heads without an activation")
-    acts = tuple(a.strip() for a in args.activation.split(",") if a.strip()) if args.activation else ("exp",)
-    data = args.data if args.data is not None else ("linear" if attention == "linear" else "gp")
+    acts = recipe.activations(args.activation)
+    data = args.data if args.data is not None else recipe.default_data(attention, acts)
     if data == "gp":
-        data = "gp:" + ("exp" if acts[0] == "softmax" else acts[0])
-    task_cov = args.task_cov
-    if task_cov == "auto":
-        task_cov = "inverse" if args.family in INVERSE_TASK_FAMILIES and data == "linear" else "identity"
+        data = recipe.default_data("kernel", acts)
+    task_cov = recipe.prior(args.task_cov, args.family, data)
     if not args.lr:
         raise ValueError("--lr needs at least one number (or one per seed, comma-separated)")
     lr: float | tuple[float, ...] = args.lr[0] if len(args.lr) == 1 else tuple(args.lr)
@@ -203,13 +197,15 @@ def _fmt(x: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Train; print a per-seed table (or, with ``--json``, one JSON object as the last line)."""
+    from landscape import recipe
     from landscape.cli import emit_json
-    from landscape.experiment.train import train
+    from landscape.experiment.train import make_task, train
 
     config = config_from_args(args)
     check_train_memory(config)
+    record = recipe.describe_task(make_task(config), args.sigma)
     result = train(config, args.out, name=args.name, progress=not args.no_progress and not args.json)
-    summary = result.summary()
+    summary = {**result.summary(), "task": record}
     status = 1 if config.seeds > 0 and bool(result.diverged.all()) else 0
     if status:
         print(f"landscape train: every one of the {config.seeds} seeds diverged (non-finite loss); lower --lr or "
@@ -221,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
     how = ("loaded (finished earlier)" if result.resumed_from == result.steps and result.steps > 0
            else f"resumed from step {result.resumed_from}" if result.resumed_from is not None else "trained")
     print(f"{config.spec.describe()}, {config.seeds} seeds x {config.steps} steps: {how}{where}")
+    print(recipe.task_line(record))
     header = ["seed", "final loss", "diverged"]
     steps, raw = result.family_step_sizes, result.family_values
     same = config.sigma_matrix() is None  # Σ = I: the whitened fit is the raw fit

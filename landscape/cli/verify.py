@@ -12,8 +12,10 @@ Theorem 3 is stated for the gradient w.r.t. the blocks :math:`A_l`).
 
 Exit status 0 for ``stationary``, 1 for ``not_stationary`` / ``inconclusive``, 2 on bad input.
 With ``--json`` one JSON object is printed, with at least ``verdict, point, loss,
-grad_norm_tangent(_se), grad_norm_normal(_se), hessian {n_pos, n_neg, n_zero, min_eig, max_eig}``,
-or ``{"error": ...}`` on bad input.
+grad_norm_tangent(_se), grad_norm_normal(_se), hessian {n_pos, n_neg, n_zero, min_eig, max_eig}`` and
+``task`` (the task, the prior of w* and Σ: :func:`landscape.recipe.describe_task`; the text report
+prints it as its last line), or ``{"error": ...}`` on bad input. A user family file may declare
+``PRIOR`` and ``ATTENTION`` (:mod:`landscape.recipe`); ``--task-cov auto`` follows the declaration.
 """
 
 from __future__ import annotations
@@ -71,12 +73,11 @@ def build_problem(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     Raises:
         ValueError: inconsistent arguments (unknown family, wrong attention, bad sigma ...).
     """
+    from landscape import recipe
     from landscape.cli._args import problem_from_args
-    from landscape.theory.families import FAMILY_ATTENTION, get_family
 
-    name = args.family if args.family in FAMILY_ATTENTION else None
-    problem, task = problem_from_args(args, name)
-    family = get_family(args.family, problem)
+    problem, task = problem_from_args(args, args.family)
+    family = recipe.family(args.family, problem)
     return problem, family, task
 
 
@@ -157,6 +158,7 @@ def _summary(cert: Any) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the certificate; print a report or one JSON object."""
+    from landscape import recipe
     from landscape.cli import emit_json
     from landscape.numeric import certify_stationary, exact_loss_oracle
 
@@ -182,10 +184,12 @@ def run(args: argparse.Namespace) -> int:
         kwargs.update(samples=_sizes(args.samples), test=args.test, hessian_samples=args.hessian_samples,
                       tol=args.tol, budget=budget, progress=_progress)
     cert = certify_stationary(family, data, **kwargs)
+    record = recipe.describe_task(task, getattr(args, "sigma", None))
     if args.json:
-        emit_json(_summary(cert))
+        emit_json({**_summary(cert), "task": record})
     else:
         _print_report(cert)
+        sys.stdout.write(recipe.task_line(record) + "\n")
     return 0 if cert.verdict == "stationary" else 1
 
 

@@ -10,13 +10,16 @@ A sweep file (TOML, read with :mod:`tomllib`, or YAML) holds::
     n = 20
     steps = 2000
 
+    attention = "kernel"
+
     [grid]                              # each key: a list of values; the grid is their product
     layers = [1, 2, 3]
-    activation = ["linear", "exp"]
+    activations = ["linear", "exp"]     # one kernel head of this activation (a list of names: heads)
 
 The grid is the Cartesian product of the ``grid`` lists, in file order, the last key varying
 fastest; each point is ``base`` updated with the point's values (and ``seeds``) and becomes one
-:class:`landscape.experiment.train.TrainConfig`. **Every** point is validated before anything runs; a bad key
+:class:`landscape.experiment.train.TrainConfig` (the keys are its fields; names and specs — ``sigma``,
+``task``, ``activations``, ``data_kernel`` terms, ``family`` — are read by :mod:`landscape.recipe`). **Every** point is validated before anything runs; a bad key
 or value raises :class:`ValueError`/:class:`TypeError` naming the point, the key and the value.
 
 Each grid point is one run of the store; its seeds train together (vmapped) through
@@ -85,8 +88,12 @@ def _config_fields() -> tuple[str, ...]:
 
 
 def _make_config(values: Mapping[str, Any]) -> Any:
-    """Build (and thereby validate) a TrainConfig from keyword values."""
-    return _train_api().TrainConfig(**values)
+    """Build and validate a TrainConfig from keyword values: its declarative checks, then
+    :meth:`~landscape.experiment.train.TrainConfig.build` (Σ, task and family built through
+    :mod:`landscape.recipe`), so a point that cannot train fails before any point runs."""
+    config = _train_api().TrainConfig(**values)
+    config.build(device="cpu")
+    return config
 
 
 def _store_config(config: Any) -> dict[str, Any]:

@@ -76,6 +76,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from landscape import recipe
 from landscape._checks import check_choice, check_int, check_real
 from landscape.views.summary import seed_median
 from landscape.theory.families import (
@@ -83,10 +84,9 @@ from landscape.theory.families import (
     Family,
     Problem,
     check_stored_family,
-    get_family,
     is_family_file,
 )
-from landscape.core.kernels import get_kernel
+from landscape.core.loss import squared_error
 from landscape.core.model import (
     ModelSpec,
     flatten_params,
@@ -96,16 +96,11 @@ from landscape.core.model import (
     predict,
     unflatten_params,
 )
-from landscape.core.tasks import (
-    KernelGP,
-    LinearClassification,
-    LinearRegression,
-    OrthonormalFeatures,
-    check_covariance,
-)
 
 __all__ = [
     "TrainConfig",
+    "TrainObjects",
+    "PARTS",
     "TrainResult",
     "TrainState",
     "train",
@@ -128,16 +123,16 @@ __all__ = [
     "TASKS",
 ]
 
-TASKS: tuple[str, ...] = ("linear", "gp", "classification", "features")
+TASKS: tuple[str, ...] = recipe.TASKS
 """Task kinds; ``"gp"`` takes its data kernel as ``"gp:KERNEL"`` (e.g. ``"gp:exp"``, ``"gp:relu"``)."""
 OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "linear")
-MASKS: tuple[str, ...] = ("full", "paper", "sparse")
+MASKS: tuple[str, ...] = recipe.MASKS
 ENGINES: tuple[str, ...] = ("auto", "fused", "stacked", "vmap")
-_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
+_DTYPES: dict[str, torch.dtype] = recipe.DTYPES
 _CHECKPOINT_FORMAT = 1
 
-STORED_OPTIONAL_FIELDS: frozenset[str] = frozenset({"chunk"})
+STORED_OPTIONAL_FIELDS: frozenset[str] = frozenset({"chunk", "data_kernel"})
 """TrainConfig fields a stored config may lack (written only when set; see :meth:`TrainConfig.to_dict`)."""
 
 
@@ -147,19 +142,9 @@ def resolve_sigma(
 ) -> torch.Tensor | None:
     r"""Turn a covariance spec into a ``(d, d)`` float64 matrix (``None`` for the identity).
 
-    Strings follow the ``--sigma`` forms shared by every command
-    (:func:`landscape.cli._args.parse_sigma`):
-
-    * ``"identity"`` — :math:`\Sigma = I`;
-    * ``"random"`` / ``"random:SEED"`` — :func:`~landscape.core.tasks.random_covariance`
-      :math:`U^\top D U` with a Haar rotation from ``torch.Generator().manual_seed(SEED)`` (``SEED``
-      defaulting to ``seed``) and Ahn et al.'s spectrum ``(1, 1, 0.25, 0.0625, 1)`` when ``d = 5``;
-    * ``"diag:l1,...,ld"`` — the diagonal matrix;
-    * ``"spectrum:l1,...,ld[:SEED]"`` — that spectrum, randomly rotated (rotation seeded by
-      ``SEED``, default ``seed``);
-    * a path to a ``.pt`` (tensor), ``.npy`` or whitespace-separated text file.
-
-    A matrix (nested sequence or tensor) is taken as it is.
+    The forms of :func:`landscape.recipe.covariance` (``identity``, ``random[:SEED]``,
+    ``diag:l1,...,ld``, ``spectrum:l1,...,ld[:SEED]``, a matrix file, or a matrix taken as it is),
+    random rotations defaulting to ``seed``.
 
     Args:
         spec: the spec.
@@ -173,19 +158,7 @@ def resolve_sigma(
         ValueError: unknown spec, missing or unreadable file, wrong shape, not symmetric positive
             definite.
     """
-    from landscape.cli._args import SIGMA_FORMS, parse_sigma
-
-    if spec is None:
-        return None
-    if isinstance(spec, torch.Tensor):
-        return check_covariance(spec.to(torch.float64), d)
-    if isinstance(spec, str):
-        return parse_sigma(spec, d, seed)
-    try:
-        mat = torch.tensor(spec, dtype=torch.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"sigma must be {SIGMA_FORMS} or a d×d matrix; got {spec!r} ({exc})") from None
-    return check_covariance(mat, d)
+    return recipe.covariance(spec, d, seed)
 
 
 def _stored_sigma(spec: str, d: int, seed: int) -> str | list[list[float]]:
@@ -213,11 +186,9 @@ def _stored_sigma(spec: str, d: int, seed: int) -> str | list[list[float]]:
     Returns:
         The string or the matrix (nested lists) to store.
     """
-    from landscape.cli._args import split_spectrum
-
     s = spec.strip()
     if s.startswith("spectrum:"):
-        body, sd = split_spectrum(s)
+        body, sd = recipe.split_spectrum(s)
         return f"diag:{body}" if sd is None or sd == seed else s
     if s.startswith("diag:") or Path(s).expanduser().is_file():
         return resolve_sigma(s, d, seed).tolist()  # type: ignore[union-attr]
@@ -254,26 +225,239 @@ def make_generator(config: "TrainConfig", stream: str, device: torch.device | st
 
 
 # ---------------------------------------------------------------------- config
+# Declarative validation: one rule per field, applied in field order by TrainConfig.__post_init__;
+# each rule takes (name, value) and returns the canonical value (or raises one line naming what is
+# accepted). Rules that relate fields follow in _CROSS_RULES.
+def _int(minimum: int) -> Callable[[str, Any], int]:
+    return lambda name, v: check_int(name, v, minimum=minimum)
+
+
+def _real(*, positive: bool = False, below: float | None = None) -> Callable[[str, Any], float]:
+    def rule(name: str, v: Any) -> float:
+        x = check_real(name, v, positive=positive, nonnegative=not positive)
+        if below is not None and x >= below:
+            raise ValueError(f"{name} must be in [0, {below:g}), got {v}")
+        return x
+
+    return rule
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
+    return lambda name, v: check_choice(name, v, choices)
+
+
+def _optional(rule: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
+    return lambda name, v: None if v is None else rule(name, v)
+
+
+def _str(name: str, v: Any) -> str:
+    if not isinstance(v, str):
+        raise TypeError(f"{name} must be a str, got {type(v).__name__}")
+    return v
+
+
+def _sigma(name: str, v: Any) -> str | tuple[tuple[float, ...], ...] | None:
+    if v is None or isinstance(v, str):
+        return v
+    rows = v.tolist() if isinstance(v, torch.Tensor) else v
+    return tuple(tuple(float(x) for x in row) for row in rows)
+
+
+def _probs(name: str, v: Any) -> tuple[float, ...]:
+    return tuple(float(p) for p in v)
+
+
+def _activations(name: str, v: Any) -> tuple[str, ...]:
+    return recipe.activations((v,) if isinstance(v, str) else tuple(v))
+
+
+def _family(name: str, v: Any) -> str | None:
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise TypeError(f"family must be a name or 'file.py:NAME', got {type(v).__name__}")
+    if v not in FAMILY_ATTENTION and not is_family_file(v):
+        raise ValueError(f"unknown family {v!r}; known: {', '.join(FAMILY_ATTENTION)} or 'path/to/file.py:NAME'")
+    return v
+
+
+def _lr(name: str, v: Any) -> float | tuple[float, ...]:
+    if isinstance(v, (list, tuple)):
+        return tuple(check_real(f"lr[{i}]", x, positive=True) for i, x in enumerate(v))
+    return check_real("lr", v, positive=True)
+
+
+def _betas(name: str, v: Any) -> tuple[float, float]:
+    betas = tuple(v)
+    if len(betas) != 2:
+        raise ValueError(f"betas must be a pair (beta1, beta2), got {v!r}")
+    for i, b in enumerate(betas):
+        check_real(f"betas[{i}]", b, nonnegative=True)
+        if b >= 1:
+            raise ValueError(f"betas[{i}] must be in [0, 1), got {b}")
+    return float(betas[0]), float(betas[1])
+
+
+def _device(name: str, v: Any) -> str:
+    recipe.device(v)  # raises on an unknown or unavailable device
+    return str(v)
+
+
+def _data_kernel(name: str, v: Any) -> tuple[Any, ...] | None:
+    return None if v is None else recipe.kernel_terms(v)
+
+
+_FIELD_RULES: dict[str, Callable[[str, Any], Any]] = {
+    # task
+    "task": _str, "d": _int(1), "n": _int(1), "sigma": _sigma, "task_cov": _choice(recipe.PRIORS),
+    "covariates": _optional(_choice(recipe.COVARIATES)), "noise": _real(), "probs": _probs, "margin": _real(),
+    "flip": _real(below=0.5), "data_kernel": _data_kernel,
+    # model
+    "attention": _choice(recipe.ATTENTIONS), "activations": _activations, "heads": _int(1), "layers": _int(1),
+    "family": _family, "mask": _choice(recipe.MASKS), "init_std": _real(),
+    # optimisation
+    "seeds": _int(1), "steps": _int(0), "batch": _int(1), "lr": _lr, "optimizer": _choice(OPTIMIZERS),
+    "betas": _betas, "eps": _real(positive=True), "momentum": _real(below=1.0), "weight_decay": _real(),
+    "clip": _optional(_real(positive=True)), "schedule": _choice(SCHEDULES), "warmup": _int(0),
+    "resample_every": _int(1), "dtype": lambda name, v: recipe.dtype_name(v), "seed": _int(0),
+    "engine": _choice(ENGINES), "chunk": _optional(_int(1)),
+    # bookkeeping
+    "device": _device, "log_every": _int(1), "checkpoint_every": _int(0), "eval_batch": _int(1),
+    "distance_every": _optional(_int(0)),
+}
+
+PARTS: dict[str, tuple[str, ...]] = {
+    "task": ("task", "d", "n", "sigma", "task_cov", "covariates", "noise", "probs", "margin", "flip", "data_kernel"),
+    "model": ("attention", "activations", "heads", "layers", "family", "mask", "init_std"),
+    "optimisation": ("seeds", "steps", "batch", "lr", "optimizer", "betas", "eps", "momentum", "weight_decay",
+                     "clip", "schedule", "warmup", "resample_every", "dtype", "seed", "engine", "chunk"),
+    "bookkeeping": ("device", "log_every", "checkpoint_every", "eval_batch", "distance_every"),
+}
+"""The four parts of a :class:`TrainConfig`: field names of the task (the prompt distribution), the
+model, the optimisation and the bookkeeping (``device`` is not part of a run's identity)."""
+
+
+def _cross_task(c: "TrainConfig", set_: Callable[[str, Any], None]) -> None:
+    if c.data_kernel is not None:
+        if c.task != "gp":
+            raise ValueError(f"data_kernel gives the kernel of task 'gp'; got task {c.task!r} (write task='gp')")
+        if len(c.data_kernel) == 1 and c.data_kernel[0][0] == 1.0 and c.data_kernel[0][2] is None:
+            set_("task", f"gp:{c.data_kernel[0][1]}")  # one plain kernel: the 'gp:KERNEL' run it is
+            set_("data_kernel", None)
+    set_("task", recipe.task_kind(c.task, composite=c.data_kernel is not None))
+    if c.task_cov == "inverse" and c.task.partition(":")[0] != "linear":
+        raise ValueError(f"task_cov='inverse' applies to the linear task only, not {c.task.partition(':')[0]!r}")
+
+
+def _cross_model(c: "TrainConfig", set_: Callable[[str, Any], None]) -> None:
+    if c.attention == "linear":
+        set_("activations", ("linear",))  # unused by linear attention: one canonical value, one config hash
+    want = FAMILY_ATTENTION.get(c.family) if c.family is not None else None
+    if want is not None and want != c.attention:
+        raise ValueError(f"family {c.family!r} needs {want} attention; this config has "
+                         f"attention={c.attention!r} (use --attention {want})")
+    if c.family is not None and is_family_file(c.family) and not c._from_store:
+        file = c.family.rpartition(":")[0]
+        if not Path(file).expanduser().is_file():
+            raise ValueError(f"family file {file!r} does not exist")
+
+
+def _cross_optimisation(c: "TrainConfig", set_: Callable[[str, Any], None]) -> None:
+    if isinstance(c.lr, tuple) and len(c.lr) != c.seeds:
+        raise ValueError(f"lr has {len(c.lr)} per-seed values but seeds = {c.seeds}")
+    if c.momentum > 0 and c.optimizer != "sgd":
+        raise ValueError(f"momentum applies to optimizer 'sgd' only (got optimizer {c.optimizer!r}); "
+                         "Adam's momentum is betas[0]")
+    if c.engine == "fused":
+        from landscape.engine.fused import unsupported_reason
+
+        why = unsupported_reason(c.spec, recipe.device(c.device), c.torch_dtype)
+        if why is not None:
+            raise ValueError(f"engine 'fused': {why}; use engine 'auto' or 'stacked'")
+
+
+def _cross_data(c: "TrainConfig", set_: Callable[[str, Any], None]) -> None:
+    # Σ parses (a bad spec or a missing file is an error now) and the task accepts its arguments;
+    # the family is compiled only by TrainConfig.build.
+    make_task(c, sigma=c.sigma_matrix())
+
+
+_CROSS_RULES: tuple[Callable[["TrainConfig", Callable[[str, Any], None]], None], ...] = (
+    _cross_task, _cross_model, _cross_optimisation, _cross_data)
+
+
+@dataclass(frozen=True)
+class TrainObjects:
+    r"""What a :class:`TrainConfig` builds (:meth:`TrainConfig.build`).
+
+    Attributes:
+        sigma: :math:`\Sigma` (float64) or ``None`` for the identity.
+        task: the prompt distribution (in the training dtype).
+        problem: the :class:`~landscape.theory.families.Problem` the family lives in.
+        family: the family, or ``None``.
+        spec: the architecture.
+        device: the device it trains on.
+        dtype: the training dtype.
+        mask: the free entries (:func:`landscape.recipe.mask`).
+    """
+
+    sigma: torch.Tensor | None
+    task: Any
+    problem: Problem
+    family: Family | None
+    spec: ModelSpec
+    device: torch.device
+    dtype: torch.dtype
+    mask: dict[str, torch.Tensor]
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    r"""Everything that defines a training run (validated on construction).
+    r"""Everything that defines a training run: four parts (:data:`PARTS`), flat keyword arguments.
+
+    Construction validates declaratively (one rule per field, then the rules that relate fields:
+    cheap checks, every one a one-line error naming what is accepted); :meth:`build` turns the
+    config into objects (:math:`\Sigma`, task, family, architecture, device) through
+    :mod:`landscape.recipe`. :meth:`part` returns one part as a dict.
+
+    Example — the composite-kernel GP data of Cheng, Chen, Sra (2024, Prop. 3),
+    :math:`K^\circ(x,x') = e^{\frac12\langle x_{1:2},x'_{1:2}\rangle} + \langle x_{3:4},x'_{3:4}\rangle`, learned by
+    a two-head exp + linear transformer, trained and stored like any run::
+
+        import math
+        from landscape import TrainConfig, train
+
+        d = 5
+        E = [[float(i == j) for j in range(d)] for i in range(d)]
+        K = ((1.0, "exp", [[v / math.sqrt(2) for v in E[0]], [v / math.sqrt(2) for v in E[1]]]),
+             (1.0, "linear", [E[2], E[3]]))
+        cfg = TrainConfig(task="gp", data_kernel=K, d=d, n=20, attention="kernel",
+                          activations=("exp", "linear"), layers=2, seeds=4, steps=2000, batch=256)
+        result = train(cfg, "runs/composite")
+
+    ``data_kernel`` also takes a :class:`~landscape.core.kernels.SumKernel` (or a
+    :class:`~landscape.core.kernels.Kernel`) and stores it as its terms (:func:`landscape.recipe.kernel_terms`).
 
     Task:
         task: ``"linear"`` (:class:`~landscape.core.tasks.LinearRegression`), ``"gp:KERNEL"``
-            (:class:`~landscape.core.tasks.KernelGP` with that data kernel, e.g. ``"gp:exp"``),
-            ``"classification"`` (:class:`~landscape.core.tasks.LinearClassification`) or ``"features"``
+            (:class:`~landscape.core.tasks.KernelGP` with that data kernel, e.g. ``"gp:exp"``; ``"gp"``
+            with ``data_kernel`` for a composite one), ``"classification"``
+            (:class:`~landscape.core.tasks.LinearClassification`) or ``"features"``
             (:class:`~landscape.core.tasks.OrthonormalFeatures`).
         d, n: covariate dimension and context length.
-        sigma: covariance spec (see :func:`resolve_sigma`; random rotations default to ``seed``):
-            ``"diag:l1,...,ld"`` is the diagonal matrix, ``"spectrum:l1,...,ld[:SEED]"`` that spectrum
-            randomly rotated; one :math:`\Sigma` for all the seeds of a run.
-        task_cov: linear regression only: :math:`w^* \sim N(0, I)` (``"identity"``) or
-            :math:`N(0, \Sigma^{-1})` (``"inverse"``, Ahn et al. Theorem 3).
+        sigma: covariance spec (:func:`landscape.recipe.covariance`; random rotations default to
+            ``seed``): ``"diag:l1,...,ld"`` is the diagonal matrix, ``"spectrum:l1,...,ld[:SEED]"``
+            that spectrum randomly rotated; one :math:`\Sigma` for all the seeds of a run.
+        task_cov: the prior of :math:`w^*` (linear regression only): :math:`N(0, I)` (``"identity"``)
+            or :math:`N(0, \Sigma^{-1})` (``"inverse"``, Ahn et al. Theorem 3).
         covariates: ``"gaussian"`` or ``"sphere"`` (``None``: the task's default — Gaussian for
             regression/classification, sphere for GP data as in Cheng et al.).
         noise: label noise std (linear, gp).
         probs: feature probabilities (features task).
         margin, flip: classification margin and label-flip probability.
+        data_kernel: composite GP data kernel, terms ``(weight, kernel name, G rows or None)``
+            :math:`K^\circ(x,x') = \sum_h w_h \tilde h_h(G_h x, G_h x')` (or a ``SumKernel``), with
+            ``task="gp"``; ``None``: the kernel named in ``task``. Stored only when set.
 
     Model:
         attention: ``"linear"`` (Ahn's ``P, Q`` heads) or ``"kernel"`` (``V, B, C`` heads).
@@ -316,6 +500,11 @@ class TrainConfig:
             ``None``: at every log step).
         _from_store: set by :meth:`from_dict`: the config was read back from a run store, so a
             user family file it names is never imported (:func:`~landscape.theory.families.check_stored_family`).
+
+    Raises (on construction):
+        TypeError: a value of the wrong type.
+        ValueError: a value out of range, an unknown name, a bad covariance spec or file, or fields
+            that contradict each other (e.g. ``family="fgd"`` with linear attention).
     """
 
     task: str = "linear"
@@ -357,129 +546,52 @@ class TrainConfig:
     checkpoint_every: int = 1000
     eval_batch: int = 2048
     distance_every: int | None = None
+    data_kernel: tuple[tuple[float, str, tuple[tuple[float, ...], ...] | None], ...] | None = None
     _from_store: bool = field(default=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
-        # --- task
-        if not isinstance(self.task, str):
-            raise TypeError(f"task must be a str, got {type(self.task).__name__}")
-        kind, _, kern = self.task.partition(":")
-        check_choice("task", kind, TASKS)
-        if kind == "gp":
-            kern = kern or "exp"
-            k = get_kernel(kern)
-            if k.normalised:
-                raise ValueError(f"task 'gp:{kern}': a softmax kernel is not a data kernel; use e.g. 'gp:exp'")
-            set_("task", f"gp:{kern}")
-        elif kern:
-            raise ValueError(f"task {kind!r} takes no ':' argument, got {self.task!r}")
-        check_int("d", self.d, minimum=1)
-        check_int("n", self.n, minimum=1)
-        check_choice("task_cov", self.task_cov, ("identity", "inverse"))
-        if self.task_cov == "inverse" and kind != "linear":
-            raise ValueError(f"task_cov='inverse' applies to the linear task only, not {kind!r}")
-        if self.covariates is not None:
-            check_choice("covariates", self.covariates, ("gaussian", "sphere"))
-        check_real("noise", self.noise, nonnegative=True)
-        check_real("margin", self.margin, nonnegative=True)
-        check_real("flip", self.flip, nonnegative=True)
-        if self.flip >= 0.5:
-            raise ValueError(f"flip must be in [0, 0.5), got {self.flip}")
-        set_("probs", tuple(float(p) for p in self.probs))
-        if isinstance(self.sigma, torch.Tensor):
-            set_("sigma", tuple(tuple(float(x) for x in row) for row in self.sigma.tolist()))
-        elif self.sigma is not None and not isinstance(self.sigma, str):
-            set_("sigma", tuple(tuple(float(x) for x in row) for row in self.sigma))
-        check_int("seed", self.seed, minimum=0)
-        sigma = resolve_sigma(self.sigma, self.d, self.seed)  # raises on a bad spec or a missing file
-        # --- model
-        check_choice("attention", self.attention, ("linear", "kernel"))
-        acts = (self.activations,) if isinstance(self.activations, str) else tuple(self.activations)
-        if not acts:
-            raise ValueError("activations must name at least one kernel head activation")
-        for a in acts:
-            if not isinstance(a, str):
-                raise TypeError(f"activations must be names (str), got {type(a).__name__}")
-            get_kernel(a)  # raises 'unknown activation ... known: ...'
-        if self.attention == "linear":
-            acts = ("linear",)  # unused by linear attention: one canonical value, one config hash
-        set_("activations", acts)
-        check_int("heads", self.heads, minimum=1)
-        check_int("layers", self.layers, minimum=1)
-        check_choice("mask", self.mask, MASKS)
-        check_real("init_std", self.init_std, nonnegative=True)
-        # --- optimisation
-        check_int("seeds", self.seeds, minimum=1)
-        check_int("steps", self.steps, minimum=0)
-        check_int("batch", self.batch, minimum=1)
-        if isinstance(self.lr, (list, tuple)):
-            lrs = tuple(check_real(f"lr[{i}]", v, positive=True) for i, v in enumerate(self.lr))
-            if len(lrs) != self.seeds:
-                raise ValueError(f"lr has {len(lrs)} per-seed values but seeds = {self.seeds}")
-            set_("lr", lrs)
-        else:
-            set_("lr", check_real("lr", self.lr, positive=True))
-        check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        betas = tuple(self.betas)
-        if len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {self.betas!r}")
-        for i, b in enumerate(betas):
-            check_real(f"betas[{i}]", b, nonnegative=True)
-            if b >= 1:
-                raise ValueError(f"betas[{i}] must be in [0, 1), got {b}")
-        set_("betas", (float(betas[0]), float(betas[1])))
-        check_real("eps", self.eps, positive=True)
-        check_real("momentum", self.momentum, nonnegative=True)
-        if self.momentum >= 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        if self.momentum > 0 and self.optimizer != "sgd":
-            raise ValueError(f"momentum applies to optimizer 'sgd' only (got optimizer {self.optimizer!r}); "
-                             "Adam's momentum is betas[0]")
-        check_real("weight_decay", self.weight_decay, nonnegative=True)
-        if self.clip is not None:
-            set_("clip", check_real("clip", self.clip, positive=True))
-        check_choice("schedule", self.schedule, SCHEDULES)
-        check_int("warmup", self.warmup, minimum=0)
-        check_int("resample_every", self.resample_every, minimum=1)
-        if isinstance(self.dtype, torch.dtype):
-            names = {v: k for k, v in _DTYPES.items()}
-            if self.dtype not in names:
-                raise ValueError(f"dtype must be one of {tuple(_DTYPES)}, got {self.dtype}")
-            set_("dtype", names[self.dtype])
-        check_choice("dtype", self.dtype, tuple(_DTYPES))
-        check_choice("engine", self.engine, ENGINES)
-        if self.chunk is not None:
-            check_int("chunk", self.chunk, minimum=1)
-        if self.engine == "fused":
-            from landscape.engine.fused import unsupported_reason
+        def set_(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
 
-            why = unsupported_reason(self.spec, _resolve_device(self.device), self.torch_dtype)
-            if why is not None:
-                raise ValueError(f"engine 'fused': {why}; use engine 'auto' or 'stacked'")
-        # --- bookkeeping
-        _resolve_device(self.device)
-        check_int("log_every", self.log_every, minimum=1)
-        check_int("checkpoint_every", self.checkpoint_every, minimum=0)
-        check_int("eval_batch", self.eval_batch, minimum=1)
-        if self.distance_every is not None:
-            check_int("distance_every", self.distance_every, minimum=0)
-        # --- cross-checks: the task and the family can be built
-        make_task(self, sigma=sigma)
-        if self.family is not None:
-            if not isinstance(self.family, str):
-                raise TypeError(f"family must be a name or 'file.py:NAME', got {type(self.family).__name__}")
-            want = FAMILY_ATTENTION.get(self.family)
-            if want is not None and want != self.attention:
-                raise ValueError(f"family {self.family!r} needs {want} attention; this config has "
-                                 f"attention={self.attention!r} (use --attention {want})")
-            if not (self._from_store and is_family_file(self.family)):
-                self.make_family(sigma=sigma)
+        for name, rule in _FIELD_RULES.items():
+            set_(name, rule(name, getattr(self, name)))
+        for cross in _CROSS_RULES:
+            cross(self, set_)
 
-    # ------------------------------------------------------------------ derived objects
+    # ------------------------------------------------------------------ parts and built objects
+    def part(self, name: str) -> dict[str, Any]:
+        """One part of the config (:data:`PARTS`: ``"task"``, ``"model"``, ``"optimisation"``,
+        ``"bookkeeping"``) as a dict of its fields.
+
+        Raises:
+            ValueError: an unknown part.
+        """
+        check_choice("part", name, tuple(PARTS))
+        return {k: getattr(self, k) for k in PARTS[name]}
+
+    def build(self, device: torch.device | str | None = None) -> TrainObjects:
+        r"""Turn the config into objects through :mod:`landscape.recipe`: :math:`\Sigma`, the task, the
+        problem, the family (compiled here, never on construction), the architecture, the device,
+        the dtype and the mask.
+
+        Args:
+            device: overrides ``self.device``.
+
+        Returns:
+            :class:`TrainObjects`.
+
+        Raises:
+            ValueError: a family that does not fit the problem (or a stored config naming a user
+                family file, which is never imported: :func:`~landscape.theory.families.check_stored_family`).
+        """
+        sigma = self.sigma_matrix()
+        dev = recipe.device(self.device if device is None else device)
+        return TrainObjects(sigma, make_task(self, sigma), self.problem(sigma), self.make_family(sigma), self.spec,
+                            dev, self.torch_dtype, recipe.mask(self.spec, self.mask))
+
     @property
     def torch_dtype(self) -> torch.dtype:
-        return _DTYPES[self.dtype]
+        return recipe.dtype(self.dtype)
 
     @property
     def spec(self) -> ModelSpec:
@@ -490,7 +602,7 @@ class TrainConfig:
 
     def sigma_matrix(self) -> torch.Tensor | None:
         """:math:`\\Sigma` as a float64 matrix (``None`` = identity)."""
-        return resolve_sigma(self.sigma, self.d, self.seed)
+        return recipe.covariance(self.sigma, self.d, self.seed)
 
     def problem(self, sigma: torch.Tensor | None = None) -> Problem:
         """The :class:`~landscape.theory.families.Problem` the family lives in."""
@@ -503,7 +615,7 @@ class TrainConfig:
             return None
         if self._from_store:
             check_stored_family(self.family)  # stored text never imports a user file
-        return get_family(self.family, self.problem(sigma))
+        return recipe.family(self.family, self.problem(sigma))
 
     def lr_vector(self, device: torch.device | str = "cpu") -> torch.Tensor:
         """Per-seed base learning rates ``(S,)``."""
@@ -518,8 +630,8 @@ class TrainConfig:
         either file makes a new run. ``sigma`` is stored in the stored-config convention of
         :func:`_stored_sigma` (``diag:`` there is the rotated spectrum, as it always was; the
         diagonal matrix is stored as its matrix), so every config hash written before stays valid.
-        ``chunk`` is stored only when set (the automatic chunk is a function of the config), so a
-        config of the older layout hashes as it did.
+        The fields of :data:`STORED_OPTIONAL_FIELDS` (``chunk``, ``data_kernel``) are stored only
+        when set, so a config of the older layout hashes as it did.
         """
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
@@ -531,6 +643,8 @@ class TrainConfig:
             out[f.name] = [list(r) for r in v] if f.name == "sigma" and isinstance(v, tuple) else v
         if isinstance(self.sigma, str):
             out["sigma"] = _stored_sigma(self.sigma, self.d, self.seed)
+        if self.data_kernel is not None:
+            out["data_kernel"] = [[w, k, None if G is None else [list(r) for r in G]] for w, k, G in self.data_kernel]
         if self.family is not None and ":" in self.family:
             file = self.family.rpartition(":")[0]
             if Path(file).expanduser().is_file():
@@ -558,44 +672,27 @@ class TrainConfig:
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
-    if isinstance(device, torch.device):
-        device = str(device)
-    if not isinstance(device, str):
-        raise TypeError(f"device must be a str, got {type(device).__name__}")
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"unknown device {device!r}; accepted: 'auto', 'cpu', 'cuda', 'cuda:N'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; use 'cpu' or 'auto'")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {device!r}; accepted: 'auto', 'cpu', 'cuda', 'cuda:N'")
-    return dev
+    """:func:`landscape.recipe.device`."""
+    return recipe.device(device)
 
 
 def make_task(config: TrainConfig, sigma: torch.Tensor | None = None) -> Any:
-    """The prompt distribution of ``config`` (in the training dtype).
+    """The prompt distribution of ``config`` (in the training dtype), built by :func:`landscape.recipe.task`.
+
+    Args:
+        config: the config.
+        sigma: :math:`\\Sigma` if already resolved (default: :meth:`TrainConfig.sigma_matrix`).
+
+    Returns:
+        The task.
 
     Raises:
         ValueError: if the task cannot be built from the config's arguments.
     """
     sigma = config.sigma_matrix() if sigma is None else sigma
-    kind, _, kern = config.task.partition(":")
-    dt = config.torch_dtype
-    if kind == "linear":
-        return LinearRegression(config.d, config.n, sigma, config.covariates or "gaussian",
-                                None if config.task_cov == "identity" else "inverse", config.noise, dt)
-    if kind == "gp":
-        return KernelGP(config.d, config.n, kern or "exp", sigma, config.covariates or "sphere",
-                        noise=config.noise, dtype=dt)
-    if kind == "classification":
-        return LinearClassification(config.d, config.n, sigma, config.covariates or "gaussian",
-                                    config.margin, config.flip, dt)
-    if sigma is not None:
-        raise ValueError("the features task (orthonormal feature tokens) takes no covariance; use sigma='identity'")
-    return OrthonormalFeatures(config.d, config.n, config.probs, dtype=dt)
+    return recipe.task(config.task, config.d, config.n, sigma=sigma, prior=config.task_cov,
+                       covariates=config.covariates, noise=config.noise, probs=config.probs, margin=config.margin,
+                       flip=config.flip, data_kernel=config.data_kernel, dtype=config.torch_dtype)
 
 
 def train_mask(spec: ModelSpec, preset: str) -> dict[str, torch.Tensor]:
@@ -803,7 +900,7 @@ def make_step(config: TrainConfig) -> StepFn:
     elif engine == "vmap":
         def loss_one(p: torch.Tensor, Z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             pred = predict(unflatten_params(p, spec), spec, Z, validate=False)
-            return ((pred - y) ** 2).mean()
+            return squared_error(pred, y)
 
         grad_fn = torch.func.vmap(torch.func.grad_and_value(loss_one))
     else:
@@ -965,7 +1062,7 @@ def stacked_grad(flat: torch.Tensor, spec: ModelSpec, Z: torch.Tensor, y: torch.
         for c0 in range(0, B, chunk):
             Zc, yc = Z[:, c0:c0 + chunk], y[:, c0:c0 + chunk]
             pred = stacked_predict(unflatten_params(x, spec), spec, Zc)
-            per = ((pred - yc) ** 2).sum(-1) / B
+            per = squared_error(pred, yc, reduction="sum") / B
             (g,) = torch.autograd.grad(per.sum(), x)
             per = per.detach()
             grad = g if grad is None else grad + g
@@ -1076,7 +1173,7 @@ def _eval_loss(spec: ModelSpec, params: Mapping[str, torch.Tensor], Z: torch.Ten
     with torch.no_grad():
         total = None
         for c0 in range(0, E, chunk):  # chunks of the shared prompts: temporaries stay small
-            part = ((stacked_predict(params, spec, Z[c0:c0 + chunk]) - y[c0:c0 + chunk]) ** 2).sum(-1)
+            part = squared_error(stacked_predict(params, spec, Z[c0:c0 + chunk]), y[c0:c0 + chunk], reduction="sum")
             total = part if total is None else total + part
         return total / E  # type: ignore[operator]
 

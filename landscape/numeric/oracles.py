@@ -36,6 +36,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 import torch
 
 from landscape._checks import check_int
+from landscape.core.loss import squared_error
 from landscape.core.model import ModelSpec, check_params, flatten_params, num_params, predict, unflatten_params
 
 __all__ = [
@@ -248,7 +249,7 @@ class MonteCarloLoss:
         hi = self.samples if hi is None else hi
         params = unflatten_params(flat, self.spec)
         pred = predict(params, self.spec, self.Z[lo:hi], validate=False)
-        return (pred - self.target[lo:hi]) ** 2
+        return squared_error(pred, self.target[lo:hi], reduction="none")
 
     def _piece(self, lo: int, hi: int) -> Callable[[torch.Tensor], torch.Tensor]:
         def f(flat: torch.Tensor) -> torch.Tensor:
@@ -287,7 +288,7 @@ class MonteCarloLoss:
 
         def one(f: torch.Tensor, Z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             pred = predict(unflatten_params(f, spec), spec, Z.unsqueeze(0), validate=False)
-            return ((pred - y) ** 2).sum()
+            return squared_error(pred, y, reduction="sum")
 
         g = torch.func.vmap(torch.func.grad(one), in_dims=(None, 0, 0))
         return g(flat, self.Z[lo:hi], self.target[lo:hi])

@@ -36,7 +36,7 @@ from typing import Callable, Literal, Mapping, Sequence
 import sympy
 import torch
 
-from landscape.theory.families import FAMILY_ATTENTION, Family
+from landscape.theory.families import Family
 from landscape.core.tasks import KernelGP, LinearRegression, sqrtm_psd
 from landscape.symbolic.codegen import (
     gradient_exprs,
@@ -218,19 +218,17 @@ class FamilyLoss:
 
 # ---------------------------------------------------------------------- data
 def default_data(family: Family) -> LinearRegression | KernelGP:
-    r"""The prompt distribution each built-in statement is about.
+    r"""The prompt distribution a family's statement is about (:func:`landscape.recipe.family_task`).
 
-    ``pgd``, ``pgd-relaxed`` and their control ``pgd-identity``: :math:`w^* \sim N(0, \Sigma^{-1})`
-    (Ahn et al. Theorems 3–4); other linear families: :math:`w^* \sim N(0, I)` (Theorem 1); kernel families: GP data with the first head's
-    kernel on whitened spherical inputs (Cheng et al.; softmax heads use the ``exp`` data kernel).
+    Linear families: regression with the family's declared prior (:attr:`Family.prior`):
+    :math:`w^* \sim N(0, \Sigma^{-1})` for ``pgd``, ``pgd-relaxed`` and their control ``pgd-identity``
+    (Ahn et al. Theorems 3–4) or a user family declaring ``PRIOR = "inverse"``, :math:`N(0, I)`
+    otherwise (Theorem 1); kernel families: GP data with the first head's kernel on whitened
+    spherical inputs (Cheng et al.; softmax heads use the ``exp`` data kernel).
     """
-    prob = family.problem
-    if prob.attention == "linear":
-        inverse = family.name in ("pgd", "pgd-relaxed", "pgd-identity")
-        return LinearRegression(prob.d, prob.n, sigma=prob.sigma, task_cov="inverse" if inverse else None)
-    k = prob.activations[0]
-    kernel = "exp" if k.normalised else k
-    return KernelGP(prob.d, prob.n, kernel=kernel, sigma=prob.sigma, covariates="sphere")
+    from landscape import recipe
+
+    return recipe.family_task(family)
 
 
 # ---------------------------------------------------------------------- routes

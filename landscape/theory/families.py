@@ -54,6 +54,10 @@ __all__ = [
     "family_from_function",
     "is_family_file",
     "check_stored_family",
+    "family_file_declaration",
+    "FAMILY_ATTENTION",
+    "FAMILY_PRIOR",
+    "PRIORS",
     "RESERVED_SYMBOL_NAMES",
     "RESERVED_SYMBOL_PATTERN",
 ]
@@ -218,6 +222,9 @@ RESERVED_SYMBOL_NAMES: tuple[str, ...] = ("d", "n")
 the symbolic layer keeps as the symbols :data:`~landscape.symbolic.whitened.D_SYMBOL` and
 :data:`~landscape.symbolic.whitened.N_SYMBOL` (a family symbol of that name would be merged with them)."""
 
+PRIORS: tuple[str, ...] = ("identity", "inverse")
+r"""Priors a family may declare: :math:`w^* \sim N(0, I)` or :math:`N(0, \Sigma^{-1})`."""
+
 RESERVED_SYMBOL_PATTERN = re.compile(r"lambda\d+|m__.*|_.*|sigma_eps2")
 """Further names the symbolic layer uses internally: the label-noise variance ``sigma_eps2``
 (:data:`~landscape.symbolic.whitened.NOISE_SYMBOL`), the eigenvalues ``lambda1, lambda2, ...`` of a
@@ -272,6 +279,10 @@ class Family:
         symbols: the family's free symbols, in a fixed (natural) order.
         symmetries: weight transformations under which the *model* is invariant (used when
             projecting trained weights onto the family).
+        prior: the prior of :math:`w^*` the family's statement is about: ``"identity"``
+            (:math:`N(0, I)`), ``"inverse"`` (:math:`N(0, \Sigma^{-1})`, Ahn et al. Theorems 3–4) or
+            ``None`` (not stated: GP data, or a user family that declares none; read as
+            :math:`N(0, I)` on regression data). A user file declares it with ``PRIOR = ...``.
     """
 
     name: str
@@ -280,9 +291,13 @@ class Family:
     blocks: Mapping[str, sympy.Matrix]
     symbols: tuple[sympy.Symbol, ...] = ()
     symmetries: tuple[Symmetry, ...] = ()
+    prior: str | None = None
     _compiled: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.prior is not None and self.prior not in PRIORS:
+            raise ValueError(f"family {self.name!r}: prior must be one of {', '.join(map(repr, PRIORS))} or None; "
+                             f"got {self.prior!r}")
         spec = self.problem.spec
         shapes = param_shapes(spec)
         blocks = {}
@@ -442,20 +457,23 @@ def pgd(problem: Problem) -> Family:
     """Ahn et al. 2023, Theorem 3: :math:`P_l = \\mathrm{diag}(0,1)`, :math:`Q_l = -\\mathrm{diag}(a_l\\Sigma^{-1}, 0)`."""
     return Family("pgd", "Ahn et al. 2023, Theorem 3: A_l = a_l Σ^{-1} (sparse P, Q) holds stationary points "
                   "(inf over the family of the full gradient norm is 0) for w* ~ N(0, Σ^{-1})",
-                  problem, _pgd_blocks(problem, "pgd", relaxed=False, precond=problem.sigma_power(-1)))
+                  problem, _pgd_blocks(problem, "pgd", relaxed=False, precond=problem.sigma_power(-1)),
+                  prior=FAMILY_PRIOR["pgd"])
 
 
 def pgd_relaxed(problem: Problem) -> Family:
     """Ahn et al. 2023, Theorem 4: :math:`P_l = \\mathrm{diag}(b_l I, 1)`, :math:`Q_l = -\\mathrm{diag}(a_l\\Sigma^{-1}, 0)`."""
     return Family("pgd-relaxed", "Ahn et al. 2023, Theorem 4: A_l = a_l Σ^{-1}, B_l = b_l I (GD++ with a covariate "
                   "transform) holds stationary points", problem,
-                  _pgd_blocks(problem, "pgd-relaxed", relaxed=True, precond=problem.sigma_power(-1)))
+                  _pgd_blocks(problem, "pgd-relaxed", relaxed=True, precond=problem.sigma_power(-1)),
+                  prior=FAMILY_PRIOR["pgd-relaxed"])
 
 
 def pgd_identity(problem: Problem) -> Family:
     """Control: :math:`Q_l = -\\mathrm{diag}(a_l I, 0)`; stationary only when :math:`\\Sigma = I`."""
     return Family("pgd-identity", "control for Ahn et al. Theorem 3: A_l = a_l I, not stationary for anisotropic Σ",
-                  problem, _pgd_blocks(problem, "pgd-identity", relaxed=False, precond=sympy.eye(problem.d)))
+                  problem, _pgd_blocks(problem, "pgd-identity", relaxed=False, precond=sympy.eye(problem.d)),
+                  prior=FAMILY_PRIOR["pgd-identity"])
 
 
 def pgd_full(problem: Problem) -> Family:
@@ -471,7 +489,8 @@ def pgd_full(problem: Problem) -> Family:
     blocks = {"layer0.head0.P": _embed(sympy.zeros(d, d), sympy.Integer(1), D),
               "layer0.head0.Q": _embed(-A, None, D)}
     return Family("pgd-full", "Ahn et al. 2023, Theorem 1: one layer with Q = -diag(A, 0), A symmetric; the optimum "
-                  "is A* = ((n+1)/n Σ + tr(Σ)/n I)^{-1} for w* ~ N(0, I)", problem, blocks)
+                  "is A* = ((n+1)/n Σ + tr(Σ)/n I)^{-1} for w* ~ N(0, I)", problem, blocks,
+                  prior=FAMILY_PRIOR["pgd-full"])
 
 
 def _fgd_blocks(problem: Problem, name: str, *, full_value: bool, key_matrix: sympy.Matrix) -> dict[str, sympy.Matrix]:
@@ -528,6 +547,13 @@ FAMILY_ATTENTION: dict[str, str] = {
 }
 """Which attention each built-in family needs (``linear`` = P, Q heads; ``kernel`` = V, B, C heads)."""
 
+FAMILY_PRIOR: dict[str, str] = {
+    "pgd": "inverse", "pgd-relaxed": "inverse", "pgd-identity": "inverse", "pgd-full": "identity",
+}
+r"""The prior of :math:`w^*` each built-in linear family's statement is about (Ahn et al.: Theorems 3–4
+and their control for :math:`N(0, \Sigma^{-1})`, Theorem 1 for :math:`N(0, I)`); kernel families
+are about GP data and state none."""
+
 
 def known_families() -> dict[str, str]:
     """Built-in family names → the statement each encodes (built on a small default problem)."""
@@ -540,9 +566,11 @@ def known_families() -> dict[str, str]:
 
 def family_from_function(
     fn: Callable[[Problem], Mapping[str, sympy.Matrix]], problem: Problem, name: str | None = None,
-    statement: str = "user-defined family",
+    statement: str = "user-defined family", prior: str | None = None,
 ) -> Family:
     """Wrap a user function ``problem -> {param name: sympy.Matrix}`` as a :class:`Family`.
+
+    ``prior`` is the prior of :math:`w^*` the family is about (:attr:`Family.prior`).
 
     Raises:
         ValueError: if the function raises, returns something that is not a dict of matrices, or
@@ -563,7 +591,8 @@ def family_from_function(
     except (TypeError, ValueError, sympy.SympifyError) as exc:
         raise ValueError(f"family function {name!r} returned a value that is not a matrix: {exc}") from None
     doc = (fn.__doc__ or "").strip().splitlines()
-    return Family(name, doc[0] if doc and statement == "user-defined family" else statement, problem, blocks)
+    return Family(name, doc[0] if doc and statement == "user-defined family" else statement, problem, blocks,
+                  prior=prior)
 
 
 def is_family_file(name: object) -> bool:
@@ -600,6 +629,10 @@ def load_family(path: str, problem: Problem) -> Family:
     reports that need only stored metrics work without it; the weight heat map of such a run
     (``landscape plot --kind heatmap``) is skipped with that reason.
 
+    The file may declare ``ATTENTION`` and ``PRIOR`` at module level
+    (:func:`family_file_declaration`); the family then records the prior (:attr:`Family.prior`)
+    and refuses a problem of the other attention.
+
     The family's symbols must have distinct identifier names, none of them reserved
     (:data:`RESERVED_SYMBOL_NAMES`, :data:`RESERVED_SYMBOL_PATTERN`): a symbol named ``n`` or
     ``d`` would otherwise be merged with the problem's context length or dimension.
@@ -608,12 +641,34 @@ def load_family(path: str, problem: Problem) -> Family:
         ValueError: missing file, missing ``:NAME``, import errors, or a bad family (see
             :func:`family_from_function` and :class:`Family`).
     """
+    mod, attr = _import_family_file(path)
+    fn = getattr(mod, attr, None)
+    if not callable(fn):
+        raise ValueError(f"family file {path.rpartition(':')[0]!r} has no function {attr!r}")
+    attention, prior = family_file_declaration(path)
+    if attention is not None and attention != problem.attention:
+        raise ValueError(f"family {path!r} declares ATTENTION = {attention!r}; the problem has "
+                         f"{problem.attention} attention (use --attention {attention})")
+    return family_from_function(fn, problem, name=attr, prior=prior)
+
+
+_FAMILY_MODULES: dict[tuple[str, str], object] = {}
+"""User family modules by (resolved path, SHA-256 of the file): a file is run once per content."""
+
+
+def _import_family_file(path: str) -> tuple[object, str]:
+    """Import the file of ``path/to/file.py:NAME`` (once per file content); ``(module, NAME)``."""
+    import hashlib
+
     file, sep, attr = path.rpartition(":")
     if not sep or not file or not attr:
         raise ValueError(f"a user family is given as 'path/to/file.py:NAME', got {path!r}")
     p = Path(file)
     if not p.is_file():
         raise ValueError(f"family file {file!r} does not exist")
+    key = (str(p.resolve()), hashlib.sha256(p.read_bytes()).hexdigest())
+    if key in _FAMILY_MODULES:
+        return _FAMILY_MODULES[key], attr
     spec = importlib.util.spec_from_file_location(f"landscape_user_family_{p.stem}", p)
     if spec is None or spec.loader is None:
         raise ValueError(f"cannot import family file {file!r}")
@@ -622,10 +677,28 @@ def load_family(path: str, problem: Problem) -> Family:
         spec.loader.exec_module(mod)
     except Exception as exc:
         raise ValueError(f"family file {file!r} failed to import: {type(exc).__name__}: {exc}") from exc
-    fn = getattr(mod, attr, None)
-    if not callable(fn):
-        raise ValueError(f"family file {file!r} has no function {attr!r}")
-    return family_from_function(fn, problem, name=attr)
+    _FAMILY_MODULES[key] = mod
+    return mod, attr
+
+
+def family_file_declaration(path: str) -> tuple[str | None, str | None]:
+    """``(ATTENTION, PRIOR)`` declared at module level by a user family file (``None`` where absent).
+
+    A family file may state the attention its weights belong to (``ATTENTION = "linear"`` or
+    ``"kernel"``) and the prior of :math:`w^*` its statement is about (``PRIOR = "identity"`` or
+    ``"inverse"``, :attr:`Family.prior`). Reading them imports the file (see :func:`load_family`).
+
+    Raises:
+        ValueError: the file cannot be imported, or a declared value is not accepted.
+    """
+    mod, _ = _import_family_file(path)
+    attention = getattr(mod, "ATTENTION", None)
+    prior = getattr(mod, "PRIOR", None)
+    if attention is not None and attention not in ("linear", "kernel"):
+        raise ValueError(f"family file of {path!r}: ATTENTION must be 'linear' or 'kernel', got {attention!r}")
+    if prior is not None and prior not in PRIORS:
+        raise ValueError(f"family file of {path!r}: PRIOR must be one of {', '.join(map(repr, PRIORS))}, got {prior!r}")
+    return attention, prior
 
 
 def get_family(name: str | Family, problem: Problem) -> Family:

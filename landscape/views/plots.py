@@ -566,6 +566,11 @@ def _metric_keys(store: RunStore, run: Run) -> list[str]:
 def _train_config(run: Run) -> Any:
     """The :class:`landscape.experiment.train.TrainConfig` of a training run, or None for another kind of run.
 
+    Reading a stored config only validates it (declarative checks; :math:`\\Sigma` and the task are
+    checked, the family is not compiled and a user family file is never imported); the objects a
+    figure needs are built explicitly where it needs them (the task for the Bayes line, the family
+    for the heat map).
+
     Raises:
         ValueError: a training run whose stored config does not validate (a damaged or edited
             store); the message names the run and the reason.
@@ -591,8 +596,12 @@ def _model_label(config: Any) -> str:
 
 
 def _data_label(config: Any) -> str:
-    """Data kernel of a GP task (``"exp"`` for ``"gp:exp"``), else the task name."""
+    """Data kernel of a GP task (``"exp"`` for ``"gp:exp"``, the terms joined by ``+`` for a composite
+    ``data_kernel``), else the task name."""
     kind, _, kern = config.task.partition(":")
+    terms = getattr(config, "data_kernel", None)
+    if kind == "gp" and terms:
+        return "+".join(k for _, k, _ in terms)
     return kern if kind == "gp" else kind
 
 
