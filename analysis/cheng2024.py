@@ -71,9 +71,9 @@ from landscape.theory.constructions import functional_gd_construction
 from landscape.theory.families import Problem, get_family
 from landscape.core.kernels import Kernel, SumKernel, get_kernel, max_diagonal
 from landscape.core.loss import squared_error
-from landscape.core.model import ModelSpec, unflatten_params
+from landscape.core.model import ModelSpec
 from landscape.core.tasks import KernelGP, PromptBatch, random_covariance
-from landscape.experiment.train import TrainConfig, TrainResult, init_state, lr_factor, make_step, stacked_predict, train
+from landscape.experiment.train import TrainConfig, TrainResult, init_state, stacked_predict, train
 
 __all__ = [
     "Settings",
@@ -87,7 +87,6 @@ __all__ = [
     "value_structure_distance",
     "CellResult",
     "train_cell",
-    "train_on_task",
     "model_losses",
     "run",
 ]
@@ -473,11 +472,13 @@ def model_losses(params: Mapping[str, torch.Tensor], spec: ModelSpec, batch: Pro
     return loss, gap
 
 
-def _config(s: Settings, ctx: StudyContext, sigma: torch.Tensor | None, data_kernel: str, activations: Sequence[str],
-            n: int, layers: int, steps: int) -> TrainConfig:
+def _config(s: Settings, ctx: StudyContext, sigma: torch.Tensor | None, data_kernel: str | SumKernel,
+            activations: Sequence[str], n: int, layers: int, steps: int) -> TrainConfig:
+    """The training run of one model: a data kernel by name (``"gp:NAME"``) or a composite one (``data_kernel``)."""
     sig = None if sigma is None else tuple(tuple(float(v) for v in row) for row in sigma.tolist())
+    kernel = {"task": f"gp:{data_kernel}"} if isinstance(data_kernel, str) else {"task": "gp", "data_kernel": data_kernel}
     return TrainConfig(
-        task=f"gp:{data_kernel}", d=s.d, n=n, sigma=sig, attention="kernel", activations=tuple(activations),
+        **kernel, d=s.d, n=n, sigma=sig, attention="kernel", activations=tuple(activations),
         layers=layers, mask="paper", seeds=s.seeds, steps=steps, batch=s.batch, lr=s.lr, optimizer="adam",
         clip=s.clip, schedule="cosine", warmup=min(s.warmup, max(steps - 1, 0)), dtype="float64", seed=ctx.seed,
         device=ctx.device, log_every=s.log_every, checkpoint_every=0, eval_batch=256,
@@ -516,35 +517,6 @@ def train_cell(
     loss, gap = model_losses(res.params, spec, batch, bayes_pred)
     return CellResult(data_kernel, activation, n, layers, tuple(loss.tolist()), bayes, tuple(gap.tolist()),
                       res, tuple(vd))
-
-
-def train_on_task(config: TrainConfig, task: Any, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    r"""Seed-parallel training of ``config``'s model on any prompt distribution ``task``.
-
-    The same pure step as :func:`landscape.experiment.train.train` (:func:`landscape.experiment.train.make_step`: Adam,
-    schedule, clipping, frozen diverged seeds), on prompts drawn from ``task`` instead of the task
-    named in the config — :class:`~landscape.experiment.train.TrainConfig` names data kernels by string, which
-    cannot express the composite kernel :math:`K^\circ` of Proposition 3. Nothing is stored.
-
-    Args:
-        config: model, optimiser and sizes (its ``task`` field is not used for data).
-        task: prompt distribution with ``sample(batch, generator)``.
-        generator: randomness of the training prompts (initialisation follows ``config.seed``).
-
-    Returns:
-        Final stacked parameters ``(S, D, D)`` per name.
-    """
-    state = init_state(config, generator.device)
-    step = make_step(config)
-    flat, opt, alive, dstep = state.flat, state.opt, state.alive, state.diverged_step
-    lr0 = config.lr_vector(flat.device)
-    S, B = config.seeds, config.batch
-    for t in range(config.steps):
-        b = task.sample(S * B, generator)
-        Z = b.Z.to(flat.dtype).reshape((S, B) + tuple(b.Z.shape[1:]))
-        y = b.target.to(flat.dtype).reshape(S, B)
-        flat, opt, alive, dstep, _, _ = step(flat, opt, alive, dstep, t, Z, y, lr0 * lr_factor(config, t))
-    return unflatten_params(flat, config.spec)
 
 
 def _evaluation(task: KernelGP, size: int, generator: torch.Generator) -> tuple[PromptBatch, torch.Tensor, float]:
@@ -860,15 +832,19 @@ def _certificate(ctx: StudyContext, s: Settings, found: Findings) -> None:
     ))
 
 
-def _multihead(ctx: StudyContext, s: Settings, found: Findings) -> None:
-    """Composite-kernel data: a two-head exp+linear model beats one-head exp and one-head linear models."""
+def _multihead(ctx: StudyContext, s: Settings, store: Any, found: Findings) -> None:
+    """Composite-kernel data: a two-head exp+linear model beats one-head exp and one-head linear models.
+
+    Every model trains through :func:`landscape.experiment.train.train` on K°-GP prompts
+    (``TrainConfig(task="gp", data_kernel=K°)``) and is recorded in the run store.
+    """
     comp = composite_data_kernel(s.d)
     task = KernelGP(s.d, s.n, comp)
     ev = _evaluation(task, s.eval_batch, ctx.generator(600))
     rows, mh = [], {}
-    for i, acts in enumerate((("exp", "linear"), ("exp",), ("linear",))):
-        cfg = _config(s, ctx, None, "exp", acts, s.n, s.layers, s.multihead_steps)
-        params = train_on_task(cfg, task, ctx.generator(610 + i))
+    for acts in (("exp", "linear"), ("exp",), ("linear",)):
+        cfg = _config(s, ctx, None, comp, acts, s.n, s.layers, s.multihead_steps)
+        params = train(cfg, store, progress=ctx.progress).params
         loss, gap = model_losses(params, cfg.spec, ev[0], ev[1])
         mh["+".join(acts)] = finite_min(loss.tolist())
         rows.append({"model": " + ".join(acts) + f" ({len(acts)} head{'s' if len(acts) > 1 else ''})",
@@ -901,8 +877,8 @@ def _notes(ctx: StudyContext, s: Settings, found: Findings) -> None:
         "The distance to the family uses B_lᵀC_l (invariant under B, C ↦ RB, RC, R orthogonal, a symmetry of the "
         "exp kernel that the parameter-space projection of landscape.experiment.distance does not quotient out) and the "
         "off-block part of V_l.",
-        "Multi-head training uses the training step of landscape.experiment.train on composite GP prompts "
-        "(train_on_task): TrainConfig names data kernels by string and cannot express K°.",
+        "Every model trains through landscape.experiment.train.train; the multi-head comparison names the "
+        "composite data kernel K° in the config (TrainConfig(task='gp', data_kernel=K°)).",
     )
     if not ctx.quick:
         found.note("Full size: the paper's d = 5, n up to 14, 3 layers, depths up to 7 — hours on a CPU.")
@@ -925,9 +901,9 @@ def run(ctx: StudyContext) -> StudyResult:
             _matched_activation(s, grid, found)
             _depth_and_context(s, grid, found)
             _distance(ctx, s, grid, found)
-        _certificate(ctx, s, found)
-        if s.multihead_steps > 0:
-            _multihead(ctx, s, found)
+            _certificate(ctx, s, found)
+            if s.multihead_steps > 0:
+                _multihead(ctx, s, store, found)
     _notes(ctx, s, found)
     return found.result("cheng2024")
 
