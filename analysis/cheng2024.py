@@ -735,12 +735,19 @@ def _depth_and_context(s: Settings, grid: _Grid, found: Findings) -> None:
                   "context": ("context length", "context length n", s.context_lengths,
                               lambda a, x: grid.cell(dk, a, x, s.layers), f"L = {s.layers}")}
         for kind, (what, xlabel, xs, cell, fixed) in sweeps.items():
-            fig = loss_vs_figure({f"{label(a)} attention": (list(xs), [list(cell(a, x).losses) for x in xs]) for a in acts},
+            # a diverged seed (non-finite loss) is NaN in the figure: left out of the median and band
+            fig = loss_vs_figure({f"{label(a)} attention": (list(xs), [_finite_or_nan(cell(a, x).losses) for x in xs])
+                                  for a in acts},
                                  bayes=(list(xs), [cell(acts[0], x).bayes for x in xs]),
                                  xlabel=xlabel, ylabel="held-out loss",
-                                 title=f"{label(dk)} GP data: loss vs {what}\n({fixed}, median of {s.seeds} seeds)")
+                                 title=f"{label(dk)} GP data: loss vs {what}\n({fixed}; median of {s.seeds} seeds, diverged ones left out)")
             label_seed_band(fig, s.seeds, what="bars")
             found.figure(fig, f"cheng2024_{kind}_{dk}")
+
+
+def _finite_or_nan(values: Sequence[float]) -> list[float]:
+    """Per-seed values with the non-finite ones (diverged seeds) as NaN, which the figures leave out."""
+    return [v if math.isfinite(v) else math.nan for v in values]
 
 
 def _family_distance_curves(metrics: Mapping[str, Any], c: CellResult, layers: int) -> dict[str, tuple[list[int], torch.Tensor]]:
