@@ -1,27 +1,55 @@
-"""Shared machinery of the studies: claims with numbers, a report, and the run store.
+"""Shared machinery of the studies: claims with numbers, a report, the run store, figures.
 
 A study is a module ``analysis/<name>.py`` exposing ``run(ctx: StudyContext) -> StudyResult``.
 It measures each paper claim and records a :class:`Claim` with the numbers behind it and
 whether the reproduction agrees (a disagreement is a finding, reported as such, not hidden).
 :func:`execute` runs a study into a run store: the result table goes in as results, figures as
 artifacts, and a self-contained ``report.md`` is written next to them.
+
+Every study is written the same way: a frozen ``Settings`` dataclass with ``QUICK`` and ``FULL``
+sizes, then one function per section (constructions, training, distances, claims, figures), each
+adding what it finds to one :class:`Findings`; ``run`` calls the sections top to bottom inside
+:func:`study_threads`. The pieces every study needs live here once: :class:`Findings`, the
+thread setting, figure saving (:func:`save`, PNG + SVG through
+:func:`landscape.views.plots.save_figure`), the seed band legend (:func:`label_seed_band`), the
+human names of activations and kernels (:data:`LABELS`), and the Markdown rendering of claims
+and tables used by the report and the notebooks (:func:`claims_markdown`, :func:`table_markdown`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 
 from landscape.experiment.store import RunStore
 
-__all__ = ["Claim", "StudyResult", "StudyContext", "execute", "study_main", "write_report"]
+__all__ = [
+    "Claim",
+    "StudyResult",
+    "StudyContext",
+    "Findings",
+    "LABELS",
+    "label",
+    "save",
+    "label_seed_band",
+    "intra_op_threads",
+    "study_threads",
+    "finite_min",
+    "seed_list",
+    "claims_markdown",
+    "table_markdown",
+    "execute",
+    "study_main",
+    "write_report",
+]
 
 
 @dataclass(frozen=True)
@@ -91,6 +119,143 @@ class StudyContext:
         return g
 
 
+class Findings:
+    """What a study has found so far: claims, tables, figures and notes, in the order they were added.
+
+    Each section of a study adds to one ``Findings``; :meth:`result` freezes it into the
+    :class:`StudyResult`.
+    """
+
+    def __init__(self, out: Path) -> None:
+        """Args:
+            out: the directory figures are written to (created if missing).
+        """
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.claims: list[Claim] = []
+        self.tables: dict[str, list[dict[str, Any]]] = {}
+        self.figures: list[Path] = []
+        self.notes: list[str] = []
+
+    def claim(self, claim: Claim) -> Claim:
+        """Record ``claim``; return it."""
+        self.claims.append(claim)
+        return claim
+
+    def table(self, title: str, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Record a table (rows sharing the first row's keys) under ``title``."""
+        self.tables[title] = [dict(r) for r in rows]
+
+    def figure(self, fig: Any, stem: str) -> None:
+        """Write ``fig`` as ``<out>/<stem>.png`` and ``.svg`` (:func:`save`) and record both files."""
+        self.figures += save(fig, self.out, stem)
+
+    def note(self, *notes: str) -> None:
+        """Record free-text notes (settings chosen, disagreements with the paper)."""
+        self.notes += notes
+
+    def result(self, study: str) -> StudyResult:
+        """The frozen :class:`StudyResult` of ``study``."""
+        return StudyResult(study, tuple(self.claims), dict(self.tables), tuple(self.figures), tuple(self.notes))
+
+
+# ----------------------------------------------------------------------------------- threads
+@contextlib.contextmanager
+def intra_op_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` intra-op threads (restored afterwards); ``None`` leaves torch's setting alone.
+
+    Args:
+        n: thread count ``>= 1`` or ``None``.
+
+    Raises:
+        ValueError: ``n`` not ``None`` and not an integer ``>= 1``.
+    """
+    if n is None:
+        yield
+        return
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be None or an integer >= 1, got {n!r}")
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def study_threads(ctx: "StudyContext") -> contextlib.AbstractContextManager[None]:
+    """The thread setting of every study: one intra-op thread at quick size, torch's default otherwise.
+
+    The quick studies' tensors are tiny: torch's thread pool only adds synchronisation overhead
+    there, which on a busy 2-core machine made training an order of magnitude slower than one thread.
+    """
+    return intra_op_threads(1 if ctx.quick else None)
+
+
+# ------------------------------------------------------------------------------------ figures
+LABELS: dict[str, str] = {
+    "linear": "linear",
+    "relu": "ReLU",
+    "exp": "exp",
+    "softmax": "softmax",
+    "exp(x12)+lin(x34)": "K° = exp(½⟨x₁:₂, x′₁:₂⟩) + ⟨x₃:₄, x′₃:₄⟩",
+}
+"""Human names of attention activations and data kernels in figures and tables."""
+
+
+def label(name: str) -> str:
+    """The human name of an activation or kernel (:data:`LABELS`), else ``name`` itself."""
+    return LABELS.get(name, name)
+
+
+def save(fig: Any, out: Path, stem: str) -> list[Path]:
+    """Write ``fig`` as ``<out>/<stem>.png`` and ``<out>/<stem>.svg``.
+
+    Through :func:`landscape.views.plots.save_figure` (reproducible bytes, atomic writes).
+
+    Returns:
+        The two paths, PNG first.
+    """
+    from landscape.views.plots import save_figure
+
+    return list(save_figure(fig, out, stem).paths)
+
+
+def label_seed_band(fig: Any, seeds: int, *, what: str = "shaded") -> None:
+    """Add a legend entry ``"<what>: interquartile range over <seeds> seeds"`` to every axes with a legend.
+
+    The figures of :mod:`landscape.views.plots` draw the median over seeds with the inter-quartile
+    band (shaded, or error bars) but label only the median lines.
+
+    Args:
+        fig: a figure whose axes carry legends.
+        seeds: the number of seeds the band is taken over.
+        what: how the band is drawn (``"shaded"``, ``"bars"``).
+    """
+    from matplotlib.patches import Patch
+
+    for ax in fig.axes:
+        leg = ax.get_legend()
+        if leg is None:
+            continue
+        handles, labels = ax.get_legend_handles_labels()
+        handles.append(Patch(facecolor="0.6", alpha=0.4, lw=0))
+        labels.append(f"{what}: interquartile range over {seeds} seeds")
+        ax.legend(handles, labels, fontsize="small")
+
+
+# ------------------------------------------------------------------------------ seed summaries
+def finite_min(values: Iterable[float]) -> float:
+    """Smallest value, non-finite ones counting as ``inf`` (a diverged seed)."""
+    return min((v if math.isfinite(v) else math.inf) for v in values)
+
+
+def seed_list(values: Iterable[float]) -> str:
+    """Per-seed values as one table cell: ``"0.1234, 0.2345"``."""
+    return ", ".join(f"{v:.4g}" for v in values)
+
+
+# ---------------------------------------------------------------------------------- rendering
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         if math.isnan(v):
@@ -99,31 +264,59 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def claims_markdown(result: StudyResult) -> str:
+    """The claims as a Markdown table (statement, verdict, criterion, measured numbers).
+
+    Args:
+        result: a study's result.
+
+    Returns:
+        Markdown text.
+    """
+    lines = ["| claim | holds | criterion | measured |", "|---|---|---|---|"]
+    for c in result.claims:
+        measured = ", ".join(f"{k} = {_fmt(v)}" for k, v in c.measured.items())
+        lines.append(f"| {c.statement} | {'yes' if c.holds else '**no**'} | {c.criterion} | {measured} |")
+    return "\n".join(lines)
+
+
+def table_markdown(rows: Iterable[Mapping[str, Any]]) -> str:
+    """Rows (dicts sharing the first row's keys) as a Markdown table.
+
+    Args:
+        rows: the table's rows.
+
+    Returns:
+        Markdown text; an empty string for no rows.
+    """
+    rows = list(rows)
+    if not rows:
+        return ""
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def write_report(result: StudyResult, out: Path, elapsed: float | None = None) -> Path:
-    """Write ``report.md`` (claims table, tables, figures, notes) into ``out``; return its path."""
+    """Write ``report.md`` (claims table, tables, figures, notes) into ``out``; return its path.
+
+    Figure links are relative to ``out`` (the report and its figures move together).
+    """
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Study: {result.study}", ""]
     if elapsed is not None:
         lines += [f"Run time: {elapsed:.1f} s.", ""]
-    lines += ["## Claims", "", "| claim | holds | criterion | measured |", "|---|---|---|---|"]
-    for c in result.claims:
-        meas = ", ".join(f"{k} = {_fmt(v)}" for k, v in c.measured.items())
-        lines.append(f"| {c.statement} | {'yes' if c.holds else '**no**'} | {c.criterion} | {meas} |")
+    lines += ["## Claims", "", claims_markdown(result)]
     for name, rows in result.tables.items():
-        rows = list(rows)
         lines += ["", f"## {name}", ""]
-        if not rows:
-            lines.append("(empty)")
-            continue
-        cols = list(rows[0])
-        lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        for r in rows:
-            lines.append("| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |")
+        lines.append(table_markdown(rows) or "(empty)")
     if result.figures:
         lines += ["", "## Figures", ""]
+        root = out.resolve()
         for f in result.figures:
             if f.suffix == ".png":
-                rel = f.relative_to(out) if f.is_relative_to(out) else f
+                rel = f.resolve().relative_to(root) if f.resolve().is_relative_to(root) else f
                 lines.append(f"![{f.stem}]({rel})")
     if result.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in result.notes]

@@ -38,13 +38,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.func import vmap
 
-from analysis._study import Claim, StudyContext, StudyResult, study_main
+from analysis._study import Claim, Findings, StudyContext, StudyResult, study_main, study_threads
 from landscape._checks import check_int
 from landscape.tolerances import CONSTRUCTION_RTOL
 from landscape.theory.algorithms import gd, least_squares_newton_schulz, newton_schulz, newton_schulz_residuals
@@ -62,6 +61,10 @@ __all__ = [
     "TrainedDepth",
     "train_depth",
     "layer_predictions",
+    "Settings",
+    "QUICK",
+    "FULL",
+    "comparison_figure",
     "run",
 ]
 
@@ -193,93 +196,132 @@ def train_depth(L: int, *, d: int, n: int, test: PromptBatch, seeds: int, steps:
     return TrainedDepth(L, spec, params, loss, int(loss.argmin()), res.diverged.cpu(), float(res.wall_time))
 
 
-def _save(fig: Any, out: Path, stem: str) -> tuple[Path, Path]:
-    png, svg = out / f"{stem}.png", out / f"{stem}.svg"
-    fig.savefig(png, dpi=120, bbox_inches="tight")
-    fig.savefig(svg, bbox_inches="tight")
-    return png, svg
-
-
 def _mse(pred: torch.Tensor, target: torch.Tensor, d: int) -> float:
     return float(squared_error(pred, target)) / d  # relative error: E y² = d
 
 
-# ---------------------------------------------------------------------------------------- study
-def run(ctx: StudyContext) -> StudyResult:
-    """Giannou et al. 2024: Newton–Schulz in linear attention; trained transformers vs Newton and GD."""
-    quick = ctx.quick
-    dt = torch.float64
-    d, n = 5, 20
-    task = LinearRegression(d, n, dtype=dt)
+# ------------------------------------------------------------------------------------ settings
+@dataclass(frozen=True)
+class Settings:
+    """Sizes of one run of the study (quick: CI on 2 CPU cores; full: deeper models, longer training).
 
-    # --- 1. Newton–Schulz construction: exactness and squaring residuals
-    T_ns = 16
-    nb = task.sample(8, ctx.generator(1))
+    Attributes:
+        d, n: covariate dimension and context length of the regression prompts.
+        ns_steps, ns_prompts: Newton–Schulz construction check (layers, matrices).
+        ls_steps, ls_prompts: least-squares-via-Newton–Schulz check.
+        depths: ``L`` values of the trained models.
+        seeds, steps, batch, lr: training of each depth (Adam, cosine schedule, clip 1, float32).
+        test_prompts, fit_prompts: held-out prompts (scoring; tuning the GD steps).
+    """
+
+    d: int
+    n: int
+    ns_steps: int
+    ns_prompts: int
+    ls_steps: int
+    ls_prompts: int
+    depths: tuple[int, ...]
+    seeds: int
+    steps: int
+    batch: int
+    lr: float
+    test_prompts: int
+    fit_prompts: int
+
+
+QUICK = Settings(d=5, n=20, ns_steps=16, ns_prompts=8, ls_steps=20, ls_prompts=256, depths=(1, 2, 3, 4), seeds=2,
+                 steps=700, batch=256, lr=3e-2, test_prompts=8192, fit_prompts=8192)
+"""Quick sizes: a few minutes on a 2-core CPU."""
+
+FULL = Settings(d=5, n=20, ns_steps=16, ns_prompts=8, ls_steps=20, ls_prompts=256, depths=(1, 2, 3, 4, 5, 6),
+                seeds=4, steps=4000, batch=1024, lr=3e-2, test_prompts=32768, fit_prompts=32768)
+"""Full sizes."""
+
+
+# ------------------------------------------------------------------------------------ sections
+@dataclass(frozen=True)
+class _NewtonSchulz:
+    residuals: torch.Tensor  # (B, T+1) spectral norms of I − A X_t from the construction's iterates
+    ratios: torch.Tensor  # (B, T) log r_{t+1} / log r_t
+
+
+def _check_newton_schulz(ctx: StudyContext, s: Settings, task: LinearRegression, found: Findings) -> _NewtonSchulz:
+    """Claims: the construction is one Newton–Schulz step per layer, and its residual squares."""
+    T_ns = s.ns_steps
+    nb = task.sample(s.ns_prompts, ctx.generator(1))
     Xc = nb.X[..., :-1]
-    G = Xc @ Xc.transpose(-1, -2) / n  # symmetric positive definite
-    con = newton_schulz_construction(d, T_ns, dtype=dt)
+    G = Xc @ Xc.transpose(-1, -2) / s.n  # symmetric positive definite
+    con = newton_schulz_construction(s.d, T_ns, dtype=torch.float64)
     X_con = torch.stack(con.trace(G), dim=1)  # (B, T+1, d, d)
     X_ref = newton_schulz(G, steps=T_ns, return_iterates=True)
     con_err = float((torch.linalg.matrix_norm(X_con - X_ref) / torch.linalg.matrix_norm(X_ref)).max())
-    c_con = Claim(
+    found.claim(Claim(
         "ns_construction_exact",
         "Two-head linear attention performs one Newton–Schulz step X ← X(2I − AX) per layer (Giannou et al. 2024; "
         "construction of docs/theory.md §4)",
         con_err < CONSTRUCTION_RTOL,
         {"max_rel_error": con_err, "layers": float(T_ns)},
         f"max over prompts and layers of ‖X_t^con − X_t^NS‖_F/‖X_t^NS‖_F < {CONSTRUCTION_RTOL:g}",
-    )
-    r = newton_schulz_residuals(G, X_con)  # (B, T+1) spectral norms from the construction's iterates
+    ))
+    r = newton_schulz_residuals(G, X_con)
     ratios = residual_ratios(r)
     valid = r[:, 1:] > 1e-8
     dev = float((ratios[valid] - 2.0).abs().max())
     n_valid = int(valid.sum())
     r0 = r[0]
-    c_sq = Claim(
+    found.claim(Claim(
         "ns_residual_squares",
         "The Newton–Schulz residual ‖I − AX_t‖ squares layer by layer (Giannou et al. 2024)",
         dev < 1e-6 and n_valid >= 8 * 5,
         {"max_abs_ratio_minus_2": dev, "ratios_checked": float(n_valid), "r0": float(r0[0]),
          **{f"r{t}": float(r0[t]) for t in range(1, T_ns + 1, 3)}},
         "|log r_{t+1}/log r_t − 2| < 1e-6 for every prompt and t with r_{t+1} > 1e-8 (above round-off)",
-    )
+    ))
+    return _NewtonSchulz(r, ratios)
 
-    # --- 2. least squares via Newton–Schulz
-    T_ls = 20
-    lb = task.sample(256, ctx.generator(2))
+
+def _check_least_squares(ctx: StudyContext, s: Settings, task: LinearRegression, found: Findings) -> torch.Tensor:
+    """Claim: least squares via Newton–Schulz converges to the exact prediction; returns the error per T."""
+    T_ls = s.ls_steps
+    lb = task.sample(s.ls_prompts, ctx.generator(2))
     Xl, yl, xq = lb.X[..., :-1], lb.y[..., :-1], lb.X[..., -1]
     w_ls = torch.linalg.solve(Xl @ Xl.transpose(-1, -2), (Xl @ yl.unsqueeze(-1))).squeeze(-1)
     pred_ls = (w_ls * xq).sum(-1)
     pred_ns = least_squares_newton_schulz(Xl, yl, xq, T_ls, return_iterates=True)  # (B, T+1)
     ls_err = (pred_ns - pred_ls[:, None]).norm(dim=0) / pred_ls.norm()
-    c_ls = Claim(
+    found.claim(Claim(
         "ls_newton_converges",
         "The prediction a_testᵀ X_T Aᵀ y with Newton–Schulz X_T converges to the exact least-squares prediction "
         "(Giannou et al. 2024)",
         float(ls_err[-1]) < 1e-10 and bool((ls_err[1:] <= ls_err[:-1] * (1 + 1e-12) + 1e-15).all()),
         {f"rel_error_T{t}": float(ls_err[t]) for t in (1, 2, 4, 6, 8, 10, 12, 14, 16, T_ls)},
         f"relative error at T = {T_ls} < 1e-10 and non-increasing in T",
-    )
+    ))
+    return ls_err
 
-    # --- 3. trained transformers vs Newton and GD, by depth
-    depths = [1, 2, 3, 4] if quick else [1, 2, 3, 4, 5, 6]
-    seeds = 2 if quick else 4
-    steps = 700 if quick else 4000
-    batch = 256 if quick else 1024
-    lr = 3e-2
-    test = task.sample(8192 if quick else 32768, ctx.generator(3))
-    fit = task.sample(8192 if quick else 32768, ctx.generator(4))
+
+@dataclass(frozen=True)
+class _ByDepth:
+    rows: list[dict[str, Any]]  # one per depth: trained vs GD, Newton, least squares (test MSE / d)
+    layer_rows: list[dict[str, Any]]  # per-layer read-out of the deepest trained model
+
+
+def _train_and_compare(ctx: StudyContext, s: Settings, task: LinearRegression) -> _ByDepth:
+    """Train every depth (:func:`train_depth`) and score it against GD, Newton–Schulz and least squares."""
+    d = s.d
+    test = task.sample(s.test_prompts, ctx.generator(3))
+    fit = task.sample(s.fit_prompts, ctx.generator(4))
     Xt, yt, xqt = test.X[..., :-1], test.y[..., :-1], test.X[..., -1]
     alpha_star = optimal_newton_alpha(Xt)
-    Lmax = max(depths)
+    Lmax = max(s.depths)
     newton = least_squares_newton_schulz(Xt, yt, xqt, Lmax, return_iterates=True)
     newton_opt = least_squares_newton_schulz(Xt, yt, xqt, Lmax, alpha=alpha_star, return_iterates=True)
     w_ls_test = torch.linalg.solve(Xt @ Xt.transpose(-1, -2), Xt @ yt.unsqueeze(-1)).squeeze(-1)
     ls_test_mse = _mse((w_ls_test * xqt).sum(-1), test.target, d)
     trained: dict[int, TrainedDepth] = {}
     rows = []
-    for L in depths:
-        tr = train_depth(L, d=d, n=n, test=test, seeds=seeds, steps=steps, batch=batch, lr=lr,
+    for L in s.depths:
+        tr = train_depth(L, d=d, n=s.n, test=test, seeds=s.seeds, steps=s.steps, batch=s.batch, lr=s.lr,
                          seed=1000 * ctx.seed + L, progress=ctx.progress, device=ctx.device)
         trained[L] = tr
         eta = fit_gd_steps(fit, L)
@@ -294,38 +336,6 @@ def run(ctx: StudyContext) -> StudyResult:
             "diverged_seeds": int(tr.diverged.sum()),
             "gd_steps": ", ".join(f"{float(e):.3f}" for e in eta),
         })
-    best = [r_["trained_best"] for r_ in rows]
-    decreasing = all(b2 < b1 for b1, b2 in zip(best, best[1:]))
-    c_dec = Claim(
-        "trained_loss_decreases_with_depth",
-        "Trained linear transformers improve with depth (Giannou et al. 2024 experiments)",
-        decreasing,
-        {f"L{r_['L']}": r_["trained_best"] for r_ in rows},
-        "best-seed test MSE/d strictly decreasing in L",
-    )
-    gd_ratio = {f"L{r_['L']}": r_["trained_best"] / r_["gd_opt_steps"] for r_ in rows}
-    c_gd = Claim(
-        "trained_at_least_gd",
-        "A trained L-layer linear transformer does at least as well as GD with L optimally tuned steps",
-        all(v <= 1.05 for v in gd_ratio.values()),
-        {f"trained/gd[{k}]": v for k, v in gd_ratio.items()},
-        "trained MSE ≤ 1.05 × GD-with-L-optimised-steps MSE at every L (at L = 1 both are the one-layer optimum "
-        "in population, so only training error separates them)",
-    )
-    nt_ratio = {r_["L"]: r_["trained_best"] / r_["newton"] for r_ in rows}
-    nt_ratio_opt = {r_["L"]: r_["trained_best"] / r_["newton_best_alpha"] for r_ in rows}
-    beats = [L for L in depths if nt_ratio[L] < 1]
-    c_nt = Claim(
-        "trained_beats_newton_early",
-        "Trained transformers beat Newton's method at early layers (Giannou et al. 2024)",
-        nt_ratio[1] < 1 and nt_ratio_opt[1] < 1,
-        {**{f"trained/newton[L{L}]": v for L, v in nt_ratio.items()},
-         **{f"trained/newton_best_alpha[L{L}]": v for L, v in nt_ratio_opt.items()},
-         "depths_where_trained_wins": float(len(beats))},
-        "trained MSE < Newton–Schulz (T = L) MSE at L = 1, for the default and the best per-prompt scaling; "
-        "the ratio at every L is reported",
-    )
-
     # layer-by-layer read-out of the deepest trained model (best seed)
     deep = trained[Lmax]
     best_params = {k: v[deep.best] for k, v in deep.params.items()}
@@ -335,67 +345,146 @@ def run(ctx: StudyContext) -> StudyResult:
     for l in range(1, Lmax + 1):
         eta_l = fit_gd_steps(fit, l)
         layer_rows.append({"layer": l, f"trained_L{Lmax}_readout": _mse(per_layer[l], test.target, d),
-                           "trained_l_layer_model": rows[depths.index(l)]["trained_best"],
+                           "trained_l_layer_model": rows[s.depths.index(l)]["trained_best"],
                            "gd_opt_steps": _mse(gd_prediction(test, eta_l), test.target, d),
                            "newton": _mse(newton[:, l], test.target, d),
                            "newton_best_alpha": _mse(newton_opt[:, l], test.target, d)})
+    return _ByDepth(rows, layer_rows)
 
-    # --- figures
+
+def _check_depth(s: Settings, rows: list[dict[str, Any]], found: Findings) -> list[int]:
+    """Claims: trained loss decreases with depth, is at least GD's, beats Newton early; returns where it beats Newton."""
+    best = [r_["trained_best"] for r_ in rows]
+    found.claim(Claim(
+        "trained_loss_decreases_with_depth",
+        "Trained linear transformers improve with depth (Giannou et al. 2024 experiments)",
+        all(b2 < b1 for b1, b2 in zip(best, best[1:])),
+        {f"L{r_['L']}": r_["trained_best"] for r_ in rows},
+        "best-seed test MSE/d strictly decreasing in L",
+    ))
+    gd_ratio = {f"L{r_['L']}": r_["trained_best"] / r_["gd_opt_steps"] for r_ in rows}
+    found.claim(Claim(
+        "trained_at_least_gd",
+        "A trained L-layer linear transformer does at least as well as GD with L optimally tuned steps",
+        all(v <= 1.05 for v in gd_ratio.values()),
+        {f"trained/gd[{k}]": v for k, v in gd_ratio.items()},
+        "trained MSE ≤ 1.05 × GD-with-L-optimised-steps MSE at every L (at L = 1 both are the one-layer optimum "
+        "in population, so only training error separates them)",
+    ))
+    nt_ratio = {r_["L"]: r_["trained_best"] / r_["newton"] for r_ in rows}
+    nt_ratio_opt = {r_["L"]: r_["trained_best"] / r_["newton_best_alpha"] for r_ in rows}
+    beats = [L for L in s.depths if nt_ratio[L] < 1]
+    found.claim(Claim(
+        "trained_beats_newton_early",
+        "Trained transformers beat Newton's method at early layers (Giannou et al. 2024)",
+        nt_ratio[1] < 1 and nt_ratio_opt[1] < 1,
+        {**{f"trained/newton[L{L}]": v for L, v in nt_ratio.items()},
+         **{f"trained/newton_best_alpha[L{L}]": v for L, v in nt_ratio_opt.items()},
+         "depths_where_trained_wins": float(len(beats))},
+        "trained MSE < Newton–Schulz (T = L) MSE at L = 1, for the default and the best per-prompt scaling; "
+        "the ratio at every L is reported",
+    ))
+    return beats
+
+
+def comparison_figure(residuals: torch.Tensor, ls_err: torch.Tensor, rows: list[dict[str, Any]],
+                      layer_rows: list[dict[str, Any]]) -> Any:
+    """Three panels: Newton–Schulz residuals per layer, least squares via Newton–Schulz, trained vs Newton and GD.
+
+    Args:
+        residuals: ``(B, T+1)`` residual norms of the construction.
+        ls_err: ``(T+1,)`` relative error of least squares via Newton–Schulz.
+        rows, layer_rows: the by-depth and per-layer tables.
+
+    Returns:
+        The :class:`matplotlib.figure.Figure`.
+    """
     from matplotlib.figure import Figure
 
-    out = ctx.out
-    out.mkdir(parents=True, exist_ok=True)
-    fig = Figure(figsize=(15, 4.3))
+    r = residuals
+    T_ns = r.shape[1] - 1
+    fig = Figure(figsize=(15, 4.6), layout="constrained")
     ax1, ax2, ax3 = fig.subplots(1, 3)
     ts = torch.arange(T_ns + 1).numpy()
     for b in range(r.shape[0]):
-        ax1.semilogy(ts, r[b].cpu().numpy(), color="C0", alpha=0.6)
-    ax1.semilogy(ts, (r[:, :1] ** (2.0 ** torch.arange(T_ns + 1, dtype=dt))).T.cpu().numpy()[:, 0], "k:", label="r₀^(2^t)")
+        ax1.semilogy(ts, r[b].cpu().numpy(), color="C0", alpha=0.6, label="construction, one line per matrix A" if b == 0 else None)
+    ax1.semilogy(ts, (r[:, :1] ** (2.0 ** torch.arange(T_ns + 1, dtype=r.dtype))).T.cpu().numpy()[:, 0], "k:",
+                 label=r"$r_0^{2^t}$ (exact squaring, first matrix)")
     ax1.set_ylim(1e-18, 2.0)
-    ax1.set_title("NS in linear attention: ‖I − AX_t‖₂ per layer")
+    ax1.set_title("Newton–Schulz in linear attention")
+    ax1.set_ylabel(r"residual $\|I - AX_t\|_2$")
     ax1.set_xlabel("layer t")
-    ax1.legend()
-    ax2.semilogy(range(T_ls + 1), ls_err.cpu().numpy())
-    ax2.set_title("least squares via NS: relative error")
-    ax2.set_xlabel("steps T")
+    ax1.legend(fontsize=7)
+    ax2.semilogy(range(len(ls_err)), ls_err.cpu().numpy())
+    ax2.set_title("least squares via Newton–Schulz")
+    ax2.set_ylabel("relative error of the prediction")
+    ax2.set_xlabel("Newton–Schulz steps T")
     Ls = [r_["L"] for r_ in rows]
-    for key, lab, st in (("trained_best", "trained L-layer (best seed)", "o-"), ("gd_opt_steps", "GD, L tuned steps", "s--"),
-                         ("newton", "Newton–Schulz T=L, α=1/‖G‖²", "^:"), ("newton_best_alpha", "Newton–Schulz T=L, best α", "v:")):
+    Lmax = max(Ls)
+    for key, lab, st in (("trained_best", "trained L-layer model (best seed)", "o-"),
+                         ("gd_opt_steps", "GD, L tuned steps", "s--"),
+                         ("newton", r"Newton–Schulz T = L, $\alpha = 1/\|G\|^2$", "^:"),
+                         ("newton_best_alpha", r"Newton–Schulz T = L, best $\alpha$", "v:")):
         ax3.semilogy(Ls, [r_[key] for r_ in rows], st, label=lab)
     ax3.semilogy(range(1, Lmax + 1), [lr_[f"trained_L{Lmax}_readout"] for lr_ in layer_rows], "x-", alpha=0.6,
-                 label=f"trained L={Lmax}: read-out after layer l")
-    ax3.set_title("test MSE / E y² (least squares: 0)")
+                 label=f"trained L = {Lmax} model, read out after layer l")
+    ax3.set_title("trained transformers vs Newton and GD")
+    ax3.set_ylabel(r"test MSE / $E y^2$ (least squares: 0)")
     ax3.set_xticks(Ls)
     ax3.set_xlabel("L (layers = steps)")
     ax3.legend(fontsize=7)
-    fig.tight_layout()
-    figs = list(_save(fig, out, "giannou2024"))
+    for ax in (ax1, ax2, ax3):
+        ax.grid(True, which="both", alpha=0.3)
+    return fig
 
-    notes = (
-        f"Newton–Schulz: A = XXᵀ/n of {nb.X.shape[0]} prompts (d={d}, n={n}), X₀ = A/‖A‖₂² (default of "
+
+def _figures(ns: _NewtonSchulz, ls_err: torch.Tensor, depth: _ByDepth, found: Findings) -> None:
+    found.figure(comparison_figure(ns.residuals, ls_err, depth.rows, depth.layer_rows), "giannou2024")
+
+
+def _tables(s: Settings, ns: _NewtonSchulz, depth: _ByDepth, found: Findings) -> None:
+    r0 = ns.residuals[0]
+    found.table("by depth (test MSE / d)", depth.rows)
+    found.table(f"per-layer read-out of the trained L={max(s.depths)} model", depth.layer_rows)
+    found.table("Newton–Schulz residuals (prompt 0)", [
+        {"t": t, "residual": float(r0[t]), "log ratio": float(ns.ratios[0, t - 1]) if t > 0 else math.nan}
+        for t in range(s.ns_steps + 1)])
+
+
+def _notes(s: Settings, ls_err: torch.Tensor, depth: _ByDepth, beats: list[int], found: Findings) -> None:
+    d, n, Lmax = s.d, s.n, max(s.depths)
+    found.note(
+        f"Newton–Schulz: A = XXᵀ/n of {s.ns_prompts} prompts (d={d}, n={n}), X₀ = A/‖A‖₂² (default of "
         "landscape.theory.algorithms.newton_schulz), residuals measured on the construction's iterates.",
-        f"Training: landscape.experiment.train.train, Adam lr {lr} cosine, clip 1, float32, {steps} steps × {batch} fresh prompts, "
-        f"{seeds} seeds per depth, init N(0, 0.1²), full P, Q; evaluation in float64 on {test.X.shape[0]} test prompts; "
-        "GD step sizes tuned by L-BFGS on a separate sample.",
+        f"Training: landscape.experiment.train.train, Adam lr {s.lr} cosine, clip 1, float32, {s.steps} steps × "
+        f"{s.batch} fresh prompts, {s.seeds} seeds per depth, init N(0, 0.1²), full P, Q; evaluation in float64 on "
+        f"{s.test_prompts} test prompts; GD step sizes tuned by L-BFGS on a separate sample.",
         "Newton–Schulz needs about log₂(κ(G)²·log(1/ε)) steps before it converges (κ(G) ≈ ((1+√(d/n))/(1−√(d/n)))² "
         f"≈ 9 here): at the depths trained (L ≤ {Lmax}) it is still far from the solution, but it reaches machine "
         f"precision by T ≈ 12 (relative error {float(ls_err[12]):.1e}), which no trained model here approaches "
-        f"(best trained MSE/d at L = {Lmax}: {rows[-1]['trained_best']:.2e}). So 'trained beats Newton' holds in the "
-        "few-layer regime measured, and Newton wins once it is given enough steps.",
+        f"(best trained MSE/d at L = {Lmax}: {depth.rows[-1]['trained_best']:.2e}). So 'trained beats Newton' holds "
+        "in the few-layer regime measured, and Newton wins once it is given enough steps.",
         f"Trained L-layer models beat the per-depth Newton predictor at L ∈ {beats} (default scaling).",
         "The per-layer read-out of the deepest model is not trained to predict at intermediate layers; it is shown "
         "for completeness, the per-depth comparison uses separately trained models.",
     )
-    return StudyResult(
-        study="giannou2024",
-        claims=(c_con, c_sq, c_ls, c_dec, c_gd, c_nt),
-        tables={"by depth (test MSE / d)": rows, f"per-layer read-out of the trained L={Lmax} model": layer_rows,
-                "Newton–Schulz residuals (prompt 0)": [{"t": t, "residual": float(r0[t]),
-                                                        "log ratio": float(ratios[0, t - 1]) if t > 0 else math.nan}
-                                                       for t in range(T_ns + 1)]},
-        figures=tuple(figs),
-        notes=notes,
-    )
+
+
+# ---------------------------------------------------------------------------------------- study
+def run(ctx: StudyContext) -> StudyResult:
+    """Giannou et al. 2024: Newton–Schulz in linear attention; trained transformers vs Newton and GD."""
+    s = QUICK if ctx.quick else FULL
+    found = Findings(ctx.out)
+    with study_threads(ctx):
+        task = LinearRegression(s.d, s.n, dtype=torch.float64)
+        ns = _check_newton_schulz(ctx, s, task, found)
+        ls_err = _check_least_squares(ctx, s, task, found)
+        depth = _train_and_compare(ctx, s, task)
+        beats = _check_depth(s, depth.rows, found)
+        _figures(ns, ls_err, depth, found)
+        _tables(s, ns, depth, found)
+        _notes(s, ls_err, depth, beats, found)
+    return found.result("giannou2024")
 
 
 if __name__ == "__main__":

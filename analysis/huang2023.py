@@ -56,13 +56,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch.func import grad
 
-from analysis._study import Claim, StudyContext, StudyResult, study_main
+from analysis._study import Claim, Findings, StudyContext, StudyResult, study_main, study_threads
 from landscape.tolerances import MC_NUM_SE
 from landscape.core.loss import squared_error
 from landscape.core.tasks import OrthonormalFeatures, PromptBatch
@@ -78,6 +77,10 @@ __all__ = [
     "Trajectory",
     "train_gd",
     "half_time",
+    "Settings",
+    "QUICK",
+    "FULL",
+    "trajectory_figure",
     "run",
 ]
 
@@ -333,6 +336,15 @@ def train_gd(
     Gradients are taken with :func:`torch.func.grad`. Exact statistics
     (:func:`feature_statistics`) are recorded every ``record_every`` steps and at the end.
 
+    This loop is the study's own, not :func:`landscape.experiment.train.train`: the model is one
+    softmax kernel head (:class:`landscape.core.model.ModelSpec` ``kernel``) whose value
+    ``V = diag(0, −N)`` and query map ``C = I`` are held *fixed* while only the covariate block of
+    ``B`` is trained from zero (then :math:`B^\top C = \mathrm{diag}(Q^\top, 0)`), and
+    :class:`~landscape.experiment.train.TrainConfig` has no field for entries held at non-zero
+    values (``mask`` frees entries and zeroes the rest; ``init_std`` is one scale for every free
+    entry). Its objective also differs: the w-integrated per-prompt loss here, the sampled-label
+    :math:`(\mathrm{TF} - y)^2` there (the same expectation, more gradient noise).
+
     Args:
         task: prompt distribution (its dtype is the training dtype).
         steps: number of GD steps ``>= 1``.
@@ -401,107 +413,110 @@ def half_time(steps: torch.Tensor, curve: torch.Tensor) -> float:
     return float(steps[below[0, 0]]) if len(below) else math.nan
 
 
-# ------------------------------------------------------------------------------------- figures
-def _save(fig: "object", out: Path, stem: str) -> tuple[Path, Path]:
-    png, svg = out / f"{stem}.png", out / f"{stem}.svg"
-    fig.savefig(png, dpi=120, bbox_inches="tight")  # type: ignore[attr-defined]
-    fig.savefig(svg, bbox_inches="tight")  # type: ignore[attr-defined]
-    return png, svg
+# ------------------------------------------------------------------------------------ settings
+@dataclass(frozen=True)
+class Settings:
+    """Sizes of one run of the study (quick: CI on 2 CPU cores; full: larger d, N, K and longer GD).
+
+    Attributes:
+        d: covariate dimension.
+        N: context length.
+        K: number of orthonormal features.
+        dominant: probability of the dominant feature in the imbalanced task (the others share the rest).
+        steps, lr, batch: GD from Q = 0 (steps, step size, fresh prompts per step).
+        record_every: interval of the exact statistics along training.
+        dense_until: record every step before this one (resolves the fast early phase).
+        mc_prompts: prompts of the Monte-Carlo check of the w-integrated loss.
+    """
+
+    d: int
+    N: int
+    K: int
+    dominant: float
+    steps: int
+    lr: float
+    batch: int
+    record_every: int
+    dense_until: int
+    mc_prompts: int
+
+    @property
+    def rare_p(self) -> float:
+        """Probability of each under-represented feature of the imbalanced task."""
+        return (1.0 - self.dominant) / (self.K - 1)
+
+    def tasks(self) -> dict[str, OrthonormalFeatures]:
+        """``{"balanced": p_k = 1/K, "imbalanced": (dominant, rare_p, ..., rare_p)}`` in float64."""
+        return {"balanced": OrthonormalFeatures(self.d, self.N, (1.0 / self.K,) * self.K, dtype=torch.float64),
+                "imbalanced": OrthonormalFeatures(self.d, self.N, (self.dominant,) + (self.rare_p,) * (self.K - 1),
+                                                  dtype=torch.float64)}
 
 
-def _plot(traj: Trajectory, title: str, labels: Sequence[str], out: Path, stem: str) -> tuple[Path, Path]:
-    from matplotlib.figure import Figure
+QUICK = Settings(d=4, N=30, K=4, dominant=0.7, steps=400, lr=2.0, batch=256, record_every=1, dense_until=0,
+                 mc_prompts=20_000)
+"""Quick sizes: a couple of minutes on a 2-core CPU."""
 
-    fig = Figure(figsize=(11, 7.5))
-    axes = fig.subplots(2, 2)
-    s = traj.steps.numpy()
-    for k, lab in enumerate(labels):
-        axes[0, 0].plot(s, traj.target_weight[:, k].cpu().numpy(), label=f"A ({lab})")
-        axes[0, 0].plot(s, traj.off_target_weight[:, k].cpu().numpy(), "--", label=f"B ({lab})")
-        axes[0, 1].plot(s, traj.mass[:, k].cpu().numpy(), label=lab)
-        axes[1, 0].semilogy(s, traj.loss[:, k].cpu().numpy(), label=lab)
-        if float(traj.floor[k]) > 1e-6:
-            axes[1, 0].axhline(float(traj.floor[k]), color=axes[1, 0].lines[-1].get_color(), lw=0.6, ls=":")
-    axes[1, 1].semilogy(s, traj.total_loss.cpu().numpy(), label="population (exact)")
-    axes[1, 1].semilogy(range(len(traj.train_loss)), traj.train_loss.cpu().numpy(), alpha=0.4, lw=0.7,
-                        label="minibatch (w integrated)")
-    axes[0, 0].set_title(r"target $A_k = v_k^\top Q v_k$ (solid), off-target $B_k$ (dashed)")
-    axes[0, 1].set_title(r"attention mass on same-feature tokens $E[\mathrm{mass}_k | k]$")
-    axes[1, 0].set_title(r"per-feature loss $L_k$ (dotted: floor $(1-p_k)^N/2$)")
-    axes[1, 1].set_title("total loss")
-    for ax in axes.flat:
-        ax.set_xlabel("GD step")
-        ax.legend(fontsize=7)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return _save(fig, out, stem)
+FULL = Settings(d=6, N=60, K=5, dominant=0.7, steps=3000, lr=2.0, batch=1024, record_every=10, dense_until=300,
+                mc_prompts=200_000)
+"""Full sizes."""
 
 
-# ---------------------------------------------------------------------------------------- study
-def run(ctx: StudyContext) -> StudyResult:
-    """Huang, Cheng, Liang 2023: GD dynamics of one softmax attention layer on feature tokens."""
-    quick = ctx.quick
-    dt = torch.float64
-    d, N = (4, 30) if quick else (6, 60)
-    K = 4 if quick else 5
-    steps = 400 if quick else 3000
-    lr = 2.0
-    batch = 256 if quick else 1024
-    balanced = OrthonormalFeatures(d, N, (1.0 / K,) * K, dtype=dt)
-    rare_p = 0.3 / (K - 1)
-    imbalanced = OrthonormalFeatures(d, N, (0.7,) + (rare_p,) * (K - 1), dtype=dt)
-    record_every = 1 if quick else 10
-    dense_until = 0 if quick else 300
+# ------------------------------------------------------------------------------------ sections
+def _train(ctx: StudyContext, s: Settings, tasks: Mapping[str, OrthonormalFeatures]) -> dict[str, Trajectory]:
+    """GD from Q = 0 on each task (:func:`train_gd`; prompts from ``ctx.generator(1)``, ``(2)``)."""
+    return {name: train_gd(task, steps=s.steps, lr=s.lr, batch=s.batch, generator=ctx.generator(1 + i),
+                           record_every=s.record_every, dense_until=s.dense_until)
+            for i, (name, task) in enumerate(tasks.items())}
 
-    tb = train_gd(balanced, steps=steps, lr=lr, batch=batch, generator=ctx.generator(1),
-                  record_every=record_every, dense_until=dense_until)
-    ti = train_gd(imbalanced, steps=steps, lr=lr, batch=batch, generator=ctx.generator(2),
-                  record_every=record_every, dense_until=dense_until)
 
-    # --- claim 1: w integrated out == Monte-Carlo loss with sampled w (per feature), at the final Q
-    mc_batch = 20_000 if quick else 200_000
-    pb = imbalanced.sample(mc_batch, ctx.generator(3))
-    mc = monte_carlo_loss(ti.Q, pb)
+def _check_w_integration(ctx: StudyContext, s: Settings, task: OrthonormalFeatures, traj: Trajectory,
+                         found: Findings) -> None:
+    """Claim: the exact per-feature loss (w integrated out) equals the Monte-Carlo loss at the final Q."""
+    pb = task.sample(s.mc_prompts, ctx.generator(3))
+    mc = monte_carlo_loss(traj.Q, pb)
     feat_q = pb.latent["feature"][:, -1]
-    exact = ti.loss[-1]
+    exact = traj.loss[-1]
     zs, mc_means = [], []
-    for k in range(K):
+    for k in range(s.K):
         sel = mc[feat_q == k]
         m, se = float(sel.mean()), float(sel.std() / math.sqrt(len(sel)))
         mc_means.append(m)
         zs.append(abs(m - float(exact[k])) / se)
     z_max = max(zs)
-    c_mc = Claim(
+    found.claim(Claim(
         "w_integrated_loss_matches_monte_carlo",
         "Per-feature loss ½[(1−mass_k)² + Σ_{m≠k} mass_m²] (w integrated out, counts enumerated) equals the "
         "Monte-Carlo loss ½(ŷ_q − ⟨w,x_q⟩)² with sampled w (derived, docs/theory.md §5)",
         z_max < MC_NUM_SE,
         {"max_z": z_max, "exact_rare": float(exact[1]), "mc_rare": mc_means[1],
-         "exact_dominant": float(exact[0]), "mc_dominant": mc_means[0], "mc_prompts": float(mc_batch)},
+         "exact_dominant": float(exact[0]), "mc_dominant": mc_means[0], "mc_prompts": float(s.mc_prompts)},
         f"max over features of |MC mean − exact| / SE < {MC_NUM_SE}",
-    )
+    ))
 
-    # --- claim 2: balanced → near-zero error
+
+def _check_balanced(s: Settings, tb: Trajectory, found: Findings) -> None:
+    """Claim: balanced features converge to near-zero error."""
     L0, LT = float(tb.total_loss[0]), float(tb.total_loss[-1])
     ratio_b = LT / L0
     min_mass = float(tb.mass[-1].min())
-    c_bal = Claim(
+    found.claim(Claim(
         "balanced_converges",
         "Balanced features: GD from Q = 0 converges to near-zero prediction error (Huang et al. 2023, Thm 1)",
         ratio_b < 0.01 and min_mass > 0.95,
         {"initial_loss": L0, "final_loss": LT, "final_over_initial": ratio_b,
-         "min_final_same_feature_mass": min_mass, "steps": float(steps)},
+         "min_final_same_feature_mass": min_mass, "steps": float(s.steps)},
         "final population loss < 0.01 × initial and same-feature attention mass > 0.95 for every feature",
-    )
+    ))
 
-    # --- claim 3: imbalanced → stage-wise (dominant first)
+
+def _check_imbalanced(s: Settings, ti: Trajectory, found: Findings) -> None:
+    """Claims: imbalanced features converge stage-wise (dominant first), the rare ones later."""
     t_dom = half_time(ti.steps, ti.loss[:, 0])
-    t_rare = [half_time(ti.steps, ti.loss[:, k]) for k in range(1, K)]
-    t_rare_min = min(t_rare)
+    t_rare_min = min(half_time(ti.steps, ti.loss[:, k]) for k in range(1, s.K))
     ratio_t = t_dom / t_rare_min if t_rare_min > 0 else math.nan
     dom_final, rare_final = float(ti.loss[-1, 0]), float(ti.loss[-1, 1:].max())
     rare_floor = float(ti.floor[1])
-    c_imb = Claim(
+    found.claim(Claim(
         "imbalanced_stagewise",
         "Imbalanced features: dominant-feature queries converge first, under-represented ones later "
         "(Huang et al. 2023, Thm 2: stage-wise convergence)",
@@ -510,10 +525,8 @@ def run(ctx: StudyContext) -> StudyResult:
          "dominant_initial": float(ti.loss[0, 0]), "dominant_final": dom_final,
          "rare_initial": float(ti.loss[0, 1]), "rare_final": rare_final, "rare_floor": rare_floor},
         "t½(dominant) / min_k t½(rare k) < 0.5, t½ = first step with L_k ≤ ½ L_k(0)",
-    )
-
-    # --- claim 4: imbalanced: the rare features are learned eventually (within 2× of their floor)
-    c_rare = Claim(
+    ))
+    found.claim(Claim(
         "imbalanced_rare_learned_later",
         "Imbalanced features: under-represented features also converge later (near-zero error up to the "
         "absent-feature floor ½(1−p_k)^N of a finite context)",
@@ -521,51 +534,134 @@ def run(ctx: StudyContext) -> StudyResult:
         {"rare_initial": float(ti.loss[0, 1]), "rare_final": rare_final, "rare_floor": rare_floor,
          "final_mass_rare": float(ti.mass[-1, 1:].min())},
         "max rare final loss < 0.1 × its initial loss and < 2 × floor + 0.01",
-    )
+    ))
 
-    out = ctx.out
-    out.mkdir(parents=True, exist_ok=True)
-    figs: list[Path] = []
-    figs += _plot(tb, f"Balanced features p = {balanced.probs[0]:.2g} each (K={K}, N={N}, lr={lr})",
-                  [f"v{k + 1}" for k in range(K)], out, "huang2023_balanced")
-    figs += _plot(ti, f"Imbalanced features p = {imbalanced.probs[0]:.2g} / {rare_p:.2g} (K={K}, N={N}, lr={lr})",
-                  ["v1 (dominant)"] + [f"v{k + 1} (rare)" for k in range(1, K)], out, "huang2023_imbalanced")
 
-    def rows(tr: Trajectory) -> list[dict[str, float]]:
-        idx = sorted({0, *[int(i) for i in torch.linspace(0, len(tr.steps) - 1, 9).round().long()]})
-        out_rows = []
-        for i in idx:
-            r: dict[str, float] = {"step": int(tr.steps[i]), "total_loss": float(tr.total_loss[i])}
-            for k in range(K):
-                r[f"L{k + 1}"] = float(tr.loss[i, k])
-                r[f"mass{k + 1}"] = float(tr.mass[i, k])
-                r[f"A{k + 1}"] = float(tr.target_weight[i, k])
-            r["B1"] = float(tr.off_target_weight[i, 0])
-            out_rows.append(r)
-        return out_rows
+def _feature_labels(s: Settings, name: str) -> list[str]:
+    if name == "balanced":
+        return [f"feature v{k + 1}" for k in range(s.K)]
+    return ["v1 (dominant)"] + [f"v{k + 1} (rare)" for k in range(1, s.K)]
 
-    notes = (
+
+def trajectory_figure(traj: Trajectory, title: str, labels: Sequence[str]) -> Any:
+    r"""Four panels along GD: :math:`A_k` and :math:`B_k`, same-feature mass, :math:`L_k` with floors, total loss.
+
+    Args:
+        traj: the trajectory.
+        title: figure title.
+        labels: one name per feature.
+
+    Returns:
+        The :class:`matplotlib.figure.Figure`.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    fig = Figure(figsize=(11, 7.5), layout="constrained")
+    axes = fig.subplots(2, 2)
+    s = traj.steps.numpy()
+    for k, lab in enumerate(labels):
+        color = f"C{k}"
+        axes[0, 0].plot(s, traj.target_weight[:, k].cpu().numpy(), color=color, label=lab)
+        axes[0, 0].plot(s, traj.off_target_weight[:, k].cpu().numpy(), "--", color=color)
+        axes[0, 1].plot(s, traj.mass[:, k].cpu().numpy(), color=color, label=lab)
+        axes[1, 0].semilogy(s, traj.loss[:, k].cpu().numpy(), color=color, label=lab)
+        if float(traj.floor[k]) > 1e-6:
+            axes[1, 0].axhline(float(traj.floor[k]), color=color, lw=0.8, ls=":")
+    axes[1, 1].semilogy(s, traj.total_loss.cpu().numpy(), label="population loss (exact)")
+    axes[1, 1].semilogy(range(len(traj.train_loss)), traj.train_loss.cpu().numpy(), alpha=0.4, lw=0.7,
+                        label="minibatch loss (w integrated out)")
+    style = [Line2D([], [], color="0.3", label="solid: target $A_k$"),
+             Line2D([], [], color="0.3", ls="--", label="dashed: off-target $B_k$")]
+    h, lab = axes[0, 0].get_legend_handles_labels()
+    axes[0, 0].legend(h + style, lab + [x.get_label() for x in style], fontsize=7)
+    h, lab = axes[1, 0].get_legend_handles_labels()
+    floor = Line2D([], [], color="0.3", ls=":", lw=0.8, label=r"dotted: floor $\frac{1}{2}(1-p_k)^N$")
+    axes[1, 0].legend(h + [floor], lab + [floor.get_label()], fontsize=7)
+    axes[0, 1].legend(fontsize=7)
+    axes[1, 1].legend(fontsize=7)
+    axes[0, 0].set_title(r"key–query weights $A_k = v_k^\top Q v_k$, $B_k = \mathrm{mean}_{m\neq k}\, v_m^\top Q v_k$")
+    axes[0, 1].set_title(r"attention mass on same-feature tokens $E[\mathrm{mass}_k \mid k]$")
+    axes[1, 0].set_title(r"per-feature population loss $L_k$")
+    axes[1, 1].set_title("total loss")
+    axes[0, 0].set_ylabel("weight")
+    axes[0, 1].set_ylabel("attention mass")
+    axes[1, 0].set_ylabel("loss")
+    axes[1, 1].set_ylabel("loss")
+    for ax in axes.flat:
+        ax.set_xlabel("GD step")
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle(title)
+    return fig
+
+
+def _figures(s: Settings, tasks: Mapping[str, OrthonormalFeatures], trajs: Mapping[str, Trajectory],
+             found: Findings) -> None:
+    """One :func:`trajectory_figure` per task."""
+    p = tasks["imbalanced"].probs
+    titles = {"balanced": f"Balanced features: p = {tasks['balanced'].probs[0]:.2g} each",
+              "imbalanced": f"Imbalanced features: p = {p[0]:.2g} (dominant), {s.rare_p:.2g} (each rare)"}
+    for name, traj in trajs.items():
+        title = f"{titles[name]} (K = {s.K}, N = {s.N}, GD step {s.lr:g})"
+        found.figure(trajectory_figure(traj, title, _feature_labels(s, name)), f"huang2023_{name}")
+
+
+def _trajectory_rows(s: Settings, tr: Trajectory) -> list[dict[str, float]]:
+    idx = sorted({0, *[int(i) for i in torch.linspace(0, len(tr.steps) - 1, 9).round().long()]})
+    rows = []
+    for i in idx:
+        r: dict[str, float] = {"step": int(tr.steps[i]), "total_loss": float(tr.total_loss[i])}
+        for k in range(s.K):
+            r[f"L{k + 1}"] = float(tr.loss[i, k])
+            r[f"mass{k + 1}"] = float(tr.mass[i, k])
+            r[f"A{k + 1}"] = float(tr.target_weight[i, k])
+        r["B1"] = float(tr.off_target_weight[i, 0])
+        rows.append(r)
+    return rows
+
+
+def _tables(s: Settings, trajs: Mapping[str, Trajectory], found: Findings) -> None:
+    for name, traj in trajs.items():
+        found.table(f"{name} trajectory", _trajectory_rows(s, traj))
+
+
+def _notes(s: Settings, trajs: Mapping[str, Trajectory], found: Findings) -> None:
+    found.note(
         "Model: ŷ_q = Σ_{i≤N} y_i softmax_i(x_iᵀ Q x_q); the query is NOT in its own softmax (context-only; "
         "the paper's setting leaves this open).",
         "Training: plain GD from Q = 0 with step lr on fresh Monte-Carlo prompts each step; the task vector w is "
         "integrated out exactly (E_w(Σ a_i y_i − y_q)² = ‖Σ a_i x_i − x_q‖² since E wwᵀ = I), which removes "
         "the label noise from the gradient. Reported losses are exact population values: the per-feature loss "
         "is a finite sum over the multinomial count vectors of the context.",
-        f"Sizes: d={d}, K={K}, N={N}, {steps} steps, batch {batch}, lr={lr}; imbalanced p = (0.7, "
-        f"{rare_p:.3g}×{K - 1}).",
+        f"Sizes: d={s.d}, K={s.K}, N={s.N}, {s.steps} steps, batch {s.batch}, lr={s.lr}; imbalanced p = "
+        f"({s.dominant}, {s.rare_p:.3g}×{s.K - 1}).",
         f"With a finite context a feature is absent with probability (1−p_k)^N; then mass_k = 0 and the loss "
-        f"cannot go below ½(1−p_k)^N (rare features here: {rare_floor:.3g}). This floor is not in the paper's "
-        "asymptotic statement (N → ∞ regime).",
+        f"cannot go below ½(1−p_k)^N (rare features here: {float(trajs['imbalanced'].floor[1]):.3g}). This floor "
+        "is not in the paper's asymptotic statement (N → ∞ regime).",
         "B_k is the mean off-target weight v_mᵀ Q v_k over m ≠ k; softmax is invariant to adding a constant to a "
         "column of VᵀQV, so only A_k − B_k-type differences matter for the attention.",
+        "Training has its own loop (train_gd), not landscape.train: TrainConfig cannot hold parameter entries "
+        "fixed at non-zero values (this model is one softmax kernel head with V = diag(0, −N) and C = I fixed "
+        "and only the covariate block of B trained from 0, so that BᵀC = diag(Qᵀ, 0)), and its loss is the "
+        "sampled-label (TF − y)², not the w-integrated one.",
     )
-    return StudyResult(
-        study="huang2023",
-        claims=(c_mc, c_bal, c_imb, c_rare),
-        tables={"balanced trajectory": rows(tb), "imbalanced trajectory": rows(ti)},
-        figures=tuple(figs),
-        notes=notes,
-    )
+
+
+# ---------------------------------------------------------------------------------------- study
+def run(ctx: StudyContext) -> StudyResult:
+    """Huang, Cheng, Liang 2023: GD dynamics of one softmax attention layer on feature tokens."""
+    s = QUICK if ctx.quick else FULL
+    found = Findings(ctx.out)
+    with study_threads(ctx):
+        tasks = s.tasks()
+        trajs = _train(ctx, s, tasks)
+        _check_w_integration(ctx, s, tasks["imbalanced"], trajs["imbalanced"], found)
+        _check_balanced(s, trajs["balanced"], found)
+        _check_imbalanced(s, trajs["imbalanced"], found)
+        _figures(s, tasks, trajs, found)
+        _tables(s, trajs, found)
+        _notes(s, trajs, found)
+    return found.result("huang2023")
 
 
 if __name__ == "__main__":

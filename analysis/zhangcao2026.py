@@ -44,12 +44,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
-from analysis._study import Claim, StudyContext, StudyResult, study_main
+from analysis._study import Claim, Findings, StudyContext, StudyResult, study_main, study_threads
 from landscape._checks import check_int, check_real
 from landscape.tolerances import CONSTRUCTION_RTOL
 from landscape.theory.algorithms import max_margin_direction, normalised_gd
@@ -67,6 +66,10 @@ __all__ = [
     "loop_layer",
     "TrackingResult",
     "compare_with_ngd",
+    "Settings",
+    "QUICK",
+    "FULL",
+    "tracking_figure",
     "run",
 ]
 
@@ -184,6 +187,13 @@ def train_one_step_layer(
     Loss: :math:`\mathbb E\lVert w_1^{\mathrm{TF}} - \mathrm{NGD}_{\eta,c}(w_0)\rVert^2 / \mathbb E\lVert \mathrm{NGD}(w_0) - w_0\rVert^2`
     with :math:`w_0 = s\xi`, :math:`s\sim U(0, w_{0,\rm scale})`. Adam (cosine-decayed ``adam_lr``)
     on fresh batches, then full-batch L-BFGS (strong Wolfe) on one fixed batch.
+
+    This loop is the study's own, not :func:`landscape.experiment.train.train`, because
+    :class:`~landscape.experiment.train.TrainConfig` cannot name (a) a prompt embedding other than
+    the regression one (here tokens of size ``2d`` with a state token, ``ModelSpec(token_dim=2d)``),
+    (b) a target other than the query label (here the state block of the last token against one
+    NGD step, normalised by :math:`\mathbb E\lVert\mathrm{NGD}(w_0) - w_0\rVert^2`), (c) free
+    entries other than the ``mask`` presets (here the blocks ``B11, C12, V21``), (d) an L-BFGS phase.
 
     Args:
         task: prompt distribution (float64 recommended).
@@ -346,43 +356,77 @@ def compare_with_ngd(params: Mapping[str, torch.Tensor], spec: ModelSpec, task: 
                           acc(w_ngd[:, -1]), acc(mm), float(eta_eff))
 
 
-# ------------------------------------------------------------------------------------- figures
-def _save(fig: Any, out: Path, stem: str) -> tuple[Path, Path]:
-    png, svg = out / f"{stem}.png", out / f"{stem}.svg"
-    fig.savefig(png, dpi=120, bbox_inches="tight")
-    fig.savefig(svg, bbox_inches="tight")
-    return png, svg
+# ------------------------------------------------------------------------------------ settings
+@dataclass(frozen=True)
+class Settings:
+    """Sizes of one run of the study (quick: CI on 2 CPU cores; full: longer loops and training).
+
+    Attributes:
+        d, n: covariate dimension and training context length.
+        eta, c: the normalised-GD step and score scale the layer is trained on.
+        margin: classification margin of the training prompts.
+        loop_steps: loop length ``T`` of the tracking comparisons.
+        exact_steps: loop length over which the exact construction must equal NGD to round-off.
+        eval_batch: prompts per tracking setting.
+        adam_steps, batch: Adam phase of the one-step training.
+        lbfgs_iters, lbfgs_batch: L-BFGS phase.
+    """
+
+    d: int
+    n: int
+    eta: float
+    c: float
+    margin: float
+    loop_steps: int
+    exact_steps: int
+    eval_batch: int
+    adam_steps: int
+    batch: int
+    lbfgs_iters: int
+    lbfgs_batch: int
+
+    def train_task(self) -> LinearClassification:
+        """The training prompts (Gaussian covariates, float64)."""
+        return LinearClassification(self.d, self.n, margin=self.margin, dtype=torch.float64)
 
 
-# ---------------------------------------------------------------------------------------- study
-def run(ctx: StudyContext) -> StudyResult:
-    """Zhang, Cao 2026: a trained, looped softmax layer runs normalised GD for classification."""
-    quick = ctx.quick
-    dt = torch.float64
-    d, n = 5, 20
-    eta, c = 1.0, 1.0
-    T = 100 if quick else 300
-    eval_batch = 100 if quick else 400
-    train_task = LinearClassification(d, n, margin=0.1, dtype=dt)
+QUICK = Settings(d=5, n=20, eta=1.0, c=1.0, margin=0.1, loop_steps=100, exact_steps=20, eval_batch=100,
+                 adam_steps=300, batch=256, lbfgs_iters=100, lbfgs_batch=512)
+"""Quick sizes: about a minute on a 2-core CPU."""
 
-    # --- sanity: the exact construction is NGD (one step at random states; T0 looped steps)
-    T0 = 20
-    con = normalised_gd_construction(d, eta, c, 1, n, dtype=dt)
+FULL = Settings(d=5, n=20, eta=1.0, c=1.0, margin=0.1, loop_steps=300, exact_steps=20, eval_batch=400,
+                adam_steps=1500, batch=256, lbfgs_iters=300, lbfgs_batch=4096)
+"""Full sizes."""
+
+_SETTING_LABELS = {"in-distribution": "in distribution", "n' = 2n": "longer context n′ = 2n",
+                   "anisotropic Σ": "anisotropic covariates Σ", "margin 0.5": "larger margin 0.5"}
+
+
+# ------------------------------------------------------------------------------------ sections
+def _check_construction(ctx: StudyContext, s: Settings, task: LinearClassification, found: Findings) -> dict[str, float]:
+    """Claim: the exact construction is NGD (one step at random states; the first steps of a loop).
+
+    Returns:
+        The drift of the construction from NGD over the whole loop and NGD's own sensitivity to a
+        round-off-sized start (for the notes).
+    """
+    d, T, T0, dt = s.d, s.loop_steps, s.exact_steps, torch.float64
+    con = normalised_gd_construction(d, s.eta, s.c, 1, s.n, dtype=dt)
     g1 = ctx.generator(1)
-    Z1, w0, w1 = _sample_states(train_task, 256, g1, eta, c, 30.0)
+    Z1, w0, w1 = _sample_states(task, 256, g1, s.eta, s.c, 30.0)
     step_err = float(((con.readout(con.forward(Z1)) - w1).norm(dim=-1) / (w1 - w0).norm(dim=-1)).max())
-    pb = train_task.sample(32, g1)
+    pb = task.sample(32, g1)
     X, y = pb.X[..., :-1], pb.y[..., :-1]
     w_con = loop_layer(con.params, con.spec, X, y, T)
-    w_ref = normalised_gd(X, y, T, eta, c, return_iterates=True)
+    w_ref = normalised_gd(X, y, T, s.eta, s.c, return_iterates=True)
     rel_con = (w_con - w_ref).norm(dim=-1)[:, 1:] / w_ref.norm(dim=-1)[:, 1:]
     con_err_T0 = float(rel_con[:, :T0].max())
     con_err_T = float(rel_con.max())
     # NGD's own sensitivity: restart it from a round-off-sized perturbation of w_0 = 0
-    w_pert = normalised_gd(X, y, T, eta, c, return_iterates=True,
+    w_pert = normalised_gd(X, y, T, s.eta, s.c, return_iterates=True,
                            w0=1e-14 * torch.randn(X.shape[0], d, generator=g1, dtype=dt))
     self_sens_T = float(((w_pert - w_ref).norm(dim=-1)[:, 1:] / w_ref.norm(dim=-1)[:, 1:]).max())
-    c_con = Claim(
+    found.claim(Claim(
         "construction_is_ngd",
         "The looped softmax construction (score −c u_iᵀw, value η u_i, residual) equals normalised GD on "
         "the in-context exponential loss (docs/theory.md §6)",
@@ -391,46 +435,58 @@ def run(ctx: StudyContext) -> StudyResult:
          f"max_rel_error_{T}_steps": con_err_T, f"ngd_self_sensitivity_{T}_steps": self_sens_T},
         f"one layer at random states (‖w₀‖ up to ~30√d): max ‖Δw₁‖/‖w₁ − w₀‖ < {CONSTRUCTION_RTOL:g}, and "
         f"max_t≤{T0} ‖w_t^con − w_t^NGD‖/‖w_t^NGD‖ < {CONSTRUCTION_RTOL:g}",
-    )
+    ))
+    return {"drift": con_err_T, "self_sensitivity": self_sens_T}
 
-    # --- (i) train one layer on one NGD step
-    layer = train_one_step_layer(
-        train_task, eta=eta, c=c, generator=ctx.generator(2),
-        adam_steps=300 if quick else 1500, lbfgs_iters=100 if quick else 300,
-        batch=256, lbfgs_batch=512 if quick else 4096,
-    )
-    held = one_step_error(layer, train_task, eta=eta, c=c, generator=ctx.generator(3))
-    c_one = Claim(
+
+def _train(ctx: StudyContext, s: Settings, task: LinearClassification) -> TrainedLayer:
+    """(i) One layer trained on one NGD step (:func:`train_one_step_layer`, prompts from ``ctx.generator(2)``)."""
+    return train_one_step_layer(task, eta=s.eta, c=s.c, generator=ctx.generator(2), adam_steps=s.adam_steps,
+                                lbfgs_iters=s.lbfgs_iters, batch=s.batch, lbfgs_batch=s.lbfgs_batch)
+
+
+def _check_one_step(ctx: StudyContext, s: Settings, layer: TrainedLayer, task: LinearClassification,
+                    found: Findings) -> None:
+    """Claim: the trained layer reproduces one NGD step on held-out states."""
+    held = one_step_error(layer, task, eta=s.eta, c=s.c, generator=ctx.generator(3))
+    found.claim(Claim(
         "trained_layer_one_step_is_ngd",
         "One self-attention layer trained on one normalised-GD step reproduces that step (Zhang, Cao 2026)",
         held["mean"] < 1e-2,
         {"mean_rel_error": held["mean"], "max_rel_error": held["max"], "score_block_error": layer.score_error,
          "value_block_error": layer.value_error, "final_train_loss": float(layer.history[-1])},
         "held-out mean ‖w₁^TF − NGD(w₀)‖/‖NGD(w₀) − w₀‖ < 1e-2",
-    )
+    ))
 
-    # --- (ii) loop it: in distribution and out of distribution
-    sigma = random_covariance(d, ctx.generator(4), dtype=dt)
+
+def _loop(ctx: StudyContext, s: Settings, layer: TrainedLayer, task: LinearClassification) -> dict[str, TrackingResult]:
+    """(ii) Loop the trained layer in distribution and out of it, against NGD at the effective step."""
+    dt = torch.float64
+    sigma = random_covariance(s.d, ctx.generator(4), dtype=dt)
     settings: dict[str, tuple[LinearClassification, float]] = {
-        "in-distribution": (train_task, eta),
-        "n' = 2n": (LinearClassification(d, 2 * n, margin=0.1, dtype=dt), eta * n / (2 * n)),
-        "anisotropic Σ": (LinearClassification(d, n, sigma=sigma, margin=0.1, dtype=dt), eta),
-        "margin 0.5": (LinearClassification(d, n, margin=0.5, dtype=dt), eta),
+        "in-distribution": (task, s.eta),
+        "n' = 2n": (LinearClassification(s.d, 2 * s.n, margin=s.margin, dtype=dt), s.eta * s.n / (2 * s.n)),
+        "anisotropic Σ": (LinearClassification(s.d, s.n, sigma=sigma, margin=s.margin, dtype=dt), s.eta),
+        "margin 0.5": (LinearClassification(s.d, s.n, margin=0.5, dtype=dt), s.eta),
     }
-    results: dict[str, TrackingResult] = {}
-    for i, (name, (task, eta_eff)) in enumerate(settings.items()):
-        results[name] = compare_with_ngd(layer.params, layer.spec, task, steps=T, eta_eff=eta_eff, c=c,
-                                         batch=eval_batch, generator=ctx.generator(10 + i))
+    return {name: compare_with_ngd(layer.params, layer.spec, t, steps=s.loop_steps, eta_eff=eta_eff, c=s.c,
+                                   batch=s.eval_batch, generator=ctx.generator(10 + i))
+            for i, (name, (t, eta_eff)) in enumerate(settings.items())}
+
+
+def _check_tracking(s: Settings, results: Mapping[str, TrackingResult], found: Findings) -> None:
+    """Claims: the looped layer tracks NGD, its direction approaches max margin, and both hold OOD."""
+    T = s.loop_steps
     ind = results["in-distribution"]
     track_err = float(ind.rel_error.max())
-    c_track = Claim(
+    found.claim(Claim(
         "looped_layer_tracks_ngd",
         "Looping the trained layer (shared weights) tracks explicit normalised GD over T steps (Zhang, Cao 2026)",
         track_err < 1e-2,
         {"max_t_mean_rel_error": track_err, "rel_error_at_T": float(ind.rel_error[-1]), "steps": float(T)},
         "max over t ≤ T of the mean ‖w_t^TF − w_t^NGD‖/‖w_t^NGD‖ < 1e-2 (in distribution)",
-    )
-    c_mm = Claim(
+    ))
+    found.claim(Claim(
         "direction_approaches_max_margin",
         "The looped model's direction w_T/‖w_T‖ approaches the max-margin separator, as NGD does (Zhang, Cao 2026)",
         float(ind.cos_tf[-1]) > 0.99 and abs(float(ind.cos_tf[-1] - ind.cos_ngd[-1])) < 1e-3
@@ -439,7 +495,7 @@ def run(ctx: StudyContext) -> StudyResult:
          "min_cos_tf_T": ind.min_cos_tf, "acc_tf": ind.acc_tf, "acc_ngd": ind.acc_ngd,
          "acc_max_margin": ind.acc_max_margin},
         "mean cos(w_T^TF, w_mm) > 0.99, within 1e-3 of NGD's, and larger than after one step",
-    )
+    ))
     ood = {k: v for k, v in results.items() if k != "in-distribution"}
     ood_err = max(float(v.rel_error.max()) for v in ood.values())
     ood_cos = min(float(v.cos_tf[-1]) for v in ood.values())
@@ -447,77 +503,122 @@ def run(ctx: StudyContext) -> StudyResult:
     for k, v in ood.items():
         measured_ood[f"rel_error[{k}]"] = float(v.rel_error.max())
         measured_ood[f"cos[{k}]"] = float(v.cos_tf[-1])
-    c_ood = Claim(
+    found.claim(Claim(
         "ood_tracks_ngd_and_max_margin",
         "Out of distribution (longer context, anisotropic covariates, larger margin) the looped layer still "
         "tracks NGD and its direction approaches the max-margin separator (Zhang, Cao 2026)",
         ood_err < 1e-2 and ood_cos > 0.98,
         measured_ood,
         "every OOD setting: max_t mean relative error < 1e-2 and mean cos(w_T^TF, w_mm) > 0.98",
-    )
+    ))
 
-    # --- figures
+
+def tracking_figure(results: Mapping[str, TrackingResult], history: torch.Tensor, adam_steps: int) -> Any:
+    """Three panels: looped layer vs NGD (relative distance), 1 − cos to max margin, the one-step training loss.
+
+    Args:
+        results: setting → :class:`TrackingResult`.
+        history: :attr:`TrainedLayer.history` (Adam steps, then the L-BFGS result).
+        adam_steps: how many entries of ``history`` are Adam steps.
+
+    Returns:
+        The :class:`matplotlib.figure.Figure`.
+    """
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
-    out = ctx.out
-    out.mkdir(parents=True, exist_ok=True)
-    fig = Figure(figsize=(15, 4.3))
+    fig = Figure(figsize=(15, 4.6), layout="constrained")
     ax1, ax2, ax3 = fig.subplots(1, 3)
-    ts = torch.arange(T + 1).numpy()
     for name, r in results.items():
-        ax1.semilogy(ts[1:], r.rel_error.cpu().numpy(), label=name)
-        (line,) = ax2.semilogx(ts[1:], 1 - r.cos_tf[1:].cpu().numpy(), label=f"{name} (looped)")
-        ax2.semilogx(ts[1:], 1 - r.cos_ngd[1:].cpu().numpy(), ls=":", color=line.get_color())
-    ax2.set_yscale("log")
-    ax1.set_title("looped layer vs NGD: relative distance")
-    ax2.set_title("1 − cos(w_t, max-margin); dotted: NGD")
-    ax1.set_xlabel("step t")
-    ax2.set_xlabel("step t")
+        T = len(r.rel_error)
+        ts = torch.arange(1, T + 1).numpy()
+        lab = _SETTING_LABELS.get(name, name)
+        ax1.semilogy(ts, r.rel_error.cpu().numpy(), label=lab)
+        (line,) = ax2.loglog(ts, 1 - r.cos_tf[1:].cpu().numpy(), label=lab)
+        ax2.loglog(ts, 1 - r.cos_ngd[1:].cpu().numpy(), ls=":", lw=2.0, color=line.get_color())
+    ax1.set_title("looped trained layer vs normalised GD")
+    ax1.set_ylabel(r"mean $\|w_t^{\mathrm{TF}} - w_t^{\mathrm{NGD}}\| / \|w_t^{\mathrm{NGD}}\|$")
+    ax2.set_title("direction vs the max-margin separator")
+    ax2.set_ylabel(r"$1 - \cos(w_t, w_{\mathrm{max\,margin}})$ (mean over prompts)")
+    for ax in (ax1, ax2):
+        ax.set_xlabel("loop step t")
+        ax.grid(True, which="both", alpha=0.3)
     ax1.legend(fontsize=7)
-    ax2.legend(fontsize=7)
-    ax3.semilogy(layer.history.numpy())
-    ax3.axvline(len(layer.history) - 1.5, color="k", lw=0.6, ls=":")
-    ax3.set_title("one-step training loss (Adam, then L-BFGS)")
-    ax3.set_xlabel("iteration")
-    fig.tight_layout()
-    figs = list(_save(fig, out, "zhangcao2026_tracking"))
+    h, lab = ax2.get_legend_handles_labels()
+    styles = [Line2D([], [], color="0.3", label="solid: looped layer"),
+              Line2D([], [], color="0.3", ls=":", lw=2.0, label="dotted: normalised GD")]
+    ax2.legend(h + styles, lab + [x.get_label() for x in styles], fontsize=7)
+    hist = history.cpu().numpy()
+    ax3.semilogy(range(adam_steps), hist[:adam_steps], label="Adam, fresh batches")
+    if len(hist) > adam_steps:
+        ax3.semilogy([adam_steps], hist[adam_steps:adam_steps + 1], "o", color="C3",
+                     label="after full-batch L-BFGS")
+    ax3.set_title("training the layer on one normalised-GD step")
+    ax3.set_xlabel("Adam step")
+    ax3.set_ylabel(r"$E\|w_1^{\mathrm{TF}} - \mathrm{NGD}(w_0)\|^2 / E\|\mathrm{NGD}(w_0) - w_0\|^2$")
+    ax3.legend(fontsize=7)
+    ax3.grid(True, which="both", alpha=0.3)
+    return fig
 
-    table = []
-    for name, r in results.items():
-        table.append({"setting": name, "eta_eff": r.eta_eff, "max_rel_error": float(r.rel_error.max()),
-                      "cos_tf_T": float(r.cos_tf[-1]), "cos_ngd_T": float(r.cos_ngd[-1]),
-                      "min_cos_tf_T": r.min_cos_tf, "acc_tf": r.acc_tf, "acc_ngd": r.acc_ngd,
-                      "acc_max_margin": r.acc_max_margin})
-    blocks = layer.blocks
-    notes = (
+
+def _figures(s: Settings, results: Mapping[str, TrackingResult], layer: TrainedLayer, found: Findings) -> None:
+    found.figure(tracking_figure(results, layer.history, s.adam_steps), "zhangcao2026_tracking")
+
+
+def _tables(results: Mapping[str, TrackingResult], found: Findings) -> None:
+    found.table("looped layer vs NGD", [
+        {"setting": name, "eta_eff": r.eta_eff, "max_rel_error": float(r.rel_error.max()),
+         "cos_tf_T": float(r.cos_tf[-1]), "cos_ngd_T": float(r.cos_ngd[-1]), "min_cos_tf_T": r.min_cos_tf,
+         "acc_tf": r.acc_tf, "acc_ngd": r.acc_ngd, "acc_max_margin": r.acc_max_margin}
+        for name, r in results.items()])
+
+
+def _notes(s: Settings, layer: TrainedLayer, drift: Mapping[str, float], found: Findings) -> None:
+    T, T0 = s.loop_steps, s.exact_steps
+    found.note(
         "Embedding: context tokens (u_i, 0), u_i = y_i x_i, state token (0, w) last; one softmax kernel head; "
         "the embedding is the mechanism of docs/theory.md §6 (landscape.theory.constructions.normalised_gd_construction), not the paper's.",
         "Trained parameterisation: free d×d blocks B11 (keys read u), C12 (queries read w), V21 (values write into "
         "w); all other entries of V, B, C fixed at 0, so that looping is well defined (see module docstring).",
-        f"Training: d={d}, n={n}, η={eta}, c={c}, margin 0.1, Gaussian covariates; w₀ = s·N(0, I), s ~ U(0, 3); "
-        f"Adam then L-BFGS in float64 (relative one-step loss after Adam {float(layer.history[-2]):.2e}, after L-BFGS "
-        f"{float(layer.history[-1]):.2e}: the full-batch polish does most of the fitting). Learned: ‖B11ᵀC12 + cI‖/‖cI‖ = {layer.score_error:.2e}, "
-        f"‖V21 − nηI‖/‖nηI‖ = {layer.value_error:.2e} (mean diag of V21 = {float(torch.diagonal(blocks['V21']).mean()):.4f}).",
+        f"Training: d={s.d}, n={s.n}, η={s.eta}, c={s.c}, margin {s.margin}, Gaussian covariates; w₀ = s·N(0, I), "
+        f"s ~ U(0, 3); Adam then L-BFGS in float64 (relative one-step loss after Adam {float(layer.history[-2]):.2e}, "
+        f"after L-BFGS {float(layer.history[-1]):.2e}: the full-batch polish does most of the fitting). Learned: "
+        f"‖B11ᵀC12 + cI‖/‖cI‖ = {layer.score_error:.2e}, ‖V21 − nηI‖/‖nηI‖ = {layer.value_error:.2e} (mean diag "
+        f"of V21 = {float(torch.diagonal(layer.blocks['V21']).mean()):.4f}).",
+        "Training has its own loop (train_one_step_layer), not landscape.train: TrainConfig cannot express its "
+        "prompts (tokens of size 2d with a state token, not the regression embedding), its target (the state "
+        "block of the last token compared with one NGD step, not the query label), its free entries (the blocks "
+        "B11, C12, V21: mask names only the presets 'full', 'paper', 'sparse') or the L-BFGS phase.",
         "Looped iterates grow like ‖w_t‖ ∝ t (NGD), far beyond the training range of w₀ (‖w₀‖ ≲ 3√d); tracking there "
         "tests extrapolation of the learned bilinear score.",
-        f"OOD n' = 2n: the model's 1/n turns the learned value n·η into the step η·n/n' = {eta * n / (2 * n):g}; the "
+        f"OOD n' = 2n: the model's 1/n turns the learned value n·η into the step η·n/n' = {s.eta / 2:g}; the "
         "looped layer is compared with NGD at that step.",
         f"Round-off amplification: over {T} steps the exact construction drifts from explicit NGD by up to "
-        f"{con_err_T:.1e} (relative), while explicit NGD restarted from w₀ = 1e-14·N(0, I) instead of 0 drifts by "
-        f"{self_sens_T:.1e}: NGD with a constant step amplifies round-off along the loop by itself, so exactness is "
-        f"checked per step and over the "
-        f"first {T0} steps, where it holds to 1e-10; as docs/theory.md §6 says, 1e-15 agreement along the loop holds only "
-        f"for short loops.",
-        f"T = {T} loop steps, {eval_batch} prompts per setting; max-margin directions by SLSQP "
+        f"{drift['drift']:.1e} (relative), while explicit NGD restarted from w₀ = 1e-14·N(0, I) instead of 0 drifts by "
+        f"{drift['self_sensitivity']:.1e}: NGD with a constant step amplifies round-off along the loop by itself, so "
+        f"exactness is checked per step and over the first {T0} steps, where it holds to 1e-10; as docs/theory.md §6 "
+        f"says, 1e-15 agreement along the loop holds only for short loops.",
+        f"T = {T} loop steps, {s.eval_batch} prompts per setting; max-margin directions by SLSQP "
         "(landscape.theory.algorithms.max_margin_direction).",
     )
-    return StudyResult(
-        study="zhangcao2026",
-        claims=(c_con, c_one, c_track, c_mm, c_ood),
-        tables={"looped layer vs NGD": table},
-        figures=tuple(figs),
-        notes=notes,
-    )
+
+
+# ---------------------------------------------------------------------------------------- study
+def run(ctx: StudyContext) -> StudyResult:
+    """Zhang, Cao 2026: a trained, looped softmax layer runs normalised GD for classification."""
+    s = QUICK if ctx.quick else FULL
+    found = Findings(ctx.out)
+    with study_threads(ctx):
+        task = s.train_task()
+        drift = _check_construction(ctx, s, task, found)
+        layer = _train(ctx, s, task)
+        _check_one_step(ctx, s, layer, task, found)
+        results = _loop(ctx, s, layer, task)
+        _check_tracking(s, results, found)
+        _figures(s, results, layer, found)
+        _tables(results, found)
+        _notes(s, layer, drift, found)
+    return found.result("zhangcao2026")
 
 
 if __name__ == "__main__":

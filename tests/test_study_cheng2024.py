@@ -14,7 +14,6 @@ from landscape.theory.families import Problem, get_family
 from landscape.core.model import ModelSpec, init_params, predict
 from landscape.experiment.store import RunStore
 from landscape.core.tasks import KernelGP
-from landscape.experiment.train import TrainConfig, init_state, make_step
 
 F64 = torch.float64
 
@@ -71,23 +70,21 @@ def test_value_structure_distance_vanishes_on_the_full_value_family() -> None:
     assert bool((off > 0.3).all()) and bool((off <= 1).all())
 
 
-def test_train_on_task_takes_the_training_step_on_the_given_prompts() -> None:
-    cfg = TrainConfig(task="gp:exp", d=4, n=5, attention="kernel", activations=("exp", "linear"), layers=2,
-                      mask="paper", seeds=2, steps=1, batch=16, lr=0.05, dtype="float64", device="cpu",
-                      checkpoint_every=0)
-    task = KernelGP(4, 5, ch.composite_data_kernel(4))
-    out = ch.train_on_task(cfg, task, _gen(8))
-    # the same step by hand
-    st = init_state(cfg, "cpu")
-    b = task.sample(32, _gen(8))
-    flat, *_ = make_step(cfg)(st.flat, st.opt, st.alive, st.diverged_step, 0, b.Z.reshape(2, 16, 5, 6),
-                              b.target.reshape(2, 16), cfg.lr_vector())
-    from landscape.core.model import unflatten_params
+def test_multihead_config_trains_on_the_composite_kernel() -> None:
+    # the multi-head comparison names K° in its TrainConfig: the task the trainer builds draws GP
+    # labels with K° (its Gram is the written formula) and the run is a two-head kernel model
+    from landscape.experiment.train import make_task
 
-    ref = unflatten_params(flat, cfg.spec)
-    for k in ref:
-        torch.testing.assert_close(out[k], ref[k], rtol=0.0, atol=0.0)
-    assert any(float((out[k] - st.params[k]).abs().max()) > 0 for k in ref)  # it moved
+    s = ch.QUICK
+    ctx = StudyContext(quick=True, out=Path("unused"))
+    cfg = ch._config(s, ctx, None, ch.composite_data_kernel(s.d), ("exp", "linear"), s.n, s.layers, 3)
+    task = make_task(cfg)
+    g = _gen(8)
+    U, W = torch.randn(2, s.d, 3, generator=g, dtype=F64), torch.randn(2, s.d, 4, generator=g, dtype=F64)
+    direct = torch.exp(0.5 * U[:, :2].mT @ W[:, :2]) + U[:, 2:4].mT @ W[:, 2:4]
+    torch.testing.assert_close(task.kernel.gram(U, W), direct, rtol=RTOL[F64], atol=0.0)
+    assert cfg.spec == ModelSpec.kernel(s.d, s.layers, ["exp", "linear"])
+    assert cfg.mask == "paper" and cfg.dtype == "float64"
 
 
 def test_model_losses_match_a_per_seed_loop() -> None:
@@ -200,6 +197,6 @@ def test_quick_report_figures_and_store(quick) -> None:
         res = store.results(study[0])
         assert all(res[f"claim.{n}"]["holds"] for n in EXPECTED)
         trained = [r for r in runs if r.config.get("attention") == "kernel"]
-        # 12 grid cells + matching-activation depth and context sweeps + the distance run
-        assert len(trained) == 12 + 2 * len(ch.QUICK.data_kernels) + 1
+        # 12 grid cells + matching-activation depth and context sweeps + the distance run + 3 multi-head models
+        assert len(trained) == 12 + 2 * len(ch.QUICK.data_kernels) + 1 + 3
         assert all(r.status == "finished" for r in trained)

@@ -1,0 +1,96 @@
+"""The helpers every study shares (``analysis/_study.py``): findings, report, threads, figures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from analysis._study import (Claim, Findings, StudyContext, claims_markdown, finite_min, intra_op_threads,
+                             label_seed_band, seed_list, study_threads, table_markdown, write_report)
+
+
+def _figure():
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3, 2))
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [1, 2], label="median")
+    ax.legend()
+    return fig
+
+
+def test_findings_collect_in_order_and_freeze(tmp_path: Path) -> None:
+    found = Findings(tmp_path / "out")
+    a = found.claim(Claim("a", "x > y", True, {"x": 2.0}, "x > y"))
+    found.claim(Claim("b", "x < y", False, {"x": 2.0}, "x < y"))
+    found.table("t", [{"L": 1}, {"L": 2}])
+    found.figure(_figure(), "fig")
+    found.note("one", "two")
+    r = found.result("toy")
+    assert r.study == "toy" and r.claims[0] is a and [c.name for c in r.claims] == ["a", "b"]
+    assert not r.all_hold
+    assert r.tables == {"t": [{"L": 1}, {"L": 2}]}
+    assert [f.name for f in r.figures] == ["fig.png", "fig.svg"]
+    assert all(f.is_file() and f.stat().st_size > 0 for f in r.figures)
+    assert r.notes == ("one", "two")
+
+
+def test_report_links_figures_relative_to_a_relative_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # save_figure returns absolute paths; a report written to a relative directory must still link
+    # its figures relatively, so that the report and its figures can be moved together.
+    monkeypatch.chdir(tmp_path)
+    out = Path("runs") / "toy"
+    found = Findings(out)
+    found.figure(_figure(), "fig")
+    assert found.figures[0].is_absolute()
+    text = write_report(found.result("toy"), out).read_text()
+    assert "![fig](fig.png)" in text
+    assert str(tmp_path) not in text
+
+
+def test_report_and_notebook_render_claims_and_tables_the_same_way(tmp_path: Path) -> None:
+    found = Findings(tmp_path)
+    found.claim(Claim("a", "x > y", True, {"x": 2.0, "y": float("nan")}, "x > y"))
+    found.table("rows", [{"L": 1, "loss": 0.123456}])
+    r = found.result("toy")
+    assert claims_markdown(r).splitlines()[2] == "| x > y | yes | x > y | x = 2, y = nan |"
+    text = write_report(r, tmp_path).read_text()
+    assert claims_markdown(r) in text and table_markdown(r.tables["rows"]) in text
+    from analysis import _notebook
+
+    assert _notebook.claims_markdown is claims_markdown and _notebook.table_markdown is table_markdown
+
+
+def test_intra_op_threads_sets_and_restores() -> None:
+    before = torch.get_num_threads()
+    with intra_op_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError):
+        with intra_op_threads(1):
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="integer >= 1"):
+        with intra_op_threads(0):
+            pass
+    with study_threads(StudyContext(quick=True, out=Path(os.devnull))):
+        assert torch.get_num_threads() == 1
+    with study_threads(StudyContext(quick=False, out=Path(os.devnull))):
+        assert torch.get_num_threads() == before
+
+
+def test_label_seed_band_names_the_band_in_every_legend() -> None:
+    fig = _figure()
+    label_seed_band(fig, 3)
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert texts == ["median", "shaded: interquartile range over 3 seeds"]
+
+
+def test_seed_summaries() -> None:
+    assert finite_min([0.5, float("nan"), 0.2]) == 0.2
+    assert finite_min([float("nan"), float("inf")]) == np.inf
+    assert seed_list([0.123456, 2.0]) == "0.1235, 2"
