@@ -52,7 +52,7 @@ import torch
 
 from analysis._study import Claim, Findings, StudyContext, StudyResult, label_seed_band, study_main, study_threads
 import landscape.theory.algorithms as alg
-from landscape.views.summary import seed_median
+from landscape.experiment.summary import seed_median
 from landscape.tolerances import CONSTRUCTION_RTOL, MC_NUM_SE
 from landscape.theory.constructions import preconditioned_gd_construction
 from landscape.experiment.distance import dist_to_identity, identity_distances, project_onto_family

@@ -65,7 +65,7 @@ import torch
 from analysis._study import (Claim, Findings, StudyContext, StudyResult, finite_min, label, label_seed_band,
                              seed_list, study_main, study_threads)
 import landscape.theory.algorithms as alg
-from landscape.views.summary import seed_median
+from landscape.experiment.summary import seed_median
 from landscape.tolerances import CONSTRUCTION_RTOL, RTOL
 from landscape.theory.constructions import functional_gd_construction
 from landscape.theory.families import Problem, get_family

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from landscape.views.summary import seed_median
+from landscape.experiment.summary import seed_median
 from landscape.views.plots import seed_quantiles
 
 F64 = torch.float64

@@ -94,45 +94,24 @@ def load_run_weights(text: str, seed: int) -> tuple[Any, dict[str, torch.Tensor]
     Raises:
         ValueError: a missing store, run, final weights or seed (one line each).
     """
-    from landscape.experiment.store import RunStore, StoreError
-    from landscape.experiment.train import TrainConfig
+    from landscape.core.model import unflatten_params
+    from landscape.numeric.points import load_trained, split_run_ref
+    from landscape.experiment.store import StoreError
 
-    root, name = text, None
-    if not Path(text).is_dir() and ":" in text:
-        root, _, name = text.rpartition(":")
-    if not Path(root).is_dir():
-        raise ValueError(f"--run: no run store at {root!r} (give --run STORE or --run STORE:RUN)")
+    root, name = split_run_ref(text)
     try:
-        store = RunStore(root, read_only=True)
+        tr = load_trained(root, name)
     except StoreError as exc:
-        raise ValueError(f"--run: {exc}") from None
-    with store:
-        runs = store.list_runs()
-        if name is None or name == "":
-            if len(runs) != 1:
-                shown = ", ".join(r.name for r in runs[:10]) or "none"
-                raise ValueError(f"--run: the store {root!r} holds {len(runs)} runs ({shown}); name one as STORE:RUN")
-            run = runs[0]
-        else:
-            key: str | int = int(name) if name.isdigit() and all(r.name != name for r in runs) else name
-            try:
-                run = store.get_run(key)
-            except ValueError as exc:
-                raise ValueError(f"--run: {' '.join(str(exc).split())}") from None
-        try:
-            final = store.load_final(run)
-        except (ValueError, StoreError) as exc:
-            raise ValueError(f"--run: {' '.join(str(exc).split())} (status {run.status})") from None
-        config = TrainConfig.from_dict(run.config)
-    stacked = final["params"]
-    S = next(iter(stacked.values())).shape[0]
-    if not 0 <= seed < S:
-        raise ValueError(f"--seed {seed}: run {run.name!r} has seeds 0..{S - 1}")
-    params = _check_finite({k: v[seed].detach().to("cpu", torch.float64) for k, v in stacked.items()},
-                           f"seed {seed} of run {run.name!r}")
-    dist = final.get("family_distance")
-    stored = None if dist is None else float(dist[seed])
-    return config, params, stored, run.name
+        raise ValueError(f"--run: {' '.join(str(exc).split())}") from None
+    except ValueError as exc:
+        raise ValueError(f"--run: {' '.join(str(exc).split())}") from None
+    if not 0 <= seed < tr.seeds:
+        raise ValueError(f"--seed {seed}: run {tr.run!r} has seeds 0..{tr.seeds - 1}")
+    params = _check_finite({k: v.detach().to("cpu", torch.float64)
+                            for k, v in unflatten_params(tr.final[seed], tr.spec).items()},
+                           f"seed {seed} of run {tr.run!r}")
+    stored = None if tr.family_distance is None else float(tr.family_distance[seed])
+    return tr.config, params, stored, tr.run
 
 
 def _problem_from_run(args: argparse.Namespace, config: Any) -> tuple[Any, Any, Any]:

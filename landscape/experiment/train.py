@@ -78,7 +78,7 @@ import torch
 
 from landscape import recipe
 from landscape._checks import check_choice, check_int, check_real
-from landscape.views.summary import seed_median
+from landscape.experiment.summary import seed_median
 from landscape.theory.families import (
     FAMILY_ATTENTION,
     Family,
@@ -99,6 +99,7 @@ from landscape.experiment.metrics import family_key, metric_key, parse_family_ke
 
 __all__ = [
     "TrainConfig",
+    "stored_config",
     "TrainObjects",
     "TaskPart",
     "ModelPart",
@@ -1550,3 +1551,30 @@ def _load_finished(config: TrainConfig, store: Any, run: Any, dev: torch.device,
         run_name=run.name, run_id=run.id, root=store.root, resumed_from=int(final["step"]),
         wall_time=time.perf_counter() - t_start,
     )
+
+
+def stored_config(run: Any) -> "TrainConfig | None":
+    """The :class:`TrainConfig` of a stored training run, or ``None`` for another kind of run.
+
+    Reading a stored config only validates it (declarative checks; :math:`\\Sigma` and the task are
+    checked, the family is not compiled and a user family file is never imported); the objects a
+    figure needs are built explicitly where it needs them (the task for the Bayes line, the family
+    for the heat map).
+
+    Args:
+        run: a run of a :class:`~landscape.experiment.store.RunStore`.
+
+    Returns:
+        The validated config, or ``None`` when the stored config is not that of a training run.
+
+    Raises:
+        ValueError: a training run whose stored config does not validate (a damaged or edited
+            store); the message names the run and the reason.
+    """
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"device", "_from_store"} - STORED_OPTIONAL_FIELDS
+    if not names <= set(run.config):
+        return None
+    try:
+        return TrainConfig.from_dict({**run.config, "device": "cpu"})
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"run {run.name!r}: its stored config is rejected: {exc}") from None

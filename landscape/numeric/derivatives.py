@@ -25,15 +25,16 @@ reorthogonalisation); Lehoucq, Sorensen & Yang 1998 (ARPACK).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Callable, Literal
 
 import numpy as np
 import torch
 
 from landscape._checks import check_choice, check_int
 from landscape.tolerances import FD_STEP, LANCZOS_RTOL, RANK_RTOL, ZERO_EIG
-from landscape.core.model import ModelSpec, flatten_params, num_params, param_shapes, unflatten_params
+from landscape.core.model import ModelSpec, num_params, param_shapes
 from landscape.numeric.oracles import LossOracle, MonteCarloLoss, as_oracle
+from landscape.theory.symmetries import symmetry_generators
 
 __all__ = [
     "gradient",
@@ -664,41 +665,3 @@ def tangent_split(H: torch.Tensor, basis: torch.Tensor, *, rtol: float | None = 
     return TangentSplit(U, N, U.T @ H @ U, N.T @ H @ N, U.T @ H @ N)
 
 
-def symmetry_generators(
-    spec: ModelSpec,
-    flat: torch.Tensor,
-    symmetries: Sequence[object] | None = None,
-) -> torch.Tensor:
-    r"""Infinitesimal generators of the continuous symmetries of the model at :math:`\theta`, ``(P, m)``.
-
-    The model's function (hence any loss) is invariant along each generator, so at a stationary
-    point each independent generator carries a zero Hessian eigenvalue. The generators are derived
-    from the symmetry declarations (:meth:`landscape.theory.symmetries.Symmetry.generators`, the
-    one source): :math:`(P, Q) \mapsto (e^tP, e^{-t}Q)` per linear head; :math:`(XB, -X^\top C)`
-    for every :math:`X = E_{ab}` per dot-product kernel head (:math:`B \mapsto GB,\ C \mapsto G^{-\top}C`);
-    :math:`(XB, XC)` for antisymmetric ``X`` per other kernel head (common rotations); the value
-    scalings of positively homogeneous kernels; and a user's ``custom`` groups.
-
-    Args:
-        spec: architecture.
-        flat: :math:`\theta`.
-        symmetries: the :class:`~landscape.theory.symmetries.Symmetry` declarations (e.g.
-            ``family.symmetries``); default :func:`~landscape.theory.symmetries.model_symmetries` of ``spec``.
-
-    Returns:
-        Generators as columns (possibly dependent; use :func:`orthonormal_complement`).
-    """
-    from landscape.theory.symmetries import model_symmetries
-
-    params = unflatten_params(flat, spec)
-    syms = model_symmetries(spec) if symmetries is None else tuple(symmetries)
-    zeros = {k: torch.zeros_like(v) for k, v in params.items()}
-    cols: list[torch.Tensor] = []
-    for sym in syms:
-        for tangent in sym.generators(params):  # type: ignore[attr-defined]
-            d = dict(zeros)
-            d.update(tangent)
-            cols.append(flatten_params(d, spec))
-    if not cols:
-        return torch.zeros(flat.shape[0], 0, dtype=flat.dtype, device=flat.device)
-    return torch.stack(cols, dim=1)

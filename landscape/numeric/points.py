@@ -37,6 +37,8 @@ class TrainedSeeds:
         family: the configured family (``None`` if none).
         task: the prompt distribution (float64).
         sigma: :math:`\Sigma` (``None`` = identity).
+        family_distance: ``(S,)`` the relative distance to ``family`` training stored for each
+            seed (``None`` if the run has no family).
     """
 
     run: str
@@ -48,6 +50,7 @@ class TrainedSeeds:
     family: Any
     task: Any
     sigma: torch.Tensor | None
+    family_distance: torch.Tensor | None = None
 
     @property
     def seeds(self) -> int:
@@ -98,14 +101,15 @@ def load_trained(root: str | Path, run: str | None = None) -> TrainedSeeds:
             training runs and no name (the message lists them).
     """
     from landscape.experiment.store import RunStore
-    from landscape.experiment.train import init_state, make_task
-    from landscape.views.plots import _train_config
+    from landscape.experiment.train import init_state, make_task, stored_config
 
     path = Path(root).expanduser()
+    if not path.is_dir():
+        raise ValueError(f"no run store at {str(root)!r} (give STORE or STORE:RUN)")
     if not (path / "store.sqlite").is_file():
         raise ValueError(f"{str(root)!r} is not a run store (no store.sqlite in it)")
     with RunStore(path, read_only=True) as store:
-        runs = [r for r in store.list_runs() if _train_config(r) is not None]
+        runs = [r for r in store.list_runs() if stored_config(r) is not None]
         if run is None:
             if len(runs) != 1:
                 names = ", ".join(r.name for r in runs) or "none"
@@ -116,8 +120,8 @@ def load_trained(root: str | Path, run: str | None = None) -> TrainedSeeds:
                 r = store.get_run(run)
             except (KeyError, ValueError, LookupError) as exc:
                 names = ", ".join(x.name for x in runs) or "none"
-                raise ValueError(f"no run {run!r} in {str(root)!r} (training runs: {names})") from exc
-        config = _train_config(r)
+                raise ValueError(f"unknown run {run!r} in {str(root)!r} (training runs: {names})") from exc
+        config = stored_config(r)
         if config is None:
             raise ValueError(f"run {r.name!r} is not a training run")
         if not store.has_final(r):
@@ -138,7 +142,9 @@ def load_trained(root: str | Path, run: str | None = None) -> TrainedSeeds:
             task = dataclasses.replace(task, dtype=torch.float64)
         except (TypeError, ValueError):
             pass
-    return TrainedSeeds(r.name, config, spec, flat, init.reshape(flat.shape), alive, family, task, sigma)
+    fam_dist = final.get("family_distance")
+    fam_dist = None if fam_dist is None else torch.as_tensor(fam_dist, dtype=torch.float64)
+    return TrainedSeeds(r.name, config, spec, flat, init.reshape(flat.shape), alive, family, task, sigma, fam_dist)
 
 
 def landscape_oracle(

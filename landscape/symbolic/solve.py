@@ -184,7 +184,7 @@ def symmetry_directions(loss: FamilyLoss, v: torch.Tensor) -> list[torch.Tensor]
     r"""Directions in symbol space along which a model weight symmetry moves inside the family.
 
     With the generators :math:`\Gamma = [\delta_1 \dots \delta_m]` of the family's symmetries at
-    :math:`\theta(v)` (:func:`landscape.numeric.symmetry_generators`, derived from the declarations
+    :math:`\theta(v)` (:func:`landscape.theory.symmetries.symmetry_generators`, derived from the declarations
     :attr:`~landscape.theory.families.Family.symmetries`) and the family Jacobian
     :math:`J = \partial\theta/\partial s`, the directions are an orthonormal basis of
     :math:`\{u : Ju \in \operatorname{span}\Gamma\}` — the null space of :math:`[J, -\Gamma]`
@@ -194,7 +194,7 @@ def symmetry_directions(loss: FamilyLoss, v: torch.Tensor) -> list[torch.Tensor]
     Returns:
         Orthonormal ``(k,)`` float64 directions (possibly none).
     """
-    from landscape.numeric.derivatives import symmetry_generators
+    from landscape.theory.symmetries import symmetry_generators
 
     fam = loss.family
     v = v.detach().to(torch.float64)

@@ -43,16 +43,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Literal, Mapping
+from typing import Callable, Literal, Mapping, Sequence
 
 import sympy
 import torch
 
 from landscape.core.kernels import INVARIANTS, Kernel
-from landscape.core.model import ModelSpec
+from landscape.core.model import ModelSpec, flatten_params, unflatten_params
 
 __all__ = ["Symmetry", "SymmetryKind", "SYMMETRY_KINDS", "model_symmetries", "homogeneity_degree",
-           "is_dot_product"]
+           "is_dot_product", "symmetry_generators"]
 
 SymmetryKind = Literal["scale", "gl", "orthogonal", "custom"]
 SYMMETRY_KINDS: tuple[str, ...] = ("scale", "gl", "orthogonal", "custom")
@@ -368,3 +368,41 @@ def model_symmetries(spec: ModelSpec) -> tuple[Symmetry, ...]:
                 out.append(Symmetry(f"VB-scale{at}", kind="scale", keys=(k("V"), k("B")), power=ku,
                                     flip=_odd_parity(kern, ku)))
     return tuple(out)
+
+
+def symmetry_generators(
+    spec: ModelSpec,
+    flat: torch.Tensor,
+    symmetries: Sequence[object] | None = None,
+) -> torch.Tensor:
+    r"""Infinitesimal generators of the continuous symmetries of the model at :math:`\theta`, ``(P, m)``.
+
+    The model's function (hence any loss) is invariant along each generator, so at a stationary
+    point each independent generator carries a zero Hessian eigenvalue. The generators are derived
+    from the symmetry declarations (:meth:`landscape.theory.symmetries.Symmetry.generators`, the
+    one source): :math:`(P, Q) \mapsto (e^tP, e^{-t}Q)` per linear head; :math:`(XB, -X^\top C)`
+    for every :math:`X = E_{ab}` per dot-product kernel head (:math:`B \mapsto GB,\ C \mapsto G^{-\top}C`);
+    :math:`(XB, XC)` for antisymmetric ``X`` per other kernel head (common rotations); the value
+    scalings of positively homogeneous kernels; and a user's ``custom`` groups.
+
+    Args:
+        spec: architecture.
+        flat: :math:`\theta`.
+        symmetries: the :class:`~landscape.theory.symmetries.Symmetry` declarations (e.g.
+            ``family.symmetries``); default :func:`~landscape.theory.symmetries.model_symmetries` of ``spec``.
+
+    Returns:
+        Generators as columns (possibly dependent; use :func:`orthonormal_complement`).
+    """
+    params = unflatten_params(flat, spec)
+    syms = model_symmetries(spec) if symmetries is None else tuple(symmetries)
+    zeros = {k: torch.zeros_like(v) for k, v in params.items()}
+    cols: list[torch.Tensor] = []
+    for sym in syms:
+        for tangent in sym.generators(params):  # type: ignore[attr-defined]
+            d = dict(zeros)
+            d.update(tangent)
+            cols.append(flatten_params(d, spec))
+    if not cols:
+        return torch.zeros(flat.shape[0], 0, dtype=flat.dtype, device=flat.device)
+    return torch.stack(cols, dim=1)

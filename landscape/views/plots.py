@@ -43,6 +43,7 @@ from matplotlib.ticker import MaxNLocator
 
 from landscape.experiment.metrics import is_distance_key, metric_label, metric_sort_key, parse_metric_key
 from landscape.experiment.store import MetricSeries, Run, RunStore
+from landscape.experiment.train import stored_config
 
 __all__ = [
     "FIGURE_FORMATS",
@@ -561,31 +562,6 @@ def _metric_keys(store: RunStore, run: Run) -> list[str]:
     return sorted({row.key for row in store.metrics_long(run)})
 
 
-def _train_config(run: Run) -> Any:
-    """The :class:`landscape.experiment.train.TrainConfig` of a training run, or None for another kind of run.
-
-    Reading a stored config only validates it (declarative checks; :math:`\\Sigma` and the task are
-    checked, the family is not compiled and a user family file is never imported); the objects a
-    figure needs are built explicitly where it needs them (the task for the Bayes line, the family
-    for the heat map).
-
-    Raises:
-        ValueError: a training run whose stored config does not validate (a damaged or edited
-            store); the message names the run and the reason.
-    """
-    import dataclasses
-
-    from landscape.experiment.train import STORED_OPTIONAL_FIELDS, TrainConfig
-
-    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"device", "_from_store"} - STORED_OPTIONAL_FIELDS
-    if not names <= set(run.config):
-        return None
-    try:
-        return TrainConfig.from_dict({**run.config, "device": "cpu"})
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"run {run.name!r}: its stored config is rejected: {exc}") from None
-
-
 def _model_label(config: Any) -> str:
     """Attention of a config in words: ``"linear attn"`` or the kernel activations joined by ``+``."""
     if config.attention == "linear":
@@ -724,7 +700,7 @@ def _bayes_loss(store: RunStore, run: Run, config: Any | None = None) -> float |
         return float(res)
     if isinstance(res, Mapping) and isinstance(res.get("value"), (int, float)):
         return float(res["value"])
-    config = _train_config(run) if config is None else config
+    config = stored_config(run) if config is None else config
     if config is None:
         return None
     if run.config_hash not in _BAYES_CACHE:
@@ -854,7 +830,7 @@ def plot_heatmaps(
     from landscape.experiment.distance import identity_distances, project_onto_family
 
     r = _resolve(store, run)
-    config = _train_config(r)
+    config = stored_config(r)
     if config is None:
         raise ValueError(f"run {r.name!r} is not a training run (its config is not a TrainConfig)")
     final = store.load_final(r)
@@ -897,12 +873,12 @@ def _training_runs(store: RunStore, runs: Sequence[Run | str | int] | None) -> l
     """(run, TrainConfig) of the given runs (default: every finished training run of the store)."""
     if runs is None:
         chosen = [r for r in store.list_runs() if r.status == "finished"]
-        out = [(r, c) for r in chosen if (c := _train_config(r)) is not None]
+        out = [(r, c) for r in chosen if (c := stored_config(r)) is not None]
     else:
         out = []
         for run in runs:
             r = _resolve(store, run)
-            c = _train_config(r)
+            c = stored_config(r)
             if c is None:
                 raise ValueError(f"run {r.name!r} is not a training run (its config is not a TrainConfig)")
             out.append((r, c))
