@@ -107,7 +107,7 @@ def load_run_weights(text: str, seed: int) -> tuple[Any, dict[str, torch.Tensor]
         raise ValueError(f"--run: {' '.join(str(exc).split())}") from None
     if not 0 <= seed < tr.seeds:
         raise ValueError(f"--seed {seed}: run {tr.run!r} has seeds 0..{tr.seeds - 1}")
-    params = _check_finite({k: v.detach().to("cpu", torch.float64)
+    params = _check_finite({k: v.detach().to("cpu", torch.float64).contiguous()
                             for k, v in unflatten_params(tr.final[seed], tr.spec).items()},
                            f"seed {seed} of run {tr.run!r}")
     stored = None if tr.family_distance is None else float(tr.family_distance[seed])
