@@ -259,3 +259,5 @@ def _print_report(cert: Any) -> None:
             w(f"; modulo {h.n_symmetry} symmetry directions: n_pos {r.n_pos}, n_zero {r.n_zero}, n_neg {r.n_neg}")
         w(f" -> {h.classification}\n")
     w(f"verdict  {_verdict_line(cert)}: {cert.reason}\n")
+    if getattr(cert, "caveat", ""):
+        w(f"caveat   {cert.caveat}\n")
