@@ -101,6 +101,20 @@ a few hundred prompts, a single extreme prompt in ``A`` moved the fit far enough
 rejections; the exact family loss removes this, and larger ``T`` (the CLI default is
 1000/4000/16000) reduces it.
 
+**Samplers** (``sampler=``): i.i.d. prompts (``"mc"``, the default), one scrambled Sobol set per
+replicate batch (``"qmc"``) or label-sign antithetic pairs (``"antithetic"``),
+:func:`landscape.numeric.oracles.prompt_chunks`. With the last two the prompts inside a batch are
+dependent: every covariance of the means is the per-prompt one over ``T`` rescaled by the ratio
+:math:`\hat\kappa` the independent replicate batches measure (:func:`landscape.numeric.stats.variance_ratio`),
+and the directional statistic is the replicate Student :math:`t` (``R - 1`` degrees of freedom).
+Measured on the certificate's cases (``benchmarks/bench_variance.py``): neither reduces the variance
+of the normal score (QMC within ~10% of plain Monte Carlo, antithetic pairs double it), hence the default.
+
+**Small samples.** A ``not_stationary`` verdict whose rejecting look has fewer than
+:data:`DIRECTIONAL_MIN_T` prompts per sample carries a ``caveat``: at ``T = 400`` the directional test
+rejected the stationary ``pgd-blocks-L2`` in 8 of 60 seeds at nominal 0.05 (heavy-tailed per-prompt
+gradients; the exact family fit rules out a fitting bias).
+
 A Hessian inertia summary (dense Hessian on the free entries, modulo the model's continuous
 symmetries that stay inside them) is attached: the exact Hessian, or the sample Hessian on (a
 subsample of) the last fitting sample.
