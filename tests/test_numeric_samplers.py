@@ -149,3 +149,18 @@ def test_variance_ratio_recovers_a_known_scale() -> None:
     assert kappa * lo < k < kappa * hi * 1.5, k
     with pytest.raises(ValueError, match="M >= 3"):
         variance_ratio(E[:2], C0)
+
+
+def test_bad_sampler_is_refused_before_any_work() -> None:
+    """An unknown sampler, or one the task cannot serve, is a one-line ValueError before sampling."""
+    from landscape.core.tasks import OrthonormalFeatures
+    from landscape.numeric.certificate import certify_stationary
+    from landscape.theory.families import Problem, get_family
+
+    fam = get_family("pgd", Problem(d=2, layers=2, n=20, attention="linear"))
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        certify_stationary(fam, LinearRegression(2, 20), samples=(400,), generator=torch.Generator(),
+                           sampler="sobol")
+    with pytest.raises(ValueError, match="standard-normal draws"):
+        certify_stationary(fam, OrthonormalFeatures(2, 20), samples=(400,), generator=torch.Generator(),
+                           sampler="qmc")
