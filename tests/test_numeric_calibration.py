@@ -96,3 +96,16 @@ def test_calibration_command_table_and_errors(tmp_path, capsys: pytest.CaptureFi
     with pytest.raises(ValueError, match="alpha"):
         run_calibration([], seeds=1, alpha=2.0)
     assert markdown_table([]).count("\n") == 2
+
+
+@pytest.mark.slow
+def test_quick_calibration_qmc_sampler() -> None:
+    """The scrambled-Sobol sampler keeps the promises on a control and on ``pgd-all-L2`` (no false
+    accept, the upper bound below the true norm within slack of alpha), 10 seeds each: its variances
+    come from independent replicate batches (one scrambling each)."""
+    want = {"fgd-identity-blocks-L1", "pgd-all-L2"}
+    cases = [c for c in calibration_cases(quick=True, sampler="qmc") if c[0].name in want]
+    assert len(cases) == len(want) and all("qmc" in size for _, _, size in cases)
+    rates = run_calibration(cases, seeds=10, alpha=ALPHA)
+    _check(rates)
+    assert next(r for r in rates if r.case == "fgd-identity-blocks-L1").not_stationary >= 9

@@ -5,10 +5,13 @@ Builds the problem and its prompt distribution from the shared options of
 family (a built-in name or ``path/to/file.py:NAME``), then runs
 :func:`landscape.numeric.certify_stationary`: with the symbolic layer's exact loss when one exists
 for the setting (one-layer linear attention on Gaussian regression data) — a float64 tolerance
-verdict — and otherwise a Monte-Carlo verdict from samples of sizes ``T/16, T/4, T``
-(``--samples T``). The gradient is over every entry (``--mask all``) or over the paper's sparse
-parameterisation (``--mask blocks``: the blocks where the family has free symbols; Ahn et al.'s
-Theorem 3 is stated for the gradient w.r.t. the blocks :math:`A_l`).
+verdict — and otherwise a Monte-Carlo verdict: by default the sequential design (looks of 1000,
+4000, 16000, ... prompts per sample until the verdict is decisive or ``DEFAULT_BUDGET_PROMPTS`` are
+spent, alpha spending over the looks); with ``--samples T`` the fixed sizes ``T/16, T/4, T``; with
+``--budget`` the sequential design from ``T/16`` within that budget. The gradient is over every
+entry (``--mask all``) or over the paper's sparse parameterisation (``--mask blocks``: the blocks
+where the family has free symbols; Ahn et al.'s Theorem 3 is stated for the gradient w.r.t. the
+blocks :math:`A_l`).
 
 Trained weights: ``--params FILE`` (a ``.npz``/``.pt`` parameter dict) or ``--run STORE[:RUN] --seed K``
 (the final weights of seed ``K`` of a stored run, the store opened read-only; the problem is the
@@ -36,7 +39,17 @@ from typing import Any
 
 import torch
 
-__all__ = ["add_parser", "run", "parse_point", "parse_budget", "build_problem", "load_run_weights"]
+__all__ = ["add_parser", "run", "parse_point", "parse_budget", "build_problem", "load_run_weights",
+           "DEFAULT_BUDGET_PROMPTS"]
+
+DEFAULT_SAMPLES = 16000
+DEFAULT_BUDGET_PROMPTS = 2_000_000
+"""Prompt budget of the default (sequential) Monte-Carlo design, used when neither ``--samples`` nor
+``--budget`` is given: looks of 1000, 4000, 16000, 64000, 256000 prompts per sample at most. Measured
+(docs/tutorial_verify.md): Ahn et al.'s two-layer setting on its blocks and the exp-attention ``fgd``
+family on its blocks need 64 000 prompts per sample to bound their normal gradient below the default
+tolerance; neither the fixed sizes up to 16 000 nor the quasi-random samplers (no variance reduction
+on these cases, ``benchmarks/bench_variance.py``) get there."""
 
 
 # ---------------------------------------------------------------------- argument helpers
@@ -152,8 +165,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("family", help="built-in family (pgd, pgd-relaxed, pgd-full, pgd-identity, fgd, fgd-full, "
                    "fgd-identity) or path/to/file.py:NAME")
-    p.add_argument("--samples", type=int_arg(16), default=16000,
-                   help="largest Monte-Carlo sample size T (sizes T/16, T/4, T)")
+    p.add_argument("--samples", type=int_arg(16), default=None,
+                   help="Monte-Carlo sample size T: the fixed design T/16, T/4, T, or with --budget the first "
+                   "look T/16 (default 16000); without --samples and --budget the sequential design runs "
+                   f"from T = 1000 with a budget of {DEFAULT_BUDGET_PROMPTS} prompts")
     p.add_argument("--mask", default="all", choices=("all", "blocks", "paper"),
                    help="entries the gradient is over (blocks = the paper's sparse parameterisation)")
     p.add_argument("--point", default=None, help="test this point, e.g. a0=0.8,a1=0.7 (default: fit the family)")
@@ -177,6 +192,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--budget", default=None,
                    help="Monte-Carlo, sequential: grow the sample (T/16, T/4, T, 4T, ...) until decisive or the "
                    "budget is spent: PROMPTS, SECONDSs, or both as PROMPTS,SECONDSs (e.g. 2000000,600s)")
+    p.add_argument("--sampler", default=None, choices=("mc", "qmc", "antithetic"),
+                   help="Monte-Carlo: how prompts are drawn: mc (i.i.d.), qmc (scrambled Sobol points, one "
+                   "scrambling per replicate batch), antithetic (label-sign pairs); default: "
+                   "landscape.numeric.certificate.SAMPLER")
     p.add_argument("--hessian-samples", type=nonneg_int, default=1024,
                    help="prompts for the Monte-Carlo Hessian inertia (0: skip)")
     add_problem_args(p)
@@ -234,6 +253,9 @@ def run(args: argparse.Namespace) -> int:
     if args.max_distance is not None and args.params is None and args.run is None:
         raise ValueError("--max-distance applies to weights given by --params or --run")
     weights: dict[str, Any] | None = None
+    samples = args.samples if args.samples is not None else DEFAULT_SAMPLES
+    if args.samples is None and budget is None:
+        budget = {"prompts": DEFAULT_BUDGET_PROMPTS}
     point: Any = None
     if args.run is not None:
         config, params, stored, run_name = load_run_weights(args.run, args.seed)
@@ -261,8 +283,10 @@ def run(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = dict(point=point, mask=None if args.mask == "all" else args.mask, alpha=args.alpha,
                                   generator=torch.Generator().manual_seed(args.seed))
     if exact is None:
-        kwargs.update(samples=_sizes(args.samples), test=args.test, hessian_samples=args.hessian_samples,
+        kwargs.update(samples=_sizes(samples), test=args.test, hessian_samples=args.hessian_samples,
                       tol=args.tol, budget=budget, progress=_progress)
+        if args.sampler is not None:
+            kwargs["sampler"] = args.sampler
     cert = certify_stationary(family, data, **kwargs)
     record = recipe.describe_task(task, sigma_spec)
     if args.json:
@@ -322,7 +346,8 @@ def _print_report(cert: Any) -> None:
     w = sys.stdout.write
     w(f"family   {cert.family}  ({cert.problem}; gradient over {cert.mask} entries: {cert.free} free, "
       f"normal dimension {cert.normal_dim})\n")
-    w(f"method   {cert.method}" + (f", {cert.test} test at alpha = {cert.alpha:g}\n" if cert.method != "exact"
+    w(f"method   {cert.method}" + (f", {cert.test} test at alpha = {cert.alpha:g}, {cert.sampler} sampler\n"
+                                   if cert.method != "exact"
                                    else f", tolerance {cert.tolerance:.1g}\n"))
     w("point    " + ", ".join(f"{k} = {v:.6g}" for k, v in cert.point.items()) + "\n")
     w(f"loss     {cert.loss:.6g}" + (f" ± {cert.loss_se:.2g}\n" if cert.loss_se else "\n"))
@@ -347,3 +372,5 @@ def _print_report(cert: Any) -> None:
             w(f"; modulo {h.n_symmetry} symmetry directions: n_pos {r.n_pos}, n_zero {r.n_zero}, n_neg {r.n_neg}")
         w(f" -> {h.classification}\n")
     w(f"verdict  {_verdict_line(cert)}: {cert.reason}\n")
+    if getattr(cert, "caveat", ""):
+        w(f"caveat   {cert.caveat}\n")

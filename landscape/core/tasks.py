@@ -22,7 +22,7 @@ Distributions:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Any, ClassVar, Literal, Sequence
 
 import torch
 
@@ -174,6 +174,27 @@ def _whitened(batch: int, d: int, m: int, covariates: str, g: torch.Generator, d
     return xi
 
 
+def _draw_normals(task: Any, batch: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+    """I.i.d. standard-normal draws for :meth:`from_normals`, one ``torch.randn`` per entry of ``normal_shapes``."""
+    return {k: torch.randn(*shape, generator=g, dtype=task.dtype, device=g.device)
+            for k, shape in task.normal_shapes(batch).items()}
+
+
+def _normals(task: Any, normals: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """The draws of ``normals`` in ``normal_shapes`` order, checked (one batch size, the right shapes)."""
+    if not isinstance(normals, dict) or "xi" not in normals or not isinstance(normals["xi"], torch.Tensor):
+        raise ValueError("from_normals needs a dict of standard-normal tensors with at least 'xi'")
+    want = task.normal_shapes(int(normals["xi"].shape[0]))
+    out = []
+    for k, shape in want.items():
+        v = normals.get(k)
+        if not isinstance(v, torch.Tensor) or tuple(v.shape) != shape:
+            got = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+            raise ValueError(f"from_normals: draw {k!r} must have shape {shape}, got {got}")
+        out.append(v.to(task.dtype))
+    return out
+
+
 def _validate_common(d: int, n: int, dtype: torch.dtype) -> None:
     check_int("d", d, minimum=1)
     check_int("n", n, minimum=1)
@@ -232,25 +253,51 @@ class LinearRegression:
             return torch.linalg.inv(self.sigma.to(torch.float64))
         return None
 
+    label_normals: ClassVar[tuple[str, ...]] = ("w", "noise")
+    r"""The standard-normal draws whose joint sign flip negates every label (:math:`w^*, \varepsilon \to -w^*, -\varepsilon`
+    gives :math:`y \to -y` with the covariates unchanged): the antithetic pairs of
+    :mod:`landscape.numeric.oracles`."""
+
+    def normal_shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
+        r"""Shapes of the standard-normal draws behind ``batch`` prompts, in the order :meth:`sample` draws them.
+
+        ``xi (B, d, n+1)`` (covariates; normalised to the sphere when ``covariates="sphere"``),
+        ``w (B, d)`` (task vector before :math:`\Sigma_w^{1/2}`), ``noise (B, n+1)`` (when ``noise > 0``).
+        """
+        check_int("batch", batch, minimum=1)
+        out = {"xi": (batch, self.d, self.n + 1), "w": (batch, self.d)}
+        if self.noise > 0:
+            out["noise"] = (batch, self.n + 1)
+        return out
+
+    def from_normals(self, normals: dict[str, torch.Tensor]) -> PromptBatch:
+        """The prompts for given standard-normal draws (shapes :meth:`normal_shapes`); :meth:`sample` is
+        ``from_normals`` of i.i.d. ``torch.randn`` draws, so quasi-random or antithetic draws plug in here.
+
+        Raises:
+            ValueError: missing draws or wrong shapes.
+        """
+        xi, w = _normals(self, normals)[:2]
+        g_dev, d, dt = xi.device, self.d, self.dtype
+        if self.covariates == "sphere":
+            xi = xi / xi.norm(dim=1, keepdim=True)
+        half = _sigma_half(self.sigma, d, dt, g_dev)
+        X = xi if half is None else half @ xi
+        tc = self.task_covariance()
+        if tc is not None:
+            w = w @ _sigma_half(tc, d, dt, g_dev)
+        y = (w.unsqueeze(1) @ X).squeeze(1)
+        if self.noise > 0:
+            y = y + self.noise * normals["noise"].to(dt)
+        return PromptBatch(embed(X, y), y[:, -1], X, y, {"w": w, "xi": xi})
+
     def sample(self, batch: int, generator: torch.Generator) -> PromptBatch:
         """Draw ``batch`` prompts.
 
         Returns:
             :class:`PromptBatch` with ``latent = {"w": (B, d), "xi": (B, d, n+1)}``.
         """
-        check_int("batch", batch, minimum=1)
-        g, d, n, dt = generator, self.d, self.n, self.dtype
-        xi = _whitened(batch, d, n + 1, self.covariates, g, dt)
-        half = _sigma_half(self.sigma, d, dt, g.device)
-        X = xi if half is None else half @ xi
-        w = torch.randn(batch, d, generator=g, dtype=dt, device=g.device)
-        tc = self.task_covariance()
-        if tc is not None:
-            w = w @ _sigma_half(tc, d, dt, g.device)
-        y = (w.unsqueeze(1) @ X).squeeze(1)
-        if self.noise > 0:
-            y = y + self.noise * torch.randn(batch, n + 1, generator=g, dtype=dt, device=g.device)
-        return PromptBatch(embed(X, y), y[:, -1], X, y, {"w": w, "xi": xi})
+        return self.from_normals(_draw_normals(self, batch, generator))
 
 
 @dataclass(frozen=True)
@@ -310,15 +357,35 @@ class KernelGP:
         eye = torch.eye(K.shape[-1], dtype=K.dtype, device=K.device)
         return K + (self.jitter + self.noise**2) * eye
 
+    label_normals: ClassVar[tuple[str, ...]] = ("z",)
+    r"""The draws whose sign flip negates every label (:math:`z \to -z` gives :math:`y = Lz \to -y`)."""
+
+    def normal_shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
+        r"""Shapes of the standard-normal draws behind ``batch`` prompts, in the order :meth:`sample` draws them:
+        ``xi (B, d, n+1)`` (normalised to the sphere when ``covariates="sphere"``) and ``z (B, n+1, 1)``
+        (labels :math:`y = L z`, :math:`LL^\top` the Gram matrix)."""
+        check_int("batch", batch, minimum=1)
+        return {"xi": (batch, self.d, self.n + 1), "z": (batch, self.n + 1, 1)}
+
     def sample(self, batch: int, generator: torch.Generator) -> PromptBatch:
         """Draw ``batch`` prompts.
 
         Returns:
             :class:`PromptBatch` with ``latent = {"xi": whitened inputs, "K": (B, n+1, n+1) Gram}``.
         """
-        check_int("batch", batch, minimum=1)
-        g, d, n, dt = generator, self.d, self.n, self.dtype
-        xi = _whitened(batch, d, n + 1, self.covariates, g, dt)
+        return self.from_normals(_draw_normals(self, batch, generator))
+
+    def from_normals(self, normals: dict[str, torch.Tensor]) -> PromptBatch:
+        """The prompts for given standard-normal draws (shapes :meth:`normal_shapes`); :meth:`sample` is
+        ``from_normals`` of i.i.d. ``torch.randn`` draws.
+
+        Raises:
+            ValueError: missing draws or wrong shapes, or a singular Gram matrix.
+        """
+        xi, z = _normals(self, normals)
+        d, n, dt = self.d, self.n, self.dtype
+        if self.covariates == "sphere":
+            xi = xi / xi.norm(dim=1, keepdim=True)
         # The Gram matrix and its Cholesky factor are formed in float64 whatever the sample dtype:
         # in float32 a smooth kernel's Gram matrix is numerically singular at modest n.
         K = self.gram(xi.to(torch.float64))
@@ -328,9 +395,8 @@ class KernelGP:
                 f"the GP Gram matrix of kernel {self.kernel.name!r} is singular for some prompts "
                 f"(n+1 = {n + 1} points, d = {d}); use jitter > 0 (got {self.jitter})"
             )
-        z = torch.randn(batch, n + 1, 1, generator=g, dtype=dt, device=g.device)
         y = (L @ z.to(torch.float64)).squeeze(-1).to(dt)
-        half = _sigma_half(self.sigma, d, dt, g.device)
+        half = _sigma_half(self.sigma, d, dt, xi.device)
         X = xi if half is None else half @ xi
         return PromptBatch(embed(X, y), y[:, -1], X, y, {"xi": xi, "K": K.to(dt)})
 

@@ -115,13 +115,15 @@ class CaseRates:
                 "upper_misses": self.upper_misses, "true_norm": self.true_norm, "seconds": self.seconds}
 
 
-def calibration_cases(quick: bool = True, tol: float | None = None) -> list[tuple[CalibrationCase, float, str]]:
+def calibration_cases(quick: bool = True, tol: float | None = None,
+                      sampler: str = "mc") -> list[tuple[CalibrationCase, float, str]]:
     """The cases with their tolerance and a description of the sample sizes: ``[(case, tol, sizes)]``.
 
     Args:
         quick: the test-suite sizes (one look of ``T = 400`` prompts per sample); else three looks
             ``T = 1000, 4000, 16000``.
         tol: override every case's tolerance.
+        sampler: the prompt sampler of the Monte-Carlo cases (:data:`landscape.numeric.oracles.SAMPLERS`).
     """
     from landscape.theory.families import Problem, get_family
     from landscape.symbolic import exact_loss_fn, family_loss
@@ -130,7 +132,7 @@ def calibration_cases(quick: bool = True, tol: float | None = None) -> list[tupl
     from landscape.numeric.oracles import MonteCarloLoss
 
     samples = (400,) if quick else (1000, 4000, 16000)
-    common = dict(samples=samples, hessian_samples=0, n_starts=0, replicates=16 if quick else 32)
+    common = dict(samples=samples, hessian_samples=0, n_starts=0, replicates=16 if quick else 32, sampler=sampler)
     sig_p = random_covariance(2, torch.Generator().manual_seed(100))
     prob2 = Problem(d=2, layers=2, n=20, sigma=sig_p, attention="linear")
     task2 = LinearRegression(2, 20, sigma=sig_p, task_cov="inverse")
@@ -173,6 +175,8 @@ def calibration_cases(quick: bool = True, tol: float | None = None) -> list[tupl
         return build
 
     size = "T = 400 (one look, 16 + 16 replicates)" if quick else "T = 1000, 4000, 16000 (32 + 32 replicates)"
+    if sampler != "mc":
+        size += f", {sampler}"
     t_p, t_k = (0.1, 0.04) if tol is None else (tol, tol)
     out = [
         (CalibrationCase("exact-pgd-L1", "stationary", "Ahn et al. Thm 1, every entry (exact loss)",
@@ -263,7 +267,7 @@ def markdown_table(rates: Sequence[CaseRates]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m landscape.numeric.calibration [--quick] [--seeds N] [--alpha A] [--markdown FILE] [--json]``."""
+    """``python -m landscape.numeric.calibration [--quick] [--seeds N] [--alpha A] [--sampler S] [--markdown FILE] [--json]``."""
     import json
 
     ap = argparse.ArgumentParser(prog="python -m landscape.numeric.calibration",
@@ -272,6 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=20, help="seeds per case")
     ap.add_argument("--alpha", type=float, default=0.05, help="the certificate's level")
     ap.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
+    ap.add_argument("--sampler", default="mc", choices=("mc", "qmc", "antithetic"),
+                    help="prompt sampler of the Monte-Carlo cases")
     ap.add_argument("--markdown", default=None, help="write the table to this file")
     ap.add_argument("--json", action="store_true", help="print the rates as one JSON object")
     args = ap.parse_args(argv)
@@ -279,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(f"--seeds must be >= 1, got {args.seeds}")
     if not 0 < args.alpha < 1:
         ap.error(f"--alpha must be in (0, 1), got {args.alpha}")
-    cases = calibration_cases(quick=args.quick)
+    cases = calibration_cases(quick=args.quick, sampler=args.sampler)
     if args.cases:
         want = [c.strip() for c in args.cases.split(",") if c.strip()]
         names = [c.name for c, _, _ in cases]

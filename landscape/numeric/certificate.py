@@ -101,6 +101,20 @@ a few hundred prompts, a single extreme prompt in ``A`` moved the fit far enough
 rejections; the exact family loss removes this, and larger ``T`` (the CLI default is
 1000/4000/16000) reduces it.
 
+**Samplers** (``sampler=``): i.i.d. prompts (``"mc"``, the default), one scrambled Sobol set per
+replicate batch (``"qmc"``) or label-sign antithetic pairs (``"antithetic"``),
+:func:`landscape.numeric.oracles.prompt_chunks`. With the last two the prompts inside a batch are
+dependent: every covariance of the means is the per-prompt one over ``T`` rescaled by the ratio
+:math:`\hat\kappa` the independent replicate batches measure (:func:`landscape.numeric.stats.variance_ratio`),
+and the directional statistic is the replicate Student :math:`t` (``R - 1`` degrees of freedom).
+Measured on the certificate's cases (``benchmarks/bench_variance.py``): neither reduces the variance
+of the normal score (QMC within ~10% of plain Monte Carlo, antithetic pairs double it), hence the default.
+
+**Small samples.** A ``not_stationary`` verdict whose rejecting look has fewer than
+:data:`DIRECTIONAL_MIN_T` prompts per sample carries a ``caveat``: at ``T = 400`` the directional test
+rejected the stationary ``pgd-blocks-L2`` in 8 of 60 seeds at nominal 0.05 (heavy-tailed per-prompt
+gradients; the exact family fit rules out a fitting bias).
+
 A Hessian inertia summary (dense Hessian on the free entries, modulo the model's continuous
 symmetries that stay inside them) is attached: the exact Hessian, or the sample Hessian on (a
 subsample of) the last fitting sample.
@@ -129,7 +143,7 @@ from landscape.numeric.derivatives import (
     symmetry_generators,
 )
 from landscape.numeric.fit import FamilyFit, family_point, fit_family
-from landscape.numeric.oracles import LossOracle, MonteCarloLoss, as_oracle, streamed_gradient_moments
+from landscape.numeric.oracles import LossOracle, MonteCarloLoss, as_oracle, check_sampler, streamed_gradient_moments
 from landscape.numeric.stats import (
     NormBounds,
     NormEstimate,
@@ -138,6 +152,7 @@ from landscape.numeric.stats import (
     norm_estimate,
     quadratic_form_sf,
     samples_to_decide,
+    variance_ratio,
 )
 
 __all__ = [
@@ -163,6 +178,15 @@ about 1–2% on the blocks at two layers) need an explicit, smaller ``tol`` and 
 REPLICATES = 32
 """Replicate batches per direction / evaluation sample (the confidence bounds use both: ``2R``)."""
 GROWTH = 4
+SAMPLER = "mc"
+"""Default prompt sampler of the Monte-Carlo certificate (:data:`landscape.numeric.oracles.SAMPLERS`):
+plain Monte Carlo, because neither scrambled Sobol points nor antithetic pairs reduce the variance of
+the normal score on the certificate's cases (``benchmarks/bench_variance.py``, docs/benchmarks.md)."""
+DIRECTIONAL_MIN_T = 1000
+"""Below this many prompts per sample a ``not_stationary`` verdict of the directional test carries a
+caveat (``StationarityCertificate.caveat``): with heavy-tailed per-prompt gradients its Gaussian
+approximation over-rejects there — measured false-reject rate 8/60 = 0.13 for ``pgd-blocks-L2`` and
+5/60 = 0.08 for ``fgd-blocks-L1`` at ``T = 400``, nominal 0.05 (docs/calibration.md)."""
 """Sequential design: each look has ``GROWTH`` times the prompts of the previous one."""
 
 
@@ -246,6 +270,9 @@ class SampleSizeResult:
             :math:`\alpha_k` each, from the replicate batches of this look's direction and evaluation
             samples (:func:`landscape.numeric.stats.norm_bounds`).
         seconds: wall time of this look.
+        variance_ratio: :math:`\\hat\\kappa`, the variance of the mean relative to i.i.d. prompts that the
+            replicate batches measured (1 for ``sampler="mc"``; :func:`variance_ratio`); every covariance
+            of this look's means is the per-prompt one over ``T`` times :math:`\\hat\\kappa`.
     """
 
     samples: int
@@ -264,11 +291,12 @@ class SampleSizeResult:
     alpha: float = float("nan")
     bounds: NormBounds | None = None
     seconds: float = 0.0
+    variance_ratio: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return {"samples": self.samples, "fit_samples": self.fit_samples, "point": self.point, "loss": self.loss,
                 "alpha": self.alpha, "bounds": None if self.bounds is None else self.bounds.to_dict(),
-                "seconds": self.seconds,
+                "seconds": self.seconds, "variance_ratio": self.variance_ratio,
                 "loss_se": self.loss_se, "grad_norm_tangent": self.tangent.to_dict(),
                 "grad_norm_normal": self.normal.to_dict(), "effective_normal": self.effective_normal.to_dict(),
                 "standardized_normal": self.standardized_normal.to_dict(),
@@ -305,6 +333,9 @@ class StationarityCertificate:
             ``"sequential"`` (geometric sizes until decisive or out of budget,
             :math:`\alpha_k = \alpha 2^{-k}`).
         stop: why the sequential design stopped.
+        sampler: how the Monte-Carlo prompts were drawn (:data:`landscape.numeric.oracles.SAMPLERS`).
+        caveat: a regime in which the verdict's error rate is known to exceed its level (empty if none):
+            a directional rejection at fewer than :data:`DIRECTIONAL_MIN_T` prompts per sample.
         slope, slope_se: log–log slope of the standardized normal norm against ``T`` (Monte-Carlo).
         per_sample_size: evidence per ``T``.
         hessian: Hessian inertia at the point (``None`` if skipped).
@@ -344,6 +375,8 @@ class StationarityCertificate:
     samples_to_decide: int | None = None
     design: str = ""
     stop: str = ""
+    sampler: str = ""
+    caveat: str = ""
 
     @property
     def confidence(self) -> float:
@@ -363,7 +396,7 @@ class StationarityCertificate:
             "slope": self.slope, "slope_se": self.slope_se,
             "tol": self.tol, "tol_source": self.tol_source, "confidence": self.confidence,
             "grad_norm_normal_lower": self.normal_lower, "grad_norm_normal_upper": self.normal_upper,
-            "samples_to_decide": self.samples_to_decide, "design": self.design, "stop": self.stop,
+            "samples_to_decide": self.samples_to_decide, "design": self.design, "stop": self.stop, "sampler": self.sampler, "caveat": self.caveat,
             "per_sample_size": [r.to_dict() for r in self.per_sample_size],
             "hessian": None if self.hessian is None else self.hessian.summary(),
             "fit": None if self.fit is None else {"converged": self.fit.converged, "grad_norm": self.fit.grad_norm,
@@ -407,7 +440,7 @@ def _hessian_summary(oracle: LossOracle, family: Family, theta: torch.Tensor, fr
 
 
 def _tests(e: torch.Tensor, C: torch.Tensor, samples: int, direction_estimate: torch.Tensor,
-           direction_var: torch.Tensor) -> dict[str, Any]:
+           direction_var: torch.Tensor, replicate_scores: torch.Tensor | None = None) -> dict[str, Any]:
     r"""The tests of :math:`H_0: E\,e = 0` for ``e ≈ N(μ, C)`` in (free) parameter coordinates.
 
     * ``"directional"``: :math:`t = u^\top e / \sqrt{u^\top C u}`, :math:`u_p = \hat\mu^A_p/\hat v^A_p`
@@ -417,6 +450,12 @@ def _tests(e: torch.Tensor, C: torch.Tensor, samples: int, direction_estimate: t
 
     Entries whose standard deviation is below ``STANDARDIZE_FLOOR`` times the largest (identically
     zero gradients) are left out of the standardized quantities.
+
+    With ``replicate_scores`` (``(R, P)``: the scores of ``R`` independent replicate batches whose mean
+    is ``e``; the quasi-random and antithetic samplers, whose prompts inside a batch are dependent) the
+    directional statistic is the one-sample Student :math:`t` of :math:`u^\top e_r`,
+    :math:`t = \overline{u^\top e_r}\,\sqrt R / \mathrm{sd}_r(u^\top e_r)` against :math:`t_{R-1}`: its
+    variance comes from the replicates alone, not from ``C``.
 
     Returns:
         ``{name: (statistic, p_value, dof)}`` plus ``"_standardized_norm"``: the norm of ``e`` in units
@@ -441,7 +480,18 @@ def _tests(e: torch.Tensor, C: torch.Tensor, samples: int, direction_estimate: t
     u = torch.zeros_like(e)
     u[keepA] = direction_estimate[keepA] / vA[keepA]
     var_t = float(u @ C @ u)
-    if var_t > 0:
+    if replicate_scores is not None:
+        from scipy.stats import t as student_t
+
+        proj = replicate_scores @ u
+        R = proj.numel()
+        sd = float(proj.std())
+        if sd > 0:
+            t = float(proj.mean()) * math.sqrt(R) / sd
+            out["directional"] = (t, float(student_t.sf(t, R - 1)), float(R - 1))
+        else:
+            out["directional"] = (0.0, 1.0, float(R - 1))
+    elif var_t > 0:
         t = float(u @ e) / math.sqrt(var_t)
         out["directional"] = (t, float(normal_dist.sf(t)), 1.0)
     else:
@@ -577,6 +627,7 @@ def certify_stationary(
     replicates: int = REPLICATES,
     budget: Any = None,
     progress: Any = None,
+    sampler: str = SAMPLER,
 ) -> StationarityCertificate:
     r"""Certify (or refute) that ``family`` holds a stationary point of the in-context loss.
 
@@ -615,6 +666,11 @@ def certify_stationary(
             the budget (all drawn prompts — fitting, direction, evaluation — count), with
             :math:`\alpha_k = \alpha 2^{-k}` spent on look ``k``.
         progress: optional callable ``str -> None`` told about every look (the CLI writes to stderr).
+        sampler: how the Monte-Carlo prompts are drawn, one of :data:`landscape.numeric.oracles.SAMPLERS`
+            (default :data:`SAMPLER`): ``"mc"`` i.i.d.; ``"qmc"`` one scrambled Sobol set per replicate
+            batch; ``"antithetic"`` label-sign pairs. For the last two the variances come from the
+            replicate batches (:func:`landscape.numeric.stats.variance_ratio`, a replicate :math:`t`
+            for the directional test), which stay independent.
 
     Returns:
         :class:`StationarityCertificate`.
@@ -653,6 +709,7 @@ def certify_stationary(
     if not isinstance(generator, torch.Generator):
         raise TypeError("a Monte-Carlo certificate needs an explicit torch.Generator (generator=...)")
     check_int("replicates", replicates, minimum=3)
+    check_sampler(sampler, data)
     if tol is not None:
         tol = check_real("tol", tol, positive=True)
     budget_prompts, budget_seconds = _parse_budget(budget)
@@ -664,7 +721,7 @@ def certify_stationary(
     scalar_loss, fit_source = _resolve_family_loss(family, data, family_loss) if given is None else (None, "given")
     return _certify_mc(family, data, given, free, _mask_name(mask), sizes, generator, alpha, test, fit_ratio,
                        chunk_size, init, n_starts, hessian_samples, max_dense_hessian, scalar_loss, fit_source,
-                       tol, replicates, budget is not None, budget_prompts, budget_seconds, progress)
+                       tol, replicates, budget is not None, budget_prompts, budget_seconds, progress, sampler)
 
 
 def _certify_exact(family: Family, oracle: LossOracle, given: torch.Tensor | None, free: torch.Tensor,
@@ -710,7 +767,7 @@ def _certify_exact(family: Family, oracle: LossOracle, given: torch.Tensor | Non
 
 def _tolerance(family: Family, task: Any, free: torch.Tensor, samples: int, generator: torch.Generator,
                chunk_size: int) -> tuple[float, str]:
-    """Default tolerance: ``TOL_REL`` × the gradient norm at the family's zero point (own sample)."""
+    """Default tolerance: ``TOL_REL`` × the gradient norm at the family's zero point (own i.i.d. sample)."""
     theta0 = family.flat(torch.zeros(family.dim, dtype=torch.float64)).detach()
     mom = streamed_gradient_moments(task, family.spec, theta0, samples, generator, chunk_size=chunk_size)
     g0 = mom.mean[free.to(mom.mean.device)]
@@ -727,7 +784,7 @@ def _certify_mc(family: Family, task: Any, given: torch.Tensor | None, free: tor
                 chunk_size: int, init: Any, n_starts: int, hessian_samples: int,
                 max_dense: int, scalar_loss: Any, fit_source: str, tol: float | None, replicates: int,
                 sequential: bool, budget_prompts: int | None, budget_seconds: float | None,
-                progress: Any) -> StationarityCertificate:
+                progress: Any, sampler: str = "mc") -> StationarityCertificate:
     import time
 
     spec = family.spec
@@ -772,7 +829,7 @@ def _certify_mc(family: Family, task: Any, given: torch.Tensor | None, free: tor
         spent += cost
         a_k = levels_for(j)
         if sample_fit:
-            A = MonteCarloLoss.from_task(task, spec, T_fit, generator, chunk_size=chunk_size)
+            A = MonteCarloLoss.from_task(task, spec, T_fit, generator, chunk_size=chunk_size, sampler=sampler)
             fit = fit_family(family, A, init=prev, generator=generator if j == 0 else None,
                              n_starts=n_starts if j == 0 else 0)
             s = prev = fit.values
@@ -793,28 +850,33 @@ def _certify_mc(family: Family, task: Any, given: torch.Tensor | None, free: tor
             R = N.T - (N.T @ HJ) @ torch.linalg.pinv(K, rtol=RANK_RTOL[torch.float64], hermitian=True) @ Jr[free].T
         else:
             R = N.T
-        momC = streamed_gradient_moments(task, spec, theta, T, generator, chunk_size=chunk_size, batches=replicates)
-        mom = streamed_gradient_moments(task, spec, theta, T, generator, chunk_size=chunk_size, batches=replicates)
+        momC = streamed_gradient_moments(task, spec, theta, T, generator, chunk_size=chunk_size, batches=replicates,
+                                         sampler=sampler)
+        mom = streamed_gradient_moments(task, spec, theta, T, generator, chunk_size=chunk_size, batches=replicates,
+                                        sampler=sampler)
         if not bool(torch.isfinite(mom.mean).all()) or not math.isfinite(mom.loss):
             raise ValueError(f"the loss or its gradient is not finite at {dict(zip(family.names, s.tolist()))}")
         dev = mom.mean.device
         free_d, R, U, N = free.to(dev), R.to(dev), U.to(dev), N.to(dev)
-        gbar, Cg = mom.mean[free_d], mom.mean_cov[free_d][:, free_d]
+        repB, repC = mom.batch_means[:, free_d] @ R.T, momC.batch_means[:, free_d] @ R.T
+        reps = torch.cat([repB, repC])
+        covE = R @ ((mom.cov + momC.cov)[free_d][:, free_d] / (4 * T)) @ R.T  # Cov of the mean of 2T i.i.d. prompts
+        kappa = 1.0 if sampler == "mc" else variance_ratio(reps, covE)
+        gbar, Cg = mom.mean[free_d], kappa * mom.mean_cov[free_d][:, free_d]
         gt, gn, ge = U.T @ gbar, N.T @ gbar, R @ gbar
         Ct, Cn, Ce = U.T @ Cg @ U, N.T @ Cg @ N, R @ Cg @ R.T
         NR = N @ R
         tests = _tests(N @ ge, N @ Ce @ N.T, T, NR @ momC.mean[free_d],
-                       torch.diagonal(NR @ momC.cov[free_d][:, free_d] @ NR.T))
+                       torch.diagonal(NR @ momC.cov[free_d][:, free_d] @ NR.T),
+                       replicate_scores=None if sampler == "mc" else repB @ N.T)
         zn = tests.pop("_standardized_norm")
         stat, p, dof = tests[test]
-        reps = torch.cat([mom.batch_means[:, free_d] @ R.T, momC.batch_means[:, free_d] @ R.T])
-        covE = R @ ((mom.cov + momC.cov)[free_d][:, free_d] / (4 * T)) @ R.T  # Cov of the mean of 2T prompts
-        bounds = norm_bounds(reps, a_k, covE)
+        bounds = norm_bounds(reps, a_k, kappa * covE)
         point = {n: float(v) for n, v in zip(family.names, s.tolist())}
         results.append(SampleSizeResult(T, T_fit, point, mom.loss, mom.loss_se, norm_estimate(gt, Ct),
                                         norm_estimate(gn, Cn), norm_estimate(ge, Ce), zn, stat, p, dof,
                                         {k_: (v[0], v[1]) for k_, v in tests.items()}, a_k, bounds,
-                                        time.perf_counter() - t0))
+                                        time.perf_counter() - t0, kappa))
         say(f"look {j + 1}: T = {T}, {test} p = {p:.3g} (level {a_k:.3g}), |N^T grad f| in "
             f"[{bounds.lower:.3g}, {bounds.upper:.3g}] vs tol {tol:.3g}, {time.perf_counter() - start:.0f} s, "
             f"{spent} prompts")
@@ -858,6 +920,11 @@ def _certify_mc(family: Family, task: Any, given: torch.Tensor | None, free: tor
         reason = (f"neither rejected ({test} test, combined p = {p_comb:.3g} >= {alpha:g}) nor within "
                   f"tol = {tol:.3g} at {conf} (|N^T grad f| in [{bd.lower:.3g}, {bd.upper:.3g}] at "
                   f"T = {deciding.samples}); {hint}")
+    caveat = ""
+    if verdict == "not_stationary" and test == "directional" and deciding.samples < DIRECTIONAL_MIN_T:
+        caveat = (f"rejected at T = {deciding.samples} < {DIRECTIONAL_MIN_T} prompts per sample, where heavy-tailed "
+                  "per-prompt gradients make the directional test over-reject (measured false-reject rate 0.13 at "
+                  "nominal 0.05 for T = 400, docs/calibration.md); confirm with a larger sample")
     hess = None
     if hessian_samples > 0:
         H_or = (A if A is not None else MonteCarloLoss.from_task(task, spec, hessian_samples, generator,
@@ -870,4 +937,5 @@ def _certify_mc(family: Family, task: Any, given: torch.Tensor | None, free: tor
         slope_se=slope_se, per_sample_size=tuple(results), hessian=hess, fit=fit, reason=reason,
         problem=family.problem.describe(), fit_source=fit_source, tol=tol, tol_source=tol_source,
         normal_lower=bd.lower, normal_upper=bd.upper, samples_to_decide=need,
-        design="sequential" if sequential else "fixed", stop=stop + (f"; alpha spent {alpha_spent:.3g}"))
+        design="sequential" if sequential else "fixed", stop=stop + (f"; alpha spent {alpha_spent:.3g}"),
+        sampler=sampler, caveat=caveat)

@@ -25,6 +25,25 @@ Two oracles:
 :func:`streamed_gradient_moments` gives the same gradient moments as
 :meth:`MonteCarloLoss.gradient_moments` for prompts drawn chunk by chunk and discarded (memory
 ``O(chunk_size · P + P²)`` whatever the number of prompts), for samples that are only evaluated once.
+
+**Samplers** (``sampler=``, :data:`SAMPLERS`), for tasks that build prompts from given standard-normal
+draws (``normal_shapes`` / ``from_normals``, :mod:`landscape.core.tasks`):
+
+* ``"mc"`` — i.i.d. prompts, ``task.sample`` (the default; bit-identical to drawing without a sampler);
+* ``"qmc"`` — randomised quasi-Monte Carlo: each replicate batch is one scrambled Sobol point set
+  (:class:`torch.quasirandom.SobolEngine`, linear matrix scrambling and digital shift, seed drawn from
+  the ``torch.Generator``) in dimension ``D`` = the number of standard normals per prompt, mapped to
+  Gaussians by :math:`\Phi^{-1}` (and to the sphere by normalising, as the task does). Every point is
+  uniform on :math:`[0,1)^D`, so every batch mean is unbiased; independent scramblings make the
+  batch means independent — the replicates behind the error bars. Within a batch the points are
+  *not* independent: the per-prompt covariance over ``T`` over-states the variance of the mean
+  (measured in ``benchmarks/bench_variance.py``), so only the replicate batches estimate it;
+* ``"antithetic"`` — pairs: every second prompt repeats the previous one's draws with the
+  ``label_normals`` of the task negated (labels :math:`y \to -y`, covariates unchanged). Pairs never
+  straddle two batches. Gradient components even in :math:`y` (e.g. every entry of the linear
+  attention blocks on the ``x`` rows and columns at a family point without label-row / label-column
+  entries) are *identical* within a pair, so there this doubles the variance at equal prompts;
+  components odd in :math:`y` cancel within a pair.
 """
 
 from __future__ import annotations
@@ -48,7 +67,13 @@ __all__ = [
     "as_flat",
     "exact_loss_oracle",
     "streamed_gradient_moments",
+    "SAMPLERS",
+    "check_sampler",
+    "prompt_chunks",
 ]
+
+SAMPLERS = ("mc", "qmc", "antithetic")
+"""Prompt samplers: i.i.d. Monte Carlo, scrambled Sobol (randomised quasi-Monte Carlo), antithetic pairs."""
 
 Piece = tuple[float, Callable[[torch.Tensor], torch.Tensor]]
 
@@ -107,6 +132,9 @@ class GradientMoments:
         batch_means: ``(R, P)`` means of the per-prompt gradients over ``R`` consecutive, disjoint,
             (nearly) equal batches of the prompts — independent replicates of :math:`\bar g` at
             ``T/R`` prompts — or ``None`` when not asked for.
+        sampler: how the prompts were drawn (:data:`SAMPLERS`). For ``"qmc"`` and ``"antithetic"`` the
+            prompts inside a batch are dependent: ``cov`` is still the per-prompt (marginal) covariance,
+            but :attr:`mean_cov` is then *not* the covariance of the mean; only ``batch_means`` estimate it.
     """
 
     mean: torch.Tensor
@@ -115,6 +143,7 @@ class GradientMoments:
     loss: float
     loss_se: float
     batch_means: torch.Tensor | None = None
+    sampler: str = "mc"
 
     @property
     def mean_cov(self) -> torch.Tensor:
@@ -183,6 +212,7 @@ class MonteCarloLoss:
         *,
         chunk_size: int = 4096,
         dtype: torch.dtype = torch.float64,
+        sampler: str = "mc",
     ) -> "MonteCarloLoss":
         """Sample ``samples`` prompts once from ``task`` and freeze them.
 
@@ -194,13 +224,14 @@ class MonteCarloLoss:
             generator: the only source of randomness.
             chunk_size: prompts per piece; sampling is done chunk by chunk too.
             dtype: dtype of the stored prompts (float64 by default).
+            sampler: one of :data:`SAMPLERS` (``"qmc"``: one scrambled Sobol set of ``samples`` points).
 
         Returns:
             The oracle.
 
         Raises:
             TypeError: ``task`` has no ``sample`` method or ``generator`` is not a generator.
-            ValueError: ``samples < 1`` or prompts that do not fit ``spec``.
+            ValueError: ``samples < 1``, prompts that do not fit ``spec``, or a sampler the task does not support.
         """
         if not callable(getattr(task, "sample", None)):
             raise TypeError(f"task must have a sample(batch, generator) method, got {type(task).__name__}")
@@ -208,9 +239,9 @@ class MonteCarloLoss:
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         check_int("samples", samples, minimum=1)
         check_int("chunk_size", chunk_size, minimum=1)
+        check_sampler(sampler, task)
         Zs, ys = [], []
-        for lo in range(0, samples, chunk_size):
-            b = task.sample(min(chunk_size, samples - lo), generator)
+        for b in prompt_chunks(task, samples, generator, chunk_size, sampler):
             Zs.append(b.Z.to(dtype))
             ys.append(b.target.to(dtype))
         return cls(spec, torch.cat(Zs), torch.cat(ys), chunk_size)
@@ -318,6 +349,82 @@ class MonteCarloLoss:
         return acc.result()
 
 
+def check_sampler(sampler: str, task: Any) -> str:
+    """``sampler`` if it is one of :data:`SAMPLERS` and ``task`` supports it.
+
+    Raises:
+        ValueError: an unknown sampler, or ``"qmc"`` / ``"antithetic"`` for a task without
+            ``normal_shapes`` / ``from_normals`` (``"antithetic"`` also needs ``label_normals``).
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    if sampler != "mc":
+        if not (callable(getattr(task, "normal_shapes", None)) and callable(getattr(task, "from_normals", None))):
+            raise ValueError(f"sampler {sampler!r} needs a task that builds prompts from standard-normal draws "
+                             f"(normal_shapes / from_normals: LinearRegression, KernelGP), got {type(task).__name__}; "
+                             "use sampler 'mc'")
+        if sampler == "antithetic" and not getattr(task, "label_normals", ()):
+            raise ValueError(f"sampler 'antithetic' needs the task's label_normals, {type(task).__name__} has none")
+    return sampler
+
+
+def _split_normals(task: Any, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``(m, D)`` standard normals → the task's named draws of shapes ``normal_shapes(m)``."""
+    out, col = {}, 0
+    for k, shape in task.normal_shapes(flat.shape[0]).items():
+        width = math.prod(shape[1:])
+        out[k] = flat[:, col:col + width].reshape(shape)
+        col += width
+    return out
+
+
+def prompt_chunks(task: Any, count: int, generator: torch.Generator, chunk_size: int, sampler: str = "mc") -> Any:
+    r"""Yield ``count`` prompts from ``task`` as :class:`~landscape.core.tasks.PromptBatch` chunks of at most ``chunk_size``.
+
+    One call is one *batch* of the sampler: ``"qmc"`` uses one scrambled Sobol sequence for all
+    ``count`` points (its seed is drawn from ``generator``, so independent calls give independent
+    scramblings); ``"antithetic"`` yields pairs (draws, draws with the label normals negated), never
+    split across chunks; ``"mc"`` calls ``task.sample`` chunk by chunk (the same prompts as one call of
+    ``task.sample(count)`` split into chunks would be only when ``count <= chunk_size``).
+
+    Args:
+        task: the prompt distribution (``"qmc"`` / ``"antithetic"``: with ``normal_shapes`` / ``from_normals``).
+        count: prompts in this batch.
+        generator: the only source of randomness.
+        chunk_size: largest chunk.
+        sampler: one of :data:`SAMPLERS`.
+    """
+    check_int("count", count, minimum=1)
+    if sampler == "mc":
+        for lo in range(0, count, chunk_size):
+            yield task.sample(min(chunk_size, count - lo), generator)
+        return
+    dev = generator.device
+    dt = getattr(task, "dtype", torch.float64)
+    if sampler == "qmc":
+        D = sum(math.prod(s[1:]) for s in task.normal_shapes(1).values())
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=dev))
+        engine = torch.quasirandom.SobolEngine(D, scramble=True, seed=seed)
+        eps = 2.0**-53
+        for lo in range(0, count, chunk_size):
+            u = engine.draw(min(chunk_size, count - lo), dtype=torch.float64).clamp(eps, 1 - eps)
+            yield task.from_normals(_split_normals(task, torch.special.ndtri(u).to(dtype=dt, device=dev)))
+        return
+    if sampler == "antithetic":
+        step = max(2, chunk_size - chunk_size % 2)
+        flip = set(task.label_normals)
+        for lo in range(0, count, step):
+            m = min(step, count - lo)
+            h = (m + 1) // 2
+            base = {k: torch.randn(*shape, generator=generator, dtype=dt, device=dev)
+                    for k, shape in task.normal_shapes(h).items()}
+            pairs = {k: torch.stack((v, -v if k in flip else v), 1).reshape(2 * h, *v.shape[1:])[:m]
+                     for k, v in base.items()}
+            yield task.from_normals(pairs)
+        return
+    raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+
+
 class _MomentAccumulator:
     """Running (count, mean, scatter, loss sums, batch sums) of per-prompt gradients, prompt ``offset`` on."""
 
@@ -357,18 +464,18 @@ class _MomentAccumulator:
         else:
             self.n, self.mean, self.m2 = _combine(self.n, self.mean, self.m2, hi - lo, cm, cm2)
 
-    def result(self) -> GradientMoments:
+    def result(self, sampler: str = "mc") -> GradientMoments:
         T = self.n
         loss = self.loss_sum / T
         var = max(self.loss_sq / T - loss**2, 0.0) * T / (T - 1)
         bm = None if self.bsum is None else self.bsum / self.bcount.clamp_min(1).unsqueeze(1)
-        return GradientMoments(self.mean, self.m2 / (T - 1), T, loss, math.sqrt(var / T), bm)
+        return GradientMoments(self.mean, self.m2 / (T - 1), T, loss, math.sqrt(var / T), bm, sampler)
 
 
 def streamed_gradient_moments(task: Any, spec: ModelSpec, flat: torch.Tensor, samples: int,
                               generator: torch.Generator, *, chunk_size: int = 4096, batches: int = 0,
                               projection: torch.Tensor | None = None,
-                              dtype: torch.dtype = torch.float64) -> GradientMoments:
+                              dtype: torch.dtype = torch.float64, sampler: str = "mc") -> GradientMoments:
     r"""Per-prompt gradient moments on ``samples`` fresh prompts, drawn and discarded chunk by chunk.
 
     Equal (same prompts, same generator state afterwards) to
@@ -385,6 +492,9 @@ def streamed_gradient_moments(task: Any, spec: ModelSpec, flat: torch.Tensor, sa
         batches: replicate batches (see :meth:`MonteCarloLoss.gradient_moments`).
         projection: optional ``(m, P)`` projection of the gradients.
         dtype: dtype of the prompts.
+        sampler: one of :data:`SAMPLERS`. For ``"qmc"`` / ``"antithetic"`` each replicate batch is drawn
+            on its own (one scrambling / whole pairs per batch, :func:`prompt_chunks`), so the batch means
+            stay independent; with ``batches = 0`` all prompts form one batch.
 
     Returns:
         :class:`GradientMoments`.
@@ -394,12 +504,28 @@ def streamed_gradient_moments(task: Any, spec: ModelSpec, flat: torch.Tensor, sa
     """
     check_int("samples", samples, minimum=1)
     check_int("chunk_size", chunk_size, minimum=1)
+    check_sampler(sampler, task)
     acc = _MomentAccumulator(samples, batches)
-    for lo in range(0, samples, chunk_size):
-        m = min(chunk_size, samples - lo)
-        piece = MonteCarloLoss.from_task(task, spec, m, generator, chunk_size=m, dtype=dtype)
+
+    def feed(b: Any) -> None:
+        m = int(b.Z.shape[0])
+        piece = MonteCarloLoss(spec, b.Z.to(dtype), b.target.to(dtype), m)
         acc.add(piece, flat.to(piece.device), 0, m, projection)
-    return acc.result()
+
+    if sampler == "mc":
+        for lo in range(0, samples, chunk_size):
+            m = min(chunk_size, samples - lo)
+            piece = MonteCarloLoss.from_task(task, spec, m, generator, chunk_size=m, dtype=dtype)
+            acc.add(piece, flat.to(piece.device), 0, m, projection)
+        return acc.result()
+    R = max(batches, 1)
+    # batch r holds the prompts i with floor(i R / T) = r (the accumulator's assignment)
+    sizes = [-(-(r + 1) * samples // R) + (-r * samples // R) for r in range(R)]
+    for m in sizes:
+        if m:
+            for b in prompt_chunks(task, m, generator, chunk_size, sampler):
+                feed(b)
+    return acc.result(sampler)
 
 
 @dataclass(frozen=True, eq=False)

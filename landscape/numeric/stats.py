@@ -25,7 +25,7 @@ from typing import Sequence
 import torch
 
 __all__ = ["quadratic_form_sf", "NormEstimate", "norm_estimate", "log_log_slope", "NormBounds", "norm_bounds",
-           "samples_to_decide"]
+           "samples_to_decide", "variance_ratio"]
 
 
 def _satterthwaite_sf(x: float, lam: torch.Tensor) -> float:
@@ -313,3 +313,47 @@ def samples_to_decide(bounds: NormBounds, samples: int, tol: float, *, power_qua
             return int(math.ceil(c * samples))
         c *= 2
     return None
+
+
+def variance_ratio(replicates: torch.Tensor, cov: torch.Tensor) -> float:
+    r"""How much larger the covariance of a mean of replicates is than an i.i.d. prediction ``cov``.
+
+    ``replicates`` are :math:`M` independent batch means :math:`e_r` whose mean :math:`\bar e` has
+    covariance :math:`C`, estimated without bias by :math:`\hat C = \frac{1}{M(M-1)}\sum_r(e_r-\bar e)(e_r-\bar e)^\top`;
+    ``cov`` is the covariance :math:`C_0` that i.i.d. prompts would give (per-prompt covariance over the
+    count). For quasi-random or paired prompts :math:`C = \kappa C_0` only approximately, so the ratio
+    is taken in the two places that matter to :func:`norm_bounds` and kept at the larger one,
+
+    .. math::
+        \hat\kappa = \max\Big(\frac{\mathrm{tr}\,\hat C}{\mathrm{tr}\,C_0},\;
+        \frac{v^\top\hat C v}{v^\top C_0 v}\Big),\qquad v \text{ the top eigenvector of } C_0 ,
+
+    and :math:`\hat\kappa C_0` is used as the covariance of :math:`\bar e`: it keeps the shape of the
+    well-estimated per-prompt covariance (a replicate covariance from :math:`M < q` batches has rank
+    :math:`M - 1` and an inflated top eigenvalue) and takes the scale from the independent replicates.
+
+    Args:
+        replicates: ``(M, q)``, ``M >= 3``.
+        cov: ``(q, q)`` positive semi-definite, not zero.
+
+    Returns:
+        :math:`\hat\kappa > 0` (about 1 for i.i.d. prompts; below 1 when the sampler reduces variance).
+
+    Raises:
+        ValueError: bad shapes, fewer than 3 replicates, or a zero ``cov``.
+    """
+    E = replicates.detach().double().cpu()
+    C0 = cov.detach().double().cpu()
+    if E.ndim != 2 or E.shape[0] < 3 or C0.shape != (E.shape[1], E.shape[1]):
+        raise ValueError(f"variance_ratio needs (M >= 3, q) replicates and a (q, q) covariance, got "
+                         f"{tuple(E.shape)} and {tuple(C0.shape)}")
+    M = E.shape[0]
+    D = E - E.mean(0)
+    tr0 = float(torch.diagonal(C0).sum())
+    if not tr0 > 0:
+        raise ValueError("variance_ratio: the i.i.d. covariance is zero")
+    tr = float((D * D).sum()) / (M * (M - 1))
+    lam, V = torch.linalg.eigh((C0 + C0.T) / 2)
+    v = V[:, -1]
+    top = float(((D @ v) ** 2).sum()) / (M * (M - 1)) / max(float(lam[-1]), 1e-300)
+    return max(tr / tr0, top)
