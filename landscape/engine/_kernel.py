@@ -16,7 +16,7 @@ import math
 import numba
 import numpy as np
 
-from landscape.engine._simd import WIDTH, vadd, vfma, vload, vmul, vstore, vzero
+from landscape.engine._simd import WIDTH, vadd, vdiv, vfma, vload, vmax, vmul, vsplat, vstore, vsub, vwhere_pos, vzero
 
 BL = WIDTH  # prompts per block = lanes per vector (= landscape.engine.fused.BLOCK)
 jit = numba.njit(cache=True, fastmath={"contract"}, nogil=True, error_model="numpy")
@@ -279,29 +279,31 @@ def activate(code, gamma, K, ko, n, rs, cols):
     softmax normalised over the sources of each column."""
     if code == 2:
         for i in range(n):
-            for q in range(ko + i * rs, ko + i * rs + cols * BL):
-                v = K[q]
-                K[q] = v if v > 0.0 else 0.0
+            for c in range(cols):
+                q = ko + i * rs + c * BL
+                v = vload(K, q)
+                vstore(K, q, vwhere_pos(v, v))
     elif code == 3:
         for i in range(n):
             for q in range(ko + i * rs, ko + i * rs + cols * BL):
                 K[q] = math.exp(gamma * K[q])
     elif code == 4:
         for j in range(cols):
-            for p in range(BL):
-                q0 = ko + j * BL + p
-                mx = K[q0]
-                for i in range(1, n):
-                    v = K[q0 + i * rs]
-                    mx = v if v > mx else mx
-                tot = 0.0
-                for i in range(n):
-                    e = math.exp(K[q0 + i * rs] - mx)
-                    K[q0 + i * rs] = e
-                    tot += e
-                inv = 1.0 / tot
-                for i in range(n):
-                    K[q0 + i * rs] = K[q0 + i * rs] * inv
+            q0 = ko + j * BL
+            mx = vload(K, q0)
+            for i in range(1, n):
+                mx = vmax(vload(K, q0 + i * rs), mx)
+            tot = vzero(K)
+            for i in range(n):
+                q = q0 + i * rs
+                vstore(K, q, vsub(vload(K, q), mx))
+                for p in range(q, q + BL):
+                    K[p] = math.exp(K[p])
+                tot = vadd(tot, vload(K, q))
+            inv = vdiv(vsplat(K, 1.0), tot)
+            for i in range(n):
+                q = q0 + i * rs
+                vstore(K, q, vmul(vload(K, q), inv))
 
 
 @jit
@@ -310,23 +312,24 @@ def activate_back(code, gamma, K, ko, dK, do, n, rs, cols):
     row stride ``rs``, at offsets ``ko`` and ``do``)."""
     if code == 2:
         for i in range(n):
-            for c in range(cols * BL):
-                if not K[ko + i * rs + c] > 0.0:
-                    dK[do + i * rs + c] = 0.0
+            for c in range(cols):
+                q = i * rs + c * BL
+                vstore(dK, do + q, vwhere_pos(vload(K, ko + q), vload(dK, do + q)))
     elif code == 3:
+        g = vsplat(K, gamma)
         for i in range(n):
-            for c in range(cols * BL):
-                dK[do + i * rs + c] = gamma * K[ko + i * rs + c] * dK[do + i * rs + c]
+            for c in range(cols):
+                q = i * rs + c * BL
+                vstore(dK, do + q, vmul(vmul(g, vload(K, ko + q)), vload(dK, do + q)))
     elif code == 4:
         for j in range(cols):
-            for p in range(BL):
-                qk = ko + j * BL + p
-                qd = do + j * BL + p
-                dot = 0.0
-                for i in range(n):
-                    dot += K[qk + i * rs] * dK[qd + i * rs]
-                for i in range(n):
-                    dK[qd + i * rs] = K[qk + i * rs] * (dK[qd + i * rs] - dot)
+            dot = vzero(K)
+            for i in range(n):
+                q = i * rs + j * BL
+                dot = vfma(vload(K, ko + q), vload(dK, do + q), dot)
+            for i in range(n):
+                q = i * rs + j * BL
+                vstore(dK, do + q, vmul(vload(K, ko + q), vsub(vload(dK, do + q), dot)))
 
 
 @jit

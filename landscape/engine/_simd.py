@@ -128,3 +128,53 @@ def vmul(typingctx, a, b):  # noqa: ANN001, ANN201
         return builder.fmul(args[0], args[1])
 
     return a(a, b), codegen
+
+
+@intrinsic
+def vsub(typingctx, a, b):  # noqa: ANN001, ANN201
+    """``a - b`` lane by lane."""
+    if not (isinstance(a, Vec) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+        return builder.fsub(args[0], args[1])
+
+    return a(a, b), codegen
+
+
+@intrinsic
+def vdiv(typingctx, a, b):  # noqa: ANN001, ANN201
+    """``a / b`` lane by lane."""
+    if not (isinstance(a, Vec) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+        return builder.fdiv(args[0], args[1])
+
+    return a(a, b), codegen
+
+
+@intrinsic
+def vmax(typingctx, a, b):  # noqa: ANN001, ANN201
+    """``a if a > b else b`` lane by lane."""
+    if not (isinstance(a, Vec) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+        return builder.select(builder.fcmp_ordered(">", args[0], args[1]), args[0], args[1])
+
+    return a(a, b), codegen
+
+
+@intrinsic
+def vwhere_pos(typingctx, k, x):  # noqa: ANN001, ANN201
+    """``x if k > 0 else 0`` lane by lane (ReLU is ``vwhere_pos(s, s)``, its derivative
+    ``vwhere_pos(K, dK)``)."""
+    if not (isinstance(k, Vec) and k == x):
+        return None
+
+    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+        zero = ir.Constant(args[0].type, None)
+        return builder.select(builder.fcmp_ordered(">", args[0], zero), args[1], zero)
+
+    return k(k, x), codegen
