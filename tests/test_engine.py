@@ -248,3 +248,21 @@ def test_every_command_takes_threads_and_applies_it(capsys: pytest.CaptureFixtur
         assert "--threads must be an integer >= 1, got 0" in err and err.count("\n") == 1
     finally:
         torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------- progress without a terminal
+def test_progress_lines_on_a_non_terminal_stderr(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    """stderr is not a terminal under pytest: with progress on, the run prints a progress line
+    (step, loss, ETA) whenever PROGRESS_LINE_SECONDS have passed (0 here: every step); with
+    progress off it prints nothing."""
+    import landscape.experiment.train as tr
+
+    cfg = TrainConfig(d=2, n=4, seeds=2, steps=3, batch=8, eval_batch=8, log_every=1, checkpoint_every=0,
+                      device="cpu")
+    monkeypatch.setattr(tr, "PROGRESS_LINE_SECONDS", 0.0)
+    train(cfg, progress=True)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and err[0].startswith("train 2 seeds [") and "step 1/3" in err[0] and "ETA" in err[0]
+    assert "step 3/3" in err[2]
+    train(cfg, progress=False)
+    assert capsys.readouterr().err == ""
