@@ -12,7 +12,7 @@ engines compute the per-seed gradients :math:`\nabla_{\theta_i} f_i(\theta_i)`:
 * ``"vmap"``: ``torch.func.vmap(torch.func.grad_and_value(f))`` over the seed axis, with ``f`` the
   reference forward :func:`landscape.core.model.predict` of one model.
 * ``"fused"``: the CPU kernel of :mod:`landscape.engine.fused` — forward and hand-derived backward
-  in one pass, SIMD across blocks of 64 prompts, for linear attention and the ``linear``, ``relu``,
+  in one pass, SIMD across blocks of 16 prompts, for linear attention and the ``linear``, ``relu``,
   ``exp``, ``softmax`` kernels in float32/float64 (needs numba). ``"auto"`` (the default) takes it
   wherever it applies and ``"stacked"`` otherwise (user kernels, CUDA, numba missing):
   :func:`resolve_engine`. The engine that ran is recorded in the results and shown in the
