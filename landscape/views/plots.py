@@ -42,6 +42,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from landscape.experiment.store import MetricSeries, Run, RunStore
+from landscape.views.kinds import PLOT_KINDS
 
 __all__ = [
     "FIGURE_FORMATS",
@@ -68,8 +69,6 @@ __all__ = [
 FIGURE_FORMATS: tuple[str, ...] = ("png", "svg")
 """File formats every figure is written in."""
 
-PLOT_KINDS: tuple[str, ...] = ("distance", "loss", "heatmap", "depth", "context", "grid")
-"""Kinds of figure :func:`plot_store` knows (``"all"`` selects every one)."""
 
 _FIGURE_DIR = "figures"
 _QUANTILES = (0.25, 0.5, 0.75)
