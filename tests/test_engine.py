@@ -266,3 +266,36 @@ def test_progress_lines_on_a_non_terminal_stderr(capsys: pytest.CaptureFixture[s
     assert "step 3/3" in err[2]
     train(cfg, progress=False)
     assert capsys.readouterr().err == ""
+
+
+# ---------------------------------------------------------------------- command-line start-up
+HEAVY = ("torch", "sympy", "scipy", "matplotlib")
+
+
+def _python(code: str) -> "subprocess.CompletedProcess[str]":
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root,
+                          timeout=300)
+
+
+def test_cli_parser_help_and_argument_errors_import_nothing_heavy() -> None:
+    """Building the parser, --help and an argument error load none of torch, sympy, scipy,
+    matplotlib (a fresh interpreter each), and the help texts are printed."""
+    probe = f"import sys; print(sorted(k for k in {HEAVY!r} if k in sys.modules))"
+    r = _python("import landscape.cli._main as m; m.build_parser(); " + probe)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr)
+    for argv in (["--help"], ["train", "--help"]):
+        r = _python(f"import landscape.cli._main as m\ntry:\n    m.main({argv!r})\nexcept SystemExit as e:\n"
+                    f"    assert e.code == 0, e.code\n{probe}")
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.strip().splitlines()
+        assert lines[-1] == "[]" and lines[0].startswith("usage: landscape"), r.stdout[-500:]
+    r = _python(f"import landscape.cli._main as m\nrc = m.main(['train', '--seeds', '0'])\nprint(rc)\n{probe}")
+    assert r.stdout.strip().splitlines() == ["2", "[]"], (r.stdout, r.stderr)
+    assert "--seeds" in r.stderr and r.stderr.count("\n") == 1

@@ -28,10 +28,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from landscape.theory.families import FAMILY_ATTENTION, Problem
-from landscape.core.tasks import KernelGP, LinearRegression, check_covariance, random_covariance
 
 __all__ = ["parse_sigma", "add_problem_args", "add_threads_arg", "apply_threads", "problem_from_args", "data_from_args",
            "SIGMA_FORMS", "INVERSE_TASK_FAMILIES", "MAX_SIZE", "MAX_SEED", "int_arg", "float_arg", "float_list_arg",
@@ -225,6 +221,10 @@ def parse_sigma(spec: str | None, d: int, seed: int = 0) -> torch.Tensor | None:
         ValueError: an unknown form, a bad or non-finite number, a wrong count, a missing or
             unreadable file, or a matrix that is not symmetric positive definite of shape ``(d, d)``.
     """
+    import torch
+
+    from landscape.core.tasks import check_covariance, random_covariance
+
     if spec is None:
         return None
     if not isinstance(spec, str):
@@ -297,6 +297,8 @@ def add_problem_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
 
 
 def _attention(args: argparse.Namespace, family: str | None) -> str:
+    from landscape.theory.families import FAMILY_ATTENTION
+
     attention = getattr(args, "attention", "auto") or "auto"
     if attention == "auto":
         if family in FAMILY_ATTENTION:
@@ -313,6 +315,8 @@ def data_from_args(args: argparse.Namespace, problem: Problem, family: str | Non
     Raises:
         ValueError: an unknown ``--data``, or options that do not fit it.
     """
+    from landscape.core.tasks import KernelGP, LinearRegression
+
     data = getattr(args, "data", None)
     if data is None:
         data = "linear" if problem.attention == "linear" else "gp"
@@ -350,6 +354,8 @@ def problem_from_args(args: argparse.Namespace, family: str | None = None) -> tu
         ValueError: any bad value (sizes < 1, an activation with linear attention, a bad ``--sigma``
             ...), named with the accepted values, before any expensive work.
     """
+    from landscape.theory.families import Problem
+
     for name in ("d", "n", "layers", "heads"):
         v = getattr(args, name, 1)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:

@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from landscape.cli._args import add_problem_args, int_arg, positive_float, positive_int, problem_from_args
 
 __all__ = ["add_parser", "run"]
@@ -116,6 +114,8 @@ def _coefficients(loss: object, points: object) -> dict[str, tuple[float, float]
 
 def run(args: argparse.Namespace) -> int:
     """Derive the loss, solve the stationary equations, print them."""
+    import torch
+
     from landscape.cli import emit_json
     from landscape.theory.families import get_family
     from landscape.symbolic.loss import family_loss

@@ -24,8 +24,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 __all__ = ["add_parser", "run", "parse_point", "parse_budget", "build_problem"]
 
 
@@ -49,6 +47,8 @@ def parse_point(text: str) -> dict[str, float]:
 
 
 def _load_params(path: str) -> dict[str, torch.Tensor]:
+    import torch
+
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"--params file {path!r} does not exist")
@@ -157,6 +157,8 @@ def _summary(cert: Any) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the certificate; print a report or one JSON object."""
+    import torch
+
     from landscape.cli import emit_json
     from landscape.numeric import certify_stationary, exact_loss_oracle
 
