@@ -228,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    load0 = os.getloadavg()
 
     peak = matmul_peak()
     sizes = [bench_size(args, int(b), args.seeds, args.steps, args.repeats, peak, True)
@@ -240,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         if ref is None:
             ref = bench_size(args, args.e2e_batch, args.seeds, args.steps, args.repeats, peak, False)
         e2e = bench_e2e(args, ref["times"]["loop"]["cpu"], ref["times"]["loop"]["wall"])
-    out = {"machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg(), "threads": torch.get_num_threads(),
+    out = {"machine": {"cpus": os.cpu_count(), "load_average": load0, "load_average_end": os.getloadavg(),
+                       "threads": torch.get_num_threads(),
                        "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
            "problem": {"d": args.d, "n": args.n, "layers": args.layers, "attention": args.attention,
                        "activation": args.activation, "dtype": args.dtype},
@@ -249,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(out))
         return 0
     m = out["machine"]
-    print(f"{m['date']}: {m['cpus']} CPUs, load average {m['load_average'][0]:.1f}, {m['threads']} thread(s), "
+    print(f"{m['date']}: {m['cpus']} CPUs, load average {m['load_average'][0]:.1f} at the start, "
+          f"{m['load_average_end'][0]:.1f} at the end, {m['threads']} thread(s), "
           f"torch {m['torch']}; d={args.d}, n={args.n}, L={args.layers}, {args.attention}"
           f"{'[' + args.activation + ']' if args.attention == 'kernel' else ''}, {args.dtype}")
     print(f"single-core float32 matmul peak (2048^3): {peak:.1f} GFLOP/s")

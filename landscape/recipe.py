@@ -83,12 +83,7 @@ __all__ = [
     "dtype_name",
 ]
 
-MAX_SEED = 2**63 - 1
-"""Largest seed (``torch.Generator.manual_seed`` takes 64-bit seeds)."""
-
-SIGMA_FORMS = ("identity | random[:SEED] | diag:l1,...,ld (the diagonal matrix) | spectrum:l1,...,ld[:SEED] "
-               "(that spectrum, randomly rotated) | path to a .npy/.txt/.pt matrix")
-"""The accepted covariance specs (for messages)."""
+from landscape._forms import MAX_SEED, SIGMA_FORMS  # noqa: E402  (defined with the CLI's light types)
 
 TASKS: tuple[str, ...] = ("linear", "gp", "classification", "features")
 """Task kinds; ``"gp"`` takes its data kernel as ``"gp:KERNEL"`` (e.g. ``"gp:exp"``) or as composite terms."""

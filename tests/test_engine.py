@@ -248,3 +248,54 @@ def test_every_command_takes_threads_and_applies_it(capsys: pytest.CaptureFixtur
         assert "--threads must be an integer >= 1, got 0" in err and err.count("\n") == 1
     finally:
         torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------- progress without a terminal
+def test_progress_lines_on_a_non_terminal_stderr(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    """stderr is not a terminal under pytest: with progress on, the run prints a progress line
+    (step, loss, ETA) whenever PROGRESS_LINE_SECONDS have passed (0 here: every step); with
+    progress off it prints nothing."""
+    import landscape.experiment.train as tr
+
+    cfg = TrainConfig(d=2, n=4, seeds=2, steps=3, batch=8, eval_batch=8, log_every=1, checkpoint_every=0,
+                      device="cpu")
+    monkeypatch.setattr(tr, "PROGRESS_LINE_SECONDS", 0.0)
+    train(cfg, progress=True)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and err[0].startswith("train 2 seeds [") and "step 1/3" in err[0] and "ETA" in err[0]
+    assert "step 3/3" in err[2]
+    train(cfg, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+# ---------------------------------------------------------------------- command-line start-up
+HEAVY = ("torch", "sympy", "scipy", "matplotlib")
+
+
+def _python(code: str) -> "subprocess.CompletedProcess[str]":
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root,
+                          timeout=300)
+
+
+def test_cli_parser_help_and_argument_errors_import_nothing_heavy() -> None:
+    """Building the parser, --help and an argument error load none of torch, sympy, scipy,
+    matplotlib (a fresh interpreter each), and the help texts are printed."""
+    probe = f"import sys; print(sorted(k for k in {HEAVY!r} if k in sys.modules))"
+    r = _python("import landscape.cli._main as m; m.build_parser(); " + probe)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr)
+    for argv in (["--help"], ["train", "--help"]):
+        r = _python(f"import landscape.cli._main as m\ntry:\n    m.main({argv!r})\nexcept SystemExit as e:\n"
+                    f"    assert e.code == 0, e.code\n{probe}")
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.strip().splitlines()
+        assert lines[-1] == "[]" and lines[0].startswith("usage: landscape"), r.stdout[-500:]
+    r = _python(f"import landscape.cli._main as m\nrc = m.main(['train', '--seeds', '0'])\nprint(rc)\n{probe}")
+    assert r.stdout.strip().splitlines() == ["2", "[]"], (r.stdout, r.stderr)
+    assert "--seeds" in r.stderr and r.stderr.count("\n") == 1

@@ -27,24 +27,23 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from landscape._forms import MAX_SEED, SIGMA_FORMS
 
-from landscape import recipe
-from landscape.theory.families import FAMILY_PRIOR, Problem
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
-__all__ = ["parse_sigma", "split_spectrum", "add_problem_args", "add_threads_arg", "apply_threads", "problem_from_args", "data_from_args",
-           "SIGMA_FORMS", "INVERSE_TASK_FAMILIES", "MAX_SIZE", "MAX_SEED", "int_arg", "float_arg", "float_list_arg",
+    from landscape.theory.families import Problem
+
+__all__ = ["parse_sigma", "add_problem_args", "add_threads_arg", "apply_threads", "problem_from_args", "data_from_args",
+           "SIGMA_FORMS", "MAX_SIZE", "MAX_SEED", "int_arg", "float_arg", "float_list_arg",
            "positive_int", "nonneg_int", "seed_int", "finite_float", "positive_float", "nonneg_float"]
 
 MAX_SIZE = 2**31 - 1
 """Largest value an integer size or count option accepts at parse time (torch index range);
 whether a size fits the machine is decided later from a memory estimate
 (:func:`landscape._checks.check_memory`)."""
-
-MAX_SEED = recipe.MAX_SEED
-"""Largest seed (``torch.Generator.manual_seed`` takes 64-bit seeds)."""
 
 
 # ---------------------------------------------------------------------- argparse types
@@ -154,14 +153,9 @@ positive_float = float_arg(0.0, lo_open=True)
 nonneg_float = float_arg(0.0)
 """A finite float >= 0."""
 
-SIGMA_FORMS = recipe.SIGMA_FORMS
-"""The accepted ``--sigma`` forms (for messages; :data:`landscape.recipe.SIGMA_FORMS`)."""
 
-INVERSE_TASK_FAMILIES = tuple(name for name, p in FAMILY_PRIOR.items() if p == "inverse")
-"""Built-in families whose statement is about :math:`w^* \\sim N(0, \\Sigma^{-1})` (Ahn et al. Theorems 3–4
-and their control; :data:`landscape.theory.families.FAMILY_PRIOR`)."""
 
-split_spectrum = recipe.split_spectrum
+
 
 
 def parse_sigma(spec: str | None, d: int, seed: int = 0) -> torch.Tensor | None:
@@ -187,6 +181,8 @@ def parse_sigma(spec: str | None, d: int, seed: int = 0) -> torch.Tensor | None:
     """
     if spec is not None and not isinstance(spec, str):
         raise ValueError(f"--sigma must be one of {SIGMA_FORMS}; got {spec!r}")
+    from landscape import recipe
+
     return recipe.covariance(spec, d, seed)
 
 
@@ -208,7 +204,7 @@ def add_problem_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                         "activation, exp for softmax); default linear for linear attention, gp for kernel")
     g.add_argument("--task-cov", choices=("auto", "identity", "inverse"), default="auto",
                    help="linear data: w* ~ N(0, I) or N(0, Σ^-1); auto = the family's declared prior (inverse "
-                        "for " + ", ".join(INVERSE_TASK_FAMILIES) + ", a family file's PRIOR), identity otherwise")
+                        "for Ahn et al.'s pgd families, a family file's PRIOR), identity otherwise")
     g.add_argument("--covariates", choices=("gaussian", "sphere"), default=None,
                    help="covariate law (default gaussian; sphere for gp data)")
     g.add_argument("--sigma", default="identity", help=f"covariance of x: {SIGMA_FORMS}")
@@ -227,6 +223,8 @@ def data_from_args(args: argparse.Namespace, problem: Problem, family: str | Non
     Raises:
         ValueError: an unknown ``--data``, or options that do not fit it.
     """
+    from landscape import recipe
+
     data = getattr(args, "data", None)
     if data is None:
         data = recipe.default_data(problem.attention, problem.activations)
@@ -258,6 +256,9 @@ def problem_from_args(args: argparse.Namespace, family: str | None = None) -> tu
         ValueError: any bad value (sizes < 1, an activation with linear attention, a bad ``--sigma``
             ...), named with the accepted values, before any expensive work.
     """
+    from landscape import recipe
+    from landscape.theory.families import Problem
+
     for name in ("d", "n", "layers", "heads"):
         v = getattr(args, name, 1)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:

@@ -20,25 +20,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
-import torch
-
-import landscape.theory.algorithms as alg
-from landscape._checks import check_int, check_memory, prompt_memory, warn_if_long
 from landscape.cli._args import positive_int, seed_int
-from landscape.tolerances import CONSTRUCTION_RTOL
-from landscape.theory.constructions import (
-    functional_gd_construction,
-    gd_plus_plus_construction,
-    newton_schulz_construction,
-    normalised_gd_construction,
-    preconditioned_gd_construction,
-)
-from landscape.core.kernels import Kernel, get_kernel, known_kernels
 
 __all__ = ["CheckResult", "CASES", "relative_error", "run_checks", "add_parser", "run"]
-
-F64 = torch.float64
 
 USER_KERNEL = "exp(-sqrt(r2))"
 """The user sympy kernel that ``check`` runs (Laplace, written by hand)."""
@@ -76,6 +62,16 @@ def _layerwise(trace: list[torch.Tensor], reference: torch.Tensor) -> float:
 
 
 def _regression(d: int, n: int, batch: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    import torch
+
+    import landscape.theory.algorithms as alg
+    from landscape.core.kernels import get_kernel
+    from landscape.theory.constructions import (
+        functional_gd_construction, gd_plus_plus_construction, newton_schulz_construction,
+        normalised_gd_construction, preconditioned_gd_construction,
+    )
+
+    F64 = torch.float64
     X = torch.randn(batch, d, n, generator=g, dtype=F64) / d**0.5
     y = torch.randn(batch, n, generator=g, dtype=F64)
     xq = torch.randn(batch, d, generator=g, dtype=F64) / d**0.5
@@ -83,13 +79,33 @@ def _regression(d: int, n: int, batch: int, g: torch.Generator) -> tuple[torch.T
 
 
 def _matrices(L: int, d: int, g: torch.Generator, scale: float) -> torch.Tensor:
+    import torch
+
+    import landscape.theory.algorithms as alg
+    from landscape.core.kernels import get_kernel
+    from landscape.theory.constructions import (
+        functional_gd_construction, gd_plus_plus_construction, newton_schulz_construction,
+        normalised_gd_construction, preconditioned_gd_construction,
+    )
+
+    F64 = torch.float64
     return scale * torch.randn(L, d, d, generator=g, dtype=F64) / d**0.5
 
 
-CaseFn = Callable[[int, int, int, int, torch.Generator], float]
+CaseFn = Callable[[int, int, int, int, "torch.Generator"], float]
 
 
 def _pgd(d: int, n: int, L: int, batch: int, g: torch.Generator) -> float:
+    import torch
+
+    import landscape.theory.algorithms as alg
+    from landscape.core.kernels import get_kernel
+    from landscape.theory.constructions import (
+        functional_gd_construction, gd_plus_plus_construction, newton_schulz_construction,
+        normalised_gd_construction, preconditioned_gd_construction,
+    )
+
+    F64 = torch.float64
     X, y, xq = _regression(d, n, batch, g)
     A = _matrices(L, d, g, 0.5)
     trace = preconditioned_gd_construction(A).trace(X, y, xq)
@@ -98,6 +114,16 @@ def _pgd(d: int, n: int, L: int, batch: int, g: torch.Generator) -> float:
 
 
 def _gdpp(d: int, n: int, L: int, batch: int, g: torch.Generator) -> float:
+    import torch
+
+    import landscape.theory.algorithms as alg
+    from landscape.core.kernels import get_kernel
+    from landscape.theory.constructions import (
+        functional_gd_construction, gd_plus_plus_construction, newton_schulz_construction,
+        normalised_gd_construction, preconditioned_gd_construction,
+    )
+
+    F64 = torch.float64
     X, y, xq = _regression(d, n, batch, g)
     A, B = _matrices(L, d, g, 0.5), _matrices(L, d, g, 0.5)
     trace = gd_plus_plus_construction(A, B).trace(X, y, xq)
@@ -107,6 +133,16 @@ def _gdpp(d: int, n: int, L: int, batch: int, g: torch.Generator) -> float:
 
 def _fgd_case(activations: list[Kernel | str], composite: bool = False) -> CaseFn:
     def case(d: int, n: int, L: int, batch: int, g: torch.Generator) -> float:
+        import torch
+
+        import landscape.theory.algorithms as alg
+        from landscape.core.kernels import get_kernel
+        from landscape.theory.constructions import (
+            functional_gd_construction, gd_plus_plus_construction, newton_schulz_construction,
+            normalised_gd_construction, preconditioned_gd_construction,
+        )
+
+        F64 = torch.float64
         X, y, xq = _regression(d, n, batch, g)
         steps = (0.2 + 0.6 * torch.rand(L, generator=g, dtype=F64)).tolist()
         kernels = [get_kernel(a) for a in activations]
@@ -129,6 +165,16 @@ def _fgd_case(activations: list[Kernel | str], composite: bool = False) -> CaseF
 
 
 def _newton_schulz(d: int, n: int, L: int, batch: int, g: torch.Generator) -> float:
+    import torch
+
+    import landscape.theory.algorithms as alg
+    from landscape.core.kernels import get_kernel
+    from landscape.theory.constructions import (
+        functional_gd_construction, gd_plus_plus_construction, newton_schulz_construction,
+        normalised_gd_construction, preconditioned_gd_construction,
+    )
+
+    F64 = torch.float64
     M = torch.randn(batch, d, d, generator=g, dtype=F64) / d**0.5
     A = M @ M.transpose(-1, -2) + torch.eye(d, dtype=F64)
     trace = newton_schulz_construction(d, L).trace(A)
@@ -138,6 +184,16 @@ def _newton_schulz(d: int, n: int, L: int, batch: int, g: torch.Generator) -> fl
 
 def _normalised_gd(loss: str) -> CaseFn:
     def case(d: int, n: int, L: int, batch: int, g: torch.Generator) -> float:
+        import torch
+
+        import landscape.theory.algorithms as alg
+        from landscape.core.kernels import get_kernel
+        from landscape.theory.constructions import (
+            functional_gd_construction, gd_plus_plus_construction, newton_schulz_construction,
+            normalised_gd_construction, preconditioned_gd_construction,
+        )
+
+        F64 = torch.float64
         X = torch.randn(batch, d, n, generator=g, dtype=F64)
         w_star = torch.randn(batch, d, generator=g, dtype=F64)
         y = torch.where(torch.einsum("bdn,bd->bn", X, w_star) >= 0, 1.0, -1.0).to(F64)
@@ -150,6 +206,8 @@ def _normalised_gd(loss: str) -> CaseFn:
 
 
 def _cases() -> list[tuple[str, str, CaseFn]]:
+    from landscape.core.kernels import Kernel, known_kernels
+
     cases: list[tuple[str, str, CaseFn]] = [
         ("preconditioned_gd", "linear-attention", _pgd),
         ("gd_plus_plus", "linear-attention", _gdpp),
@@ -165,12 +223,19 @@ def _cases() -> list[tuple[str, str, CaseFn]]:
     return cases
 
 
-CASES: list[tuple[str, str, CaseFn]] = _cases()
-"""``(construction, activation, case)``; ``case(d, n, layers, batch, generator)`` returns the error."""
+CASES: list[tuple[str, str, CaseFn]]
+"""``(construction, activation, case)``; ``case(d, n, layers, batch, generator)`` returns the error.
+Built on first use (it builds a sympy kernel), so that importing the command stays light."""
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CASES":
+        return globals().setdefault("CASES", _cases())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def run_checks(d: int = 3, n: int = 8, layers: int = 3, seed: int = 0, batch: int = 16,
-               rtol: float = CONSTRUCTION_RTOL) -> list[CheckResult]:
+               rtol: float | None = None) -> list[CheckResult]:
     """Run every case of :data:`CASES` on fresh prompts drawn from ``seed``.
 
     Args:
@@ -179,7 +244,7 @@ def run_checks(d: int = 3, n: int = 8, layers: int = 3, seed: int = 0, batch: in
         layers: number of layers (= algorithm steps).
         seed: seed of the ``torch.Generator`` (each case gets its own stream ``seed, case index``).
         batch: prompts per case.
-        rtol: tolerance on the relative error.
+        rtol: tolerance on the relative error (default :data:`landscape.tolerances.CONSTRUCTION_RTOL`).
 
     Returns:
         One :class:`CheckResult` per case.
@@ -187,13 +252,20 @@ def run_checks(d: int = 3, n: int = 8, layers: int = 3, seed: int = 0, batch: in
     Raises:
         ValueError, TypeError: non-integer or out-of-range sizes.
     """
+    import torch
+
+    from landscape._checks import check_int
+    from landscape.tolerances import CONSTRUCTION_RTOL
+
+    if rtol is None:
+        rtol = CONSTRUCTION_RTOL
     d = check_int("d", d, minimum=1)
     n = check_int("n", n, minimum=1)
     layers = check_int("layers", layers, minimum=1)
     seed = check_int("seed", seed, minimum=0)
     batch = check_int("batch", batch, minimum=1)
     out = []
-    for i, (name, activation, case) in enumerate(CASES):
+    for i, (name, activation, case) in enumerate(__getattr__("CASES")):
         g = torch.Generator().manual_seed(seed * 1000 + i)
         err = case(d, n, layers, batch, g)
         out.append(CheckResult(name, activation, err, rtol, bool(err <= rtol)))
@@ -221,6 +293,8 @@ def check_sizes(d: int, n: int, layers: int, batch: int, prog: str = "landscape 
     Raises:
         ValueError: the estimated memory exceeds what the machine has available.
     """
+    from landscape._checks import check_memory, prompt_memory, warn_if_long
+
     entries = batch * (d + 1) * (n + 1) * layers
     check_memory(f"--batch {batch} --d {d} --n {n} --layers {layers}",
                  prompt_memory(batch=batch, d=d, n=n, layers=layers, dtype_bytes=8, factor=CHECK_MEMORY_FACTOR),
@@ -238,7 +312,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="check every construction against its reference algorithm",
         description="Run every construction (preconditioned GD, GD++, functional GD for every activation and a "
                     "user kernel, Newton-Schulz, normalised GD) against its reference algorithm on fresh random "
-                    f"prompts; fail if a relative error exceeds CONSTRUCTION_RTOL = {CONSTRUCTION_RTOL:g}.",
+                    "prompts; fail if a relative error exceeds landscape.tolerances.CONSTRUCTION_RTOL.",
     )
     p.add_argument("--d", type=positive_int, default=3, help="covariate dimension (default 3)")
     p.add_argument("--n", type=positive_int, default=8, help="context length (default 8)")
@@ -251,6 +325,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the checks and print a table (or JSON). Returns 0 if all pass, else 1."""
+    from landscape.tolerances import CONSTRUCTION_RTOL
+
     check_sizes(args.d, args.n, args.layers, args.batch)
     results = run_checks(args.d, args.n, args.layers, args.seed, args.batch)
     ok = all(r.passed for r in results)

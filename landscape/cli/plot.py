@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from landscape.views.plots import PLOT_KINDS
+from landscape.views.kinds import PLOT_KINDS
 
 __all__ = ["add_parser", "run"]
 

@@ -20,8 +20,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 __all__ = ["add_parser", "run", "load_study", "known_studies"]
 
 
@@ -97,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         ValueError: unknown study, negative seed, or a device torch does not know.
     """
+    import torch
+
     from analysis._study import StudyContext, execute
 
     study = load_study(args.study)  # validates the name before any work

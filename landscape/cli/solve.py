@@ -39,9 +39,7 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
-from landscape.cli._args import add_problem_args, int_arg, parse_sigma, positive_float, positive_int, problem_from_args
+from landscape.cli._args import add_problem_args, int_arg, positive_float, positive_int, problem_from_args
 
 __all__ = ["add_parser", "run"]
 
@@ -124,6 +122,8 @@ def _coefficients(loss: object, points: object) -> dict[str, tuple[float, float]
 
 def run(args: argparse.Namespace) -> int:
     """Derive the loss, solve the stationary equations, print them."""
+    import torch
+
     from landscape import recipe
     from landscape.cli import emit_json
     from landscape.symbolic.loss import family_loss
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--method exhaustive needs an exact polynomial loss; --route label-exact is Monte-Carlo")
     query_sigma = None
     if args.query_sigma is not None:
-        query_sigma = parse_sigma(args.query_sigma, problem.d, seed=args.seed)
+        query_sigma = recipe.covariance(args.query_sigma, problem.d, args.seed)
         if query_sigma is None:
             query_sigma = torch.eye(problem.d, dtype=torch.float64)
     loss = family_loss(family, data, method=args.route, spectrum=args.spectrum, samples=args.samples, seed=args.seed,

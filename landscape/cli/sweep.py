@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from landscape.cli._args import positive_int
-from landscape.experiment.sweep import EXECUTORS, PointResult, expand_grid, load_sweep, run_sweep
+from landscape.experiment.executors import EXECUTORS
 
 __all__ = ["add_parser", "run"]
 
@@ -55,6 +55,8 @@ def _line(r: PointResult) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the sweep; print a line per grid point (or one JSON object with ``--json``)."""
+    from landscape.experiment.sweep import expand_grid, load_sweep, run_sweep
+
     from landscape.cli import emit_json
 
     spec = load_sweep(args.file)

@@ -35,9 +35,10 @@ import argparse
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 __all__ = ["add_parser", "run", "parse_point", "parse_budget", "build_problem", "load_run_weights",
            "DEFAULT_BUDGET_PROMPTS"]
@@ -72,6 +73,8 @@ def parse_point(text: str) -> dict[str, float]:
 
 
 def _load_params(path: str) -> dict[str, torch.Tensor]:
+    import torch
+
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"--params file {path!r} does not exist")
@@ -89,6 +92,8 @@ def _load_params(path: str) -> dict[str, torch.Tensor]:
 
 
 def _check_finite(params: dict[str, torch.Tensor], what: str) -> dict[str, torch.Tensor]:
+    import torch
+
     bad = sorted(k for k, v in params.items() if not bool(torch.isfinite(v).all()))
     if bad:
         raise ValueError(f"{what} has NaN or infinite entries in {bad[:3]}")
@@ -242,6 +247,8 @@ def _summary(cert: Any) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the certificate; print a report or one JSON object."""
+    import torch
+
     from landscape import recipe
     from landscape.cli import emit_json
     from landscape.numeric import certify_stationary, exact_loss_oracle

@@ -1,5 +1,12 @@
 """The numba kernel of :mod:`landscape.engine.fused` (imported only when numba is installed).
 
+Layout: a block of ``BL`` prompts; every per-prompt matrix ``M (rows, cols)`` of the block is a
+1-D array with element ``M[r, c]`` of prompt ``p`` at ``(r * cols + c) * BL + p`` (the prompt
+innermost), so one :class:`~landscape.engine._simd.Vec` holds an entry for all the prompts of the
+block. Every matrix product of the forward and backward pass is one call of :func:`mm` with the
+operands' strides; the per-seed weights are broadcast once per seed into lane vectors
+(``wb``), so weights and activations enter :func:`mm` alike.
+
 Module-level functions, so that numba's on-disk cache (``cache=True``) finds them again in the
 next process: the kernel is compiled once per dtype and machine, not once per run.
 """
@@ -9,102 +16,321 @@ import math
 import numba
 import numpy as np
 
-BL = 64  # = landscape.engine.fused.BLOCK (see there for the measurement)
-jit = numba.njit(cache=True, fastmath={"contract"}, nogil=True)
+from landscape.engine._simd import WIDTH, vadd, vdiv, vfma, vload, vmax, vmul, vsplat, vstore, vsub, vwhere_pos, vzero
 
+BL = WIDTH  # prompts per block = lanes per vector (= landscape.engine.fused.BLOCK)
+jit = numba.njit(cache=True, fastmath={"contract"}, nogil=True, error_model="numpy")
 
 
 @jit
-def proj(flat, s, off, D, X, out, cols):
-    # out[a, j, :] = sum_r W[a, r] X[r, j, :] for j < cols, W = flat[s, off:off+D*D] (D, D)
-    for a in range(D):
-        for j in range(cols):
-            for p in range(BL):
-                out[a, j, p] = 0.0
-        for r in range(D):
-            w = flat[s, off + a * D + r]
-            if w != 0.0:
-                for j in range(cols):
-                    for p in range(BL):
-                        out[a, j, p] += w * X[r, j, p]
+def mm(A, ao, am, ar, B, bo, br, bk, C, co, cm, ck, M, K, R, acc):
+    """``C[m, k] (+)= sum_r A[m, r] B[r, k]`` for every lane, ``m < M, k < K, r < R``.
+
+    ``X[i, j]`` is the lane vector at ``X[xo + i * xi + j * xj :][:BL]`` (strides in elements), so
+    transposes and sub-blocks are strides. Register tiles of 4 × 4 outputs (then 4 × 1, 2 × 4,
+    2 × 1, 1 × 4, 1 × 1 at the edges); each output is the sum over ``r`` in increasing order, fused
+    multiply-adds, started from ``C`` (``acc``) or from zero: the same bits every run.
+    """
+    m = 0
+    while m + 4 <= M:
+        c0 = co + m * cm
+        c1 = c0 + cm
+        c2 = c1 + cm
+        c3 = c2 + cm
+        k = 0
+        while k + 4 <= K:
+            if acc:
+                x00 = vload(C, c0 + (k + 0) * ck)
+                x01 = vload(C, c0 + (k + 1) * ck)
+                x02 = vload(C, c0 + (k + 2) * ck)
+                x03 = vload(C, c0 + (k + 3) * ck)
+                x10 = vload(C, c1 + (k + 0) * ck)
+                x11 = vload(C, c1 + (k + 1) * ck)
+                x12 = vload(C, c1 + (k + 2) * ck)
+                x13 = vload(C, c1 + (k + 3) * ck)
+                x20 = vload(C, c2 + (k + 0) * ck)
+                x21 = vload(C, c2 + (k + 1) * ck)
+                x22 = vload(C, c2 + (k + 2) * ck)
+                x23 = vload(C, c2 + (k + 3) * ck)
+                x30 = vload(C, c3 + (k + 0) * ck)
+                x31 = vload(C, c3 + (k + 1) * ck)
+                x32 = vload(C, c3 + (k + 2) * ck)
+                x33 = vload(C, c3 + (k + 3) * ck)
+            else:
+                x00 = vzero(C)
+                x01 = x00
+                x02 = x00
+                x03 = x00
+                x10 = x00
+                x11 = x00
+                x12 = x00
+                x13 = x00
+                x20 = x00
+                x21 = x00
+                x22 = x00
+                x23 = x00
+                x30 = x00
+                x31 = x00
+                x32 = x00
+                x33 = x00
+            pa = ao + m * am
+            pb = bo + k * bk
+            for _ in range(R):
+                a0 = vload(A, pa + 0 * am)
+                a1 = vload(A, pa + 1 * am)
+                a2 = vload(A, pa + 2 * am)
+                a3 = vload(A, pa + 3 * am)
+                b0 = vload(B, pb + 0 * bk)
+                b1 = vload(B, pb + 1 * bk)
+                b2 = vload(B, pb + 2 * bk)
+                b3 = vload(B, pb + 3 * bk)
+                x00 = vfma(a0, b0, x00)
+                x01 = vfma(a0, b1, x01)
+                x02 = vfma(a0, b2, x02)
+                x03 = vfma(a0, b3, x03)
+                x10 = vfma(a1, b0, x10)
+                x11 = vfma(a1, b1, x11)
+                x12 = vfma(a1, b2, x12)
+                x13 = vfma(a1, b3, x13)
+                x20 = vfma(a2, b0, x20)
+                x21 = vfma(a2, b1, x21)
+                x22 = vfma(a2, b2, x22)
+                x23 = vfma(a2, b3, x23)
+                x30 = vfma(a3, b0, x30)
+                x31 = vfma(a3, b1, x31)
+                x32 = vfma(a3, b2, x32)
+                x33 = vfma(a3, b3, x33)
+                pa += ar
+                pb += br
+            vstore(C, c0 + (k + 0) * ck, x00)
+            vstore(C, c0 + (k + 1) * ck, x01)
+            vstore(C, c0 + (k + 2) * ck, x02)
+            vstore(C, c0 + (k + 3) * ck, x03)
+            vstore(C, c1 + (k + 0) * ck, x10)
+            vstore(C, c1 + (k + 1) * ck, x11)
+            vstore(C, c1 + (k + 2) * ck, x12)
+            vstore(C, c1 + (k + 3) * ck, x13)
+            vstore(C, c2 + (k + 0) * ck, x20)
+            vstore(C, c2 + (k + 1) * ck, x21)
+            vstore(C, c2 + (k + 2) * ck, x22)
+            vstore(C, c2 + (k + 3) * ck, x23)
+            vstore(C, c3 + (k + 0) * ck, x30)
+            vstore(C, c3 + (k + 1) * ck, x31)
+            vstore(C, c3 + (k + 2) * ck, x32)
+            vstore(C, c3 + (k + 3) * ck, x33)
+            k += 4
+        while k < K:
+            if acc:
+                x00 = vload(C, c0 + k * ck)
+                x10 = vload(C, c1 + k * ck)
+                x20 = vload(C, c2 + k * ck)
+                x30 = vload(C, c3 + k * ck)
+            else:
+                x00 = vzero(C)
+                x10 = x00
+                x20 = x00
+                x30 = x00
+            pa = ao + m * am
+            pb = bo + k * bk
+            for _ in range(R):
+                b0 = vload(B, pb)
+                x00 = vfma(vload(A, pa + 0 * am), b0, x00)
+                x10 = vfma(vload(A, pa + 1 * am), b0, x10)
+                x20 = vfma(vload(A, pa + 2 * am), b0, x20)
+                x30 = vfma(vload(A, pa + 3 * am), b0, x30)
+                pa += ar
+                pb += br
+            vstore(C, c0 + k * ck, x00)
+            vstore(C, c1 + k * ck, x10)
+            vstore(C, c2 + k * ck, x20)
+            vstore(C, c3 + k * ck, x30)
+            k += 1
+        m += 4
+    while m + 2 <= M:
+        c0 = co + m * cm
+        c1 = c0 + cm
+        k = 0
+        while k + 4 <= K:
+            if acc:
+                x00 = vload(C, c0 + k * ck)
+                x01 = vload(C, c0 + (k + 1) * ck)
+                x02 = vload(C, c0 + (k + 2) * ck)
+                x03 = vload(C, c0 + (k + 3) * ck)
+                x10 = vload(C, c1 + k * ck)
+                x11 = vload(C, c1 + (k + 1) * ck)
+                x12 = vload(C, c1 + (k + 2) * ck)
+                x13 = vload(C, c1 + (k + 3) * ck)
+            else:
+                x00 = vzero(C)
+                x01 = x00
+                x02 = x00
+                x03 = x00
+                x10 = x00
+                x11 = x00
+                x12 = x00
+                x13 = x00
+            pa = ao + m * am
+            pb = bo + k * bk
+            for _ in range(R):
+                a0 = vload(A, pa)
+                a1 = vload(A, pa + am)
+                b0 = vload(B, pb)
+                b1 = vload(B, pb + bk)
+                b2 = vload(B, pb + 2 * bk)
+                b3 = vload(B, pb + 3 * bk)
+                x00 = vfma(a0, b0, x00)
+                x01 = vfma(a0, b1, x01)
+                x02 = vfma(a0, b2, x02)
+                x03 = vfma(a0, b3, x03)
+                x10 = vfma(a1, b0, x10)
+                x11 = vfma(a1, b1, x11)
+                x12 = vfma(a1, b2, x12)
+                x13 = vfma(a1, b3, x13)
+                pa += ar
+                pb += br
+            vstore(C, c0 + k * ck, x00)
+            vstore(C, c0 + (k + 1) * ck, x01)
+            vstore(C, c0 + (k + 2) * ck, x02)
+            vstore(C, c0 + (k + 3) * ck, x03)
+            vstore(C, c1 + k * ck, x10)
+            vstore(C, c1 + (k + 1) * ck, x11)
+            vstore(C, c1 + (k + 2) * ck, x12)
+            vstore(C, c1 + (k + 3) * ck, x13)
+            k += 4
+        while k < K:
+            if acc:
+                x00 = vload(C, c0 + k * ck)
+                x10 = vload(C, c1 + k * ck)
+            else:
+                x00 = vzero(C)
+                x10 = x00
+            pa = ao + m * am
+            pb = bo + k * bk
+            for _ in range(R):
+                b0 = vload(B, pb)
+                x00 = vfma(vload(A, pa), b0, x00)
+                x10 = vfma(vload(A, pa + am), b0, x10)
+                pa += ar
+                pb += br
+            vstore(C, c0 + k * ck, x00)
+            vstore(C, c1 + k * ck, x10)
+            k += 1
+        m += 2
+    if m < M:
+        c0 = co + m * cm
+        k = 0
+        while k + 4 <= K:
+            if acc:
+                x00 = vload(C, c0 + k * ck)
+                x01 = vload(C, c0 + (k + 1) * ck)
+                x02 = vload(C, c0 + (k + 2) * ck)
+                x03 = vload(C, c0 + (k + 3) * ck)
+            else:
+                x00 = vzero(C)
+                x01 = x00
+                x02 = x00
+                x03 = x00
+            pa = ao + m * am
+            pb = bo + k * bk
+            for _ in range(R):
+                a0 = vload(A, pa)
+                x00 = vfma(a0, vload(B, pb), x00)
+                x01 = vfma(a0, vload(B, pb + bk), x01)
+                x02 = vfma(a0, vload(B, pb + 2 * bk), x02)
+                x03 = vfma(a0, vload(B, pb + 3 * bk), x03)
+                pa += ar
+                pb += br
+            vstore(C, c0 + k * ck, x00)
+            vstore(C, c0 + (k + 1) * ck, x01)
+            vstore(C, c0 + (k + 2) * ck, x02)
+            vstore(C, c0 + (k + 3) * ck, x03)
+            k += 4
+        while k < K:
+            x00 = vload(C, c0 + k * ck) if acc else vzero(C)
+            pa = ao + m * am
+            pb = bo + k * bk
+            for _ in range(R):
+                x00 = vfma(vload(A, pa), vload(B, pb), x00)
+                pa += ar
+                pb += br
+            vstore(C, c0 + k * ck, x00)
+            k += 1
+
 
 @jit
-def proj_t_add(flat, s, off, D, dY, out, cols):
-    # out[r, j, :] += sum_a W[a, r] dY[a, j, :]
-    for a in range(D):
-        for r in range(D):
-            w = flat[s, off + a * D + r]
-            if w != 0.0:
-                for j in range(cols):
-                    for p in range(BL):
-                        out[r, j, p] += w * dY[a, j, p]
+def vcopy(src, so, dst, do, count):
+    """``dst[do : do + count] = src[so : so + count]`` (``count`` a multiple of BL)."""
+    for q in range(0, count, BL):
+        vstore(dst, do + q, vload(src, so + q))
+
 
 @jit
-def outer_acc(gacc, off, D, dY, X, cols):
-    # gacc[off + a*D + r, :] += sum_j dY[a, j, :] X[r, j, :]
-    for a in range(D):
-        for r in range(D):
-            k = off + a * D + r
-            for j in range(cols):
-                for p in range(BL):
-                    gacc[k, p] += dY[a, j, p] * X[r, j, p]
+def vaxpy_rows(src, so, srs, dst, do, drs, rows, cols):
+    """``dst[r, c] += src[r, c]`` for ``r < rows, c < cols`` (row strides ``srs, drs``)."""
+    for r in range(rows):
+        for c in range(cols):
+            i = do + r * drs + c * BL
+            vstore(dst, i, vadd(vload(dst, i), vload(src, so + r * srs + c * BL)))
+
 
 @jit
-def activate(code, gamma, Sc, n, cols):
-    # in place: K = h(S) over (n, cols); softmax normalised over the n sources per column
+def activate(code, gamma, K, ko, n, rs, cols):
+    """In place ``K = h(S)`` over sources ``i < n`` (row stride ``rs``) and columns ``j < cols``;
+    softmax normalised over the sources of each column."""
     if code == 2:
         for i in range(n):
-            for j in range(cols):
-                for p in range(BL):
-                    v = Sc[i, j, p]
-                    Sc[i, j, p] = v if v > 0.0 else 0.0
+            for c in range(cols):
+                q = ko + i * rs + c * BL
+                v = vload(K, q)
+                vstore(K, q, vwhere_pos(v, v))
     elif code == 3:
         for i in range(n):
-            for j in range(cols):
-                for p in range(BL):
-                    Sc[i, j, p] = math.exp(gamma * Sc[i, j, p])
+            for q in range(ko + i * rs, ko + i * rs + cols * BL):
+                K[q] = math.exp(gamma * K[q])
     elif code == 4:
         for j in range(cols):
-            mx = np.empty(BL, Sc.dtype)
-            for p in range(BL):
-                mx[p] = Sc[0, j, p]
+            q0 = ko + j * BL
+            mx = vload(K, q0)
             for i in range(1, n):
-                for p in range(BL):
-                    v = Sc[i, j, p]
-                    mx[p] = v if v > mx[p] else mx[p]
-            tot = np.zeros(BL, Sc.dtype)
+                mx = vmax(vload(K, q0 + i * rs), mx)
+            tot = vzero(K)
             for i in range(n):
-                for p in range(BL):
-                    e = math.exp(Sc[i, j, p] - mx[p])
-                    Sc[i, j, p] = e
-                    tot[p] += e
+                q = q0 + i * rs
+                vstore(K, q, vsub(vload(K, q), mx))
+                for p in range(q, q + BL):
+                    K[p] = math.exp(K[p])
+                tot = vadd(tot, vload(K, q))
+            inv = vdiv(vsplat(K, 1.0), tot)
             for i in range(n):
-                for p in range(BL):
-                    Sc[i, j, p] = Sc[i, j, p] / tot[p]
+                q = q0 + i * rs
+                vstore(K, q, vmul(vload(K, q), inv))
+
 
 @jit
-def activate_back(code, gamma, K, dK, n, cols):
-    # in place: dK <- dS = h'(S)^T dK
+def activate_back(code, gamma, K, ko, dK, do, n, rs, cols):
+    """In place ``dK <- dS``, the score gradient, from the activated ``K`` (both ``(n, cols)`` with
+    row stride ``rs``, at offsets ``ko`` and ``do``)."""
     if code == 2:
         for i in range(n):
-            for j in range(cols):
-                for p in range(BL):
-                    if not K[i, j, p] > 0.0:
-                        dK[i, j, p] = 0.0
+            for c in range(cols):
+                q = i * rs + c * BL
+                vstore(dK, do + q, vwhere_pos(vload(K, ko + q), vload(dK, do + q)))
     elif code == 3:
+        g = vsplat(K, gamma)
         for i in range(n):
-            for j in range(cols):
-                for p in range(BL):
-                    dK[i, j, p] = gamma * K[i, j, p] * dK[i, j, p]
+            for c in range(cols):
+                q = i * rs + c * BL
+                vstore(dK, do + q, vmul(vmul(g, vload(K, ko + q)), vload(dK, do + q)))
     elif code == 4:
         for j in range(cols):
-            dot = np.zeros(BL, K.dtype)
+            dot = vzero(K)
             for i in range(n):
-                for p in range(BL):
-                    dot[p] += K[i, j, p] * dK[i, j, p]
+                q = i * rs + j * BL
+                dot = vfma(vload(K, ko + q), vload(dK, do + q), dot)
             for i in range(n):
-                for p in range(BL):
-                    dK[i, j, p] = K[i, j, p] * (dK[i, j, p] - dot[p])
+                q = i * rs + j * BL
+                vstore(dK, do + q, vmul(vload(K, ko + q), vsub(vload(dK, do + q), dot)))
+
 
 @jit
 def kernel(flat, Z, Y, codes, scales, offs, L, H, grad, loss):
@@ -116,278 +342,187 @@ def kernel(flat, Z, Y, codes, scales, offs, L, H, grad, loss):
     inv_n = 1.0 / n
     inv_b = 1.0 / B
     nblocks = (B + BL - 1) // BL
+    DN, Dn, nN = D * N * BL, D * n * BL, n * N * BL
+    rZ, rX = N * BL, n * BL  # row strides of (D|n, N) and (D, n) matrices
+    Zs = np.zeros(L * DN, dt)  # the tokens of every layer
+    Xb = np.zeros(L * H * Dn, dt)  # b = B X (sources)
+    Cr = np.zeros(L * H * DN, dt)  # c = C Z (receivers; last layer: query only)
+    Kk = np.zeros(L * H * nN, dt)  # activated scores
+    Ww = np.zeros(L * H * Dn, dt)  # W = (V / n) X
+    G = np.zeros(DN, dt)
+    G2 = np.zeros(DN, dt)
+    dW = np.zeros(Dn, dt)
+    dK = np.zeros(nN, dt)
+    db = np.zeros(Dn, dt)
+    dc = np.zeros(DN, dt)
+    wb = np.zeros(P * BL, dt)  # the seed's weights, each in all lanes; V (P) scaled by 1/n
+    gacc = np.zeros(P * BL, dt)  # per-lane gradient accumulators
+    out = np.zeros(BL, dt)
+    gout = np.zeros(BL, dt)
     for s in range(S):
-        Zst = np.zeros((L, D, N, BL), dt)
-        Xb = np.zeros((L * H, D, n, BL), dt)   # b = B X (sources)
-        Cr = np.zeros((L * H, D, N, BL), dt)   # c = C Z (receivers; last layer: query only)
-        Kk = np.zeros((L * H, n, N, BL), dt)   # activated scores
-        Ww = np.zeros((L * H, D, n, BL), dt)   # W = V X
-        G = np.zeros((D, N, BL), dt)
-        G2 = np.zeros((D, N, BL), dt)
-        dW = np.zeros((D, n, BL), dt)
-        dK = np.zeros((n, N, BL), dt)
-        db = np.zeros((D, n, BL), dt)
-        dc = np.zeros((D, N, BL), dt)
-        gacc = np.zeros((P, BL), dt)
-        out = np.zeros(BL, dt)
-        wgt = np.zeros(BL, dt)
+        for q in range(P):
+            w = flat[s, q]
+            for p in range(BL):
+                wb[q * BL + p] = w
+        for l in range(L):
+            for h in range(H):
+                o = offs[l, h]
+                for q in range(o * BL, (o + D * D) * BL):
+                    wb[q] = wb[q] * inv_n
+        gacc[:] = 0.0
         lsum = 0.0
         for blk in range(nblocks):
             b0 = blk * BL
             nb = min(BL, B - b0)
-            for p in range(BL):
-                wgt[p] = 1.0 if p < nb else 0.0
-            Z0 = Zst[0]
             for r in range(D):
                 for c in range(N):
-                    for p in range(BL):
-                        Z0[r, c, p] = Z[s, b0 + p, r, c] if p < nb else 0.0
+                    q = (r * N + c) * BL
+                    for p in range(nb):
+                        Zs[q + p] = Z[s, b0 + p, r, c]
+                    for p in range(nb, BL):
+                        Zs[q + p] = 0.0
             # ---------------- forward, layers 0 .. L-2 (all columns)
             for l in range(L - 1):
-                Zl = Zst[l]
-                Zn = Zst[l + 1]
-                for r in range(D):
-                    for c in range(N):
-                        for p in range(BL):
-                            Zn[r, c, p] = Zl[r, c, p]
+                zo = l * DN
+                zn = zo + DN
+                vcopy(Zs, zo, Zs, zn, DN)
                 for h in range(H):
                     k = l * H + h
                     code = codes[h]
                     o = offs[l, h]
-                    bk, ck, Kh, Wh = Xb[k], Cr[k], Kk[k], Ww[k]
-                    if code == 0:
-                        for r in range(D):
-                            for i in range(n):
-                                for p in range(BL):
-                                    bk[r, i, p] = Zl[r, i, p]
-                        proj(flat, s, o + D * D, D, Zl, ck, N)
+                    xo, co_, ko = k * Dn, k * DN, k * nN
+                    if code == 0:  # linear attention: b = X (the sources themselves), c = Q Z
+                        barr, bo, brs = Zs, zo, rZ
+                        oc = o + D * D
                     else:
-                        proj(flat, s, o + D * D, D, Zl, bk, n)
-                        proj(flat, s, o + 2 * D * D, D, Zl, ck, N)
-                    for i in range(n):
-                        for j in range(N):
-                            for p in range(BL):
-                                Kh[i, j, p] = bk[0, i, p] * ck[0, j, p]
-                        r = 1
-                        while r + 1 < D:  # two terms per pass: half the loads and stores of K
-                            for j in range(N):
-                                for p in range(BL):
-                                    Kh[i, j, p] += bk[r, i, p] * ck[r, j, p] + bk[r + 1, i, p] * ck[r + 1, j, p]
-                            r += 2
-                        if r < D:
-                            for j in range(N):
-                                for p in range(BL):
-                                    Kh[i, j, p] += bk[r, i, p] * ck[r, j, p]
-                    activate(code, scales[h], Kh, n, N)
-                    proj(flat, s, o, D, Zl, Wh, n)
-                    for a in range(D):
-                        for i in range(n):
-                            for p in range(BL):
-                                Wh[a, i, p] *= inv_n  # W = V X / n: the 1/n on the small factor
-                        i = 0
-                        while i + 1 < n:
-                            for j in range(N):
-                                for p in range(BL):
-                                    Zn[a, j, p] += Wh[a, i, p] * Kh[i, j, p] + Wh[a, i + 1, p] * Kh[i + 1, j, p]
-                            i += 2
-                        if i < n:
-                            for j in range(N):
-                                for p in range(BL):
-                                    Zn[a, j, p] += Wh[a, i, p] * Kh[i, j, p]
+                        mm(wb, (o + D * D) * BL, D * BL, BL, Zs, zo, rZ, BL, Xb, xo, rX, BL, D, n, D, False)
+                        barr, bo, brs = Xb, xo, rX
+                        oc = o + 2 * D * D
+                    mm(wb, oc * BL, D * BL, BL, Zs, zo, rZ, BL, Cr, co_, rZ, BL, D, N, D, False)
+                    # S[i, j] = sum_r b[r, i] c[r, j]
+                    mm(barr, bo, BL, brs, Cr, co_, rZ, BL, Kk, ko, rZ, BL, n, N, D, False)
+                    activate(code, scales[h], Kk, ko, n, rZ, N)
+                    # W = (V / n) X ; Z_{l+1} += W K
+                    mm(wb, o * BL, D * BL, BL, Zs, zo, rZ, BL, Ww, xo, rX, BL, D, n, D, False)
+                    mm(Ww, xo, rX, BL, Kk, ko, rZ, BL, Zs, zn, rZ, BL, D, N, n, True)
             # ---------------- forward, last layer: the query's label entry only
             l = L - 1
-            Zl = Zst[l]
+            zo = l * DN
+            zq = zo + n * BL  # column n: the query
             for p in range(BL):
-                out[p] = Zl[D - 1, n, p]
+                out[p] = Zs[zo + (D - 1) * rZ + n * BL + p]
             for h in range(H):
                 k = l * H + h
                 code = codes[h]
                 o = offs[l, h]
-                bk, ck, Kh, Wh = Xb[k], Cr[k], Kk[k], Ww[k]
+                xo, co_, ko = k * Dn, k * DN, k * nN
                 if code == 0:
-                    for r in range(D):
-                        for i in range(n):
-                            for p in range(BL):
-                                bk[r, i, p] = Zl[r, i, p]
+                    barr, bo, brs = Zs, zo, rZ
                     oc = o + D * D
                 else:
-                    proj(flat, s, o + D * D, D, Zl, bk, n)
+                    mm(wb, (o + D * D) * BL, D * BL, BL, Zs, zo, rZ, BL, Xb, xo, rX, BL, D, n, D, False)
+                    barr, bo, brs = Xb, xo, rX
                     oc = o + 2 * D * D
-                for a in range(D):  # c_q = C z_q
-                    for p in range(BL):
-                        ck[a, 0, p] = 0.0
-                    for r in range(D):
-                        w = flat[s, oc + a * D + r]
-                        for p in range(BL):
-                            ck[a, 0, p] += w * Zl[r, n, p]
-                for i in range(n):
-                    for p in range(BL):
-                        Kh[i, 0, p] = 0.0
-                    for r in range(D):
-                        for p in range(BL):
-                            Kh[i, 0, p] += bk[r, i, p] * ck[r, 0, p]
-                activate(code, scales[h], Kh, n, 1)
-                for i in range(n):  # w_i = V[D-1, :] x_i
-                    for p in range(BL):
-                        Wh[0, i, p] = 0.0
-                    for r in range(D):
-                        w = flat[s, o + (D - 1) * D + r]
-                        for p in range(BL):
-                            Wh[0, i, p] += w * Zl[r, i, p]
-                for i in range(n):
-                    for p in range(BL):
-                        out[p] += inv_n * Wh[0, i, p] * Kh[i, 0, p]
+                mm(wb, oc * BL, D * BL, BL, Zs, zq, rZ, BL, Cr, co_, rZ, BL, D, 1, D, False)  # c_q = C z_q
+                mm(barr, bo, BL, brs, Cr, co_, rZ, BL, Kk, ko, rZ, BL, n, 1, D, False)  # s_i = b_i . c_q
+                activate(code, scales[h], Kk, ko, n, rZ, 1)
+                # w_i = (V[D-1, :] / n) x_i ; out += sum_i w_i K_i
+                mm(wb, (o + (D - 1) * D) * BL, 0, BL, Zs, zo, rZ, BL, Ww, xo, rX, BL, 1, n, D, False)
+                mm(Ww, xo, 0, BL, Kk, ko, rZ, 0, out, 0, 0, 0, 1, 1, n, True)
             # ---------------- loss and its derivative in the output
             for p in range(BL):
-                res = (-out[p] - Y[s, b0 + p]) * wgt[p] if p < nb else 0.0
+                res = -out[p] - Y[s, b0 + p] if p < nb else 0.0
                 lsum += res * res
-                out[p] = -2.0 * inv_b * res  # d loss / d [Z_L]_{D,N}
+                gout[p] = -2.0 * inv_b * res  # d loss / d [Z_L]_{D,N}
             # ---------------- backward, last layer
-            for r in range(D):
-                for c in range(N):
-                    for p in range(BL):
-                        G[r, c, p] = 0.0
+            G[:] = 0.0
             for p in range(BL):
-                G[D - 1, n, p] = out[p]
+                G[(D - 1) * rZ + n * BL + p] = gout[p]
+            need_dz = L > 1
+            gv = vload(gout, 0)
             for h in range(H):
                 k = l * H + h
                 code = codes[h]
                 o = offs[l, h]
-                bk, ck, Kh, Wh = Xb[k], Cr[k], Kk[k], Ww[k]
-                for i in range(n):
-                    for p in range(BL):
-                        g = inv_n * out[p]
-                        dW[0, i, p] = g * Kh[i, 0, p]
-                        dK[i, 0, p] = g * Wh[0, i, p]
-                vrow = o + (D - 1) * D
-                for r in range(D):  # dV[D-1, r] and dX += V[D-1, r] dW
-                    w = flat[s, vrow + r]
-                    for i in range(n):
-                        for p in range(BL):
-                            gacc[vrow + r, p] += dW[0, i, p] * Zl[r, i, p]
-                            G[r, i, p] += w * dW[0, i, p]
-                activate_back(code, scales[h], Kh, dK, n, 1)
-                for r in range(D):  # db = c_q dS^T, dc_q = b dS
-                    for p in range(BL):
-                        dc[r, 0, p] = 0.0
-                    for i in range(n):
-                        for p in range(BL):
-                            db[r, i, p] = ck[r, 0, p] * dK[i, 0, p]
-                            dc[r, 0, p] += bk[r, i, p] * dK[i, 0, p]
+                xo, co_, ko = k * Dn, k * DN, k * nN
                 if code == 0:
+                    barr, bo, brs = Zs, zo, rZ
                     oc = o + D * D
-                    for r in range(D):
-                        for i in range(n):
-                            for p in range(BL):
-                                G[r, i, p] += db[r, i, p]
                 else:
+                    barr, bo, brs = Xb, xo, rX
                     oc = o + 2 * D * D
-                    outer_acc(gacc, o + D * D, D, db, Zl, n)
-                    proj_t_add(flat, s, o + D * D, D, db, G, n)
-                for a in range(D):  # dC = dc_q z_q^T, dz_q += C^T dc_q
-                    for r in range(D):
-                        w = flat[s, oc + a * D + r]
-                        for p in range(BL):
-                            gacc[oc + a * D + r, p] += dc[a, 0, p] * Zl[r, n, p]
-                            G[r, n, p] += w * dc[a, 0, p]
+                for i in range(n):  # dw_i = g K_i, dK_i = g w_i
+                    vstore(dW, i * BL, vmul(gv, vload(Kk, ko + i * rZ)))
+                    vstore(dK, i * rZ, vmul(gv, vload(Ww, xo + i * BL)))
+                vrow = o + (D - 1) * D
+                # dV[D-1, r] += sum_i dw_i x_{r,i} ; dz_i += V[D-1, :]^T dw_i / n
+                mm(dW, 0, 0, BL, Zs, zo, BL, rZ, gacc, vrow * BL, 0, BL, 1, D, n, True)
+                if need_dz:
+                    mm(wb, vrow * BL, BL, 0, dW, 0, 0, BL, G, 0, rZ, BL, D, n, 1, True)
+                activate_back(code, scales[h], Kk, ko, dK, 0, n, rZ, 1)
+                # db = c_q dS^T (D, n) ; dc_q = b dS (D, 1)
+                mm(Cr, co_, rZ, 0, dK, 0, 0, rZ, db, 0, rX, BL, D, n, 1, False)
+                mm(barr, bo, brs, BL, dK, 0, rZ, 0, dc, 0, rZ, 0, D, 1, n, False)
+                if code == 0:
+                    if need_dz:
+                        vaxpy_rows(db, 0, rX, G, 0, rZ, D, n)
+                else:
+                    mm(db, 0, rX, BL, Zs, zo, BL, rZ, gacc, (o + D * D) * BL, D * BL, BL, D, D, n, True)
+                    if need_dz:
+                        mm(wb, (o + D * D) * BL, BL, D * BL, db, 0, rX, BL, G, 0, rZ, BL, D, n, D, True)
+                # dC += dc_q z_q^T ; dz_q += C^T dc_q
+                mm(dc, 0, rZ, 0, Zs, zq, 0, rZ, gacc, oc * BL, D * BL, BL, D, D, 1, True)
+                if need_dz:
+                    mm(wb, oc * BL, BL, D * BL, dc, 0, rZ, 0, G, n * BL, rZ, 0, D, 1, D, True)
             # ---------------- backward, layers L-2 .. 0
             for l in range(L - 2, -1, -1):
-                Zl = Zst[l]
+                zo = l * DN
                 need_dz = l > 0
                 if need_dz:
-                    for r in range(D):
-                        for c in range(N):
-                            for p in range(BL):
-                                G2[r, c, p] = G[r, c, p]
+                    vcopy(G, 0, G2, 0, DN)
                 for h in range(H):
                     k = l * H + h
                     code = codes[h]
                     o = offs[l, h]
-                    bk, ck, Kh, Wh = Xb[k], Cr[k], Kk[k], Ww[k]
-                    # dW = (G/n) K^T, dK = W^T (G/n) (W holds the 1/n already); reductions two
-                    # terms per pass
-                    for a in range(D):
-                        for i in range(n):
-                            for p in range(BL):
-                                dW[a, i, p] = 0.0
-                            j = 0
-                            while j + 1 < N:
-                                for p in range(BL):
-                                    dW[a, i, p] += G[a, j, p] * Kh[i, j, p] + G[a, j + 1, p] * Kh[i, j + 1, p]
-                                j += 2
-                            if j < N:
-                                for p in range(BL):
-                                    dW[a, i, p] += G[a, j, p] * Kh[i, j, p]
-                            for p in range(BL):
-                                dW[a, i, p] *= inv_n
-                    for i in range(n):
-                        for j in range(N):
-                            for p in range(BL):
-                                dK[i, j, p] = Wh[0, i, p] * G[0, j, p]
-                        a = 1
-                        while a + 1 < D:
-                            for j in range(N):
-                                for p in range(BL):
-                                    dK[i, j, p] += Wh[a, i, p] * G[a, j, p] + Wh[a + 1, i, p] * G[a + 1, j, p]
-                            a += 2
-                        if a < D:
-                            for j in range(N):
-                                for p in range(BL):
-                                    dK[i, j, p] += Wh[a, i, p] * G[a, j, p]
-                    outer_acc(gacc, o, D, dW, Zl, n)
-                    if need_dz:
-                        proj_t_add(flat, s, o, D, dW, G2, n)
-                    activate_back(code, scales[h], Kh, dK, n, N)
-                    # db = c dS^T (D, n), dc = b dS (D, N)
-                    for r in range(D):
-                        for i in range(n):
-                            for p in range(BL):
-                                db[r, i, p] = 0.0
-                            j = 0
-                            while j + 1 < N:
-                                for p in range(BL):
-                                    db[r, i, p] += ck[r, j, p] * dK[i, j, p] + ck[r, j + 1, p] * dK[i, j + 1, p]
-                                j += 2
-                            if j < N:
-                                for p in range(BL):
-                                    db[r, i, p] += ck[r, j, p] * dK[i, j, p]
-                        for j in range(N):
-                            for p in range(BL):
-                                dc[r, j, p] = 0.0
-                        i = 0
-                        while i + 1 < n:
-                            for j in range(N):
-                                for p in range(BL):
-                                    dc[r, j, p] += bk[r, i, p] * dK[i, j, p] + bk[r, i + 1, p] * dK[i + 1, j, p]
-                            i += 2
-                        if i < n:
-                            for j in range(N):
-                                for p in range(BL):
-                                    dc[r, j, p] += bk[r, i, p] * dK[i, j, p]
+                    xo, co_, ko = k * Dn, k * DN, k * nN
                     if code == 0:
+                        barr, bo, brs = Zs, zo, rZ
                         oc = o + D * D
-                        if need_dz:
-                            for r in range(D):
-                                for i in range(n):
-                                    for p in range(BL):
-                                        G2[r, i, p] += db[r, i, p]
                     else:
+                        barr, bo, brs = Xb, xo, rX
                         oc = o + 2 * D * D
-                        outer_acc(gacc, o + D * D, D, db, Zl, n)
-                        if need_dz:
-                            proj_t_add(flat, s, o + D * D, D, db, G2, n)
-                    outer_acc(gacc, oc, D, dc, Zl, N)
+                    # dW = G K^T (D, n) ; dK = W^T G (n, N)
+                    mm(G, 0, rZ, BL, Kk, ko, BL, rZ, dW, 0, rX, BL, D, n, N, False)
+                    mm(Ww, xo, BL, rX, G, 0, rZ, BL, dK, 0, rZ, BL, n, N, D, False)
+                    # dV += dW X^T / n (the 1/n at the end) ; dX += (V / n)^T dW
+                    mm(dW, 0, rX, BL, Zs, zo, BL, rZ, gacc, o * BL, D * BL, BL, D, D, n, True)
                     if need_dz:
-                        proj_t_add(flat, s, oc, D, dc, G2, N)
+                        mm(wb, o * BL, BL, D * BL, dW, 0, rX, BL, G2, 0, rZ, BL, D, n, D, True)
+                    activate_back(code, scales[h], Kk, ko, dK, 0, n, rZ, N)
+                    # db = c dS^T (D, n) ; dc = b dS (D, N)
+                    mm(Cr, co_, rZ, BL, dK, 0, BL, rZ, db, 0, rX, BL, D, n, N, False)
+                    mm(barr, bo, brs, BL, dK, 0, rZ, BL, dc, 0, rZ, BL, D, N, n, False)
+                    if code == 0:
+                        if need_dz:
+                            vaxpy_rows(db, 0, rX, G2, 0, rZ, D, n)
+                    else:
+                        mm(db, 0, rX, BL, Zs, zo, BL, rZ, gacc, (o + D * D) * BL, D * BL, BL, D, D, n, True)
+                        if need_dz:
+                            mm(wb, (o + D * D) * BL, BL, D * BL, db, 0, rX, BL, G2, 0, rZ, BL, D, n, D, True)
+                    # dC += dc Z^T ; dZ += C^T dc
+                    mm(dc, 0, rZ, BL, Zs, zo, BL, rZ, gacc, oc * BL, D * BL, BL, D, D, N, True)
+                    if need_dz:
+                        mm(wb, oc * BL, BL, D * BL, dc, 0, rZ, BL, G2, 0, rZ, BL, D, N, D, True)
                 if need_dz:
-                    for r in range(D):
-                        for c in range(N):
-                            for p in range(BL):
-                                G[r, c, p] = G2[r, c, p]
+                    vcopy(G2, 0, G, 0, DN)
         for q in range(P):
             acc = 0.0
             for p in range(BL):
-                acc += gacc[q, p]
+                acc += gacc[q * BL + p]
             grad[s, q] = acc
+        for l in range(L):
+            for h in range(H):
+                o = offs[l, h]
+                for q in range(o, o + D * D):
+                    grad[s, q] = grad[s, q] * inv_n  # dV = d(V / n) / n
         loss[s] = lsum * inv_b
-

@@ -27,9 +27,14 @@ bracket fills the source columns). :math:`\tilde h'` is :math:`\partial K` (line
 :math:`\gamma`) and :math:`K\odot(\partial K - \mathbf 1\,\mathrm{diag}(K^\top\partial K)^\top)` per
 receiver column (softmax over the sources).
 
-Prompts are processed in blocks of :data:`BLOCK`, stored with the prompt index innermost so that
-every inner loop runs over the block and compiles to SIMD instructions; nothing larger than one
-block's activations (a few hundred kB) is ever allocated. With several torch threads
+Prompts are processed in blocks of :data:`BLOCK`, stored with the prompt index innermost, and
+every matrix product of a block is computed on explicit lane vectors (one AVX-512 register of
+float32 per entry, :mod:`landscape.engine._simd`) in register tiles of 4 × 4 outputs, so the
+accumulators stay in registers over the whole reduction; the activations and their derivatives
+run on the same vectors. Nothing larger than one block's activations (about 200 kB at d = 5,
+n = 20, L = 3) is ever allocated. Every sum is taken in a fixed order with fused multiply-adds,
+so the bits do not depend on the vector width the machine has.
+With several torch threads
 (:func:`landscape.set_threads`) the seeds are split into contiguous ranges run by that many
 threads (each seed on one thread, its blocks in order), so the numbers do not depend on the
 thread count and are the same bits every run.
@@ -43,6 +48,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from typing import Any
 
 import torch
@@ -52,12 +58,13 @@ from landscape.core.model import ModelSpec, param_shapes
 
 __all__ = ["BLOCK", "available", "unsupported_reason", "fused_grad", "head_codes", "flops_per_prompt"]
 
-BLOCK = 64
-"""Prompts per SIMD block (the kernel module's ``BL``). Measured at 32 seeds × 1024 prompts,
-d = 5, n = 20, L = 3, ReLU kernel attention, float32, one thread: 16 prompts 974 ms per gradient
-(LLVM fully unrolls the 16-lane loops and then leaves them scalar, as it cannot rule out
-aliasing), 32 prompts 856 ms, 64 prompts 174 ms (vectorised with run-time alias checks),
-128 prompts 184 ms."""
+BLOCK = 16
+"""Prompts per block: the lanes of one vector (the kernel module's ``BL``). Measured at 32 seeds ×
+1024 prompts, d = 5, n = 20, L = 3, ReLU kernel attention, float32, one thread, on the 2-core
+benchmark machine (load average 13-15): 50 ms per gradient, 58 GFLOP/s (docs/benchmarks.md). The
+kernel it replaced, whose loops over 64-prompt blocks were left to LLVM's loop vectoriser
+(256-bit vectors, accumulators reloaded from L1 on every term, scalar activations), took
+122-167 ms."""
 
 _LINEAR_ATTN, _K_LINEAR, _K_RELU, _K_EXP, _K_SOFTMAX = 0, 1, 2, 3, 4
 _KERNEL_CODES = {"linear": _K_LINEAR, "relu": _K_RELU, "exp": _K_EXP, "softmax": _K_SOFTMAX}
@@ -77,12 +84,36 @@ def _load() -> bool:
         _import_error = "LANDSCAPE_NO_NUMBA is set"
         return False
     try:
+        _prefer_wide_vectors()
         import landscape.engine._kernel as mod
     except ImportError as exc:  # pragma: no cover - depends on the environment
         _import_error = f"numba is not installed ({exc}); pip install 'landscape[fast]'"
         return False
     _kernel = mod.kernel
     return True
+
+
+def _prefer_wide_vectors() -> None:
+    """Let LLVM use 512-bit vectors on AVX-512 machines (before numba is first imported).
+
+    LLVM's tuning for recent Intel cores prefers 256-bit vectors (``prefer-256-bit``), which
+    halves the kernel's throughput there (its vectors are 16 float32 lanes, one AVX-512
+    register). numba reads the target from ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` when it is
+    imported, so they are set to the host's own name and features minus that preference, and only
+    when numba is not imported yet and neither variable is set by the user. The kernel's results
+    do not depend on the vector width (explicit fused multiply-adds in a fixed order).
+    """
+    if "numba" in sys.modules or "NUMBA_CPU_NAME" in os.environ or "NUMBA_CPU_FEATURES" in os.environ:
+        return
+    try:
+        import llvmlite.binding as ll
+    except ImportError:  # pragma: no cover - numba's own dependency
+        return
+    features = ll.get_host_cpu_features().flatten()
+    if "+avx512f" not in features.split(","):
+        return
+    os.environ["NUMBA_CPU_NAME"] = ll.get_host_cpu_name()
+    os.environ["NUMBA_CPU_FEATURES"] = features + ",-prefer-256-bit"
 
 
 def available() -> bool:

@@ -10,10 +10,6 @@ scales with threads only on idle cores. The ``landscape`` commands therefore def
 
 from __future__ import annotations
 
-import torch
-
-from landscape._checks import check_int
-
 __all__ = ["DEFAULT_THREADS", "set_threads", "get_threads"]
 
 DEFAULT_THREADS = 1
@@ -38,6 +34,10 @@ def set_threads(n: int) -> int:
         TypeError: ``n`` is not an integer.
         ValueError: ``n < 1``.
     """
+    import torch
+
+    from landscape._checks import check_int
+
     check_int("threads", n, minimum=1)
     before = torch.get_num_threads()
     torch.set_num_threads(int(n))
@@ -46,4 +46,6 @@ def set_threads(n: int) -> int:
 
 def get_threads() -> int:
     """The CPU thread count in use (torch's intra-op threads)."""
+    import torch
+
     return torch.get_num_threads()

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from landscape.experiment.executors import EXECUTORS
 from landscape.experiment.store import RunStore
 
 __all__ = [
@@ -64,8 +65,6 @@ __all__ = [
     "run_sweep",
 ]
 
-EXECUTORS: tuple[str, ...] = ("local", "ray")
-"""Accepted executors of :func:`run_sweep`."""
 
 _TOP_KEYS = ("name", "base", "grid", "seeds")
 _SUFFIXES = {".toml": "toml", ".yaml": "yaml", ".yml": "yaml"}

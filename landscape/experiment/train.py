@@ -12,7 +12,7 @@ engines compute the per-seed gradients :math:`\nabla_{\theta_i} f_i(\theta_i)`:
 * ``"vmap"``: ``torch.func.vmap(torch.func.grad_and_value(f))`` over the seed axis, with ``f`` the
   reference forward :func:`landscape.core.model.predict` of one model.
 * ``"fused"``: the CPU kernel of :mod:`landscape.engine.fused` — forward and hand-derived backward
-  in one pass, SIMD across blocks of 64 prompts, for linear attention and the ``linear``, ``relu``,
+  in one pass, SIMD across blocks of 16 prompts, for linear attention and the ``linear``, ``relu``,
   ``exp``, ``softmax`` kernels in float32/float64 (needs numba). ``"auto"`` (the default) takes it
   wherever it applies and ``"stacked"`` otherwise (user kernels, CUDA, numba missing):
   :func:`resolve_engine`. The engine that ran is recorded in the results and shown in the
@@ -1296,6 +1296,31 @@ def _progress_enabled(progress: bool) -> bool:
         return False
 
 
+PROGRESS_LINE_SECONDS = 10.0
+"""Seconds between two progress lines on stderr when it is not a terminal (no bar there)."""
+
+
+class _ProgressLines:
+    """Progress of a run on a non-terminal stderr: one line (step, median live loss, elapsed, ETA)
+    whenever :data:`PROGRESS_LINE_SECONDS` have passed since the last one; nothing for shorter runs."""
+
+    def __init__(self, desc: str, step0: int, total: int) -> None:
+        self.desc, self.step0, self.total = desc, step0, total
+        self.t0 = self.last = time.perf_counter()
+
+    def step(self, step: int, loss: torch.Tensor, alive: torch.Tensor) -> None:
+        now = time.perf_counter()
+        if now - self.last < PROGRESS_LINE_SECONDS:
+            return
+        self.last = now
+        live = loss[alive]
+        med = float(seed_median(live)) if live.numel() else math.nan
+        done = step - self.step0
+        eta = (now - self.t0) / done * (self.total - step) if done > 0 else math.nan
+        print(f"{self.desc}: step {step}/{self.total}, loss {med:.4g}, diverged {int((~alive).sum())}, "
+              f"{now - self.t0:.0f} s, ETA {eta:.0f} s", file=sys.stderr, flush=True)
+
+
 def _state_dict(state: TrainState, gen: torch.Generator, batch: tuple[torch.Tensor, torch.Tensor] | None,
                 chash: str) -> dict[str, Any]:
     out: dict[str, Any] = {
@@ -1459,6 +1484,9 @@ def _train_locked(config: TrainConfig, dev: torch.device, spec: ModelSpec, sigma
 
     bar = tqdm(total=T, initial=state.step, desc=f"train {config.seeds} seeds [{engine}]", unit="step",
                disable=not _progress_enabled(progress), dynamic_ncols=True, file=sys.stderr)
+    # without a terminal, progress goes to stderr as a line every PROGRESS_LINE_SECONDS
+    lines = _ProgressLines(f"train {config.seeds} seeds [{engine}]", state.step, T) \
+        if progress and not _progress_enabled(progress) else None
     try:
         while state.step < T:
             t = state.step
@@ -1483,6 +1511,8 @@ def _train_locked(config: TrainConfig, dev: torch.device, spec: ModelSpec, sigma
                                 diverged=int((~alive).sum()))
             state = TrainState(t + 1, flat, opt, alive, dstep, loss, spec)
             bar.update(1)
+            if lines is not None:
+                lines.step(state.step, loss, alive)
             if callback is not None:
                 callback(state.step, state)
         # final measurements at step T

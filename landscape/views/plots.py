@@ -44,6 +44,7 @@ from matplotlib.ticker import MaxNLocator
 from landscape.experiment.metrics import is_distance_key, metric_label, metric_sort_key, parse_metric_key
 from landscape.experiment.store import MetricSeries, Run, RunStore
 from landscape.experiment.train import stored_config
+from landscape.views.kinds import PLOT_KINDS
 
 __all__ = [
     "FIGURE_FORMATS",
@@ -70,8 +71,6 @@ __all__ = [
 FIGURE_FORMATS: tuple[str, ...] = ("png", "svg")
 """File formats every figure is written in."""
 
-PLOT_KINDS: tuple[str, ...] = ("distance", "loss", "heatmap", "depth", "context", "grid")
-"""Kinds of figure :func:`plot_store` knows (``"all"`` selects every one)."""
 
 _FIGURE_DIR = "figures"
 _QUANTILES = (0.25, 0.5, 0.75)
