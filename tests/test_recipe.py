@@ -386,7 +386,7 @@ def test_recipe_errors_name_what_is_accepted() -> None:
         recipe.device("tpu0")
     with pytest.raises(ValueError, match="dtype must be one of 'float32', 'float64'"):
         recipe.dtype("float16")
-    with pytest.raises(ValueError, match="mask must be one of 'full', 'paper', 'sparse'"):
+    with pytest.raises(ValueError, match="unknown mask 'dense'; accepted: 'full' \\(alias 'all'\\), 'paper', 'sparse'"):
         from landscape.core.model import ModelSpec
 
         recipe.mask(ModelSpec.linear(2, 1, 1), "dense")

@@ -240,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 blocks[by] = [b.summary() for b in block_spectra(H, pt.spec, by=by)]
         out["blocks"] = blocks
-        out["num_symmetries"] = int(symmetry_generators(pt.spec, pt.flat, syms).shape[1])
+        out["num_symmetries"] = int(symmetry_generators(pt.spec, pt.flat, syms or None).shape[1])
     if args.plot is not None:
         _plot_density(sd, None if H is None else torch.linalg.eigvalsh(H), args.plot, pt.label)
         out["plot"] = args.plot

@@ -112,6 +112,8 @@ def load_run_weights(text: str, seed: int) -> tuple[Any, dict[str, torch.Tensor]
     Raises:
         ValueError: a missing store, run, final weights or seed (one line each).
     """
+    import torch
+
     from landscape.core.model import unflatten_params
     from landscape.numeric.points import load_trained, split_run_ref
     from landscape.experiment.store import StoreError
@@ -378,6 +380,9 @@ def _print_report(cert: Any) -> None:
             r = h.reduced
             w(f"; modulo {h.n_symmetry} symmetry directions: n_pos {r.n_pos}, n_zero {r.n_zero}, n_neg {r.n_neg}")
         w(f" -> {h.classification}\n")
-    w(f"verdict  {_verdict_line(cert)}: {cert.reason}\n")
+    reason = cert.reason
+    if cert.verdict == "stationary" and reason.startswith("stationary within tol") and ": " in reason:
+        reason = reason.split(": ", 1)[1]  # the verdict line already states tol and confidence
+    w(f"verdict  {_verdict_line(cert)}: {reason}\n")
     if getattr(cert, "caveat", ""):
         w(f"caveat   {cert.caveat}\n")

@@ -620,7 +620,9 @@ def inertia_modulo_symmetries(
         oracle: a loss oracle (or callable with ``spec``), or a dense ``(P, P)`` Hessian (then ``spec`` is needed).
         flat: :math:`\theta`.
         spec: architecture (for a plain callable or a dense Hessian).
-        symmetries: extra :class:`~landscape.theory.families.Symmetry` objects.
+        symmetries: extra :class:`~landscape.theory.symmetries.Symmetry` declarations, added to the
+            model's own (:func:`~landscape.theory.symmetries.model_symmetries`; a family's
+            ``symmetries`` already start with those, and a repeated generator changes nothing).
         rtol: relative zero threshold (default :data:`landscape.tolerances.ZERO_EIG`).
 
     Returns:
@@ -637,6 +639,8 @@ def inertia_modulo_symmetries(
         orc = as_oracle(oracle, spec)
         spec = orc.spec
         H = hessian(orc, _check_flat(orc, flat).detach())
-    G = symmetry_generators(spec, flat.detach().to(H.dtype), symmetries)
+    from landscape.theory.symmetries import model_symmetries
+
+    G = symmetry_generators(spec, flat.detach().to(H.dtype), (*model_symmetries(spec), *symmetries))
     return inertia(H, rtol=rtol, symmetries=G)
 
