@@ -58,7 +58,8 @@ from typing import Mapping
 
 import sympy
 
-from landscape.core.model import ModelSpec, param_shapes
+from landscape.core.model import ModelSpec
+from landscape.symbolic.one_layer import kernel_head_blocks
 
 __all__ = ["exp_one_layer_structure", "exp_one_layer_loss", "exp_one_layer_domain", "exp_kernel_scale",
            "exp_gp_one_layer_loss"]
@@ -90,11 +91,10 @@ def exp_one_layer_structure(blocks: Mapping[str, sympy.Matrix], spec: ModelSpec
     if gamma is None:
         return None, "the kernel is not exp(γ s) (softmax and other kernels have no Gaussian closed form here)"
     d = spec.d
-    full = {k: sympy.Matrix(blocks.get(k, sympy.zeros(*shape))) for k, shape in param_shapes(spec).items()}
-    key = lambda name: spec.key(0, 0, name)  # noqa: E731
-    V, B, C = full[key("V")], full[key("B")], full[key("C")]
-    if any(sympy.expand(e) != 0 for e in list(B[:, d]) + list(C[:, d])):
-        return None, "the key or query reads the label coordinate"
+    vbc, why = kernel_head_blocks(spec, blocks)
+    if vbc is None:
+        return None, why
+    V, B, C = vbc
     M = (gamma * B[:, :d].T * C[:, :d]).applyfunc(sympy.expand)
     return (M, V[d, :d].T, V[d, d]), ""
 

@@ -64,7 +64,7 @@ from landscape.theory.families import Family, Problem
 from landscape.core.model import ModelSpec
 from landscape.core.tasks import LinearRegression
 
-__all__ = ["one_layer_loss", "exact_loss_fn", "covariate_moments", "linear_heads"]
+__all__ = ["one_layer_loss", "exact_loss_fn", "covariate_moments", "linear_heads", "kernel_head_blocks"]
 
 
 # ---------------------------------------------------------------------- backends
@@ -258,6 +258,29 @@ def linear_heads(spec: ModelSpec, params: Mapping[str, Any], layer: int = 0) -> 
         else:
             return None
     return out
+
+
+def kernel_head_blocks(spec: ModelSpec, blocks: Mapping[str, Any]
+                       ) -> tuple[tuple[sympy.Matrix, sympy.Matrix, sympy.Matrix] | None, str]:
+    """``((V, B, C), "")`` of the first layer's first kernel head as sympy matrices (absent blocks
+    zero) when its key and query read the covariates only, else ``(None, reason)``; the one-head
+    closed-form routes (ReLU, exp) start from it.
+
+    Args:
+        spec: the architecture (one layer whose first head is a kernel head).
+        blocks: parameter name → sympy matrix (a family's blocks).
+
+    Returns:
+        ``((V, B, C), "")`` or ``(None, reason)``.
+    """
+    from landscape.core.model import param_shapes
+
+    d = spec.d
+    full = {k: sympy.Matrix(blocks.get(k, sympy.zeros(*shape))) for k, shape in param_shapes(spec).items()}
+    V, B, C = (full[spec.key(0, 0, name)] for name in ("V", "B", "C"))
+    if any(sympy.expand(e) != 0 for e in list(B[:, d]) + list(C[:, d])):
+        return None, "the key or query reads the label coordinate"
+    return (V, B, C), ""
 
 
 def _spec_of(obj: Family | Problem | ModelSpec) -> ModelSpec:

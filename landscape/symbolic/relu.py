@@ -34,7 +34,8 @@ from typing import Mapping
 
 import sympy
 
-from landscape.core.model import ModelSpec, param_shapes
+from landscape.core.model import ModelSpec
+from landscape.symbolic.one_layer import kernel_head_blocks
 
 __all__ = ["relu_one_layer_structure", "relu_one_layer_loss", "relu_one_layer_matrix", "relu_one_layer_loss_general"]
 
@@ -53,11 +54,10 @@ def relu_one_layer_structure(blocks: Mapping[str, sympy.Matrix], spec: ModelSpec
     if spec.layers != 1 or len(spec.heads) != 1 or spec.heads[0].kind != "kernel" or not _is_relu(spec.heads[0]):
         return None, "not one layer with one ReLU kernel head"
     d = spec.d
-    full = {k: sympy.Matrix(blocks.get(k, sympy.zeros(*shape))) for k, shape in param_shapes(spec).items()}
-    key = lambda name: spec.key(0, 0, name)  # noqa: E731
-    V, B, C = full[key("V")], full[key("B")], full[key("C")]
-    if any(sympy.expand(e) != 0 for e in list(B[:, d]) + list(C[:, d])):
-        return None, "the key or query reads the label coordinate"
+    vbc, why = kernel_head_blocks(spec, blocks)
+    if vbc is None:
+        return None, why
+    V, B, C = vbc
     M = (B.T * C)[:d, :d].applyfunc(sympy.expand)
     kappa = M[0, 0]
     if any(sympy.expand(M[i, j] - (kappa if i == j else 0)) != 0 for i in range(d) for j in range(d)):
@@ -83,11 +83,10 @@ def relu_one_layer_matrix(blocks: Mapping[str, sympy.Matrix], spec: ModelSpec
     if spec.layers != 1 or len(spec.heads) != 1 or spec.heads[0].kind != "kernel" or not _is_relu(spec.heads[0]):
         return None, "not one layer with one ReLU kernel head"
     d = spec.d
-    full = {k: sympy.Matrix(blocks.get(k, sympy.zeros(*shape))) for k, shape in param_shapes(spec).items()}
-    key = lambda name: spec.key(0, 0, name)  # noqa: E731
-    V, B, C = full[key("V")], full[key("B")], full[key("C")]
-    if any(sympy.expand(e) != 0 for e in list(B[:, d]) + list(C[:, d])):
-        return None, "the key or query reads the label coordinate"
+    vbc, why = kernel_head_blocks(spec, blocks)
+    if vbc is None:
+        return None, why
+    V, B, C = vbc
     return ((B.T * C)[:d, :d].applyfunc(sympy.expand), V[d, :d].T, V[d, d]), ""
 
 
