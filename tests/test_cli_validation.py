@@ -18,6 +18,7 @@ import torch
 
 import landscape._checks as _checks
 from landscape.cli import build_parser, main
+from limits import HANG_GUARD_S
 
 HUGE_INT = "1" + "0" * 30
 HUGE_FLOAT = "1e999"  # overflows to inf when parsed
@@ -268,10 +269,10 @@ def test_console_script_subprocess(tmp_path: Path) -> None:
     f = tmp_path / "file"
     f.write_text("")
     r = subprocess.run([sys.executable, "-m", "landscape.cli", "train", "--lr", "abc", "--json"],
-                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=HANG_GUARD_S)
     assert r.returncode == 2 and json.loads(r.stdout)["error"].startswith("--lr ")
     r = subprocess.run([sys.executable, "-m", "landscape.cli", *TINY_TRAIN, "--out", str(f / "x")],
-                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+                       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=HANG_GUARD_S)
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 

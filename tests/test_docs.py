@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from limits import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -37,7 +38,7 @@ TESTS = ROOT / "tests"
 GENERATED = {"api.md"}
 SKIP_MARKER = "# docs-test: skip"
 MAX_SKIPS = 2
-COMMAND_TIMEOUT_S = 600
+COMMAND_TIMEOUT_S = HANG_GUARD_S
 LINKED_DIRS = ("benchmarks",)
 """Repository folders linked into the temporary working directory (read-only use by the pages)."""
 

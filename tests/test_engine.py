@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from limits import HANG_GUARD_S
 from landscape.core.model import forward, init_params, unflatten_params, flatten_params
 from landscape.experiment.train import (
     TrainConfig,
@@ -281,7 +282,7 @@ def _python(code: str) -> "subprocess.CompletedProcess[str]":
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root,
-                          timeout=300)
+                          timeout=HANG_GUARD_S)
 
 
 def test_cli_parser_help_and_argument_errors_import_nothing_heavy() -> None:

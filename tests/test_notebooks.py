@@ -20,10 +20,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from limits import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
-CELL_TIMEOUT_S = 900
+CELL_TIMEOUT_S = HANG_GUARD_S
 QUICK_ENV = {"LANDSCAPE_QUICK": "1", "MPLBACKEND": "Agg"}
 
 nbformat = pytest.importorskip("nbformat", reason="notebook tests need the dev extra: pip install -e '.[dev]'")
@@ -65,7 +66,7 @@ def ensure_kernel(prefix: Path, name: str = "python3") -> dict[str, str]:
         return {}
     proc = subprocess.run(
         [sys.executable, "-m", "ipykernel", "install", "--prefix", str(prefix), "--name", name],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=HANG_GUARD_S,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"python -m ipykernel install --prefix {prefix} --name {name} failed:\n{proc.stderr}")
@@ -113,7 +114,7 @@ def test_kernel_fallback_installs_a_private_kernelspec(tmp_path: Path, monkeypat
     assert kernel_available(name)
     nb = jupytext.reads("# %%\nimport os, sys\nprint(sum(k * k for k in range(1, 11)))\n"
                         "# %%\nprint(sys.executable)\nprint(os.getcwd())\n", fmt="py:percent")
-    execute(nb, tmp_path, kernel_name=name, timeout=120)
+    execute(nb, tmp_path, kernel_name=name, timeout=HANG_GUARD_S)
     lines = _stdout(nb).split()
     assert lines[0] == "385"  # 1^2 + ... + 10^2
     assert Path(lines[1]).resolve() == Path(sys.executable).resolve()
@@ -128,7 +129,7 @@ def test_a_failing_cell_fails_the_run(tmp_path: Path, monkeypatch: pytest.Monkey
     nb = jupytext.reads("# %%\nx = 1\n# %%\nraise ValueError('cell two fails')\n# %%\nprint('never')\n",
                         fmt="py:percent")
     with pytest.raises(nbclient.exceptions.CellExecutionError, match="cell two fails"):
-        execute(nb, tmp_path, timeout=120)
+        execute(nb, tmp_path, timeout=HANG_GUARD_S)
     assert "never" not in _stdout(nb)
 
 

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from limits import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -94,7 +95,7 @@ def test_readme_first_command_names_an_existing_study() -> None:
 def test_reproduce_help_runs_as_a_subprocess() -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, "-m", "landscape.cli", "reproduce", "--help"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stderr
     assert "--quick" in proc.stdout and "STUDY" in proc.stdout
 
@@ -103,6 +104,6 @@ def test_reproduce_help_runs_as_a_subprocess() -> None:
 def test_reproduce_rejects_an_unknown_study(bad: str) -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, "-m", "landscape.cli", "reproduce", bad], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert proc.returncode == 2
     assert "unknown study" in proc.stderr and "cheng2024" in proc.stderr

@@ -22,6 +22,7 @@ import torch
 
 from landscape.experiment.store import RunStore
 from landscape.experiment.train import TrainConfig, train
+from limits import HANG_GUARD_S
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,7 +79,7 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path: Path) -> Non
     proc = subprocess.Popen([sys.executable, str(script), str(killed_root), json.dumps(CONFIG)],
                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + HANG_GUARD_S
         steps: list[int] = []
         while time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.2)

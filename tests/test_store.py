@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 
+from limits import HANG_GUARD_S
 from landscape.experiment.store import (
     APPLICATION_ID,
     SCHEMA_VERSION,
@@ -474,7 +475,7 @@ def test_two_processes_write_concurrently(tmp_path: Path) -> None:
         )
         for w in range(2)
     ]
-    outs = [p.communicate(timeout=120) for p in procs]
+    outs = [p.communicate(timeout=HANG_GUARD_S) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err
     assert [out.strip() for out, _ in outs] == ["1", "1"]
@@ -576,7 +577,7 @@ def test_sigkill_mid_run_leaves_consistent_store(tmp_path: Path) -> None:
         )
         assert proc.stdout is not None
         seen = 0
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + HANG_GUARD_S
         while seen < min_steps and time.monotonic() < deadline:
             line = proc.stdout.readline()
             if not line:

@@ -38,6 +38,7 @@ import landscape.experiment.train as train_mod
 from landscape.cli import build_parser
 from landscape.experiment.store import APPLICATION_ID, RunStore, StoreError, repair_store
 from landscape.experiment.train import TrainConfig, train
+from limits import HANG_GUARD_S
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -592,7 +593,7 @@ def test_second_trainer_of_the_same_run_refuses_and_the_lock_dies_with_its_holde
         assert first.stdout is not None
         assert first.stdout.readline().strip() == "training", first.stderr.read() if first.stderr else ""
         second = subprocess.run([sys.executable, "-c", SECOND, str(root), json.dumps(cfg_dict)], env=_env(),
-                                capture_output=True, text=True, timeout=120)
+                                capture_output=True, text=True, timeout=HANG_GUARD_S)
         assert second.returncode == 3, second.stderr
         msg = second.stdout.strip()
         assert f"is being written by process {first.pid} on host " in msg and "\n" not in msg
