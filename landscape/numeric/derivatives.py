@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from landscape._checks import check_choice, check_int
-from landscape.tolerances import FD_STEP, LANCZOS_RTOL, RANK_RTOL, ZERO_EIG
+from landscape.tolerances import FD_STEP, LANCZOS_RTOL, RANK_RTOL, ZERO_EIG, per_dtype
 from landscape.core.model import ModelSpec, num_params, param_shapes
 from landscape.numeric.oracles import LossOracle, MonteCarloLoss, as_oracle
 from landscape.theory.symmetries import symmetry_generators
@@ -194,7 +194,7 @@ def finite_difference_gradient(
     """
     oracle = as_oracle(oracle, spec)
     flat = _check_flat(oracle, flat)
-    h = FD_STEP[flat.dtype] if step is None else step
+    h = per_dtype(FD_STEP, flat.dtype) if step is None else step
     out = torch.empty_like(flat)
     with torch.no_grad():
         for j in range(flat.shape[0]):
@@ -214,7 +214,7 @@ def finite_difference_hessian(
     """
     oracle = as_oracle(oracle, spec)
     flat = _check_flat(oracle, flat)
-    h = FD_STEP[flat.dtype] if step is None else step
+    h = per_dtype(FD_STEP, flat.dtype) if step is None else step
     P = flat.shape[0]
     cols = []
     for j in range(P):

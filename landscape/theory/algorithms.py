@@ -237,6 +237,16 @@ def in_context_risk_grad(w: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> t
     return _risk_grad(w, X, y)
 
 
+def _start(ref_name: str, ref: torch.Tensor, w0: torch.Tensor | None, dims: dict[str, int]) -> torch.Tensor:
+    """The starting iterate ``w0`` of an algorithm, checked against ``ref``; zeros ``(batch, d)`` if ``None``."""
+    if w0 is None:
+        return ref.new_zeros((dims["batch"], dims["d"]))
+    check_tensor("w0", w0)
+    check_shape("w0", w0, ("batch", "d"), dims)
+    check_same_dtype_device(ref_name, ref, w0=w0)
+    return w0
+
+
 def _risk_grad(w: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     n = X.shape[-1]
     residual = torch.einsum("bdn,bd->bn", X, w) - y
@@ -279,13 +289,7 @@ def preconditioned_gd(
     dims = _check_regression(X, y)
     batch, d = dims["batch"], dims["d"]
     A = _as_matrices("preconditioners", preconditioners, X, batch, d)
-    if w0 is None:
-        w = X.new_zeros((batch, d))
-    else:
-        check_tensor("w0", w0)
-        check_shape("w0", w0, ("batch", "d"), dims)
-        check_same_dtype_device("X", X, w0=w0)
-        w = w0
+    w = _start("X", X, w0, dims)
     iterates = [w]
     for l in range(A.shape[1]):
         A_l = A[:, l].expand(batch, d, d)
@@ -995,16 +999,10 @@ def damped_newton_logistic(
         negative ``steps``.
     """
     dims = _check_regression(A, y, X_name="A")
-    batch, d = dims["batch"], dims["d"]
+    batch = dims["batch"]
     m = _as_scalar("mu", mu, A, batch, positive=True)
     T = check_int("steps", steps, minimum=0)
-    if w0 is None:
-        w = A.new_zeros((batch, d))
-    else:
-        check_tensor("w0", w0)
-        check_shape("w0", w0, ("batch", "d"), dims)
-        check_same_dtype_device("A", A, w0=w0)
-        w = w0
+    w = _start("A", A, w0, dims)
     iterates = [w]
     for _ in range(T):
         g = _logistic_grad(w, A, y, m)
@@ -1071,18 +1069,12 @@ def normalised_gd(
         ``c <= 0``, negative ``steps``.
     """
     dims = _check_regression(X, y)
-    batch, d = dims["batch"], dims["d"]
+    batch = dims["batch"]
     T = check_int("steps", steps, minimum=0)
     check_choice("loss", loss, ("exp", "logsumexp1"))
     eta_t = _as_scalar("eta", eta, X, batch)
     c_t = _as_scalar("c", c, X, batch, positive=True)
-    if w0 is None:
-        w = X.new_zeros((batch, d))
-    else:
-        check_tensor("w0", w0)
-        check_shape("w0", w0, ("batch", "d"), dims)
-        check_same_dtype_device("X", X, w0=w0)
-        w = w0
+    w = _start("X", X, w0, dims)
     u = y.unsqueeze(1) * X  # columns u_i = y_i x_i, (batch, d, n)
     iterates = [w]
     for _ in range(T):
