@@ -10,7 +10,6 @@ import argparse
 import errno
 import json
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
@@ -49,6 +48,8 @@ TABLE: dict[str, tuple[list[str], dict[str, tuple[str, bool]]]] = {
     "families": (["families"], THREADS),
     "plot": (["plot", "runs"], THREADS),
     "store": (["store", "check", "runs"], THREADS),
+    "runs": (["runs", "runs"], THREADS),
+    "export": (["export", "runs", "--out", "m.csv"], THREADS),
     "hessian": (["hessian", "--family", "pgd"], {**PROBLEM, "--samples": ("int", False), "--sample-seed": ("int", True),
                 "--k": ("int", False), "--matvecs": ("int", False), "--probes": ("int", False),
                 "--steps": ("int", False), "--dense-max": ("int", True), **THREADS}),
@@ -113,9 +114,12 @@ def test_bad_numeric_value_is_one_line_exit_2(cmd: str, opt: str, v: str, tmp_pa
     before, opts = TABLE[cmd]
     kind = opts[opt][0]
     argv = [*before, f"{opt}={_value(opt, kind, v)}"]
-    t0 = time.perf_counter()
+
+    def ran(args: object) -> int:
+        raise AssertionError(f"landscape {cmd} started its work with a bad {opt}")
+
+    monkeypatch.setattr(f"landscape.cli.{cmd}.run", ran)  # refused while parsing: the command never runs
     rc = main(argv)
-    elapsed = time.perf_counter() - t0
     out, err = capsys.readouterr()
     assert rc == 2, (argv, out, err)
     lines = err.strip().splitlines()
@@ -123,7 +127,6 @@ def test_bad_numeric_value_is_one_line_exit_2(cmd: str, opt: str, v: str, tmp_pa
     assert lines[0].startswith(f"landscape {cmd}: error: {opt} "), lines[0]
     assert "Traceback" not in err and out == ""
     assert list(tmp_path.iterdir()) == []  # nothing written
-    assert elapsed < 5.0  # refused while parsing, before any work
 
 
 @pytest.mark.parametrize("argv,opt", [
@@ -303,9 +306,7 @@ def test_check_refuses_sizes_that_cannot_fit(monkeypatch: pytest.MonkeyPatch,
 
     _no_work(monkeypatch, chk, "run_checks")
     monkeypatch.setattr(_checks, "available_memory", lambda: 8 * 2**30)  # an 8 GiB machine
-    t0 = time.perf_counter()
     rc = main(["check", "--batch", "100000", "--d", "50", "--n", "50", "--layers", "3"])
-    assert time.perf_counter() - t0 < 2.0
     err = capsys.readouterr().err.strip().splitlines()
     expected = 100000 * 51 * 51 * 3 * 8 * chk.CHECK_MEMORY_FACTOR
     assert rc == 2 and len(err) == 1
@@ -330,9 +331,7 @@ def test_train_refuses_sizes_that_cannot_fit(extra: list[str], tmp_path: Path, m
     _no_work(monkeypatch, landscape.experiment.train, "train")
     monkeypatch.setattr(_checks, "available_memory", lambda: 16 * 2**30)
     out = tmp_path / "o"
-    t0 = time.perf_counter()
     rc = main(["train", *extra, "--steps", "1", "--out", str(out)])
-    assert time.perf_counter() - t0 < 5.0
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "needs about" in err[0] and "16 GiB available" in err[0]
     assert not out.exists()
@@ -343,9 +342,7 @@ def test_solve_refuses_a_huge_dimension(monkeypatch: pytest.MonkeyPatch, capsys:
 
     _no_work(monkeypatch, sl, "family_loss")
     monkeypatch.setattr(_checks, "available_memory", lambda: 16 * 2**30)
-    t0 = time.perf_counter()
     rc = main(["solve", "pgd", "--d", "1000", "--n", "20"])
-    assert time.perf_counter() - t0 < 5.0
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "needs about 29.2 TiB" in err[0]  # 4 * 8 B * 1001^4
 

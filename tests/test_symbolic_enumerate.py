@@ -207,10 +207,10 @@ def test_wall_clock_guard_stops_a_long_groebner_and_auto_falls_back():
     fam = get_family("pgd", Problem(d=3, layers=3, n=10, attention="linear"))
     fl = family_loss(fam)
     active = [s for s in fam.symbols if s in fl.expr.free_symbols]
-    t0 = time.monotonic()
+    t0 = time.process_time()  # CPU time: a loaded machine stretches wall time, not the work done
     with pytest.raises(EnumerationTimeout, match="time limit of 0.3 s"):
         enumerate_critical_points(fl.expr, active, time_limit=0.3)
-    assert time.monotonic() - t0 < 5.0
+    assert time.process_time() - t0 < 5.0  # stopped: the whole enumeration is ~20 s of CPU
     pts = stationary_points(fl, starts=4, time_limit=0.3)
     assert pts.method == "multistart" and not pts.exhaustive and "NOT exhaustive" in pts.note
     assert "time limit" in pts.note

@@ -1,0 +1,92 @@
+r"""``landscape runs``: the runs of a store — list them, show one, diff two configs (read-only).
+
+Examples::
+
+    landscape runs runs/ahn2023                    # one line per run
+    landscape runs runs/ahn2023 --show NAME        # a run's status, metrics and full config
+    landscape runs runs/ahn2023 --diff A B         # the config keys where two runs differ (names or ids)
+    landscape runs runs/ahn2023 --json
+
+With ``--json`` one object is printed: ``{"runs": [...]}``, ``{"run": {...}}`` or
+``{"diff": {key: [a, b]}}``.
+
+Exit status: 0 listed, shown or compared; 2 not a run store or an unknown run (one line on
+stderr, naming the store's runs); 1 an internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``landscape runs``."""
+    p = subparsers.add_parser(
+        "runs",
+        help="list the runs of a store, show one, or diff two configs (read-only)",
+        description=(__doc__ or "").split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("store", type=Path, help="run store directory (holds store.sqlite)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--show", metavar="RUN", help="one run (name or id): status, metric keys, results and its config")
+    g.add_argument("--diff", nargs=2, metavar=("A", "B"), help="the config keys where runs A and B (names or ids) differ")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """List, show or diff (exit 0); an unknown store or run is a one-line error (exit 2)."""
+    import dataclasses
+    import json
+
+    from landscape.cli import emit_json
+    from landscape.experiment.store import RunStore
+    from landscape.experiment.tables import config_diff, runs_table, select_runs
+
+    if not (args.store / "store.sqlite").is_file():
+        raise ValueError(f"{str(args.store)!r} is not a run store (no store.sqlite in it)")
+    with RunStore(args.store, read_only=True) as store:
+        if args.diff is not None:
+            a, b = (select_runs(store, [ref])[0] for ref in args.diff)
+            diff = config_diff(a.config, b.config)
+            if args.json:
+                emit_json({"a": a.name, "b": b.name, "diff": {k: list(v) for k, v in diff.items()}})
+                return 0
+            if not diff:
+                print(f"{a.name} and {b.name}: the same config (hash {a.config_hash[:12]})")
+            for k, (va, vb) in diff.items():
+                print(f"{k}: {json.dumps(va)} -> {json.dumps(vb)}")
+            return 0
+        if args.show is not None:
+            (r,) = select_runs(store, [args.show])
+            row = next(x for x in runs_table(store) if x.name == r.name)
+            info = {**dataclasses.asdict(row), "reason": r.reason, "metric_keys": list(store.metrics(r)),
+                    "results": store.results(r), "config": r.config}
+            if args.json:
+                emit_json({"run": info})
+                return 0
+            print(f"{r.name} (id {r.id}): {r.status}{' (' + r.reason + ')' if r.reason else ''}; "
+                  f"config hash {r.config_hash}")
+            print(f"metrics: {', '.join(info['metric_keys']) or 'none'}")
+            for k, v in info["results"].items():
+                print(f"result {k}: {json.dumps(v)}")
+            print("config:")
+            for k, v in sorted(r.config.items()):
+                print(f"  {k}: {json.dumps(v)}")
+            return 0
+        rows = runs_table(store)
+    if args.json:
+        emit_json({"root": str(args.store), "runs": [dataclasses.asdict(r) for r in rows]})
+        return 0
+    print(f"{args.store}: {len(rows)} run(s)")
+    width = max((len(r.name) for r in rows), default=0)
+    for r in rows:
+        size = f"{r.seeds} seeds x {r.steps} steps" if r.seeds is not None and r.steps is not None else "-"
+        print(f"  {r.name:<{width}}  {r.status:<11} {size:<22} {r.metrics} metric keys  "
+              f"final weights: {'yes' if r.final else 'no'}  {r.config_hash[:12]}")
+    return 0
