@@ -120,15 +120,7 @@ def exp_one_layer_domain(M: sympy.Matrix, sigma: sympy.Matrix) -> tuple[sympy.Ex
     r""":math:`\Omega = \{\Sigma^{-1} - 4M^\top\Sigma M \succ 0\}` as the leading principal minors that must be positive
     (the non-constant ones)."""
     S = sympy.Matrix(sigma)
-    N = S.inv() - 4 * M.T * S * M
-    out = []
-    for k in range(1, N.shape[0] + 1):
-        m = sympy.expand(N[:k, :k].det(method="berkowitz"))
-        if m.free_symbols:
-            out.append(m)
-        elif not m > 0:
-            raise ValueError("Σ^{-1} is not positive definite")
-    return tuple(out)
+    return tuple(_pd_minors(S.inv() - 4 * M.T * S * M, "Σ^{-1} is not positive definite"))
 
 
 def exp_one_layer_loss(M: sympy.Matrix, vx: sympy.Matrix, vy: sympy.Expr, sigma: sympy.Matrix,
@@ -172,14 +164,20 @@ def exp_one_layer_loss(M: sympy.Matrix, vx: sympy.Matrix, vy: sympy.Expr, sigma:
     return f
 
 
-def _pd_minors(N: sympy.Matrix) -> list[sympy.Expr]:
+def _pd_minors(N: sympy.Matrix, never: str = "a Gaussian integral of the exp route diverges for every value "
+                                             "of the symbols") -> list[sympy.Expr]:
+    """The non-constant leading principal minors of ``N`` (all must be > 0 for ``N`` ≻ 0).
+
+    Raises:
+        ValueError: a constant minor that is not positive (``N`` is never positive definite; message ``never``).
+    """
     out = []
     for k in range(1, N.shape[0] + 1):
         m = sympy.expand(N[:k, :k].det(method="berkowitz"))
         if m.free_symbols:
             out.append(m)
         elif not m > 0:
-            raise ValueError("a Gaussian integral of the exp route diverges for every value of the symbols")
+            raise ValueError(never)
     return out
 
 

@@ -119,15 +119,44 @@ def _polynomial_heads(family: Family) -> bool:
     return linear_heads(spec, zero, 0) is not None
 
 
+def _regression(data: Any, *, gaussian: bool = True, isotropic: bool = False, hint: str = "") -> str:
+    """'' when ``data`` are :class:`~landscape.core.tasks.LinearRegression` prompts (with Gaussian covariates
+    when ``gaussian``; with Σ = Σ_w = I when ``isotropic``), else the first reason why not
+    (``hint`` is appended to the reason that the data are not regression prompts)."""
+    if not isinstance(data, LinearRegression):
+        return "the data are not LinearRegression prompts" + hint
+    if gaussian and data.covariates != "gaussian":
+        return "the covariates are not Gaussian"
+    if isotropic and not _is_identity(data.sigma, data.d):
+        return "Σ is not the identity"
+    if isotropic and not _is_identity(data.task_covariance(), data.d):
+        return "the task covariance is not the identity"
+    return ""
+
+
 def _linear_problem(family: Family, data: Any, *, gaussian: bool = False) -> str:
     """'' when the heads are linear attention and the data LinearRegression prompts (Gaussian if asked)."""
     if not _polynomial_heads(family):
         return "the attention is not linear"
-    if not isinstance(data, LinearRegression):
-        return "the data are not LinearRegression prompts"
-    if gaussian and data.covariates != "gaussian":
-        return "the covariates are not Gaussian (Wishart moments need Gaussian covariates)"
-    return ""
+    return _regression(data, gaussian=gaussian)
+
+
+def _noise_s2(data: Any) -> sympy.Expr:
+    """The label-noise variance :math:`s^2` of ``data`` as a sympy number (0 without noise)."""
+    from landscape.symbolic.whitened import noise_variance
+
+    return noise_variance(data.noise) if data.noise else sympy.Integer(0)
+
+
+def _one_head_route(data: Any, structure_of: Any, family: Family, *, isotropic: bool = False,
+                    hint: str = "") -> Match:
+    """Detection shared by the one-kernel-head routes: Gaussian regression data (:func:`_regression`),
+    then the head's structure ``structure_of(blocks, spec) -> (structure | None, reason)``."""
+    why = _regression(data, isotropic=isotropic, hint=hint)
+    if why:
+        return None, why
+    structure, why = structure_of(family.blocks, family.spec)
+    return (structure, "") if structure is not None else (None, why)
 
 
 def _is_identity(M: torch.Tensor | None, d: int) -> bool:
@@ -159,7 +188,6 @@ def _wishart_make(family: Family, data: LinearRegression, options: RouteOptions,
         D_SYMBOL,
         N_SYMBOL,
         NOISE_SYMBOL,
-        noise_variance,
         trace_ratio,
         wishart_loss,
         wishart_noise_loss,
@@ -167,7 +195,7 @@ def _wishart_make(family: Family, data: LinearRegression, options: RouteOptions,
 
     ratio, iso = trace_ratio(data)
     expr = wishart_loss(layers, data.n, data.d, ratio)
-    s2 = noise_variance(data.noise) if data.noise else sympy.Integer(0)
+    s2 = _noise_s2(data)
     if data.noise:
         expr = sympy.expand(expr + wishart_noise_loss(layers, data.n, data.d, s2))
     dd = D_SYMBOL if iso else data.d
@@ -249,12 +277,10 @@ def _one_layer_make(family: Family, data: LinearRegression, options: RouteOption
 def _wick_detect(family: Family, data: Any, options: RouteOptions) -> Match:
     from landscape.symbolic.wick import WICK_MAX_LAYERS, sparse_label_structure
 
-    why = _linear_problem(family, data)
+    why = _linear_problem(family, data, gaussian=True)
     if why:
         return None, why
     L = family.problem.layers
-    if data.covariates != "gaussian":
-        return None, "the covariates are not Gaussian"
     if data.noise:
         return None, "the labels are noisy"
     if L > WICK_MAX_LAYERS:
@@ -308,24 +334,15 @@ def _expansion_make(family: Family, data: LinearRegression, options: RouteOption
 def _relu_detect(family: Family, data: Any, options: RouteOptions) -> Match:
     from landscape.symbolic.relu import relu_one_layer_structure
 
-    if not isinstance(data, LinearRegression):
-        return None, "the data are not LinearRegression prompts"
-    if data.covariates != "gaussian":
-        return None, "the covariates are not Gaussian"
-    if not _is_identity(data.sigma, data.d):
-        return None, "Σ is not the identity"
-    if not _is_identity(data.task_covariance(), data.d):
-        return None, "the task covariance is not the identity"
-    structure, why = relu_one_layer_structure(family.blocks, family.spec)
-    return (structure, "") if structure is not None else (None, why)
+    return _one_head_route(data, relu_one_layer_structure, family, isotropic=True)
 
 
 def _relu_make(family: Family, data: LinearRegression, options: RouteOptions, structure: Any) -> Any:
     from landscape.symbolic.relu import relu_one_layer_loss
-    from landscape.symbolic.whitened import D_SYMBOL, N_SYMBOL, NOISE_SYMBOL, noise_variance
+    from landscape.symbolic.whitened import D_SYMBOL, N_SYMBOL, NOISE_SYMBOL
 
     kappa, vx, vy = structure
-    s2 = noise_variance(data.noise) if data.noise else sympy.Integer(0)
+    s2 = _noise_s2(data)
     expr = relu_one_layer_loss(kappa, vx, vy, data.n, data.d, s2)
     general_expr = relu_one_layer_loss(kappa, vx, vy, N_SYMBOL, D_SYMBOL, NOISE_SYMBOL if data.noise else 0)
     desc = ("one ReLU layer on isotropic Gaussian covariates: conditioning on the query and half-space "
@@ -336,22 +353,15 @@ def _relu_make(family: Family, data: LinearRegression, options: RouteOptions, st
 def _relu_general_detect(family: Family, data: Any, options: RouteOptions) -> Match:
     from landscape.symbolic.relu import relu_one_layer_matrix
 
-    if not isinstance(data, LinearRegression):
-        return None, "the data are not LinearRegression prompts"
-    if data.covariates != "gaussian":
-        return None, "the covariates are not Gaussian"
-    structure, why = relu_one_layer_matrix(family.blocks, family.spec)
-    return (structure, "") if structure is not None else (None, why)
+    return _one_head_route(data, relu_one_layer_matrix, family)
 
 
 def _relu_general_make(family: Family, data: LinearRegression, options: RouteOptions, structure: Any) -> Any:
     from landscape.symbolic.relu import relu_one_layer_loss_general
-    from landscape.symbolic.whitened import noise_variance
 
     M, vx, vy = structure
     S, Sw, _ = sigma_matrices(data, "numeric")
-    s2 = noise_variance(data.noise) if data.noise else sympy.Integer(0)
-    expr = relu_one_layer_loss_general(M, vx, vy, S, Sw, data.n, s2)
+    expr = relu_one_layer_loss_general(M, vx, vy, S, Sw, data.n, _noise_s2(data))
     desc = ("one ReLU layer on Gaussian covariates, any Σ, Σ_w and score matrix M = BᵀC: E[X relu(Y)] = Cov/2, "
             "E[X² relu(Y)²] = Cov² + Var X Var Y/2 for the Gaussian pair given the query, then quadratic forms in "
             "the query (a polynomial of degree 2 in M)")
@@ -362,22 +372,16 @@ def _relu_general_make(family: Family, data: LinearRegression, options: RouteOpt
 def _exp_detect(family: Family, data: Any, options: RouteOptions) -> Match:
     from landscape.symbolic.exp_kernel import exp_one_layer_structure
 
-    if not isinstance(data, LinearRegression):
-        return None, "the data are not LinearRegression prompts (GP labels: see landscape.symbolic.exp_kernel)"
-    if data.covariates != "gaussian":
-        return None, "the covariates are not Gaussian"
-    structure, why = exp_one_layer_structure(family.blocks, family.spec)
-    return (structure, "") if structure is not None else (None, why)
+    return _one_head_route(data, exp_one_layer_structure, family,
+                           hint=" (GP labels: see landscape.symbolic.exp_kernel)")
 
 
 def _exp_make(family: Family, data: LinearRegression, options: RouteOptions, structure: Any) -> Any:
     from landscape.symbolic.exp_kernel import exp_one_layer_domain, exp_one_layer_loss
-    from landscape.symbolic.whitened import noise_variance
 
     M, vx, vy = structure
     S, Sw, _ = sigma_matrices(data, "numeric")
-    s2 = noise_variance(data.noise) if data.noise else sympy.Integer(0)
-    expr = exp_one_layer_loss(M, vx, vy, S, Sw, data.n, s2)
+    expr = exp_one_layer_loss(M, vx, vy, S, Sw, data.n, _noise_s2(data))
     desc = ("one exp-kernel layer on Gaussian covariates, linear labels: tilting x_i by e^{x_iᵀMx_q} and the "
             "query integral E[e^{t x_qᵀGx_q} x_qᵀAx_q] = det(I - 2tΣG)^{-1/2} tr(A(I - 2tΣG)^{-1}Σ), "
             "G = MᵀΣM, t ∈ {1/2, 1, 2}; finite iff λ_max(ΣG) < 1/4 (the loss is +∞ beyond)")
