@@ -44,6 +44,7 @@ from landscape._forms import MAX_SEED, SIGMA_FORMS
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from landscape.core.tasks import Task
     from landscape.numeric.points import TrainedSeeds
     from landscape.theory.families import Problem
 
@@ -131,6 +132,13 @@ def float_list_arg(lo: float | None = None, hi: float | None = None, *, lo_open:
 
 def int_arg(lo: int = 0, hi: int = MAX_SIZE) -> Callable[[str], int]:
     """An argparse ``type=`` for an integer in ``[lo, hi]`` (decimal digits only: ``2.5``, ``1e3``, ``nan`` are errors).
+
+    >>> int_arg(2)("8")
+    8
+    >>> int_arg(2)("1e3")
+    Traceback (most recent call last):
+        ...
+    argparse.ArgumentTypeError: must be an integer >= 2, got '1e3'
 
     Raises (when called):
         argparse.ArgumentTypeError: not an integer or out of range; the message names the range.
@@ -223,7 +231,7 @@ def add_problem_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     return parser
 
 
-def data_from_args(args: argparse.Namespace, problem: Problem, family: str | None = None) -> Any:
+def data_from_args(args: argparse.Namespace, problem: Problem, family: str | None = None) -> Task:
     """The prompt distribution of parsed arguments for ``problem`` (see module docstring).
 
     ``--data`` defaults to :func:`landscape.recipe.default_data`; ``--task-cov auto`` is the
@@ -250,7 +258,7 @@ def data_from_args(args: argparse.Namespace, problem: Problem, family: str | Non
                        covariates=getattr(args, "covariates", None), noise=noise)
 
 
-def problem_from_args(args: argparse.Namespace, family: str | None = None) -> tuple[Problem, Any]:
+def problem_from_args(args: argparse.Namespace, family: str | None = None) -> tuple[Problem, Task]:
     """Build the :class:`~landscape.theory.families.Problem` and the prompt distribution of parsed arguments.
 
     Args:
@@ -268,10 +276,10 @@ def problem_from_args(args: argparse.Namespace, family: str | None = None) -> tu
     from landscape import recipe
     from landscape.theory.families import Problem
 
+    from landscape._checks import check_int
+
     for name in ("d", "n", "layers", "heads"):
-        v = getattr(args, name, 1)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"--{name} must be an integer >= 1, got {v!r}")
+        check_int(f"--{name}", getattr(args, name, 1), minimum=1)
     act = getattr(args, "activation", None)
     attention = recipe.attention(getattr(args, "attention", "auto"), family, bool(act))
     if attention == "linear" and act:
@@ -392,7 +400,7 @@ class Point:
     oracle_desc: str
     label: str
     problem: Any
-    task: Any
+    task: Task
     family: Any = None
     family_values: Any = None
     trained: Any = None

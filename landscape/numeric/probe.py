@@ -47,6 +47,7 @@ import landscape.theory.algorithms as alg
 from landscape._checks import check_int
 from landscape.core.kernels import Kernel, get_kernel
 from landscape.core.model import ModelSpec, forward, unflatten_params
+from landscape.core.tasks import Task
 
 __all__ = ["ALGORITHMS", "ProbeResult", "layer_predictions", "fit_algorithm", "probe"]
 
@@ -259,7 +260,7 @@ def _metrics(model: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torc
 def probe(
     weights: torch.Tensor | Sequence[dict[str, torch.Tensor]],
     spec: ModelSpec,
-    task: Any,
+    task: Task,
     generator: torch.Generator,
     *,
     algorithms: Sequence[str] = ALGORITHMS,

@@ -62,7 +62,7 @@ import torch
 
 from landscape.theory.families import Family, Problem
 from landscape.core.model import ModelSpec
-from landscape.core.tasks import LinearRegression
+from landscape.core.tasks import LinearRegression, Task
 
 __all__ = ["one_layer_loss", "exact_loss_fn", "covariate_moments", "linear_heads", "kernel_head_blocks"]
 
@@ -295,7 +295,7 @@ def _spec_of(obj: Family | Problem | ModelSpec) -> ModelSpec:
 
 def exact_loss_fn(
     family_or_spec_problem: Family | Problem | ModelSpec,
-    data: object,
+    data: Task,
 ) -> Callable[[Mapping[str, torch.Tensor]], torch.Tensor] | None:
     r"""Exact population loss as a torch function of the FULL parameter dict, when one is known.
 

@@ -37,7 +37,7 @@ from typing import Any, Callable, Literal
 import sympy
 import torch
 
-from landscape.core.tasks import LinearRegression
+from landscape.core.tasks import LinearRegression, Task
 from landscape.theory.families import Family
 
 __all__ = ["Route", "RouteOptions", "ROUTES", "route_report", "register_route"]
@@ -86,18 +86,18 @@ class Route:
     make: Callable[[Family, Any, RouteOptions, Any], Any]
     covariate_shift: bool = False
 
-    def match(self, family: Family, data: Any, options: RouteOptions = RouteOptions()) -> Match:
+    def match(self, family: Family, data: Task, options: RouteOptions = RouteOptions()) -> Match:
         """``(context, "")`` when the route applies, else ``(None, reason)``."""
         if options.query_sigma is not None and not self.covariate_shift:
             return None, "covariate shift (query_sigma) is exact on the one-layer route only"
         return self.detect(family, data, options)
 
-    def applies(self, family: Family, data: Any, options: RouteOptions = RouteOptions()) -> Literal[True] | str:
+    def applies(self, family: Family, data: Task, options: RouteOptions = RouteOptions()) -> Literal[True] | str:
         """``True`` when the route applies, else the reason (a sentence)."""
         ctx, why = self.match(family, data, options)
         return True if not why else why
 
-    def build(self, family: Family, data: Any, options: RouteOptions = RouteOptions(), context: Any = None) -> Any:
+    def build(self, family: Family, data: Task, options: RouteOptions = RouteOptions(), context: Any = None) -> Any:
         """The :class:`~landscape.symbolic.loss.FamilyLoss` by this route.
 
         Raises:
@@ -119,7 +119,7 @@ def _polynomial_heads(family: Family) -> bool:
     return linear_heads(spec, zero, 0) is not None
 
 
-def _regression(data: Any, *, gaussian: bool = True, isotropic: bool = False, hint: str = "") -> str:
+def _regression(data: Task, *, gaussian: bool = True, isotropic: bool = False, hint: str = "") -> str:
     """'' when ``data`` are :class:`~landscape.core.tasks.LinearRegression` prompts (with Gaussian covariates
     when ``gaussian``; with Σ = Σ_w = I when ``isotropic``), else the first reason why not
     (``hint`` is appended to the reason that the data are not regression prompts)."""
@@ -134,21 +134,21 @@ def _regression(data: Any, *, gaussian: bool = True, isotropic: bool = False, hi
     return ""
 
 
-def _linear_problem(family: Family, data: Any, *, gaussian: bool = False) -> str:
+def _linear_problem(family: Family, data: Task, *, gaussian: bool = False) -> str:
     """'' when the heads are linear attention and the data LinearRegression prompts (Gaussian if asked)."""
     if not _polynomial_heads(family):
         return "the attention is not linear"
     return _regression(data, gaussian=gaussian)
 
 
-def _noise_s2(data: Any) -> sympy.Expr:
+def _noise_s2(data: Task) -> sympy.Expr:
     """The label-noise variance :math:`s^2` of ``data`` as a sympy number (0 without noise)."""
     from landscape.symbolic.whitened import noise_variance
 
     return noise_variance(data.noise) if data.noise else sympy.Integer(0)
 
 
-def _one_head_route(data: Any, structure_of: Any, family: Family, *, isotropic: bool = False,
+def _one_head_route(data: Task, structure_of: Any, family: Family, *, isotropic: bool = False,
                     hint: str = "") -> Match:
     """Detection shared by the one-kernel-head routes: Gaussian regression data (:func:`_regression`),
     then the head's structure ``structure_of(blocks, spec) -> (structure | None, reason)``."""
@@ -170,7 +170,7 @@ def _family_loss_cls() -> type:
 
 
 # ---------------------------------------------------------------------- wishart
-def _wishart_detect(family: Family, data: Any, options: RouteOptions) -> Match:
+def _wishart_detect(family: Family, data: Task, options: RouteOptions) -> Match:
     from landscape.symbolic.whitened import whitened_structure
 
     why = _linear_problem(family, data, gaussian=True)
@@ -238,7 +238,7 @@ def sigma_matrices(data: LinearRegression, spectrum: str) -> tuple[sympy.Matrix,
     return S, Sw, {l: sympy.Float(v) for l, v in zip(lam, vals)}
 
 
-def _one_layer_detect(family: Family, data: Any, options: RouteOptions) -> Match:
+def _one_layer_detect(family: Family, data: Task, options: RouteOptions) -> Match:
     why = _linear_problem(family, data)
     if why:
         return None, why
@@ -274,7 +274,7 @@ def _one_layer_make(family: Family, data: LinearRegression, options: RouteOption
 
 
 # ---------------------------------------------------------------------- wick
-def _wick_detect(family: Family, data: Any, options: RouteOptions) -> Match:
+def _wick_detect(family: Family, data: Task, options: RouteOptions) -> Match:
     from landscape.symbolic.wick import WICK_MAX_LAYERS, sparse_label_structure
 
     why = _linear_problem(family, data, gaussian=True)
@@ -308,7 +308,7 @@ EXPANSION_AUTO_MAX = 12
 """``auto`` tries the expansion route only when ``d·(n+1)·L`` is at most this (it is exponential)."""
 
 
-def _expansion_detect(family: Family, data: Any, options: RouteOptions) -> Match:
+def _expansion_detect(family: Family, data: Task, options: RouteOptions) -> Match:
     why = _linear_problem(family, data)
     if why:
         return None, why
@@ -331,7 +331,7 @@ def _expansion_make(family: Family, data: LinearRegression, options: RouteOption
 
 
 # ---------------------------------------------------------------------- relu one layer
-def _relu_detect(family: Family, data: Any, options: RouteOptions) -> Match:
+def _relu_detect(family: Family, data: Task, options: RouteOptions) -> Match:
     from landscape.symbolic.relu import relu_one_layer_structure
 
     return _one_head_route(data, relu_one_layer_structure, family, isotropic=True)
@@ -350,7 +350,7 @@ def _relu_make(family: Family, data: LinearRegression, options: RouteOptions, st
     return _family_loss_cls()(family, data, "relu-one-layer", True, expr, lambda: general_expr, desc)
 
 
-def _relu_general_detect(family: Family, data: Any, options: RouteOptions) -> Match:
+def _relu_general_detect(family: Family, data: Task, options: RouteOptions) -> Match:
     from landscape.symbolic.relu import relu_one_layer_matrix
 
     return _one_head_route(data, relu_one_layer_matrix, family)
@@ -369,7 +369,7 @@ def _relu_general_make(family: Family, data: LinearRegression, options: RouteOpt
 
 
 # ---------------------------------------------------------------------- exp one layer
-def _exp_detect(family: Family, data: Any, options: RouteOptions) -> Match:
+def _exp_detect(family: Family, data: Task, options: RouteOptions) -> Match:
     from landscape.symbolic.exp_kernel import exp_one_layer_structure
 
     return _one_head_route(data, exp_one_layer_structure, family,
@@ -389,7 +389,7 @@ def _exp_make(family: Family, data: LinearRegression, options: RouteOptions, str
                               domain=exp_one_layer_domain(M, S))
 
 
-def _exp_gp_detect(family: Family, data: Any, options: RouteOptions) -> Match:
+def _exp_gp_detect(family: Family, data: Task, options: RouteOptions) -> Match:
     from landscape.core.tasks import KernelGP
     from landscape.symbolic.exp_kernel import exp_kernel_scale, exp_one_layer_structure
 
@@ -407,7 +407,7 @@ def _exp_gp_detect(family: Family, data: Any, options: RouteOptions) -> Match:
     return ((structure, beta), "") if structure is not None else (None, why)
 
 
-def _exp_gp_make(family: Family, data: Any, options: RouteOptions, ctx: Any) -> Any:
+def _exp_gp_make(family: Family, data: Task, options: RouteOptions, ctx: Any) -> Any:
     from landscape.core.tasks import sqrtm_psd
     from landscape.symbolic.exp_kernel import exp_gp_one_layer_loss
 
@@ -422,7 +422,7 @@ def _exp_gp_make(family: Family, data: Any, options: RouteOptions, ctx: Any) -> 
 
 
 # ---------------------------------------------------------------------- monte-carlo
-def _label_exact_detect(family: Family, data: Any, options: RouteOptions) -> Match:
+def _label_exact_detect(family: Family, data: Task, options: RouteOptions) -> Match:
     from landscape.core.tasks import KernelGP
     from landscape.symbolic.label_exact import labels_enter_linearly
 
@@ -432,7 +432,7 @@ def _label_exact_detect(family: Family, data: Any, options: RouteOptions) -> Mat
     return (True, "") if ok else (None, why)
 
 
-def _monte_carlo_make(family: Family, data: Any, options: RouteOptions, _ctx: Any) -> Any:
+def _monte_carlo_make(family: Family, data: Task, options: RouteOptions, _ctx: Any) -> Any:
     from landscape.symbolic.label_exact import LabelExactEstimator
 
     est = LabelExactEstimator(family, data, samples=options.samples, seed=options.seed)
@@ -504,6 +504,6 @@ for _r in (
     register_route(_r)
 
 
-def route_report(family: Family, data: Any, options: RouteOptions = RouteOptions()) -> dict[str, Literal[True] | str]:
+def route_report(family: Family, data: Task, options: RouteOptions = RouteOptions()) -> dict[str, Literal[True] | str]:
     """Every route's verdict on ``(family, data)``: route name → ``True`` or the reason it does not apply."""
     return {name: r.applies(family, data, options) for name, r in ROUTES.items()}

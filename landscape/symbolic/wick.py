@@ -39,6 +39,7 @@ import sympy
 import torch
 
 from landscape.core.model import ModelSpec, param_shapes
+from landscape.core.tasks import LinearRegression
 from landscape.symbolic.moments import _count_classes, _perfect_matchings
 from landscape.symbolic.one_layer import linear_heads
 
@@ -235,10 +236,10 @@ def wick_loss(
     return sympy.expand(out)
 
 
-def wick_matrices(data: object) -> tuple[np.ndarray, np.ndarray]:
+def wick_matrices(data: LinearRegression) -> tuple[np.ndarray, np.ndarray]:
     """:math:`\\Sigma` and :math:`\\Sigma_w` of LinearRegression prompts as float64 arrays."""
-    d = data.d  # type: ignore[attr-defined]
-    sig = np.eye(d) if data.sigma is None else data.sigma.double().numpy()  # type: ignore[attr-defined]
-    tc = data.task_covariance()  # type: ignore[attr-defined]
+    d = data.d
+    sig = np.eye(d) if data.sigma is None else data.sigma.double().numpy()
+    tc = data.task_covariance()
     sw = np.eye(d) if tc is None else torch.as_tensor(tc).double().numpy()
     return sig, sw

@@ -47,7 +47,11 @@ def figure_path(text: str | os.PathLike[str], option: str = "--out") -> Path:
 
 
 def figure_base(path: str | os.PathLike[str]) -> Path:
-    """``dir/name.png`` or ``dir/name`` → ``dir/name`` (a figure suffix is dropped, other dots kept)."""
+    """``dir/name.png`` or ``dir/name`` → ``dir/name`` (a figure suffix is dropped, other dots kept).
+
+    >>> figure_base("out/slice.png").as_posix(), figure_base("out/run.v2").as_posix()
+    ('out/slice', 'out/run.v2')
+    """
     base = Path(path).expanduser()
     return base.with_suffix("") if base.suffix.lower() in FIGURE_SUFFIXES + (".json",) else base
 
