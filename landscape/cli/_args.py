@@ -50,7 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["parse_sigma", "add_problem_args", "add_threads_arg", "apply_threads", "problem_from_args", "data_from_args",
            "SIGMA_FORMS", "MAX_SIZE", "MAX_SEED", "int_arg", "float_arg", "float_list_arg",
-           "positive_int", "nonneg_int", "seed_int", "finite_float", "positive_float", "nonneg_float",
+           "index_list_arg", "positive_int", "nonneg_int", "seed_int", "finite_float", "positive_float", "nonneg_float",
            "run_ref", "add_run_arg", "load_run", "trained_seed", "add_point_args", "check_point_args",
            "resolve_point", "Point"]
 
@@ -158,6 +158,34 @@ def int_arg(lo: int = 0, hi: int = MAX_SIZE) -> Callable[[str], int]:
         return v
 
     parse.__name__ = "integer"
+    return parse
+
+
+def index_list_arg(most: int | None = None, *, allow_all: bool = False) -> Callable[[str], tuple[int, ...] | None]:
+    """An argparse ``type=`` for distinct comma-separated indices >= 0 (seeds, symbols), at most ``most`` of them;
+    with ``allow_all`` the word ``all`` gives ``None``.
+
+    >>> index_list_arg(2)("0,1"), index_list_arg(allow_all=True)("all")
+    ((0, 1), None)
+
+    Raises (when called):
+        argparse.ArgumentTypeError: not integers, a negative or repeated index, none or more than ``most``.
+    """
+    count = "one or two" if most == 2 else "one" if most == 1 else f"at most {most}" if most else ""
+    want = " ".join(x for x in ("'all' or" if allow_all else "", count, "distinct comma-separated integers >= 0") if x)
+
+    def parse(text: str) -> tuple[int, ...] | None:
+        if allow_all and str(text).strip() == "all":
+            return None
+        try:
+            vals = tuple(int(x.strip(), 10) for x in str(text).split(",") if x.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}") from None
+        if not vals or any(v < 0 for v in vals) or len(set(vals)) != len(vals) or (most and len(vals) > most):
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}")
+        return vals
+
+    parse.__name__ = "indices"
     return parse
 
 

@@ -19,6 +19,8 @@ import argparse
 import sys
 from typing import Any
 
+from landscape.cli._args import index_list_arg
+
 __all__ = ["add_parser", "run", "algorithm_list", "seed_list"]
 
 _ALGORITHMS = ("gd", "preconditioned_gd", "gd_plus_plus", "newton", "functional_gd")
@@ -39,17 +41,8 @@ def algorithm_list(text: str) -> tuple[str, ...]:
     return out
 
 
-def seed_list(text: str) -> tuple[int, ...] | None:
-    """argparse type: ``all`` (None) or comma-separated seed indices >= 0."""
-    if str(text).strip() == "all":
-        return None
-    try:
-        vals = tuple(int(x.strip(), 10) for x in str(text).split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be 'all' or comma-separated integers >= 0, got {text!r}") from None
-    if not vals or any(v < 0 for v in vals) or len(set(vals)) != len(vals):
-        raise argparse.ArgumentTypeError(f"must be 'all' or distinct comma-separated integers >= 0, got {text!r}")
-    return vals
+seed_list = index_list_arg(allow_all=True)
+"""argparse type of ``--seeds``: ``all`` (None) or distinct comma-separated seed indices >= 0."""
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

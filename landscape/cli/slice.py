@@ -29,20 +29,13 @@ import argparse
 import sys
 from typing import Any
 
+from landscape.cli._args import index_list_arg
+
 __all__ = ["add_parser", "run", "index_pair"]
 
 
-def index_pair(text: str) -> tuple[int, ...]:
-    """argparse type: one or two comma-separated integers >= 0 (``0,1``)."""
-    items = [x.strip() for x in str(text).split(",") if x.strip()]
-    try:
-        vals = tuple(int(x, 10) for x in items)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be one or two integers >= 0 separated by a comma, got {text!r}") \
-            from None
-    if not 1 <= len(vals) <= 2 or any(v < 0 for v in vals) or len(set(vals)) != len(vals):
-        raise argparse.ArgumentTypeError(f"must be one or two distinct integers >= 0 separated by a comma, got {text!r}")
-    return vals
+index_pair = index_list_arg(2)
+"""argparse type of ``--seeds`` and ``--symbols``: one or two distinct comma-separated integers >= 0 (``0,1``)."""
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -59,7 +59,7 @@ from typing import Mapping
 import sympy
 
 from landscape.core.model import ModelSpec
-from landscape.symbolic.one_layer import kernel_head_blocks
+from landscape.symbolic.one_layer import one_kernel_head
 
 __all__ = ["exp_one_layer_structure", "exp_one_layer_loss", "exp_one_layer_domain", "exp_kernel_scale",
            "exp_gp_one_layer_loss"]
@@ -85,15 +85,13 @@ def exp_one_layer_structure(blocks: Mapping[str, sympy.Matrix], spec: ModelSpec
                             ) -> tuple[tuple[sympy.Matrix, sympy.Matrix, sympy.Expr] | None, str]:
     """``((M, v_x, v_y), "")`` when the family is one exp-kernel head as in the module docstring, else
     ``(None, reason)``."""
-    if spec.layers != 1 or len(spec.heads) != 1 or spec.heads[0].kind != "kernel":
-        return None, "not one layer with one kernel head"
+    vbc, why = one_kernel_head(spec, blocks)
+    if vbc is None:
+        return None, why
     gamma = exp_kernel_scale(spec.heads[0].kernel)
     if gamma is None:
         return None, "the kernel is not exp(γ s) (softmax and other kernels have no Gaussian closed form here)"
     d = spec.d
-    vbc, why = kernel_head_blocks(spec, blocks)
-    if vbc is None:
-        return None, why
     V, B, C = vbc
     M = (gamma * B[:, :d].T * C[:, :d]).applyfunc(sympy.expand)
     return (M, V[d, :d].T, V[d, d]), ""

@@ -159,6 +159,13 @@ def _one_head_route(data: Task, structure_of: Any, family: Family, *, isotropic:
     return (structure, "") if structure is not None else (None, why)
 
 
+def _one_head_loss(data: LinearRegression, structure: Any, loss_of: Any) -> sympy.Expr:
+    """``loss_of(M, v_x, v_y, Σ, Σ_w, n, s²)`` of a one-head structure ``(M, v_x, v_y)`` on ``data``."""
+    M, vx, vy = structure
+    S, Sw, _ = sigma_matrices(data, "numeric")
+    return loss_of(M, vx, vy, S, Sw, data.n, _noise_s2(data))
+
+
 def _is_identity(M: torch.Tensor | None, d: int) -> bool:
     return M is None or not bool((M.double() - torch.eye(d, dtype=torch.float64)).abs().max() > 0)
 
@@ -359,9 +366,7 @@ def _relu_general_detect(family: Family, data: Task, options: RouteOptions) -> M
 def _relu_general_make(family: Family, data: LinearRegression, options: RouteOptions, structure: Any) -> Any:
     from landscape.symbolic.relu import relu_one_layer_loss_general
 
-    M, vx, vy = structure
-    S, Sw, _ = sigma_matrices(data, "numeric")
-    expr = relu_one_layer_loss_general(M, vx, vy, S, Sw, data.n, _noise_s2(data))
+    expr = _one_head_loss(data, structure, relu_one_layer_loss_general)
     desc = ("one ReLU layer on Gaussian covariates, any Σ, Σ_w and score matrix M = BᵀC: E[X relu(Y)] = Cov/2, "
             "E[X² relu(Y)²] = Cov² + Var X Var Y/2 for the Gaussian pair given the query, then quadratic forms in "
             "the query (a polynomial of degree 2 in M)")
@@ -379,14 +384,12 @@ def _exp_detect(family: Family, data: Task, options: RouteOptions) -> Match:
 def _exp_make(family: Family, data: LinearRegression, options: RouteOptions, structure: Any) -> Any:
     from landscape.symbolic.exp_kernel import exp_one_layer_domain, exp_one_layer_loss
 
-    M, vx, vy = structure
-    S, Sw, _ = sigma_matrices(data, "numeric")
-    expr = exp_one_layer_loss(M, vx, vy, S, Sw, data.n, _noise_s2(data))
+    expr = _one_head_loss(data, structure, exp_one_layer_loss)
     desc = ("one exp-kernel layer on Gaussian covariates, linear labels: tilting x_i by e^{x_iᵀMx_q} and the "
             "query integral E[e^{t x_qᵀGx_q} x_qᵀAx_q] = det(I - 2tΣG)^{-1/2} tr(A(I - 2tΣG)^{-1}Σ), "
             "G = MᵀΣM, t ∈ {1/2, 1, 2}; finite iff λ_max(ΣG) < 1/4 (the loss is +∞ beyond)")
     return _family_loss_cls()(family, data, "exp-one-layer", True, expr, None, desc,
-                              domain=exp_one_layer_domain(M, S))
+                              domain=exp_one_layer_domain(structure[0], sigma_matrices(data, "numeric")[0]))
 
 
 def _exp_gp_detect(family: Family, data: Task, options: RouteOptions) -> Match:
