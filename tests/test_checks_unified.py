@@ -63,3 +63,20 @@ def test_stationary_points_starts_and_scale() -> None:
         stationary_points(fl, scale="1")
     with pytest.raises(ValueError, match=r"^scale must be finite, got inf$"):
         stationary_points(fl, scale=float("inf"))
+
+
+def test_a_device_mismatch_is_a_type_error_everywhere() -> None:
+    """One exception type per kind: a tensor on another device is a TypeError in the shared check, in the
+    algorithms and in the constructions (the ``meta`` device stands in for a second device on any machine)."""
+    from landscape._checks import check_same_dtype_device
+    from landscape.theory.algorithms import gd
+    from landscape.theory.constructions import embed_regression
+
+    X = torch.zeros(2, 3, 4, dtype=F64)
+    y_meta = torch.zeros(2, 4, dtype=F64, device="meta")
+    with pytest.raises(TypeError, match="y is on device meta but X is on cpu"):
+        check_same_dtype_device("X", X, y=y_meta)
+    with pytest.raises(TypeError, match="device"):
+        gd(X, torch.zeros(2, 4, dtype=F64), [0.1], w0=torch.zeros(2, 3, dtype=F64, device="meta"))
+    with pytest.raises(TypeError, match="y is on meta but the first input is on cpu"):
+        embed_regression(X, y_meta, torch.zeros(2, 3, dtype=F64))
