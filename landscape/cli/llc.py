@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     w(f"loss     {est.loss_star:.6g}  ({pt.oracle_desc}), P = {P}\n")
     w(f"llc      {est.value:.4g} ± {est.se:.2g} (standard error over {out['chains']} chains"
       + (f"; {est.diverged} diverged and left out" if est.diverged else "") + ")\n")
-    beta_txt = f"{est.beta:.4g}" + (f" (1/log n)" if args.beta is None else "")
+    beta_txt = f"{est.beta:.4g}" + (" (1/log n)" if args.beta is None else "")
     w(f"SGLD     n = {est.n}, beta = {beta_txt}, n*beta = {est.n * est.beta:.4g}, gamma = {est.gamma:g}, "
       f"step size = {est.step_size:.3g}, {out['chains']} chains x {est.steps} steps (burn-in {est.burn_in}), "
       f"noise seed {args.chain_seed}\n")

@@ -28,7 +28,7 @@ dataclass with these members is a task.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol, Sequence, runtime_checkable
+from typing import ClassVar, Literal, Protocol, Sequence, runtime_checkable
 
 import torch
 

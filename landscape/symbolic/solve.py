@@ -44,7 +44,6 @@ import torch
 from scipy import optimize
 
 from landscape.tolerances import ZERO_EIG
-from landscape.core.model import flatten_params
 from landscape.symbolic.codegen import to_numpy
 from landscape.symbolic.loss import FamilyLoss
 from landscape._checks import check_int, check_real
