@@ -11,11 +11,28 @@ device together are a tensor's type in torch (``torch.tensor(1.).cuda().type()``
 
 Shapes are described by *specs*: tuples whose entries are named dimensions (``"batch"``, ``"d"``,
 ``"n"`` ...) or fixed integers. A ``dims`` dict shared between calls binds each name to the size
-first seen, so later arguments are checked against it::
+first seen, so later arguments are checked against it:
 
-    dims: dict[str, int] = {}
-    check_shape("X", X, ("batch", "d", "n"), dims)
-    check_shape("y", y, ("batch", "n"), dims)   # ValueError if y's n differs from X's
+>>> dims: dict[str, int] = {}
+>>> check_shape("X", torch.zeros(4, 3, 10), ("batch", "d", "n"), dims)
+{'batch': 4, 'd': 3, 'n': 10}
+>>> check_shape("y", torch.zeros(4, 9), ("batch", "n"), dims)
+Traceback (most recent call last):
+    ...
+ValueError: y must have shape (batch, n) = (4, 10); got shape (4, 9) (axis 1, 'n', is 9 but earlier arguments fixed n = 10)
+
+Numbers are checked by type first, then by range:
+
+>>> check_int("steps", 3)
+3
+>>> check_int("steps", 2.0)
+Traceback (most recent call last):
+    ...
+TypeError: steps must be an int >= 0, got float
+>>> check_real("lr", -0.1, positive=True)
+Traceback (most recent call last):
+    ...
+ValueError: lr must be > 0, got -0.1
 """
 
 from __future__ import annotations

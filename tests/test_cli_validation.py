@@ -58,6 +58,10 @@ TABLE: dict[str, tuple[list[str], dict[str, tuple[str, bool]]]] = {
     "probe": (["probe", "--construction", "pgd"], {"--fit-samples": ("int", False), "--eval-samples": ("int", False),
               "--d": ("int", False), "--n": ("int", False), "--layers": ("int", False), "--seed": ("int", True),
               **THREADS}),
+    "llc": (["llc", "--family", "pgd"], {**PROBLEM, "--samples": ("int", False), "--sample-seed": ("int", True),
+            "--sample-size": ("int", False), "--beta": ("float", False), "--gamma": ("float", True),
+            "--step-size": ("float", False), "--steps": ("int", False), "--burn-in": ("int", True),
+            "--chains": ("int", False), "--chain-seed": ("int", True), "--dense-max": ("int", True), **THREADS}),
 }
 
 

@@ -35,12 +35,12 @@ from landscape.numeric import (
     lanczos,
     line_slice,
     plane_slice,
-    plot_slice,
     quadratic_form_sf,
     random_directions,
     symmetry_generators,
     tangent_split,
 )
+from landscape.views.pictures import plot_slice
 from landscape.core.tasks import KernelGP, LinearRegression, random_covariance
 
 F64 = torch.float64

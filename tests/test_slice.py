@@ -12,7 +12,8 @@ from landscape.core.model import flatten_params, num_params, unflatten_params
 from landscape.core.tasks import LinearRegression
 from landscape.numeric.derivatives import hessian
 from landscape.numeric.oracles import MonteCarloLoss, exact_loss_oracle
-from landscape.numeric.slices import family_plane_slice, plane_coordinates, plane_slice, plot_slice
+from landscape.numeric.slices import family_plane_slice, plane_coordinates, plane_slice
+from landscape.views.pictures import plot_slice
 from landscape.theory.families import Problem, get_family
 
 F64 = torch.float64

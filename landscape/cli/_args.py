@@ -20,6 +20,15 @@ same options with :func:`add_problem_args` and turn them into a
 ``--json``                        one JSON object on stdout
 
 Every command also takes ``--threads N`` (:func:`add_threads_arg`, applied by :func:`apply_threads`).
+
+Commands that look at one point of the landscape (``hessian``, ``slice``, ``llc``) register the point
+options with :func:`add_point_args` and resolve them with :func:`resolve_point`:
+
+``--run STORE[:RUN] --seed K``    seed ``K`` of a trained run (store opened read-only; :func:`add_run_arg`,
+                                  :func:`trained_seed`; ``probe`` and ``verify`` read ``--run`` the same way)
+``--family NAME [--point a0=...]`` a family point (default: the family fitted on the loss)
+``--exact auto|yes|no``           the exact population loss where the symbolic layer has one, else
+``--samples T --sample-seed S``   a Monte-Carlo loss on ``T`` fixed prompts
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from landscape._forms import MAX_SEED, SIGMA_FORMS
@@ -34,11 +44,15 @@ from landscape._forms import MAX_SEED, SIGMA_FORMS
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from landscape.core.tasks import Task
+    from landscape.numeric.points import TrainedSeeds
     from landscape.theory.families import Problem
 
 __all__ = ["parse_sigma", "add_problem_args", "add_threads_arg", "apply_threads", "problem_from_args", "data_from_args",
            "SIGMA_FORMS", "MAX_SIZE", "MAX_SEED", "int_arg", "float_arg", "float_list_arg",
-           "positive_int", "nonneg_int", "seed_int", "finite_float", "positive_float", "nonneg_float"]
+           "index_list_arg", "positive_int", "nonneg_int", "seed_int", "finite_float", "positive_float", "nonneg_float",
+           "run_ref", "add_run_arg", "load_run", "trained_seed", "add_point_args", "check_point_args",
+           "resolve_point", "Point"]
 
 MAX_SIZE = 2**31 - 1
 """Largest value an integer size or count option accepts at parse time (torch index range);
@@ -119,6 +133,13 @@ def float_list_arg(lo: float | None = None, hi: float | None = None, *, lo_open:
 def int_arg(lo: int = 0, hi: int = MAX_SIZE) -> Callable[[str], int]:
     """An argparse ``type=`` for an integer in ``[lo, hi]`` (decimal digits only: ``2.5``, ``1e3``, ``nan`` are errors).
 
+    >>> int_arg(2)("8")
+    8
+    >>> int_arg(2)("1e3")
+    Traceback (most recent call last):
+        ...
+    argparse.ArgumentTypeError: must be an integer >= 2, got '1e3'
+
     Raises (when called):
         argparse.ArgumentTypeError: not an integer or out of range; the message names the range.
     """
@@ -140,6 +161,34 @@ def int_arg(lo: int = 0, hi: int = MAX_SIZE) -> Callable[[str], int]:
     return parse
 
 
+def index_list_arg(most: int | None = None, *, allow_all: bool = False) -> Callable[[str], tuple[int, ...] | None]:
+    """An argparse ``type=`` for distinct comma-separated indices >= 0 (seeds, symbols), at most ``most`` of them;
+    with ``allow_all`` the word ``all`` gives ``None``.
+
+    >>> index_list_arg(2)("0,1"), index_list_arg(allow_all=True)("all")
+    ((0, 1), None)
+
+    Raises (when called):
+        argparse.ArgumentTypeError: not integers, a negative or repeated index, none or more than ``most``.
+    """
+    count = "one or two" if most == 2 else "one" if most == 1 else f"at most {most}" if most else ""
+    want = " ".join(x for x in ("'all' or" if allow_all else "", count, "distinct comma-separated integers >= 0") if x)
+
+    def parse(text: str) -> tuple[int, ...] | None:
+        if allow_all and str(text).strip() == "all":
+            return None
+        try:
+            vals = tuple(int(x.strip(), 10) for x in str(text).split(",") if x.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}") from None
+        if not vals or any(v < 0 for v in vals) or len(set(vals)) != len(vals) or (most and len(vals) > most):
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}")
+        return vals
+
+    parse.__name__ = "indices"
+    return parse
+
+
 positive_int = int_arg(1)
 """Sizes and counts: an integer in ``[1, MAX_SIZE]``."""
 nonneg_int = int_arg(0)
@@ -152,10 +201,6 @@ positive_float = float_arg(0.0, lo_open=True)
 """A finite float > 0."""
 nonneg_float = float_arg(0.0)
 """A finite float >= 0."""
-
-
-
-
 
 
 def parse_sigma(spec: str | None, d: int, seed: int = 0) -> torch.Tensor | None:
@@ -214,7 +259,7 @@ def add_problem_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     return parser
 
 
-def data_from_args(args: argparse.Namespace, problem: Problem, family: str | None = None) -> Any:
+def data_from_args(args: argparse.Namespace, problem: Problem, family: str | None = None) -> Task:
     """The prompt distribution of parsed arguments for ``problem`` (see module docstring).
 
     ``--data`` defaults to :func:`landscape.recipe.default_data`; ``--task-cov auto`` is the
@@ -241,7 +286,7 @@ def data_from_args(args: argparse.Namespace, problem: Problem, family: str | Non
                        covariates=getattr(args, "covariates", None), noise=noise)
 
 
-def problem_from_args(args: argparse.Namespace, family: str | None = None) -> tuple[Problem, Any]:
+def problem_from_args(args: argparse.Namespace, family: str | None = None) -> tuple[Problem, Task]:
     """Build the :class:`~landscape.theory.families.Problem` and the prompt distribution of parsed arguments.
 
     Args:
@@ -259,10 +304,10 @@ def problem_from_args(args: argparse.Namespace, family: str | None = None) -> tu
     from landscape import recipe
     from landscape.theory.families import Problem
 
+    from landscape._checks import check_int
+
     for name in ("d", "n", "layers", "heads"):
-        v = getattr(args, name, 1)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"--{name} must be an integer >= 1, got {v!r}")
+        check_int(f"--{name}", getattr(args, name, 1), minimum=1)
     act = getattr(args, "activation", None)
     attention = recipe.attention(getattr(args, "attention", "auto"), family, bool(act))
     if attention == "linear" and act:
@@ -294,3 +339,159 @@ def apply_threads(args: argparse.Namespace) -> None:
 
     if getattr(args, "threads", None) is not None:
         set_threads(args.threads)
+
+
+# ---------------------------------------------------------------------- a point of the landscape
+def run_ref(text: str) -> tuple[str, str | None]:
+    """argparse type for ``--run STORE[:RUN]`` (:func:`landscape.numeric.points.split_run_ref`)."""
+    from landscape.numeric.points import split_run_ref
+
+    try:
+        return split_run_ref(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("--run ", "")) from None
+
+
+def add_run_arg(container: Any, *, help: str = "a trained run of a store (read-only); --seed K picks the seed"
+                ) -> None:
+    """Register ``--run STORE[:RUN]`` (parsed by :func:`run_ref`) on a parser, group or mutually exclusive group."""
+    container.add_argument("--run", type=run_ref, default=None, metavar="STORE[:RUN]", help=help)
+
+
+def load_run(ref: str | tuple[str, str | None]) -> TrainedSeeds:
+    """The seeds of the run ``--run`` names (the store opened read-only: nothing is written).
+
+    Args:
+        ref: ``STORE[:RUN]`` text, or the ``(store, run or None)`` pair :func:`run_ref` parsed.
+
+    Returns:
+        :class:`~landscape.numeric.points.TrainedSeeds`.
+
+    Raises:
+        ValueError: a missing store, run or final weights, or a damaged store: one line that starts ``--run:``.
+    """
+    from landscape.experiment.store import StoreError
+    from landscape.numeric.points import load_trained, split_run_ref
+
+    root, name = split_run_ref(ref) if isinstance(ref, str) else ref
+    try:
+        return load_trained(root, name)
+    except (StoreError, ValueError) as exc:
+        raise ValueError(f"--run: {' '.join(str(exc).split())}") from None
+
+
+def trained_seed(ref: str | tuple[str, str | None], seed: int) -> tuple[TrainedSeeds, int]:
+    """``--run STORE[:RUN] --seed K``: the run's seeds (:func:`load_run`) and ``K``, checked against them.
+
+    Raises:
+        ValueError: as :func:`load_run`, or ``K`` is not a seed of the run
+            (:meth:`~landscape.numeric.points.TrainedSeeds.check_seed`).
+    """
+    tr = load_run(ref)
+    return tr, tr.check_seed(seed)
+
+
+def add_point_args(p: argparse.ArgumentParser) -> None:
+    """The options that choose the point and its loss (module docstring), with the problem options."""
+    g = p.add_argument_group("point")
+    add_run_arg(g)
+    g.add_argument("--family", default=None,
+                   help="a family (pgd, pgd-relaxed, fgd, ... or file.py:NAME) for a family point")
+    g.add_argument("--point", default=None, help="family scalars, e.g. a0=0.8 (default: fit the family on the loss)")
+    g.add_argument("--exact", default="auto", choices=("auto", "yes", "no"),
+                   help="use the exact population loss (auto: when the symbolic layer has one)")
+    g.add_argument("--samples", type=int_arg(16), default=2048,
+                   help="Monte-Carlo prompts (fixed once) when the loss is not exact (default 2048)")
+    g.add_argument("--sample-seed", type=seed_int, default=0, help="seed of the Monte-Carlo prompts (default 0)")
+    add_problem_args(p)
+
+
+@dataclass(frozen=True, eq=False)
+class Point:
+    """A resolved point of the landscape: its weights, the loss oracle and what they are.
+
+    Attributes:
+        spec: the architecture (:class:`~landscape.core.model.ModelSpec`).
+        flat: ``(P,)`` float64 weights.
+        oracle: the loss (:class:`~landscape.numeric.oracles.LossOracle`).
+        oracle_desc: ``"exact population loss"`` or the Monte-Carlo size.
+        label: what the point is, for printing.
+        problem: the :class:`~landscape.theory.families.Problem`.
+        task: the prompt distribution.
+        family, family_values: the family and the point's scalars (the projection of a trained seed).
+        trained, seed: the run's seeds and the seed, for a trained point.
+    """
+
+    spec: Any
+    flat: Any
+    oracle: Any
+    oracle_desc: str
+    label: str
+    problem: Any
+    task: Task
+    family: Any = None
+    family_values: Any = None
+    trained: Any = None
+    seed: int | None = None
+
+
+def check_point_args(args: argparse.Namespace) -> None:
+    """Cheap consistency checks of the point options (before anything is loaded).
+
+    Raises:
+        ValueError: neither or both of ``--run`` and ``--family``, ``--point`` with ``--run``, a bad ``--point``.
+    """
+    if (args.run is None) == (args.family is None):
+        raise ValueError("give exactly one of --run STORE[:RUN] (a trained seed) or --family NAME (a family point)")
+    if args.run is not None and args.point is not None:
+        raise ValueError("--point applies to --family; a trained seed is chosen with --seed")
+    if args.point is not None:
+        from landscape.cli.verify import parse_point
+
+        parse_point(args.point)
+
+
+def resolve_point(args: argparse.Namespace) -> Point:
+    """Build the point and its loss from parsed arguments (:func:`add_point_args`).
+
+    A trained seed carries its run's family and its projection onto it (modulo the model's
+    symmetries); a family point is ``--point`` or the family's best point fitted on the loss.
+
+    Raises:
+        ValueError: unknown run/family, a seed out of range, bad ``--point``.
+    """
+    import torch
+
+    from landscape.numeric.points import landscape_oracle
+
+    gen = torch.Generator().manual_seed(args.sample_seed)
+    if args.run is not None:
+        tr, k = trained_seed(args.run, args.seed)
+        problem = tr.config.problem(tr.sigma)
+        oracle, desc = landscape_oracle(problem, tr.task, tr.spec, exact=args.exact, samples=args.samples,
+                                        generator=gen)
+        values = None
+        if tr.family is not None:
+            from landscape.core.model import unflatten_params
+            from landscape.experiment.distance import project_onto_family
+
+            proj = project_onto_family(unflatten_params(tr.final[k], tr.spec), tr.family)
+            values = proj.vector()
+        return Point(tr.spec, tr.final[k], oracle, desc, f"{tr.run} seed {k}", problem, tr.task, tr.family,
+                     values, tr, k)
+    from landscape.cli.verify import build_problem, parse_point
+    from landscape.numeric.fit import family_point, fit_family
+
+    problem, family, task = build_problem(args)
+    spec = family.spec
+    oracle, desc = landscape_oracle(problem, task, spec, exact=args.exact, samples=args.samples, generator=gen)
+    if args.point is not None:
+        values = family_point(family, parse_point(args.point))
+        how = "given"
+    else:
+        fit = fit_family(family, oracle, generator=torch.Generator().manual_seed(args.sample_seed))
+        values = fit.values
+        how = "fitted"
+    flat = family.flat(values.to(torch.float64))
+    pt = ", ".join(f"{n}={float(v):.6g}" for n, v in zip(family.names, values))
+    return Point(spec, flat, oracle, desc, f"family {family.name} at {pt} ({how})", problem, task, family, values)

@@ -29,7 +29,8 @@ import sys
 import traceback
 from typing import Any, NoReturn, Sequence
 
-COMMANDS = ("families", "solve", "verify", "train", "sweep", "plot", "reproduce", "check", "store", "runs", "export", "hessian", "slice", "probe")
+COMMANDS = ("families", "solve", "verify", "train", "sweep", "plot", "reproduce", "check", "store", "runs", "export",
+            "hessian", "slice", "probe", "llc")
 
 
 def emit_json(obj: Any) -> None:

@@ -2,7 +2,8 @@ r"""``landscape hessian``: the curvature of the loss at a point.
 
 The point is either a **family point** (``--family NAME`` with the problem options of
 :mod:`landscape.cli._args`; ``--point a0=...`` or, by default, the family's best point fitted on
-the loss) or a **trained seed** (``--run STORE[:RUN] --seed K``: its final weights, read-only).
+the loss) or a **trained seed** (``--run STORE[:RUN] --seed K``: its final weights, read-only): the
+point options of :func:`landscape.cli._args.add_point_args`, shared with ``slice`` and ``llc``.
 The loss is the exact population loss where the symbolic layer has one for the setting
 (``--exact auto``), otherwise a Monte-Carlo loss on ``--samples`` fixed prompts.
 
@@ -10,7 +11,8 @@ Printed (or one JSON object with ``--json``): the loss and gradient norm, the to
 ``--k`` Hessian eigenpairs by Lanczos (:func:`landscape.numeric.spectrum.eigenpairs`: eigenvalue,
 true residual, converged flag), the trace by Hutch++ with its standard error (and exactly, from
 the dense Hessian, when ``P <= --dense-max``), a stochastic Lanczos quadrature spectral density
-(``--plot FILE`` draws it, with the dense eigenvalues as a rug when available), per-block spectra
+(``--plot FILE`` draws it, with the dense eigenvalues as a rug when available, and writes the curve
+beside it, suffix ``.json``), per-block spectra
 (``--blocks layer,kind,tangent``: per layer, ``P`` vs ``Q`` / ``V``, ``B``, ``C``, tangent vs normal to
 the family) and the inertia modulo the model's symmetries.
 
@@ -21,8 +23,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 from typing import Any
+
+from landscape.cli._args import Point, add_point_args, check_point_args, resolve_point
 
 __all__ = ["add_parser", "run", "add_point_args", "resolve_point", "Point", "block_list"]
 
@@ -39,112 +42,6 @@ def block_list(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(f"must be 'none' or comma-separated from {', '.join(BLOCK_KINDS)}, "
                                          f"got {text!r}")
     return items
-
-
-def run_ref(text: str) -> tuple[str, str | None]:
-    """argparse type for ``--run STORE[:RUN]``."""
-    from landscape.numeric.points import split_run_ref
-
-    try:
-        return split_run_ref(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc).replace("--run ", "")) from None
-
-
-def add_point_args(p: argparse.ArgumentParser, *, family_required: bool = False) -> None:
-    """The options that choose the point and its loss (module docstring)."""
-    from landscape.cli._args import add_problem_args, int_arg, seed_int
-
-    g = p.add_argument_group("point")
-    g.add_argument("--run", type=run_ref, default=None, metavar="STORE[:RUN]",
-                   help="a trained run of a store (read-only); --seed K picks the seed")
-    g.add_argument("--family", default=None,
-                   help="a family (pgd, pgd-relaxed, fgd, ... or file.py:NAME) for a family point")
-    g.add_argument("--point", default=None, help="family scalars, e.g. a0=0.8 (default: fit the family on the loss)")
-    g.add_argument("--exact", default="auto", choices=("auto", "yes", "no"),
-                   help="use the exact population loss (auto: when the symbolic layer has one)")
-    g.add_argument("--samples", type=int_arg(16), default=2048,
-                   help="Monte-Carlo prompts (fixed once) when the loss is not exact (default 2048)")
-    g.add_argument("--sample-seed", type=seed_int, default=0, help="seed of the Monte-Carlo prompts (default 0)")
-    add_problem_args(p)
-
-
-@dataclass(frozen=True, eq=False)
-class Point:
-    """A resolved point: weights, loss oracle and what they are."""
-
-    spec: Any
-    flat: Any
-    oracle: Any
-    oracle_desc: str
-    label: str
-    problem: Any
-    task: Any
-    family: Any = None
-    family_values: Any = None
-    trained: Any = None
-    seed: int | None = None
-
-
-def check_point_args(args: argparse.Namespace) -> None:
-    """Cheap consistency checks of the point options (before anything is loaded).
-
-    Raises:
-        ValueError: neither or both of ``--run`` and ``--family``, ``--point`` with ``--run``.
-    """
-    if (args.run is None) == (args.family is None):
-        raise ValueError("give exactly one of --run STORE[:RUN] (a trained seed) or --family NAME (a family point)")
-    if args.run is not None and args.point is not None:
-        raise ValueError("--point applies to --family; a trained seed is chosen with --seed")
-    if args.point is not None:
-        from landscape.cli.verify import parse_point
-
-        parse_point(args.point)
-
-
-def resolve_point(args: argparse.Namespace) -> Point:
-    """Build the point and its loss from parsed arguments.
-
-    Raises:
-        ValueError: unknown run/family, a seed out of range, bad ``--point``.
-    """
-    import torch
-
-    from landscape.numeric.points import landscape_oracle, load_trained
-
-    gen = torch.Generator().manual_seed(args.sample_seed)
-    if args.run is not None:
-        root, name = args.run
-        tr = load_trained(root, name)
-        k = tr.check_seed(args.seed)
-        problem = tr.config.problem(tr.sigma)
-        oracle, desc = landscape_oracle(problem, tr.task, tr.spec, exact=args.exact, samples=args.samples,
-                                        generator=gen)
-        values = None
-        if tr.family is not None:
-            from landscape.experiment.distance import project_onto_family
-            from landscape.core.model import unflatten_params
-
-            proj = project_onto_family(unflatten_params(tr.final[k], tr.spec), tr.family)
-            values = proj.vector()
-        return Point(tr.spec, tr.final[k], oracle, desc, f"{tr.run} seed {k}", problem, tr.task, tr.family,
-                     values, tr, k)
-    from landscape.cli.verify import build_problem, parse_point
-    from landscape.numeric.fit import family_point, fit_family
-
-    problem, family, task = build_problem(args)
-    spec = family.spec
-    oracle, desc = landscape_oracle(problem, task, spec, exact=args.exact, samples=args.samples, generator=gen)
-    if args.point is not None:
-        values = family_point(family, parse_point(args.point))
-        how = "given"
-    else:
-        fit = fit_family(family, oracle, generator=torch.Generator().manual_seed(args.sample_seed))
-        values = fit.values
-        how = "fitted"
-    flat = family.flat(values.to(torch.float64))
-    pt = ", ".join(f"{n}={float(v):.6g}" for n, v in zip(family.names, values))
-    return Point(spec, flat, oracle, desc, f"family {family.name} at {pt} ({how})", problem, task, family, values)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -176,22 +73,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _check_plot(path: str | None) -> None:
-    if path is None:
-        return
-    from pathlib import Path
-
-    pth = Path(path).expanduser()
-    if pth.suffix.lower() not in (".png", ".svg"):
-        raise ValueError(f"--plot must name a .png or .svg file, got {path!r}")
-    if pth.exists() and pth.is_dir():
-        raise ValueError(f"--plot {path!r} is a folder; name a file")
-
-
 def run(args: argparse.Namespace) -> int:
     """Compute and print the spectrum."""
     check_point_args(args)
-    _check_plot(args.plot)
+    if args.plot is not None:
+        from landscape.views.save import figure_path
+
+        figure_path(args.plot, "--plot")
     import torch
 
     from landscape.cli import emit_json
@@ -242,35 +130,18 @@ def run(args: argparse.Namespace) -> int:
         out["blocks"] = blocks
         out["num_symmetries"] = int(symmetry_generators(pt.spec, pt.flat, syms or None).shape[1])
     if args.plot is not None:
-        _plot_density(sd, None if H is None else torch.linalg.eigvalsh(H), args.plot, pt.label)
+        from landscape.views.pictures import plot_density
+        from landscape.views.save import figure_path
+
+        path = figure_path(args.plot, "--plot")
+        plot_density(sd, path, eigenvalues=None if H is None else torch.linalg.eigvalsh(H), title=pt.label,
+                     formats=(path.suffix.lower().lstrip("."),))
         out["plot"] = args.plot
     if args.json:
         emit_json(out)
     else:
         _print(out)
     return 0
-
-
-def _plot_density(sd: Any, eigs: Any, path: str, label: str) -> None:
-    import torch
-    from matplotlib.figure import Figure
-
-    lo, hi = float(sd.nodes.min()), float(sd.nodes.max())
-    pad = 0.05 * max(hi - lo, 1e-12)
-    grid = torch.linspace(lo - pad, hi + pad, 800, dtype=sd.nodes.dtype)
-    bw = max(0.01 * (hi - lo), 1e-12)
-    dens = sd.density(grid, bw)
-    fig = Figure(figsize=(6.0, 3.8), layout="constrained")
-    ax = fig.add_subplot()
-    ax.plot(grid.numpy(), dens.numpy(), color="C0",
-            label=f"SLQ density ({sd.probes} probes × {sd.steps} steps, bandwidth {bw:.2g})")
-    if eigs is not None:
-        ax.plot(eigs.numpy(), [0.0] * eigs.numel(), "|", color="C3", markersize=14, label="dense eigenvalues")
-    ax.set_xlabel("Hessian eigenvalue λ")
-    ax.set_ylabel("spectral density")
-    ax.set_title(label, fontsize=9)
-    ax.legend(fontsize=8)
-    fig.savefig(path, dpi=150)
 
 
 def _print(out: dict[str, Any]) -> None:

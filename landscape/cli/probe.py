@@ -8,7 +8,7 @@ GD++, iterative Newton, functional GD), their step parameters fitted to the laye
 ``--fit-samples`` prompts and the metrics computed on ``--eval-samples`` held-out prompts
 (:func:`landscape.numeric.probe.probe`): cosine similarity and relative error of the predictions and
 of the implied weight vectors (the gradient of the prediction in the query), median and quartiles
-over seeds. ``--plot FILE`` draws both against the layer.
+over seeds. ``--plot FILE`` draws both against the layer (the bands beside it, suffix ``.json``).
 
 Exit status 0, or 2 on bad input.
 """
@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 from typing import Any
+
+from landscape.cli._args import index_list_arg
 
 __all__ = ["add_parser", "run", "algorithm_list", "seed_list"]
 
@@ -39,23 +41,13 @@ def algorithm_list(text: str) -> tuple[str, ...]:
     return out
 
 
-def seed_list(text: str) -> tuple[int, ...] | None:
-    """argparse type: ``all`` (None) or comma-separated seed indices >= 0."""
-    if str(text).strip() == "all":
-        return None
-    try:
-        vals = tuple(int(x.strip(), 10) for x in str(text).split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be 'all' or comma-separated integers >= 0, got {text!r}") from None
-    if not vals or any(v < 0 for v in vals) or len(set(vals)) != len(vals):
-        raise argparse.ArgumentTypeError(f"must be 'all' or distinct comma-separated integers >= 0, got {text!r}")
-    return vals
+seed_list = index_list_arg(allow_all=True)
+"""argparse type of ``--seeds``: ``all`` (None) or distinct comma-separated seed indices >= 0."""
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``landscape probe``."""
-    from landscape.cli._args import int_arg, positive_int, seed_int
-    from landscape.cli.hessian import run_ref
+    from landscape.cli._args import add_run_arg, int_arg, positive_int, seed_int
 
     p = subparsers.add_parser(
         "probe",
@@ -65,7 +57,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "parameters fitted on separate prompts), with bands over seeds. Exit 0, 2 on bad input.",
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", type=run_ref, default=None, metavar="STORE[:RUN]", help="a trained run (read-only)")
+    add_run_arg(src, help="a trained run (read-only); --seeds picks its seeds")
     src.add_argument("--construction", choices=("pgd", "gd++", "fgd"), default=None,
                      help="probe a construction's weights instead (random preconditioners / steps from --seed)")
     p.add_argument("--seeds", type=seed_list, default=None, help="--run: which seeds, 'all' or e.g. 0,2 (default all)")
@@ -115,21 +107,21 @@ def _construction(kind: str, d: int, n: int, layers: int, seed: int) -> tuple[An
 def run(args: argparse.Namespace) -> int:
     """Run the probe; print a table per algorithm (or JSON)."""
     if args.plot is not None:
-        from pathlib import Path
+        from landscape.views.save import figure_path
 
-        if Path(args.plot).suffix.lower() not in (".png", ".svg"):
-            raise ValueError(f"--plot must name a .png or .svg file, got {args.plot!r}")
+        figure_path(args.plot, "--plot")
     if args.construction is not None and args.seeds is not None:
         raise ValueError("--seeds applies to --run")
     import torch
 
     from landscape.cli import emit_json
-    from landscape.numeric.probe import plot_probe, probe
+    from landscape.numeric.probe import probe
+    from landscape.views.pictures import plot_probe
 
     if args.run is not None:
-        from landscape.numeric.points import load_trained
+        from landscape.cli._args import load_run
 
-        tr = load_trained(*args.run)
+        tr = load_run(args.run)
         seeds = list(range(tr.seeds)) if args.seeds is None else [tr.check_seed(s) for s in args.seeds]
         W, spec, task, label = tr.final[seeds], tr.spec, tr.task, f"{tr.run}, seeds {','.join(map(str, seeds))}"
         if spec.token_dim != tr.config.d + 1 or not tr.config.task.startswith(("linear", "gp")):

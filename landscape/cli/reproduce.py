@@ -99,9 +99,10 @@ def run(args: argparse.Namespace) -> int:
 
     from analysis._study import StudyContext, execute
 
+    from landscape._checks import check_int
+
     study = load_study(args.study)  # validates the name before any work
-    if isinstance(args.seed, bool) or not isinstance(args.seed, int) or args.seed < 0:
-        raise ValueError(f"--seed must be an integer >= 0, got {args.seed!r}")
+    check_int("--seed", args.seed, minimum=0)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         torch.device(device)

@@ -1,6 +1,6 @@
 r"""``landscape slice``: pictures of the loss landscape, lines and planes through trained and family points.
 
-The point options are those of ``landscape hessian`` (:mod:`landscape.cli.hessian`): a trained run
+The point options are those of ``landscape hessian`` (:func:`landscape.cli._args.add_point_args`): a trained run
 (``--run STORE[:RUN] --seed K``, read-only) or a family point (``--family NAME`` and the problem
 options, ``--point`` or the fitted best point). Exactly one of ``--line`` or ``--plane``:
 
@@ -16,8 +16,9 @@ options, ``--point`` or the fitted best point). Exactly one of ``--line`` or ``-
 The trained seeds, the constructions and the initialisation that fall in the picture are drawn on
 it (with their distance off the plane in the legend). The grid is evaluated with ``torch.func.vmap``
 over grid points (:func:`landscape.numeric.slices.evaluate_losses`). ``--kind contour|surface``
-chooses the figure of a plane; ``--out FILE`` (.png or .svg) is where it goes; ``--json`` prints the
-grid's minimum and the loss at each drawn point.
+chooses the figure of a plane; ``--out FILE`` (.png or .svg) is where it goes, with the grid and the
+points beside it as ``FILE`` with the suffix ``.json``; ``--json`` prints the grid's minimum and the
+loss at each drawn point.
 
 Exit status 0, or 2 on bad input.
 """
@@ -28,26 +29,18 @@ import argparse
 import sys
 from typing import Any
 
+from landscape.cli._args import index_list_arg
+
 __all__ = ["add_parser", "run", "index_pair"]
 
 
-def index_pair(text: str) -> tuple[int, ...]:
-    """argparse type: one or two comma-separated integers >= 0 (``0,1``)."""
-    items = [x.strip() for x in str(text).split(",") if x.strip()]
-    try:
-        vals = tuple(int(x, 10) for x in items)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be one or two integers >= 0 separated by a comma, got {text!r}") \
-            from None
-    if not 1 <= len(vals) <= 2 or any(v < 0 for v in vals) or len(set(vals)) != len(vals):
-        raise argparse.ArgumentTypeError(f"must be one or two distinct integers >= 0 separated by a comma, got {text!r}")
-    return vals
+index_pair = index_list_arg(2)
+"""argparse type of ``--seeds`` and ``--symbols``: one or two distinct comma-separated integers >= 0 (``0,1``)."""
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``landscape slice``."""
-    from landscape.cli._args import float_list_arg, int_arg
-    from landscape.cli.hessian import add_point_args
+    from landscape.cli._args import add_point_args, float_list_arg, int_arg
 
     p = subparsers.add_parser(
         "slice",
@@ -80,16 +73,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _check(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from landscape.cli.hessian import check_point_args
+    from landscape.cli._args import check_point_args
+    from landscape.views.save import figure_path
 
     check_point_args(args)
-    out = Path(args.out).expanduser()
-    if out.suffix.lower() not in (".png", ".svg"):
-        raise ValueError(f"--out must name a .png or .svg file, got {args.out!r}")
-    if out.is_dir():
-        raise ValueError(f"--out {args.out!r} is a folder; name a file")
+    figure_path(args.out, "--out")
     mode = args.line or args.plane
     if args.run is None and ((args.line in ("init", "construction")) or args.plane == "seeds"):
         raise ValueError(f"--{'line' if args.line else 'plane'} {mode} needs trained seeds: give --run STORE[:RUN]")
@@ -109,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from landscape.cli import emit_json
-    from landscape.cli.hessian import resolve_point
+    from landscape.cli._args import resolve_point
     from landscape.core.model import flatten_params, unflatten_params
     from landscape.numeric.slices import (
         LineSlice,
@@ -117,9 +105,10 @@ def run(args: argparse.Namespace) -> int:
         line_slice,
         plane_coordinates,
         plane_slice,
-        plot_slice,
         random_directions,
     )
+    from landscape.views.pictures import plot_slice
+    from landscape.views.save import figure_path
 
     pt = resolve_point(args)
     mode = args.line or args.plane
@@ -195,9 +184,7 @@ def run(args: argparse.Namespace) -> int:
         argmin = [float(sl.alphas[i // Lv.shape[1]]), float(sl.betas[i % Lv.shape[1]])]
     where = f"{tr.run} seeds {args.seeds[0]}, {args.seeds[1]}" if mode == "seeds" else pt.label
     title = f"{where}: {mode} {'line' if is_line else 'plane'} ({pt.oracle_desc})"
-    from pathlib import Path
-
-    out = Path(args.out).expanduser()
+    out = figure_path(args.out, "--out")
     files = plot_slice(sl, out, title=title, formats=(out.suffix.lower().lstrip("."),), log=args.log, points=pts,
                        kind=args.kind)
     summary = {"point": where, "loss_kind": pt.oracle_desc, "slice": f"{'line' if is_line else 'plane'} {mode}",

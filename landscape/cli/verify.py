@@ -114,19 +114,10 @@ def load_run_weights(text: str, seed: int) -> tuple[Any, dict[str, torch.Tensor]
     """
     import torch
 
+    from landscape.cli._args import trained_seed
     from landscape.core.model import unflatten_params
-    from landscape.numeric.points import load_trained, split_run_ref
-    from landscape.experiment.store import StoreError
 
-    root, name = split_run_ref(text)
-    try:
-        tr = load_trained(root, name)
-    except StoreError as exc:
-        raise ValueError(f"--run: {' '.join(str(exc).split())}") from None
-    except ValueError as exc:
-        raise ValueError(f"--run: {' '.join(str(exc).split())}") from None
-    if not 0 <= seed < tr.seeds:
-        raise ValueError(f"--seed {seed}: run {tr.run!r} has seeds 0..{tr.seeds - 1}")
+    tr, seed = trained_seed(text, seed)
     params = _check_finite({k: v.detach().to("cpu", torch.float64).contiguous()
                             for k, v in unflatten_params(tr.final[seed], tr.spec).items()},
                            f"seed {seed} of run {tr.run!r}")

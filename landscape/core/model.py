@@ -136,6 +136,11 @@ class ModelSpec:
         return f"layer{layer}.head{head}.{name}"
 
     def describe(self) -> str:
+        """One line: layers, heads and sizes.
+
+        >>> ModelSpec.linear(d=2, layers=1).describe()
+        '1-layer linear-attention transformer (d=2, token_dim=3)'
+        """
         heads = "+".join(h.describe() for h in self.heads)
         return f"{self.layers}-layer {heads} transformer (d={self.d}, token_dim={self.token_dim})"
 
@@ -366,6 +371,16 @@ def flatten_params(params: Mapping[str, torch.Tensor], spec: ModelSpec) -> torch
     """Concatenate every parameter (in :func:`param_shapes` order) into one vector.
 
     Leading batch axes are kept: a stack ``(S, D, D)`` per name gives ``(S, P)``.
+
+    >>> spec = ModelSpec.linear(d=2, layers=1)
+    >>> sorted(param_shapes(spec).items())
+    [('layer0.head0.P', (3, 3)), ('layer0.head0.Q', (3, 3))]
+    >>> params = {k: torch.ones(5, *shape) for k, shape in param_shapes(spec).items()}  # 5 seeds
+    >>> flat = flatten_params(params, spec)
+    >>> tuple(flat.shape), num_params(spec)
+    ((5, 18), 18)
+    >>> all(torch.equal(v, params[k]) for k, v in unflatten_params(flat, spec).items())
+    True
     """
     shapes = param_shapes(spec)
     parts = []

@@ -17,12 +17,18 @@ Distributions:
 * :class:`LinearClassification` — :math:`y = \pm\,\mathrm{sign}(w^\top x)`, optional margin and flips.
 * :class:`OrthonormalFeatures` — tokens drawn from K orthonormal features with probabilities
   :math:`p_k`, :math:`y = \langle w, x\rangle` (Huang, Cheng, Liang 2023).
+
+What every distribution provides is the :class:`Task` protocol (``d``, ``n``, ``dtype`` and
+``sample``); :class:`NormalsTask` adds what the quasi-random and antithetic samplers of
+:mod:`landscape.numeric.oracles` need (prompts as a function of standard-normal draws:
+:class:`LinearRegression`, :class:`KernelGP`). A user distribution needs no base class: a frozen
+dataclass with these members is a task.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Sequence
+from typing import ClassVar, Literal, Protocol, Sequence, runtime_checkable
 
 import torch
 
@@ -30,6 +36,8 @@ from landscape._checks import check_int
 from landscape.core.kernels import Kernel, SumKernel, get_kernel
 
 __all__ = [
+    "Task",
+    "NormalsTask",
     "PromptBatch",
     "LinearRegression",
     "KernelGP",
@@ -80,6 +88,47 @@ class PromptBatch:
         """Move/cast every tensor (as ``Tensor.to``)."""
         return PromptBatch(self.Z.to(*args, **kwargs), self.target.to(*args, **kwargs), self.X.to(*args, **kwargs),
                            self.y.to(*args, **kwargs), {k: v.to(*args, **kwargs) for k, v in self.latent.items()})
+
+
+@runtime_checkable
+class Task(Protocol):
+    """A prompt distribution: what training, the loss oracles, the certificate and the probes use.
+
+    ``isinstance(obj, Task)`` checks that the members exist (not their types or behaviour).
+
+    Attributes:
+        d: covariate dimension (tokens have ``d + 1`` rows).
+        n: context length (a prompt has ``n + 1`` tokens, the query last).
+        dtype: floating dtype of the prompts.
+    """
+
+    d: int
+    n: int
+    dtype: torch.dtype
+
+    def sample(self, batch: int, generator: torch.Generator) -> PromptBatch:
+        """``batch`` prompts; ``generator`` is the only source of randomness."""
+        ...
+
+
+@runtime_checkable
+class NormalsTask(Task, Protocol):
+    """A :class:`Task` whose prompts are a deterministic function of standard-normal draws.
+
+    ``from_normals({k: randn(*shape) for k, shape in normal_shapes(B).items()})`` has the law of
+    ``sample(B, g)``; the samplers ``qmc`` and ``antithetic`` of :mod:`landscape.numeric.oracles`
+    choose the draws (``antithetic`` flips the sign of the draws named in ``label_normals``).
+    """
+
+    label_normals: ClassVar[tuple[str, ...]]
+
+    def normal_shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
+        """Name → shape of each standard-normal draw ``batch`` prompts use."""
+        ...
+
+    def from_normals(self, normals: dict[str, torch.Tensor]) -> PromptBatch:
+        """The prompts made from the given draws."""
+        ...
 
 
 def embed(X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -174,13 +223,13 @@ def _whitened(batch: int, d: int, m: int, covariates: str, g: torch.Generator, d
     return xi
 
 
-def _draw_normals(task: Any, batch: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+def _draw_normals(task: NormalsTask, batch: int, g: torch.Generator) -> dict[str, torch.Tensor]:
     """I.i.d. standard-normal draws for :meth:`from_normals`, one ``torch.randn`` per entry of ``normal_shapes``."""
     return {k: torch.randn(*shape, generator=g, dtype=task.dtype, device=g.device)
             for k, shape in task.normal_shapes(batch).items()}
 
 
-def _normals(task: Any, normals: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+def _normals(task: NormalsTask, normals: dict[str, torch.Tensor]) -> list[torch.Tensor]:
     """The draws of ``normals`` in ``normal_shapes`` order, checked (one batch size, the right shapes)."""
     if not isinstance(normals, dict) or "xi" not in normals or not isinstance(normals["xi"], torch.Tensor):
         raise ValueError("from_normals needs a dict of standard-normal tensors with at least 'xi'")

@@ -59,7 +59,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from landscape._checks import check_tensor
+from landscape._checks import check_int, check_tensor
 from landscape.theory.families import Family
 from landscape.theory.symmetries import Symmetry
 from landscape.core.model import (
@@ -769,8 +769,7 @@ def project_onto_family(
     """
     spec = family.spec
     check_params(spec, params)
-    if isinstance(starts, bool) or not isinstance(starts, int) or starts < 1:
-        raise ValueError(f"starts must be an int >= 1, got {starts!r}")
+    check_int("starts", starts, minimum=1)
     if init is not None and tuple(init.names) != family.names:
         raise ValueError(f"init is a projection onto {init.family!r} with symbols {init.names}, "
                          f"not onto {family.name!r} with {family.names}")

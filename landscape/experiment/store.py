@@ -96,6 +96,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from landscape._checks import check_int
+
 __all__ = [
     "APPLICATION_ID",
     "SCHEMA_VERSION",
@@ -656,10 +658,7 @@ class RunStore:
 
     def _setup(self, root: str | os.PathLike[str], keep_checkpoints: int, timeout: float,
                read_only: bool) -> None:
-        if isinstance(keep_checkpoints, bool) or not isinstance(keep_checkpoints, int):
-            raise TypeError(f"keep_checkpoints must be an int, got {type(keep_checkpoints).__name__}")
-        if keep_checkpoints < 1:
-            raise ValueError(f"keep_checkpoints must be >= 1, got {keep_checkpoints}")
+        check_int("keep_checkpoints", keep_checkpoints, minimum=1)
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
         self.root = Path(root).expanduser().resolve()

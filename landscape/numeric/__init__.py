@@ -9,7 +9,7 @@ order) through a loss *oracle*:
   :func:`inertia`, :func:`hessian_blocks`, :func:`tangent_split`, :func:`symmetry_generators`;
 * :func:`fit_family` and :func:`certify_stationary` (exact tolerance verdict, or a statistical verdict
   from Monte-Carlo samples of growing size);
-* :func:`line_slice`, :func:`plane_slice`, :func:`plot_slice`.
+* :func:`line_slice`, :func:`plane_slice` (figures: :func:`landscape.views.pictures.plot_slice`).
 """
 
 from landscape.numeric.certificate import (
@@ -57,7 +57,6 @@ from landscape.numeric.slices import (
     hessian_directions,
     line_slice,
     plane_slice,
-    plot_slice,
     random_directions,
 )
 from landscape.numeric.stats import NormBounds, NormEstimate, norm_bounds, quadratic_form_sf
@@ -72,5 +71,5 @@ __all__ = [
     "StationarityCertificate", "SampleSizeResult", "certify_stationary", "decide", "combined_p_value",
     "free_entries", "VERDICTS", "TESTS", "NormEstimate", "NormBounds", "norm_bounds", "quadratic_form_sf",
     "LineSlice", "PlaneSlice", "evaluate_losses", "line_slice", "plane_slice", "hessian_directions",
-    "random_directions", "plot_slice",
+    "random_directions",
 ]

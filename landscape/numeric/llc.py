@@ -34,7 +34,7 @@ from typing import Callable
 
 import torch
 
-from landscape._checks import check_int
+from landscape._checks import check_int, check_real
 from landscape.core.model import ModelSpec
 from landscape.numeric.derivatives import _check_flat
 from landscape.numeric.oracles import LossOracle, as_oracle
@@ -116,13 +116,9 @@ def local_learning_coefficient(
     check_int("n", n, minimum=2)
     check_int("steps", steps, minimum=2)
     check_int("chains", chains, minimum=2)
-    b = 1.0 / math.log(n) if beta is None else float(beta)
-    if not (math.isfinite(b) and b > 0):
-        raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
-    if not (math.isfinite(gamma) and gamma >= 0):
-        raise ValueError(f"gamma must be a finite number >= 0, got {gamma!r}")
-    if not (math.isfinite(step_size) and step_size > 0):
-        raise ValueError(f"step_size must be a finite number > 0, got {step_size!r}")
+    b = 1.0 / math.log(n) if beta is None else check_real("beta", beta, positive=True)
+    gamma = check_real("gamma", gamma, nonnegative=True)
+    step_size = check_real("step_size", step_size, positive=True)
     burn = steps // 4 if burn_in is None else check_int("burn_in", burn_in, minimum=0)
     if burn >= steps:
         raise ValueError(f"burn_in = {burn} must be < steps = {steps}")
@@ -175,6 +171,11 @@ def quadratic_llc(eigenvalues: torch.Tensor, *, n: int, beta: float | None = Non
               \;\to\; \frac{r}{2}\quad(n\beta\lambda_i \gg \gamma,\ \epsilon \to 0),
 
     ``r`` the rank of ``H`` (the LLC of a rank-``r`` quadratic whose other directions are flat).
+
+    >>> round(quadratic_llc(torch.tensor([1.0, 2.0, 0.0]), n=10**6, gamma=1.0), 4)  # rank 2: r/2 = 1
+    1.0
+    >>> round(quadratic_llc(torch.tensor([1.0, 2.0, 0.0]), n=100, gamma=10.0), 4)  # nβ/2 Σ λ_i/(nβλ_i + γ), nβ = 100/log 100
+    0.7488
 
     Raises:
         ValueError: negative eigenvalues, or an unstable step (:math:`\epsilon a_i \ge 4`).

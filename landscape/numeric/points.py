@@ -63,7 +63,8 @@ class TrainedSeeds:
             ValueError: out of range.
         """
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < self.seeds:
-            raise ValueError(f"--seed must be in [0, {self.seeds}) for run {self.run!r}, got {seed!r}")
+            raise ValueError(f"--seed {seed!r}: run {self.run!r} has seeds 0..{self.seeds - 1} "
+                             f"(--seed must be in [0, {self.seeds}))")
         return seed
 
 

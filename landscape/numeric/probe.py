@@ -32,13 +32,13 @@ Every step's prediction is affine in that step's parameters given the earlier on
 is an ordinary least-squares problem whose design columns are read off the algorithm itself
 (evaluations at the zero and unit parameters): the fit uses the library's algorithms and nothing
 else. A construction that *is* an algorithm is recovered to round-off (its fitted parameters are
-the construction's).
+the construction's). The figure of a :class:`ProbeResult` is drawn by
+:func:`landscape.views.pictures.plot_probe`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
@@ -47,8 +47,9 @@ import landscape.theory.algorithms as alg
 from landscape._checks import check_int
 from landscape.core.kernels import Kernel, get_kernel
 from landscape.core.model import ModelSpec, forward, unflatten_params
+from landscape.core.tasks import Task
 
-__all__ = ["ALGORITHMS", "ProbeResult", "layer_predictions", "fit_algorithm", "probe", "plot_probe"]
+__all__ = ["ALGORITHMS", "ProbeResult", "layer_predictions", "fit_algorithm", "probe"]
 
 ALGORITHMS = ("gd", "preconditioned_gd", "gd_plus_plus", "newton", "functional_gd")
 """The algorithms :func:`probe` compares the layers with."""
@@ -259,7 +260,7 @@ def _metrics(model: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torc
 def probe(
     weights: torch.Tensor | Sequence[dict[str, torch.Tensor]],
     spec: ModelSpec,
-    task: Any,
+    task: Task,
     generator: torch.Generator,
     *,
     algorithms: Sequence[str] = ALGORITHMS,
@@ -348,42 +349,3 @@ def _implied_weights(pred: Callable[[torch.Tensor], torch.Tensor], xq: torch.Ten
         cols = [torch.autograd.grad(out[:, l].sum(), q, retain_graph=l + 1 < out.shape[1])[0]
                 for l in range(out.shape[1])]
     return torch.stack(cols, dim=-1)
-
-
-def plot_probe(result: ProbeResult, path: str | Path, *, title: str | None = None,
-               formats: Sequence[str] = ("png", "svg")) -> list[Path]:
-    """Relative error and cosine per layer, one line (median over seeds) and band (quartiles) per algorithm.
-
-    Returns:
-        The written files (``path`` with each suffix).
-    """
-    from matplotlib.figure import Figure
-
-    base = Path(path)
-    base = base.with_suffix("") if base.suffix else base
-    base.parent.mkdir(parents=True, exist_ok=True)
-    fig = Figure(figsize=(9.0, 3.8), layout="constrained")
-    ax1, ax2 = fig.subplots(1, 2)
-    layers = list(range(1, result.layers + 1))
-    bands = result.bands()
-    for i, name in enumerate(result.algorithms):
-        b = bands[name]
-        for ax, key in ((ax1, "relative_error"), (ax2, "cosine")):
-            ax.plot(layers, b[f"{key}_median"], marker="o", color=f"C{i}", label=name)
-            if result.seeds > 1:
-                ax.fill_between(layers, b[f"{key}_q25"], b[f"{key}_q75"], color=f"C{i}", alpha=0.2, lw=0)
-    ax1.set_yscale("log")
-    ax1.set_xlabel("layer l (= algorithm steps)")
-    ax1.set_ylabel("relative error ‖ŷ_l − a_l‖ / ‖a_l‖")
-    ax2.set_xlabel("layer l (= algorithm steps)")
-    ax2.set_ylabel("cosine similarity")
-    for ax in (ax1, ax2):
-        ax.set_xticks(layers)
-    ax1.legend(fontsize=8)
-    fig.suptitle(title or f"layers vs algorithm iterates (median and quartiles over {result.seeds} seeds)")
-    written = []
-    for fmt in formats:
-        out = base.with_suffix(f".{fmt}")
-        fig.savefig(out, dpi=150)
-        written.append(out)
-    return written

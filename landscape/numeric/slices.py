@@ -1,4 +1,4 @@
-r"""Loss landscape slices around a point: lines and planes, and their plots.
+r"""Loss landscape slices around a point: lines and planes.
 
 * :func:`line_slice` — :math:`\alpha \mapsto f(\theta_0 + \alpha\,\delta)` between two parameter points
   (:math:`\delta = \theta_1 - \theta_0`) or along a direction (e.g. a Hessian eigenvector);
@@ -10,8 +10,7 @@ r"""Loss landscape slices around a point: lines and planes, and their plots.
 * :func:`family_plane_slice` — the loss over two of a family's own coordinates,
   :math:`(\alpha, \beta) \mapsto f(\theta(s_0 + \alpha e_i + \beta e_j))` (the family need not be affine);
 * :func:`plane_coordinates` — where a parameter point falls in a plane (least squares) and how far off it it lies;
-* :func:`plot_slice` — a line plot, filled contour plot or surface plot with labelled points
-  (trained seeds, constructions, initialisations), written as PNG and SVG.
+Their figures are drawn by :func:`landscape.views.pictures.plot_slice`.
 
 The grid is evaluated with ``torch.func.vmap`` over grid points (in chunks), piece by piece of the
 oracle, so memory is bounded by ``grid_chunk × chunk_size`` prompts.
@@ -20,7 +19,6 @@ oracle, so memory is bounded by ``grid_chunk × chunk_size`` prompts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Literal, Sequence
 
 import torch
@@ -40,7 +38,6 @@ __all__ = [
     "random_directions",
     "family_plane_slice",
     "plane_coordinates",
-    "plot_slice",
 ]
 
 
@@ -343,107 +340,3 @@ def plane_coordinates(sl: PlaneSlice | LineSlice, point: torch.Tensor) -> tuple[
     r = (point.to(sl.origin.dtype) - sl.origin)
     c = torch.linalg.lstsq(D.T, r[:, None]).solution[:, 0]
     return tuple(float(x) for x in c), float((D.T @ c - r).norm())
-
-
-def plot_slice(
-    sl: LineSlice | PlaneSlice,
-    path: str | Path,
-    *,
-    title: str | None = None,
-    formats: Sequence[str] = ("png", "svg"),
-    log: bool = False,
-    points: Sequence[tuple[str, Sequence[float], float | None]] = (),
-    kind: Literal["contour", "surface"] = "contour",
-) -> list[Path]:
-    """Draw a slice and write it as PNG and SVG: a line plot, filled contours or a surface, with labelled points.
-
-    Args:
-        sl: the slice.
-        path: output path without suffix (``dir/name``; a suffix is replaced).
-        title: figure title.
-        formats: file formats.
-        log: logarithmic loss axis / contour levels.
-        points: ``(label, coordinates, loss or None)`` to mark (coordinates ``(α,)`` on a line,
-            ``(α, β)`` on a plane, e.g. from :func:`plane_coordinates`); the origin is marked
-            only when no points are given.
-        kind: planes only: ``"contour"`` or ``"surface"`` (3-D).
-
-    Returns:
-        The written files.
-
-    Raises:
-        TypeError: not a slice.
-        ValueError: unknown ``kind``.
-    """
-    from matplotlib.figure import Figure
-
-    if not isinstance(sl, (LineSlice, PlaneSlice)):
-        raise TypeError(f"expected a LineSlice or PlaneSlice, got {type(sl).__name__}")
-    check_choice("kind", kind, ("contour", "surface"))
-    import numpy as np
-
-    base = Path(path)
-    base = base.with_suffix("") if base.suffix else base
-    base.parent.mkdir(parents=True, exist_ok=True)
-    fig = Figure(figsize=(6.0, 4.6), layout="constrained")
-    markers = ("o", "s", "^", "D", "v", "P", "X", "*")
-
-    def tr(v: float) -> float:
-        return float(np.log10(max(v, np.finfo(float).tiny))) if log else float(v)
-
-    if isinstance(sl, LineSlice):
-        ax = fig.add_subplot()
-        ax.plot(sl.alphas.cpu().numpy(), sl.losses.cpu().numpy(), color="C0", label="loss")
-        for m, (label, c, loss) in enumerate(points):
-            y = float(np.interp(c[0], sl.alphas.cpu().numpy(), sl.losses.cpu().numpy())) if loss is None else loss
-            ax.plot([c[0]], [y], marker=markers[m % len(markers)], ls="none", color=f"C{m + 1}",
-                    markeredgecolor="k", label=label)
-        if not points:
-            ax.axvline(0.0, color="0.6", lw=0.8, ls=":")
-        ax.set_xlabel(f"α along {sl.label}")
-        ax.set_ylabel("loss")
-        if log:
-            ax.set_yscale("log")
-        if points:
-            ax.legend(fontsize=8)
-    else:
-        Zv = sl.losses.cpu().numpy().T
-        if log:
-            with np.errstate(invalid="ignore"):
-                Zv = np.log10(np.maximum(Zv, np.finfo(float).tiny))
-        Zv = np.ma.masked_invalid(Zv)  # overflowing grid points are left blank
-        A, B = np.meshgrid(sl.alphas.cpu().numpy(), sl.betas.cpu().numpy())
-        zlabel = "log10 loss" if log else "loss"
-        if kind == "surface":
-            ax = fig.add_subplot(projection="3d")
-            surf = ax.plot_surface(A, B, Zv.filled(np.nan), cmap="viridis", linewidth=0, antialiased=True, alpha=0.85)
-            fig.colorbar(surf, ax=ax, label=zlabel, shrink=0.7)
-            ax.set_zlabel(zlabel)
-        else:
-            ax = fig.add_subplot()
-            cs = ax.contourf(A, B, Zv, levels=20, cmap="viridis")
-            ax.contour(A, B, Zv, levels=20, colors="k", linewidths=0.3)
-            fig.colorbar(cs, ax=ax, label=zlabel)
-        if not points:
-            points = (("origin", (0.0, 0.0), None),)
-        for m, (label, c, loss) in enumerate(points):
-            mk = dict(marker=markers[m % len(markers)], ls="none", color=f"C{m + 1}", markeredgecolor="k",
-                      markersize=8, label=label)
-            if kind == "surface":
-                z = tr(loss) if loss is not None else float(Zv.max())
-                ax.plot([c[0]], [c[1]], [z], **mk)
-            else:
-                ax.plot([c[0]], [c[1]], **mk)
-        ax.set_xlabel(f"α ({sl.labels[0]})")
-        ax.set_ylabel(f"β ({sl.labels[1]})")
-        ax.legend(fontsize=7, loc="upper right")
-    if title:
-        import textwrap
-
-        ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize=9)
-    written = []
-    for fmt in formats:
-        out = base.with_suffix(f".{fmt}")
-        fig.savefig(out, dpi=150)
-        written.append(out)
-    return written

@@ -88,6 +88,8 @@ from typing import Callable, Sequence
 import mpmath
 import sympy
 
+from landscape._checks import check_real
+
 __all__ = ["CriticalSet", "Enumeration", "EnumerationLimit", "EnumerationTimeout", "enumerate_critical_points", "polynomial_symmetries", "LIMITS",
            "PolynomialSymmetries"]
 
@@ -744,8 +746,8 @@ def enumerate_critical_points(expr: sympy.Expr, variables: Sequence[sympy.Symbol
     """
     if flint is None:  # pragma: no cover
         raise RuntimeError("the exhaustive method needs python-flint (pip install python-flint)")
-    if time_limit is not None and not (isinstance(time_limit, (int, float)) and time_limit > 0):
-        raise ValueError(f"time_limit must be a positive number of seconds or None, got {time_limit!r}")
+    if time_limit is not None:
+        check_real("time_limit", time_limit, positive=True)
     with _wall_clock(time_limit) as check:
         return _enumerate(expr, variables, seed, check)
 

@@ -59,7 +59,7 @@ from typing import Mapping
 import sympy
 
 from landscape.core.model import ModelSpec
-from landscape.symbolic.one_layer import kernel_head_blocks
+from landscape.symbolic.one_layer import one_kernel_head
 
 __all__ = ["exp_one_layer_structure", "exp_one_layer_loss", "exp_one_layer_domain", "exp_kernel_scale",
            "exp_gp_one_layer_loss"]
@@ -85,15 +85,13 @@ def exp_one_layer_structure(blocks: Mapping[str, sympy.Matrix], spec: ModelSpec
                             ) -> tuple[tuple[sympy.Matrix, sympy.Matrix, sympy.Expr] | None, str]:
     """``((M, v_x, v_y), "")`` when the family is one exp-kernel head as in the module docstring, else
     ``(None, reason)``."""
-    if spec.layers != 1 or len(spec.heads) != 1 or spec.heads[0].kind != "kernel":
-        return None, "not one layer with one kernel head"
+    vbc, why = one_kernel_head(spec, blocks)
+    if vbc is None:
+        return None, why
     gamma = exp_kernel_scale(spec.heads[0].kernel)
     if gamma is None:
         return None, "the kernel is not exp(γ s) (softmax and other kernels have no Gaussian closed form here)"
     d = spec.d
-    vbc, why = kernel_head_blocks(spec, blocks)
-    if vbc is None:
-        return None, why
     V, B, C = vbc
     M = (gamma * B[:, :d].T * C[:, :d]).applyfunc(sympy.expand)
     return (M, V[d, :d].T, V[d, d]), ""
@@ -120,15 +118,7 @@ def exp_one_layer_domain(M: sympy.Matrix, sigma: sympy.Matrix) -> tuple[sympy.Ex
     r""":math:`\Omega = \{\Sigma^{-1} - 4M^\top\Sigma M \succ 0\}` as the leading principal minors that must be positive
     (the non-constant ones)."""
     S = sympy.Matrix(sigma)
-    N = S.inv() - 4 * M.T * S * M
-    out = []
-    for k in range(1, N.shape[0] + 1):
-        m = sympy.expand(N[:k, :k].det(method="berkowitz"))
-        if m.free_symbols:
-            out.append(m)
-        elif not m > 0:
-            raise ValueError("Σ^{-1} is not positive definite")
-    return tuple(out)
+    return tuple(_pd_minors(S.inv() - 4 * M.T * S * M, "Σ^{-1} is not positive definite"))
 
 
 def exp_one_layer_loss(M: sympy.Matrix, vx: sympy.Matrix, vy: sympy.Expr, sigma: sympy.Matrix,
@@ -172,14 +162,20 @@ def exp_one_layer_loss(M: sympy.Matrix, vx: sympy.Matrix, vy: sympy.Expr, sigma:
     return f
 
 
-def _pd_minors(N: sympy.Matrix) -> list[sympy.Expr]:
+def _pd_minors(N: sympy.Matrix, never: str = "a Gaussian integral of the exp route diverges for every value "
+                                             "of the symbols") -> list[sympy.Expr]:
+    """The non-constant leading principal minors of ``N`` (all must be > 0 for ``N`` ≻ 0).
+
+    Raises:
+        ValueError: a constant minor that is not positive (``N`` is never positive definite; message ``never``).
+    """
     out = []
     for k in range(1, N.shape[0] + 1):
         m = sympy.expand(N[:k, :k].det(method="berkowitz"))
         if m.free_symbols:
             out.append(m)
         elif not m > 0:
-            raise ValueError("a Gaussian integral of the exp route diverges for every value of the symbols")
+            raise ValueError(never)
     return out
 
 

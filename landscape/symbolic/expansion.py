@@ -61,7 +61,6 @@ def _rationalise(M: torch.Tensor) -> tuple[list[list[object]], bool]:
 
 
 def _matmul(A: list[list], B: list[list], zero: object) -> list[list]:
-    n_in = len(B)
     cols = len(B[0]) if B else 0
     out = []
     for row in A:
@@ -129,7 +128,6 @@ def expansion_loss(
     xi = [gens[j * d:(j + 1) * d] for j in range(n + 1)]
     eta = gens[n_xi:n_xi + n_eta]
     eps = gens[n_xi + n_eta:n_xi + n_eta + n_eps]
-    sym_map = {s: gens[n_xi + n_eta + n_eps + i] for i, s in enumerate(symbols)}
 
     def conv(e: sympy.Expr) -> object:
         e = sympy.sympify(e)

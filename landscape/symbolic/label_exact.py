@@ -47,14 +47,15 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import sympy
 import torch
 
 from landscape.theory.families import Family
 from landscape.core.model import ModelSpec, forward, predict
-from landscape.core.tasks import KernelGP, LinearRegression, PromptBatch
+from landscape.core.tasks import KernelGP, LinearRegression, PromptBatch, Task
+from landscape._checks import check_int
 
 __all__ = ["LabelExactEstimator", "CoefficientEstimate", "labels_enter_linearly", "label_gains"]
 
@@ -173,7 +174,7 @@ class LabelExactEstimator:
     """
 
     family: Family
-    data: object
+    data: Task
     samples: int = 8192
     seed: int = 0
     chunk: int = 4096
@@ -183,8 +184,7 @@ class LabelExactEstimator:
     _K: torch.Tensor | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
-        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 2:
-            raise ValueError(f"samples must be an integer >= 2, got {self.samples!r}")
+        check_int("samples", self.samples, minimum=2)
         if not hasattr(self.data, "sample"):
             raise TypeError(f"data must be a prompt sampler with .sample(batch, generator), got {type(self.data).__name__}")
         d = getattr(self.data, "d", None)

@@ -42,7 +42,7 @@ import sympy
 import torch
 
 from landscape.theory.families import Family
-from landscape.core.tasks import KernelGP, LinearRegression
+from landscape.core.tasks import KernelGP, LinearRegression, Task
 from landscape.symbolic.codegen import (
     gradient_exprs,
     hessian_exprs,
@@ -87,7 +87,7 @@ class FamilyLoss:
     """
 
     family: Family
-    data: object
+    data: Task
     method: str
     exact: bool
     expr: sympy.Expr
@@ -245,7 +245,7 @@ def default_data(family: Family) -> LinearRegression | KernelGP:
 
 
 # ---------------------------------------------------------------------- route selection
-def _check_inputs(family: Family, data: object, method: str) -> None:
+def _check_inputs(family: Family, data: Task, method: str) -> None:
     if not isinstance(family, Family):
         raise TypeError(f"family must be a landscape.theory.families.Family (see get_family), got {type(family).__name__}")
     if method not in METHODS:
@@ -268,7 +268,7 @@ def _no_exact_route(skipped: Sequence[tuple[str, str]]) -> str:
 
 def family_loss(
     family: Family,
-    data: object | None = None,
+    data: Task | None = None,
     *,
     route: str | None = None,
     method: str = "auto",

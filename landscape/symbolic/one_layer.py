@@ -62,7 +62,7 @@ import torch
 
 from landscape.theory.families import Family, Problem
 from landscape.core.model import ModelSpec
-from landscape.core.tasks import LinearRegression
+from landscape.core.tasks import LinearRegression, Task
 
 __all__ = ["one_layer_loss", "exact_loss_fn", "covariate_moments", "linear_heads", "kernel_head_blocks"]
 
@@ -260,6 +260,15 @@ def linear_heads(spec: ModelSpec, params: Mapping[str, Any], layer: int = 0) -> 
     return out
 
 
+def one_kernel_head(spec: ModelSpec, blocks: Mapping[str, Any], accepts: Callable[[Any], bool] = lambda head: True,
+                    what: str = "kernel") -> tuple[tuple[sympy.Matrix, sympy.Matrix, sympy.Matrix] | None, str]:
+    """:func:`kernel_head_blocks` of a model that is one layer with one kernel head ``accepts(head)`` holds for,
+    else ``(None, "not one layer with one {what} head")``."""
+    if spec.layers != 1 or len(spec.heads) != 1 or spec.heads[0].kind != "kernel" or not accepts(spec.heads[0]):
+        return None, f"not one layer with one {what} head"
+    return kernel_head_blocks(spec, blocks)
+
+
 def kernel_head_blocks(spec: ModelSpec, blocks: Mapping[str, Any]
                        ) -> tuple[tuple[sympy.Matrix, sympy.Matrix, sympy.Matrix] | None, str]:
     """``((V, B, C), "")`` of the first layer's first kernel head as sympy matrices (absent blocks
@@ -295,7 +304,7 @@ def _spec_of(obj: Family | Problem | ModelSpec) -> ModelSpec:
 
 def exact_loss_fn(
     family_or_spec_problem: Family | Problem | ModelSpec,
-    data: object,
+    data: Task,
 ) -> Callable[[Mapping[str, torch.Tensor]], torch.Tensor] | None:
     r"""Exact population loss as a torch function of the FULL parameter dict, when one is known.
 

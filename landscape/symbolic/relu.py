@@ -35,7 +35,7 @@ from typing import Mapping
 import sympy
 
 from landscape.core.model import ModelSpec
-from landscape.symbolic.one_layer import kernel_head_blocks
+from landscape.symbolic.one_layer import one_kernel_head
 
 __all__ = ["relu_one_layer_structure", "relu_one_layer_loss", "relu_one_layer_matrix", "relu_one_layer_loss_general"]
 
@@ -51,18 +51,15 @@ def relu_one_layer_structure(blocks: Mapping[str, sympy.Matrix], spec: ModelSpec
                              ) -> tuple[tuple[sympy.Expr, sympy.Matrix, sympy.Expr] | None, str]:
     """``((κ, v_x, v_y), "")`` when the family is one ReLU head of the form in the module docstring,
     else ``(None, reason)``."""
-    if spec.layers != 1 or len(spec.heads) != 1 or spec.heads[0].kind != "kernel" or not _is_relu(spec.heads[0]):
-        return None, "not one layer with one ReLU kernel head"
-    d = spec.d
-    vbc, why = kernel_head_blocks(spec, blocks)
-    if vbc is None:
+    found, why = relu_one_layer_matrix(blocks, spec)
+    if found is None:
         return None, why
-    V, B, C = vbc
-    M = (B.T * C)[:d, :d].applyfunc(sympy.expand)
+    M, vx, vy = found
+    d = spec.d
     kappa = M[0, 0]
     if any(sympy.expand(M[i, j] - (kappa if i == j else 0)) != 0 for i in range(d) for j in range(d)):
         return None, "BᵀC is not a multiple of the identity on the covariates"
-    return (kappa, V[d, :d].T, V[d, d]), ""
+    return (kappa, vx, vy), ""
 
 
 def relu_one_layer_loss(kappa: sympy.Expr, vx: sympy.Matrix, vy: sympy.Expr, n: int | sympy.Expr,
@@ -80,10 +77,8 @@ def relu_one_layer_matrix(blocks: Mapping[str, sympy.Matrix], spec: ModelSpec
                           ) -> tuple[tuple[sympy.Matrix, sympy.Matrix, sympy.Expr] | None, str]:
     """``((M, v_x, v_y), "")`` with :math:`M = B^\\top C` on the covariates (any matrix) for one ReLU head
     whose key and query read the covariates only, else ``(None, reason)``."""
-    if spec.layers != 1 or len(spec.heads) != 1 or spec.heads[0].kind != "kernel" or not _is_relu(spec.heads[0]):
-        return None, "not one layer with one ReLU kernel head"
     d = spec.d
-    vbc, why = kernel_head_blocks(spec, blocks)
+    vbc, why = one_kernel_head(spec, blocks, _is_relu, "ReLU kernel")
     if vbc is None:
         return None, why
     V, B, C = vbc

@@ -37,7 +37,7 @@ from typing import Any, Callable, Literal
 import sympy
 import torch
 
-from landscape.core.tasks import LinearRegression
+from landscape.core.tasks import LinearRegression, Task
 from landscape.theory.families import Family
 
 __all__ = ["Route", "RouteOptions", "ROUTES", "route_report", "register_route"]
@@ -86,18 +86,18 @@ class Route:
     make: Callable[[Family, Any, RouteOptions, Any], Any]
     covariate_shift: bool = False
 
-    def match(self, family: Family, data: Any, options: RouteOptions = RouteOptions()) -> Match:
+    def match(self, family: Family, data: Task, options: RouteOptions = RouteOptions()) -> Match:
         """``(context, "")`` when the route applies, else ``(None, reason)``."""
         if options.query_sigma is not None and not self.covariate_shift:
             return None, "covariate shift (query_sigma) is exact on the one-layer route only"
         return self.detect(family, data, options)
 
-    def applies(self, family: Family, data: Any, options: RouteOptions = RouteOptions()) -> Literal[True] | str:
+    def applies(self, family: Family, data: Task, options: RouteOptions = RouteOptions()) -> Literal[True] | str:
         """``True`` when the route applies, else the reason (a sentence)."""
         ctx, why = self.match(family, data, options)
         return True if not why else why
 
-    def build(self, family: Family, data: Any, options: RouteOptions = RouteOptions(), context: Any = None) -> Any:
+    def build(self, family: Family, data: Task, options: RouteOptions = RouteOptions(), context: Any = None) -> Any:
         """The :class:`~landscape.symbolic.loss.FamilyLoss` by this route.
 
         Raises:
@@ -119,15 +119,51 @@ def _polynomial_heads(family: Family) -> bool:
     return linear_heads(spec, zero, 0) is not None
 
 
-def _linear_problem(family: Family, data: Any, *, gaussian: bool = False) -> str:
+def _regression(data: Task, *, gaussian: bool = True, isotropic: bool = False, hint: str = "") -> str:
+    """'' when ``data`` are :class:`~landscape.core.tasks.LinearRegression` prompts (with Gaussian covariates
+    when ``gaussian``; with Σ = Σ_w = I when ``isotropic``), else the first reason why not
+    (``hint`` is appended to the reason that the data are not regression prompts)."""
+    if not isinstance(data, LinearRegression):
+        return "the data are not LinearRegression prompts" + hint
+    if gaussian and data.covariates != "gaussian":
+        return "the covariates are not Gaussian"
+    if isotropic and not _is_identity(data.sigma, data.d):
+        return "Σ is not the identity"
+    if isotropic and not _is_identity(data.task_covariance(), data.d):
+        return "the task covariance is not the identity"
+    return ""
+
+
+def _linear_problem(family: Family, data: Task, *, gaussian: bool = False) -> str:
     """'' when the heads are linear attention and the data LinearRegression prompts (Gaussian if asked)."""
     if not _polynomial_heads(family):
         return "the attention is not linear"
-    if not isinstance(data, LinearRegression):
-        return "the data are not LinearRegression prompts"
-    if gaussian and data.covariates != "gaussian":
-        return "the covariates are not Gaussian (Wishart moments need Gaussian covariates)"
-    return ""
+    return _regression(data, gaussian=gaussian)
+
+
+def _noise_s2(data: Task) -> sympy.Expr:
+    """The label-noise variance :math:`s^2` of ``data`` as a sympy number (0 without noise)."""
+    from landscape.symbolic.whitened import noise_variance
+
+    return noise_variance(data.noise) if data.noise else sympy.Integer(0)
+
+
+def _one_head_route(data: Task, structure_of: Any, family: Family, *, isotropic: bool = False,
+                    hint: str = "") -> Match:
+    """Detection shared by the one-kernel-head routes: Gaussian regression data (:func:`_regression`),
+    then the head's structure ``structure_of(blocks, spec) -> (structure | None, reason)``."""
+    why = _regression(data, isotropic=isotropic, hint=hint)
+    if why:
+        return None, why
+    structure, why = structure_of(family.blocks, family.spec)
+    return (structure, "") if structure is not None else (None, why)
+
+
+def _one_head_loss(data: LinearRegression, structure: Any, loss_of: Any) -> sympy.Expr:
+    """``loss_of(M, v_x, v_y, Σ, Σ_w, n, s²)`` of a one-head structure ``(M, v_x, v_y)`` on ``data``."""
+    M, vx, vy = structure
+    S, Sw, _ = sigma_matrices(data, "numeric")
+    return loss_of(M, vx, vy, S, Sw, data.n, _noise_s2(data))
 
 
 def _is_identity(M: torch.Tensor | None, d: int) -> bool:
@@ -141,7 +177,7 @@ def _family_loss_cls() -> type:
 
 
 # ---------------------------------------------------------------------- wishart
-def _wishart_detect(family: Family, data: Any, options: RouteOptions) -> Match:
+def _wishart_detect(family: Family, data: Task, options: RouteOptions) -> Match:
     from landscape.symbolic.whitened import whitened_structure
 
     why = _linear_problem(family, data, gaussian=True)
@@ -159,7 +195,6 @@ def _wishart_make(family: Family, data: LinearRegression, options: RouteOptions,
         D_SYMBOL,
         N_SYMBOL,
         NOISE_SYMBOL,
-        noise_variance,
         trace_ratio,
         wishart_loss,
         wishart_noise_loss,
@@ -167,7 +202,7 @@ def _wishart_make(family: Family, data: LinearRegression, options: RouteOptions,
 
     ratio, iso = trace_ratio(data)
     expr = wishart_loss(layers, data.n, data.d, ratio)
-    s2 = noise_variance(data.noise) if data.noise else sympy.Integer(0)
+    s2 = _noise_s2(data)
     if data.noise:
         expr = sympy.expand(expr + wishart_noise_loss(layers, data.n, data.d, s2))
     dd = D_SYMBOL if iso else data.d
@@ -210,7 +245,7 @@ def sigma_matrices(data: LinearRegression, spectrum: str) -> tuple[sympy.Matrix,
     return S, Sw, {l: sympy.Float(v) for l, v in zip(lam, vals)}
 
 
-def _one_layer_detect(family: Family, data: Any, options: RouteOptions) -> Match:
+def _one_layer_detect(family: Family, data: Task, options: RouteOptions) -> Match:
     why = _linear_problem(family, data)
     if why:
         return None, why
@@ -246,15 +281,13 @@ def _one_layer_make(family: Family, data: LinearRegression, options: RouteOption
 
 
 # ---------------------------------------------------------------------- wick
-def _wick_detect(family: Family, data: Any, options: RouteOptions) -> Match:
+def _wick_detect(family: Family, data: Task, options: RouteOptions) -> Match:
     from landscape.symbolic.wick import WICK_MAX_LAYERS, sparse_label_structure
 
-    why = _linear_problem(family, data)
+    why = _linear_problem(family, data, gaussian=True)
     if why:
         return None, why
     L = family.problem.layers
-    if data.covariates != "gaussian":
-        return None, "the covariates are not Gaussian"
     if data.noise:
         return None, "the labels are noisy"
     if L > WICK_MAX_LAYERS:
@@ -282,7 +315,7 @@ EXPANSION_AUTO_MAX = 12
 """``auto`` tries the expansion route only when ``d·(n+1)·L`` is at most this (it is exponential)."""
 
 
-def _expansion_detect(family: Family, data: Any, options: RouteOptions) -> Match:
+def _expansion_detect(family: Family, data: Task, options: RouteOptions) -> Match:
     why = _linear_problem(family, data)
     if why:
         return None, why
@@ -305,27 +338,18 @@ def _expansion_make(family: Family, data: LinearRegression, options: RouteOption
 
 
 # ---------------------------------------------------------------------- relu one layer
-def _relu_detect(family: Family, data: Any, options: RouteOptions) -> Match:
+def _relu_detect(family: Family, data: Task, options: RouteOptions) -> Match:
     from landscape.symbolic.relu import relu_one_layer_structure
 
-    if not isinstance(data, LinearRegression):
-        return None, "the data are not LinearRegression prompts"
-    if data.covariates != "gaussian":
-        return None, "the covariates are not Gaussian"
-    if not _is_identity(data.sigma, data.d):
-        return None, "Σ is not the identity"
-    if not _is_identity(data.task_covariance(), data.d):
-        return None, "the task covariance is not the identity"
-    structure, why = relu_one_layer_structure(family.blocks, family.spec)
-    return (structure, "") if structure is not None else (None, why)
+    return _one_head_route(data, relu_one_layer_structure, family, isotropic=True)
 
 
 def _relu_make(family: Family, data: LinearRegression, options: RouteOptions, structure: Any) -> Any:
     from landscape.symbolic.relu import relu_one_layer_loss
-    from landscape.symbolic.whitened import D_SYMBOL, N_SYMBOL, NOISE_SYMBOL, noise_variance
+    from landscape.symbolic.whitened import D_SYMBOL, N_SYMBOL, NOISE_SYMBOL
 
     kappa, vx, vy = structure
-    s2 = noise_variance(data.noise) if data.noise else sympy.Integer(0)
+    s2 = _noise_s2(data)
     expr = relu_one_layer_loss(kappa, vx, vy, data.n, data.d, s2)
     general_expr = relu_one_layer_loss(kappa, vx, vy, N_SYMBOL, D_SYMBOL, NOISE_SYMBOL if data.noise else 0)
     desc = ("one ReLU layer on isotropic Gaussian covariates: conditioning on the query and half-space "
@@ -333,25 +357,16 @@ def _relu_make(family: Family, data: LinearRegression, options: RouteOptions, st
     return _family_loss_cls()(family, data, "relu-one-layer", True, expr, lambda: general_expr, desc)
 
 
-def _relu_general_detect(family: Family, data: Any, options: RouteOptions) -> Match:
+def _relu_general_detect(family: Family, data: Task, options: RouteOptions) -> Match:
     from landscape.symbolic.relu import relu_one_layer_matrix
 
-    if not isinstance(data, LinearRegression):
-        return None, "the data are not LinearRegression prompts"
-    if data.covariates != "gaussian":
-        return None, "the covariates are not Gaussian"
-    structure, why = relu_one_layer_matrix(family.blocks, family.spec)
-    return (structure, "") if structure is not None else (None, why)
+    return _one_head_route(data, relu_one_layer_matrix, family)
 
 
 def _relu_general_make(family: Family, data: LinearRegression, options: RouteOptions, structure: Any) -> Any:
     from landscape.symbolic.relu import relu_one_layer_loss_general
-    from landscape.symbolic.whitened import noise_variance
 
-    M, vx, vy = structure
-    S, Sw, _ = sigma_matrices(data, "numeric")
-    s2 = noise_variance(data.noise) if data.noise else sympy.Integer(0)
-    expr = relu_one_layer_loss_general(M, vx, vy, S, Sw, data.n, s2)
+    expr = _one_head_loss(data, structure, relu_one_layer_loss_general)
     desc = ("one ReLU layer on Gaussian covariates, any Σ, Σ_w and score matrix M = BᵀC: E[X relu(Y)] = Cov/2, "
             "E[X² relu(Y)²] = Cov² + Var X Var Y/2 for the Gaussian pair given the query, then quadratic forms in "
             "the query (a polynomial of degree 2 in M)")
@@ -359,33 +374,25 @@ def _relu_general_make(family: Family, data: LinearRegression, options: RouteOpt
 
 
 # ---------------------------------------------------------------------- exp one layer
-def _exp_detect(family: Family, data: Any, options: RouteOptions) -> Match:
+def _exp_detect(family: Family, data: Task, options: RouteOptions) -> Match:
     from landscape.symbolic.exp_kernel import exp_one_layer_structure
 
-    if not isinstance(data, LinearRegression):
-        return None, "the data are not LinearRegression prompts (GP labels: see landscape.symbolic.exp_kernel)"
-    if data.covariates != "gaussian":
-        return None, "the covariates are not Gaussian"
-    structure, why = exp_one_layer_structure(family.blocks, family.spec)
-    return (structure, "") if structure is not None else (None, why)
+    return _one_head_route(data, exp_one_layer_structure, family,
+                           hint=" (GP labels: see landscape.symbolic.exp_kernel)")
 
 
 def _exp_make(family: Family, data: LinearRegression, options: RouteOptions, structure: Any) -> Any:
     from landscape.symbolic.exp_kernel import exp_one_layer_domain, exp_one_layer_loss
-    from landscape.symbolic.whitened import noise_variance
 
-    M, vx, vy = structure
-    S, Sw, _ = sigma_matrices(data, "numeric")
-    s2 = noise_variance(data.noise) if data.noise else sympy.Integer(0)
-    expr = exp_one_layer_loss(M, vx, vy, S, Sw, data.n, s2)
+    expr = _one_head_loss(data, structure, exp_one_layer_loss)
     desc = ("one exp-kernel layer on Gaussian covariates, linear labels: tilting x_i by e^{x_iᵀMx_q} and the "
             "query integral E[e^{t x_qᵀGx_q} x_qᵀAx_q] = det(I - 2tΣG)^{-1/2} tr(A(I - 2tΣG)^{-1}Σ), "
             "G = MᵀΣM, t ∈ {1/2, 1, 2}; finite iff λ_max(ΣG) < 1/4 (the loss is +∞ beyond)")
     return _family_loss_cls()(family, data, "exp-one-layer", True, expr, None, desc,
-                              domain=exp_one_layer_domain(M, S))
+                              domain=exp_one_layer_domain(structure[0], sigma_matrices(data, "numeric")[0]))
 
 
-def _exp_gp_detect(family: Family, data: Any, options: RouteOptions) -> Match:
+def _exp_gp_detect(family: Family, data: Task, options: RouteOptions) -> Match:
     from landscape.core.tasks import KernelGP
     from landscape.symbolic.exp_kernel import exp_kernel_scale, exp_one_layer_structure
 
@@ -403,7 +410,7 @@ def _exp_gp_detect(family: Family, data: Any, options: RouteOptions) -> Match:
     return ((structure, beta), "") if structure is not None else (None, why)
 
 
-def _exp_gp_make(family: Family, data: Any, options: RouteOptions, ctx: Any) -> Any:
+def _exp_gp_make(family: Family, data: Task, options: RouteOptions, ctx: Any) -> Any:
     from landscape.core.tasks import sqrtm_psd
     from landscape.symbolic.exp_kernel import exp_gp_one_layer_loss
 
@@ -418,7 +425,7 @@ def _exp_gp_make(family: Family, data: Any, options: RouteOptions, ctx: Any) -> 
 
 
 # ---------------------------------------------------------------------- monte-carlo
-def _label_exact_detect(family: Family, data: Any, options: RouteOptions) -> Match:
+def _label_exact_detect(family: Family, data: Task, options: RouteOptions) -> Match:
     from landscape.core.tasks import KernelGP
     from landscape.symbolic.label_exact import labels_enter_linearly
 
@@ -428,7 +435,7 @@ def _label_exact_detect(family: Family, data: Any, options: RouteOptions) -> Mat
     return (True, "") if ok else (None, why)
 
 
-def _monte_carlo_make(family: Family, data: Any, options: RouteOptions, _ctx: Any) -> Any:
+def _monte_carlo_make(family: Family, data: Task, options: RouteOptions, _ctx: Any) -> Any:
     from landscape.symbolic.label_exact import LabelExactEstimator
 
     est = LabelExactEstimator(family, data, samples=options.samples, seed=options.seed)
@@ -500,6 +507,6 @@ for _r in (
     register_route(_r)
 
 
-def route_report(family: Family, data: Any, options: RouteOptions = RouteOptions()) -> dict[str, Literal[True] | str]:
+def route_report(family: Family, data: Task, options: RouteOptions = RouteOptions()) -> dict[str, Literal[True] | str]:
     """Every route's verdict on ``(family, data)``: route name → ``True`` or the reason it does not apply."""
     return {name: r.applies(family, data, options) for name, r in ROUTES.items()}

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -45,9 +44,9 @@ import torch
 from scipy import optimize
 
 from landscape.tolerances import ZERO_EIG
-from landscape.core.model import flatten_params
 from landscape.symbolic.codegen import to_numpy
 from landscape.symbolic.loss import FamilyLoss
+from landscape._checks import check_int, check_real
 
 __all__ = ["StationaryPoint", "StationaryPoints", "stationary_points", "classify", "symmetry_directions",
            "SEARCH_METHODS", "optimal_gd"]
@@ -385,10 +384,8 @@ def stationary_points(
     """
     if not isinstance(loss, FamilyLoss):
         raise TypeError(f"loss must be a FamilyLoss (see family_loss), got {type(loss).__name__}")
-    if isinstance(starts, bool) or not isinstance(starts, int) or starts < 1:
-        raise ValueError(f"starts must be an integer >= 1, got {starts!r}")
-    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale must be a positive number, got {scale!r}")
+    check_int("starts", starts, minimum=1)
+    check_real("scale", scale, positive=True)
     if exact not in ("auto", True, False):
         raise ValueError(f"exact must be 'auto', True or False, got {exact!r}")
     if method not in SEARCH_METHODS:

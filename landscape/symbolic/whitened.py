@@ -44,6 +44,7 @@ from landscape.core.model import ModelSpec, param_shapes
 from landscape.core.tasks import LinearRegression, sqrtm_psd
 from landscape.symbolic.moments import expected_trace_poly, wishart_moment
 from landscape.symbolic.one_layer import linear_heads
+from landscape._checks import check_int
 
 __all__ = ["WhitenedLayer", "whitened_structure", "wishart_loss", "wishart_noise_loss", "clean_floats", "D_SYMBOL",
            "N_SYMBOL", "NOISE_SYMBOL"]
@@ -354,8 +355,7 @@ def optimal_gd_loss(L: int, n: int, d: int, ratio: sympy.Expr = 1, noise_var: sy
         ValueError: ``L``, ``n`` or ``d`` not a positive integer.
     """
     for name, v in (("L", L), ("n", n), ("d", d)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        check_int(name, v, minimum=1)
     ratio, s2 = sympy.sympify(ratio), sympy.sympify(noise_var)
     m = [sympy.Integer(d)] + [wishart_moment((k,), n, d) for k in range(1, 2 * L + 1)]
     H = sympy.zeros(L + 1, L + 1)

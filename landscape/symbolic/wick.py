@@ -39,6 +39,8 @@ import sympy
 import torch
 
 from landscape.core.model import ModelSpec, param_shapes
+from landscape.core.tasks import LinearRegression
+from landscape.symbolic.moments import _count_classes, _perfect_matchings
 from landscape.symbolic.one_layer import linear_heads
 
 __all__ = ["sparse_label_structure", "wick_loss", "expected_trace_word", "WICK_MAX_LAYERS"]
@@ -96,40 +98,16 @@ def sparse_label_structure(
 
 
 # ---------------------------------------------------------------------- pairings
-def _matchings(items: tuple[int, ...]):
-    if not items:
-        yield ()
-        return
-    a = items[0]
-    for idx in range(1, len(items)):
-        rest = items[1:idx] + items[idx + 1:]
-        for m in _matchings(rest):
-            yield ((a, items[idx]),) + m
-
-
 @lru_cache(maxsize=None)
 def _pairing_structure(K: int) -> tuple[tuple[int, tuple[tuple[tuple[int, bool], ...], ...]], ...]:
     """For every pairing of the ``2K`` slots: (number of forced samples, cycles as ((factor, transposed), ...))."""
     pos = [(s // 2 + (s % 2)) % K for s in range(2 * K)]  # position of each slot
     out = []
-    for m in _matchings(tuple(range(2 * K))):
+    for m in _perfect_matchings(tuple(range(2 * K))):
         partner = [0] * (2 * K)
         for a, b in m:
             partner[a], partner[b] = b, a
-        parent = list(range(K))
-
-        def find(x: int) -> int:
-            while parent[x] != x:
-                parent[x] = parent[parent[x]]
-                x = parent[x]
-            return x
-
-        comps = K
-        for a, b in m:
-            ra, rb = find(pos[a]), find(pos[b])
-            if ra != rb:
-                parent[ra] = rb
-                comps -= 1
+        comps = _count_classes(K, [(pos[a], pos[b]) for a, b in m])
         # cycles: alternate M-edges (slot 2j <-> 2j+1) and Σ-edges (pairs)
         seen = [False] * K
         cycles = []
@@ -258,10 +236,10 @@ def wick_loss(
     return sympy.expand(out)
 
 
-def wick_matrices(data: object) -> tuple[np.ndarray, np.ndarray]:
+def wick_matrices(data: LinearRegression) -> tuple[np.ndarray, np.ndarray]:
     """:math:`\\Sigma` and :math:`\\Sigma_w` of LinearRegression prompts as float64 arrays."""
-    d = data.d  # type: ignore[attr-defined]
-    sig = np.eye(d) if data.sigma is None else data.sigma.double().numpy()  # type: ignore[attr-defined]
-    tc = data.task_covariance()  # type: ignore[attr-defined]
+    d = data.d
+    sig = np.eye(d) if data.sigma is None else data.sigma.double().numpy()
+    tc = data.task_covariance()
     sw = np.eye(d) if tc is None else torch.as_tensor(tc).double().numpy()
     return sig, sw
