@@ -13,9 +13,11 @@ gradient, one Adam step. Contenders:
 * ``fused``: the fused CPU kernel (:mod:`landscape.engine.fused`), what ``engine="auto"`` runs.
 
 Each is timed with and without the prompt sampling (``step`` = gradient + update on a fixed
-batch), alternating contenders within every repeat; the minimum over repeats of the process CPU
-time (``time.process_time``, what a loaded machine cannot inflate much) and of the wall time is
-reported. The work of a step is counted once for all contenders, as the matrix-product FLOPs of the
+batch), and the sampling of one step is timed alone (``sampling``: into the reused buffers of
+:class:`landscape.core.tasks.BufferedSampler`, as ``train`` draws; ``sampling (fresh)``: every batch
+newly allocated, as before the buffers), alternating contenders within every repeat; the minimum
+over repeats of the process CPU time (``time.process_time``, what a loaded machine cannot inflate
+much), of the wall time and of the minor page faults (``ru_minflt``) per step is reported. The work of a step is counted once for all contenders, as the matrix-product FLOPs of the
 fused formulation (:func:`landscape.engine.fused.flops_per_prompt`); the share of the machine's
 single-core float32 matmul peak (a 2048³ product on one thread, measured in the same run) is that
 work over the step's CPU time. Finally ``landscape.experiment.train.train`` (what ``landscape train`` runs)
@@ -38,9 +40,15 @@ from typing import Callable
 
 import torch
 
+try:
+    import resource
+except ImportError:  # not on Windows: no page-fault counts
+    resource = None  # type: ignore[assignment]
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import landscape.engine.fused as fused  # noqa: E402
+from landscape.core.tasks import BufferedSampler  # noqa: E402
 from landscape.experiment.train import (
     TrainConfig,
     init_state,
@@ -109,10 +117,12 @@ def loop_trainer(cfg: TrainConfig) -> tuple[Callable[[], None], Callable[[], Non
 
 
 def engine_trainer(cfg: TrainConfig) -> tuple[Callable[[], None], Callable[[], None]]:
-    """One seed-parallel step of ``cfg``'s engine: (sample S·B prompts,) gradient, Adam."""
+    """One seed-parallel step of ``cfg``'s engine: (sample S·B prompts into reused buffers, as ``train`` does,)
+    gradient, Adam."""
     state = init_state(cfg, "cpu")
     step_fn = make_step(cfg)
     task = make_task(cfg)
+    sampler = BufferedSampler(task)
     gen = make_generator(cfg, "data")
     lr = cfg.lr_vector()
     box = {"flat": state.flat, "opt": state.opt, "alive": state.alive, "div": state.diverged_step, "t": 0}
@@ -123,7 +133,16 @@ def engine_trainer(cfg: TrainConfig) -> tuple[Callable[[], None], Callable[[], N
         box["flat"], box["opt"], box["alive"], box["div"] = out[:4]
         box["t"] += 1
 
-    return (lambda: run(*sample_batch(task, cfg, gen))), (lambda: run(*fixed))
+    return (lambda: run(*sample_batch(sampler, cfg, gen))), (lambda: run(*fixed))
+
+
+def sampling_only(cfg: TrainConfig) -> dict[str, Callable[[], None]]:
+    """The prompt sampling of one step alone: into reused buffers (what ``train`` does) and drawn afresh."""
+    task = make_task(cfg)
+    sampler = BufferedSampler(task)
+    gens = [make_generator(cfg, "data") for _ in range(2)]
+    return {"sampling": lambda: sample_batch(sampler, cfg, gens[0]),
+            "sampling (fresh)": lambda: sample_batch(task, cfg, gens[1])}
 
 
 # ---------------------------------------------------------------------- measurement
@@ -144,20 +163,29 @@ def matmul_peak(size: int = 2048, reps: int = 3) -> float:
     return 2 * size**3 / best / 1e9
 
 
+def _minor_faults() -> float:
+    """Minor page faults of this process so far (NaN where ``resource`` is missing)."""
+    return float("nan") if resource is None else float(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
+
+
 def measure(fns: dict[str, Callable[[], None]], steps: int, repeats: int) -> dict[str, dict[str, float]]:
-    """Minimum CPU and wall seconds per call of every function, contenders alternated."""
+    """Minimum CPU and wall seconds and minor page faults (``ru_minflt``) per call of every function,
+    contenders alternated."""
     for fn in fns.values():  # warm-up: first-call costs (imports, JIT cache, allocator)
         fn()
     cpu = {k: float("inf") for k in fns}
     wall = {k: float("inf") for k in fns}
+    faults = {k: float("inf") for k in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            f0 = _minor_faults()
             c0, t0 = time.process_time(), time.perf_counter()
             for _ in range(steps):
                 fn()
             cpu[name] = min(cpu[name], (time.process_time() - c0) / steps)
             wall[name] = min(wall[name], (time.perf_counter() - t0) / steps)
-    return {k: {"cpu": cpu[k], "wall": wall[k]} for k in fns}
+            faults[name] = min(faults[name], (_minor_faults() - f0) / steps)
+    return {k: {"cpu": cpu[k], "wall": wall[k], "faults": faults[k]} for k in fns}
 
 
 def configs(args: argparse.Namespace, batch: int, seeds: int) -> dict[str, TrainConfig]:
@@ -170,6 +198,11 @@ def configs(args: argparse.Namespace, batch: int, seeds: int) -> dict[str, Train
     if fused.unsupported_reason(base.spec, "cpu", base.torch_dtype) is None:
         out["fused"] = dataclasses.replace(base, engine="fused")
     return out
+
+
+def _is_step(name: str) -> bool:
+    """A contender that does a whole step (sampling included): the ones compared with the loop."""
+    return "(step)" not in name and not name.startswith("sampling")
 
 
 def bench_size(args: argparse.Namespace, batch: int, seeds: int, steps: int, repeats: int, peak: float,
@@ -186,13 +219,15 @@ def bench_size(args: argparse.Namespace, batch: int, seeds: int, steps: int, rep
         fns[name] = full
         if with_step_only:
             fns[f"{name} (step)"] = step
+    if with_step_only:
+        fns.update(sampling_only(any_cfg))
     res = measure(fns, steps, repeats)
     work = fused.flops_per_prompt(any_cfg.spec, any_cfg.n) * seeds * batch
     out = {"batch": batch, "seeds": seeds, "steps": steps, "repeats": repeats, "gflop_per_step": work / 1e9,
            "chunk": resolve_chunk(cfgs["chunked"]), "times": res,
-           "speedup_cpu": {k: res["loop"]["cpu"] / v["cpu"] for k, v in res.items() if "(step)" not in k},
-           "speedup_wall": {k: res["loop"]["wall"] / v["wall"] for k, v in res.items() if "(step)" not in k},
-           "share_of_peak": {k: work / v["cpu"] / 1e9 / peak for k, v in res.items()}}
+           "speedup_cpu": {k: res["loop"]["cpu"] / v["cpu"] for k, v in res.items() if _is_step(k)},
+           "speedup_wall": {k: res["loop"]["wall"] / v["wall"] for k, v in res.items() if _is_step(k)},
+           "share_of_peak": {k: work / v["cpu"] / 1e9 / peak for k, v in res.items() if not k.startswith("sampling")}}
     return out
 
 
@@ -260,13 +295,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{s['seeds']} seeds x {s['batch']} prompts per step ({s['gflop_per_step']:.3f} GFLOP of work, "
               f"chunk {s['chunk']}; min of {s['repeats']} x {s['steps']} steps)")
         print(f"  {'contender':16s} {'cpu ms':>10s} {'wall ms':>10s} {'x loop cpu':>10s} {'x loop wall':>11s} "
-              f"{'% peak':>7s}")
+              f"{'% peak':>7s} {'faults':>8s}")
         for name, t in s["times"].items():
             sp = s["speedup_cpu"].get(name)
             sw = s["speedup_wall"].get(name)
+            pk = s["share_of_peak"].get(name)
             print(f"  {name:16s} {t['cpu'] * 1e3:10.1f} {t['wall'] * 1e3:10.1f} "
                   f"{'' if sp is None else f'{sp:.2f}':>10s} {'' if sw is None else f'{sw:.2f}':>11s} "
-                  f"{100 * s['share_of_peak'][name]:7.1f}")
+                  f"{'' if pk is None else f'{100 * pk:.1f}':>7s} {t['faults']:8.0f}")
     if e2e is not None:
         print(f"\ntrain() end to end, {e2e['seeds']} seeds x {e2e['steps']} steps x {e2e['batch']} prompts "
               f"(engine {e2e['engine']}): {e2e['cpu']:.1f} s CPU, {e2e['wall']:.1f} s wall; the loop: "

@@ -39,6 +39,7 @@ __all__ = [
     "Task",
     "NormalsTask",
     "PromptBatch",
+    "BufferedSampler",
     "LinearRegression",
     "KernelGP",
     "LinearClassification",
@@ -131,12 +132,34 @@ class NormalsTask(Task, Protocol):
         ...
 
 
-def embed(X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Build ``Z0`` from covariates ``X (B, d, n+1)`` and labels ``y (B, n+1)``, zeroing the query label."""
+def embed(X: torch.Tensor, y: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Build ``Z0`` from covariates ``X (B, d, n+1)`` and labels ``y (B, n+1)``, zeroing the query label.
+
+    Args:
+        X: ``(B, d, n+1)`` covariates, query last.
+        y: ``(B, n+1)`` labels, the query's included (its slot is zeroed in ``Z0``).
+        out: optional ``(B, d+1, n+1)`` tensor to write ``Z0`` into (no other tensor is allocated);
+            ``None`` builds a new one (differentiable, usable under ``torch.func`` transforms).
+
+    Returns:
+        ``Z0 (B, d+1, n+1)`` (``out`` when given).
+
+    Raises:
+        ValueError: mismatched shapes, or ``out`` of the wrong shape.
+    """
     if X.ndim != 3 or y.ndim != 2 or X.shape[0] != y.shape[0] or X.shape[-1] != y.shape[-1]:
         raise ValueError(f"embed needs X (B, d, n+1) and y (B, n+1); got X {tuple(X.shape)}, y {tuple(y.shape)}")
-    y_ctx = torch.cat([y[:, :-1], torch.zeros_like(y[:, -1:])], dim=1)
-    return torch.cat([X, y_ctx.unsqueeze(1)], dim=1)
+    if out is None:
+        y_ctx = torch.cat([y[:, :-1], torch.zeros_like(y[:, -1:])], dim=1)
+        return torch.cat([X, y_ctx.unsqueeze(1)], dim=1)
+    d = X.shape[1]
+    want = (X.shape[0], d + 1, X.shape[2])
+    if tuple(out.shape) != want:
+        raise ValueError(f"embed: out must have shape {want} (B, d+1, n+1), got {tuple(out.shape)}")
+    out[:, :d].copy_(X)
+    out[:, d, :-1].copy_(y[:, :-1])
+    out[:, d, -1].zero_()
+    return out
 
 
 # ---------------------------------------------------------------------- covariance helpers
@@ -223,10 +246,29 @@ def _whitened(batch: int, d: int, m: int, covariates: str, g: torch.Generator, d
     return xi
 
 
-def _draw_normals(task: NormalsTask, batch: int, g: torch.Generator) -> dict[str, torch.Tensor]:
-    """I.i.d. standard-normal draws for :meth:`from_normals`, one ``torch.randn`` per entry of ``normal_shapes``."""
-    return {k: torch.randn(*shape, generator=g, dtype=task.dtype, device=g.device)
-            for k, shape in task.normal_shapes(batch).items()}
+Pool = dict[str, torch.Tensor]
+"""Output buffers reused from one batch to the next (:class:`BufferedSampler`), by name."""
+
+
+def _buffer(pool: Pool | None, name: str, shape: tuple[int, ...], dtype: torch.dtype,
+            device: torch.device | str) -> torch.Tensor:
+    """``pool[name]`` when it has this shape, dtype and device, else a new (uninitialised) tensor stored there."""
+    if pool is None:
+        return torch.empty(shape, dtype=dtype, device=device)
+    buf = pool.get(name)
+    if buf is None or tuple(buf.shape) != tuple(shape) or buf.dtype != dtype or buf.device != torch.device(device):
+        buf = pool[name] = torch.empty(shape, dtype=dtype, device=device)
+    return buf
+
+
+def _draw_normals(task: NormalsTask, batch: int, g: torch.Generator, pool: Pool | None = None) -> dict[str, torch.Tensor]:
+    """I.i.d. standard-normal draws for :meth:`from_normals`, one ``torch.randn`` per entry of ``normal_shapes``
+    (into the buffers of ``pool`` when given: ``torch.randn(out=)`` on a contiguous buffer draws the same numbers)."""
+    shapes = task.normal_shapes(batch)
+    if pool is None:
+        return {k: torch.randn(*shape, generator=g, dtype=task.dtype, device=g.device) for k, shape in shapes.items()}
+    return {k: torch.randn(*shape, generator=g, out=_buffer(pool, f"normal.{k}", shape, task.dtype, g.device))
+            for k, shape in shapes.items()}
 
 
 def _normals(task: NormalsTask, normals: dict[str, torch.Tensor]) -> list[torch.Tensor]:
@@ -326,19 +368,33 @@ class LinearRegression:
         Raises:
             ValueError: missing draws or wrong shapes.
         """
+        return self._prompts(normals, None)
+
+    def _prompts(self, normals: dict[str, torch.Tensor], pool: Pool | None) -> PromptBatch:
+        """:meth:`from_normals`; with a ``pool`` (whose draws ``normals`` are) the draws are transformed in
+        place and the labels and ``Z0`` written into the pool's buffers, by the same operations."""
         xi, w = _normals(self, normals)[:2]
         g_dev, d, dt = xi.device, self.d, self.dtype
+        B, m = xi.shape[0], xi.shape[2]
         if self.covariates == "sphere":
-            xi = xi / xi.norm(dim=1, keepdim=True)
+            norm = xi.norm(dim=1, keepdim=True)
+            xi = xi / norm if pool is None else torch.div(xi, norm, out=xi)
         half = _sigma_half(self.sigma, d, dt, g_dev)
         X = xi if half is None else half @ xi
         tc = self.task_covariance()
         if tc is not None:
             w = w @ _sigma_half(tc, d, dt, g_dev)
-        y = (w.unsqueeze(1) @ X).squeeze(1)
+        if pool is None:
+            y = (w.unsqueeze(1) @ X).squeeze(1)
+        else:  # the same batched product (bmm), into a buffer
+            y = torch.bmm(w.unsqueeze(1), X, out=_buffer(pool, "y", (B, 1, m), dt, g_dev)).squeeze(1)
         if self.noise > 0:
-            y = y + self.noise * normals["noise"].to(dt)
-        return PromptBatch(embed(X, y), y[:, -1], X, y, {"w": w, "xi": xi})
+            if pool is None:
+                y = y + self.noise * normals["noise"].to(dt)
+            else:
+                y.add_(normals["noise"].mul_(self.noise))
+        Z = embed(X, y, None if pool is None else _buffer(pool, "Z", (B, d + 1, m), dt, g_dev))
+        return PromptBatch(Z, y[:, -1], X, y, {"w": w, "xi": xi})
 
     def sample(self, batch: int, generator: torch.Generator) -> PromptBatch:
         """Draw ``batch`` prompts.
@@ -431,10 +487,16 @@ class KernelGP:
         Raises:
             ValueError: missing draws or wrong shapes, or a singular Gram matrix.
         """
+        return self._prompts(normals, None)
+
+    def _prompts(self, normals: dict[str, torch.Tensor], pool: Pool | None) -> PromptBatch:
+        """:meth:`from_normals`; with a ``pool`` (whose draws ``normals`` are) the covariates are normalised
+        in place and ``Z0`` is written into the pool's buffer, by the same operations."""
         xi, z = _normals(self, normals)
         d, n, dt = self.d, self.n, self.dtype
         if self.covariates == "sphere":
-            xi = xi / xi.norm(dim=1, keepdim=True)
+            norm = xi.norm(dim=1, keepdim=True)
+            xi = xi / norm if pool is None else torch.div(xi, norm, out=xi)
         # The Gram matrix and its Cholesky factor are formed in float64 whatever the sample dtype:
         # in float32 a smooth kernel's Gram matrix is numerically singular at modest n.
         K = self.gram(xi.to(torch.float64))
@@ -447,7 +509,8 @@ class KernelGP:
         y = (L @ z.to(torch.float64)).squeeze(-1).to(dt)
         half = _sigma_half(self.sigma, d, dt, xi.device)
         X = xi if half is None else half @ xi
-        return PromptBatch(embed(X, y), y[:, -1], X, y, {"xi": xi, "K": K.to(dt)})
+        Z = embed(X, y, None if pool is None else _buffer(pool, "Z", (X.shape[0], d + 1, n + 1), dt, xi.device))
+        return PromptBatch(Z, y[:, -1], X, y, {"xi": xi, "K": K.to(dt)})
 
     def bayes_prediction(self, batch: PromptBatch) -> torch.Tensor:
         """GP posterior mean :math:`k_q^\\top K_{nn}^{-1} y` (the Bayes-optimal predictor)."""
@@ -568,3 +631,43 @@ class OrthonormalFeatures:
         w = torch.randn(batch, d, generator=g, dtype=dt, device=g.device)
         y = (w.unsqueeze(1) @ X).squeeze(1)
         return PromptBatch(embed(X, y), y[:, -1], X, y, {"w": w, "feature": idx})
+
+
+# ---------------------------------------------------------------------- reused buffers
+class BufferedSampler:
+    r"""``task.sample`` with the output buffers reused from one call to the next.
+
+    ``BufferedSampler(task).sample(batch, generator)`` returns the same prompts as
+    ``task.sample(batch, generator)``, bit for bit, and leaves ``generator`` in the same state: the
+    same ``torch.randn`` draws in the same order (``out=`` a contiguous buffer), the same operations
+    on them. For :class:`LinearRegression` and :class:`KernelGP` the draws, the labels (linear
+    regression) and ``Z0`` are written into buffers allocated on the first call, so a training loop
+    does not allocate (and page-fault in) a fresh batch of ``B (d+1)(n+1)`` numbers every step; other
+    tasks are sampled by ``task.sample`` itself.
+
+    The tensors of a returned :class:`PromptBatch` are overwritten by the next call: use it for a
+    batch that is dead before the next one is drawn (a training step), never to keep batches.
+
+    Attributes:
+        task: the prompt distribution.
+    """
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self._pool: Pool = {}
+
+    def sample(self, batch: int, generator: torch.Generator) -> PromptBatch:
+        """Draw ``batch`` prompts into the reused buffers (see the class docstring).
+
+        Args:
+            batch: number of prompts.
+            generator: the only source of randomness.
+
+        Returns:
+            The :class:`PromptBatch` ``task.sample(batch, generator)`` returns, its tensors in this
+            sampler's buffers.
+        """
+        task = self.task
+        if type(task) in (LinearRegression, KernelGP):
+            return task._prompts(_draw_normals(task, batch, generator, self._pool), self._pool)
+        return task.sample(batch, generator)

@@ -1138,7 +1138,11 @@ def stacked_grad(flat: torch.Tensor, spec: ModelSpec, Z: torch.Tensor, y: torch.
 
 
 def sample_batch(task: Any, config: TrainConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw ``S × B`` prompts in one call and reshape them ``(S, B, D, N)``, targets ``(S, B)``."""
+    """Draw ``S × B`` prompts in one call and reshape them ``(S, B, D, N)``, targets ``(S, B)``.
+
+    ``task`` may be a :class:`landscape.core.tasks.BufferedSampler` (what :func:`train` passes): the
+    same prompts, written into the buffers of the previous call.
+    """
     S, B = config.seeds, config.batch
     batch = task.sample(S * B, generator)
     Z = batch.Z.reshape((S, B) + tuple(batch.Z.shape[1:]))
@@ -1482,6 +1486,10 @@ def _train_locked(config: TrainConfig, dev: torch.device, spec: ModelSpec, sigma
 
     from tqdm import tqdm
 
+    from landscape.core.tasks import BufferedSampler
+
+    # each batch is dead before the next is drawn: draw every one into the same buffers (the same bits)
+    sampler = BufferedSampler(task)
     bar = tqdm(total=T, initial=state.step, desc=f"train {config.seeds} seeds [{engine}]", unit="step",
                disable=not _progress_enabled(progress), dynamic_ncols=True, file=sys.stderr)
     # without a terminal, progress goes to stderr as a line every PROGRESS_LINE_SECONDS
@@ -1495,7 +1503,7 @@ def _train_locked(config: TrainConfig, dev: torch.device, spec: ModelSpec, sigma
                 keep_batch = batch if (k_res > 1 and t % k_res != 0) else None
                 store.save_checkpoint(run, t, _state_dict(state, gen, keep_batch, chash))
             if t % k_res == 0 or batch is None:
-                batch = sample_batch(task, config, gen)
+                batch = sample_batch(sampler, config, gen)
             lr_t = lr_base * lr_factor(config, t)
             flat, opt, alive, dstep, loss, gnorm = step_fn(
                 state.flat, state.opt, state.alive, state.diverged_step, t, batch[0], batch[1], lr_t)
