@@ -41,6 +41,11 @@ Optimizers (the semantics of ``torch.optim``, per seed, elementwise):
   :math:`\theta \leftarrow (1 - \eta\lambda)\theta` first;
 * SGD with momentum: :math:`b \leftarrow \mu b + g`, :math:`\theta \leftarrow \theta - \eta b`.
 
+These updates are one pure function, :func:`optimizer_update` (with :func:`clip_gradient` and the
+schedule :func:`schedule_factor`), which :func:`minimise` also steps with: the loop for a user
+objective over a parameter dict (another embedding, target or loss; entries held at non-zero
+values; an L-BFGS polish), the one other training loop of the project.
+
 Per-seed gradient clipping rescales seed ``i``'s gradient by
 :math:`\min(1, c / (\lVert g_i\rVert + 10^{-6}))` with :math:`\lVert g_i\rVert` its global norm over
 all parameters (as ``torch.nn.utils.clip_grad_norm_`` does for one model). A seed whose loss,
@@ -123,6 +128,12 @@ __all__ = [
     "resolve_chunk",
     "prompt_bytes",
     "lr_factor",
+    "schedule_factor",
+    "optimizer_state",
+    "optimizer_update",
+    "clip_gradient",
+    "minimise",
+    "MinimiseResult",
     "OPTIMIZERS",
     "SCHEDULES",
     "TASKS",
@@ -459,15 +470,19 @@ def _cross_model(c: "TrainConfig", set_: Callable[[str, Any], None]) -> None:
 def _cross_optimisation(c: "TrainConfig", set_: Callable[[str, Any], None]) -> None:
     if isinstance(c.lr, tuple) and len(c.lr) != c.seeds:
         raise ValueError(f"lr has {len(c.lr)} per-seed values but seeds = {c.seeds}")
-    if c.momentum > 0 and c.optimizer != "sgd":
-        raise ValueError(f"momentum applies to optimizer 'sgd' only (got optimizer {c.optimizer!r}); "
-                         "Adam's momentum is betas[0]")
+    _check_momentum(c.optimizer, c.momentum)
     if c.engine == "fused":
         from landscape.engine.fused import unsupported_reason
 
         why = unsupported_reason(c.spec, recipe.device(c.device), c.torch_dtype)
         if why is not None:
             raise ValueError(f"engine 'fused': {why}; use engine 'auto' or 'stacked'")
+
+
+def _check_momentum(optimizer: str, momentum: float) -> None:
+    if momentum > 0 and optimizer != "sgd":
+        raise ValueError(f"momentum applies to optimizer 'sgd' only (got optimizer {optimizer!r}); "
+                         "Adam's momentum is betas[0]")
 
 
 def _cross_data(c: "TrainConfig", set_: Callable[[str, Any], None]) -> None:
@@ -912,30 +927,138 @@ def init_state(config: TrainConfig, device: torch.device | str | None = None) ->
                          dtype=config.torch_dtype, device=dev)
     flat = flatten_params(params, spec)
     S = config.seeds
-    if config.optimizer in ("adam", "adamw"):
-        opt = {"m": torch.zeros_like(flat), "v": torch.zeros_like(flat)}
-    elif config.momentum > 0:
-        opt = {"buf": torch.zeros_like(flat)}
-    else:
-        opt = {}
+    opt = optimizer_state(config.optimizer, config.momentum, flat)
     return TrainState(0, flat, opt, torch.ones(S, dtype=torch.bool, device=dev),
                       torch.full((S,), -1, dtype=torch.int64, device=dev),
                       torch.full((S,), math.nan, dtype=config.torch_dtype, device=dev), spec)
 
 
-def lr_factor(config: TrainConfig, step: int) -> float:
-    r"""Learning-rate multiplier at ``step``: linear warm-up :math:`(t+1)/w` for ``t < warmup``,
-    then constant, cosine :math:`\tfrac12(1 + \cos(\pi u))` or linear :math:`1 - u`, with
-    :math:`u = (t - w)/(T - w)`."""
-    w, T = config.warmup, config.steps
+def schedule_factor(schedule: str, warmup: int, steps: int, step: int) -> float:
+    r"""Learning-rate multiplier of a schedule at ``step`` (0-based), the one schedule of every loop.
+
+    Linear warm-up :math:`(t+1)/w` for :math:`t < w`, then, with :math:`u = (t - w)/(T - w)`:
+
+    * ``"constant"``: :math:`1`;
+    * ``"cosine"``: :math:`\tfrac12(1 + \cos(\pi u))` (to 0 at :math:`T`; with :math:`w = 0` the
+      closed form of ``torch.optim.lr_scheduler.CosineAnnealingLR(T_max=T, eta_min=0)``);
+    * ``"linear"``: :math:`1 - u` (to 0 at :math:`T`).
+
+    When :math:`T \le w` the factor after warm-up is 1 whatever the schedule.
+
+    Args:
+        schedule: one of :data:`SCHEDULES`.
+        warmup: warm-up steps :math:`w \ge 0`.
+        steps: total steps :math:`T \ge 0`.
+        step: the step :math:`t`.
+
+    Returns:
+        The multiplier (a float; the caller validated the arguments).
+    """
+    w, T = warmup, steps
     if step < w:
         return (step + 1) / w
-    if config.schedule == "constant" or T <= w:
+    if schedule == "constant" or T <= w:
         return 1.0
     u = (step - w) / (T - w)
-    if config.schedule == "cosine":
+    if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * u))
     return 1.0 - u
+
+
+def lr_factor(config: TrainConfig, step: int) -> float:
+    r"""Learning-rate multiplier of a run at ``step``: :func:`schedule_factor` of the config's
+    ``schedule``, ``warmup`` and ``steps``."""
+    return schedule_factor(config.schedule, config.warmup, config.steps, step)
+
+
+def optimizer_state(optimizer: str, momentum: float, like: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Fresh (zero) optimizer state shaped like ``like``: ``{"m", "v"}`` for Adam/AdamW,
+    ``{"buf"}`` for SGD with momentum, ``{}`` for plain SGD (the state :func:`optimizer_update` takes)."""
+    if optimizer in ("adam", "adamw"):
+        return {"m": torch.zeros_like(like), "v": torch.zeros_like(like)}
+    if momentum > 0:
+        return {"buf": torch.zeros_like(like)}
+    return {}
+
+
+def clip_gradient(grad: torch.Tensor, clip: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Global-norm clipping over the last axis: :math:`g \leftarrow g\,\min(1, c / (\lVert g\rVert + 10^{-6}))`.
+
+    As ``torch.nn.utils.clip_grad_norm_`` for one model; a leading axis (seeds) is clipped row by row.
+
+    Args:
+        grad: ``(..., P)`` gradients.
+        clip: the largest norm :math:`c`, or ``None`` (no clipping).
+
+    Returns:
+        ``(clipped gradient, norm before clipping)``, the norm of shape ``grad.shape[:-1]``.
+    """
+    gnorm = torch.linalg.vector_norm(grad, dim=-1)
+    if clip is not None:
+        grad = grad * torch.clamp(clip / (gnorm + 1e-6), max=1.0).unsqueeze(-1)
+    return grad, gnorm
+
+
+def optimizer_update(
+    params: torch.Tensor,
+    grad: torch.Tensor,
+    state: Mapping[str, torch.Tensor],
+    step: int,
+    lr: float | torch.Tensor,
+    *,
+    optimizer: str,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    r"""One optimizer update, elementwise and pure: the only optimizer update of the project.
+
+    With :math:`g` the (already clipped) gradient, :math:`\eta` the learning rate of this step,
+    :math:`\lambda` the weight decay and :math:`t` the 0-based step (:math:`n = t + 1`):
+
+    * ``"adam"`` (Kingma & Ba 2015; ``torch.optim.Adam``): :math:`g \leftarrow g + \lambda\theta`,
+      :math:`m \leftarrow \beta_1 m + (1-\beta_1) g`, :math:`v \leftarrow \beta_2 v + (1-\beta_2) g^2`,
+      :math:`\theta \leftarrow \theta - \frac{\eta}{1-\beta_1^n}\, m / \big(\sqrt v/\sqrt{1-\beta_2^n} + \epsilon\big)`;
+    * ``"adamw"`` (Loshchilov & Hutter 2019): the same without the L2 term, after the decoupled decay
+      :math:`\theta \leftarrow (1 - \eta\lambda)\theta`;
+    * ``"sgd"``: :math:`g \leftarrow g + \lambda\theta`, with momentum :math:`\mu > 0`
+      :math:`b \leftarrow \mu b + g`, :math:`g \leftarrow b`; then :math:`\theta \leftarrow \theta - \eta g`.
+
+    Args:
+        params: :math:`\theta`, any shape.
+        grad: :math:`g`, shaped like ``params``.
+        state: the optimizer state (:func:`optimizer_state`), shaped like ``params``.
+        step: :math:`t`.
+        lr: :math:`\eta`, a float or a tensor broadcastable to ``params`` (e.g. ``(S, 1)`` per seed).
+        optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"`` (:data:`OPTIMIZERS`).
+        betas, eps: Adam constants.
+        momentum: SGD momentum :math:`\mu`.
+        weight_decay: :math:`\lambda`.
+
+    Returns:
+        ``(new params, new state)``; no input is modified. The arguments are not validated here
+        (callers validate their configuration once, before the loop).
+    """
+    b1, b2 = betas
+    wd, mom = weight_decay, momentum
+    p, g = params, grad
+    if optimizer in ("adam", "adamw"):
+        n_t = step + 1
+        bc1, bc2 = 1.0 - b1**n_t, 1.0 - b2**n_t
+        if wd and optimizer == "adamw":
+            p = p * (1.0 - lr * wd)
+        elif wd:
+            g = g + wd * p
+        m = torch.lerp(state["m"], g, 1.0 - b1)
+        v = state["v"] * b2 + (1.0 - b2) * (g * g)
+        denom = torch.sqrt(v) / bc2**0.5 + eps
+        return p - (lr / bc1) * (m / denom), {"m": m, "v": v}
+    if wd:
+        g = g + wd * p
+    if mom:
+        g = state["buf"] * mom + g
+    return p - lr * g, ({"buf": g} if mom else {})
 
 
 StepFn = Callable[..., tuple[torch.Tensor, dict, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -978,7 +1101,7 @@ def make_step(config: TrainConfig) -> StepFn:
                 chunk_cache[flat.device] = resolve_chunk(config, flat.device)
             return stacked_grad(flat, spec, Z, y, chunk_cache[flat.device])
 
-    opt_name, (b1, b2), eps = config.optimizer, config.betas, config.eps
+    opt_name, betas, eps = config.optimizer, config.betas, config.eps
     wd, mom, clip = config.weight_decay, config.momentum, config.clip
     mask_cache: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
@@ -990,30 +1113,9 @@ def make_step(config: TrainConfig) -> StepFn:
             if key not in mask_cache:
                 mask_cache[key] = free_flat.to(device=flat.device, dtype=flat.dtype)
             g = g * mask_cache[key]
-        gnorm = torch.linalg.vector_norm(g, dim=-1)
-        if clip is not None:
-            g = g * torch.clamp(clip / (gnorm + 1e-6), max=1.0)[:, None]
-        lr2 = lr[:, None]
-        p = flat
-        if opt_name in ("adam", "adamw"):
-            n_t = t + 1
-            bc1, bc2 = 1.0 - b1**n_t, 1.0 - b2**n_t
-            if wd and opt_name == "adamw":
-                p = p * (1.0 - lr2 * wd)
-            elif wd:
-                g = g + wd * p
-            m = torch.lerp(opt["m"], g, 1.0 - b1)
-            v = opt["v"] * b2 + (1.0 - b2) * (g * g)
-            denom = torch.sqrt(v) / bc2**0.5 + eps
-            new = p - (lr2 / bc1) * (m / denom)
-            new_opt = {"m": m, "v": v}
-        else:
-            if wd:
-                g = g + wd * p
-            if mom:
-                g = opt["buf"] * mom + g
-            new = p - lr2 * g
-            new_opt = {"buf": g} if mom else {}
+        g, gnorm = clip_gradient(g, clip)
+        new, new_opt = optimizer_update(flat, g, opt, t, lr[:, None], optimizer=opt_name, betas=betas, eps=eps,
+                                        momentum=mom, weight_decay=wd)
         finite = torch.isfinite(loss) & torch.isfinite(gnorm) & torch.isfinite(new).all(-1)
         keep = alive & finite
         k2 = keep[:, None]
@@ -1024,6 +1126,246 @@ def make_step(config: TrainConfig) -> StepFn:
 
     step.engine = engine  # type: ignore[attr-defined]
     return step
+
+
+# ---------------------------------------------------------------------- user objectives
+@dataclass(frozen=True)
+class MinimiseResult:
+    """Outcome of :func:`minimise`.
+
+    Attributes:
+        params: the final parameters (detached; held-fixed entries equal to the initial ones), with
+            the keys, shapes and order of the initial point.
+        loss: ``(k,)`` the objective at the incoming parameters of every first-phase step taken
+            (``k = steps``, or one more than the updates applied when a step diverged), in the
+            parameters' dtype.
+        diverged_step: the step whose loss, gradient norm or update was not finite (the parameters
+            are those before it and the polish is skipped), or ``None``.
+        steps: first-phase updates applied.
+        polish_loss: the objective on the polish batch after the L-BFGS phase (``None`` without one).
+    """
+
+    params: dict[str, torch.Tensor]
+    loss: torch.Tensor
+    diverged_step: int | None
+    steps: int
+    polish_loss: float | None
+
+
+def _is_batch_sampler(data: Any) -> bool:
+    return callable(data) and not isinstance(data, torch.Tensor)
+
+
+def minimise(
+    objective: Callable[[dict[str, torch.Tensor], Any], torch.Tensor],
+    params: Mapping[str, torch.Tensor],
+    *,
+    generator: torch.Generator,
+    data: Any = None,
+    steps: int = 0,
+    lr: float = 1e-3,
+    optimizer: str = "adam",
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    clip: float | None = None,
+    schedule: str = "constant",
+    warmup: int = 0,
+    free: Mapping[str, torch.Tensor] | None = None,
+    polish_iters: int = 0,
+    polish_data: Any = None,
+    polish_history: int = 50,
+    polish_tolerance_grad: float = 1e-15,
+    polish_tolerance_change: float = 1e-18,
+    record: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
+    record_every: int = 1,
+) -> MinimiseResult:
+    r"""Minimise a user objective over a parameter dict with the project's optimizer and schedule.
+
+    For objectives :class:`TrainConfig` does not name (another embedding, target or loss; entries
+    held at non-zero values). With :math:`\theta_0` the initial point, :math:`F` the free entries
+    (``free``; the others stay at their values in :math:`\theta_0`, exactly) and :math:`b_t` the batch
+    of step :math:`t` (drawn by ``data(generator)`` every step, or the one fixed batch ``data``):
+
+    .. math::
+        g_t = \mathrm{clip}\big(\nabla_{\theta_F}\, f(\theta_t, b_t)\big),\qquad
+        \theta_{t+1, F} = \mathrm{update}(\theta_{t,F}, g_t;\ \eta\, s(t)),
+
+    for :math:`t = 0 \dots T-1`, with the update of :func:`optimizer_update` (Adam, AdamW, SGD with
+    momentum), the clipping of :func:`clip_gradient` and the schedule :math:`s` of
+    :func:`schedule_factor` — the same functions :func:`train` steps with, so ``adam`` with
+    ``schedule="cosine"`` is ``torch.optim.Adam`` under ``CosineAnnealingLR(T_max=steps)`` (up to
+    round-off; tested). Gradients are :func:`torch.func.grad` of ``objective`` with respect to the
+    free entries. A step whose loss, gradient norm or update is not finite ends the phase: the
+    parameters stay those before it and the step is reported as ``diverged_step``.
+
+    Then, when ``polish_iters > 0``, a full-batch L-BFGS phase (``torch.optim.LBFGS``, strong Wolfe
+    line search, step 1) of at most ``polish_iters`` iterations minimises :math:`f(\cdot, b)` over
+    the free entries on one fixed batch :math:`b` (``polish_data``, or ``polish_data(generator)``
+    drawn once after the first phase).
+
+    Args:
+        objective: ``objective(params, batch) -> 0-d tensor``, differentiable by :func:`torch.func.grad`
+            (no in-place writes into ``params``, no ``.item()``).
+        params: the initial point, name → floating tensor (one dtype and device for all).
+        generator: the only randomness (the batches of ``data``/``polish_data`` callables).
+        data: ``data(generator) -> batch`` (a fresh batch every step) or one fixed batch (anything
+            that is not callable, e.g. a tensor or a tuple of tensors); required when ``steps > 0``.
+        steps: first-phase steps :math:`T \ge 0`.
+        lr: base learning rate :math:`\eta > 0` (one number).
+        optimizer, betas, eps, momentum, weight_decay, clip, schedule, warmup: as in
+            :class:`TrainConfig` (validated by the same field rules).
+        free: name → bool tensor of the entry's shape, ``True`` where the entry is trained
+            (``None``: every entry); every key of ``params`` exactly once.
+        polish_iters: L-BFGS iterations (``0``: no polish).
+        polish_data: the polish batch, or ``polish_data(generator) -> batch``; required when
+            ``polish_iters > 0``.
+        polish_history, polish_tolerance_grad, polish_tolerance_change: ``history_size``,
+            ``tolerance_grad``, ``tolerance_change`` of ``torch.optim.LBFGS``.
+        record: ``record(step, params)`` called with the parameters after ``step`` updates at every
+            ``step % record_every == 0`` of the first phase and once at its end.
+        record_every: recording interval ``>= 1``.
+
+    Returns:
+        A :class:`MinimiseResult`.
+
+    Raises:
+        TypeError: a non-callable objective or ``record``, params that are not a dict of floating
+            tensors, a generator that is not a ``torch.Generator``, an objective that does not
+            return a 0-d floating tensor.
+        ValueError: an unknown optimizer or schedule, out-of-range numbers (negative steps, ...),
+            a per-seed ``lr`` tuple, a ``free`` mask whose keys or shapes differ from ``params``,
+            no free entry, a missing ``data`` or ``polish_data``, params of mixed dtype or device.
+    """
+    # ---- validation (every check before any work)
+    if not callable(objective):
+        raise TypeError(f"objective must be a callable objective(params, batch) -> scalar tensor, "
+                        f"got {type(objective).__name__}")
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if record is not None and not callable(record):
+        raise TypeError(f"record must be a callable record(step, params) or None, got {type(record).__name__}")
+    if not isinstance(params, Mapping) or not params:
+        raise TypeError("params must be a non-empty dict name -> floating tensor")
+    for k, v in params.items():
+        if not isinstance(k, str) or not isinstance(v, torch.Tensor) or not v.is_floating_point():
+            raise TypeError(f"params must map names (str) to floating tensors; entry {k!r} is {type(v).__name__}"
+                            + (f" of dtype {v.dtype}" if isinstance(v, torch.Tensor) else ""))
+    first = next(iter(params.values()))
+    mixed = [k for k, v in params.items() if v.dtype != first.dtype or v.device != first.device]
+    if mixed:
+        raise ValueError(f"params must share one dtype and device ({first.dtype}, {first.device}); "
+                         f"{mixed} differ")
+    if isinstance(lr, (list, tuple)):
+        raise ValueError(f"lr must be one number for minimise (per-seed tuples are for TrainConfig), got {lr!r}")
+    opt = OptimisationPart(steps=steps, lr=lr, optimizer=optimizer, betas=betas, eps=eps, momentum=momentum,
+                           weight_decay=weight_decay, clip=clip, schedule=schedule, warmup=warmup)
+    _check_momentum(opt.optimizer, opt.momentum)
+    check_int("polish_iters", polish_iters, minimum=0)
+    check_int("polish_history", polish_history, minimum=1)
+    check_real("polish_tolerance_grad", polish_tolerance_grad, nonnegative=True)
+    check_real("polish_tolerance_change", polish_tolerance_change, nonnegative=True)
+    check_int("record_every", record_every, minimum=1)
+    if opt.steps > 0 and data is None:
+        raise ValueError("data is required when steps > 0: a callable data(generator) -> batch or one fixed batch")
+    if polish_iters > 0 and polish_data is None:
+        raise ValueError("polish_data is required when polish_iters > 0: a callable polish_data(generator) -> batch "
+                         "or one fixed batch")
+    names = list(params)
+    shapes = [tuple(params[k].shape) for k in names]
+    if free is not None:
+        if not isinstance(free, Mapping) or set(free) != set(names):
+            got = sorted(free) if isinstance(free, Mapping) else type(free).__name__
+            raise ValueError(f"free must map exactly the keys of params {sorted(names)} to bool tensors, got {got}")
+        for k, shape in zip(names, shapes):
+            m = free[k]
+            if not isinstance(m, torch.Tensor) or m.dtype != torch.bool or tuple(m.shape) != shape:
+                what = f"{m.dtype} tensor of shape {tuple(m.shape)}" if isinstance(m, torch.Tensor) else type(m).__name__
+                raise ValueError(f"free[{k!r}] must be a bool tensor of shape {shape} (the entry's), got {what}")
+
+    # ---- flat view of the free entries
+    numels = [math.prod(sh) for sh in shapes]
+    base = torch.cat([params[k].detach().reshape(-1) for k in names]).clone()
+    if free is None:
+        idx = None
+    else:
+        mask_flat = torch.cat([free[k].reshape(-1) for k in names]).to(base.device)
+        idx = mask_flat.nonzero().squeeze(-1)
+        if idx.numel() == 0:
+            raise ValueError("free marks no entry as trained; at least one entry must be free")
+        if idx.numel() == base.numel():
+            idx = None
+
+    def unflatten(flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        full = flat if idx is None else base.index_put((idx,), flat)
+        out, o = {}, 0
+        for k, sh, n in zip(names, shapes, numels):
+            out[k] = full[o:o + n].view(sh)
+            o += n
+        return out
+
+    checked = [False]
+
+    def f(x: torch.Tensor, batch: Any) -> torch.Tensor:
+        value = objective(unflatten(x), batch)
+        if not checked[0]:
+            if not isinstance(value, torch.Tensor) or value.ndim != 0 or not value.is_floating_point():
+                what = (f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+                        if isinstance(value, torch.Tensor) else type(value).__name__)
+                raise TypeError(f"objective must return a 0-d floating tensor, got {what}")
+            checked[0] = True
+        return value
+
+    grad_and_value = torch.func.grad_and_value(f)
+    x = base.clone() if idx is None else base[idx].clone()
+    state = optimizer_state(opt.optimizer, opt.momentum, x)
+    sampler = _is_batch_sampler(data)
+
+    def view(x_: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in unflatten(x_.detach()).items()}
+
+    losses: list[torch.Tensor] = []
+    diverged: int | None = None
+    last_recorded = -1
+    t = 0
+    for t in range(opt.steps):
+        if record is not None and t % record_every == 0:
+            record(t, view(x))
+            last_recorded = t
+        batch = data(generator) if sampler else data
+        g, loss = grad_and_value(x, batch)
+        g, gnorm = clip_gradient(g, opt.clip)
+        new, new_state = optimizer_update(x, g, state, t, opt.lr * schedule_factor(opt.schedule, opt.warmup, opt.steps, t),
+                                          optimizer=opt.optimizer, betas=opt.betas, eps=opt.eps,
+                                          momentum=opt.momentum, weight_decay=opt.weight_decay)
+        losses.append(loss.detach())
+        if not (bool(torch.isfinite(loss)) and bool(torch.isfinite(gnorm)) and bool(torch.isfinite(new).all())):
+            diverged = t
+            break
+        x, state = new, new_state
+    taken = diverged if diverged is not None else opt.steps
+    if record is not None and last_recorded != taken:
+        record(taken, view(x))
+
+    polish_loss: float | None = None
+    if polish_iters > 0 and diverged is None:
+        pbatch = polish_data(generator) if _is_batch_sampler(polish_data) else polish_data
+        xp = x.detach().clone().requires_grad_(True)
+        lbfgs = torch.optim.LBFGS([xp], lr=1.0, max_iter=polish_iters, history_size=polish_history,
+                                  tolerance_grad=polish_tolerance_grad, tolerance_change=polish_tolerance_change,
+                                  line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            g_, v_ = grad_and_value(xp.detach(), pbatch)
+            xp.grad = g_
+            return v_.detach()
+
+        lbfgs.step(closure)
+        x = xp.detach()
+        polish_loss = float(f(x, pbatch))
+    loss_hist = torch.stack(losses) if losses else torch.empty(0, dtype=base.dtype, device=base.device)
+    return MinimiseResult(view(x), loss_hist, diverged, taken, polish_loss)
 
 
 def resolve_engine(config: TrainConfig, device: torch.device | str = "cpu") -> str:
