@@ -116,6 +116,10 @@ __all__ = [
     "TrainState",
     "train",
     "train_mask",
+    "free_mask",
+    "held_entries",
+    "HELD_LETTERS",
+    "HELD_BLOCKS",
     "resolve_sigma",
     "make_task",
     "init_state",
@@ -150,7 +154,7 @@ ENGINES: tuple[str, ...] = ("auto", "fused", "stacked", "vmap")
 _DTYPES: dict[str, torch.dtype] = recipe.DTYPES
 _CHECKPOINT_FORMAT = 1
 
-STORED_OPTIONAL_FIELDS: frozenset[str] = frozenset({"chunk", "data_kernel"})
+STORED_OPTIONAL_FIELDS: frozenset[str] = frozenset({"chunk", "data_kernel", "fixed"})
 """TrainConfig fields a stored config may lack (written only when set; see :meth:`TrainConfig.to_dict`)."""
 
 
@@ -331,6 +335,29 @@ def _data_kernel(name: str, v: Any) -> tuple[Any, ...] | None:
     return None if v is None else recipe.kernel_terms(v)
 
 
+HELD_LETTERS: tuple[str, ...] = ("P", "Q", "V", "B", "C")
+"""Parameter letters a ``fixed`` entry names (``P, Q`` linear heads; ``V, B, C`` kernel heads)."""
+HELD_BLOCKS: tuple[str, ...] = ("covariate", "label_column", "label_row", "corner")
+"""Structural blocks a ``fixed`` entry names (:func:`landscape.core.masks.structural_blocks`)."""
+
+
+def _fixed(name: str, v: Any) -> tuple[tuple[str, str, float], ...] | None:
+    if v is None:
+        return None
+    if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)) or not v:
+        raise TypeError(f"{name} must be None or a non-empty sequence of (letter, block, value), got {v!r}")
+    out: dict[tuple[str, str], float] = {}
+    for i, item in enumerate(v):
+        if not isinstance(item, (list, tuple)) or len(item) != 3:
+            raise ValueError(f"{name}[{i}] must be (letter, block, value), e.g. ('P', 'corner', 1.0), got {item!r}")
+        letter = check_choice(f"{name}[{i}] letter", item[0], HELD_LETTERS)
+        block = check_choice(f"{name}[{i}] block", item[1], HELD_BLOCKS)
+        if (letter, block) in out:
+            raise ValueError(f"{name} names ({letter!r}, {block!r}) twice")
+        out[(letter, block)] = check_real(f"{name}[{i}] value", item[2])
+    return tuple((k[0], k[1], x) for k, x in sorted(out.items()))
+
+
 _FIELD_RULES: dict[str, Callable[[str, Any], Any]] = {
     # task
     "task": _str, "d": _int(1), "n": _int(1), "sigma": _sigma, "task_cov": _choice(recipe.PRIORS),
@@ -338,7 +365,7 @@ _FIELD_RULES: dict[str, Callable[[str, Any], Any]] = {
     "flip": _real(below=0.5), "data_kernel": _data_kernel,
     # model
     "attention": _choice(recipe.ATTENTIONS), "activations": _activations, "heads": _int(1), "layers": _int(1),
-    "family": _family, "mask": _choice(recipe.MASKS), "init_std": _real(),
+    "family": _family, "mask": _choice(recipe.MASKS), "init_std": _real(), "fixed": _fixed,
     # optimisation
     "seeds": _int(1), "steps": _int(0), "batch": _int(1), "lr": _lr, "optimizer": _choice(OPTIMIZERS),
     "betas": _betas, "eps": _real(positive=True), "momentum": _real(below=1.0), "weight_decay": _real(),
@@ -389,6 +416,7 @@ class ModelPart:
     family: str | None = None
     mask: str = "full"
     init_std: float = 0.1
+    fixed: tuple[tuple[str, str, float], ...] | None = None
 
     def __post_init__(self) -> None:
         _apply_rules(self, [f.name for f in dataclasses.fields(ModelPart)])
@@ -457,6 +485,11 @@ def _cross_task(c: "TrainConfig", set_: Callable[[str, Any], None]) -> None:
 def _cross_model(c: "TrainConfig", set_: Callable[[str, Any], None]) -> None:
     if c.attention == "linear":
         set_("activations", ("linear",))  # unused by linear attention: one canonical value, one config hash
+    if c.fixed is not None:
+        letters = ("P", "Q") if c.attention == "linear" else ("V", "B", "C")
+        bad = sorted({t[0] for t in c.fixed} - set(letters))
+        if bad:
+            raise ValueError(f"fixed names {bad}, but {c.attention} attention has the weights {list(letters)}")
     want = FAMILY_ATTENTION.get(c.family) if c.family is not None else None
     if want is not None and want != c.attention:
         raise ValueError(f"family {c.family!r} needs {want} attention; this config has "
@@ -507,7 +540,7 @@ class TrainObjects:
         spec: the architecture.
         device: the device it trains on.
         dtype: the training dtype.
-        mask: the free entries (:func:`landscape.recipe.mask`).
+        mask: the free entries (:func:`free_mask`: those of :func:`landscape.recipe.mask`, less the held ones).
     """
 
     sigma: torch.Tensor | None
@@ -582,6 +615,14 @@ class TrainConfig(BookkeepingPart, OptimisationPart, ModelPart, TaskPart):
             block-diagonal) or ``"sparse"`` (Ahn's Theorem 3 / Cheng's sparse-value form:
             ``P = diag(0, *)``, ``Q = diag(*, 0)``; ``V = diag(0, *)``, ``B, C = diag(*, 0)``).
         init_std: initialisation std (Cheng et al.: 0.1).
+        fixed: entries *held* at given values: ``(letter, block, value)`` triples, e.g.
+            ``(("P", "corner", 1.0),)`` holds :math:`P_{d+1,d+1} = 1` in every linear head of every
+            layer (Ahn et al. 2023, Lemma 1: :math:`P_l = \mathrm{diag}(0_{d\times d}, 1)`). ``letter``
+            is one of :data:`HELD_LETTERS`, ``block`` one of :data:`HELD_BLOCKS`
+            (:func:`landscape.core.masks.structural_blocks`). Held entries are not free whatever
+            ``mask`` says, start at the value and never move (weight decay included).
+            ``None``: none held. Stored only when set (:data:`STORED_OPTIONAL_FIELDS`).
+            Named parameterisations of the papers: :func:`landscape.recipe.preset`.
 
     Optimisation:
         seeds: number of seeds ``S`` trained together.
@@ -681,7 +722,7 @@ class TrainConfig(BookkeepingPart, OptimisationPart, ModelPart, TaskPart):
         sigma = self.sigma_matrix()
         dev = recipe.device(self.device if device is None else device)
         return TrainObjects(sigma, make_task(self, sigma), self.problem(sigma), self.make_family(sigma), self.spec,
-                            dev, self.torch_dtype, recipe.mask(self.spec, self.mask))
+                            dev, self.torch_dtype, free_mask(self))
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -724,8 +765,8 @@ class TrainConfig(BookkeepingPart, OptimisationPart, ModelPart, TaskPart):
         either file makes a new run. ``sigma`` is stored in the stored-config convention of
         :func:`_stored_sigma` (``diag:`` there is the rotated spectrum, as it always was; the
         diagonal matrix is stored as its matrix), so every config hash written before stays valid.
-        The fields of :data:`STORED_OPTIONAL_FIELDS` (``chunk``, ``data_kernel``) are stored only
-        when set, so a config of the older layout hashes as it did.
+        The fields of :data:`STORED_OPTIONAL_FIELDS` (``chunk``, ``data_kernel``, ``fixed``) are
+        stored only when set, so a config of the older layout hashes as it did.
         """
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
@@ -739,6 +780,8 @@ class TrainConfig(BookkeepingPart, OptimisationPart, ModelPart, TaskPart):
             out["sigma"] = _stored_sigma(self.sigma, self.d, self.seed)
         if self.data_kernel is not None:
             out["data_kernel"] = [[w, k, None if G is None else [list(r) for r in G]] for w, k, G in self.data_kernel]
+        if self.fixed is not None:
+            out["fixed"] = [list(t) for t in self.fixed]
         if self.family is not None and ":" in self.family:
             file = self.family.rpartition(":")[0]
             if Path(file).expanduser().is_file():
@@ -757,6 +800,8 @@ class TrainConfig(BookkeepingPart, OptimisationPart, ModelPart, TaskPart):
                 kw[k] = tuple(kw[k])
         if isinstance(kw.get("lr"), list):
             kw["lr"] = tuple(kw["lr"])
+        if isinstance(kw.get("fixed"), list):
+            kw["fixed"] = tuple(tuple(t) for t in kw["fixed"])
         if isinstance(kw.get("sigma"), list):
             kw["sigma"] = tuple(tuple(r) for r in kw["sigma"])
         elif isinstance(kw.get("sigma"), str) and kw["sigma"].strip().startswith("diag:"):
@@ -799,6 +844,45 @@ def train_mask(spec: ModelSpec, preset: str) -> dict[str, torch.Tensor]:
         ValueError: an unknown name or one that needs a family (``"blocks"``).
     """
     return make_mask(spec, canonical_mask(preset, MASKS))
+
+
+def held_entries(config: TrainConfig) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    r"""The entries a run holds at fixed values (its ``fixed`` field) and those values.
+
+    Args:
+        config: the run.
+
+    Returns:
+        ``(held, values)``: name → bool tensor (``True`` = held) and name → float64 tensor of the
+        held values (0 elsewhere), in :func:`landscape.core.model.param_shapes` order; all ``False``
+        and zero when ``config.fixed`` is ``None``.
+    """
+    spec = config.spec
+    from landscape.core.masks import structural_blocks
+    from landscape.core.model import param_shapes
+
+    held: dict[str, torch.Tensor] = {}
+    values: dict[str, torch.Tensor] = {}
+    for key, shape in param_shapes(spec).items():
+        h = torch.zeros(shape, dtype=torch.bool)
+        val = torch.zeros(shape, dtype=torch.float64)
+        for letter, block, x in config.fixed or ():
+            if key.rsplit(".", 1)[1] == letter:
+                rows, cols = structural_blocks(shape[0], spec.d)[block]
+                h[rows, cols] = True
+                val[rows, cols] = x
+        held[key], values[key] = h, val
+    return held, values
+
+
+def free_mask(config: TrainConfig) -> dict[str, torch.Tensor]:
+    """The entries a run trains: those its ``mask`` frees (:func:`train_mask`), less the held ones
+    (:func:`held_entries`)."""
+    mask = train_mask(config.spec, config.mask)
+    if config.fixed is None:
+        return mask
+    held, _ = held_entries(config)
+    return {k: m & ~held[k] for k, m in mask.items()}
 
 
 # ---------------------------------------------------------------------- fused stacked forward
@@ -914,7 +998,8 @@ class TrainState:
 
 
 def init_state(config: TrainConfig, device: torch.device | str | None = None) -> TrainState:
-    """Fresh state: :math:`N(0, \\mathrm{init\\_std}^2)` parameters with the mask applied, zero moments.
+    """Fresh state: :math:`N(0, \\mathrm{init\\_std}^2)` parameters with the mask applied, the held
+    entries (``fixed``) set to their values, zero moments.
 
     The initial parameters come from the config's ``"init"`` stream (:func:`make_generator`), drawn
     on the CPU so that they do not depend on the device.
@@ -922,9 +1007,12 @@ def init_state(config: TrainConfig, device: torch.device | str | None = None) ->
     dev = _resolve_device(config.device) if device is None else torch.device(device)
     spec = config.spec
     g = make_generator(config, "init")
-    mask = train_mask(spec, config.mask)
+    mask = free_mask(config)
     params = init_params(spec, g, std=config.init_std, mask=mask, seeds=config.seeds,
                          dtype=config.torch_dtype, device=dev)
+    if config.fixed is not None:
+        held, values = held_entries(config)
+        params = {k: torch.where(held[k].to(dev), values[k].to(device=dev, dtype=v.dtype), v) for k, v in params.items()}
     flat = flatten_params(params, spec)
     S = config.seeds
     opt = optimizer_state(config.optimizer, config.momentum, flat)
@@ -1076,8 +1164,9 @@ def make_step(config: TrainConfig) -> StepFn:
         incoming parameters (the norm before clipping). No input is modified.
     """
     spec = config.spec
-    free_flat = flatten_params(train_mask(spec, config.mask), spec)
+    free_flat = flatten_params(free_mask(config), spec)
     all_free = bool(free_flat.all())
+    hold = config.fixed is not None  # held non-zero entries: restore them after the update (weight decay)
 
     engine = resolve_engine(config, _resolve_device(config.device))
     if engine == "fused":
@@ -1116,6 +1205,8 @@ def make_step(config: TrainConfig) -> StepFn:
         g, gnorm = clip_gradient(g, clip)
         new, new_opt = optimizer_update(flat, g, opt, t, lr[:, None], optimizer=opt_name, betas=betas, eps=eps,
                                         momentum=mom, weight_decay=wd)
+        if hold:
+            new = torch.where(mask_cache[(flat.device, flat.dtype)] > 0, new, flat)
         finite = torch.isfinite(loss) & torch.isfinite(gnorm) & torch.isfinite(new).all(-1)
         keep = alive & finite
         k2 = keep[:, None]
