@@ -212,3 +212,52 @@ def test_same_generator_seed_gives_bit_identical_results() -> None:
     assert all(torch.equal(r1.params[k], r2.params[k]) for k in init)
     assert torch.equal(r1.loss, r2.loss) and r1.polish_loss == r2.polish_loss
     assert not torch.equal(r1.params["x"], r3.params["x"])  # the seed does reach the result
+
+
+# ------------------------------------------------------------------------------------ the studies on it
+def test_huang2023_train_gd_is_plain_gd_on_the_w_integrated_loss() -> None:
+    """train_gd (through minimise) equals GD written out here, bit for bit."""
+    from analysis import huang2023 as hu
+    from landscape.core.tasks import OrthonormalFeatures
+
+    task = OrthonormalFeatures(3, 8, (0.6, 0.2, 0.2), dtype=D64)
+    steps, lr, batch = 15, 2.0, 32
+    traj = hu.train_gd(task, steps=steps, lr=lr, batch=batch, generator=torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(4)
+    Q = torch.zeros(3, 3, dtype=D64)
+    f = lambda Qm, X: hu.w_integrated_loss(Qm, X).mean()  # noqa: E731
+    losses = []
+    for _ in range(steps):
+        X = task.sample(batch, g).X
+        losses.append(f(Q, X))
+        Q = Q - lr * torch.func.grad(f)(Q, X)
+    assert torch.equal(traj.Q, Q) and torch.equal(traj.train_loss, torch.stack(losses))
+    assert float(Q.abs().max()) > 0.1
+
+
+def test_zhangcao2026_adam_phase_equals_torch_optim_adam_with_cosine_annealing() -> None:
+    """train_one_step_layer's Adam phase (through minimise) against torch.optim.Adam + CosineAnnealingLR."""
+    from analysis import zhangcao2026 as zc
+    from landscape.core.tasks import LinearClassification
+
+    task = LinearClassification(3, 8, margin=0.1, dtype=D64)
+    steps, lr, batch = 20, 0.1, 64
+    layer = zc.train_one_step_layer(task, eta=1.0, c=1.0, generator=torch.Generator().manual_seed(5), adam_steps=steps,
+                                    adam_lr=lr, batch=batch, lbfgs_iters=0)
+    g = torch.Generator().manual_seed(5)
+    spec = zc.layer_spec(3)
+    blocks = {k: v.requires_grad_() for k, v in zc.init_blocks(3, g, std=0.1, dtype=D64).items()}
+    opt = torch.optim.Adam(list(blocks.values()), lr=lr, foreach=False)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    hist = []
+    for _ in range(steps):
+        Z, w0, tgt = zc._sample_states(task, batch, g, 1.0, 1.0, 3.0)
+        loss = zc._relative_mse(blocks, spec, Z, w0, tgt, task.n)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        hist.append(float(loss.detach()))
+    for k in blocks:
+        torch.testing.assert_close(layer.blocks[k], blocks[k].detach(), rtol=0, atol=1e-13)
+    torch.testing.assert_close(layer.history, torch.tensor(hist, dtype=D64), rtol=1e-13, atol=0)
