@@ -29,7 +29,9 @@ The loss is the in-context squared error of Ahn et al. (2023) and Cheng, Chen, S
 :math:`f(\theta) = \mathbb E[(\mathrm{TF}_\theta(Z_0) - y_{n+1})^2]`, estimated on a fresh batch
 of ``B`` prompts per seed (``S × B`` prompts drawn per refresh, reshaped ``(S, B, ...)``: every
 seed sees its own prompts). Initialisation follows Cheng et al.: :math:`N(0, 0.1^2)` entries,
-then the masked blocks zeroed; masked entries receive zero gradient and stay zero.
+then the masked blocks zeroed; masked entries receive zero gradient and stay zero. Entries *held*
+at non-zero values (``fixed``, e.g. Ahn et al.'s :math:`P_{d+1,d+1} = 1`; :func:`landscape.recipe.preset`)
+start at their values and are restored after every update.
 
 Optimizers (the semantics of ``torch.optim``, per seed, elementwise):
 
