@@ -59,12 +59,12 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
-from torch.func import grad
 
 from analysis._study import Claim, Findings, StudyContext, StudyResult, study_main, study_threads
 from landscape.tolerances import MC_NUM_SE
 from landscape.core.loss import squared_error
 from landscape.core.tasks import OrthonormalFeatures, PromptBatch
+from landscape.experiment.train import minimise
 
 __all__ = [
     "attention_weights",
@@ -333,17 +333,18 @@ def train_gd(
 
     .. math:: Q_{t+1} = Q_t - \eta\, \nabla_Q\, \frac1B\sum_{b\le B} \tfrac12\big\lVert \textstyle\sum_i a_i x_i - x_q\big\rVert^2 .
 
-    Gradients are taken with :func:`torch.func.grad`. Exact statistics
-    (:func:`feature_statistics`) are recorded every ``record_every`` steps and at the end.
+    Exact statistics (:func:`feature_statistics`) are recorded every ``record_every`` steps and at
+    the end.
 
-    This loop is the study's own, not :func:`landscape.experiment.train.train`: the model is one
-    softmax kernel head (:class:`landscape.core.model.ModelSpec` ``kernel``) whose value
-    ``V = diag(0, −N)`` and query map ``C = I`` are held *fixed* while only the covariate block of
-    ``B`` is trained from zero (then :math:`B^\top C = \mathrm{diag}(Q^\top, 0)`), and
-    :class:`~landscape.experiment.train.TrainConfig` has no field for entries held at non-zero
-    values (``mask`` frees entries and zeroes the rest; ``init_std`` is one scale for every free
-    entry). Its objective also differs: the w-integrated per-prompt loss here, the sampled-label
-    :math:`(\mathrm{TF} - y)^2` there (the same expectation, more gradient noise).
+    Training goes through :func:`landscape.experiment.train.minimise` (plain SGD, constant step,
+    gradients by :func:`torch.func.grad`): the objective here is the w-integrated per-prompt loss,
+    not the sampled-label :math:`(\mathrm{TF} - y)^2` of :func:`landscape.experiment.train.train`
+    (the same expectation, less gradient noise), and the model is one softmax kernel head
+    (:class:`landscape.core.model.ModelSpec` ``kernel``) whose value ``V = diag(0, −N)`` and query
+    map ``C = I`` are held *fixed* at those values while only the covariate block of ``B`` is
+    trained from zero (then :math:`B^\top C = \mathrm{diag}(Q^\top, 0)`). The fixed ``V`` and ``C``
+    are folded into the objective, :func:`w_integrated_loss` of ``Q``, so the parameters handed to
+    ``minimise`` are ``{"Q": 0}``, all free.
 
     Args:
         task: prompt distribution (its dtype is the training dtype).
@@ -374,17 +375,16 @@ def train_gd(
     def objective(Qm: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
         return _w_integrated(Qm, X).mean()
 
-    grad_fn = grad(objective, has_aux=False)
-    rec_steps, recs, train_loss = [], [], []
-    for t in range(steps + 1):
+    rec_steps, recs = [], []
+
+    def record(t: int, params: dict[str, torch.Tensor]) -> None:
         if t % record_every == 0 or t < dense_until or t == steps:
             rec_steps.append(t)
-            recs.append(_stats(Q, task, en))
-        if t == steps:
-            break
-        X = task.sample(batch, generator).X
-        train_loss.append(objective(Q, X).detach())
-        Q = Q - lr * grad_fn(Q, X)
+            recs.append(_stats(params["Q"], task, en))
+
+    result = minimise(lambda p, X: objective(p["Q"], X), {"Q": Q}, generator=generator,
+                      data=lambda g: task.sample(batch, g).X, steps=steps, lr=lr, optimizer="sgd", record=record)
+    Q, train_loss = result.params["Q"], result.loss
     stack = lambda attr: torch.stack([getattr(r, attr) for r in recs])  # noqa: E731
     return Trajectory(
         steps=torch.tensor(rec_steps, dtype=torch.int64),
@@ -393,7 +393,7 @@ def train_gd(
         target_weight=stack("target_weight"),
         off_target_weight=stack("off_target_weight"),
         total_loss=stack("total_loss"),
-        train_loss=torch.stack(train_loss),
+        train_loss=train_loss,
         Q=Q,
         floor=recs[0].floor,
     )
@@ -640,10 +640,10 @@ def _notes(s: Settings, trajs: Mapping[str, Trajectory], found: Findings) -> Non
         "is not in the paper's asymptotic statement (N → ∞ regime).",
         "B_k is the mean off-target weight v_mᵀ Q v_k over m ≠ k; softmax is invariant to adding a constant to a "
         "column of VᵀQV, so only A_k − B_k-type differences matter for the attention.",
-        "Training has its own loop (train_gd), not landscape.train: TrainConfig cannot hold parameter entries "
-        "fixed at non-zero values (this model is one softmax kernel head with V = diag(0, −N) and C = I fixed "
-        "and only the covariate block of B trained from 0, so that BᵀC = diag(Qᵀ, 0)), and its loss is the "
-        "sampled-label (TF − y)², not the w-integrated one.",
+        "Training (train_gd) runs through landscape's minimise (plain SGD from Q = 0, the optimizer update and "
+        "schedule of landscape.train) on the w-integrated loss, not TrainConfig's sampled-label (TF − y)²; the "
+        "model is one softmax kernel head with V = diag(0, −N) and C = I held fixed and only the covariate block "
+        "of B trained from 0, so that BᵀC = diag(Qᵀ, 0).",
     )
 
 

@@ -55,6 +55,7 @@ from landscape.theory.algorithms import max_margin_direction, normalised_gd
 from landscape.theory.constructions import normalised_gd_construction
 from landscape.core.model import HeadSpec, ModelSpec, forward
 from landscape.core.tasks import LinearClassification, random_covariance
+from landscape.experiment.train import minimise
 
 __all__ = [
     "layer_spec",
@@ -188,12 +189,13 @@ def train_one_step_layer(
     with :math:`w_0 = s\xi`, :math:`s\sim U(0, w_{0,\rm scale})`. Adam (cosine-decayed ``adam_lr``)
     on fresh batches, then full-batch L-BFGS (strong Wolfe) on one fixed batch.
 
-    This loop is the study's own, not :func:`landscape.experiment.train.train`, because
-    :class:`~landscape.experiment.train.TrainConfig` cannot name (a) a prompt embedding other than
-    the regression one (here tokens of size ``2d`` with a state token, ``ModelSpec(token_dim=2d)``),
-    (b) a target other than the query label (here the state block of the last token against one
-    NGD step, normalised by :math:`\mathbb E\lVert\mathrm{NGD}(w_0) - w_0\rVert^2`), (c) free
-    entries other than the ``mask`` presets (here the blocks ``B11, C12, V21``), (d) an L-BFGS phase.
+    Both phases run through :func:`landscape.experiment.train.minimise` (its Adam update and cosine
+    schedule are those of ``torch.optim.Adam`` under ``CosineAnnealingLR``; its polish is
+    ``torch.optim.LBFGS``): the objective is not :class:`~landscape.experiment.train.TrainConfig`'s,
+    because (a) the prompt embedding is not the regression one (tokens of size ``2d`` with a state
+    token, ``ModelSpec(token_dim=2d)``), (b) the target is not the query label (the state block of
+    the last token against one NGD step, normalised by :math:`\mathbb E\lVert\mathrm{NGD}(w_0) - w_0\rVert^2`),
+    (c) the parameters are the blocks ``B11, C12, V21`` (:func:`block_params`), not a mask preset.
 
     Args:
         task: prompt distribution (float64 recommended).
@@ -220,33 +222,19 @@ def train_one_step_layer(
     check_real("w0_scale", w0_scale, positive=True)
     spec = layer_spec(task.d)
     n, d = task.n, task.d
-    blocks = {k: v.requires_grad_() for k, v in init_blocks(d, generator, std=init_std, dtype=task.dtype).items()}
-    history: list[float] = []
-    if adam_steps:
-        opt = torch.optim.Adam(list(blocks.values()), lr=adam_lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, adam_steps)
-        for _ in range(adam_steps):
-            Z, w0, tgt = _sample_states(task, batch, generator, eta, c, w0_scale)
-            loss = _relative_mse(blocks, spec, Z, w0, tgt, n)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            history.append(float(loss.detach()))
-    if lbfgs_iters:
-        Z, w0, tgt = _sample_states(task, lbfgs_batch, generator, eta, c, w0_scale)
-        lb = torch.optim.LBFGS(list(blocks.values()), lr=1.0, max_iter=lbfgs_iters, history_size=50,
-                               tolerance_grad=1e-15, tolerance_change=1e-18, line_search_fn="strong_wolfe")
+    blocks = init_blocks(d, generator, std=init_std, dtype=task.dtype)
 
-        def closure() -> torch.Tensor:
-            lb.zero_grad()
-            loss = _relative_mse(blocks, spec, Z, w0, tgt, n)
-            loss.backward()
-            return loss
+    def objective(params: Mapping[str, torch.Tensor], states: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return _relative_mse(params, spec, *states, n)
 
-        lb.step(closure)
-        with torch.no_grad():
-            history.append(float(_relative_mse(blocks, spec, Z, w0, tgt, n)))
+    result = minimise(objective, blocks, generator=generator,
+                      data=lambda g: _sample_states(task, batch, g, eta, c, w0_scale), steps=adam_steps, lr=adam_lr,
+                      optimizer="adam", schedule="cosine",
+                      polish_iters=lbfgs_iters, polish_data=lambda g: _sample_states(task, lbfgs_batch, g, eta, c, w0_scale))
+    history = [float(v) for v in result.loss]
+    if result.polish_loss is not None:
+        history.append(result.polish_loss)
+    blocks = result.params
     learned = {k: v.detach() for k, v in blocks.items()}
     eye = torch.eye(d, dtype=task.dtype, device=learned["B11"].device)
     score_err = float(torch.linalg.norm(learned["B11"].T @ learned["C12"] + c * eye) / (c * math.sqrt(d)))
@@ -585,8 +573,8 @@ def _notes(s: Settings, layer: TrainedLayer, drift: Mapping[str, float], found: 
         f"after L-BFGS {float(layer.history[-1]):.2e}: the full-batch polish does most of the fitting). Learned: "
         f"‖B11ᵀC12 + cI‖/‖cI‖ = {layer.score_error:.2e}, ‖V21 − nηI‖/‖nηI‖ = {layer.value_error:.2e} (mean diag "
         f"of V21 = {float(torch.diagonal(layer.blocks['V21']).mean()):.4f}).",
-        "Training has its own loop (train_one_step_layer), not landscape.train: TrainConfig cannot express its "
-        "prompts (tokens of size 2d with a state token, not the regression embedding), its target (the state "
+        "Training (train_one_step_layer) runs through landscape's minimise (Adam with cosine schedule, then "
+        "L-BFGS), not TrainConfig, which cannot express its prompts (tokens of size 2d with a state token, not the regression embedding), its target (the state "
         "block of the last token compared with one NGD step, not the query label), its free entries (the blocks "
         "B11, C12, V21: mask names only the presets 'full', 'paper', 'sparse') or the L-BFGS phase.",
         "Looped iterates grow like ‖w_t‖ ∝ t (NGD), far beyond the training range of w₀ (‖w₀‖ ≲ 3√d); tracking there "

@@ -8,7 +8,7 @@ which imports only the layers below it:
 * ``landscape.symbolic`` — the exact in-context loss on a family and its stationary points;
 * ``landscape.numeric`` — ``torch.func`` derivatives, Hessians and the stationarity certificate;
 * ``landscape.engine`` — the fast seed-parallel training kernels;
-* ``landscape.experiment`` — training (:func:`landscape.train`), distances, the run store, sweeps;
+* ``landscape.experiment`` — training (:func:`landscape.train`; :func:`landscape.minimise` for user objectives), distances, the run store, sweeps;
 * ``landscape.views`` — figures and summaries (read-only on stores);
 * ``landscape.cli`` — the ``landscape`` command.
 
@@ -97,8 +97,10 @@ _EXPORTS: dict[str, str] = {
     "StoreError": "landscape.experiment.store",
 
     # landscape.experiment.train
+    "MinimiseResult": "landscape.experiment.train",
     "TrainConfig": "landscape.experiment.train",
     "TrainResult": "landscape.experiment.train",
+    "minimise": "landscape.experiment.train",
     "train": "landscape.experiment.train",
 
     # landscape.experiment.distance

@@ -16,6 +16,8 @@ objects. Each function names what it accepts in its errors (one line, before any
   the family (:func:`family_task`); the record every output prints (:func:`describe_task`);
 * families — ``pgd``, ``file.py:NAME``: the attention and prior they declare (:func:`declared`),
   ``auto`` resolved (:func:`attention`, :func:`prior`), the family built (:func:`family`);
+* presets ``ahn2023``, ``ahn2023-p0`` (the parameterisations of the papers' official code, as
+  :class:`~landscape.experiment.train.TrainConfig` fields): :func:`preset`;
 * masks ``full``, ``paper``, ``sparse``: :func:`mask`; devices ``auto``, ``cpu``, ``cuda[:N]``:
   :func:`device`; dtypes ``float32``, ``float64``: :func:`dtype`, :func:`dtype_name`.
 
@@ -81,6 +83,8 @@ __all__ = [
     "device",
     "dtype",
     "dtype_name",
+    "PRESETS",
+    "preset",
 ]
 
 from landscape._forms import MAX_SEED, SIGMA_FORMS  # noqa: E402  (defined with the CLI's light types)
@@ -746,3 +750,47 @@ def dtype(spec: str | torch.dtype) -> torch.dtype:
         ValueError: another dtype (the accepted ones are listed).
     """
     return DTYPES[dtype_name(spec)]
+
+
+# ---------------------------------------------------------------------- paper presets
+PRESETS: dict[str, dict[str, Any]] = {
+    "ahn2023": {"attention": "linear", "mask": "paper", "fixed": (("P", "corner", 1.0),), "init_std": 1e-4},
+    "ahn2023-p0": {"attention": "linear", "mask": "sparse", "fixed": (("P", "corner", 1.0),), "init_std": 1e-4},
+}
+"""Preset name → the :class:`~landscape.experiment.train.TrainConfig` fields it sets (see :func:`preset`)."""
+
+def preset(name: str) -> dict[str, Any]:
+    r"""The :class:`~landscape.experiment.train.TrainConfig` fields of a paper's parameterisation.
+
+    ``TrainConfig(**preset("ahn2023"), d=5, n=20, layers=3, ...)`` trains the model as the paper's
+    code does; the other fields (sizes, optimizer, schedule) stay the caller's, so a study can run
+    "as in the paper" and "as in landscape" side by side. The presets:
+
+    * ``"ahn2023"`` — Ahn, Cheng, Daneshmand, Sra (2023), the model of their official code: each
+      linear head is :math:`P = egin{bmatrix}P' & 0\ 0 & 1\end{bmatrix}`,
+      :math:`Q = egin{bmatrix}Q' & 0\ 0 & 0\end{bmatrix}` with the :math:`d	imes d` blocks
+      :math:`P', Q'` trained from :math:`N(0, 10^{-8})` entries and the value scale
+      :math:`P_{d+1,d+1} = 1` held (``mask="paper"`` less the held corner; Theorem 4's relaxed form
+      :math:`P_l = \mathrm{diag}(B_l, 1)`, :math:`Q_l = -\mathrm{diag}(A_l, 0)`).
+    * ``"ahn2023-p0"`` — the same with :math:`P' = 0` held too: :math:`P_l = \mathrm{diag}(0_{d	imes d}, 1)`,
+      :math:`Q_l = -\mathrm{diag}(A_l, 0)`, the form of their Lemma 1 ("the L-layer transformer is L
+      steps of preconditioned gradient descent with preconditioners :math:`A_l`") and Theorem 3
+      (``mask="sparse"`` less the held corner).
+
+    Not part of a preset: the paper's per-matrix gradient clipping (each ``P``, ``Q`` of each head
+    clipped to norm 0.01) differs from :class:`~landscape.experiment.train.TrainConfig`'s per-seed
+    global-norm ``clip``, so the optimisation is left to the caller.
+
+    Args:
+        name: a name of :data:`PRESETS`.
+
+    Returns:
+        A fresh dict of TrainConfig field → value.
+
+    Raises:
+        ValueError: an unknown name (the names are listed).
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(repr(k) for k in PRESETS)}")
+    return dict(PRESETS[name])
+

@@ -29,7 +29,9 @@ The loss is the in-context squared error of Ahn et al. (2023) and Cheng, Chen, S
 :math:`f(\theta) = \mathbb E[(\mathrm{TF}_\theta(Z_0) - y_{n+1})^2]`, estimated on a fresh batch
 of ``B`` prompts per seed (``S × B`` prompts drawn per refresh, reshaped ``(S, B, ...)``: every
 seed sees its own prompts). Initialisation follows Cheng et al.: :math:`N(0, 0.1^2)` entries,
-then the masked blocks zeroed; masked entries receive zero gradient and stay zero.
+then the masked blocks zeroed; masked entries receive zero gradient and stay zero. Entries *held*
+at non-zero values (``fixed``, e.g. Ahn et al.'s :math:`P_{d+1,d+1} = 1`; :func:`landscape.recipe.preset`)
+start at their values and are restored after every update.
 
 Optimizers (the semantics of ``torch.optim``, per seed, elementwise):
 
@@ -40,6 +42,11 @@ Optimizers (the semantics of ``torch.optim``, per seed, elementwise):
 * AdamW (Loshchilov & Hutter 2019): the same with decoupled decay
   :math:`\theta \leftarrow (1 - \eta\lambda)\theta` first;
 * SGD with momentum: :math:`b \leftarrow \mu b + g`, :math:`\theta \leftarrow \theta - \eta b`.
+
+These updates are one pure function, :func:`optimizer_update` (with :func:`clip_gradient` and the
+schedule :func:`schedule_factor`), which :func:`minimise` also steps with: the loop for a user
+objective over a parameter dict (another embedding, target or loss; entries held at non-zero
+values; an L-BFGS polish), the one other training loop of the project.
 
 Per-seed gradient clipping rescales seed ``i``'s gradient by
 :math:`\min(1, c / (\lVert g_i\rVert + 10^{-6}))` with :math:`\lVert g_i\rVert` its global norm over
@@ -111,6 +118,10 @@ __all__ = [
     "TrainState",
     "train",
     "train_mask",
+    "free_mask",
+    "held_entries",
+    "HELD_LETTERS",
+    "HELD_BLOCKS",
     "resolve_sigma",
     "make_task",
     "init_state",
@@ -123,6 +134,12 @@ __all__ = [
     "resolve_chunk",
     "prompt_bytes",
     "lr_factor",
+    "schedule_factor",
+    "optimizer_state",
+    "optimizer_update",
+    "clip_gradient",
+    "minimise",
+    "MinimiseResult",
     "OPTIMIZERS",
     "SCHEDULES",
     "TASKS",
@@ -139,7 +156,7 @@ ENGINES: tuple[str, ...] = ("auto", "fused", "stacked", "vmap")
 _DTYPES: dict[str, torch.dtype] = recipe.DTYPES
 _CHECKPOINT_FORMAT = 1
 
-STORED_OPTIONAL_FIELDS: frozenset[str] = frozenset({"chunk", "data_kernel"})
+STORED_OPTIONAL_FIELDS: frozenset[str] = frozenset({"chunk", "data_kernel", "fixed"})
 """TrainConfig fields a stored config may lack (written only when set; see :meth:`TrainConfig.to_dict`)."""
 
 
@@ -320,6 +337,29 @@ def _data_kernel(name: str, v: Any) -> tuple[Any, ...] | None:
     return None if v is None else recipe.kernel_terms(v)
 
 
+HELD_LETTERS: tuple[str, ...] = ("P", "Q", "V", "B", "C")
+"""Parameter letters a ``fixed`` entry names (``P, Q`` linear heads; ``V, B, C`` kernel heads)."""
+HELD_BLOCKS: tuple[str, ...] = ("covariate", "label_column", "label_row", "corner")
+"""Structural blocks a ``fixed`` entry names (:func:`landscape.core.masks.structural_blocks`)."""
+
+
+def _fixed(name: str, v: Any) -> tuple[tuple[str, str, float], ...] | None:
+    if v is None:
+        return None
+    if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)) or not v:
+        raise TypeError(f"{name} must be None or a non-empty sequence of (letter, block, value), got {v!r}")
+    out: dict[tuple[str, str], float] = {}
+    for i, item in enumerate(v):
+        if not isinstance(item, (list, tuple)) or len(item) != 3:
+            raise ValueError(f"{name}[{i}] must be (letter, block, value), e.g. ('P', 'corner', 1.0), got {item!r}")
+        letter = check_choice(f"{name}[{i}] letter", item[0], HELD_LETTERS)
+        block = check_choice(f"{name}[{i}] block", item[1], HELD_BLOCKS)
+        if (letter, block) in out:
+            raise ValueError(f"{name} names ({letter!r}, {block!r}) twice")
+        out[(letter, block)] = check_real(f"{name}[{i}] value", item[2])
+    return tuple((k[0], k[1], x) for k, x in sorted(out.items()))
+
+
 _FIELD_RULES: dict[str, Callable[[str, Any], Any]] = {
     # task
     "task": _str, "d": _int(1), "n": _int(1), "sigma": _sigma, "task_cov": _choice(recipe.PRIORS),
@@ -327,7 +367,7 @@ _FIELD_RULES: dict[str, Callable[[str, Any], Any]] = {
     "flip": _real(below=0.5), "data_kernel": _data_kernel,
     # model
     "attention": _choice(recipe.ATTENTIONS), "activations": _activations, "heads": _int(1), "layers": _int(1),
-    "family": _family, "mask": _choice(recipe.MASKS), "init_std": _real(),
+    "family": _family, "mask": _choice(recipe.MASKS), "init_std": _real(), "fixed": _fixed,
     # optimisation
     "seeds": _int(1), "steps": _int(0), "batch": _int(1), "lr": _lr, "optimizer": _choice(OPTIMIZERS),
     "betas": _betas, "eps": _real(positive=True), "momentum": _real(below=1.0), "weight_decay": _real(),
@@ -378,6 +418,7 @@ class ModelPart:
     family: str | None = None
     mask: str = "full"
     init_std: float = 0.1
+    fixed: tuple[tuple[str, str, float], ...] | None = None
 
     def __post_init__(self) -> None:
         _apply_rules(self, [f.name for f in dataclasses.fields(ModelPart)])
@@ -446,6 +487,11 @@ def _cross_task(c: "TrainConfig", set_: Callable[[str, Any], None]) -> None:
 def _cross_model(c: "TrainConfig", set_: Callable[[str, Any], None]) -> None:
     if c.attention == "linear":
         set_("activations", ("linear",))  # unused by linear attention: one canonical value, one config hash
+    if c.fixed is not None:
+        letters = ("P", "Q") if c.attention == "linear" else ("V", "B", "C")
+        bad = sorted({t[0] for t in c.fixed} - set(letters))
+        if bad:
+            raise ValueError(f"fixed names {bad}, but {c.attention} attention has the weights {list(letters)}")
     want = FAMILY_ATTENTION.get(c.family) if c.family is not None else None
     if want is not None and want != c.attention:
         raise ValueError(f"family {c.family!r} needs {want} attention; this config has "
@@ -459,15 +505,19 @@ def _cross_model(c: "TrainConfig", set_: Callable[[str, Any], None]) -> None:
 def _cross_optimisation(c: "TrainConfig", set_: Callable[[str, Any], None]) -> None:
     if isinstance(c.lr, tuple) and len(c.lr) != c.seeds:
         raise ValueError(f"lr has {len(c.lr)} per-seed values but seeds = {c.seeds}")
-    if c.momentum > 0 and c.optimizer != "sgd":
-        raise ValueError(f"momentum applies to optimizer 'sgd' only (got optimizer {c.optimizer!r}); "
-                         "Adam's momentum is betas[0]")
+    _check_momentum(c.optimizer, c.momentum)
     if c.engine == "fused":
         from landscape.engine.fused import unsupported_reason
 
         why = unsupported_reason(c.spec, recipe.device(c.device), c.torch_dtype)
         if why is not None:
             raise ValueError(f"engine 'fused': {why}; use engine 'auto' or 'stacked'")
+
+
+def _check_momentum(optimizer: str, momentum: float) -> None:
+    if momentum > 0 and optimizer != "sgd":
+        raise ValueError(f"momentum applies to optimizer 'sgd' only (got optimizer {optimizer!r}); "
+                         "Adam's momentum is betas[0]")
 
 
 def _cross_data(c: "TrainConfig", set_: Callable[[str, Any], None]) -> None:
@@ -492,7 +542,7 @@ class TrainObjects:
         spec: the architecture.
         device: the device it trains on.
         dtype: the training dtype.
-        mask: the free entries (:func:`landscape.recipe.mask`).
+        mask: the free entries (:func:`free_mask`: those of :func:`landscape.recipe.mask`, less the held ones).
     """
 
     sigma: torch.Tensor | None
@@ -567,6 +617,14 @@ class TrainConfig(BookkeepingPart, OptimisationPart, ModelPart, TaskPart):
             block-diagonal) or ``"sparse"`` (Ahn's Theorem 3 / Cheng's sparse-value form:
             ``P = diag(0, *)``, ``Q = diag(*, 0)``; ``V = diag(0, *)``, ``B, C = diag(*, 0)``).
         init_std: initialisation std (Cheng et al.: 0.1).
+        fixed: entries *held* at given values: ``(letter, block, value)`` triples, e.g.
+            ``(("P", "corner", 1.0),)`` holds :math:`P_{d+1,d+1} = 1` in every linear head of every
+            layer (Ahn et al. 2023, Lemma 1: :math:`P_l = \mathrm{diag}(0_{d\times d}, 1)`). ``letter``
+            is one of :data:`HELD_LETTERS`, ``block`` one of :data:`HELD_BLOCKS`
+            (:func:`landscape.core.masks.structural_blocks`). Held entries are not free whatever
+            ``mask`` says, start at the value and never move (weight decay included).
+            ``None``: none held. Stored only when set (:data:`STORED_OPTIONAL_FIELDS`).
+            Named parameterisations of the papers: :func:`landscape.recipe.preset`.
 
     Optimisation:
         seeds: number of seeds ``S`` trained together.
@@ -666,7 +724,7 @@ class TrainConfig(BookkeepingPart, OptimisationPart, ModelPart, TaskPart):
         sigma = self.sigma_matrix()
         dev = recipe.device(self.device if device is None else device)
         return TrainObjects(sigma, make_task(self, sigma), self.problem(sigma), self.make_family(sigma), self.spec,
-                            dev, self.torch_dtype, recipe.mask(self.spec, self.mask))
+                            dev, self.torch_dtype, free_mask(self))
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -709,8 +767,8 @@ class TrainConfig(BookkeepingPart, OptimisationPart, ModelPart, TaskPart):
         either file makes a new run. ``sigma`` is stored in the stored-config convention of
         :func:`_stored_sigma` (``diag:`` there is the rotated spectrum, as it always was; the
         diagonal matrix is stored as its matrix), so every config hash written before stays valid.
-        The fields of :data:`STORED_OPTIONAL_FIELDS` (``chunk``, ``data_kernel``) are stored only
-        when set, so a config of the older layout hashes as it did.
+        The fields of :data:`STORED_OPTIONAL_FIELDS` (``chunk``, ``data_kernel``, ``fixed``) are
+        stored only when set, so a config of the older layout hashes as it did.
         """
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
@@ -724,6 +782,8 @@ class TrainConfig(BookkeepingPart, OptimisationPart, ModelPart, TaskPart):
             out["sigma"] = _stored_sigma(self.sigma, self.d, self.seed)
         if self.data_kernel is not None:
             out["data_kernel"] = [[w, k, None if G is None else [list(r) for r in G]] for w, k, G in self.data_kernel]
+        if self.fixed is not None:
+            out["fixed"] = [list(t) for t in self.fixed]
         if self.family is not None and ":" in self.family:
             file = self.family.rpartition(":")[0]
             if Path(file).expanduser().is_file():
@@ -742,6 +802,8 @@ class TrainConfig(BookkeepingPart, OptimisationPart, ModelPart, TaskPart):
                 kw[k] = tuple(kw[k])
         if isinstance(kw.get("lr"), list):
             kw["lr"] = tuple(kw["lr"])
+        if isinstance(kw.get("fixed"), list):
+            kw["fixed"] = tuple(tuple(t) for t in kw["fixed"])
         if isinstance(kw.get("sigma"), list):
             kw["sigma"] = tuple(tuple(r) for r in kw["sigma"])
         elif isinstance(kw.get("sigma"), str) and kw["sigma"].strip().startswith("diag:"):
@@ -784,6 +846,45 @@ def train_mask(spec: ModelSpec, preset: str) -> dict[str, torch.Tensor]:
         ValueError: an unknown name or one that needs a family (``"blocks"``).
     """
     return make_mask(spec, canonical_mask(preset, MASKS))
+
+
+def held_entries(config: TrainConfig) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    r"""The entries a run holds at fixed values (its ``fixed`` field) and those values.
+
+    Args:
+        config: the run.
+
+    Returns:
+        ``(held, values)``: name → bool tensor (``True`` = held) and name → float64 tensor of the
+        held values (0 elsewhere), in :func:`landscape.core.model.param_shapes` order; all ``False``
+        and zero when ``config.fixed`` is ``None``.
+    """
+    spec = config.spec
+    from landscape.core.masks import structural_blocks
+    from landscape.core.model import param_shapes
+
+    held: dict[str, torch.Tensor] = {}
+    values: dict[str, torch.Tensor] = {}
+    for key, shape in param_shapes(spec).items():
+        h = torch.zeros(shape, dtype=torch.bool)
+        val = torch.zeros(shape, dtype=torch.float64)
+        for letter, block, x in config.fixed or ():
+            if key.rsplit(".", 1)[1] == letter:
+                rows, cols = structural_blocks(shape[0], spec.d)[block]
+                h[rows, cols] = True
+                val[rows, cols] = x
+        held[key], values[key] = h, val
+    return held, values
+
+
+def free_mask(config: TrainConfig) -> dict[str, torch.Tensor]:
+    """The entries a run trains: those its ``mask`` frees (:func:`train_mask`), less the held ones
+    (:func:`held_entries`)."""
+    mask = train_mask(config.spec, config.mask)
+    if config.fixed is None:
+        return mask
+    held, _ = held_entries(config)
+    return {k: m & ~held[k] for k, m in mask.items()}
 
 
 # ---------------------------------------------------------------------- fused stacked forward
@@ -899,7 +1000,8 @@ class TrainState:
 
 
 def init_state(config: TrainConfig, device: torch.device | str | None = None) -> TrainState:
-    """Fresh state: :math:`N(0, \\mathrm{init\\_std}^2)` parameters with the mask applied, zero moments.
+    """Fresh state: :math:`N(0, \\mathrm{init\\_std}^2)` parameters with the mask applied, the held
+    entries (``fixed``) set to their values, zero moments.
 
     The initial parameters come from the config's ``"init"`` stream (:func:`make_generator`), drawn
     on the CPU so that they do not depend on the device.
@@ -907,35 +1009,146 @@ def init_state(config: TrainConfig, device: torch.device | str | None = None) ->
     dev = _resolve_device(config.device) if device is None else torch.device(device)
     spec = config.spec
     g = make_generator(config, "init")
-    mask = train_mask(spec, config.mask)
+    mask = free_mask(config)
     params = init_params(spec, g, std=config.init_std, mask=mask, seeds=config.seeds,
                          dtype=config.torch_dtype, device=dev)
+    if config.fixed is not None:
+        held, values = held_entries(config)
+        params = {k: torch.where(held[k].to(dev), values[k].to(device=dev, dtype=v.dtype), v) for k, v in params.items()}
     flat = flatten_params(params, spec)
     S = config.seeds
-    if config.optimizer in ("adam", "adamw"):
-        opt = {"m": torch.zeros_like(flat), "v": torch.zeros_like(flat)}
-    elif config.momentum > 0:
-        opt = {"buf": torch.zeros_like(flat)}
-    else:
-        opt = {}
+    opt = optimizer_state(config.optimizer, config.momentum, flat)
     return TrainState(0, flat, opt, torch.ones(S, dtype=torch.bool, device=dev),
                       torch.full((S,), -1, dtype=torch.int64, device=dev),
                       torch.full((S,), math.nan, dtype=config.torch_dtype, device=dev), spec)
 
 
-def lr_factor(config: TrainConfig, step: int) -> float:
-    r"""Learning-rate multiplier at ``step``: linear warm-up :math:`(t+1)/w` for ``t < warmup``,
-    then constant, cosine :math:`\tfrac12(1 + \cos(\pi u))` or linear :math:`1 - u`, with
-    :math:`u = (t - w)/(T - w)`."""
-    w, T = config.warmup, config.steps
+def schedule_factor(schedule: str, warmup: int, steps: int, step: int) -> float:
+    r"""Learning-rate multiplier of a schedule at ``step`` (0-based), the one schedule of every loop.
+
+    Linear warm-up :math:`(t+1)/w` for :math:`t < w`, then, with :math:`u = (t - w)/(T - w)`:
+
+    * ``"constant"``: :math:`1`;
+    * ``"cosine"``: :math:`\tfrac12(1 + \cos(\pi u))` (to 0 at :math:`T`; with :math:`w = 0` the
+      closed form of ``torch.optim.lr_scheduler.CosineAnnealingLR(T_max=T, eta_min=0)``);
+    * ``"linear"``: :math:`1 - u` (to 0 at :math:`T`).
+
+    When :math:`T \le w` the factor after warm-up is 1 whatever the schedule.
+
+    Args:
+        schedule: one of :data:`SCHEDULES`.
+        warmup: warm-up steps :math:`w \ge 0`.
+        steps: total steps :math:`T \ge 0`.
+        step: the step :math:`t`.
+
+    Returns:
+        The multiplier (a float; the caller validated the arguments).
+    """
+    w, T = warmup, steps
     if step < w:
         return (step + 1) / w
-    if config.schedule == "constant" or T <= w:
+    if schedule == "constant" or T <= w:
         return 1.0
     u = (step - w) / (T - w)
-    if config.schedule == "cosine":
+    if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * u))
     return 1.0 - u
+
+
+def lr_factor(config: TrainConfig, step: int) -> float:
+    r"""Learning-rate multiplier of a run at ``step``: :func:`schedule_factor` of the config's
+    ``schedule``, ``warmup`` and ``steps``."""
+    return schedule_factor(config.schedule, config.warmup, config.steps, step)
+
+
+def optimizer_state(optimizer: str, momentum: float, like: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Fresh (zero) optimizer state shaped like ``like``: ``{"m", "v"}`` for Adam/AdamW,
+    ``{"buf"}`` for SGD with momentum, ``{}`` for plain SGD (the state :func:`optimizer_update` takes)."""
+    if optimizer in ("adam", "adamw"):
+        return {"m": torch.zeros_like(like), "v": torch.zeros_like(like)}
+    if momentum > 0:
+        return {"buf": torch.zeros_like(like)}
+    return {}
+
+
+def clip_gradient(grad: torch.Tensor, clip: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Global-norm clipping over the last axis: :math:`g \leftarrow g\,\min(1, c / (\lVert g\rVert + 10^{-6}))`.
+
+    As ``torch.nn.utils.clip_grad_norm_`` for one model; a leading axis (seeds) is clipped row by row.
+
+    Args:
+        grad: ``(..., P)`` gradients.
+        clip: the largest norm :math:`c`, or ``None`` (no clipping).
+
+    Returns:
+        ``(clipped gradient, norm before clipping)``, the norm of shape ``grad.shape[:-1]``.
+    """
+    gnorm = torch.linalg.vector_norm(grad, dim=-1)
+    if clip is not None:
+        grad = grad * torch.clamp(clip / (gnorm + 1e-6), max=1.0).unsqueeze(-1)
+    return grad, gnorm
+
+
+def optimizer_update(
+    params: torch.Tensor,
+    grad: torch.Tensor,
+    state: Mapping[str, torch.Tensor],
+    step: int,
+    lr: float | torch.Tensor,
+    *,
+    optimizer: str,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    r"""One optimizer update, elementwise and pure: the only optimizer update of the project.
+
+    With :math:`g` the (already clipped) gradient, :math:`\eta` the learning rate of this step,
+    :math:`\lambda` the weight decay and :math:`t` the 0-based step (:math:`n = t + 1`):
+
+    * ``"adam"`` (Kingma & Ba 2015; ``torch.optim.Adam``): :math:`g \leftarrow g + \lambda\theta`,
+      :math:`m \leftarrow \beta_1 m + (1-\beta_1) g`, :math:`v \leftarrow \beta_2 v + (1-\beta_2) g^2`,
+      :math:`\theta \leftarrow \theta - \frac{\eta}{1-\beta_1^n}\, m / \big(\sqrt v/\sqrt{1-\beta_2^n} + \epsilon\big)`;
+    * ``"adamw"`` (Loshchilov & Hutter 2019): the same without the L2 term, after the decoupled decay
+      :math:`\theta \leftarrow (1 - \eta\lambda)\theta`;
+    * ``"sgd"``: :math:`g \leftarrow g + \lambda\theta`, with momentum :math:`\mu > 0`
+      :math:`b \leftarrow \mu b + g`, :math:`g \leftarrow b`; then :math:`\theta \leftarrow \theta - \eta g`.
+
+    Args:
+        params: :math:`\theta`, any shape.
+        grad: :math:`g`, shaped like ``params``.
+        state: the optimizer state (:func:`optimizer_state`), shaped like ``params``.
+        step: :math:`t`.
+        lr: :math:`\eta`, a float or a tensor broadcastable to ``params`` (e.g. ``(S, 1)`` per seed).
+        optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"`` (:data:`OPTIMIZERS`).
+        betas, eps: Adam constants.
+        momentum: SGD momentum :math:`\mu`.
+        weight_decay: :math:`\lambda`.
+
+    Returns:
+        ``(new params, new state)``; no input is modified. The arguments are not validated here
+        (callers validate their configuration once, before the loop).
+    """
+    b1, b2 = betas
+    wd, mom = weight_decay, momentum
+    p, g = params, grad
+    if optimizer in ("adam", "adamw"):
+        n_t = step + 1
+        bc1, bc2 = 1.0 - b1**n_t, 1.0 - b2**n_t
+        if wd and optimizer == "adamw":
+            p = p * (1.0 - lr * wd)
+        elif wd:
+            g = g + wd * p
+        m = torch.lerp(state["m"], g, 1.0 - b1)
+        v = state["v"] * b2 + (1.0 - b2) * (g * g)
+        denom = torch.sqrt(v) / bc2**0.5 + eps
+        return p - (lr / bc1) * (m / denom), {"m": m, "v": v}
+    if wd:
+        g = g + wd * p
+    if mom:
+        g = state["buf"] * mom + g
+    return p - lr * g, ({"buf": g} if mom else {})
 
 
 StepFn = Callable[..., tuple[torch.Tensor, dict, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -953,8 +1166,9 @@ def make_step(config: TrainConfig) -> StepFn:
         incoming parameters (the norm before clipping). No input is modified.
     """
     spec = config.spec
-    free_flat = flatten_params(train_mask(spec, config.mask), spec)
+    free_flat = flatten_params(free_mask(config), spec)
     all_free = bool(free_flat.all())
+    hold = config.fixed is not None  # held non-zero entries: restore them after the update (weight decay)
 
     engine = resolve_engine(config, _resolve_device(config.device))
     if engine == "fused":
@@ -978,7 +1192,7 @@ def make_step(config: TrainConfig) -> StepFn:
                 chunk_cache[flat.device] = resolve_chunk(config, flat.device)
             return stacked_grad(flat, spec, Z, y, chunk_cache[flat.device])
 
-    opt_name, (b1, b2), eps = config.optimizer, config.betas, config.eps
+    opt_name, betas, eps = config.optimizer, config.betas, config.eps
     wd, mom, clip = config.weight_decay, config.momentum, config.clip
     mask_cache: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
@@ -990,30 +1204,11 @@ def make_step(config: TrainConfig) -> StepFn:
             if key not in mask_cache:
                 mask_cache[key] = free_flat.to(device=flat.device, dtype=flat.dtype)
             g = g * mask_cache[key]
-        gnorm = torch.linalg.vector_norm(g, dim=-1)
-        if clip is not None:
-            g = g * torch.clamp(clip / (gnorm + 1e-6), max=1.0)[:, None]
-        lr2 = lr[:, None]
-        p = flat
-        if opt_name in ("adam", "adamw"):
-            n_t = t + 1
-            bc1, bc2 = 1.0 - b1**n_t, 1.0 - b2**n_t
-            if wd and opt_name == "adamw":
-                p = p * (1.0 - lr2 * wd)
-            elif wd:
-                g = g + wd * p
-            m = torch.lerp(opt["m"], g, 1.0 - b1)
-            v = opt["v"] * b2 + (1.0 - b2) * (g * g)
-            denom = torch.sqrt(v) / bc2**0.5 + eps
-            new = p - (lr2 / bc1) * (m / denom)
-            new_opt = {"m": m, "v": v}
-        else:
-            if wd:
-                g = g + wd * p
-            if mom:
-                g = opt["buf"] * mom + g
-            new = p - lr2 * g
-            new_opt = {"buf": g} if mom else {}
+        g, gnorm = clip_gradient(g, clip)
+        new, new_opt = optimizer_update(flat, g, opt, t, lr[:, None], optimizer=opt_name, betas=betas, eps=eps,
+                                        momentum=mom, weight_decay=wd)
+        if hold:
+            new = torch.where(mask_cache[(flat.device, flat.dtype)] > 0, new, flat)
         finite = torch.isfinite(loss) & torch.isfinite(gnorm) & torch.isfinite(new).all(-1)
         keep = alive & finite
         k2 = keep[:, None]
@@ -1024,6 +1219,246 @@ def make_step(config: TrainConfig) -> StepFn:
 
     step.engine = engine  # type: ignore[attr-defined]
     return step
+
+
+# ---------------------------------------------------------------------- user objectives
+@dataclass(frozen=True)
+class MinimiseResult:
+    """Outcome of :func:`minimise`.
+
+    Attributes:
+        params: the final parameters (detached; held-fixed entries equal to the initial ones), with
+            the keys, shapes and order of the initial point.
+        loss: ``(k,)`` the objective at the incoming parameters of every first-phase step taken
+            (``k = steps``, or one more than the updates applied when a step diverged), in the
+            parameters' dtype.
+        diverged_step: the step whose loss, gradient norm or update was not finite (the parameters
+            are those before it and the polish is skipped), or ``None``.
+        steps: first-phase updates applied.
+        polish_loss: the objective on the polish batch after the L-BFGS phase (``None`` without one).
+    """
+
+    params: dict[str, torch.Tensor]
+    loss: torch.Tensor
+    diverged_step: int | None
+    steps: int
+    polish_loss: float | None
+
+
+def _is_batch_sampler(data: Any) -> bool:
+    return callable(data) and not isinstance(data, torch.Tensor)
+
+
+def minimise(
+    objective: Callable[[dict[str, torch.Tensor], Any], torch.Tensor],
+    params: Mapping[str, torch.Tensor],
+    *,
+    generator: torch.Generator,
+    data: Any = None,
+    steps: int = 0,
+    lr: float = 1e-3,
+    optimizer: str = "adam",
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    clip: float | None = None,
+    schedule: str = "constant",
+    warmup: int = 0,
+    free: Mapping[str, torch.Tensor] | None = None,
+    polish_iters: int = 0,
+    polish_data: Any = None,
+    polish_history: int = 50,
+    polish_tolerance_grad: float = 1e-15,
+    polish_tolerance_change: float = 1e-18,
+    record: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
+    record_every: int = 1,
+) -> MinimiseResult:
+    r"""Minimise a user objective over a parameter dict with the project's optimizer and schedule.
+
+    For objectives :class:`TrainConfig` does not name (another embedding, target or loss; entries
+    held at non-zero values). With :math:`\theta_0` the initial point, :math:`F` the free entries
+    (``free``; the others stay at their values in :math:`\theta_0`, exactly) and :math:`b_t` the batch
+    of step :math:`t` (drawn by ``data(generator)`` every step, or the one fixed batch ``data``):
+
+    .. math::
+        g_t = \mathrm{clip}\big(\nabla_{\theta_F}\, f(\theta_t, b_t)\big),\qquad
+        \theta_{t+1, F} = \mathrm{update}(\theta_{t,F}, g_t;\ \eta\, s(t)),
+
+    for :math:`t = 0 \dots T-1`, with the update of :func:`optimizer_update` (Adam, AdamW, SGD with
+    momentum), the clipping of :func:`clip_gradient` and the schedule :math:`s` of
+    :func:`schedule_factor` — the same functions :func:`train` steps with, so ``adam`` with
+    ``schedule="cosine"`` is ``torch.optim.Adam`` under ``CosineAnnealingLR(T_max=steps)`` (up to
+    round-off; tested). Gradients are :func:`torch.func.grad` of ``objective`` with respect to the
+    free entries. A step whose loss, gradient norm or update is not finite ends the phase: the
+    parameters stay those before it and the step is reported as ``diverged_step``.
+
+    Then, when ``polish_iters > 0``, a full-batch L-BFGS phase (``torch.optim.LBFGS``, strong Wolfe
+    line search, step 1) of at most ``polish_iters`` iterations minimises :math:`f(\cdot, b)` over
+    the free entries on one fixed batch :math:`b` (``polish_data``, or ``polish_data(generator)``
+    drawn once after the first phase).
+
+    Args:
+        objective: ``objective(params, batch) -> 0-d tensor``, differentiable by :func:`torch.func.grad`
+            (no in-place writes into ``params``, no ``.item()``).
+        params: the initial point, name → floating tensor (one dtype and device for all).
+        generator: the only randomness (the batches of ``data``/``polish_data`` callables).
+        data: ``data(generator) -> batch`` (a fresh batch every step) or one fixed batch (anything
+            that is not callable, e.g. a tensor or a tuple of tensors); required when ``steps > 0``.
+        steps: first-phase steps :math:`T \ge 0`.
+        lr: base learning rate :math:`\eta > 0` (one number).
+        optimizer, betas, eps, momentum, weight_decay, clip, schedule, warmup: as in
+            :class:`TrainConfig` (validated by the same field rules).
+        free: name → bool tensor of the entry's shape, ``True`` where the entry is trained
+            (``None``: every entry); every key of ``params`` exactly once.
+        polish_iters: L-BFGS iterations (``0``: no polish).
+        polish_data: the polish batch, or ``polish_data(generator) -> batch``; required when
+            ``polish_iters > 0``.
+        polish_history, polish_tolerance_grad, polish_tolerance_change: ``history_size``,
+            ``tolerance_grad``, ``tolerance_change`` of ``torch.optim.LBFGS``.
+        record: ``record(step, params)`` called with the parameters after ``step`` updates at every
+            ``step % record_every == 0`` of the first phase and once at its end.
+        record_every: recording interval ``>= 1``.
+
+    Returns:
+        A :class:`MinimiseResult`.
+
+    Raises:
+        TypeError: a non-callable objective or ``record``, params that are not a dict of floating
+            tensors, a generator that is not a ``torch.Generator``, an objective that does not
+            return a 0-d floating tensor.
+        ValueError: an unknown optimizer or schedule, out-of-range numbers (negative steps, ...),
+            a per-seed ``lr`` tuple, a ``free`` mask whose keys or shapes differ from ``params``,
+            no free entry, a missing ``data`` or ``polish_data``, params of mixed dtype or device.
+    """
+    # ---- validation (every check before any work)
+    if not callable(objective):
+        raise TypeError(f"objective must be a callable objective(params, batch) -> scalar tensor, "
+                        f"got {type(objective).__name__}")
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if record is not None and not callable(record):
+        raise TypeError(f"record must be a callable record(step, params) or None, got {type(record).__name__}")
+    if not isinstance(params, Mapping) or not params:
+        raise TypeError("params must be a non-empty dict name -> floating tensor")
+    for k, v in params.items():
+        if not isinstance(k, str) or not isinstance(v, torch.Tensor) or not v.is_floating_point():
+            raise TypeError(f"params must map names (str) to floating tensors; entry {k!r} is {type(v).__name__}"
+                            + (f" of dtype {v.dtype}" if isinstance(v, torch.Tensor) else ""))
+    first = next(iter(params.values()))
+    mixed = [k for k, v in params.items() if v.dtype != first.dtype or v.device != first.device]
+    if mixed:
+        raise ValueError(f"params must share one dtype and device ({first.dtype}, {first.device}); "
+                         f"{mixed} differ")
+    if isinstance(lr, (list, tuple)):
+        raise ValueError(f"lr must be one number for minimise (per-seed tuples are for TrainConfig), got {lr!r}")
+    opt = OptimisationPart(steps=steps, lr=lr, optimizer=optimizer, betas=betas, eps=eps, momentum=momentum,
+                           weight_decay=weight_decay, clip=clip, schedule=schedule, warmup=warmup)
+    _check_momentum(opt.optimizer, opt.momentum)
+    check_int("polish_iters", polish_iters, minimum=0)
+    check_int("polish_history", polish_history, minimum=1)
+    check_real("polish_tolerance_grad", polish_tolerance_grad, nonnegative=True)
+    check_real("polish_tolerance_change", polish_tolerance_change, nonnegative=True)
+    check_int("record_every", record_every, minimum=1)
+    if opt.steps > 0 and data is None:
+        raise ValueError("data is required when steps > 0: a callable data(generator) -> batch or one fixed batch")
+    if polish_iters > 0 and polish_data is None:
+        raise ValueError("polish_data is required when polish_iters > 0: a callable polish_data(generator) -> batch "
+                         "or one fixed batch")
+    names = list(params)
+    shapes = [tuple(params[k].shape) for k in names]
+    if free is not None:
+        if not isinstance(free, Mapping) or set(free) != set(names):
+            got = sorted(free) if isinstance(free, Mapping) else type(free).__name__
+            raise ValueError(f"free must map exactly the keys of params {sorted(names)} to bool tensors, got {got}")
+        for k, shape in zip(names, shapes):
+            m = free[k]
+            if not isinstance(m, torch.Tensor) or m.dtype != torch.bool or tuple(m.shape) != shape:
+                what = f"{m.dtype} tensor of shape {tuple(m.shape)}" if isinstance(m, torch.Tensor) else type(m).__name__
+                raise ValueError(f"free[{k!r}] must be a bool tensor of shape {shape} (the entry's), got {what}")
+
+    # ---- flat view of the free entries
+    numels = [math.prod(sh) for sh in shapes]
+    base = torch.cat([params[k].detach().reshape(-1) for k in names]).clone()
+    if free is None:
+        idx = None
+    else:
+        mask_flat = torch.cat([free[k].reshape(-1) for k in names]).to(base.device)
+        idx = mask_flat.nonzero().squeeze(-1)
+        if idx.numel() == 0:
+            raise ValueError("free marks no entry as trained; at least one entry must be free")
+        if idx.numel() == base.numel():
+            idx = None
+
+    def unflatten(flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        full = flat if idx is None else base.index_put((idx,), flat)
+        out, o = {}, 0
+        for k, sh, n in zip(names, shapes, numels):
+            out[k] = full[o:o + n].view(sh)
+            o += n
+        return out
+
+    checked = [False]
+
+    def f(x: torch.Tensor, batch: Any) -> torch.Tensor:
+        value = objective(unflatten(x), batch)
+        if not checked[0]:
+            if not isinstance(value, torch.Tensor) or value.ndim != 0 or not value.is_floating_point():
+                what = (f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+                        if isinstance(value, torch.Tensor) else type(value).__name__)
+                raise TypeError(f"objective must return a 0-d floating tensor, got {what}")
+            checked[0] = True
+        return value
+
+    grad_and_value = torch.func.grad_and_value(f)
+    x = base.clone() if idx is None else base[idx].clone()
+    state = optimizer_state(opt.optimizer, opt.momentum, x)
+    sampler = _is_batch_sampler(data)
+
+    def view(x_: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in unflatten(x_.detach()).items()}
+
+    losses: list[torch.Tensor] = []
+    diverged: int | None = None
+    last_recorded = -1
+    t = 0
+    for t in range(opt.steps):
+        if record is not None and t % record_every == 0:
+            record(t, view(x))
+            last_recorded = t
+        batch = data(generator) if sampler else data
+        g, loss = grad_and_value(x, batch)
+        g, gnorm = clip_gradient(g, opt.clip)
+        new, new_state = optimizer_update(x, g, state, t, opt.lr * schedule_factor(opt.schedule, opt.warmup, opt.steps, t),
+                                          optimizer=opt.optimizer, betas=opt.betas, eps=opt.eps,
+                                          momentum=opt.momentum, weight_decay=opt.weight_decay)
+        losses.append(loss.detach())
+        if not (bool(torch.isfinite(loss)) and bool(torch.isfinite(gnorm)) and bool(torch.isfinite(new).all())):
+            diverged = t
+            break
+        x, state = new, new_state
+    taken = diverged if diverged is not None else opt.steps
+    if record is not None and last_recorded != taken:
+        record(taken, view(x))
+
+    polish_loss: float | None = None
+    if polish_iters > 0 and diverged is None:
+        pbatch = polish_data(generator) if _is_batch_sampler(polish_data) else polish_data
+        xp = x.detach().clone().requires_grad_(True)
+        lbfgs = torch.optim.LBFGS([xp], lr=1.0, max_iter=polish_iters, history_size=polish_history,
+                                  tolerance_grad=polish_tolerance_grad, tolerance_change=polish_tolerance_change,
+                                  line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            g_, v_ = grad_and_value(xp.detach(), pbatch)
+            xp.grad = g_
+            return v_.detach()
+
+        lbfgs.step(closure)
+        x = xp.detach()
+        polish_loss = float(f(x, pbatch))
+    loss_hist = torch.stack(losses) if losses else torch.empty(0, dtype=base.dtype, device=base.device)
+    return MinimiseResult(view(x), loss_hist, diverged, taken, polish_loss)
 
 
 def resolve_engine(config: TrainConfig, device: torch.device | str = "cpu") -> str:
