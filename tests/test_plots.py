@@ -4,7 +4,7 @@ Every figure is built from data written to a real run store (or given as arrays)
 against that data: the median line's y-data equals ``np.median`` over seeds of what was logged,
 the inter-quartile band spans ``np.quantile(·, [0.25, 0.75])``, heatmap images hold the matrices
 and share one colour range, and the written files are a valid PNG (signature, IHDR size) and a
-parseable SVG, registered as artifacts of the run.
+parseable SVG. Plotting never writes to the store, even one open for writing.
 """
 
 from __future__ import annotations
@@ -83,9 +83,7 @@ def test_distance_plot_median_and_band_equal_stored_metric(store: RunStore) -> N
     assert saved.png == store.root / "figures" / "r1" / "distance.png"
     _check_png(saved.png)
     _check_svg(saved.svg)
-    arts = store.artifacts("r1", "figure")
-    assert sorted(a.path for a in arts) == sorted(saved.paths)
-    assert {a.meta["format"] for a in arts} == {"png", "svg"}
+    assert saved.runs == ("r1",) and store.artifacts("r1") == []  # figures are not written into the store
     ax = saved.figure.axes[0]
     assert ax.get_yscale() == "log"
     steps = np.arange(12) * 10
@@ -209,8 +207,6 @@ def test_save_figure_is_reproducible_bytes(tmp_path: Path) -> None:
     b = plots.save_figure(fig, tmp_path / "b", "f")
     assert a.png.read_bytes() == b.png.read_bytes()
     assert a.svg.read_bytes() == b.svg.read_bytes()
-    with pytest.raises(ValueError, match="no store"):
-        plots.save_figure(fig, tmp_path, "f", runs=["x"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -301,7 +297,7 @@ def test_plot_store_all_kinds_from_real_runs(trained, report) -> None:
             _check_svg(f.svg)
             assert f.png.parent == (s.root / "figures" / (f.runs[0] if len(f.runs) == 1 else ""))
             for rn in f.runs:
-                assert f.png in {a.path for a in s.artifacts(rn, "figure")}
+                assert s.artifacts(rn) == []
         # the distance panel of the family run: median of the stored family distance
         dist = next(f for f in report.figures if f.name == "distance" and f.runs == (names[4],))
         fam = s.metrics(names[4], "family_distance")["family_distance"]
@@ -317,7 +313,8 @@ def test_loss_vs_depth_points_are_stored_final_losses(trained) -> None:
         ref = [np.median(s.results(n)["final_loss"]) for n in (names[0], names[4])]
         np.testing.assert_array_equal(line.get_xdata(), [1.0, 2.0])
         np.testing.assert_allclose(line.get_ydata(), ref, rtol=1e-15)
-        bayes = s.results(names[0])["bayes_loss"]["value"]
+        assert "bayes_loss" not in s.results(names[0])  # estimated in memory, not recorded
+        bayes = plots.bayes_loss_estimate(configs[0])[0]
         np.testing.assert_allclose(_line(saved.figure, "bayes").get_ydata(), [bayes, bayes], rtol=1e-15)
         with pytest.raises(ValueError, match="single value of 'n'"):
             plots.plot_loss_vs(s, names, x="n")
@@ -331,7 +328,7 @@ def test_grid_cells_are_final_loss_over_bayes(trained) -> None:
         for n, c in zip(names[:4], configs[:4]):
             i = ["exp", "linear"].index(c.activations[0])
             j = ["exp", "linear"].index(c.task.split(":")[1])
-            ref = np.median(s.results(n)["final_loss"]) / s.results(n)["bayes_loss"]["value"]
+            ref = np.median(s.results(n)["final_loss"]) / plots.bayes_loss_estimate(c)[0]
             assert cells[i, j] == pytest.approx(ref, rel=1e-14)
 
 
@@ -376,3 +373,63 @@ def test_bayes_estimate_standard_error_matches_the_spread_of_independent_estimat
     ses = np.array([s for _, s in est])
     ratio = float(values.std(ddof=1) / ses.mean())
     assert 0.7 < ratio < 1.4, f"replicate spread / reported SE = {ratio:.3f}"
+
+
+def _rows(root: Path, table: str) -> list[tuple]:
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{root / 'store.sqlite'}?mode=ro", uri=True)
+    try:
+        return con.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
+    finally:
+        con.close()
+
+
+def test_plotting_from_a_writable_store_writes_nothing_to_it(trained, tmp_path: Path) -> None:
+    """Every kind of figure, drawn from a store open for writing, leaves its results and artifacts
+    rows as they were; the Bayes line is the in-memory estimate. A ``bayes_loss`` recorded the old
+    way (a dict with ``value``, as earlier versions of the plots wrote it) is read and drawn."""
+    root, names, configs = trained
+    results, artifacts = _rows(root, "results"), _rows(root, "artifacts")
+    assert "bayes_loss" not in {row[1] for row in results}
+    with RunStore(root) as s:
+        rep = plots.plot_store(s, ["all"], runs=names, out=tmp_path / "f")
+        loss = plots.plot_loss(s, names[0], out=tmp_path / "g")
+    assert len(rep.figures) >= 3 * len(names)
+    assert _rows(root, "results") == results and _rows(root, "artifacts") == artifacts
+    est = plots.bayes_loss_estimate(configs[0])[0]
+    assert list(_line(loss.figure, "bayes").get_ydata()) == [est, est]
+
+    # a store holding a result recorded by an earlier version: the recorded number is drawn
+    old = tmp_path / "old"
+    with RunStore(old) as s:
+        run = s.create_run({"name": "old"}, name="old")
+        s.log_metrics(run, 0, {"loss": np.array([1.0, 2.0])}, seeds=[0, 1])
+        s.log_metrics(run, 5, {"loss": np.array([0.5, 0.25])}, seeds=[0, 1])
+        s.log_result(run, "bayes_loss", {"value": 0.2, "standard_error": 0.01, "prompts": 8192,
+                                         "method": "monte-carlo"})
+    before = _rows(old, "results")
+    with RunStore(old, read_only=True) as s:
+        saved = plots.plot_loss(s, "old", out=tmp_path / "h")
+    assert list(_line(saved.figure, "bayes").get_ydata()) == [0.2, 0.2]
+    assert _rows(old, "results") == before
+
+
+def test_record_bayes_loss_writes_the_estimate_once(trained, tmp_path: Path) -> None:
+    """The explicit writer records the same number the figures estimate, and keeps an existing one."""
+    import shutil
+
+    from landscape.experiment.bayes import record_bayes_loss
+
+    root, names, configs = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    with RunStore(copy) as s:
+        v = record_bayes_loss(s, names[0])
+        assert v == plots.bayes_loss_estimate(configs[0])[0]
+        rec = s.results(names[0])["bayes_loss"]
+        assert rec["value"] == v and rec["prompts"] == 8192 and rec["standard_error"] > 0
+        s.log_result(names[1], "bayes_loss", 0.5)
+        assert record_bayes_loss(s, names[1]) == 0.5 and s.results(names[1])["bayes_loss"] == 0.5
+    with RunStore(copy, read_only=True) as s, pytest.raises(ValueError, match="read-only"):
+        record_bayes_loss(s, names[2])

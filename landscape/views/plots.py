@@ -6,10 +6,13 @@ Two layers:
   plain numbers, so studies can call them directly;
 * **store functions** (``plot_*`` taking a :class:`~landscape.experiment.store.RunStore` and run names) read
   everything they show from the run store (metrics, results, configs, final weights), build the
-  figure with the array functions, write PNG and SVG next to the data (``<store>/figures/...``)
-  and, when the store is open for writing, register both files as ``"figure"`` artifacts of the
-  runs they show. A store opened read-only (``landscape plot``) is never written: the Bayes-loss
-  estimate of a run without a ``bayes_loss`` result is then kept in memory, not recorded.
+  figure with the array functions and write PNG and SVG next to the data (``<store>/figures/...``).
+
+Figures read, never write: no store function changes the store, whether it is open read-only
+(``landscape plot``) or writable (no results, no artifacts). The Bayes-optimal
+loss of a run without a recorded ``bayes_loss`` result is estimated in memory (cached by config
+hash); recording it is :func:`landscape.experiment.bayes.record_bayes_loss`'s job, done where
+results are produced (every point of a sweep).
 
 Figures are built on :class:`matplotlib.figure.Figure` objects directly — never through
 ``pyplot`` — so importing this module changes no global matplotlib state (no backend switch, no
@@ -41,6 +44,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from landscape.experiment.bayes import bayes_loss_estimate, stored_bayes_loss
 from landscape.experiment.metrics import is_distance_key, metric_label, metric_sort_key, parse_metric_key
 from landscape.experiment.store import MetricSeries, Run, RunStore
 from landscape.experiment.train import stored_config
@@ -88,7 +92,7 @@ class SavedFigure:
     Attributes:
         name: file stem (``"distance"``).
         paths: the written files, one per format in :data:`FIGURE_FORMATS` (PNG first).
-        runs: names of the runs whose data it shows (the figure is an artifact of each).
+        runs: names of the runs whose data it shows.
         figure: the matplotlib figure (to inspect the plotted data).
     """
 
@@ -169,32 +173,24 @@ def save_figure(
     directory: str | os.PathLike[str],
     name: str,
     *,
-    store: RunStore | None = None,
-    runs: Sequence[Run | str | int] = (),
-    meta: Mapping[str, Any] | None = None,
+    runs: Sequence[Run | str] = (),
     dpi: int = 150,
 ) -> SavedFigure:
-    """Write ``fig`` as PNG and SVG and register both files as artifacts of ``runs``.
+    """Write ``fig`` as PNG and SVG (atomically, reproducible bytes); touch no run store.
 
     Args:
         fig: the figure.
         directory: output folder (created if missing).
         name: file stem; characters other than letters, digits, ``_ . -`` become ``_``.
-        store: the run store to register the files in (None, or a store opened read-only:
-            write the files only).
-        runs: runs the figure shows; each gets both files as ``"figure"`` artifacts.
-        meta: JSON metadata stored with the artifacts (the figure ``name`` and ``format`` are
-            added).
+        runs: the runs (or their names) the figure shows, recorded in :attr:`SavedFigure.runs`.
+            To register the files as artifacts of a run, the code that produces results calls
+            :meth:`landscape.experiment.store.RunStore.add_artifact` itself; figures never write
+            to a store.
         dpi: PNG resolution.
 
     Returns:
         The :class:`SavedFigure`.
-
-    Raises:
-        ValueError: ``runs`` given without ``store``.
     """
-    if runs and store is None:
-        raise ValueError("runs were given but no store to register the figure in")
     out = Path(directory).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     stem = _slug(name)
@@ -209,16 +205,8 @@ def save_figure(
             fig.savefig(tmp, format=fmt, dpi=dpi, metadata=md)
         tmp.replace(path)
         paths.append(path.resolve())
-    run_names: list[str] = []
-    if store is not None:
-        for run in runs:
-            r = store._resolve(run) if isinstance(run, Run) else store.get_run(run)
-            run_names.append(r.name)
-            if store.read_only:
-                continue  # a read-only store is never written: the files are the output
-            for path, fmt in zip(paths, FIGURE_FORMATS):
-                store.add_artifact(r, "figure", path, {**dict(meta or {}), "name": stem, "format": fmt})
-    return SavedFigure(stem, tuple(paths), tuple(run_names), fig)
+    names = tuple(r.name if isinstance(r, Run) else str(r) for r in runs)
+    return SavedFigure(stem, tuple(paths), names, fig)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -544,10 +532,6 @@ def comparison_grid_figure(
 # Reading the run store
 # ----------------------------------------------------------------------------------------------
 
-_BAYES_RESULT = "bayes_loss"
-_BAYES_PROMPTS = 8192
-
-
 def _resolve(store: RunStore, run: Run | str | int) -> Run:
     return store._resolve(run) if isinstance(run, Run) else store.get_run(run)
 
@@ -623,94 +607,27 @@ def _final_per_seed(store: RunStore, run: Run) -> np.ndarray:
     return out
 
 
-def bayes_loss_estimate(config: Any, *, prompts: int = _BAYES_PROMPTS, seed: int = 0) -> tuple[float, float] | None:
-    r"""Monte-Carlo estimate of the Bayes-optimal in-context loss of a training config's task.
-
-    The Bayes risk is :math:`\mathbb E[\mathrm{Var}(y_{n+1}\mid x_{1:n+1}, y_{1:n})]`, averaged over
-    ``prompts`` covariate draws in float64:
-
-    * GP data (Cheng, Chen, Sra 2024, Prop. 2): the posterior variance
-      :math:`K_{qq} - k_q^\top K_{nn}^{-1}k_q` (:func:`landscape.theory.algorithms.bayes_risk`; the
-      noise variance is on the Gram diagonal);
-    * linear regression with prior :math:`w\sim N(0,\Lambda)` (:math:`\Lambda = I` or
-      :math:`\Sigma^{-1}`) and noise std :math:`s`: :math:`x_q^\top(\Lambda^{-1} + XX^\top/s^2)^{-1}x_q + s^2`;
-      for :math:`s = 0`, :math:`x_q^\top(\Lambda - \Lambda X(X^\top\Lambda X)^{-1}X^\top\Lambda)x_q`,
-      which is exactly 0 when :math:`n \ge d`.
-
-    Args:
-        config: a :class:`landscape.experiment.train.TrainConfig`.
-        prompts: Monte-Carlo sample size.
-        seed: seed of the covariate draws.
-
-    Returns:
-        ``(value, standard_error)``, or None for tasks without a closed-form Bayes predictor
-        (classification, feature tokens).
-    """
-    import dataclasses
-
-    import torch
-
-    from landscape.theory.algorithms import bayes_risk
-    from landscape.experiment.train import make_task
-
-    kind = config.task.partition(":")[0]
-    if kind not in ("gp", "linear"):
-        return None
-    cfg = dataclasses.replace(config, dtype="float64", device="cpu")
-    task = make_task(cfg)
-    g = torch.Generator().manual_seed(seed)
-    batch = task.sample(prompts, g)
-    n, d = config.n, config.d
-    if kind == "gp":
-        K = batch.latent["K"]
-        risk = bayes_risk(K[:, :-1, :-1], K[:, :-1, -1], K[:, -1, -1])
-        return float(risk.value), float(risk.standard_error)
-    if config.noise == 0 and n >= d:
-        return 0.0, 0.0
-    lam = task.task_covariance()
-    eye = torch.eye(d, dtype=torch.float64)
-    lam = eye if lam is None else lam.to(torch.float64)
-    X = batch.X[..., :n]
-    xq = batch.X[..., n]
-    if config.noise > 0:
-        s2 = config.noise**2
-        C = torch.linalg.inv(torch.linalg.inv(lam) + X @ X.transpose(-1, -2) / s2)
-        per = (xq.unsqueeze(-2) @ C @ xq.unsqueeze(-1)).reshape(-1) + s2
-    else:
-        LX = lam @ X
-        G = X.transpose(-1, -2) @ LX
-        C = lam - LX @ torch.linalg.solve(G, LX.transpose(-1, -2))
-        per = (xq.unsqueeze(-2) @ C @ xq.unsqueeze(-1)).reshape(-1)
-    return float(per.mean()), float(per.std(correction=1) / math.sqrt(prompts))
-
-
 _BAYES_CACHE: dict[str, tuple[float, float] | None] = {}
-"""Bayes-loss estimates by config hash (deterministic: fixed prompts and seed), for read-only stores."""
+"""Bayes-loss estimates by config hash (deterministic: fixed prompts and seed), kept in memory."""
 
 
 def _bayes_loss(store: RunStore, run: Run, config: Any | None = None) -> float | None:
-    """The Bayes-optimal loss of a run's task: the ``bayes_loss`` result, else estimated.
+    """The Bayes-optimal loss of a run's task: its recorded ``bayes_loss`` result, else estimated.
 
-    The estimate is recorded as the run's ``bayes_loss`` result only in a store opened writable;
-    a read-only store (``landscape plot``) is never written, the estimate is kept in memory.
+    Read-only: an estimate (:func:`~landscape.experiment.bayes.bayes_loss_estimate`) is cached in
+    memory by config hash and never written to the store; recording it is
+    :func:`landscape.experiment.bayes.record_bayes_loss`'s job (a sweep does it for its points).
     """
-    res = store.results(run).get(_BAYES_RESULT)
-    if isinstance(res, (int, float)) and not isinstance(res, bool):
-        return float(res)
-    if isinstance(res, Mapping) and isinstance(res.get("value"), (int, float)):
-        return float(res["value"])
+    have = stored_bayes_loss(store.results(run))
+    if have is not None:
+        return have
     config = stored_config(run) if config is None else config
     if config is None:
         return None
     if run.config_hash not in _BAYES_CACHE:
         _BAYES_CACHE[run.config_hash] = bayes_loss_estimate(config)
     est = _BAYES_CACHE[run.config_hash]
-    if est is None:
-        return None
-    if not store.read_only:
-        store.log_result(run, _BAYES_RESULT, {"value": est[0], "standard_error": est[1],
-                                              "prompts": _BAYES_PROMPTS, "method": "monte-carlo"})
-    return est[0]
+    return None if est is None else est[0]
 
 
 def plot_distance(
@@ -726,8 +643,7 @@ def plot_distance(
     Reads the metrics ``keys`` (default :func:`distance_keys`); keys that differ only by a layer or
     head index share a panel (one curve per layer), e.g. ``dist_identity.layer{l}.head0``,
     ``dist_identity_whitened.layer{l}.head0`` and ``family_distance`` give three panels. Writes
-    ``distance.png``/``.svg`` under ``<store>/figures/<run>/`` (or ``<out>/<run>/``), registered
-    as artifacts of the run.
+    ``distance.png``/``.svg`` under ``<store>/figures/<run>/`` (or ``<out>/<run>/``).
 
     Args:
         store: the run store.
@@ -756,8 +672,7 @@ def plot_distance(
         curves[k] = (steps, values)
         panels.setdefault(metric_label(parse_metric_key(k).name), []).append(k)
     fig = distance_figure(curves, panels=panels, log_y=log_y, title=f"{r.name}: distance to construction")
-    return save_figure(fig, _figure_dir(store, r, out), "distance", store=store, runs=[r],
-                       meta={"keys": keys})
+    return save_figure(fig, _figure_dir(store, r, out), "distance", runs=[r])
 
 
 def plot_loss(
@@ -771,7 +686,7 @@ def plot_loss(
     """Training loss curves of every seed of a run, the median in bold, and the Bayes-optimal loss.
 
     The Bayes loss is the run's ``bayes_loss`` result; for a training run without one it is
-    estimated once (:func:`bayes_loss_estimate`) and recorded. Writes ``<key>.png``/``.svg``.
+    estimated in memory (:func:`bayes_loss_estimate`, never written). Writes ``<key>.png``/``.svg``.
 
     Args:
         store: the run store.
@@ -793,7 +708,7 @@ def plot_loss(
         bayes = None  # a zero Bayes risk (noiseless, n >= d) has no place on a log axis
     fig = loss_curves_figure(steps, values, [int(s) for s in seeds], bayes=bayes, ylabel=key,
                              log_y=log_y, title=f"{r.name}: {key}")
-    return save_figure(fig, _figure_dir(store, r, out), key, store=store, runs=[r], meta={"key": key})
+    return save_figure(fig, _figure_dir(store, r, out), key, runs=[r])
 
 
 def plot_heatmaps(
@@ -845,7 +760,6 @@ def plot_heatmaps(
         learned = {k: v.numpy() for k, v in params.items()}
         construction = {k: proj.point[k].numpy() for k in params}
         title = f"{r.name}, seed {seed}: family {family.name}, distance {proj.distance:.3g}"
-        meta: dict[str, Any] = {"family": family.name, "distance": proj.distance}
     else:
         spec = config.spec
         ids = identity_distances({k: v[None] for k, v in params.items()}, spec, sigma)
@@ -862,10 +776,8 @@ def plot_heatmaps(
                 learned[name] = W[l, h].numpy()
                 construction[name] = (ids.alpha[0, l, h] * eye).numpy()
         title = f"{r.name}, seed {seed}: nearest multiple of the identity"
-        meta = {"family": None, "distance": ids.whitened[0].tolist()}
     fig = matrix_heatmaps_figure(learned, construction, title=title)
-    return save_figure(fig, _figure_dir(store, r, out), f"heatmap-seed{seed}", store=store, runs=[r],
-                       meta={**meta, "seed": seed})
+    return save_figure(fig, _figure_dir(store, r, out), f"heatmap-seed{seed}", runs=[r])
 
 
 def _training_runs(store: RunStore, runs: Sequence[Run | str | int] | None) -> list[tuple[Run, Any]]:
@@ -903,9 +815,9 @@ def plot_loss_vs(
     One curve per attention model (activation); runs that differ in another config entry
     (other than the master ``seed``, whose seeds are pooled) get separate curves labelled with
     it. Each point is the median over seeds of the run's ``final_loss`` with the IQR; the
-    Bayes-optimal loss of the data (:func:`bayes_loss_estimate`, recorded in the store) is the
+    Bayes-optimal loss of the data (its ``bayes_loss`` result, else :func:`bayes_loss_estimate` in memory) is the
     dashed line, one per data setting. Writes ``loss-vs-<x>.png``/``.svg`` under
-    ``<store>/figures``, registered as artifacts of every run shown.
+    ``<store>/figures``.
 
     Args:
         store: the run store.
@@ -959,8 +871,8 @@ def plot_loss_vs(
     xlabel = "layers L" if x == "layers" else "context length n"
     fig = loss_vs_figure(curves, bayes=bayes_lines or None, xlabel=xlabel, ylabel="final held-out loss",
                          log_y=log_y, title=f"final loss vs {xlabel}")
-    return save_figure(fig, _figure_dir(store, None, out), f"loss-vs-{x}", store=store,
-                       runs=[r for r, _ in pairs], meta={"x": x})
+    return save_figure(fig, _figure_dir(store, None, out), f"loss-vs-{x}",
+                       runs=[r for r, _ in pairs])
 
 
 def plot_grid(
@@ -1012,8 +924,7 @@ def plot_grid(
         title=label + (" (largest depth and context per cell)" if dup else ""),
     )
     shown = [r for (_, r, _c) in cells.values()]
-    return save_figure(fig, _figure_dir(store, None, out), "grid", store=store, runs=shown,
-                       meta={"ratio": use_ratio, "rows": rows, "cols": cols})
+    return save_figure(fig, _figure_dir(store, None, out), "grid", runs=shown)
 
 
 @dataclass(frozen=True)
