@@ -304,8 +304,8 @@ def spectrum_figure(
         ax.set_ylabel("number of eigenvalues")
         handles += ax.get_legend_handles_labels()[0]
         n_neg = int(np.sum(ev < -1e-10 * max(1.0, float(np.abs(ev).max()))))
-        ax.text(0.99, 0.97, f"{n_neg} negative of {ev.size}; min {ev.min():.3g}, max {ev.max():.3g}",
-                transform=ax.transAxes, ha="right", va="top", fontsize="small")
+        ax.set_title(f"{n_neg} negative of {ev.size}; smallest {ev.min():.3g}, largest {ev.max():.3g}",
+                     fontsize="small")
     if density is not None:
         import torch
 
@@ -325,7 +325,7 @@ def spectrum_figure(
         else:
             handles = [dl]
     ax.set_xlabel("Hessian eigenvalue λ")
-    ax.legend(handles=handles, fontsize="x-small", loc="upper center")
+    ax.legend(handles=handles, fontsize="x-small", loc="upper right")
     ax.grid(True, alpha=0.3)
     _title(fig, title or "Hessian spectrum")
     return fig

@@ -91,7 +91,7 @@ def data_label(config: Any, *, short: bool = False) -> str:
     return kind if short else _TASKS.get(kind, config.task)
 
 
-def setting_label(config: Any, *, seeds: int | None = None, layers: bool = True) -> str:
+def setting_label(config: Any, *, seeds: int | None = None, layers: bool = True, show_seeds: bool = True) -> str:
     """Task, sizes, model, depth, family and seeds of a training config in one line.
 
     ``"GP labels, exp kernel, d=2, n=4 · kernel attention (exp), L=2 · family fgd · 3 seeds"``.
@@ -100,6 +100,7 @@ def setting_label(config: Any, *, seeds: int | None = None, layers: bool = True)
         config: a training config.
         seeds: the number of seeds shown (default ``config.seeds``).
         layers: include the depth ``L`` (off for figures across depths).
+        show_seeds: include the seed count (off for a figure of one seed, which names it).
 
     Returns:
         The label.
@@ -116,7 +117,8 @@ def setting_label(config: Any, *, seeds: int | None = None, layers: bool = True)
     if getattr(config, "family", None):
         parts.append(f"family {config.family}")
     S = config.seeds if seeds is None else seeds
-    parts.append(f"{S} seed{'s' if S != 1 else ''}")
+    if show_seeds:
+        parts.append(f"{S} seed{'s' if S != 1 else ''}")
     return " · ".join(parts)
 
 

@@ -485,7 +485,9 @@ def loss_vs_figure(
         order = np.argsort(x, kind="stable")
         x, v = x[order], v[order]
         rows, q25, med, q75 = seed_quantiles(v)
-        err = np.vstack([med - q25, q75 - med])
+        with np.errstate(invalid="ignore"):  # inf - inf where diverged seeds make a quartile infinite
+            err = np.vstack([med - q25, q75 - med])
+        err = np.where(np.isfinite(err), err, np.nan)
         cont = ax.errorbar(x[rows], med, yerr=err, marker="o", ms=4, capsize=3, label=str(label))
         cont.lines[0].set_gid(f"median:{label}")
         all_vals.append(v)
@@ -495,7 +497,9 @@ def loss_vs_figure(
         bx = _as_1d(f"bayes[{blabel!r}] x", bx_)
         by = np.broadcast_to(np.asarray(by_, dtype=np.float64), bx.shape)
         order = np.argsort(bx, kind="stable")
-        (bl,) = ax.plot(bx[order], by[order], ls=styles[i % len(styles)], color="black", label=blabel)
+        single = bx.size == 1  # one x: a line of one point is invisible, draw a wide tick
+        (bl,) = ax.plot(bx[order], by[order], ls=styles[i % len(styles)], color="black", label=blabel,
+                        marker="_" if single else None, ms=28 if single else 0, mew=1.6)
         bl.set_gid("bayes" if len(lines) == 1 else f"bayes:{blabel}")
         all_vals.append(by[:, None])
     if log_y and _positive_for_log(*all_vals):
@@ -504,7 +508,16 @@ def loss_vs_figure(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     _title(fig, title or f"{ylabel} vs {xlabel}")
-    ax.legend(fontsize="small")
+    n_seeds = max(v.shape[1] for v in all_vals[:len(curves)])
+    if n_seeds > 1:
+        from matplotlib.lines import Line2D
+
+        handles, labels = ax.get_legend_handles_labels()
+        handles.append(Line2D([], [], color="0.4", marker="|", ms=10, ls=""))
+        labels.append(f"error bars: interquartile range over {n_seeds} seeds")
+        ax.legend(handles, labels, fontsize="small")
+    else:
+        ax.legend(fontsize="small")
     ax.grid(True, which="both", alpha=0.3)
     return fig
 
@@ -526,7 +539,8 @@ def comparison_grid_figure(
 
     Rows are attention activations, columns the data kernel of the GP labels (Cheng, Chen, Sra
     2024, Fig. 2: the activation matching the kernel has the lowest loss, ratio → 1). Missing
-    cells are NaN and left blank. Drawn with :func:`seaborn.heatmap`; the cell image is the
+    cells are NaN and left blank; an infinite cell (most seeds diverged) reads "∞ (diverged)". Drawn
+    with :func:`seaborn.heatmap`; the cell image is the
     axes' first collection (``ax.collections[0].get_array()`` is ``values`` row-major).
 
     Args:
@@ -563,6 +577,8 @@ def comparison_grid_figure(
         cbar_kws={"label": cbar_label},
         linewidths=0.5,
     )
+    for i, j in zip(*np.nonzero(np.isinf(v))):  # an infinite median: most seeds diverged
+        ax.text(j + 0.5, i + 0.5, "∞ (diverged)", ha="center", va="center", fontsize="small", color="0.3")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     _title(fig, title or cbar_label)
@@ -829,7 +845,7 @@ def plot_heatmaps(
         learned = {k: v.numpy() for k, v in params.items()}
         construction = {k: proj.point[k].numpy() for k in params}
         title = (f"Seed {seed} (left) and the nearest point of family {family.name} (right), relative distance "
-                 f"{proj.distance:.3g}: {setting_label(config, seeds=1)}")
+                 f"{proj.distance:.3g}: {setting_label(config, show_seeds=False)}")
     else:
         spec = config.spec
         ids = identity_distances({k: v[None] for k, v in params.items()}, spec, sigma)
@@ -846,7 +862,7 @@ def plot_heatmaps(
                 learned[name] = W[l, h].numpy()
                 construction[name] = (ids.alpha[0, l, h] * eye).numpy()
         title = (f"Seed {seed}: attention matrix of each layer (left) and its nearest multiple of the identity "
-                 f"(right): {setting_label(config, seeds=1)}")
+                 f"(right): {setting_label(config, show_seeds=False)}")
     fig = matrix_heatmaps_figure(learned, construction, title=title)
     return save_figure(fig, _figure_dir(store, r, out), f"heatmap-seed{seed}", runs=[r])
 
@@ -941,7 +957,7 @@ def plot_loss_vs(
     }
     xlabel = "layers L" if x == "layers" else "context length n"
     fig = loss_vs_figure(curves, bayes=bayes_lines or None, xlabel=xlabel, ylabel="final held-out loss",
-                         log_y=log_y, title=f"final loss vs {xlabel}")
+                         log_y=log_y, title=f"Final held-out loss vs {xlabel}: {_common_setting(pairs)}")
     return save_figure(fig, _figure_dir(store, None, out), f"loss-vs-{x}",
                        runs=[r for r, _ in pairs])
 
@@ -1168,7 +1184,7 @@ def plot_spectrum(
     store: RunStore,
     run: Run | str | int,
     *,
-    seed: int = 0,
+    seed: int | None = None,
     samples: int = 4096,
     dense_max: int = 600,
     out: str | os.PathLike[str] | None = None,
@@ -1182,8 +1198,16 @@ def plot_spectrum(
     min(P, 40) Lanczos steps). The store is only read (the weights are loaded read-only).
     Writes ``spectrum-seed<seed>.png``/``.svg`` under ``<store>/figures/<run>/``.
 
+    Args:
+        store: the run store.
+        run: a finished training run.
+        seed: which seed (default: the first that did not diverge).
+        samples: Monte-Carlo prompts of the loss where no exact one is known.
+        dense_max: largest parameter count for the dense Hessian.
+        out: output folder.
+
     Raises:
-        ValueError: not a finished training run, or a seed out of range.
+        ValueError: not a finished training run, a seed out of range or diverged, every seed diverged.
     """
     import torch
 
@@ -1194,7 +1218,14 @@ def plot_spectrum(
 
     r = _resolve(store, run)
     tr = load_trained(store.root, r.name)
+    if seed is None:
+        alive = [i for i in range(tr.seeds) if bool(tr.alive[i])]
+        if not alive:
+            raise ValueError(f"every seed of run {r.name!r} diverged: no trained weights to take a Hessian at")
+        seed = alive[0]
     k = tr.check_seed(seed)
+    if not bool(tr.alive[k]) or not bool(torch.isfinite(tr.final[k]).all()):
+        raise ValueError(f"seed {k} of run {r.name!r} diverged: no Hessian at its weights")
     problem = tr.config.problem(tr.sigma)
     oracle, desc = landscape_oracle(problem, tr.task, tr.spec, samples=samples,
                                     generator=torch.Generator().manual_seed(0))
@@ -1202,11 +1233,14 @@ def plot_spectrum(
     P = int(flat.numel())
     gen = torch.Generator().manual_seed(0)
     if P <= dense_max:
-        ev, sd = torch.linalg.eigvalsh(hessian(oracle, flat)), None
+        H = hessian(oracle, flat)
+        if not bool(torch.isfinite(H).all()):
+            raise ValueError(f"the Hessian at seed {k} of run {r.name!r} is not finite (the loss overflows there)")
+        ev, sd = torch.linalg.eigvalsh(H), None
     else:
         ev, sd = None, spectral_density(hessian_operator(oracle, flat), gen, probes=8, steps=min(P, 40))
     title = (f"Hessian spectrum at seed {k}'s trained weights ({P} parameters; {desc}): "
-             f"{setting_label(tr.config, seeds=1)}")
+             f"{setting_label(tr.config, show_seeds=False)}")
     fig = spectrum_figure(ev, sd, title=title)
     return save_figure(fig, _figure_dir(store, r, out), f"spectrum-seed{k}", runs=[r])
 
