@@ -634,3 +634,24 @@ def test_spectrum_plot_holds_the_hessian_eigenvalues(trained) -> None:
     assert ax.get_xlabel() == "Hessian eigenvalue λ" and ax.get_ylabel() == "number of eigenvalues"
     assert ax.get_legend() is not None
     _titles_inside(saved.figure)
+
+
+def test_spectrum_figure_draws_the_slq_density_of_a_known_matrix() -> None:
+    """SLQ branch: the density line is the SpectralDensity's own smoothed density on the drawn grid;
+    its integral is 1 and its mean is tr(H)/P = 3.5 (eigenvalues 1..6 of a diagonal matrix; with
+    Rademacher probes vᵀHv/vᵀv is exactly the mean eigenvalue, so the SLQ mean is exact)."""
+    from landscape.numeric.spectrum import spectral_density
+    from landscape.views.evidence import spectrum_figure
+
+    H = torch.diag(torch.arange(1.0, 7.0, dtype=torch.float64))
+    sd = spectral_density(H, torch.Generator().manual_seed(0), probes=4, steps=6)
+    fig = spectrum_figure(None, sd)
+    line = _line(fig, "density")
+    x, y = line.get_xdata(), line.get_ydata()
+    bw = 0.01 * float(sd.nodes.max() - sd.nodes.min())
+    np.testing.assert_allclose(y, sd.density(torch.tensor(x), bw).numpy(), rtol=1e-12)
+    assert np.trapezoid(y, x) == pytest.approx(1.0, abs=1e-3)
+    assert np.trapezoid(x * y, x) == pytest.approx(3.5, abs=1e-2)
+    assert fig.axes[0].get_xlabel() == "Hessian eigenvalue λ" and fig.axes[0].get_legend() is not None
+    with pytest.raises(ValueError, match="needs eigenvalues"):
+        spectrum_figure()

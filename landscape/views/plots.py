@@ -255,19 +255,21 @@ def distance_figure(
     xlabel: str = "step",
     log_y: bool = True,
     title: str | None = None,
+    band_label: bool = False,
 ) -> Figure:
     r"""Distance to the construction against training step: median over seeds with IQR band.
 
     One curve per entry of ``curves`` (e.g. one per layer, ``Dist(Σ^{1/2} A_l Σ^{1/2}, I)`` for
     :math:`l = 0, \dots, L-1`, Ahn et al. 2023, Fig. 2). The line of each curve has gid
     ``"median:<key>"`` (the key of ``curves``); its y-data is the median over seeds at each step.
-    The legend shows ``labels[key]`` (default: the key) and names the shaded band.
+    The legend shows ``labels[key]`` (default: the key) and, with ``band_label``, names the shaded band.
 
     Args:
         curves: label ↦ ``(steps (n_steps,), values (n_steps, n_seeds))``.
         panels: panel title ↦ keys of the curves drawn in it (one axes each, side by side);
             None puts every curve in one axes.
         labels: key ↦ legend label (human words; default the key).
+        band_label: add a legend entry ``"shaded: interquartile range over S seeds"``.
         ylabel, xlabel, title: axis labels and title.
         log_y: logarithmic y axes (switched off per panel if a value is <= 0).
 
@@ -302,7 +304,7 @@ def distance_figure(
         ax.set_ylabel(ylabel)
         if panel:
             ax.set_title(wrap_title(panel, 5.0, fontsize=10), fontsize=10)
-        if n_seeds > 1:
+        if band_label and n_seeds > 1:
             _legend_with_band(ax, n_seeds)
         else:
             ax.legend(fontsize="small")
@@ -453,6 +455,7 @@ def loss_vs_figure(
     ylabel: str = "final loss",
     log_y: bool = True,
     title: str | None = None,
+    band_label: bool = False,
 ) -> Figure:
     r"""Final loss against a size (depth or context length) for several models, with Bayes line.
 
@@ -467,6 +470,7 @@ def loss_vs_figure(
             ``"bayes:<label>"`` when there are several), or None.
         xlabel, ylabel, title: labels.
         log_y: logarithmic y axis (switched off automatically if a value is <= 0).
+        band_label: add a legend entry ``"error bars: interquartile range over S seeds"``.
 
     Returns:
         The figure.
@@ -509,7 +513,7 @@ def loss_vs_figure(
     ax.set_ylabel(ylabel)
     _title(fig, title or f"{ylabel} vs {xlabel}")
     n_seeds = max(v.shape[1] for v in all_vals[:len(curves)])
-    if n_seeds > 1:
+    if band_label and n_seeds > 1:
         from matplotlib.lines import Line2D
 
         handles, labels = ax.get_legend_handles_labels()
@@ -520,6 +524,16 @@ def loss_vs_figure(
         ax.legend(fontsize="small")
     ax.grid(True, which="both", alpha=0.3)
     return fig
+
+
+def _colour_range(v: np.ndarray) -> dict[str, float]:
+    """A colour range around a table whose finite cells are all equal (seaborn would pick ±0.1 around 0)."""
+    finite = v[np.isfinite(v)]
+    if finite.size and finite.min() == finite.max():
+        x = float(finite[0])
+        half = 0.5 * abs(x) if x != 0 else 1.0
+        return {"vmin": x - half, "vmax": x + half}
+    return {}
 
 
 def comparison_grid_figure(
@@ -576,6 +590,7 @@ def comparison_grid_figure(
         yticklabels=list(row_labels),
         cbar_kws={"label": cbar_label},
         linewidths=0.5,
+        **_colour_range(v),
     )
     for i, j in zip(*np.nonzero(np.isinf(v))):  # an infinite median: most seeds diverged
         ax.text(j + 0.5, i + 0.5, "∞ (diverged)", ha="center", va="center", fontsize="small", color="0.3")
@@ -725,7 +740,7 @@ def plot_distance(
     labels = {k: _curve_label(k) for k in keys}
     n_seeds = max(v.shape[1] for _, v in curves.values())
     setting = setting_label(config, seeds=n_seeds) if config is not None else r.name
-    fig = distance_figure(curves, panels=panels, labels=labels, log_y=log_y,
+    fig = distance_figure(curves, panels=panels, labels=labels, log_y=log_y, band_label=True,
                           title=f"Distance to the construction, median over seeds: {setting}")
     return save_figure(fig, _figure_dir(store, r, out), "distance", runs=[r])
 
@@ -956,7 +971,7 @@ def plot_loss_vs(
         for lab, bx in bayes.items()
     }
     xlabel = "layers L" if x == "layers" else "context length n"
-    fig = loss_vs_figure(curves, bayes=bayes_lines or None, xlabel=xlabel, ylabel="final held-out loss",
+    fig = loss_vs_figure(curves, bayes=bayes_lines or None, xlabel=xlabel, ylabel="final held-out loss", band_label=True,
                          log_y=log_y, title=f"Final held-out loss vs {xlabel}: {_common_setting(pairs)}")
     return save_figure(fig, _figure_dir(store, None, out), f"loss-vs-{x}",
                        runs=[r for r, _ in pairs])
