@@ -948,7 +948,7 @@ def plot_loss_vs(
     groups: dict[str, dict[float, list[np.ndarray]]] = {}
     bayes: dict[str, dict[float, list[float]]] = {}
     for (r, c), cfg in zip(pairs, settings):
-        extra = ", ".join(f"{k}={cfg[k]}" for k in differing)
+        extra = ", ".join(f"{'L' if k == 'layers' else k}={cfg[k]}" for k in differing)
         label = _model_label(c) + (f" | {extra}" if extra else "")
         groups.setdefault(label, {}).setdefault(float(getattr(c, x)), []).append(_final_per_seed(store, r))
         b = _bayes_loss(store, r, c)
@@ -1180,7 +1180,7 @@ def _grouped_per_seed(pairs: Sequence[tuple[Run, Any]], x: str, fetch: Any,
         if got is None:
             raise ValueError(f"run {r.name!r} has no final {what} distance")
         vals, ylabel = got
-        extra = ", ".join(f"{k}={cfg[k]}" for k in differing)
+        extra = ", ".join(f"{'L' if k == 'layers' else k}={cfg[k]}" for k in differing)
         label = _model_label(c) + (f" | {extra}" if extra else "")
         by_label.setdefault(label, {}).setdefault(float(getattr(c, x)), []).append(vals)
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
