@@ -18,7 +18,7 @@ PKG = ROOT / "landscape"
 
 # lowest first; a module may import its own layer and any layer listed before it
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("_checks", "_expr", "_forms", "tolerances"),
+    ("_checks", "_expr", "_forms", "_progress", "tolerances"),
     ("core",),
     ("theory",),
     ("recipe",),

@@ -141,3 +141,39 @@ def test_real_quick_study_through_the_cli(tmp_path: Path, capsys: pytest.Capture
     with RunStore(out) as store:
         (run,) = [r for r in store.list_runs() if r.name.startswith("study-huang2023")]
         assert store.results(run)  # claims recorded
+
+
+def test_progress_on_stderr_quiet_silences_it_and_stdout_is_unchanged(
+        tiny_study, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A study prints a start and an end line on stderr and, when it is silent for longer than the
+    progress interval, ``running, N s`` lines (the study here sleeps 0.4 s; interval 0.05 s);
+    ``--quiet`` prints nothing on stderr; stdout is byte-identical with and without it."""
+    import shutil
+    import time
+
+    import landscape._progress as progress
+
+    tiny_study(385.0)
+    real = sys.modules["analysis.tinytest"].run
+
+    def slow(ctx: StudyContext) -> StudyResult:
+        time.sleep(0.4)
+        return real(ctx)
+
+    monkeypatch.setattr(sys.modules["analysis.tinytest"], "run", slow)
+    monkeypatch.setattr(progress, "PROGRESS_LINE_SECONDS", 0.05)
+    out_dir = tmp_path / "run"
+    for extra in ([], ["--json"]):
+        assert main(["reproduce", "tinytest", "--quick", "--out", str(out_dir), *extra]) == 0
+        out, err = capsys.readouterr()
+        lines = err.splitlines()
+        desc = "reproduce tinytest (quick size, seed 0)"
+        assert lines[0] == f"{desc}: started, output in {out_dir}"
+        assert lines[-1].startswith(f"{desc}: done in ") and lines[-1].endswith(" s, 1/1 claims hold")
+        beats = [ln for ln in lines[1:-1] if ln.startswith(f"{desc}: running, ")]
+        assert beats and len(beats) == len(lines) - 2
+        shutil.rmtree(out_dir)
+        assert main(["reproduce", "tinytest", "--quick", "--out", str(out_dir), "--quiet", *extra]) == 0
+        out_q, err_q = capsys.readouterr()
+        assert err_q == "" and out_q == out and out.strip()
+        shutil.rmtree(out_dir)

@@ -302,3 +302,68 @@ def test_a_sweep_whose_point_diverged_everywhere_exits_1(tmp_path: Path, capsys:
     out, err = capsys.readouterr()
     assert rc == 1 and "every seed diverged at grid point(s) 0" in err
     assert "2 trained, 0 skipped, 0 failed" in out
+
+
+# ----------------------------------------------------------------------------------------------
+# Progress on stderr, --quiet, and the Bayes loss recorded by the sweep
+# ----------------------------------------------------------------------------------------------
+
+
+def _without_timings(text: str) -> str:
+    import re
+
+    text = re.sub(r'"(seconds|wall_time)": [0-9.e+-]+', r'"\1": T', text)
+    return re.sub(r"\d+\.\d+ s\b", "T s", text)
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_sweep_progress_on_stderr_and_quiet(json_flag: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Without a terminal (pytest's stderr) a sweep prints a line per cell as it starts and finishes,
+    and its training's periodic lines (every step here); ``--quiet`` prints nothing on stderr, and
+    stdout is the same bytes but for wall times, with and without it."""
+    import shutil
+
+    import landscape.experiment.train as tr
+
+    monkeypatch.setattr(tr, "PROGRESS_LINE_SECONDS", 0.0)
+    f = _write(tmp_path, "s.toml", TINY_TOML)
+    root = tmp_path / "store"
+    assert main(["sweep", str(f), "--out", str(root), *json_flag]) == 0
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert [ln for ln in lines if ln.startswith("sweep tiny: cell")] == [
+        "sweep tiny: cell 1/2 (layers=1; 2 seeds) training",
+        next(ln for ln in lines if ln.startswith("sweep tiny: cell 1/2 (layers=1; 2 seeds) trained in ")),
+        "sweep tiny: cell 2/2 (layers=2; 2 seeds) training",
+        next(ln for ln in lines if ln.startswith("sweep tiny: cell 2/2 (layers=2; 2 seeds) trained in ")),
+    ]
+    assert "1/2 done, ETA" in err and "2/2 done" in err
+    assert sum("step 20/20" in ln for ln in lines) == 2  # each cell's training reports its steps
+    shutil.rmtree(root)
+    assert main(["--quiet", "sweep", str(f), "--out", str(root), *json_flag]) == 0
+    out_q, err_q = capsys.readouterr()
+    assert err_q == ""
+    assert _without_timings(out_q) == _without_timings(out) and out_q.strip()
+    shutil.rmtree(root)
+    assert main(["sweep", str(f), "--out", str(root), "--quiet", *json_flag]) == 0
+    out_q2, err_q2 = capsys.readouterr()
+    assert err_q2 == "" and _without_timings(out_q2) == _without_timings(out)
+    # resuming: skipped cells are reported too
+    assert main(["sweep", str(f), "--out", str(root), *json_flag]) == 0
+    err = capsys.readouterr().err
+    assert "sweep tiny: cell 2/2 (layers=2; 2 seeds) already finished -> run-" in err
+
+
+def test_sweep_records_the_bayes_loss_of_each_point(tmp_path: Path) -> None:
+    """Where results are produced: every trained point gets its ``bayes_loss`` result, equal to
+    the estimate of its config (linear regression, noiseless, n = 4 >= d = 2: exactly 0)."""
+    from landscape.experiment.bayes import bayes_loss_estimate
+
+    spec = load_sweep(_write(tmp_path, "s.toml", TINY_TOML.replace('task = "linear"', 'task = "gp:exp"')
+                             .replace("[base]", "[base]\nattention = \"kernel\"")))
+    res = run_sweep(spec, tmp_path / "store")
+    with RunStore(tmp_path / "store", read_only=True) as s:
+        for p, point in zip(res.points, expand_grid(spec)):
+            rec = s.results(p.run)["bayes_loss"]
+            assert rec["value"] == bayes_loss_estimate(point.config)[0] and 0 < rec["value"] < 1

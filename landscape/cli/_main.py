@@ -12,6 +12,10 @@ memory (``MemoryError``, a CUDA out-of-memory error). Any other exception is a b
 is printed, followed by the one-line message, and the exit status is 1. ``landscape --debug ...``
 or ``LANDSCAPE_DEBUG=1`` prints the traceback of every error.
 
+Progress: long work (training, sweeps, studies, certificates) reports progress on stderr — a bar
+on a terminal, a line every few seconds otherwise (:mod:`landscape._progress`). ``--quiet``
+(accepted by every command, and before the command) silences it; stdout is the same either way.
+
 Exit status: 0 success; 1 a result that fails (a failed check, a non-stationary verdict, a claim
 that does not hold, every seed diverged ...: see each command's help) or an internal error; 2 bad
 input or an error of the environment (file system, database, memory); 130 interrupted.
@@ -156,6 +160,8 @@ def build_parser(*, raise_errors: bool = False) -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true",
                         help="print the traceback of every error (accepted anywhere; also LANDSCAPE_DEBUG=1)")
+    parser.add_argument("--quiet", action="store_true", dest="quiet_all",
+                        help="no progress on stderr, for every command (also accepted after the command)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
@@ -169,7 +175,14 @@ def build_parser(*, raise_errors: bool = False) -> argparse.ArgumentParser:
 
     for command_parser in sub.choices.values():
         add_threads_arg(command_parser)
+        _add_quiet_arg(command_parser)
     return parser
+
+
+def _add_quiet_arg(parser: argparse.ArgumentParser) -> None:
+    """``--quiet`` on a command: silence its progress lines and bars (stderr); stdout is unchanged."""
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress on stderr (bars, periodic lines); results on stdout are unchanged")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -199,11 +212,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     command = args.command
     as_json = bool(getattr(args, "json", False)) or as_json
+    from landscape._progress import quieted
     from landscape.cli._args import apply_threads
 
     try:
         apply_threads(args)
-        return int(args.func(args) or 0)
+        with quieted(bool(getattr(args, "quiet", False) or getattr(args, "quiet_all", False))):
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"landscape {command}: interrupted", file=sys.stderr)
         return 130

@@ -1,12 +1,17 @@
 r"""``landscape plot RUN_DIR``: draw the figures of a run store (PNG and SVG; the store is only read).
 
 Per training run: ``distance`` (distance to the construction vs step, median and IQR over seeds,
-one curve per layer), ``loss`` (training loss of every seed, Bayes-optimal line) and ``heatmap``
-(learned vs construction matrices of seed 0). Across runs: ``depth`` / ``context`` (final loss vs
-layers / context length per activation, with the Bayes line) and ``grid`` (activation × data
-kernel, final loss over Bayes loss). ``all`` (default) makes every one the data supports and lists
-the others with the reason they were skipped. Figures go to ``RUN_DIR/figures`` (or ``--out``).
-The store is opened read-only: plotting writes the figure files and nothing else.
+one curve per layer), ``loss`` (held-out loss of every seed up to the last step, with the
+Bayes-optimal line), ``heatmap`` (learned vs construction matrices of seed 0) and ``spectrum``
+(Hessian eigenvalues at seed 0's trained weights; computed, so made only when asked for). Across
+runs: ``depth`` / ``context`` (final loss vs layers / context length per activation, with the Bayes
+line), ``grid`` (activation × data kernel, final loss over Bayes loss), ``seeds`` (the final
+distance of every seed, one box per run) and ``distance-depth`` / ``distance-context`` (final
+distance vs layers / context length, one line per activation with the seed band). ``all``
+(default) makes every one the data supports but ``spectrum`` (and a grid of one cell) and lists the
+others with the reason they were skipped. Titles name the task, attention, family and seeds.
+Figures go to ``RUN_DIR/figures`` (or ``--out``). The store is opened read-only: plotting writes
+the figure files and nothing else.
 
 Exit status: 0 when at least one figure was written, 1 when none could be, 2 on bad arguments.
 """
@@ -25,12 +30,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Register ``landscape plot``."""
     p = subparsers.add_parser(
         "plot",
-        help="draw the figures of a run store (distance, loss, heatmap, depth, context, grid)",
+        help="draw the figures of a run store (distance, loss, heatmap, depth, context, grid, seeds, spectrum, ...)",
         description=(__doc__ or "").split("\n\n")[1] if __doc__ else None,
     )
     p.add_argument("run_dir", type=Path, help="run store directory (holds store.sqlite)")
     p.add_argument("--kind", action="append", choices=(*PLOT_KINDS, "all"), default=None,
-                   help="figure kind (repeatable; default: all)")
+                   help="figure kind (repeatable; default: all, which leaves out spectrum)")
     p.add_argument("--run", action="append", default=None, dest="runs",
                    help="only this run (name; repeatable; default: every finished training run)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/figures)")

@@ -6,6 +6,11 @@ imports the study lazily (only the one asked for), runs it with :func:`analysis.
 — which records the claims, tables and figures in the run store under ``--out`` and writes
 ``<out>/report.md`` — and prints where the report is together with a one-line summary per claim.
 
+Progress goes to stderr: a line when the study starts and when it ends, the training progress of
+every run it trains (a bar on a terminal, a line every 10 s otherwise) and, off a terminal, a
+``running, N s`` line whenever nothing else was printed for 10 s. ``--quiet`` silences it;
+stdout (the summary or the JSON) is unchanged.
+
 Exit status: 0 if every claim of the study holds, 1 if at least one does not (a disagreement
 with the paper is a finding, reported with its numbers), 2 on bad arguments (unknown study,
 negative seed, ...).
@@ -78,7 +83,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=seed_int, default=0, help="master seed (default 0)")
     p.add_argument("--device", default=None,
                    help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--progress", action="store_true", help="show progress bars")
+    p.add_argument("--progress", action="store_true",
+                   help="(the default now: progress is always on stderr; --quiet silences it)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     p.set_defaults(func=run)
 
@@ -95,9 +101,12 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         ValueError: unknown study, negative seed, or a device torch does not know.
     """
+    import time
+
     import torch
 
     from analysis._study import StudyContext, execute
+    from landscape._progress import Heartbeat, enabled, note
 
     from landscape._checks import check_int
 
@@ -110,8 +119,14 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown --device {device!r}: {exc}") from None
     out = args.out if args.out is not None else Path("runs") / args.study
     ctx = StudyContext(quick=bool(args.quick), out=Path(out), seed=args.seed, device=device,
-                       progress=bool(getattr(args, "progress", False)))
-    result, report = execute(args.study, study, ctx)
+                       progress=enabled())
+    desc = f"reproduce {args.study} ({'quick' if ctx.quick else 'full'} size, seed {ctx.seed})"
+    note(f"{desc}: started, output in {ctx.out}")
+    t0 = time.perf_counter()
+    with Heartbeat(desc):
+        result, report = execute(args.study, study, ctx)
+    n_ok = sum(c.holds for c in result.claims)
+    note(f"{desc}: done in {time.perf_counter() - t0:.1f} s, {n_ok}/{len(result.claims)} claims hold")
     if args.json:
         from landscape.cli import emit_json
 
@@ -124,7 +139,6 @@ def run(args: argparse.Namespace) -> int:
         })
     else:
         print(f"report: {report}")
-        n_ok = sum(c.holds for c in result.claims)
         print(f"{args.study}: {n_ok}/{len(result.claims)} claims hold ({'quick' if ctx.quick else 'full'} size, "
               f"seed {ctx.seed})")
         for c in result.claims:

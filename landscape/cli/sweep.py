@@ -5,6 +5,11 @@ r"""``landscape sweep FILE``: train a grid of configs × seeds into one run stor
 finished in the store are skipped. ``--executor ray`` runs one Ray task per grid point
 (``--address`` of a cluster, or none / ``local`` to start a local one).
 
+Progress goes to stderr: a line per grid point as it starts and finishes (``sweep NAME: cell
+3/12 (layers=2; 4 seeds) trained in 4.1 s -> run-…; 3/12 done, ETA 30 s``) and, with the local
+executor, each point's training progress (a bar on a terminal, a line every 10 s otherwise).
+``--quiet`` silences it; stdout (the per-point lines, the summary or the JSON) is unchanged.
+
 Exit status: 0 when every point trained or was already finished; 1 when a point failed or
 every seed of a trained point diverged; 2 on a bad or empty sweep file, bad arguments, or an error
 of the file system or the run store.
@@ -40,7 +45,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="run store directory (default: runs/<sweep name>)")
     p.add_argument("--dry-run", action="store_true",
                    help="validate and list the grid points without training")
-    p.add_argument("--progress", action="store_true", help="show training progress (local executor)")
+    p.add_argument("--progress", action="store_true",
+                   help="(the default now: progress is always on stderr; --quiet silences it)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(func=run)
     return p
@@ -75,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     on_point = None if args.json else (lambda r: print(_line(r), flush=True))
     result = run_sweep(spec, out, executor=args.executor, address=args.address,
-                       num_cpus=args.num_cpus, progress=args.progress, on_point=on_point)
+                       num_cpus=args.num_cpus, progress=True, on_point=on_point)
     if args.json:
         emit_json(result.to_dict())
     else:

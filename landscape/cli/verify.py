@@ -326,8 +326,9 @@ def _weights_line(weights: dict[str, Any], family: str) -> str:
 
 
 def _progress(message: str) -> None:
-    sys.stderr.write(f"[verify] {message}\n")
-    sys.stderr.flush()
+    from landscape._progress import note
+
+    note(f"[verify] {message}")  # stderr; silenced by --quiet
 
 
 def _verdict_line(cert: Any) -> str:

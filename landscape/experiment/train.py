@@ -83,7 +83,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from landscape import recipe
+from landscape import _progress, recipe
 from landscape._checks import check_choice, check_int, check_real
 from landscape.experiment.summary import seed_median
 from landscape.theory.families import (
@@ -1727,37 +1727,27 @@ def _measure(spec: ModelSpec, family: Family | None, sigma: torch.Tensor | None,
 
 # ---------------------------------------------------------------------- the loop
 def _progress_enabled(progress: bool) -> bool:
-    if not progress:
-        return False
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
+    """A tqdm bar: progress asked for, not ``--quiet``, stderr a terminal (:mod:`landscape._progress`)."""
+    return _progress.bar_enabled(progress)
 
 
-PROGRESS_LINE_SECONDS = 10.0
+PROGRESS_LINE_SECONDS = _progress.PROGRESS_LINE_SECONDS
 """Seconds between two progress lines on stderr when it is not a terminal (no bar there)."""
 
 
 class _ProgressLines:
-    """Progress of a run on a non-terminal stderr: one line (step, median live loss, elapsed, ETA)
-    whenever :data:`PROGRESS_LINE_SECONDS` have passed since the last one; nothing for shorter runs."""
+    """Progress of a run on a non-terminal stderr (:class:`landscape._progress.ProgressLines`): one
+    line (step, median live loss, diverged seeds, elapsed, ETA) every :data:`PROGRESS_LINE_SECONDS`."""
 
     def __init__(self, desc: str, step0: int, total: int) -> None:
-        self.desc, self.step0, self.total = desc, step0, total
-        self.t0 = self.last = time.perf_counter()
+        self.lines = _progress.ProgressLines(desc, step0, total, interval=PROGRESS_LINE_SECONDS)
 
     def step(self, step: int, loss: torch.Tensor, alive: torch.Tensor) -> None:
-        now = time.perf_counter()
-        if now - self.last < PROGRESS_LINE_SECONDS:
+        if time.perf_counter() - self.lines.last < self.lines.interval:
             return
-        self.last = now
         live = loss[alive]
         med = float(seed_median(live)) if live.numel() else math.nan
-        done = step - self.step0
-        eta = (now - self.t0) / done * (self.total - step) if done > 0 else math.nan
-        print(f"{self.desc}: step {step}/{self.total}, loss {med:.4g}, diverged {int((~alive).sum())}, "
-              f"{now - self.t0:.0f} s, ETA {eta:.0f} s", file=sys.stderr, flush=True)
+        self.lines.update(step, f", loss {med:.4g}, diverged {int((~alive).sum())}")
 
 
 def _state_dict(state: TrainState, gen: torch.Generator, batch: tuple[torch.Tensor, torch.Tensor] | None,
@@ -1929,7 +1919,7 @@ def _train_locked(config: TrainConfig, dev: torch.device, spec: ModelSpec, sigma
                disable=not _progress_enabled(progress), dynamic_ncols=True, file=sys.stderr)
     # without a terminal, progress goes to stderr as a line every PROGRESS_LINE_SECONDS
     lines = _ProgressLines(f"train {config.seeds} seeds [{engine}]", state.step, T) \
-        if progress and not _progress_enabled(progress) else None
+        if _progress.enabled(progress) and not _progress_enabled(progress) else None
     try:
         while state.step < T:
             t = state.step

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["PLOT_KINDS"]
+__all__ = ["PLOT_KINDS", "DEFAULT_SKIPS"]
 
-PLOT_KINDS: tuple[str, ...] = ("distance", "loss", "heatmap", "depth", "context", "grid")
-"""Kinds of figure :func:`landscape.views.plots.plot_store` knows (``"all"`` selects every one)."""
+PLOT_KINDS: tuple[str, ...] = ("distance", "loss", "heatmap", "depth", "context", "grid", "seeds",
+                               "distance-depth", "distance-context", "spectrum")
+"""Kinds of figure :func:`landscape.views.plots.plot_store` knows (``"all"`` selects every one but
+those of :data:`DEFAULT_SKIPS`)."""
+
+DEFAULT_SKIPS: tuple[str, ...] = ("spectrum",)
+"""Kinds ``"all"`` leaves out because they compute (a Hessian per run): ask for them by name."""

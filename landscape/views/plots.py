@@ -6,10 +6,13 @@ Two layers:
   plain numbers, so studies can call them directly;
 * **store functions** (``plot_*`` taking a :class:`~landscape.experiment.store.RunStore` and run names) read
   everything they show from the run store (metrics, results, configs, final weights), build the
-  figure with the array functions, write PNG and SVG next to the data (``<store>/figures/...``)
-  and, when the store is open for writing, register both files as ``"figure"`` artifacts of the
-  runs they show. A store opened read-only (``landscape plot``) is never written: the Bayes-loss
-  estimate of a run without a ``bayes_loss`` result is then kept in memory, not recorded.
+  figure with the array functions and write PNG and SVG next to the data (``<store>/figures/...``).
+
+Figures read, never write: no store function changes the store, whether it is open read-only
+(``landscape plot``) or writable (no results, no artifacts). The Bayes-optimal
+loss of a run without a recorded ``bayes_loss`` result is estimated in memory (cached by config
+hash); recording it is :func:`landscape.experiment.bayes.record_bayes_loss`'s job, done where
+results are produced (every point of a sweep).
 
 Figures are built on :class:`matplotlib.figure.Figure` objects directly — never through
 ``pyplot`` — so importing this module changes no global matplotlib state (no backend switch, no
@@ -35,16 +38,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from landscape.experiment.bayes import bayes_loss_estimate, stored_bayes_loss
 from landscape.experiment.metrics import is_distance_key, metric_label, metric_sort_key, parse_metric_key
 from landscape.experiment.store import MetricSeries, Run, RunStore
 from landscape.experiment.train import stored_config
-from landscape.views.kinds import PLOT_KINDS
+from landscape.views.kinds import DEFAULT_SKIPS, PLOT_KINDS
+from landscape.views.labels import data_label, model_label, setting_label, wrap_title
 
 __all__ = [
     "FIGURE_FORMATS",
@@ -63,6 +67,9 @@ __all__ = [
     "plot_heatmaps",
     "plot_loss_vs",
     "plot_grid",
+    "plot_seed_distances",
+    "plot_distance_vs",
+    "plot_spectrum",
     "plot_store",
     "PlotReport",
     "bayes_loss_estimate",
@@ -88,7 +95,7 @@ class SavedFigure:
     Attributes:
         name: file stem (``"distance"``).
         paths: the written files, one per format in :data:`FIGURE_FORMATS` (PNG first).
-        runs: names of the runs whose data it shows (the figure is an artifact of each).
+        runs: names of the runs whose data it shows.
         figure: the matplotlib figure (to inspect the plotted data).
     """
 
@@ -131,7 +138,9 @@ def seed_quantiles(values: object) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
 
     For each row ``i`` of ``values`` (a step), the NaN-ignoring quantiles
     :math:`Q_{0.25}, Q_{0.5}, Q_{0.75}` of ``values[i, :]`` (linear interpolation, as
-    :func:`numpy.nanquantile`). Rows where every entry is NaN are dropped.
+    :func:`numpy.nanquantile`). Rows where every entry is NaN are dropped. An infinite value (a
+    diverged seed) counts as larger than every finite one; a quantile between two infinite order
+    statistics is that infinity.
 
     Args:
         values: array ``(n_steps, n_seeds)`` (or ``(n_steps,)`` for one seed).
@@ -147,7 +156,11 @@ def seed_quantiles(values: object) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     if keep.size == 0:
         empty = np.empty(0)
         return keep, empty, empty, empty
-    q = np.nanquantile(arr[keep], _QUANTILES, axis=1)
+    with np.errstate(invalid="ignore"):  # inf - inf when interpolating between two diverged seeds
+        q = np.nanquantile(arr[keep], _QUANTILES, axis=1)
+    bad = np.isnan(q)
+    if bad.any():  # both neighbours infinite: the quantile is that infinity (nearest order statistic)
+        q[bad] = np.nanquantile(arr[keep], _QUANTILES, axis=1, method="nearest")[bad]
     return keep, q[0], q[1], q[2]
 
 
@@ -169,56 +182,31 @@ def save_figure(
     directory: str | os.PathLike[str],
     name: str,
     *,
-    store: RunStore | None = None,
-    runs: Sequence[Run | str | int] = (),
-    meta: Mapping[str, Any] | None = None,
+    runs: Sequence[Run | str] = (),
     dpi: int = 150,
 ) -> SavedFigure:
-    """Write ``fig`` as PNG and SVG and register both files as artifacts of ``runs``.
+    """Write ``fig`` as PNG and SVG (through :func:`landscape.views.save.save_figure`: atomically, reproducible
+    bytes); touch no run store.
 
     Args:
         fig: the figure.
         directory: output folder (created if missing).
         name: file stem; characters other than letters, digits, ``_ . -`` become ``_``.
-        store: the run store to register the files in (None, or a store opened read-only:
-            write the files only).
-        runs: runs the figure shows; each gets both files as ``"figure"`` artifacts.
-        meta: JSON metadata stored with the artifacts (the figure ``name`` and ``format`` are
-            added).
+        runs: the runs (or their names) the figure shows, recorded in :attr:`SavedFigure.runs`.
+            To register the files as artifacts of a run, the code that produces results calls
+            :meth:`landscape.experiment.store.RunStore.add_artifact` itself; figures never write
+            to a store.
         dpi: PNG resolution.
 
     Returns:
         The :class:`SavedFigure`.
-
-    Raises:
-        ValueError: ``runs`` given without ``store``.
     """
-    if runs and store is None:
-        raise ValueError("runs were given but no store to register the figure in")
-    out = Path(directory).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    from landscape.views.save import save_figure as write_files
+
     stem = _slug(name)
-    paths: list[Path] = []
-    for fmt in FIGURE_FORMATS:
-        path = out / f"{stem}.{fmt}"
-        tmp = out / f".{stem}.{os.getpid()}.tmp.{fmt}"
-        # Metadata without dates keeps the files reproducible byte for byte.
-        md = {"Software": None} if fmt == "png" else {"Date": None}
-        # A fixed salt makes the SVG element ids deterministic (restored on exit).
-        with matplotlib.rc_context({"svg.hashsalt": "landscape"}):
-            fig.savefig(tmp, format=fmt, dpi=dpi, metadata=md)
-        tmp.replace(path)
-        paths.append(path.resolve())
-    run_names: list[str] = []
-    if store is not None:
-        for run in runs:
-            r = store._resolve(run) if isinstance(run, Run) else store.get_run(run)
-            run_names.append(r.name)
-            if store.read_only:
-                continue  # a read-only store is never written: the files are the output
-            for path, fmt in zip(paths, FIGURE_FORMATS):
-                store.add_artifact(r, "figure", path, {**dict(meta or {}), "name": stem, "format": fmt})
-    return SavedFigure(stem, tuple(paths), tuple(run_names), fig)
+    paths = [p.resolve() for p in write_files(fig, Path(directory).expanduser() / stem, formats=FIGURE_FORMATS, dpi=dpi)]
+    names = tuple(r.name if isinstance(r, Run) else str(r) for r in runs)
+    return SavedFigure(stem, tuple(paths), names, fig)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -226,13 +214,24 @@ def save_figure(
 # ----------------------------------------------------------------------------------------------
 
 
-def _band(ax: Axes, x: np.ndarray, values: np.ndarray, *, label: str, color: str | None) -> None:
+def _title(fig: Figure, text: str, *, ax: Axes | None = None, fontsize: float = 11.0) -> None:
+    """Set the figure's (or ``ax``'s) title, wrapped to the figure's width so it is never cut off."""
+    width = fig.get_figwidth() * (0.92 if ax is None else 0.92 / max(1, len(fig.axes)))
+    wrapped = wrap_title(text, width, fontsize=fontsize)
+    if ax is None:
+        fig.suptitle(wrapped, fontsize=fontsize)
+    else:
+        ax.set_title(wrapped, fontsize=fontsize)
+
+
+def _band(ax: Axes, x: np.ndarray, values: np.ndarray, *, label: str, color: str | None,
+          gid: str | None = None) -> None:
     rows, q25, med, q75 = seed_quantiles(values)
     if rows.size == 0:
         return
     xs = x[rows]
     (line,) = ax.plot(xs, med, label=label, color=color, lw=1.8)
-    line.set_gid(f"median:{label}")
+    line.set_gid(f"median:{label if gid is None else gid}")
     if values.shape[1] > 1:
         ax.fill_between(xs, q25, q75, color=line.get_color(), alpha=0.25, lw=0)
 
@@ -241,21 +240,26 @@ def distance_figure(
     curves: Mapping[str, tuple[object, object]],
     *,
     panels: Mapping[str, Sequence[str]] | None = None,
+    labels: Mapping[str, str] | None = None,
     ylabel: str = "distance to construction",
     xlabel: str = "step",
     log_y: bool = True,
     title: str | None = None,
+    band_label: bool = False,
 ) -> Figure:
     r"""Distance to the construction against training step: median over seeds with IQR band.
 
     One curve per entry of ``curves`` (e.g. one per layer, ``Dist(Σ^{1/2} A_l Σ^{1/2}, I)`` for
     :math:`l = 0, \dots, L-1`, Ahn et al. 2023, Fig. 2). The line of each curve has gid
-    ``"median:<label>"``; its y-data is the median over seeds at each step.
+    ``"median:<key>"`` (the key of ``curves``); its y-data is the median over seeds at each step.
+    The legend shows ``labels[key]`` (default: the key) and, with ``band_label``, names the shaded band.
 
     Args:
         curves: label ↦ ``(steps (n_steps,), values (n_steps, n_seeds))``.
-        panels: panel title ↦ labels of the curves drawn in it (one axes each, side by side);
+        panels: panel title ↦ keys of the curves drawn in it (one axes each, side by side);
             None puts every curve in one axes.
+        labels: key ↦ legend label (human words; default the key).
+        band_label: add a legend entry ``"shaded: interquartile range over S seeds"``.
         ylabel, xlabel, title: axis labels and title.
         log_y: logarithmic y axes (switched off per panel if a value is <= 0).
 
@@ -268,32 +272,45 @@ def distance_figure(
     if not curves:
         raise ValueError("distance_figure needs at least one curve")
     groups = {"": list(curves)} if panels is None else {k: list(v) for k, v in panels.items()}
-    for title_, labels in groups.items():
-        unknown = [lab for lab in labels if lab not in curves]
+    for title_, members in groups.items():
+        unknown = [lab for lab in members if lab not in curves]
         if unknown:
             raise ValueError(f"panel {title_!r} names unknown curves {unknown}; curves: {list(curves)}")
-    fig = Figure(figsize=(5.2 * len(groups) + 1.2, 4.2), layout="constrained")
+    names = dict(labels or {})
+    fig = Figure(figsize=(5.2 * len(groups) + 1.2, 4.4), layout="constrained")
     axes = fig.subplots(1, len(groups), squeeze=False)[0]
-    n_seeds = 1
-    for ax, (panel, labels) in zip(axes, groups.items()):
+    n_seeds = max(_as_2d("values", v).shape[1] for _, v in curves.values())
+    for ax, (panel, keys) in zip(axes, groups.items()):
         all_vals = []
-        for label in labels:
-            steps, values = curves[label]
-            v = _as_2d(f"curves[{label!r}] values", values)
-            x = _as_1d(f"curves[{label!r}] steps", steps, v.shape[0])
-            _band(ax, x, v, label=str(label), color=None)
+        for key in keys:
+            steps, values = curves[key]
+            v = _as_2d(f"curves[{key!r}] values", values)
+            x = _as_1d(f"curves[{key!r}] steps", steps, v.shape[0])
+            _band(ax, x, v, label=names.get(key, str(key)), color=None, gid=str(key))
             all_vals.append(v)
-            n_seeds = max(n_seeds, v.shape[1])
         if log_y and _positive_for_log(*all_vals):
             ax.set_yscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         if panel:
-            ax.set_title(panel, fontsize="medium")
-        ax.legend(fontsize="small")
+            ax.set_title(wrap_title(panel, 5.0, fontsize=10), fontsize=10)
+        if band_label and n_seeds > 1:
+            _legend_with_band(ax, n_seeds)
+        else:
+            ax.legend(fontsize="small")
         ax.grid(True, which="both", alpha=0.3)
-    fig.suptitle(title or f"{ylabel} (median and IQR over {n_seeds} seeds)")
+    _title(fig, title or f"{ylabel}: median over {n_seeds} seeds")
     return fig
+
+
+def _legend_with_band(ax: Axes, seeds: int, *, what: str = "shaded") -> None:
+    """The axes' legend with one more entry naming the band: ``"shaded: interquartile range over S seeds"``."""
+    from matplotlib.patches import Patch
+
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(Patch(facecolor="0.6", alpha=0.4, lw=0))
+    labels.append(f"{what}: interquartile range over {seeds} seeds")
+    ax.legend(handles, labels, fontsize="small")
 
 
 def loss_curves_figure(
@@ -302,20 +319,23 @@ def loss_curves_figure(
     seeds: Sequence[int] | None = None,
     *,
     bayes: float | None = None,
+    bayes_label: str = "Bayes-optimal loss",
     ylabel: str = "loss",
     log_y: bool = True,
     title: str | None = None,
 ) -> Figure:
-    r"""Training loss against step for every seed, with the median over seeds in bold.
+    r"""A loss against step for every seed, with the median over seeds in bold.
 
     Each seed's line has gid ``"seed:<s>"`` and the median line gid ``"median"``; a horizontal line
-    at ``bayes`` (gid ``"bayes"``) marks the Bayes-optimal loss when given.
+    at ``bayes`` (gid ``"bayes"``, legend ``"<bayes_label> = <value>"``) marks the Bayes-optimal
+    loss when given.
 
     Args:
         steps: ``(n_steps,)``.
         values: ``(n_steps, n_seeds)``.
         seeds: the seed of each column (default ``0..S-1``).
         bayes: Bayes-optimal loss, or None.
+        bayes_label: its legend label (the value is appended).
         ylabel, title: labels.
         log_y: logarithmic y axis (switched off automatically if a value is <= 0).
 
@@ -330,24 +350,25 @@ def loss_curves_figure(
     seed_list = list(range(v.shape[1])) if seeds is None else [int(s) for s in seeds]
     if len(seed_list) != v.shape[1]:
         raise ValueError(f"seeds has {len(seed_list)} entries but values has {v.shape[1]} columns")
-    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
     ax = fig.add_subplot()
     for j, s in enumerate(seed_list):
         ok = ~np.isnan(v[:, j])
-        (ln,) = ax.plot(x[ok], v[ok, j], lw=0.8, alpha=0.45, color="tab:blue")
+        (ln,) = ax.plot(x[ok], v[ok, j], lw=0.8, alpha=0.45, color="tab:blue",
+                        label="one seed" if j == 0 else None)
         ln.set_gid(f"seed:{s}")
     rows, _, med, _ = seed_quantiles(v)
     (ln,) = ax.plot(x[rows], med, lw=2.0, color="black", label=f"median of {v.shape[1]} seeds")
     ln.set_gid("median")
     if bayes is not None and math.isfinite(bayes):
-        bl = ax.axhline(bayes, ls="--", color="tab:red", label=f"Bayes-optimal ({bayes:.3g})")
+        bl = ax.axhline(bayes, ls="--", color="tab:red", label=f"{bayes_label} = {bayes:.3g}")
         bl.set_gid("bayes")
     extra = [np.array([bayes])] if bayes is not None else []
     if log_y and _positive_for_log(v, *extra):
         ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
-    ax.set_title(title or f"training {ylabel} ({v.shape[1]} seeds)")
+    _title(fig, title or f"{ylabel} ({v.shape[1]} seeds)")
     ax.legend(fontsize="small")
     ax.grid(True, which="both", alpha=0.3)
     return fig
@@ -412,7 +433,7 @@ def matrix_heatmaps_figure(
     assert im is not None
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8)
     if title:
-        fig.suptitle(title)
+        _title(fig, title)
     return fig
 
 
@@ -424,6 +445,7 @@ def loss_vs_figure(
     ylabel: str = "final loss",
     log_y: bool = True,
     title: str | None = None,
+    band_label: bool = False,
 ) -> Figure:
     r"""Final loss against a size (depth or context length) for several models, with Bayes line.
 
@@ -438,6 +460,7 @@ def loss_vs_figure(
             ``"bayes:<label>"`` when there are several), or None.
         xlabel, ylabel, title: labels.
         log_y: logarithmic y axis (switched off automatically if a value is <= 0).
+        band_label: add a legend entry ``"error bars: interquartile range over S seeds"``.
 
     Returns:
         The figure.
@@ -456,7 +479,9 @@ def loss_vs_figure(
         order = np.argsort(x, kind="stable")
         x, v = x[order], v[order]
         rows, q25, med, q75 = seed_quantiles(v)
-        err = np.vstack([med - q25, q75 - med])
+        with np.errstate(invalid="ignore"):  # inf - inf where diverged seeds make a quartile infinite
+            err = np.vstack([med - q25, q75 - med])
+        err = np.where(np.isfinite(err), err, np.nan)
         cont = ax.errorbar(x[rows], med, yerr=err, marker="o", ms=4, capsize=3, label=str(label))
         cont.lines[0].set_gid(f"median:{label}")
         all_vals.append(v)
@@ -466,7 +491,9 @@ def loss_vs_figure(
         bx = _as_1d(f"bayes[{blabel!r}] x", bx_)
         by = np.broadcast_to(np.asarray(by_, dtype=np.float64), bx.shape)
         order = np.argsort(bx, kind="stable")
-        (bl,) = ax.plot(bx[order], by[order], ls=styles[i % len(styles)], color="black", label=blabel)
+        single = bx.size == 1  # one x: a line of one point is invisible, draw a wide tick
+        (bl,) = ax.plot(bx[order], by[order], ls=styles[i % len(styles)], color="black", label=blabel,
+                        marker="_" if single else None, ms=28 if single else 0, mew=1.6)
         bl.set_gid("bayes" if len(lines) == 1 else f"bayes:{blabel}")
         all_vals.append(by[:, None])
     if log_y and _positive_for_log(*all_vals):
@@ -474,10 +501,29 @@ def loss_vs_figure(
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title or f"{ylabel} vs {xlabel}")
-    ax.legend(fontsize="small")
+    _title(fig, title or f"{ylabel} vs {xlabel}")
+    n_seeds = max(v.shape[1] for v in all_vals[:len(curves)])
+    if band_label and n_seeds > 1:
+        from matplotlib.lines import Line2D
+
+        handles, labels = ax.get_legend_handles_labels()
+        handles.append(Line2D([], [], color="0.4", marker="|", ms=10, ls=""))
+        labels.append(f"error bars: interquartile range over {n_seeds} seeds")
+        ax.legend(handles, labels, fontsize="small")
+    else:
+        ax.legend(fontsize="small")
     ax.grid(True, which="both", alpha=0.3)
     return fig
+
+
+def _colour_range(v: np.ndarray) -> dict[str, float]:
+    """A colour range around a table whose finite cells are all equal (seaborn would pick ±0.1 around 0)."""
+    finite = v[np.isfinite(v)]
+    if finite.size and finite.min() == finite.max():
+        x = float(finite[0])
+        half = 0.5 * abs(x) if x != 0 else 1.0
+        return {"vmin": x - half, "vmax": x + half}
+    return {}
 
 
 def comparison_grid_figure(
@@ -497,7 +543,8 @@ def comparison_grid_figure(
 
     Rows are attention activations, columns the data kernel of the GP labels (Cheng, Chen, Sra
     2024, Fig. 2: the activation matching the kernel has the lowest loss, ratio → 1). Missing
-    cells are NaN and left blank. Drawn with :func:`seaborn.heatmap`; the cell image is the
+    cells are NaN and left blank; an infinite cell (most seeds diverged) reads "∞ (diverged)". Drawn
+    with :func:`seaborn.heatmap`; the cell image is the
     axes' first collection (``ax.collections[0].get_array()`` is ``values`` row-major).
 
     Args:
@@ -533,20 +580,19 @@ def comparison_grid_figure(
         yticklabels=list(row_labels),
         cbar_kws={"label": cbar_label},
         linewidths=0.5,
+        **_colour_range(v),
     )
+    for i, j in zip(*np.nonzero(np.isinf(v))):  # an infinite median: most seeds diverged
+        ax.text(j + 0.5, i + 0.5, "∞ (diverged)", ha="center", va="center", fontsize="small", color="0.3")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title or cbar_label)
+    _title(fig, title or cbar_label)
     return fig
 
 
 # ----------------------------------------------------------------------------------------------
 # Reading the run store
 # ----------------------------------------------------------------------------------------------
-
-_BAYES_RESULT = "bayes_loss"
-_BAYES_PROMPTS = 8192
-
 
 def _resolve(store: RunStore, run: Run | str | int) -> Run:
     return store._resolve(run) if isinstance(run, Run) else store.get_run(run)
@@ -562,20 +608,13 @@ def _metric_keys(store: RunStore, run: Run) -> list[str]:
 
 
 def _model_label(config: Any) -> str:
-    """Attention of a config in words: ``"linear attn"`` or the kernel activations joined by ``+``."""
-    if config.attention == "linear":
-        return "linear attn" if config.heads == 1 else f"linear attn x{config.heads}"
-    return "+".join(config.activations)
+    """Short attention label (:func:`landscape.views.labels.model_label`): ``"linear attn"``, ``"exp"``."""
+    return model_label(config, short=True)
 
 
 def _data_label(config: Any) -> str:
-    """Data kernel of a GP task (``"exp"`` for ``"gp:exp"``, the terms joined by ``+`` for a composite
-    ``data_kernel``), else the task name."""
-    kind, _, kern = config.task.partition(":")
-    terms = getattr(config, "data_kernel", None)
-    if kind == "gp" and terms:
-        return "+".join(k for _, k, _ in terms)
-    return kern if kind == "gp" else kind
+    """Short data label (:func:`landscape.views.labels.data_label`): ``"exp"`` for ``"gp:exp"``, else the task."""
+    return data_label(config, short=True)
 
 
 def distance_keys(store: RunStore, run: Run | str | int) -> list[str]:
@@ -623,94 +662,27 @@ def _final_per_seed(store: RunStore, run: Run) -> np.ndarray:
     return out
 
 
-def bayes_loss_estimate(config: Any, *, prompts: int = _BAYES_PROMPTS, seed: int = 0) -> tuple[float, float] | None:
-    r"""Monte-Carlo estimate of the Bayes-optimal in-context loss of a training config's task.
-
-    The Bayes risk is :math:`\mathbb E[\mathrm{Var}(y_{n+1}\mid x_{1:n+1}, y_{1:n})]`, averaged over
-    ``prompts`` covariate draws in float64:
-
-    * GP data (Cheng, Chen, Sra 2024, Prop. 2): the posterior variance
-      :math:`K_{qq} - k_q^\top K_{nn}^{-1}k_q` (:func:`landscape.theory.algorithms.bayes_risk`; the
-      noise variance is on the Gram diagonal);
-    * linear regression with prior :math:`w\sim N(0,\Lambda)` (:math:`\Lambda = I` or
-      :math:`\Sigma^{-1}`) and noise std :math:`s`: :math:`x_q^\top(\Lambda^{-1} + XX^\top/s^2)^{-1}x_q + s^2`;
-      for :math:`s = 0`, :math:`x_q^\top(\Lambda - \Lambda X(X^\top\Lambda X)^{-1}X^\top\Lambda)x_q`,
-      which is exactly 0 when :math:`n \ge d`.
-
-    Args:
-        config: a :class:`landscape.experiment.train.TrainConfig`.
-        prompts: Monte-Carlo sample size.
-        seed: seed of the covariate draws.
-
-    Returns:
-        ``(value, standard_error)``, or None for tasks without a closed-form Bayes predictor
-        (classification, feature tokens).
-    """
-    import dataclasses
-
-    import torch
-
-    from landscape.theory.algorithms import bayes_risk
-    from landscape.experiment.train import make_task
-
-    kind = config.task.partition(":")[0]
-    if kind not in ("gp", "linear"):
-        return None
-    cfg = dataclasses.replace(config, dtype="float64", device="cpu")
-    task = make_task(cfg)
-    g = torch.Generator().manual_seed(seed)
-    batch = task.sample(prompts, g)
-    n, d = config.n, config.d
-    if kind == "gp":
-        K = batch.latent["K"]
-        risk = bayes_risk(K[:, :-1, :-1], K[:, :-1, -1], K[:, -1, -1])
-        return float(risk.value), float(risk.standard_error)
-    if config.noise == 0 and n >= d:
-        return 0.0, 0.0
-    lam = task.task_covariance()
-    eye = torch.eye(d, dtype=torch.float64)
-    lam = eye if lam is None else lam.to(torch.float64)
-    X = batch.X[..., :n]
-    xq = batch.X[..., n]
-    if config.noise > 0:
-        s2 = config.noise**2
-        C = torch.linalg.inv(torch.linalg.inv(lam) + X @ X.transpose(-1, -2) / s2)
-        per = (xq.unsqueeze(-2) @ C @ xq.unsqueeze(-1)).reshape(-1) + s2
-    else:
-        LX = lam @ X
-        G = X.transpose(-1, -2) @ LX
-        C = lam - LX @ torch.linalg.solve(G, LX.transpose(-1, -2))
-        per = (xq.unsqueeze(-2) @ C @ xq.unsqueeze(-1)).reshape(-1)
-    return float(per.mean()), float(per.std(correction=1) / math.sqrt(prompts))
-
-
 _BAYES_CACHE: dict[str, tuple[float, float] | None] = {}
-"""Bayes-loss estimates by config hash (deterministic: fixed prompts and seed), for read-only stores."""
+"""Bayes-loss estimates by config hash (deterministic: fixed prompts and seed), kept in memory."""
 
 
 def _bayes_loss(store: RunStore, run: Run, config: Any | None = None) -> float | None:
-    """The Bayes-optimal loss of a run's task: the ``bayes_loss`` result, else estimated.
+    """The Bayes-optimal loss of a run's task: its recorded ``bayes_loss`` result, else estimated.
 
-    The estimate is recorded as the run's ``bayes_loss`` result only in a store opened writable;
-    a read-only store (``landscape plot``) is never written, the estimate is kept in memory.
+    Read-only: an estimate (:func:`~landscape.experiment.bayes.bayes_loss_estimate`) is cached in
+    memory by config hash and never written to the store; recording it is
+    :func:`landscape.experiment.bayes.record_bayes_loss`'s job (a sweep does it for its points).
     """
-    res = store.results(run).get(_BAYES_RESULT)
-    if isinstance(res, (int, float)) and not isinstance(res, bool):
-        return float(res)
-    if isinstance(res, Mapping) and isinstance(res.get("value"), (int, float)):
-        return float(res["value"])
+    have = stored_bayes_loss(store.results(run))
+    if have is not None:
+        return have
     config = stored_config(run) if config is None else config
     if config is None:
         return None
     if run.config_hash not in _BAYES_CACHE:
         _BAYES_CACHE[run.config_hash] = bayes_loss_estimate(config)
     est = _BAYES_CACHE[run.config_hash]
-    if est is None:
-        return None
-    if not store.read_only:
-        store.log_result(run, _BAYES_RESULT, {"value": est[0], "standard_error": est[1],
-                                              "prompts": _BAYES_PROMPTS, "method": "monte-carlo"})
-    return est[0]
+    return None if est is None else est[0]
 
 
 def plot_distance(
@@ -726,8 +698,7 @@ def plot_distance(
     Reads the metrics ``keys`` (default :func:`distance_keys`); keys that differ only by a layer or
     head index share a panel (one curve per layer), e.g. ``dist_identity.layer{l}.head0``,
     ``dist_identity_whitened.layer{l}.head0`` and ``family_distance`` give three panels. Writes
-    ``distance.png``/``.svg`` under ``<store>/figures/<run>/`` (or ``<out>/<run>/``), registered
-    as artifacts of the run.
+    ``distance.png``/``.svg`` under ``<store>/figures/<run>/`` (or ``<out>/<run>/``).
 
     Args:
         store: the run store.
@@ -755,28 +726,46 @@ def plot_distance(
         steps, _, values = _per_seed(_series(store, r, k))
         curves[k] = (steps, values)
         panels.setdefault(metric_label(parse_metric_key(k).name), []).append(k)
-    fig = distance_figure(curves, panels=panels, log_y=log_y, title=f"{r.name}: distance to construction")
-    return save_figure(fig, _figure_dir(store, r, out), "distance", store=store, runs=[r],
-                       meta={"keys": keys})
+    config = stored_config(r)
+    labels = {k: _curve_label(k) for k in keys}
+    n_seeds = max(v.shape[1] for _, v in curves.values())
+    setting = setting_label(config, seeds=n_seeds) if config is not None else r.name
+    fig = distance_figure(curves, panels=panels, labels=labels, log_y=log_y, band_label=True,
+                          title=f"Distance to the construction, median over seeds: {setting}")
+    return save_figure(fig, _figure_dir(store, r, out), "distance", runs=[r])
+
+
+def _curve_label(key: str) -> str:
+    """Legend label of a metric inside its panel (the panel names the metric): ``"layer 1, head 0"``."""
+    k = parse_metric_key(key)
+    parts = [f"layer {k.layer}"] if k.layer is not None else []
+    parts += [f"head {k.head}"] if k.head is not None else []
+    return ", ".join(parts) or metric_label(key)
 
 
 def plot_loss(
     store: RunStore,
     run: Run | str | int,
     *,
-    key: str = "loss",
+    key: str | None = None,
     out: str | os.PathLike[str] | None = None,
     log_y: bool = True,
 ) -> SavedFigure:
-    """Training loss curves of every seed of a run, the median in bold, and the Bayes-optimal loss.
+    """Loss curves of every seed of a run, the median in bold, and the Bayes-optimal loss.
+
+    The default is the held-out loss (``eval_loss``, measured at every log step *and* at the
+    final step ``T``); the training-batch loss (``loss``) is logged before each update, so its last
+    point is the last log step before ``T``. Runs without ``eval_loss`` show ``loss``. Writes
+    ``loss.png``/``.svg`` (``<key>.png`` for an explicit ``key``).
 
     The Bayes loss is the run's ``bayes_loss`` result; for a training run without one it is
-    estimated once (:func:`bayes_loss_estimate`) and recorded. Writes ``<key>.png``/``.svg``.
+    estimated in memory (:func:`bayes_loss_estimate`, never written).
 
     Args:
         store: the run store.
         run: the run, its name or id.
-        key: the loss metric (``"loss"``: training batch; ``"eval_loss"``: held-out prompts).
+        key: the loss metric (``"eval_loss"``: held-out prompts, the default when logged;
+            ``"loss"``: training batch).
         out: output folder.
         log_y: logarithmic y axis.
 
@@ -787,13 +776,29 @@ def plot_loss(
         ValueError: unknown run or metric.
     """
     r = _resolve(store, run)
+    stem = "loss" if key is None else key
+    if key is None:
+        key = "eval_loss" if "eval_loss" in _metric_keys(store, r) else "loss"
     steps, seeds, values = _per_seed(_series(store, r, key))
     bayes = _bayes_loss(store, r)
     if bayes is not None and bayes <= 0:
         bayes = None  # a zero Bayes risk (noiseless, n >= d) has no place on a log axis
-    fig = loss_curves_figure(steps, values, [int(s) for s in seeds], bayes=bayes, ylabel=key,
-                             log_y=log_y, title=f"{r.name}: {key}")
-    return save_figure(fig, _figure_dir(store, r, out), key, store=store, runs=[r], meta={"key": key})
+    config = stored_config(r)
+    what = metric_label(key)
+    title = f"{what} of every seed: " + (setting_label(config, seeds=values.shape[1]) if config is not None else r.name)
+    fig = loss_curves_figure(steps, values, [int(s) for s in seeds], bayes=bayes, ylabel=what,
+                             bayes_label=_bayes_words(config), log_y=log_y, title=title)
+    return save_figure(fig, _figure_dir(store, r, out), stem, runs=[r])
+
+
+def _bayes_words(config: Any) -> str:
+    """What the Bayes-optimal line is, in words (the predictor behind it)."""
+    kind = getattr(config, "task", "").partition(":")[0]
+    if kind == "gp":
+        return "Bayes-optimal loss (GP posterior mean)"
+    if kind == "linear":
+        return "Bayes-optimal loss (posterior-mean regression)"
+    return "Bayes-optimal loss"
 
 
 def plot_heatmaps(
@@ -844,8 +849,8 @@ def plot_heatmaps(
         proj = project_onto_family(params, family)
         learned = {k: v.numpy() for k, v in params.items()}
         construction = {k: proj.point[k].numpy() for k in params}
-        title = f"{r.name}, seed {seed}: family {family.name}, distance {proj.distance:.3g}"
-        meta: dict[str, Any] = {"family": family.name, "distance": proj.distance}
+        title = (f"Seed {seed} (left) and the nearest point of family {family.name} (right), relative distance "
+                 f"{proj.distance:.3g}: {setting_label(config, show_seeds=False)}")
     else:
         spec = config.spec
         ids = identity_distances({k: v[None] for k, v in params.items()}, spec, sigma)
@@ -861,11 +866,10 @@ def plot_heatmaps(
                 name = f"layer{l}.head{h} M" if sigma is None else f"layer{l}.head{h} S^1/2 M S^1/2"
                 learned[name] = W[l, h].numpy()
                 construction[name] = (ids.alpha[0, l, h] * eye).numpy()
-        title = f"{r.name}, seed {seed}: nearest multiple of the identity"
-        meta = {"family": None, "distance": ids.whitened[0].tolist()}
+        title = (f"Seed {seed}: attention matrix of each layer (left) and its nearest multiple of the identity "
+                 f"(right): {setting_label(config, show_seeds=False)}")
     fig = matrix_heatmaps_figure(learned, construction, title=title)
-    return save_figure(fig, _figure_dir(store, r, out), f"heatmap-seed{seed}", store=store, runs=[r],
-                       meta={**meta, "seed": seed})
+    return save_figure(fig, _figure_dir(store, r, out), f"heatmap-seed{seed}", runs=[r])
 
 
 def _training_runs(store: RunStore, runs: Sequence[Run | str | int] | None) -> list[tuple[Run, Any]]:
@@ -903,9 +907,9 @@ def plot_loss_vs(
     One curve per attention model (activation); runs that differ in another config entry
     (other than the master ``seed``, whose seeds are pooled) get separate curves labelled with
     it. Each point is the median over seeds of the run's ``final_loss`` with the IQR; the
-    Bayes-optimal loss of the data (:func:`bayes_loss_estimate`, recorded in the store) is the
+    Bayes-optimal loss of the data (its ``bayes_loss`` result, else :func:`bayes_loss_estimate` in memory) is the
     dashed line, one per data setting. Writes ``loss-vs-<x>.png``/``.svg`` under
-    ``<store>/figures``, registered as artifacts of every run shown.
+    ``<store>/figures``.
 
     Args:
         store: the run store.
@@ -934,7 +938,7 @@ def plot_loss_vs(
     groups: dict[str, dict[float, list[np.ndarray]]] = {}
     bayes: dict[str, dict[float, list[float]]] = {}
     for (r, c), cfg in zip(pairs, settings):
-        extra = ", ".join(f"{k}={cfg[k]}" for k in differing)
+        extra = ", ".join(f"{'L' if k == 'layers' else k}={cfg[k]}" for k in differing)
         label = _model_label(c) + (f" | {extra}" if extra else "")
         groups.setdefault(label, {}).setdefault(float(getattr(c, x)), []).append(_final_per_seed(store, r))
         b = _bayes_loss(store, r, c)
@@ -957,10 +961,10 @@ def plot_loss_vs(
         for lab, bx in bayes.items()
     }
     xlabel = "layers L" if x == "layers" else "context length n"
-    fig = loss_vs_figure(curves, bayes=bayes_lines or None, xlabel=xlabel, ylabel="final held-out loss",
-                         log_y=log_y, title=f"final loss vs {xlabel}")
-    return save_figure(fig, _figure_dir(store, None, out), f"loss-vs-{x}", store=store,
-                       runs=[r for r, _ in pairs], meta={"x": x})
+    fig = loss_vs_figure(curves, bayes=bayes_lines or None, xlabel=xlabel, ylabel="final held-out loss", band_label=True,
+                         log_y=log_y, title=f"Final held-out loss vs {xlabel}: {_common_setting(pairs)}")
+    return save_figure(fig, _figure_dir(store, None, out), f"loss-vs-{x}",
+                       runs=[r for r, _ in pairs])
 
 
 def plot_grid(
@@ -1012,8 +1016,238 @@ def plot_grid(
         title=label + (" (largest depth and context per cell)" if dup else ""),
     )
     shown = [r for (_, r, _c) in cells.values()]
-    return save_figure(fig, _figure_dir(store, None, out), "grid", store=store, runs=shown,
-                       meta={"ratio": use_ratio, "rows": rows, "cols": cols})
+    return save_figure(fig, _figure_dir(store, None, out), "grid", runs=shown)
+
+
+_MEASURES = ("auto", "family", "identity")
+
+
+def _final_distance_per_seed(store: RunStore, run: Run, measure: str) -> tuple[np.ndarray, str] | None:
+    r"""Final distance of every seed of a run and its name, or None when the run has no such result.
+
+    ``"family"``: the ``family_distance`` result (relative distance to the family modulo its
+    symmetries); ``"identity"``: the whitened :math:`\mathrm{Dist}(\Sigma^{1/2}M\Sigma^{1/2}, I)` of
+    the last layer, head 0 (the ``identity_distance_whitened`` result, ``[seed][layer][head]``).
+    """
+    res = store.results(run)
+    if measure == "family":
+        v = res.get("family_distance")
+        if isinstance(v, list) and v:
+            return np.array([np.nan if x is None else float(x) for x in v]), metric_label("family_distance")
+        return None
+    v = res.get("identity_distance_whitened")
+    if isinstance(v, list) and v and isinstance(v[0], list):
+        vals = np.array([np.nan if s[-1][0] is None else float(s[-1][0]) for s in v])
+        return vals, metric_label("dist_identity_whitened") + ", last layer"
+    return None
+
+
+def _pick_measure(store: RunStore, pairs: Sequence[tuple[Run, Any]], measure: str) -> str:
+    if measure not in _MEASURES:
+        raise ValueError(f"measure must be one of {list(_MEASURES)}; got {measure!r}")
+    if measure != "auto":
+        return measure
+    fam = all(_final_distance_per_seed(store, r, "family") is not None for r, _ in pairs)
+    return "family" if fam else "identity"
+
+
+def plot_seed_distances(
+    store: RunStore,
+    runs: Sequence[Run | str | int] | None = None,
+    *,
+    measure: str = "auto",
+    out: str | os.PathLike[str] | None = None,
+) -> SavedFigure:
+    """The final distance of every seed, one box and strip per run (or sweep cell).
+
+    ``measure``: ``"family"`` (each run's ``family_distance`` result), ``"identity"`` (the whitened
+    identity distance of the last layer) or ``"auto"`` (family when every run has one). Runs are
+    labelled by what differs between them (the sweep's grid values), else by their attention.
+    Writes ``seed-distances.png``/``.svg`` under ``<store>/figures``
+    (:func:`landscape.views.evidence.seed_distribution_figure`).
+
+    Raises:
+        ValueError: no training runs, or a run without the distance asked for.
+    """
+    from landscape.views.evidence import seed_distribution_figure
+
+    pairs = _training_runs(store, runs)
+    m = _pick_measure(store, pairs, measure)
+    groups: dict[str, np.ndarray] = {}
+    ylabel = ""
+    labels = _run_labels(pairs)
+    for (r, _c), lab in zip(pairs, labels):
+        got = _final_distance_per_seed(store, r, m)
+        if got is None:
+            raise ValueError(f"run {r.name!r} has no final {m} distance (train with a family for 'family')")
+        groups[lab], ylabel = got
+    n = max(v.size for v in groups.values())
+    common = _common_setting(pairs)
+    fig = seed_distribution_figure(groups, ylabel=ylabel, log_y=True,
+                                   title=f"Final {ylabel} of every seed ({n} seeds per run): {common}")
+    return save_figure(fig, _figure_dir(store, None, out), "seed-distances", runs=[r for r, _ in pairs])
+
+
+def _run_labels(pairs: Sequence[tuple[Run, Any]]) -> list[str]:
+    """A short label per run: the config entries that differ between the runs (else the model)."""
+    dicts = [{k: v for k, v in c.to_dict().items() if k not in ("format", "device")} for _, c in pairs]
+    differing = [k for k in dicts[0] if any(d.get(k) != dicts[0].get(k) for d in dicts)] if dicts else []
+    out = []
+    for (_r, c), d in zip(pairs, dicts):
+        parts = []
+        for k in differing:
+            if k == "activations" or k == "attention":
+                parts.append(_model_label(c))
+            elif k == "task":
+                parts.append(f"data {_data_label(c)}")
+            else:
+                parts.append(f"{'L' if k == 'layers' else k}={d[k]}")
+        out.append(", ".join(dict.fromkeys(parts)) or _model_label(c))
+    return out
+
+
+def _common_setting(pairs: Sequence[tuple[Run, Any]]) -> str:
+    """The setting the runs share, in words (their first config, without what differs)."""
+    cfgs = [c for _, c in pairs]
+    first = cfgs[0]
+    same = lambda attr: all(getattr(c, attr, None) == getattr(first, attr, None) for c in cfgs)  # noqa: E731
+    parts = []
+    if same("task") and same("d") and same("n"):
+        parts.append(f"{data_label(first)}, d={first.d}, n={first.n}")
+    elif same("task"):
+        parts.append(data_label(first))
+    if same("attention") and same("activations"):
+        parts.append(model_label(first) + (f", L={first.layers}" if same("layers") else ""))
+    if same("family") and first.family:
+        parts.append(f"family {first.family}")
+    return " · ".join(parts) or "several settings"
+
+
+def plot_distance_vs(
+    store: RunStore,
+    runs: Sequence[Run | str | int] | None = None,
+    *,
+    x: str = "layers",
+    measure: str = "auto",
+    out: str | os.PathLike[str] | None = None,
+) -> SavedFigure:
+    """Final distance against depth (``x="layers"``) or context length (``x="n"``), one line per model.
+
+    Each line is an attention model (activation; runs that differ in another entry get their own
+    line, labelled with it), the median over seeds (seeds of runs at the same x pooled) with the
+    inter-quartile band (:func:`landscape.views.evidence.final_vs_figure`). ``measure`` as in
+    :func:`plot_seed_distances`. Writes ``distance-vs-<x>.png``/``.svg`` under ``<store>/figures``.
+
+    Raises:
+        ValueError: bad ``x``, no training runs, fewer than two values of ``x``, a run without the
+            distance.
+    """
+    from landscape.views.evidence import final_vs_figure
+
+    if x not in ("layers", "n"):
+        raise ValueError(f"x must be 'layers' (depth) or 'n' (context length); got {x!r}")
+    pairs = _training_runs(store, runs)
+    xs = sorted({getattr(c, x) for _, c in pairs})
+    if len(xs) < 2:
+        raise ValueError(f"the runs have a single value of {x!r} ({xs}); nothing to plot against it")
+    m = _pick_measure(store, pairs, measure)
+    groups, ylabel = _grouped_per_seed(pairs, x, lambda r: _final_distance_per_seed(store, r, m), m)
+    xlabel = "layers L" if x == "layers" else "context length n"
+    fig = final_vs_figure(groups, xlabel=xlabel, ylabel=f"final {ylabel}",
+                          title=f"Final {ylabel} vs {xlabel}: {_common_setting(pairs)}")
+    return save_figure(fig, _figure_dir(store, None, out), f"distance-vs-{x}", runs=[r for r, _ in pairs])
+
+
+def _grouped_per_seed(pairs: Sequence[tuple[Run, Any]], x: str, fetch: Any,
+                      what: str) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], str]:
+    """label ↦ (x values, per-seed values (n_x, S)) grouped by model and differing settings."""
+    settings = [{k: v for k, v in c.to_dict().items() if k not in _SETTING_SKIP and k != x} for _, c in pairs]
+    differing = sorted({k for s in settings for k in s if any(s.get(k) != t.get(k) for t in settings)})
+    by_label: dict[str, dict[float, list[np.ndarray]]] = {}
+    ylabel = ""
+    for (r, c), cfg in zip(pairs, settings):
+        got = fetch(r)
+        if got is None:
+            raise ValueError(f"run {r.name!r} has no final {what} distance")
+        vals, ylabel = got
+        extra = ", ".join(f"{'L' if k == 'layers' else k}={cfg[k]}" for k in differing)
+        label = _model_label(c) + (f" | {extra}" if extra else "")
+        by_label.setdefault(label, {}).setdefault(float(getattr(c, x)), []).append(vals)
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for label, by_x in by_label.items():
+        xv = np.array(sorted(by_x))
+        cols = max(sum(v.size for v in by_x[k]) for k in xv)
+        table = np.full((xv.size, cols), np.nan)
+        for i, k in enumerate(xv):
+            row = np.concatenate(by_x[k])
+            table[i, : row.size] = row
+        curves[label] = (xv, table)
+    return curves, ylabel
+
+
+def plot_spectrum(
+    store: RunStore,
+    run: Run | str | int,
+    *,
+    seed: int | None = None,
+    samples: int = 4096,
+    dense_max: int = 600,
+    out: str | os.PathLike[str] | None = None,
+) -> SavedFigure:
+    r"""The Hessian spectrum of the loss at a trained seed's final weights.
+
+    The loss is the exact population loss where the symbolic layer has one, else a Monte-Carlo loss
+    on ``samples`` fixed prompts (:func:`landscape.numeric.points.landscape_oracle`, seed 0). With
+    ``P <= dense_max`` parameters every eigenvalue of the dense Hessian is drawn (histogram and rug);
+    above, the SLQ density (:func:`landscape.numeric.spectrum.spectral_density`, 8 probes ×
+    min(P, 40) Lanczos steps). The store is only read (the weights are loaded read-only).
+    Writes ``spectrum-seed<seed>.png``/``.svg`` under ``<store>/figures/<run>/``.
+
+    Args:
+        store: the run store.
+        run: a finished training run.
+        seed: which seed (default: the first that did not diverge).
+        samples: Monte-Carlo prompts of the loss where no exact one is known.
+        dense_max: largest parameter count for the dense Hessian.
+        out: output folder.
+
+    Raises:
+        ValueError: not a finished training run, a seed out of range or diverged, every seed diverged.
+    """
+    import torch
+
+    from landscape.numeric.derivatives import hessian
+    from landscape.numeric.points import landscape_oracle, load_trained
+    from landscape.numeric.spectrum import hessian_operator, spectral_density
+    from landscape.views.evidence import spectrum_figure
+
+    r = _resolve(store, run)
+    tr = load_trained(store.root, r.name)
+    if seed is None:
+        alive = [i for i in range(tr.seeds) if bool(tr.alive[i])]
+        if not alive:
+            raise ValueError(f"every seed of run {r.name!r} diverged: no trained weights to take a Hessian at")
+        seed = alive[0]
+    k = tr.check_seed(seed)
+    if not bool(tr.alive[k]) or not bool(torch.isfinite(tr.final[k]).all()):
+        raise ValueError(f"seed {k} of run {r.name!r} diverged: no Hessian at its weights")
+    problem = tr.config.problem(tr.sigma)
+    oracle, desc = landscape_oracle(problem, tr.task, tr.spec, samples=samples,
+                                    generator=torch.Generator().manual_seed(0))
+    flat = tr.final[k]
+    P = int(flat.numel())
+    gen = torch.Generator().manual_seed(0)
+    if P <= dense_max:
+        H = hessian(oracle, flat)
+        if not bool(torch.isfinite(H).all()):
+            raise ValueError(f"the Hessian at seed {k} of run {r.name!r} is not finite (the loss overflows there)")
+        ev, sd = torch.linalg.eigvalsh(H), None
+    else:
+        ev, sd = None, spectral_density(hessian_operator(oracle, flat), gen, probes=8, steps=min(P, 40))
+    title = (f"Hessian spectrum at seed {k}'s trained weights ({P} parameters; {desc}): "
+             f"{setting_label(tr.config, show_seeds=False)}")
+    fig = spectrum_figure(ev, sd, title=title)
+    return save_figure(fig, _figure_dir(store, r, out), f"spectrum-seed{k}", runs=[r])
 
 
 @dataclass(frozen=True)
@@ -1038,14 +1272,17 @@ def plot_store(
 ) -> PlotReport:
     """Make every requested kind of figure that the store's data supports.
 
-    Per run (every finished training run, or ``runs``): ``distance``, ``loss``, ``heatmap``
-    (seed 0). Across runs: ``depth`` (loss vs layers), ``context`` (loss vs n), ``grid``
-    (activation × data kernel). A figure the data cannot support (no distance metric, a single
-    depth, ...) is skipped with its reason instead of failing the rest.
+    Per run (every finished training run, or ``runs``): ``distance``, ``loss`` (held-out loss with
+    the Bayes line), ``heatmap`` (seed 0) and ``spectrum`` (Hessian at seed 0; computed, so only
+    when asked for by name). Across runs: ``depth`` / ``context`` (final loss vs layers / n),
+    ``grid`` (activation × data kernel; ``"all"`` skips a grid of a single cell), ``seeds``
+    (per-seed final distance per run), ``distance-depth`` / ``distance-context`` (final distance vs
+    layers / n). A figure the data cannot support (no distance metric, a single depth, ...) is
+    skipped with its reason instead of failing the rest. Nothing is written to the store.
 
     Args:
         store: the run store.
-        kinds: kinds from :data:`PLOT_KINDS`, or ``"all"``.
+        kinds: kinds from :data:`PLOT_KINDS`, or ``"all"`` (every kind but :data:`DEFAULT_SKIPS`).
         runs: runs to plot (default: every finished training run).
         out: output folder (default ``<store>/figures``).
 
@@ -1059,11 +1296,12 @@ def plot_store(
     bad = [k for k in kinds if k not in (*PLOT_KINDS, "all")]
     if bad:
         raise ValueError(f"unknown plot kinds {bad}; accepted: {[*PLOT_KINDS, 'all']}")
-    chosen = set(PLOT_KINDS) if "all" in kinds else set(kinds)
+    everything = "all" in kinds
+    chosen = (set(PLOT_KINDS) - set(DEFAULT_SKIPS) if everything else set()) | (set(kinds) - {"all"})
     pairs = _training_runs(store, runs)
     figures: list[SavedFigure] = []
     skipped: list[tuple[str, str, str]] = []
-    per_run = {"distance": plot_distance, "loss": plot_loss, "heatmap": plot_heatmaps}
+    per_run = {"distance": plot_distance, "loss": plot_loss, "heatmap": plot_heatmaps, "spectrum": plot_spectrum}
     for r, _c in pairs:
         for kind, fn in per_run.items():
             if kind in chosen:
@@ -1072,11 +1310,21 @@ def plot_store(
                 except ValueError as exc:
                     skipped.append((kind, r.name, str(exc)))
     names = [r.name for r, _ in pairs]
-    for kind, fn, kw in (("depth", plot_loss_vs, {"x": "layers"}), ("context", plot_loss_vs, {"x": "n"}),
-                         ("grid", plot_grid, {})):
-        if kind in chosen:
-            try:
-                figures.append(fn(store, names, out=out, **kw))
-            except ValueError as exc:
-                skipped.append((kind, "", str(exc)))
+    across = (("depth", plot_loss_vs, {"x": "layers"}), ("context", plot_loss_vs, {"x": "n"}),
+              ("grid", plot_grid, {}), ("seeds", plot_seed_distances, {}),
+              ("distance-depth", plot_distance_vs, {"x": "layers"}),
+              ("distance-context", plot_distance_vs, {"x": "n"}))
+    for kind, fn, kw in across:
+        if kind not in chosen:
+            continue
+        if kind == "grid" and everything and "grid" not in kinds:
+            cells = {(_model_label(c), _data_label(c)) for _, c in pairs}
+            if len(cells) == 1:
+                skipped.append((kind, "", "a single attention model on a single data kernel: a 1 x 1 grid "
+                                          "(ask for --kind grid to draw it anyway)"))
+                continue
+        try:
+            figures.append(fn(store, names, out=out, **kw))
+        except ValueError as exc:
+            skipped.append((kind, "", str(exc)))
     return PlotReport(tuple(figures), tuple(skipped))
