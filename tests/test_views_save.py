@@ -97,3 +97,23 @@ def test_plot_slice_and_plot_density_write_the_numbers_they_draw(tmp_path) -> No
     x, y = torch.tensor(dens["eigenvalue"]), torch.tensor(dens["density"])
     assert float(torch.trapezoid(y, x)) == pytest.approx(1.0, abs=0.05)
     assert all(math.isfinite(v) for v in dens["density"])
+
+
+def test_one_json_conversion_for_figure_data_and_command_output(capsys) -> None:
+    import json as _json
+
+    import numpy as np
+
+    from landscape.cli import emit_json
+    from landscape.views.save import jsonable
+
+    class Opaque:
+        def __str__(self) -> str:
+            return "opaque"
+
+    value = {"t": torch.tensor([1.0, float("inf")]), "s": np.float64(0.25), "i": np.int64(3), "o": Opaque()}
+    with pytest.raises(TypeError, match="got Opaque"):
+        jsonable(value)  # figure data must read back as numbers
+    assert jsonable(value, strict=False) == {"t": [1.0, None], "s": 0.25, "i": 3, "o": "opaque"}
+    emit_json(value)
+    assert _json.loads(capsys.readouterr().out) == {"t": [1.0, None], "s": 0.25, "i": 3, "o": "opaque"}

@@ -38,33 +38,11 @@ COMMANDS = ("families", "solve", "verify", "train", "sweep", "plot", "reproduce"
 
 
 def emit_json(obj: Any) -> None:
-    """Print ``obj`` as one JSON line (non-finite floats become null; tensors become lists)."""
-    print(json.dumps(_jsonable(obj), allow_nan=False))
+    """Print ``obj`` as one JSON line (non-finite floats become null; tensors become lists; other
+    values their ``str``: :func:`landscape.views.save.jsonable` with ``strict=False``)."""
+    from landscape.views.save import jsonable  # standard library only: the CLI stays light
 
-
-def _jsonable(obj: Any) -> Any:
-    import math
-
-    try:
-        import torch
-    except ImportError:  # pragma: no cover
-        torch = None
-    if torch is not None and isinstance(obj, torch.Tensor):
-        obj = obj.detach().cpu().tolist()
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if hasattr(obj, "item") and callable(obj.item):
-        try:
-            return _jsonable(obj.item())
-        except (TypeError, ValueError):
-            pass
-    if isinstance(obj, (str, int, bool)) or obj is None:
-        return obj
-    return str(obj)
+    print(json.dumps(jsonable(obj, strict=False), allow_nan=False))
 
 
 class ArgumentError(Exception):

@@ -56,22 +56,36 @@ def figure_base(path: str | os.PathLike[str]) -> Path:
     return base.with_suffix("") if base.suffix.lower() in FIGURE_SUFFIXES + (".json",) else base
 
 
-def jsonable(obj: Any) -> Any:
-    """``obj`` with tensors and arrays as lists, non-finite floats as ``None`` and tuples as lists."""
+def jsonable(obj: Any, *, strict: bool = True) -> Any:
+    """``obj`` with tensors and arrays as lists, non-finite floats as ``None`` and tuples as lists.
+
+    The one conversion to JSON values of the package: figure data (:func:`save_figure`) and the
+    ``--json`` output of every command (:func:`landscape.cli.emit_json`).
+
+    Args:
+        obj: numbers, strings, ``None``, paths, tensors, arrays (and their scalars), lists, tuples, dicts.
+        strict: raise on anything else (figure data); ``False`` writes it as ``str(obj)`` instead
+            (command output, where a value is shown rather than read back).
+
+    Raises:
+        TypeError: with ``strict``, a value of another type.
+    """
     if hasattr(obj, "detach"):
         obj = obj.detach().cpu().tolist()
     elif hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
         obj = obj.tolist()
     if isinstance(obj, Mapping):
-        return {str(k): jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v, strict=strict) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
+        return [jsonable(v, strict=strict) for v in obj]
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if obj is None or isinstance(obj, (str, int, bool)):
         return obj
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
+    if not strict:
+        return str(obj)
     raise TypeError(f"figure data must be numbers, strings, lists or dicts, got {type(obj).__name__}")
 
 
