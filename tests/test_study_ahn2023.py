@@ -144,6 +144,37 @@ def test_probe_recovers_preconditioned_gd_on_its_construction() -> None:
     assert float(res.relative_error[:, 1].min()) > 1e-3
 
 
+def test_llc_at_agrees_with_the_quadratic_reference_on_an_exact_quadratic() -> None:
+    # L = 0.3 + ½ wᵀHw with rank(H) = 3 in 8 parameters: the SGLD estimate agrees with the discretised
+    # chain's exact expectation (quadratic_llc) within its error, and that is half the Hessian rank
+    from landscape.core.model import flatten_params, num_params
+
+    spec = ModelSpec.linear(1, 1)
+    P = num_params(spec)
+    g = _gen(9)
+    Q, _ = torch.linalg.qr(torch.randn(P, P, generator=g, dtype=F64))
+    H = Q @ torch.diag(torch.tensor([1.0, 2.0, 4.0] + [0.0] * (P - 3), dtype=F64)) @ Q.T
+
+    def loss(params):
+        w = flatten_params(params, spec)
+        return 0.5 * w @ H @ w + 0.3
+
+    r = ah.llc_at(loss, spec, torch.zeros(P, dtype=F64), _gen(10), n=10_000, gamma=5.0, steps=3000, chains=16,
+                  step_fraction=0.4)
+    assert r.hessian_rank == 3 and r.grad_norm == 0.0 and r.loss == pytest.approx(0.3)
+    assert abs(r.estimate.value - r.quadratic) <= MC_NUM_SE * r.estimate.se, (r.estimate.value, r.estimate.se)
+    # the continuous diffusion's expectation is half the Hessian rank; the discretised chain's exceeds it by
+    # the step's bias, which bounds how far the estimate may sit from rank / 2
+    from landscape.numeric.llc import quadratic_llc
+
+    cont = quadratic_llc(torch.linalg.eigvalsh(H).clamp(min=0), n=10_000, gamma=5.0)
+    assert cont == pytest.approx(1.5, abs=0.01) and r.quadratic >= cont
+    assert abs(r.estimate.value - r.hessian_rank / 2) <= MC_NUM_SE * r.estimate.se + (r.quadratic - cont)
+    with pytest.raises(ValueError, match="step_fraction"):
+        ah.llc_at(loss, spec, torch.zeros(P, dtype=F64), _gen(10), n=100, gamma=1.0, steps=10, chains=2,
+                  step_fraction=4.0)
+
+
 # ------------------------------------------------------------------------------ the quick study
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory: pytest.TempPathFactory):
@@ -244,6 +275,36 @@ def test_quick_probe_claim_is_the_probes_output(quick) -> None:
         assert m[f"layer{l + 1}: GD rel. error"] == pytest.approx(float(rel[1, l]), rel=1e-8)
     assert claim.holds == bool((rel[0] <= CONSTRUCTION_RTOL).all() and (rel[1] >= ah.PROBE_GD_MIN).all())
     assert claim.holds
+
+
+@pytest.mark.slow
+def test_quick_llc_table(quick) -> None:
+    # the construction A* is a critical point of the exact one-layer loss; its Hessian rank is recomputed
+    # here, and at the sampler's scale the estimate agrees with the quadratic reference within its error
+    from landscape.core.model import flatten_params
+    from landscape.numeric.derivatives import hessian
+    from landscape.tolerances import RANK_RTOL
+
+    result, _, _ = quick
+    (title,) = [t for t in result.tables if t.startswith("Local learning coefficient")]
+    rows = {r["point"].split(" ")[0]: r for r in result.tables[title]}
+    con, tr = rows["construction"], rows["trained"]
+    d, n = ah.QUICK.d, ah.QUICK.n
+    sigma = random_covariance(d, StudyContext(quick=True, out=Path("unused"), seed=0).generator(1), spectrum=ah.QUICK.spectrum)
+    spec = ModelSpec.linear(d, 1)
+    f = exact_loss_fn(spec, LinearRegression(d, n, sigma))
+    P = torch.zeros(d + 1, d + 1, dtype=F64)
+    P[d, d] = 1.0
+    Q = torch.zeros(d + 1, d + 1, dtype=F64)
+    Q[:d, :d] = -ah.theorem1_optimum(sigma, n)
+    w = flatten_params({"layer0.head0.P": P, "layer0.head0.Q": Q}, spec)
+    ev = torch.linalg.eigvalsh(hessian(f, w, spec=spec))
+    assert con["hessian_rank"] == int((ev > RANK_RTOL[F64] * ev.abs().max()).sum())
+    assert con["exact_loss"] == pytest.approx(float(f({"layer0.head0.P": P, "layer0.head0.Q": Q})), rel=1e-12)
+    assert con["grad_norm"] < 1e-10 and con["diverged_chains"] == 0 and tr["diverged_chains"] == 0
+    assert abs(con["llc"] - con["quadratic_expectation"]) <= MC_NUM_SE * con["llc_se"]
+    assert 0 < con["quadratic_expectation"] <= con["half_hessian_rank"]
+    assert tr["exact_loss"] > con["exact_loss"]  # A* is the global minimum
 
 
 @pytest.mark.slow
