@@ -366,13 +366,14 @@ def construction_depth_curve(
         :class:`DepthCurve`.
 
     Raises:
+        TypeError: a depth that is not an integer.
         ValueError: a kernel known not to be PSD, or depths not increasing positive integers.
     """
     kern = get_kernel(kernel)
     if kern.psd is False or kern.normalised:
         raise ValueError(f"Proposition 2 needs a PSD (un-normalised) kernel; {getattr(kern, 'name', kern)!r} is not")
-    depths = tuple(int(L) for L in depths)
-    if not depths or depths[0] < 1 or any(b <= a for a, b in zip(depths, depths[1:])):
+    depths = tuple(check_int("each depth", L, minimum=1) for L in depths)
+    if not depths or any(b <= a for a, b in zip(depths, depths[1:])):
         raise ValueError(f"depths must be increasing positive integers, got {depths}")
     r = 1.0 / max_diagonal(kern, 1.0) if step is None else float(step)
     task = KernelGP(d, n, kern, covariates="sphere")

@@ -56,6 +56,10 @@ def test_construction_depth_curve_tends_to_the_posterior_mean() -> None:
         ch.construction_depth_curve("relu", 3, 6, (1, 2), 10, _gen(5))
     with pytest.raises(ValueError, match="increasing"):
         ch.construction_depth_curve("exp", 3, 6, (2, 2), 10, _gen(5))
+    with pytest.raises(TypeError, match="each depth must be an int"):  # 2.5 was silently truncated to 2
+        ch.construction_depth_curve("exp", 3, 6, (1, 2.5), 10, _gen(5))
+    with pytest.raises(ValueError, match="each depth must be an int >= 1"):
+        ch.construction_depth_curve("exp", 3, 6, (0, 2), 10, _gen(5))
 
 
 def test_composite_kernel_refuses_a_non_integer_dimension() -> None:
