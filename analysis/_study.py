@@ -12,8 +12,10 @@ adding what it finds to one :class:`Findings`; ``run`` calls the sections top to
 :func:`study_threads`. The pieces every study needs live here once: :class:`Findings`, the
 thread setting, figure saving (:func:`save`, PNG + SVG through
 :func:`landscape.views.plots.save_figure`), the seed band legend (:func:`label_seed_band`), the
-human names of activations and kernels (:data:`LABELS`), and the Markdown rendering of claims
-and tables used by the report and the notebooks (:func:`claims_markdown`, :func:`table_markdown`).
+human names of activations and kernels (:data:`LABELS`), the layer-by-layer probe figure and its
+medians over seeds (:func:`merge_probes`, :func:`probe_medians`, :func:`probe_figure`, on
+:func:`landscape.numeric.probe.probe`), and the Markdown rendering of claims and tables used by the
+report and the notebooks (:func:`claims_markdown`, :func:`table_markdown`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 
+from landscape._checks import check_int
 from landscape.experiment.store import RunStore
 
 __all__ = [
@@ -44,6 +47,9 @@ __all__ = [
     "study_threads",
     "finite_min",
     "seed_list",
+    "merge_probes",
+    "probe_medians",
+    "probe_figure",
     "claims_markdown",
     "table_markdown",
     "execute",
@@ -168,13 +174,13 @@ def intra_op_threads(n: int | None) -> Iterator[None]:
         n: thread count ``>= 1`` or ``None``.
 
     Raises:
-        ValueError: ``n`` not ``None`` and not an integer ``>= 1``.
+        TypeError: ``n`` neither ``None`` nor an integer.
+        ValueError: ``n < 1``.
     """
     if n is None:
         yield
         return
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be None or an integer >= 1, got {n!r}")
+    check_int("n", n, minimum=1)
     old = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
@@ -253,6 +259,87 @@ def finite_min(values: Iterable[float]) -> float:
 def seed_list(values: Iterable[float]) -> str:
     """Per-seed values as one table cell: ``"0.1234, 0.2345"``."""
     return ", ".join(f"{v:.4g}" for v in values)
+
+
+# --------------------------------------------------------------------------------------- probes
+def merge_probes(parts: Sequence[tuple[Any, Mapping[str, str]]]) -> Any:
+    """One probe result from several probes of the same seeds, each algorithm under a human label.
+
+    :func:`landscape.numeric.probe.probe` fits one kernel per call (functional GD's); a study that
+    compares functional GD with two kernels and plain GD probes twice and merges the results here,
+    so that one figure (:func:`probe_figure`) and one table show them side by side.
+
+    Args:
+        parts: ``(result, {algorithm name in result: label})`` pairs, in the order the merged
+            algorithms are to appear; every result must hold the same seeds and layers.
+
+    Returns:
+        A :class:`~landscape.numeric.probe.ProbeResult` whose ``algorithms`` are the labels (metrics
+        concatenated along the algorithm axis, ``fitted`` keyed by label, ``kernel`` the kernels joined
+        by ``"; "``).
+
+    Raises:
+        ValueError: no parts, results of different seeds / layers / sample sizes, an algorithm a
+            result does not hold, or a label used twice.
+    """
+    from landscape.numeric.probe import ProbeResult
+
+    if not parts:
+        raise ValueError("merge_probes needs at least one (result, labels) pair")
+    first = parts[0][0]
+    labels: list[str] = []
+    idx: list[tuple[Any, int]] = []
+    for res, names in parts:
+        if (res.seeds, res.layers, res.fit_samples, res.eval_samples) != (
+                first.seeds, first.layers, first.fit_samples, first.eval_samples):
+            raise ValueError("merge_probes: the results probe different seeds, layers or sample sizes")
+        for name, lab in names.items():
+            if name not in res.algorithms:
+                raise ValueError(f"merge_probes: the result holds {list(res.algorithms)}, not {name!r}")
+            if lab in labels:
+                raise ValueError(f"merge_probes: label {lab!r} used twice")
+            labels.append(lab)
+            idx.append((res, res.algorithms.index(name)))
+
+    def cat(attr: str) -> torch.Tensor | None:
+        parts_ = [getattr(r, attr) for r, _ in idx]
+        if any(p is None for p in parts_):
+            return None
+        return torch.stack([p[:, a] for p, (_, a) in zip(parts_, idx)], dim=1)
+
+    fitted = {lab: r.fitted[r.algorithms[a]] for lab, (r, a) in zip(labels, idx)}
+    kernels = "; ".join(dict.fromkeys(r.kernel for r, _ in parts))
+    return ProbeResult(tuple(labels), first.layers, cat("cosine"), cat("relative_error"), fitted,
+                       first.fit_samples, first.eval_samples, kernels, cat("weight_cosine"),
+                       cat("weight_relative_error"))
+
+
+def probe_medians(result: Any) -> dict[str, torch.Tensor]:
+    """Median over seeds (:func:`landscape.experiment.summary.seed_median`) of a probe's metrics.
+
+    Args:
+        result: a :class:`~landscape.numeric.probe.ProbeResult`.
+
+    Returns:
+        ``{"relative_error", "cosine"}`` → ``(algorithms, layers)`` tensors (column ``l`` is layer ``l + 1``).
+    """
+    from landscape.experiment.summary import seed_median
+
+    return {"relative_error": seed_median(result.relative_error, dim=0), "cosine": seed_median(result.cosine, dim=0)}
+
+
+def probe_figure(result: Any, out: Path, stem: str, title: str) -> list[Path]:
+    """The probe figure (:func:`landscape.numeric.probe.plot_probe`) as ``<out>/<stem>.png`` and ``.svg``.
+
+    Relative error (log scale) and cosine similarity per layer, one line per algorithm (median over
+    seeds) with the inter-quartile band.
+
+    Returns:
+        The two paths, PNG first.
+    """
+    from landscape.numeric.probe import plot_probe
+
+    return [Path(p) for p in plot_probe(result, Path(out) / stem, title=title)]
 
 
 # ---------------------------------------------------------------------------------- rendering

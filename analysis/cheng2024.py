@@ -28,9 +28,15 @@ What this study checks (docs/theory.md §3), each as a :class:`~analysis._study.
 5. **Stationary families** — the sparse-value family ``fgd`` (:math:`V_l = \mathrm{diag}(0, r_l)`,
    :math:`B_l = b_l\Sigma^{-1/2}`, :math:`C_l = c_l\Sigma^{-1/2}`) is certified stationary by
    :func:`landscape.numeric.certify_stationary`, the control ``fgd-identity`` (:math:`B_l = b_l I`) is
-   not; and trained weights approach the family: the whitened key–query product
-   :math:`\Sigma^{1/2}B_l^\top C_l\Sigma^{1/2}` becomes a multiple of ``I`` while the raw :math:`B_l^\top C_l`
-   does not, and the value matrix takes the block form :math:`\mathrm{diag}(a_l I, r_l)`.
+   not; and trained weights approach the full-value family ``fgd-full`` (:math:`V_l = \mathrm{diag}(a_l I, r_l)`):
+   the relative distance of all weights to it modulo the model's symmetries
+   (:func:`landscape.experiment.distance.project_stacked`, logged by the trainer as ``family_distance``)
+   falls, while the distance to the same family built for :math:`\Sigma = I` (:func:`control_family`) does
+   not; the whitened key–query product :math:`\Sigma^{1/2}B_l^\top C_l\Sigma^{1/2}` becomes a multiple of
+   ``I`` while the raw :math:`B_l^\top C_l` does not.
+6. **Layer-by-layer probe** — the same trained seeds, layer by layer, against ``l`` steps of functional
+   GD with the data kernel :math:`e^{x^\top\Sigma^{-1}x'}` and two controls (functional GD with
+   :math:`e^{x^\top x'}`, plain GD), by :func:`landscape.numeric.probe.probe` (:func:`probe_layers`).
 
 Choices (the paper leaves them open or our budget forces them; all stated in the report):
 
@@ -46,10 +52,13 @@ Choices (the paper leaves them open or our budget forces them; all stated in the
   all seeds are in the tables. Losses are measured on a fresh held-out set shared by all models of a
   data kernel and context length (paired comparison), with the Bayes loss (GP posterior mean) on the
   same prompts.
-* The distance to the family is measured on the quantities the model's function depends on: the
-  key–query product :math:`B_l^\top C_l` (the exp kernel is invariant under :math:`B, C \mapsto RB, RC`
-  for orthogonal ``R``, a symmetry the parameter-space projection of :mod:`landscape.experiment.distance` does
-  not quotient out) and the off-block-form part of :math:`V_l` (:func:`value_structure_distance`).
+* The distance to the family is the library's one definition (:mod:`landscape.experiment.distance`):
+  the relative Frobenius residual of the projection of all weights onto the family, modulo
+  :math:`B \mapsto GB,\ C \mapsto G^{-\top}C` (:math:`G \in GL(D)`, a symmetry of every dot-product
+  kernel); the trainer logs it every ``distance_every`` steps. The key–query distances
+  :math:`\mathrm{Dist}(\cdot, I)` are the ones the trainer logs (:func:`landscape.experiment.distance.identity_distances`).
+* Medians over seeds are :func:`landscape.experiment.summary.seed_median` (mean of the two middle values),
+  in tables, claims and figures alike.
 
 Run: ``python -m analysis.cheng2024 [--quick]`` or ``landscape reproduce cheng2024 [--quick]``.
 """
@@ -57,22 +66,25 @@ Run: ``python -m analysis.cheng2024 [--quick]`` or ``landscape reproduce cheng20
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 import torch
 
 from analysis._study import (Claim, Findings, StudyContext, StudyResult, finite_min, label, label_seed_band,
-                             seed_list, study_main, study_threads)
+                             merge_probes, probe_figure, probe_medians, seed_list, study_main, study_threads)
 import landscape.theory.algorithms as alg
+from landscape._checks import check_int
+from landscape.experiment.distance import project_stacked
+from landscape.experiment.metrics import metric_key
 from landscape.experiment.summary import seed_median
 from landscape.tolerances import CONSTRUCTION_RTOL, RTOL
 from landscape.theory.constructions import functional_gd_construction
-from landscape.theory.families import Problem, get_family
+from landscape.theory.families import Family, Problem, get_family
 from landscape.core.kernels import Kernel, SumKernel, get_kernel, max_diagonal
 from landscape.core.loss import squared_error
 from landscape.core.model import ModelSpec
-from landscape.core.tasks import KernelGP, PromptBatch, random_covariance
+from landscape.core.tasks import KernelGP, PromptBatch, random_covariance, sqrtm_psd
 from landscape.experiment.train import TrainConfig, TrainResult, init_state, stacked_predict, train
 
 __all__ = [
@@ -84,7 +96,11 @@ __all__ = [
     "composite_identity",
     "DepthCurve",
     "construction_depth_curve",
-    "value_structure_distance",
+    "family_distance_curves",
+    "control_family",
+    "DistanceRun",
+    "data_kernel_in_x",
+    "probe_layers",
     "CellResult",
     "train_cell",
     "model_losses",
@@ -119,8 +135,10 @@ class Settings:
         prop2_depths: depths of the construction curves.
         prop2_n: context length of the construction curves.
         multihead_steps: training steps of the multi-head comparison (0: skip).
-        distance_n, distance_layers, distance_steps: the training run whose distance to the
-            stationary family is tracked (exp data, exp attention).
+        distance_n, distance_layers, distance_steps, distance_seeds: the training run whose distance to
+            the stationary family is tracked (exp data, exp attention).
+        distance_every: how often that run projects its weights onto the family (training steps).
+        probe_fit, probe_eval: prompts the layer-by-layer probe fits the algorithms on and evaluates them on.
         cert_d, cert_n, cert_layers, cert_samples: the stationarity certificate's problem and
             Monte-Carlo sample sizes.
         cert_tol: the tolerance on the normal gradient that a ``stationary`` verdict certifies
@@ -152,6 +170,10 @@ class Settings:
     distance_n: int
     distance_layers: int
     distance_steps: int
+    distance_seeds: int
+    distance_every: int
+    probe_fit: int
+    probe_eval: int
     cert_d: int
     cert_n: int
     cert_layers: int
@@ -165,8 +187,8 @@ QUICK = Settings(
     context_lengths=(3, 6), depths=(1, 3), sweep_all=False,
     seeds=2, steps=400, batch=128, lr=0.1, warmup=50, clip=1.0, log_every=50, eval_batch=4096,
     prop1_batch=64, prop2_batch=2000, prop2_depths=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), prop2_n=10,
-    multihead_steps=400, distance_n=10, distance_layers=2, distance_steps=1000,
-    cert_d=4, cert_n=6, cert_layers=1, cert_samples=(1000, 4000), cert_tol=0.15,
+    multihead_steps=400, distance_n=10, distance_layers=2, distance_steps=1000, distance_seeds=4, distance_every=100,
+    probe_fit=512, probe_eval=512, cert_d=4, cert_n=6, cert_layers=1, cert_samples=(1000, 4000), cert_tol=0.15,
 )
 """Quick sizes: a few minutes on a 2-core CPU."""
 
@@ -176,8 +198,8 @@ FULL = Settings(
     context_lengths=(2, 4, 6, 8, 10, 12, 14), depths=(1, 2, 3, 4, 5, 6, 7), sweep_all=True,
     seeds=4, steps=5000, batch=2048, lr=0.02, warmup=200, clip=1.0, log_every=100, eval_batch=20000,
     prop1_batch=256, prop2_batch=20000, prop2_depths=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
-    prop2_n=14, multihead_steps=5000, distance_n=14, distance_layers=3, distance_steps=10000,
-    cert_d=4, cert_n=6, cert_layers=2, cert_samples=(4000, 16000, 64000), cert_tol=0.15,
+    prop2_n=14, multihead_steps=5000, distance_n=14, distance_layers=3, distance_steps=10000, distance_seeds=4,
+    distance_every=500, probe_fit=4096, probe_eval=4096, cert_d=4, cert_n=6, cert_layers=2, cert_samples=(4000, 16000, 64000), cert_tol=0.15,
 )
 """The paper's sizes (d = 5, n up to 14, 3 layers, depths up to 7): long; meant for a GPU or a lot of CPU time."""
 
@@ -246,10 +268,10 @@ def composite_data_kernel(d: int) -> SumKernel:
         The :class:`~landscape.core.kernels.SumKernel`.
 
     Raises:
-        ValueError: ``d < 4``.
+        TypeError: ``d`` is not an integer.
+        ValueError: ``d < 4`` (the kernel reads coordinates 1..4).
     """
-    if isinstance(d, bool) or not isinstance(d, int) or d < 4:
-        raise ValueError(f"the composite kernel reads coordinates 1..4: d must be an integer >= 4, got {d!r}")
+    check_int("d", d, minimum=4)
     eye = torch.eye(d, dtype=F64)
     return SumKernel(((1.0, get_kernel("exp"), eye[:2] / math.sqrt(2.0)), (1.0, get_kernel("linear"), eye[2:4])),
                      name="exp(x12)+lin(x34)")
@@ -344,13 +366,14 @@ def construction_depth_curve(
         :class:`DepthCurve`.
 
     Raises:
+        TypeError: a depth that is not an integer.
         ValueError: a kernel known not to be PSD, or depths not increasing positive integers.
     """
     kern = get_kernel(kernel)
     if kern.psd is False or kern.normalised:
         raise ValueError(f"Proposition 2 needs a PSD (un-normalised) kernel; {getattr(kern, 'name', kern)!r} is not")
-    depths = tuple(int(L) for L in depths)
-    if not depths or depths[0] < 1 or any(b <= a for a, b in zip(depths, depths[1:])):
+    depths = tuple(check_int("each depth", L, minimum=1) for L in depths)
+    if not depths or any(b <= a for a, b in zip(depths, depths[1:])):
         raise ValueError(f"depths must be increasing positive integers, got {depths}")
     r = 1.0 / max_diagonal(kern, 1.0) if step is None else float(step)
     task = KernelGP(d, n, kern, covariates="sphere")
@@ -381,40 +404,6 @@ def construction_depth_curve(
 
 
 # ------------------------------------------------------------------------------------ training
-def value_structure_distance(params: Mapping[str, torch.Tensor], spec: ModelSpec) -> torch.Tensor:
-    r"""Relative distance of every value matrix to the block form :math:`\mathrm{diag}(a I_d, r)`.
-
-    .. math:: \frac{\lVert V - \mathrm{diag}(\tfrac{\operatorname{tr}V_{xx}}{d} I, V_{yy})\rVert_F}{\lVert V\rVert_F},
-
-    the part of :math:`V_l` outside the full-value family of Cheng et al. (the best ``a`` is the mean
-    diagonal of the covariate block).
-
-    Args:
-        params: kernel-attention parameters (leading seed axes allowed).
-        spec: architecture.
-
-    Returns:
-        ``(..., L, H)``.
-    """
-    d = spec.d
-    out = []
-    for l in range(spec.layers):
-        heads = []
-        for h in range(len(spec.heads)):
-            V = params[spec.key(l, h, "V")]
-            D = V.shape[-1]
-            a = torch.diagonal(V[..., :d, :d], dim1=-2, dim2=-1).mean(-1)
-            x_diag = torch.cat([torch.ones(d, dtype=V.dtype, device=V.device),
-                                torch.zeros(D - d, dtype=V.dtype, device=V.device)])
-            y_corner = torch.zeros(D, D, dtype=V.dtype, device=V.device)
-            y_corner = y_corner + torch.nn.functional.pad(torch.ones(D - d, D - d, dtype=V.dtype, device=V.device),
-                                                          (d, 0, d, 0))
-            P = a[..., None, None] * torch.diag(x_diag) + y_corner * V
-            heads.append(torch.linalg.matrix_norm(V - P) / torch.linalg.matrix_norm(V))
-        out.append(torch.stack(heads, -1))
-    return torch.stack(out, -2)
-
-
 @dataclass(frozen=True)
 class CellResult:
     """One trained cell (data kernel × activation × n × L).
@@ -425,7 +414,6 @@ class CellResult:
         bayes: Bayes loss (posterior mean) on the same prompts.
         excess: per-seed :math:`\\mathbb E(\\mathrm{TF} - m)^2`, ``m`` the posterior mean.
         result: the :class:`~landscape.experiment.train.TrainResult`.
-        value_distance: ``[(step, (S, L, H) tensor)]`` :func:`value_structure_distance` along training.
     """
 
     data_kernel: str
@@ -436,7 +424,6 @@ class CellResult:
     bayes: float
     excess: tuple[float, ...]
     result: TrainResult
-    value_distance: tuple[tuple[int, torch.Tensor], ...] = ()
 
     @property
     def best(self) -> float:
@@ -473,23 +460,31 @@ def model_losses(params: Mapping[str, torch.Tensor], spec: ModelSpec, batch: Pro
 
 
 def _config(s: Settings, ctx: StudyContext, sigma: torch.Tensor | None, data_kernel: str | SumKernel,
-            activations: Sequence[str], n: int, layers: int, steps: int) -> TrainConfig:
-    """The training run of one model: a data kernel by name (``"gp:NAME"``) or a composite one (``data_kernel``)."""
+            activations: Sequence[str], n: int, layers: int, steps: int, *, seeds: int | None = None,
+            family: str | None = None, distance_every: int | None = None) -> TrainConfig:
+    """The training run of one model: a data kernel by name (``"gp:NAME"``) or a composite one (``data_kernel``).
+
+    With ``family`` the trainer also logs ``family_distance`` (the projection onto the family modulo its
+    symmetries, :func:`landscape.experiment.distance.project_stacked`) every ``distance_every`` steps.
+    """
     sig = None if sigma is None else tuple(tuple(float(v) for v in row) for row in sigma.tolist())
     kernel = {"task": f"gp:{data_kernel}"} if isinstance(data_kernel, str) else {"task": "gp", "data_kernel": data_kernel}
     return TrainConfig(
         **kernel, d=s.d, n=n, sigma=sig, attention="kernel", activations=tuple(activations),
-        layers=layers, mask="paper", seeds=s.seeds, steps=steps, batch=s.batch, lr=s.lr, optimizer="adam",
+        layers=layers, mask="paper", seeds=s.seeds if seeds is None else seeds, steps=steps, batch=s.batch,
+        lr=s.lr, optimizer="adam",
         clip=s.clip, schedule="cosine", warmup=min(s.warmup, max(steps - 1, 0)), dtype="float64", seed=ctx.seed,
-        device=ctx.device, log_every=s.log_every, checkpoint_every=0, eval_batch=256,
+        device=ctx.device, log_every=s.log_every, checkpoint_every=0, eval_batch=256, family=family,
+        distance_every=distance_every,
     )
 
 
 def train_cell(
     s: Settings, ctx: StudyContext, store: Any, sigma: torch.Tensor | None, data_kernel: str, activation: str,
-    n: int, layers: int, evaluation: tuple[PromptBatch, torch.Tensor, float], steps: int | None = None,
+    n: int, layers: int, evaluation: tuple[PromptBatch, torch.Tensor, float], steps: int | None = None, *,
+    seeds: int | None = None, family: str | None = None, distance_every: int | None = None,
 ) -> CellResult:
-    """Train ``s.seeds`` seeds of one cell with :func:`landscape.experiment.train.train` and score them.
+    """Train the seeds of one cell with :func:`landscape.experiment.train.train` and score them.
 
     Args:
         s: settings.
@@ -499,24 +494,19 @@ def train_cell(
         data_kernel, activation, n, layers: the cell.
         evaluation: ``(held-out prompts, Bayes predictions on them, Bayes loss)``.
         steps: optimizer steps (default ``s.steps``).
+        seeds: seeds trained together (default ``s.seeds``).
+        family, distance_every: a family the trainer projects onto (``family_distance``) and how often
+            (see :func:`_config`).
 
     Returns:
         :class:`CellResult`.
     """
-    cfg = _config(s, ctx, sigma, data_kernel, (activation,), n, layers, s.steps if steps is None else steps)
-    vd: list[tuple[int, torch.Tensor]] = []
-    spec = cfg.spec
-
-    def record(step: int, state: Any) -> None:
-        if step % s.log_every == 0 or step == cfg.steps:
-            vd.append((step, value_structure_distance(state.params, spec).detach().cpu()))
-
-    vd.append((0, value_structure_distance(init_state(cfg, "cpu").params, spec)))
-    res = train(cfg, store, progress=ctx.progress, callback=record)
+    cfg = _config(s, ctx, sigma, data_kernel, (activation,), n, layers, s.steps if steps is None else steps,
+                  seeds=seeds, family=family, distance_every=distance_every)
+    res = train(cfg, store, progress=ctx.progress)
     batch, bayes_pred, bayes = evaluation
-    loss, gap = model_losses(res.params, spec, batch, bayes_pred)
-    return CellResult(data_kernel, activation, n, layers, tuple(loss.tolist()), bayes, tuple(gap.tolist()),
-                      res, tuple(vd))
+    loss, gap = model_losses(res.params, cfg.spec, batch, bayes_pred)
+    return CellResult(data_kernel, activation, n, layers, tuple(loss.tolist()), bayes, tuple(gap.tolist()), res)
 
 
 def _evaluation(task: KernelGP, size: int, generator: torch.Generator) -> tuple[PromptBatch, torch.Tensor, float]:
@@ -750,59 +740,238 @@ def _finite_or_nan(values: Sequence[float]) -> list[float]:
     return [v if math.isfinite(v) else math.nan for v in values]
 
 
-def _family_distance_curves(metrics: Mapping[str, Any], c: CellResult, layers: int) -> dict[str, tuple[list[int], torch.Tensor]]:
-    r"""Distances of the trained weights to the functional-GD family along training, per seed.
+def family_distance_curves(metrics: Mapping[str, Any], layers: int) -> dict[str, tuple[list[int], torch.Tensor]]:
+    r"""The distances a training run logged, per seed, read by their keys (:func:`~landscape.experiment.metrics.metric_key`).
 
-    The key–query product :math:`B_l^\top C_l` (whitened and raw ``Dist(·, I)``, logged by the
-    trainer as ``dist_identity[_whitened]``) — invariant under the rotation symmetry
-    :math:`B, C \mapsto RB, RC` that a parameter-space projection would have to quotient — and the
-    off-block part of :math:`V_l` (:func:`value_structure_distance`), each the mean over layers.
+    * ``"family"`` — ``family_distance``: the relative distance of all the weights to the configured
+      family modulo its symmetries, :math:`\min_{s, g}\lVert\theta - g\cdot\theta(s)\rVert_F/\lVert\theta\rVert_F`
+      (:func:`landscape.experiment.distance.project_stacked`; for kernel heads the symmetries include
+      :math:`B \mapsto GB,\ C \mapsto G^{-\top}C`);
+    * ``"whitened"`` / ``"raw"`` — :math:`\mathrm{Dist}(\Sigma^{1/2}B_l^\top C_l\Sigma^{1/2}, I)` and
+      :math:`\mathrm{Dist}(B_l^\top C_l, I)` of the key–query products
+      (:func:`landscape.experiment.distance.identity_distances`), mean over layers.
+
+    Args:
+        metrics: :meth:`landscape.experiment.store.RunStore.metrics` of a one-head kernel-attention run
+            trained with a family.
+        layers: the model's depth.
 
     Returns:
-        ``{"whitened", "raw", "value"}`` → ``(steps, (steps, S) values)``.
+        ``{"family", "whitened", "raw"}`` → ``(steps, (steps, S) values)``.
     """
-    steps = metrics["dist_identity.layer0.head0"].steps.tolist()
-    raw = torch.stack([torch.as_tensor(metrics[f"dist_identity.layer{l}.head0"].values) for l in range(layers)]).mean(0)
-    white = torch.stack([torch.as_tensor(metrics[f"dist_identity_whitened.layer{l}.head0"].values)
-                         for l in range(layers)]).mean(0)
-    vsteps = [t for t, _ in c.value_distance]
-    vdist = torch.stack([v[..., 0].mean(-1) for _, v in c.value_distance])  # (steps, S)
-    return {"whitened": (steps, white), "raw": (steps, raw), "value": (vsteps, vdist)}
+    fam = metrics[metric_key("family_distance")]
+
+    def layer_mean(name: str) -> tuple[list[int], torch.Tensor]:
+        series = [metrics[metric_key(name, layer=l, head=0)] for l in range(layers)]
+        return series[0].steps.tolist(), torch.stack([torch.as_tensor(x.values) for x in series]).mean(0)
+
+    return {"family": (fam.steps.tolist(), torch.as_tensor(fam.values)),
+            "whitened": layer_mean("dist_identity_whitened"), "raw": layer_mean("dist_identity")}
 
 
-def _distance(ctx: StudyContext, s: Settings, grid: _Grid, found: Findings) -> None:
-    """Training approaches the stationary family (exp data, exp attention): figure, table, claim."""
+def control_family(problem: Problem) -> Family:
+    r"""The control of the distance claim: ``fgd-full`` built for :math:`\Sigma = I`.
+
+    :math:`V_l = \mathrm{diag}(a_l I, r_l)`, :math:`B_l = b_l I`, :math:`C_l = c_l I`: the full-value
+    family that ignores :math:`\Sigma` (modulo :math:`B \mapsto GB,\ C \mapsto G^{-\top}C` its key–query
+    products are :math:`b_lc_l I`, against :math:`b_lc_l\Sigma^{-1}` in ``fgd-full``).
+
+    Args:
+        problem: the problem of the trained model (its :math:`\Sigma` is dropped).
+
+    Returns:
+        The :class:`~landscape.theory.families.Family`.
+    """
+    return get_family("fgd-full", replace(problem, sigma=None))
+
+
+FAMILY_RATIO = 0.25
+"""``training_approaches_family``: the final distance to ``fgd-full`` must be below this fraction of the
+initial one and of the final distance to :func:`control_family` (quick size, seed 0, 4 seeds: measured
+0.09 and 0.12)."""
+
+
+@dataclass(frozen=True)
+class DistanceRun:
+    """The training run of the distance claim and its distances.
+
+    Attributes:
+        cell: the trained cell (exp data, exp attention).
+        curves: :func:`family_distance_curves` of the run.
+        control_initial, control_final: ``(S,)`` distances of the initial and final weights to
+            :func:`control_family` (:func:`landscape.experiment.distance.project_stacked`, one start as
+            the trainer's projection).
+    """
+
+    cell: CellResult
+    curves: dict[str, tuple[list[int], torch.Tensor]]
+    control_initial: torch.Tensor
+    control_final: torch.Tensor
+
+
+def _distance(ctx: StudyContext, s: Settings, grid: _Grid, found: Findings) -> DistanceRun:
+    """Training approaches the stationary family (exp data, exp attention): figure, tables, claim."""
     from landscape.views.plots import distance_figure
 
     c = train_cell(s, ctx, grid.store, grid.sigma, "exp", "exp", s.distance_n, s.distance_layers,
-                   grid.evaluation("exp", s.distance_n), steps=s.distance_steps)
-    Ld = s.distance_layers
-    d = _family_distance_curves(grid.store.metrics(c.result.run_name), c, Ld)
-    (steps, white), (_, raw), (_, vdist) = d["whitened"], d["raw"], d["value"]
-    curves_fig = {"key–query, whitened: Dist(Σ^½ BᵀC Σ^½, I)": (steps, white.numpy()),
-                  "key–query, raw: Dist(BᵀC, I)": (steps, raw.numpy()),
-                  "value off block form: ‖V − diag(aI, r)‖ / ‖V‖": (d["value"][0], vdist.numpy())}
-    fig = distance_figure(curves_fig, ylabel="relative distance (mean over layers)", xlabel="training step",
-                          title=f"exp attention on exp GP data (n = {s.distance_n}, L = {Ld}, Σ = UᵀDU):\n"
-                                f"distance to the functional-GD family, median of {s.seeds} seeds")
-    label_seed_band(fig, s.seeds)
+                   grid.evaluation("exp", s.distance_n), steps=s.distance_steps, seeds=s.distance_seeds,
+                   family="fgd-full", distance_every=s.distance_every)
+    cfg, Ld = c.result.config, s.distance_layers
+    curves = family_distance_curves(grid.store.metrics(c.result.run_name), Ld)
+    control = control_family(cfg.problem(grid.sigma))
+    init = {k: v.to(F64) for k, v in init_state(cfg, "cpu").params.items()}
+    final = {k: v.detach().to("cpu", F64) for k, v in c.result.params.items()}
+    ctl0 = project_stacked(init, control, starts=1).distance
+    ctlT = project_stacked(final, control, starts=1).distance
+    run = DistanceRun(c, curves, ctl0, ctlT)
+    (fsteps, fam), (wsteps, white), (_, raw) = curves["family"], curves["whitened"], curves["raw"]
+    S = fam.shape[1]
+    lab_f = "fgd-full: B = bΣ^-½, C = cΣ^-½, V = diag(aI, r)"
+    lab_c = "control: B = bI, C = cI (measured at start and end)"
+    lab_w = "whitened: Dist(Σ^½ BᵀC Σ^½, I)"
+    lab_r = "raw: Dist(BᵀC, I)"
+    fig = distance_figure(
+        {lab_f: (fsteps, fam.numpy()), lab_c: ([fsteps[0], fsteps[-1]], torch.stack([ctl0, ctlT]).numpy()),
+         lab_w: (wsteps, white.numpy()), lab_r: (wsteps, raw.numpy())},
+        panels={"projection of all weights onto a family": [lab_f, lab_c],
+                "key–query product (mean over layers)": [lab_w, lab_r]},
+        ylabel="relative distance", xlabel="training step",
+        title=f"exp attention on exp GP data (n = {s.distance_n}, L = {Ld}, Σ = UᵀDU): "
+              f"distance to the functional-GD family, median of {S} seeds")
+    label_seed_band(fig, S)
     found.figure(fig, "cheng2024_distance")
-    w0, wT = float(seed_median(white[0])), float(seed_median(white[-1]))
-    rT = float(seed_median(raw[-1]))
-    v0, vT = float(seed_median(vdist[0])), float(seed_median(vdist[-1]))
+    def med(v: torch.Tensor) -> float:
+        return float(seed_median(v))
+
+    f0, fT, c0, cT = med(fam[0]), med(fam[-1]), med(ctl0), med(ctlT)
+    w0, wT, rT = med(white[0]), med(white[-1]), med(raw[-1])
+    wi = {t: i for i, t in enumerate(wsteps)}
     found.table("Distance to the functional-GD family along training (exp data, exp attention; median over seeds)", [
-        {"step": int(t), "whitened_BtC": float(seed_median(white[i])), "raw_BtC": float(seed_median(raw[i]))}
-        for i, t in enumerate(steps)])
+        {"step": int(t), "family_distance": med(fam[i]), "whitened_BtC": med(white[wi[t]]),
+         "raw_BtC": med(raw[wi[t]])} for i, t in enumerate(fsteps)])
+    found.table("Distance to the functional-GD family per seed (initial → final)", [
+        {"seed": k, "family_initial": float(fam[0, k]), "family_final": float(fam[-1, k]),
+         "control_initial": float(ctl0[k]), "control_final": float(ctlT[k]), "whitened_BtC_final": float(white[-1, k]),
+         "raw_BtC_final": float(raw[-1, k]), "held_out_loss": c.losses[k]} for k in range(S)])
     found.claim(Claim(
         "training_approaches_family",
-        "Trained weights approach the functional-GD family: Σ^{1/2} B_lᵀ C_l Σ^{1/2} → multiple of I while "
-        "B_lᵀ C_l itself does not (Σ ≠ I), and V_l → diag(a_l I, r_l)",
-        wT < 0.5 * w0 and wT < 0.5 * rT and vT < v0,
-        {"whitened_initial": w0, "whitened_final": wT, "raw_final": rT, "value_offblock_initial": v0,
-         "value_offblock_final": vT, "final_loss": c.best, "bayes": c.bayes, "n": float(s.distance_n),
-         "layers": float(Ld), "steps": float(s.distance_steps)},
-        "median over seeds of the layer-mean whitened distance: final < 0.5·initial and < 0.5·raw final; "
-        "value off-block distance decreases",
+        "Trained weights approach the functional-GD family V_l = diag(a_l I, r_l), B_l = b_l Σ^{-1/2}, "
+        "C_l = c_l Σ^{-1/2} (the relative distance of all weights to it, modulo the model's symmetries, falls), "
+        "and not the family that ignores Σ (B_l = b_l I, C_l = c_l I)",
+        fT < FAMILY_RATIO * f0 and fT < FAMILY_RATIO * cT,
+        {"family_initial": f0, "family_final": fT, "control_initial": c0, "control_final": cT,
+         "whitened_BtC_initial": w0, "whitened_BtC_final": wT, "raw_BtC_final": rT, "final_loss": c.best,
+         "bayes": c.bayes, "n": float(s.distance_n), "layers": float(Ld), "steps": float(s.distance_steps),
+         "seeds": float(S)},
+        f"median over seeds of the distance to fgd-full (landscape.experiment.distance.project_stacked, logged by "
+        f"the trainer as family_distance): final < {FAMILY_RATIO:g} × initial and < {FAMILY_RATIO:g} × the final "
+        "distance to the control family",
+    ))
+    return run
+
+
+def data_kernel_in_x(sigma: torch.Tensor | None) -> SumKernel:
+    r"""The exp data kernel written in the covariates :math:`x = \Sigma^{1/2}\xi`: :math:`K(x, x') = e^{x^\top\Sigma^{-1}x'}`.
+
+    The GP labels of :class:`~landscape.core.tasks.KernelGP` use :math:`e^{\xi^\top\xi'}` on the whitened
+    inputs, and :math:`\xi^\top\xi' = x^\top\Sigma^{-1}x'`; this is the kernel of the family's
+    key–query product :math:`B_l^\top C_l = b_lc_l\Sigma^{-1}` at :math:`b_lc_l = 1`.
+
+    Args:
+        sigma: :math:`\Sigma` (``None``: the identity).
+
+    Returns:
+        :math:`\exp((Gx)^\top Gx')` with :math:`G = \Sigma^{-1/2}` as a one-term
+        :class:`~landscape.core.kernels.SumKernel`.
+    """
+    G = None if sigma is None else sqrtm_psd(sigma.to(F64), -0.5)
+    return SumKernel(((1.0, get_kernel("exp"), G),), name="exp(xᵀΣ⁻¹x′)")
+
+
+PROBE_OFFSET = 700
+"""Generator offset of the probe's prompts (:meth:`~analysis._study.StudyContext.generator`)."""
+PROBE_LABELS = {"fgd_data": "functional GD, data kernel exp(xᵀΣ⁻¹x′)", "fgd_raw": "functional GD, exp(xᵀx′) (B = C = I)",
+                "gd": "GD (linear, one step size per layer)"}
+"""Human names of the probed algorithms (the legend of the probe figure)."""
+PROBE_GD_RATIO = 0.25
+"""``layers_are_functional_gd``: the median relative error of functional GD with the data kernel must be
+below this fraction of plain GD's at every layer (quick size: measured 0.014 and 0.09 at layers 1, 2)."""
+PROBE_COSINE = 0.95
+"""``layers_are_functional_gd``: and its median cosine similarity above this (quick size: 0.998, 0.985)."""
+
+
+def probe_layers(weights: Mapping[str, torch.Tensor], spec: ModelSpec, task: KernelGP, sigma: torch.Tensor | None,
+                 ctx: StudyContext, *, fit_samples: int, eval_samples: int) -> Any:
+    r"""Probe trained exp-attention seeds layer by layer (:func:`landscape.numeric.probe.probe`).
+
+    Layer ``l``'s read-out against ``l`` steps of functional GD with the data kernel
+    (:func:`data_kernel_in_x`, the matching algorithm), of functional GD with :math:`e^{x^\top x'}` on the
+    raw covariates (the kernel of ``B = C = I``) and of plain GD (controls), each with its step sizes
+    fitted by the probe; every probe draws the same fitting and evaluation prompts
+    (``ctx.generator(PROBE_OFFSET)``), so the comparison is paired.
+
+    Args:
+        weights: stacked trained weights ``(S, D, D)``.
+        spec: the architecture.
+        task: the prompt distribution the seeds were trained on.
+        sigma: its :math:`\Sigma`.
+        ctx: the study context (the generator).
+        fit_samples, eval_samples: prompts to fit the step sizes on and to evaluate on.
+
+    Returns:
+        The merged :class:`~landscape.numeric.probe.ProbeResult` (:func:`~analysis._study.merge_probes`),
+        algorithms named by :data:`PROBE_LABELS` in the order ``fgd_data``, ``fgd_raw``, ``gd``.
+    """
+    from landscape.numeric.probe import probe
+
+    S = next(iter(weights.values())).shape[0]
+    seeds = [{k: v[i].detach().to("cpu", F64) for k, v in weights.items()} for i in range(S)]
+    kw = {"fit_samples": fit_samples, "eval_samples": eval_samples}
+    data = probe(seeds, spec, task, ctx.generator(PROBE_OFFSET), algorithms=("functional_gd", "gd"),
+                 kernel=data_kernel_in_x(sigma), **kw)
+    raw = probe(seeds, spec, task, ctx.generator(PROBE_OFFSET), algorithms=("functional_gd",), kernel="exp", **kw)
+    return merge_probes([(data, {"functional_gd": PROBE_LABELS["fgd_data"]}),
+                         (raw, {"functional_gd": PROBE_LABELS["fgd_raw"]}),
+                         (data, {"gd": PROBE_LABELS["gd"]})])
+
+
+def _probe(ctx: StudyContext, s: Settings, grid: _Grid, run: DistanceRun, found: Findings) -> None:
+    """The distance run's seeds, layer by layer, against functional GD (data kernel) and two controls."""
+    from landscape.experiment.train import make_task
+
+    cfg = run.cell.result.config
+    res = probe_layers(run.cell.result.params, cfg.spec, make_task(cfg, grid.sigma), grid.sigma, ctx,
+                       fit_samples=s.probe_fit, eval_samples=s.probe_eval)
+    med = probe_medians(res)
+    rel, cos = med["relative_error"], med["cosine"]
+    F, R, G = 0, 1, 2
+    L = res.layers
+    found.figures.extend(probe_figure(
+        res, found.out, "cheng2024_probe",
+        f"exp attention trained on exp GP data (n = {s.distance_n}, L = {L}, Σ = UᵀDU): layer l vs l steps of an "
+        f"algorithm\n(median and interquartile band over {res.seeds} seeds; step sizes fitted per layer)"))
+    rows = []
+    for a, name in enumerate(res.algorithms):
+        for l in range(L):
+            q = torch.quantile(res.relative_error[:, a, l], torch.tensor([0.25, 0.75], dtype=F64))
+            rows.append({"algorithm": name, "layer": l + 1, "rel_error_median": float(rel[a, l]),
+                         "rel_error_q25": float(q[0]), "rel_error_q75": float(q[1]), "cosine_median": float(cos[a, l]),
+                         "fitted_step_median": float(seed_median(torch.stack(
+                             [p[l].reshape(()) for p in res.fitted[name]])))})
+    found.table("Layer-by-layer probe of the trained seeds (prediction after layer l vs l algorithm steps)", rows)
+    found.claim(Claim(
+        "layers_are_functional_gd",
+        "Trained exp-attention layers do functional GD in the data kernel's RKHS: the prediction after layer l "
+        "matches l steps of functional GD with K(x, x') = exp(xᵀΣ⁻¹x') (step sizes fitted), far better than l steps "
+        "of plain GD and better than functional GD with exp(xᵀx')",
+        bool((rel[F] < PROBE_GD_RATIO * rel[G]).all() and (rel[F] < rel[R]).all() and (cos[F] > PROBE_COSINE).all()),
+        {**{f"layer{l + 1}: {key} rel. error": float(rel[a, l]) for l in range(L)
+            for key, a in (("FGD data kernel", F), ("FGD exp(xᵀx′)", R), ("GD", G))},
+         **{f"layer{l + 1}: FGD data kernel cosine": float(cos[F, l]) for l in range(L)},
+         "seeds": float(res.seeds), "eval_prompts": float(res.eval_samples)},
+        f"every layer, median over seeds (landscape.numeric.probe.probe, held-out prompts): relative error of "
+        f"functional GD with the data kernel < {PROBE_GD_RATIO:g} × GD's and < functional GD with exp(xᵀx′)'s; "
+        f"its cosine similarity > {PROBE_COSINE:g}",
     ))
 
 
@@ -881,9 +1050,15 @@ def _notes(ctx: StudyContext, s: Settings, found: Findings) -> None:
         "A cell's loss is its best seed (best of S restarts); every seed is listed in the table.",
         "Proposition 2 is checked for PSD kernels only: the ReLU attention kernel has negative eigenvalues, "
         "along which functional GD with a constant step diverges.",
-        "The distance to the family uses B_lᵀC_l (invariant under B, C ↦ RB, RC, R orthogonal, a symmetry of the "
-        "exp kernel that the parameter-space projection of landscape.experiment.distance does not quotient out) and the "
-        "off-block part of V_l.",
+        f"The distance to the family is the relative distance of all weights to fgd-full modulo B ↦ GB, C ↦ G^-ᵀC "
+        f"(landscape.experiment.distance.project_stacked, one start, logged by the trainer every {s.distance_every} "
+        f"steps, {s.distance_seeds} seeds); the control is fgd-full built for Σ = I (B_l = b_l I, C_l = c_l I), "
+        "projected at the first and the last step.",
+        "The probe (landscape.numeric.probe.probe) fits one step size per layer of each algorithm on "
+        f"{s.probe_fit} prompts and compares the predictions on {s.probe_eval} held-out prompts; the same prompts "
+        "for every algorithm.",
+        "Medians over seeds are the mean of the two middle values (landscape.experiment.summary.seed_median) in "
+        "every table, claim and figure.",
         "Every model trains through landscape.experiment.train.train; the multi-head comparison names the "
         "composite data kernel K° in the config (TrainConfig(task='gp', data_kernel=K°)).",
     )
@@ -907,7 +1082,8 @@ def run(ctx: StudyContext) -> StudyResult:
             _grid_table(grid, found)
             _matched_activation(s, grid, found)
             _depth_and_context(s, grid, found)
-            _distance(ctx, s, grid, found)
+            dist = _distance(ctx, s, grid, found)
+            _probe(ctx, s, grid, dist, found)
             _certificate(ctx, s, found)
             if s.multihead_steps > 0:
                 _multihead(ctx, s, store, found)

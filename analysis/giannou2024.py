@@ -49,7 +49,8 @@ from landscape.tolerances import CONSTRUCTION_RTOL
 from landscape.theory.algorithms import gd, least_squares_newton_schulz, newton_schulz, newton_schulz_residuals
 from landscape.theory.constructions import newton_schulz_construction
 from landscape.core.loss import loss as in_context_loss, squared_error
-from landscape.core.model import ModelSpec, forward
+from landscape.core.model import ModelSpec
+from landscape.numeric.probe import layer_predictions
 from landscape.core.tasks import LinearRegression, PromptBatch
 from landscape.experiment.train import TrainConfig, train
 
@@ -60,7 +61,6 @@ __all__ = [
     "gd_prediction",
     "TrainedDepth",
     "train_depth",
-    "layer_predictions",
     "Settings",
     "QUICK",
     "FULL",
@@ -154,12 +154,6 @@ class TrainedDepth:
     best: int
     diverged: torch.Tensor
     wall_time: float
-
-
-def layer_predictions(params: dict[str, torch.Tensor], spec: ModelSpec, Z: torch.Tensor) -> torch.Tensor:
-    r"""Read-outs :math:`-[Z_l]_{d+1,n+1}` after every layer ``l = 0..L`` of one model; ``(L+1, batch)``."""
-    states = forward(params, spec, Z, return_states=True)
-    return torch.stack([-s[..., -1, -1] for s in states])  # type: ignore[union-attr]
 
 
 def train_depth(L: int, *, d: int, n: int, test: PromptBatch, seeds: int, steps: int, batch: int, lr: float,
@@ -340,7 +334,7 @@ def _train_and_compare(ctx: StudyContext, s: Settings, task: LinearRegression) -
     deep = trained[Lmax]
     best_params = {k: v[deep.best] for k, v in deep.params.items()}
     with torch.no_grad():
-        per_layer = layer_predictions(best_params, deep.spec, test.Z)
+        per_layer = layer_predictions(best_params, deep.spec, test.Z).T  # (L+1, prompts)
     layer_rows = []
     for l in range(1, Lmax + 1):
         eta_l = fit_gd_steps(fit, l)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -27,8 +29,12 @@ def test_theorem1_optimum_isotropic_closed_form() -> None:
     d, n = 4, 9
     A = ah.theorem1_optimum(torch.eye(d, dtype=F64), n)
     torch.testing.assert_close(A, n / (n + d + 1) * torch.eye(d, dtype=F64), rtol=ALGORITHM_RTOL, atol=0.0)
-    with pytest.raises(ValueError, match="n must be an integer >= 1"):
+    with pytest.raises(ValueError, match="n must be an int >= 1"):
         ah.theorem1_optimum(torch.eye(2, dtype=F64), 0)
+    with pytest.raises(TypeError, match="n must be an int"):
+        ah.theorem1_optimum(torch.eye(2, dtype=F64), 5.0)
+    with pytest.raises(ValueError, match="sigma must have shape"):
+        ah.theorem1_optimum(torch.ones(2, 3, dtype=F64), 5)
 
 
 def test_theorem1_optimum_zeroes_the_exact_gradient_over_all_entries() -> None:
@@ -89,6 +95,86 @@ def test_symbolic_optimum_of_the_one_layer_family_is_the_closed_form() -> None:
     torch.testing.assert_close(got, A, rtol=1e-9, atol=0.0)
 
 
+def test_relaxed_form_distances_take_the_median_as_the_mean_of_the_two_middle_seeds() -> None:
+    # two seeds: the median is their mean (torch.median would return the smaller one)
+    from landscape.experiment.distance import dist_to_identity, identity_distances
+    from landscape.core.tasks import sqrtm_psd
+
+    d, L = 3, 3
+    spec = ModelSpec.linear(d, L)
+    sigma = random_covariance(d, _gen(5), spectrum=(1.0, 0.5, 0.2))
+    p = init_params(spec, _gen(6), seeds=2, std=0.5, dtype=F64)
+    out = ah.relaxed_form_distances(p, spec, sigma)
+    assert out["A_whitened"].shape == (L,) and out["B"].shape == (L - 1,)
+    half, inv_half = sqrtm_psd(sigma), sqrtm_psd(sigma, -0.5)
+    per_seed = [identity_distances({n: v[k] for n, v in p.items()}, spec, sigma) for k in range(2)]
+    torch.testing.assert_close(out["A_whitened"], (per_seed[0].whitened[:, 0] + per_seed[1].whitened[:, 0]) / 2,
+                               rtol=1e-12, atol=0.0)
+    torch.testing.assert_close(out["A_raw"], (per_seed[0].raw[:, 0] + per_seed[1].raw[:, 0]) / 2, rtol=1e-12, atol=0.0)
+    for l in range(L - 1):
+        P = p[spec.key(l, 0, "P")]
+        B = P[:, :d, :d]
+        dB = dist_to_identity(B)
+        assert float(out["B"][l]) == pytest.approx(float(dB.mean()), rel=1e-12)
+        assert float(out["B"][l]) > float(dB.min()) * (1 + 1e-6)  # not the lower middle value
+        assert float(out["B_whitened"][l]) == pytest.approx(float(dist_to_identity(inv_half @ B @ half).mean()),
+                                                            rel=1e-12)
+        ratio = torch.linalg.matrix_norm(B) / P[:, d, d].abs()
+        assert float(out["B_over_p"][l]) == pytest.approx(float(ratio.mean()), rel=1e-12)
+
+
+def test_probe_recovers_preconditioned_gd_on_its_construction() -> None:
+    # the L-layer construction with random preconditioners is PGD: the probe fits it to round-off,
+    # its fitted preconditioners are the construction's, and plain GD does not match (A_l not ∝ I)
+    from landscape.theory.constructions import preconditioned_gd_construction
+
+    d, n, L = 3, 8, 2
+    g = _gen(7)
+    A = torch.randn(L, d, d, generator=g, dtype=F64) * 0.2 + 0.5 * torch.eye(d, dtype=F64)
+    c = preconditioned_gd_construction(A)
+    stacked = {k: torch.stack([v, v]) for k, v in c.params.items()}
+    task = LinearRegression(d, n, random_covariance(d, _gen(8), spectrum=(1.0, 0.5, 0.2)))
+    res = ah.probe_layers(stacked, c.spec, task, StudyContext(quick=True, out=Path("unused")), fit_samples=64, eval_samples=64)
+    assert res.algorithms == tuple(ah.PROBE_LABELS.values())
+    assert float(res.relative_error[:, 0].max()) <= CONSTRUCTION_RTOL
+    fitted = res.fitted[ah.PROBE_LABELS["preconditioned_gd"]][0]
+    for l in range(L):
+        M = fitted[l].reshape(d, d)
+        assert min(float((M - A[l]).abs().max()), float((M - A[l].T).abs().max())) < 1e-9
+    assert float(res.relative_error[:, 1].min()) > 1e-3
+
+
+def test_llc_at_agrees_with_the_quadratic_reference_on_an_exact_quadratic() -> None:
+    # L = 0.3 + ½ wᵀHw with rank(H) = 3 in 8 parameters: the SGLD estimate agrees with the discretised
+    # chain's exact expectation (quadratic_llc) within its error, and that is half the Hessian rank
+    from landscape.core.model import flatten_params, num_params
+
+    spec = ModelSpec.linear(1, 1)
+    P = num_params(spec)
+    g = _gen(9)
+    Q, _ = torch.linalg.qr(torch.randn(P, P, generator=g, dtype=F64))
+    H = Q @ torch.diag(torch.tensor([1.0, 2.0, 4.0] + [0.0] * (P - 3), dtype=F64)) @ Q.T
+
+    def loss(params):
+        w = flatten_params(params, spec)
+        return 0.5 * w @ H @ w + 0.3
+
+    r = ah.llc_at(loss, spec, torch.zeros(P, dtype=F64), _gen(10), n=10_000, gamma=5.0, steps=3000, chains=16,
+                  step_fraction=0.4)
+    assert r.hessian_rank == 3 and r.grad_norm == 0.0 and r.loss == pytest.approx(0.3)
+    assert abs(r.estimate.value - r.quadratic) <= MC_NUM_SE * r.estimate.se, (r.estimate.value, r.estimate.se)
+    # the continuous diffusion's expectation is half the Hessian rank; the discretised chain's exceeds it by
+    # the step's bias, which bounds how far the estimate may sit from rank / 2
+    from landscape.numeric.llc import quadratic_llc
+
+    cont = quadratic_llc(torch.linalg.eigvalsh(H).clamp(min=0), n=10_000, gamma=5.0)
+    assert cont == pytest.approx(1.5, abs=0.01) and r.quadratic >= cont
+    assert abs(r.estimate.value - r.hessian_rank / 2) <= MC_NUM_SE * r.estimate.se + (r.quadratic - cont)
+    with pytest.raises(ValueError, match="step_fraction"):
+        ah.llc_at(loss, spec, torch.zeros(P, dtype=F64), _gen(10), n=100, gamma=1.0, steps=10, chains=2,
+                  step_fraction=4.0)
+
+
 # ------------------------------------------------------------------------------ the quick study
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory: pytest.TempPathFactory):
@@ -99,7 +185,7 @@ def quick(tmp_path_factory: pytest.TempPathFactory):
 
 EXPECTED = {"thm1_closed_form_optimum", "thm1_trained_matches_optimum", "thm3_whitened_distance",
             "thm3_fitted_scalars_match_symbolic", "thm3_certificate", "lemma1_construction_is_pgd",
-            "trained_reaches_optimal_pgd", "thm4_relaxed_A_form", "thm4_relaxed_B_form"}
+            "trained_reaches_optimal_pgd", "thm4_relaxed_A_form", "thm4_relaxed_B_form", "layers_are_preconditioned_gd"}
 
 
 @pytest.mark.slow
@@ -167,11 +253,67 @@ def test_quick_relaxed_form(quick) -> None:
 
 
 @pytest.mark.slow
+def test_quick_probe_claim_is_the_probes_output(quick) -> None:
+    # recompute the probe of the sparse-form seeds from the store with landscape.numeric.probe.probe itself
+    from landscape.core.model import unflatten_params
+    from landscape.experiment.summary import seed_median
+    from landscape.numeric.points import load_trained
+    from landscape.numeric.probe import probe
+
+    result, _, out = quick
+    claim = {x.name: x for x in result.claims}["layers_are_preconditioned_gd"]
+    with RunStore(out, read_only=True) as store:
+        (run,) = [r for r in store.list_runs() if r.config.get("mask") == "sparse"]
+    trained = load_trained(out, run.name)
+    seeds = [unflatten_params(f, trained.spec) for f in trained.final]
+    res = probe(seeds, trained.spec, trained.task, StudyContext(quick=True, out=out, seed=0).generator(ah.PROBE_OFFSET),
+                algorithms=("preconditioned_gd", "gd"), fit_samples=ah.QUICK.probe_fit, eval_samples=ah.QUICK.probe_eval)
+    rel = seed_median(res.relative_error, dim=0)
+    m = claim.measured
+    for l in range(ah.QUICK.layers):
+        assert m[f"layer{l + 1}: PGD rel. error"] == pytest.approx(float(rel[0, l]), rel=1e-6, abs=1e-15)
+        assert m[f"layer{l + 1}: GD rel. error"] == pytest.approx(float(rel[1, l]), rel=1e-8)
+    assert claim.holds == bool((rel[0] <= CONSTRUCTION_RTOL).all() and (rel[1] >= ah.PROBE_GD_MIN).all())
+    assert claim.holds
+
+
+@pytest.mark.slow
+def test_quick_llc_table(quick) -> None:
+    # the construction A* is a critical point of the exact one-layer loss; its Hessian rank is recomputed
+    # here, and at the sampler's scale the estimate agrees with the quadratic reference within its error
+    from landscape.core.model import flatten_params
+    from landscape.numeric.derivatives import hessian
+    from landscape.tolerances import RANK_RTOL
+
+    result, _, _ = quick
+    (title,) = [t for t in result.tables if t.startswith("Local learning coefficient")]
+    rows = {r["point"].split(" ")[0]: r for r in result.tables[title]}
+    con, tr = rows["construction"], rows["trained"]
+    d, n = ah.QUICK.d, ah.QUICK.n
+    sigma = random_covariance(d, StudyContext(quick=True, out=Path("unused"), seed=0).generator(1), spectrum=ah.QUICK.spectrum)
+    spec = ModelSpec.linear(d, 1)
+    f = exact_loss_fn(spec, LinearRegression(d, n, sigma))
+    P = torch.zeros(d + 1, d + 1, dtype=F64)
+    P[d, d] = 1.0
+    Q = torch.zeros(d + 1, d + 1, dtype=F64)
+    Q[:d, :d] = -ah.theorem1_optimum(sigma, n)
+    w = flatten_params({"layer0.head0.P": P, "layer0.head0.Q": Q}, spec)
+    ev = torch.linalg.eigvalsh(hessian(f, w, spec=spec))
+    assert con["hessian_rank"] == int((ev > RANK_RTOL[F64] * ev.abs().max()).sum())
+    assert con["exact_loss"] == pytest.approx(float(f({"layer0.head0.P": P, "layer0.head0.Q": Q})), rel=1e-12)
+    assert con["grad_norm"] < 1e-10 and con["diverged_chains"] == 0 and tr["diverged_chains"] == 0
+    assert abs(con["llc"] - con["quadratic_expectation"]) <= MC_NUM_SE * con["llc_se"]
+    assert 0 < con["quadratic_expectation"] <= con["half_hessian_rank"]
+    assert tr["exact_loss"] > con["exact_loss"]  # A* is the global minimum
+
+
+@pytest.mark.slow
 def test_quick_report_and_figures(quick) -> None:
     result, report, out = quick
     text = report.read_text()
     assert all(cl.statement in text for cl in result.claims)
-    assert {f.name for f in result.figures} == {"ahn2023_distance.png", "ahn2023_distance.svg"}
+    assert {f.name for f in result.figures} == {"ahn2023_distance.png", "ahn2023_distance.svg", "ahn2023_probe.png",
+                                                "ahn2023_probe.svg"}
     assert all(f.is_file() and f.stat().st_size > 1000 for f in result.figures)
     with RunStore(out) as store:
         runs = store.list_runs()

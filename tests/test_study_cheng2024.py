@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from landscape.tolerances import CONSTRUCTION_RTOL, RTOL
 from landscape.theory.families import Problem, get_family
 from landscape.core.model import ModelSpec, init_params, predict
 from landscape.experiment.store import RunStore
-from landscape.core.tasks import KernelGP
+from landscape.core.tasks import KernelGP, random_covariance
 
 F64 = torch.float64
 
@@ -37,7 +38,7 @@ def test_composite_kernel_is_the_written_formula() -> None:
     direct = torch.exp(0.5 * U[:, :2].mT @ W[:, :2]) + U[:, 2:4].mT @ W[:, 2:4]
     torch.testing.assert_close(K.gram(U, W), direct, rtol=RTOL[F64], atol=0.0)
     assert ch.composite_identity(5, 6, 3, 8, _gen(3)) <= CONSTRUCTION_RTOL
-    with pytest.raises(ValueError, match="d must be an integer >= 4"):
+    with pytest.raises(ValueError, match="d must be an int >= 4"):
         ch.composite_data_kernel(3)
 
 
@@ -55,19 +56,95 @@ def test_construction_depth_curve_tends_to_the_posterior_mean() -> None:
         ch.construction_depth_curve("relu", 3, 6, (1, 2), 10, _gen(5))
     with pytest.raises(ValueError, match="increasing"):
         ch.construction_depth_curve("exp", 3, 6, (2, 2), 10, _gen(5))
+    with pytest.raises(TypeError, match="each depth must be an int"):  # 2.5 was silently truncated to 2
+        ch.construction_depth_curve("exp", 3, 6, (1, 2.5), 10, _gen(5))
+    with pytest.raises(ValueError, match="each depth must be an int >= 1"):
+        ch.construction_depth_curve("exp", 3, 6, (0, 2), 10, _gen(5))
 
 
-def test_value_structure_distance_vanishes_on_the_full_value_family() -> None:
-    prob = Problem(4, 2, n=5, activations=("exp",))
+def test_composite_kernel_refuses_a_non_integer_dimension() -> None:
+    with pytest.raises(TypeError, match="d must be an int"):
+        ch.composite_data_kernel(4.0)
+
+
+def test_family_distance_curves_are_the_trainers_projection(tmp_path: Path) -> None:
+    # a short run with the family configured: the curves are read back by their keys, the last
+    # family_distance is project_stacked on the final weights, the key–query curves are
+    # identity_distances of the final weights (mean over layers)
+    from landscape.experiment.distance import identity_distances, project_stacked
+    from landscape.experiment.train import train
+
+    s = replace(ch.QUICK, log_every=5)  # the family is projected at the logged steps divisible by distance_every
+    sigma = random_covariance(s.d, _gen(11), spectrum=s.spectrum)
+    ctx = StudyContext(quick=True, out=tmp_path)
+    cfg = ch._config(s, ctx, sigma, "exp", ("exp",), 4, 2, 20, seeds=2, family="fgd-full", distance_every=10)
+    with RunStore(tmp_path) as store:
+        res = train(cfg, store)
+        curves = ch.family_distance_curves(store.metrics(res.run_name), 2)
+    steps, fam = curves["family"]
+    assert steps == [0, 10, 20] and fam.shape == (3, 2)
+    final = {k: v.to(F64) for k, v in res.params.items()}
+    proj = project_stacked(final, cfg.make_family(sigma), starts=1)
+    # the same projection (one start); they agree to the least-squares solver's stopping tolerance
+    torch.testing.assert_close(fam[-1], proj.distance, rtol=1e-6, atol=0.0)
+    torch.testing.assert_close(fam[-1], res.family_distance.to(F64), rtol=1e-12, atol=0.0)
+    ids = identity_distances(final, cfg.spec, sigma)
+    wsteps, white = curves["whitened"]
+    assert wsteps[-1] == 20
+    torch.testing.assert_close(white[-1], ids.whitened[..., 0].mean(-1), rtol=1e-12, atol=0.0)
+    torch.testing.assert_close(curves["raw"][1][-1], ids.raw[..., 0].mean(-1), rtol=1e-12, atol=0.0)
+
+
+def test_control_family_ignores_sigma() -> None:
+    # fgd-full built for Σ = I: its key–query blocks are multiples of I; a point of fgd-full (Σ ≠ I),
+    # also after B ↦ GB, C ↦ G^-ᵀC with a random G, is at distance 0 from fgd-full but not from the control
+    from landscape.experiment.distance import project_onto_family
+
+    d = 4
+    sigma = random_covariance(d, _gen(12), spectrum=(1.0, 0.5, 0.25, 0.1))
+    prob = Problem(d, 1, n=5, sigma=sigma, activations=("exp",))
+    ctl = ch.control_family(prob)
+    assert ctl.problem.sigma is None and ctl.names == get_family("fgd-full", prob).names
+    v = torch.tensor([0.7, 1.3, 0.9, -0.4], dtype=F64)  # a0, b0, c0, r0
+    B = ctl.params(v)["layer0.head0.B"]
+    torch.testing.assert_close(B[:d, :d], 1.3 * torch.eye(d, dtype=F64), rtol=0.0, atol=1e-15)
     fam = get_family("fgd-full", prob)
-    vals = torch.randn(fam.dim, generator=_gen(6), dtype=F64)
-    on = ch.value_structure_distance(fam.params(vals), prob.spec)
-    assert on.shape == (2, 1) and float(on.abs().max()) < 1e-15
-    p = init_params(prob.spec, _gen(7), dtype=F64)
-    off = ch.value_structure_distance(p, prob.spec)
-    # scale invariant, in (0, 1]
-    torch.testing.assert_close(ch.value_structure_distance({k: 3.0 * v for k, v in p.items()}, prob.spec), off)
-    assert bool((off > 0.3).all()) and bool((off <= 1).all())
+    p = {k: t.clone() for k, t in fam.params(v).items()}
+    G = torch.eye(d + 1, dtype=F64) + 0.3 * torch.randn(d + 1, d + 1, generator=_gen(13), dtype=F64)
+    p["layer0.head0.B"] = G @ p["layer0.head0.B"]
+    p["layer0.head0.C"] = torch.linalg.inv(G).mT @ p["layer0.head0.C"]
+    assert project_onto_family(p, fam).distance < 1e-8
+    assert project_onto_family(p, ctl).distance > 0.05
+
+
+def test_data_kernel_in_x_is_the_gp_kernel_on_the_whitened_inputs() -> None:
+    d = 5
+    sigma = random_covariance(d, _gen(14), spectrum=ch.QUICK.spectrum)
+    g = _gen(15)
+    xi, xi2 = torch.randn(3, d, 4, generator=g, dtype=F64), torch.randn(3, d, 6, generator=g, dtype=F64)
+    half = torch.linalg.cholesky(sigma)  # any factor with LLᵀ = Σ: xᵀΣ⁻¹x' = ξᵀξ'
+    K = ch.data_kernel_in_x(sigma).gram(half @ xi, half @ xi2)
+    torch.testing.assert_close(K, torch.exp(xi.mT @ xi2), rtol=1e-12, atol=0.0)
+
+
+def test_probe_recovers_functional_gd_in_the_data_kernel_on_its_construction() -> None:
+    # heads with B = C = Σ^{-1/2} run functional GD in exp(xᵀΣ⁻¹x'): the probe recovers it to
+    # round-off with the construction's steps, while the two controls do not match
+    from landscape.core.tasks import sqrtm_psd
+
+    d, n = 4, 6
+    sigma = random_covariance(d, _gen(16), spectrum=(1.0, 0.5, 0.25, 0.1))
+    steps = [0.4, 0.7]
+    c = ch.functional_gd_construction(d, steps, ["exp"], projections=[sqrtm_psd(sigma, -0.5)], weights=[1.0])
+    task = KernelGP(d, n, "exp", sigma)
+    stacked = {k: torch.stack([v, v]) for k, v in c.params.items()}
+    res = ch.probe_layers(stacked, c.spec, task, sigma, StudyContext(quick=True, out=Path("unused")),
+                          fit_samples=64, eval_samples=64)
+    assert res.algorithms == tuple(ch.PROBE_LABELS[k] for k in ("fgd_data", "fgd_raw", "gd"))
+    assert float(res.relative_error[:, 0].max()) < 1e-9
+    fitted = torch.stack([p.reshape(()) for p in res.fitted[ch.PROBE_LABELS["fgd_data"]][0]])
+    torch.testing.assert_close(fitted, torch.tensor(steps, dtype=F64), rtol=1e-9, atol=0.0)
+    assert float(res.relative_error[:, 1:].min()) > 1e-3
 
 
 def test_multihead_config_trains_on_the_composite_kernel() -> None:
@@ -111,7 +188,7 @@ def quick(tmp_path_factory: pytest.TempPathFactory):
 EXPECTED = {"prop1_construction_is_functional_gd", "prop3_multihead_composite_kernel", "prop2_depth_to_bayes",
             "matched_activation_wins_linear", "matched_activation_wins_relu", "matched_activation_wins_exp",
             "softmax_close_to_exp", "depth_lowers_loss", "context_lowers_loss", "training_approaches_family",
-            "fgd_family_stationary", "multihead_wins_on_composite"}
+            "layers_are_functional_gd", "fgd_family_stationary", "multihead_wins_on_composite"}
 
 
 @pytest.mark.slow
@@ -165,18 +242,83 @@ def test_quick_depth_context_and_multihead(quick) -> None:
     assert mh["loss[exp+linear]"] >= 0.98 * mh["bayes"]
 
 
+def _distance_run(out: Path):
+    from landscape.numeric.points import load_trained
+
+    with RunStore(out, read_only=True) as store:
+        (run,) = [r for r in store.list_runs() if r.config.get("family") == "fgd-full"]
+        metrics = store.metrics(run)
+    return load_trained(out, run.name), metrics
+
+
 @pytest.mark.slow
 def test_quick_training_approaches_the_stationary_family(quick) -> None:
-    result, _, _ = quick
+    # the claim's numbers are the medians of what the trainer logged (family_distance, the library's
+    # projection) and of project_stacked onto the control family, recomputed here from the store
+    from landscape.experiment.distance import project_stacked
+    from landscape.experiment.summary import seed_median
+
+    result, _, out = quick
     c = {x.name: x for x in result.claims}
-    t = c["training_approaches_family"].measured
-    assert c["training_approaches_family"].holds
-    assert t["whitened_final"] < 0.5 * t["whitened_initial"]
-    assert t["whitened_final"] < 0.5 * t["raw_final"]  # Σ^{1/2}BᵀCΣ^{1/2} ∝ I, BᵀC is not
-    assert t["value_offblock_final"] < t["value_offblock_initial"]
+    claim = c["training_approaches_family"]
+    t = claim.measured
+    trained, metrics = _distance_run(out)
+    curves = ch.family_distance_curves(metrics, ch.QUICK.distance_layers)
+    fam, white, raw = curves["family"][1], curves["whitened"][1], curves["raw"][1]
+    assert fam.shape[1] == ch.QUICK.distance_seeds == t["seeds"]
+    assert t["family_initial"] == pytest.approx(float(seed_median(fam[0])), rel=1e-12)
+    assert t["family_final"] == pytest.approx(float(seed_median(fam[-1])), rel=1e-12)
+    assert t["whitened_BtC_final"] == pytest.approx(float(seed_median(white[-1])), rel=1e-12)
+    assert t["raw_BtC_final"] == pytest.approx(float(seed_median(raw[-1])), rel=1e-12)
+    # the stored final distance is the projection of the stored final weights (one definition)
+    from landscape.core.model import unflatten_params
+
+    final = unflatten_params(trained.final, trained.spec)
+    torch.testing.assert_close(trained.family_distance, project_stacked(final, trained.family, starts=1).distance,
+                               rtol=1e-6, atol=0.0)
+    control = ch.control_family(trained.config.problem(trained.sigma))
+    ctl = project_stacked(final, control, starts=1).distance
+    assert t["control_final"] == pytest.approx(float(seed_median(ctl)), rel=1e-6)
+    r = ch.FAMILY_RATIO
+    expected = t["family_final"] < r * t["family_initial"] and t["family_final"] < r * t["control_final"]
+    assert claim.holds == expected
+    assert claim.holds
+    # the key–query products: whitened → multiple of I, raw not (Σ ≠ I)
+    assert t["whitened_BtC_final"] < 0.5 * t["raw_BtC_final"]
     cert = c["fgd_family_stationary"]
     assert cert.holds
     assert cert.measured["control_p_value"] < 1e-3 < cert.measured["fgd_p_value"]
+
+
+@pytest.mark.slow
+def test_quick_probe_claim_is_the_probes_output(quick) -> None:
+    # recompute the probe from the stored weights with landscape.numeric.probe.probe itself
+    from landscape.core.model import unflatten_params
+    from landscape.experiment.summary import seed_median
+    from landscape.numeric.probe import probe
+
+    result, _, out = quick
+    claim = {x.name: x for x in result.claims}["layers_are_functional_gd"]
+    trained, _ = _distance_run(out)
+    seeds = [unflatten_params(f, trained.spec) for f in trained.final]
+    ctx = StudyContext(quick=True, out=out, seed=0)
+    kw = {"fit_samples": ch.QUICK.probe_fit, "eval_samples": ch.QUICK.probe_eval}
+    data = probe(seeds, trained.spec, trained.task, ctx.generator(ch.PROBE_OFFSET), algorithms=("functional_gd", "gd"),
+                 kernel=ch.data_kernel_in_x(trained.sigma), **kw)
+    raw = probe(seeds, trained.spec, trained.task, ctx.generator(ch.PROBE_OFFSET), algorithms=("functional_gd",),
+                kernel="exp", **kw)
+    f, g = seed_median(data.relative_error, dim=0), seed_median(raw.relative_error, dim=0)
+    cos = seed_median(data.cosine, dim=0)
+    m = claim.measured
+    ok = True
+    for l in range(ch.QUICK.distance_layers):
+        assert m[f"layer{l + 1}: FGD data kernel rel. error"] == pytest.approx(float(f[0, l]), rel=1e-8)
+        assert m[f"layer{l + 1}: GD rel. error"] == pytest.approx(float(f[1, l]), rel=1e-8)
+        assert m[f"layer{l + 1}: FGD exp(xᵀx′) rel. error"] == pytest.approx(float(g[0, l]), rel=1e-8)
+        assert m[f"layer{l + 1}: FGD data kernel cosine"] == pytest.approx(float(cos[0, l]), rel=1e-8)
+        ok &= bool(f[0, l] < ch.PROBE_GD_RATIO * f[1, l] and f[0, l] < g[0, l] and cos[0, l] > ch.PROBE_COSINE)
+    assert claim.holds == ok
+    assert claim.holds
 
 
 @pytest.mark.slow
@@ -186,8 +328,8 @@ def test_quick_report_figures_and_store(quick) -> None:
     for cl in result.claims:
         assert cl.statement in text
     names = {f.name for f in result.figures}
-    for stem in ("cheng2024_prop2_depth", "cheng2024_grid", "cheng2024_distance", "cheng2024_depth_exp",
-                 "cheng2024_context_relu"):
+    for stem in ("cheng2024_prop2_depth", "cheng2024_grid", "cheng2024_distance", "cheng2024_probe",
+                 "cheng2024_depth_exp", "cheng2024_context_relu"):
         assert {f"{stem}.png", f"{stem}.svg"} <= names
     assert all(f.is_file() and f.stat().st_size > 1000 for f in result.figures)
     with RunStore(out) as store:

@@ -71,10 +71,12 @@ def test_fit_gd_steps_uses_distinct_steps() -> None:
 
 
 def test_layer_predictions_end_in_the_model_prediction() -> None:
+    # the study reads the layers out through the library's probe (landscape.numeric.probe.layer_predictions)
+    assert gi.layer_predictions is __import__("landscape.numeric.probe", fromlist=["x"]).layer_predictions
     spec = ModelSpec.linear(3, 2)
     params = init_params(spec, _gen(4), std=0.3, dtype=torch.float64)
     Z = LinearRegression(3, 6).sample(5, _gen(5)).Z
-    per_layer = gi.layer_predictions(params, spec, Z)
+    per_layer = gi.layer_predictions(params, spec, Z).T
     assert per_layer.shape == (3, 5)
     torch.testing.assert_close(per_layer[-1], predict(params, spec, Z), rtol=ALGORITHM_RTOL, atol=0.0)
     torch.testing.assert_close(per_layer[0], -Z[..., -1, -1], rtol=0.0, atol=0.0)

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from analysis._study import (Claim, Findings, StudyContext, claims_markdown, finite_min, intra_op_threads,
-                             label_seed_band, seed_list, study_threads, table_markdown, write_report)
+                             label_seed_band, merge_probes, probe_figure, probe_medians, seed_list, study_threads,
+                             table_markdown, write_report)
 
 
 def _figure():
@@ -74,8 +75,11 @@ def test_intra_op_threads_sets_and_restores() -> None:
         with intra_op_threads(1):
             raise RuntimeError("inside")
     assert torch.get_num_threads() == before
-    with pytest.raises(ValueError, match="integer >= 1"):
+    with pytest.raises(ValueError, match="n must be an int >= 1"):
         with intra_op_threads(0):
+            pass
+    with pytest.raises(TypeError, match="n must be an int"):
+        with intra_op_threads(2.0):
             pass
     with study_threads(StudyContext(quick=True, out=Path(os.devnull))):
         assert torch.get_num_threads() == 1
@@ -94,3 +98,36 @@ def test_seed_summaries() -> None:
     assert finite_min([0.5, float("nan"), 0.2]) == 0.2
     assert finite_min([float("nan"), float("inf")]) == np.inf
     assert seed_list([0.123456, 2.0]) == "0.1235, 2"
+
+
+def _probe_result(algorithms, seed_values, kernel="linear"):
+    from landscape.numeric.probe import ProbeResult
+
+    rel = torch.tensor(seed_values, dtype=torch.float64)  # (S, A, L)
+    fitted = {a: [[torch.tensor(float(i))] for i in range(rel.shape[0])] for a in algorithms}
+    return ProbeResult(tuple(algorithms), rel.shape[2], 1 - rel, rel, fitted, 8, 8, kernel, 1 - 2 * rel, 2 * rel)
+
+
+def test_merge_probes_relabels_and_concatenates_along_the_algorithm_axis(tmp_path: Path) -> None:
+    a = _probe_result(("gd", "newton"), [[[0.1, 0.2], [0.3, 0.4]], [[0.5, 0.6], [0.7, 0.8]]])
+    b = _probe_result(("functional_gd",), [[[0.01, 0.02]], [[0.03, 0.04]]], kernel="exp")
+    m = merge_probes([(b, {"functional_gd": "FGD"}), (a, {"gd": "GD"})])
+    assert m.algorithms == ("FGD", "GD") and m.layers == 2 and m.seeds == 2 and m.kernel == "exp; linear"
+    torch.testing.assert_close(m.relative_error[:, 0], b.relative_error[:, 0], rtol=0, atol=0)
+    torch.testing.assert_close(m.relative_error[:, 1], a.relative_error[:, 0], rtol=0, atol=0)
+    torch.testing.assert_close(m.weight_cosine[:, 1], a.weight_cosine[:, 0], rtol=0, atol=0)
+    assert m.fitted["GD"] is a.fitted["gd"]
+    # the median over seeds is the mean of the two middle values (two seeds: their mean, not the smaller)
+    med = probe_medians(m)
+    torch.testing.assert_close(med["relative_error"], torch.tensor([[0.02, 0.03], [0.3, 0.4]], dtype=torch.float64))
+    torch.testing.assert_close(med["cosine"], 1 - med["relative_error"])
+    files = probe_figure(m, tmp_path, "probe", "title")
+    assert [f.name for f in files] == ["probe.png", "probe.svg"] and all(f.stat().st_size > 1000 for f in files)
+    with pytest.raises(ValueError, match="not 'newton'"):
+        merge_probes([(b, {"newton": "N"})])
+    with pytest.raises(ValueError, match="used twice"):
+        merge_probes([(a, {"gd": "X", "newton": "X"})])
+    with pytest.raises(ValueError, match="different seeds"):
+        merge_probes([(a, {"gd": "GD"}), (_probe_result(("gd",), [[[0.1, 0.2]]]), {"gd": "GD1"})])
+    with pytest.raises(ValueError, match="at least one"):
+        merge_probes([])
