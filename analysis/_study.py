@@ -329,7 +329,7 @@ def probe_medians(result: Any) -> dict[str, torch.Tensor]:
 
 
 def probe_figure(result: Any, out: Path, stem: str, title: str) -> list[Path]:
-    """The probe figure (:func:`landscape.numeric.probe.plot_probe`) as ``<out>/<stem>.png`` and ``.svg``.
+    """The probe figure (:func:`landscape.views.pictures.plot_probe`) as ``<out>/<stem>.png`` and ``.svg``.
 
     Relative error (log scale) and cosine similarity per layer, one line per algorithm (median over
     seeds) with the inter-quartile band.
@@ -337,7 +337,7 @@ def probe_figure(result: Any, out: Path, stem: str, title: str) -> list[Path]:
     Returns:
         The two paths, PNG first.
     """
-    from landscape.numeric.probe import plot_probe
+    from landscape.views.pictures import plot_probe
 
     return [Path(p) for p in plot_probe(result, Path(out) / stem, title=title)]
 

@@ -168,3 +168,13 @@ def test_implied_weights_are_the_algorithms_weight_vectors():
     assert float(r.weight_relative_error[0, 0].max()) < ROUND_OFF
     assert float(r.weight_relative_error[0, 1].min()) > 0.05
     assert "weight_cosine_median" in r.bands()["gd"]
+
+
+def test_best_uses_the_projects_median_over_an_even_number_of_seeds() -> None:
+    from landscape.numeric.probe import ProbeResult
+
+    # alg "a": seeds 0.1 and 0.9 (median 0.5, lower middle value 0.1); alg "b": 0.3 and 0.3
+    err = torch.tensor([[[0.1], [0.3]], [[0.9], [0.3]]], dtype=torch.float64)  # (S=2, A=2, L=1)
+    res = ProbeResult(("a", "b"), 1, torch.ones_like(err), err)
+    assert res.best() == ["b"]  # torch.median's lower middle value would pick "a"
+    assert res.bands()["a"]["relative_error_median"] == [0.5]

@@ -104,8 +104,12 @@ class ProbeResult:
         return out
 
     def best(self) -> list[str]:
-        """Per layer, the algorithm with the smallest median relative error."""
-        med = self.relative_error.median(dim=0).values  # (A, L)
+        """Per layer, the algorithm with the smallest median relative error (the median of
+        :func:`landscape.experiment.summary.seed_median`: with an even number of seeds, the mean of the
+        two middle values)."""
+        from landscape.experiment.summary import seed_median
+
+        med = seed_median(self.relative_error, dim=0)  # (A, L)
         return [self.algorithms[int(i)] for i in med.argmin(dim=0)]
 
     def summary(self) -> dict[str, Any]:
