@@ -56,7 +56,8 @@ import torch
 from landscape.core.kernels import get_kernel
 from landscape.core.model import ModelSpec, param_shapes
 
-__all__ = ["BLOCK", "available", "unsupported_reason", "fused_grad", "head_codes", "flops_per_prompt"]
+__all__ = ["BLOCK", "available", "unsupported_reason", "fused_grad", "fused_predict", "head_codes",
+           "flops_per_prompt"]
 
 BLOCK = 16
 """Prompts per block: the lanes of one vector (the kernel module's ``BL``). Measured at 32 seeds ×
@@ -70,12 +71,13 @@ _LINEAR_ATTN, _K_LINEAR, _K_RELU, _K_EXP, _K_SOFTMAX = 0, 1, 2, 3, 4
 _KERNEL_CODES = {"linear": _K_LINEAR, "relu": _K_RELU, "exp": _K_EXP, "softmax": _K_SOFTMAX}
 
 _kernel: Any = None
+_predict: Any = None
 _import_error: str | None = None
 
 
 def _load() -> bool:
     """Import numba and the kernel module lazily (once per process); False if numba is missing."""
-    global _kernel, _import_error
+    global _kernel, _predict, _import_error
     if _kernel is not None:
         return True
     if _import_error is not None:
@@ -90,6 +92,7 @@ def _load() -> bool:
         _import_error = f"numba is not installed ({exc}); pip install 'landscape[fast]'"
         return False
     _kernel = mod.kernel
+    _predict = mod.predict_kernel
     return True
 
 
@@ -181,6 +184,49 @@ def flops_per_prompt(spec: ModelSpec, n: int) -> int:
     return total
 
 
+def _kernel_args(spec: ModelSpec) -> tuple[Any, ...]:
+    """The kernel's description of ``spec``: head codes, ``exp`` scales, the flat offset of every
+    (layer, head) and ``L, H``."""
+    import numpy as np
+
+    codes_scales = head_codes(spec)
+    assert codes_scales is not None
+    codes, scales = codes_scales
+    L, H = spec.layers, len(spec.heads)
+    offs = []
+    i = 0
+    names = iter(param_shapes(spec).items())
+    for l in range(L):
+        row = []
+        for h, head in enumerate(spec.heads):
+            row.append(i)
+            for _ in head.param_names:
+                _, (a, b) = next(names)
+                i += a * b
+        offs.append(row)
+    return (np.asarray(codes, dtype=np.int64), np.asarray(scales, dtype=np.float64),
+            np.asarray(offs, dtype=np.int64), L, H)
+
+
+def _run_seeds(fn: Any, S: int, per_seed: tuple[Any, ...], shared: tuple[Any, ...], outs: tuple[Any, ...]) -> None:
+    """``fn(*per_seed, *shared, *outs)`` over all ``S`` seeds (the leading axis of ``per_seed`` and
+    ``outs``), split into contiguous seed ranges over :func:`torch.get_num_threads` threads (the
+    kernels release the GIL). Every seed is computed by one thread from start to end, so the bits
+    do not depend on the split."""
+    workers = min(S, max(1, torch.get_num_threads()))
+    if workers == 1:
+        fn(*per_seed, *shared, *outs)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    cuts = [S * w // workers for w in range(workers + 1)]
+    with ThreadPoolExecutor(workers) as pool:
+        futs = [pool.submit(fn, *(x[a:b] for x in per_seed), *shared, *(o[a:b] for o in outs))
+                for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+        for fu in futs:
+            fu.result()
+
+
 def fused_grad(flat: torch.Tensor, spec: ModelSpec, Z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Per-seed loss and gradient by the fused kernel (see the module docstring).
 
@@ -199,22 +245,7 @@ def fused_grad(flat: torch.Tensor, spec: ModelSpec, Z: torch.Tensor, y: torch.Te
     why = unsupported_reason(spec, flat.device, flat.dtype)
     if why is not None:
         raise ValueError(why)
-    codes_scales = head_codes(spec)
-    assert codes_scales is not None
-    codes, scales = codes_scales
-    S, B, D, N = Z.shape
-    L, H = spec.layers, len(spec.heads)
-    offs = []
-    i = 0
-    names = iter(param_shapes(spec).items())
-    for l in range(L):
-        row = []
-        for h, head in enumerate(spec.heads):
-            row.append(i)
-            for _ in head.param_names:
-                _, (a, b) = next(names)
-                i += a * b
-        offs.append(row)
+    S = Z.shape[0]
     dt = flat.dtype
     import numpy as np
 
@@ -223,20 +254,43 @@ def fused_grad(flat: torch.Tensor, spec: ModelSpec, Z: torch.Tensor, y: torch.Te
     t = y.detach().to(dt).contiguous().numpy()
     grad = np.zeros_like(f)
     loss = np.zeros(S, dtype=np.float64)
-    args = (np.asarray(codes, dtype=np.int64), np.asarray(scales, dtype=np.float64),
-            np.asarray(offs, dtype=np.int64), L, H)
-    workers = min(S, max(1, torch.get_num_threads()))
-    if workers == 1:
-        _kernel(f, z, t, *args, grad, loss)
-    else:
-        # Seeds split into contiguous ranges, one per thread (the kernel releases the GIL); each
-        # seed is computed by one thread from start to end, so the bits do not depend on the split.
-        from concurrent.futures import ThreadPoolExecutor
-
-        cuts = [S * w // workers for w in range(workers + 1)]
-        with ThreadPoolExecutor(workers) as pool:
-            futs = [pool.submit(_kernel, f[a:b], z[a:b], t[a:b], *args, grad[a:b], loss[a:b])
-                    for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
-            for fu in futs:
-                fu.result()
+    _run_seeds(_kernel, S, (f, z, t), _kernel_args(spec), (grad, loss))
     return torch.from_numpy(grad), torch.from_numpy(loss).to(dt)
+
+
+def fused_predict(flat: torch.Tensor, spec: ModelSpec, Z: torch.Tensor) -> torch.Tensor:
+    r"""Per-seed predictions :math:`\mathrm{TF}_{\theta_s}(Z_b)` by the kernel's forward pass alone.
+
+    The same forward as :func:`fused_grad` (the same block code), without the backward pass and
+    without materialising more than one block's activations: the held-out evaluation of
+    :func:`landscape.experiment.train.train` runs on it.
+
+    Args:
+        flat: ``(S, P)`` stacked flat parameters (:func:`landscape.core.model.flatten_params` order).
+        spec: architecture; every head of a built-in kind (:func:`unsupported_reason` is ``None``).
+        Z: ``(E, D, N)`` prompts shared by every seed, or ``(S, E, D, N)`` prompts per seed, on
+            the CPU (converted to the dtype of ``flat``).
+
+    Returns:
+        ``(S, E)`` predictions :math:`-[Z_L]_{D,N}` in the dtype of ``flat``.
+
+    Raises:
+        ValueError: the kernel does not cover this case (the reason is named), or ``Z`` has
+            neither shape.
+    """
+    why = unsupported_reason(spec, flat.device, flat.dtype)
+    if why is not None:
+        raise ValueError(why)
+    S = flat.shape[0]
+    if Z.dim() == 3:
+        Z = Z.unsqueeze(0)
+    if Z.dim() != 4 or Z.shape[0] not in (1, S):
+        raise ValueError(f"Z must be (E, D, N) or ({S}, E, D, N) for {S} seeds, got {tuple(Z.shape)}")
+    import numpy as np
+
+    f = flat.detach().contiguous().numpy()
+    z = Z.detach().to(flat.dtype).contiguous().numpy()
+    pred = np.zeros((S, Z.shape[1]), dtype=f.dtype)
+    per_seed, shared = ((f,), (z,)) if Z.shape[0] == 1 else ((f, z), ())
+    _run_seeds(_predict, S, per_seed, (*shared, *_kernel_args(spec)), (pred,))
+    return torch.from_numpy(pred)
