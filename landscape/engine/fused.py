@@ -46,6 +46,7 @@ extra) and :func:`available` says whether it can be used.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -126,6 +127,14 @@ def available() -> bool:
 
 def head_codes(spec: ModelSpec) -> tuple[list[int], list[float]] | None:
     """Kernel codes and ``exp`` scales of the heads of ``spec``; ``None`` if a head is not built in."""
+    found = _head_codes(spec)
+    return None if found is None else (list(found[0]), list(found[1]))
+
+
+@functools.lru_cache(maxsize=64)
+def _head_codes(spec: ModelSpec) -> tuple[tuple[int, ...], tuple[float, ...]] | None:
+    """:func:`head_codes`, once per spec (it rebuilds each built-in kernel to compare: a sympy
+    construction, about 2 ms, that every training step would otherwise repeat)."""
     codes, scales = [], []
     for head in spec.heads:
         if head.kind == "linear":
@@ -140,7 +149,7 @@ def head_codes(spec: ModelSpec) -> tuple[list[int], list[float]] | None:
             return None
         codes.append(_KERNEL_CODES[k.name])
         scales.append(float(kw.get("scale", 1.0)))
-    return codes, scales
+    return tuple(codes), tuple(scales)
 
 
 def unsupported_reason(spec: ModelSpec, device: torch.device | str, dtype: torch.dtype) -> str | None:
@@ -154,7 +163,7 @@ def unsupported_reason(spec: ModelSpec, device: torch.device | str, dtype: torch
         return f"the fused kernel runs on the CPU, not on {torch.device(device)}"
     if dtype not in (torch.float32, torch.float64):
         return f"the fused kernel needs float32 or float64, not {dtype}"
-    if head_codes(spec) is None:
+    if _head_codes(spec) is None:
         names = ", ".join(h.describe() for h in spec.heads)
         return f"the fused kernel covers linear attention and the linear/relu/exp/softmax kernels, not {names}"
     if not _load():
@@ -184,12 +193,13 @@ def flops_per_prompt(spec: ModelSpec, n: int) -> int:
     return total
 
 
+@functools.lru_cache(maxsize=64)
 def _kernel_args(spec: ModelSpec) -> tuple[Any, ...]:
-    """The kernel's description of ``spec``: head codes, ``exp`` scales, the flat offset of every
-    (layer, head) and ``L, H``."""
+    """The kernel's description of ``spec`` (once per spec): head codes, ``exp`` scales, the flat
+    offset of every (layer, head) and ``L, H``, shared by every call."""
     import numpy as np
 
-    codes_scales = head_codes(spec)
+    codes_scales = _head_codes(spec)
     assert codes_scales is not None
     codes, scales = codes_scales
     L, H = spec.layers, len(spec.heads)
@@ -204,6 +214,7 @@ def _kernel_args(spec: ModelSpec) -> tuple[Any, ...]:
                 _, (a, b) = next(names)
                 i += a * b
         offs.append(row)
+    # writeable arrays (numba compiles read-only ones as another signature); the kernels never write them
     return (np.asarray(codes, dtype=np.int64), np.asarray(scales, dtype=np.float64),
             np.asarray(offs, dtype=np.int64), L, H)
 
