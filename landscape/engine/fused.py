@@ -39,6 +39,9 @@ With several torch threads
 threads (each seed on one thread, its blocks in order), so the numbers do not depend on the
 thread count and are the same bits every run.
 
+:func:`fused_predict` runs the same block forward without the backward pass (the held-out loss of
+a run trained on this engine).
+
 The kernel is compiled by numba (a maintained LLVM JIT distributed as binary wheels: nothing to
 compile on the user's machine, no C toolchain); numba is an optional dependency (the ``fast``
 extra) and :func:`available` says whether it can be used.
