@@ -333,6 +333,92 @@ def activate_back(code, gamma, K, ko, dK, do, n, rs, cols):
 
 
 @jit
+def seed_lanes(flat, s, wb, offs, L, H, D, inv_n):
+    """``wb[q * BL + p] = flat[s, q]`` in every lane ``p``, the value matrices ``V`` scaled by ``inv_n``."""
+    P = flat.shape[1]
+    for q in range(P):
+        w = flat[s, q]
+        for p in range(BL):
+            wb[q * BL + p] = w
+    for l in range(L):
+        for h in range(H):
+            o = offs[l, h]
+            for q in range(o * BL, (o + D * D) * BL):
+                wb[q] = wb[q] * inv_n
+
+
+@jit
+def load_block(Z, s, b0, nb, Zs, D, N):
+    """The ``nb <= BL`` prompts ``Z[s, b0 : b0 + nb]`` into the lanes of ``Zs`` (the rest zero)."""
+    for r in range(D):
+        for c in range(N):
+            q = (r * N + c) * BL
+            for p in range(nb):
+                Zs[q + p] = Z[s, b0 + p, r, c]
+            for p in range(nb, BL):
+                Zs[q + p] = 0.0
+
+
+@jit
+def forward_block(wb, Zs, Xb, Cr, Kk, Ww, out, codes, scales, offs, L, H, D, N):
+    """Forward pass of one block whose input tokens are in ``Zs[:D * N * BL]``; ``wb`` the seed's
+    weights in lanes (``V`` scaled by ``1/n``). Writes the tokens of every layer (``Zs``), the
+    activations the backward pass reads (``Xb, Cr, Kk, Ww``) and ``out``, the lanes' last-layer
+    entry ``[Z_L]_{D,N}`` (the prediction is ``-out``)."""
+    n = N - 1
+    DN, Dn, nN = D * N * BL, D * n * BL, n * N * BL
+    rZ, rX = N * BL, n * BL
+    # ---------------- forward, layers 0 .. L-2 (all columns)
+    for l in range(L - 1):
+        zo = l * DN
+        zn = zo + DN
+        vcopy(Zs, zo, Zs, zn, DN)
+        for h in range(H):
+            k = l * H + h
+            code = codes[h]
+            o = offs[l, h]
+            xo, co_, ko = k * Dn, k * DN, k * nN
+            if code == 0:  # linear attention: b = X (the sources themselves), c = Q Z
+                barr, bo, brs = Zs, zo, rZ
+                oc = o + D * D
+            else:
+                mm(wb, (o + D * D) * BL, D * BL, BL, Zs, zo, rZ, BL, Xb, xo, rX, BL, D, n, D, False)
+                barr, bo, brs = Xb, xo, rX
+                oc = o + 2 * D * D
+            mm(wb, oc * BL, D * BL, BL, Zs, zo, rZ, BL, Cr, co_, rZ, BL, D, N, D, False)
+            # S[i, j] = sum_r b[r, i] c[r, j]
+            mm(barr, bo, BL, brs, Cr, co_, rZ, BL, Kk, ko, rZ, BL, n, N, D, False)
+            activate(code, scales[h], Kk, ko, n, rZ, N)
+            # W = (V / n) X ; Z_{l+1} += W K
+            mm(wb, o * BL, D * BL, BL, Zs, zo, rZ, BL, Ww, xo, rX, BL, D, n, D, False)
+            mm(Ww, xo, rX, BL, Kk, ko, rZ, BL, Zs, zn, rZ, BL, D, N, n, True)
+    # ---------------- forward, last layer: the query's label entry only
+    l = L - 1
+    zo = l * DN
+    zq = zo + n * BL  # column n: the query
+    for p in range(BL):
+        out[p] = Zs[zo + (D - 1) * rZ + n * BL + p]
+    for h in range(H):
+        k = l * H + h
+        code = codes[h]
+        o = offs[l, h]
+        xo, co_, ko = k * Dn, k * DN, k * nN
+        if code == 0:
+            barr, bo, brs = Zs, zo, rZ
+            oc = o + D * D
+        else:
+            mm(wb, (o + D * D) * BL, D * BL, BL, Zs, zo, rZ, BL, Xb, xo, rX, BL, D, n, D, False)
+            barr, bo, brs = Xb, xo, rX
+            oc = o + 2 * D * D
+        mm(wb, oc * BL, D * BL, BL, Zs, zq, rZ, BL, Cr, co_, rZ, BL, D, 1, D, False)  # c_q = C z_q
+        mm(barr, bo, BL, brs, Cr, co_, rZ, BL, Kk, ko, rZ, BL, n, 1, D, False)  # s_i = b_i . c_q
+        activate(code, scales[h], Kk, ko, n, rZ, 1)
+        # w_i = (V[D-1, :] / n) x_i ; out += sum_i w_i K_i
+        mm(wb, (o + (D - 1) * D) * BL, 0, BL, Zs, zo, rZ, BL, Ww, xo, rX, BL, 1, n, D, False)
+        mm(Ww, xo, 0, BL, Kk, ko, rZ, 0, out, 0, 0, 0, 1, 1, n, True)
+
+
+@jit
 def kernel(flat, Z, Y, codes, scales, offs, L, H, grad, loss):
     """Loss and gradient of seeds ``0 .. S-1`` (see landscape.engine.fused); writes ``grad, loss``."""
     S, B, D, N = Z.shape
@@ -360,75 +446,17 @@ def kernel(flat, Z, Y, codes, scales, offs, L, H, grad, loss):
     out = np.zeros(BL, dt)
     gout = np.zeros(BL, dt)
     for s in range(S):
-        for q in range(P):
-            w = flat[s, q]
-            for p in range(BL):
-                wb[q * BL + p] = w
-        for l in range(L):
-            for h in range(H):
-                o = offs[l, h]
-                for q in range(o * BL, (o + D * D) * BL):
-                    wb[q] = wb[q] * inv_n
+        seed_lanes(flat, s, wb, offs, L, H, D, inv_n)
         gacc[:] = 0.0
         lsum = 0.0
         for blk in range(nblocks):
             b0 = blk * BL
             nb = min(BL, B - b0)
-            for r in range(D):
-                for c in range(N):
-                    q = (r * N + c) * BL
-                    for p in range(nb):
-                        Zs[q + p] = Z[s, b0 + p, r, c]
-                    for p in range(nb, BL):
-                        Zs[q + p] = 0.0
-            # ---------------- forward, layers 0 .. L-2 (all columns)
-            for l in range(L - 1):
-                zo = l * DN
-                zn = zo + DN
-                vcopy(Zs, zo, Zs, zn, DN)
-                for h in range(H):
-                    k = l * H + h
-                    code = codes[h]
-                    o = offs[l, h]
-                    xo, co_, ko = k * Dn, k * DN, k * nN
-                    if code == 0:  # linear attention: b = X (the sources themselves), c = Q Z
-                        barr, bo, brs = Zs, zo, rZ
-                        oc = o + D * D
-                    else:
-                        mm(wb, (o + D * D) * BL, D * BL, BL, Zs, zo, rZ, BL, Xb, xo, rX, BL, D, n, D, False)
-                        barr, bo, brs = Xb, xo, rX
-                        oc = o + 2 * D * D
-                    mm(wb, oc * BL, D * BL, BL, Zs, zo, rZ, BL, Cr, co_, rZ, BL, D, N, D, False)
-                    # S[i, j] = sum_r b[r, i] c[r, j]
-                    mm(barr, bo, BL, brs, Cr, co_, rZ, BL, Kk, ko, rZ, BL, n, N, D, False)
-                    activate(code, scales[h], Kk, ko, n, rZ, N)
-                    # W = (V / n) X ; Z_{l+1} += W K
-                    mm(wb, o * BL, D * BL, BL, Zs, zo, rZ, BL, Ww, xo, rX, BL, D, n, D, False)
-                    mm(Ww, xo, rX, BL, Kk, ko, rZ, BL, Zs, zn, rZ, BL, D, N, n, True)
-            # ---------------- forward, last layer: the query's label entry only
+            load_block(Z, s, b0, nb, Zs, D, N)
+            forward_block(wb, Zs, Xb, Cr, Kk, Ww, out, codes, scales, offs, L, H, D, N)
             l = L - 1
             zo = l * DN
             zq = zo + n * BL  # column n: the query
-            for p in range(BL):
-                out[p] = Zs[zo + (D - 1) * rZ + n * BL + p]
-            for h in range(H):
-                k = l * H + h
-                code = codes[h]
-                o = offs[l, h]
-                xo, co_, ko = k * Dn, k * DN, k * nN
-                if code == 0:
-                    barr, bo, brs = Zs, zo, rZ
-                    oc = o + D * D
-                else:
-                    mm(wb, (o + D * D) * BL, D * BL, BL, Zs, zo, rZ, BL, Xb, xo, rX, BL, D, n, D, False)
-                    barr, bo, brs = Xb, xo, rX
-                    oc = o + 2 * D * D
-                mm(wb, oc * BL, D * BL, BL, Zs, zq, rZ, BL, Cr, co_, rZ, BL, D, 1, D, False)  # c_q = C z_q
-                mm(barr, bo, BL, brs, Cr, co_, rZ, BL, Kk, ko, rZ, BL, n, 1, D, False)  # s_i = b_i . c_q
-                activate(code, scales[h], Kk, ko, n, rZ, 1)
-                # w_i = (V[D-1, :] / n) x_i ; out += sum_i w_i K_i
-                mm(wb, (o + (D - 1) * D) * BL, 0, BL, Zs, zo, rZ, BL, Ww, xo, rX, BL, 1, n, D, False)
-                mm(Ww, xo, 0, BL, Kk, ko, rZ, 0, out, 0, 0, 0, 1, 1, n, True)
             # ---------------- loss and its derivative in the output
             for p in range(BL):
                 res = -out[p] - Y[s, b0 + p] if p < nb else 0.0
@@ -526,3 +554,34 @@ def kernel(flat, Z, Y, codes, scales, offs, L, H, grad, loss):
                 for q in range(o, o + D * D):
                     grad[s, q] = grad[s, q] * inv_n  # dV = d(V / n) / n
         loss[s] = lsum * inv_b
+
+
+@jit
+def predict_kernel(flat, Z, codes, scales, offs, L, H, pred):
+    """Predictions ``pred[s, b] = TF_s(Z[s, b])`` of seeds ``0 .. S-1`` by the forward pass alone;
+    ``Z`` is ``(S, B, D, N)`` or ``(1, B, D, N)`` (prompts shared by every seed)."""
+    S, P = flat.shape
+    shared = Z.shape[0] == 1
+    B, D, N = Z.shape[1], Z.shape[2], Z.shape[3]
+    n = N - 1
+    dt = flat.dtype
+    inv_n = 1.0 / n
+    nblocks = (B + BL - 1) // BL
+    DN, Dn, nN = D * N * BL, D * n * BL, n * N * BL
+    Zs = np.zeros(L * DN, dt)
+    Xb = np.zeros(L * H * Dn, dt)
+    Cr = np.zeros(L * H * DN, dt)
+    Kk = np.zeros(L * H * nN, dt)
+    Ww = np.zeros(L * H * Dn, dt)
+    wb = np.zeros(P * BL, dt)
+    out = np.zeros(BL, dt)
+    for s in range(S):
+        seed_lanes(flat, s, wb, offs, L, H, D, inv_n)
+        zs = 0 if shared else s
+        for blk in range(nblocks):
+            b0 = blk * BL
+            nb = min(BL, B - b0)
+            load_block(Z, zs, b0, nb, Zs, D, N)
+            forward_block(wb, Zs, Xb, Cr, Kk, Ww, out, codes, scales, offs, L, H, D, N)
+            for p in range(nb):
+                pred[s, b0 + p] = -out[p]

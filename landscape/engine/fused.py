@@ -39,6 +39,9 @@ With several torch threads
 threads (each seed on one thread, its blocks in order), so the numbers do not depend on the
 thread count and are the same bits every run.
 
+:func:`fused_predict` runs the same block forward without the backward pass (the held-out loss of
+a run trained on this engine).
+
 The kernel is compiled by numba (a maintained LLVM JIT distributed as binary wheels: nothing to
 compile on the user's machine, no C toolchain); numba is an optional dependency (the ``fast``
 extra) and :func:`available` says whether it can be used.
@@ -46,6 +49,7 @@ extra) and :func:`available` says whether it can be used.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -56,7 +60,8 @@ import torch
 from landscape.core.kernels import get_kernel
 from landscape.core.model import ModelSpec, param_shapes
 
-__all__ = ["BLOCK", "available", "unsupported_reason", "fused_grad", "head_codes", "flops_per_prompt"]
+__all__ = ["BLOCK", "available", "unsupported_reason", "fused_grad", "fused_predict", "head_codes",
+           "flops_per_prompt"]
 
 BLOCK = 16
 """Prompts per block: the lanes of one vector (the kernel module's ``BL``). Measured at 32 seeds ×
@@ -70,12 +75,13 @@ _LINEAR_ATTN, _K_LINEAR, _K_RELU, _K_EXP, _K_SOFTMAX = 0, 1, 2, 3, 4
 _KERNEL_CODES = {"linear": _K_LINEAR, "relu": _K_RELU, "exp": _K_EXP, "softmax": _K_SOFTMAX}
 
 _kernel: Any = None
+_predict: Any = None
 _import_error: str | None = None
 
 
 def _load() -> bool:
     """Import numba and the kernel module lazily (once per process); False if numba is missing."""
-    global _kernel, _import_error
+    global _kernel, _predict, _import_error
     if _kernel is not None:
         return True
     if _import_error is not None:
@@ -90,6 +96,7 @@ def _load() -> bool:
         _import_error = f"numba is not installed ({exc}); pip install 'landscape[fast]'"
         return False
     _kernel = mod.kernel
+    _predict = mod.predict_kernel
     return True
 
 
@@ -123,6 +130,14 @@ def available() -> bool:
 
 def head_codes(spec: ModelSpec) -> tuple[list[int], list[float]] | None:
     """Kernel codes and ``exp`` scales of the heads of ``spec``; ``None`` if a head is not built in."""
+    found = _head_codes(spec)
+    return None if found is None else (list(found[0]), list(found[1]))
+
+
+@functools.lru_cache(maxsize=64)
+def _head_codes(spec: ModelSpec) -> tuple[tuple[int, ...], tuple[float, ...]] | None:
+    """:func:`head_codes`, once per spec (it rebuilds each built-in kernel to compare: a sympy
+    construction, about 2 ms, that every training step would otherwise repeat)."""
     codes, scales = [], []
     for head in spec.heads:
         if head.kind == "linear":
@@ -137,7 +152,7 @@ def head_codes(spec: ModelSpec) -> tuple[list[int], list[float]] | None:
             return None
         codes.append(_KERNEL_CODES[k.name])
         scales.append(float(kw.get("scale", 1.0)))
-    return codes, scales
+    return tuple(codes), tuple(scales)
 
 
 def unsupported_reason(spec: ModelSpec, device: torch.device | str, dtype: torch.dtype) -> str | None:
@@ -151,7 +166,7 @@ def unsupported_reason(spec: ModelSpec, device: torch.device | str, dtype: torch
         return f"the fused kernel runs on the CPU, not on {torch.device(device)}"
     if dtype not in (torch.float32, torch.float64):
         return f"the fused kernel needs float32 or float64, not {dtype}"
-    if head_codes(spec) is None:
+    if _head_codes(spec) is None:
         names = ", ".join(h.describe() for h in spec.heads)
         return f"the fused kernel covers linear attention and the linear/relu/exp/softmax kernels, not {names}"
     if not _load():
@@ -181,6 +196,51 @@ def flops_per_prompt(spec: ModelSpec, n: int) -> int:
     return total
 
 
+@functools.lru_cache(maxsize=64)
+def _kernel_args(spec: ModelSpec) -> tuple[Any, ...]:
+    """The kernel's description of ``spec`` (once per spec): head codes, ``exp`` scales, the flat
+    offset of every (layer, head) and ``L, H``, shared by every call."""
+    import numpy as np
+
+    codes_scales = _head_codes(spec)
+    assert codes_scales is not None
+    codes, scales = codes_scales
+    L, H = spec.layers, len(spec.heads)
+    offs = []
+    i = 0
+    names = iter(param_shapes(spec).items())
+    for l in range(L):
+        row = []
+        for h, head in enumerate(spec.heads):
+            row.append(i)
+            for _ in head.param_names:
+                _, (a, b) = next(names)
+                i += a * b
+        offs.append(row)
+    # writeable arrays (numba compiles read-only ones as another signature); the kernels never write them
+    return (np.asarray(codes, dtype=np.int64), np.asarray(scales, dtype=np.float64),
+            np.asarray(offs, dtype=np.int64), L, H)
+
+
+def _run_seeds(fn: Any, S: int, per_seed: tuple[Any, ...], shared: tuple[Any, ...], outs: tuple[Any, ...]) -> None:
+    """``fn(*per_seed, *shared, *outs)`` over all ``S`` seeds (the leading axis of ``per_seed`` and
+    ``outs``), split into contiguous seed ranges over :func:`torch.get_num_threads` threads (the
+    kernels release the GIL). Every seed is computed by one thread from start to end, so the bits
+    do not depend on the split."""
+    workers = min(S, max(1, torch.get_num_threads()))
+    if workers == 1:
+        fn(*per_seed, *shared, *outs)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    cuts = [S * w // workers for w in range(workers + 1)]
+    with ThreadPoolExecutor(workers) as pool:
+        futs = [pool.submit(fn, *(x[a:b] for x in per_seed), *shared, *(o[a:b] for o in outs))
+                for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+        for fu in futs:
+            fu.result()
+
+
 def fused_grad(flat: torch.Tensor, spec: ModelSpec, Z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Per-seed loss and gradient by the fused kernel (see the module docstring).
 
@@ -199,22 +259,7 @@ def fused_grad(flat: torch.Tensor, spec: ModelSpec, Z: torch.Tensor, y: torch.Te
     why = unsupported_reason(spec, flat.device, flat.dtype)
     if why is not None:
         raise ValueError(why)
-    codes_scales = head_codes(spec)
-    assert codes_scales is not None
-    codes, scales = codes_scales
-    S, B, D, N = Z.shape
-    L, H = spec.layers, len(spec.heads)
-    offs = []
-    i = 0
-    names = iter(param_shapes(spec).items())
-    for l in range(L):
-        row = []
-        for h, head in enumerate(spec.heads):
-            row.append(i)
-            for _ in head.param_names:
-                _, (a, b) = next(names)
-                i += a * b
-        offs.append(row)
+    S = Z.shape[0]
     dt = flat.dtype
     import numpy as np
 
@@ -223,20 +268,43 @@ def fused_grad(flat: torch.Tensor, spec: ModelSpec, Z: torch.Tensor, y: torch.Te
     t = y.detach().to(dt).contiguous().numpy()
     grad = np.zeros_like(f)
     loss = np.zeros(S, dtype=np.float64)
-    args = (np.asarray(codes, dtype=np.int64), np.asarray(scales, dtype=np.float64),
-            np.asarray(offs, dtype=np.int64), L, H)
-    workers = min(S, max(1, torch.get_num_threads()))
-    if workers == 1:
-        _kernel(f, z, t, *args, grad, loss)
-    else:
-        # Seeds split into contiguous ranges, one per thread (the kernel releases the GIL); each
-        # seed is computed by one thread from start to end, so the bits do not depend on the split.
-        from concurrent.futures import ThreadPoolExecutor
-
-        cuts = [S * w // workers for w in range(workers + 1)]
-        with ThreadPoolExecutor(workers) as pool:
-            futs = [pool.submit(_kernel, f[a:b], z[a:b], t[a:b], *args, grad[a:b], loss[a:b])
-                    for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
-            for fu in futs:
-                fu.result()
+    _run_seeds(_kernel, S, (f, z, t), _kernel_args(spec), (grad, loss))
     return torch.from_numpy(grad), torch.from_numpy(loss).to(dt)
+
+
+def fused_predict(flat: torch.Tensor, spec: ModelSpec, Z: torch.Tensor) -> torch.Tensor:
+    r"""Per-seed predictions :math:`\mathrm{TF}_{\theta_s}(Z_b)` by the kernel's forward pass alone.
+
+    The same forward as :func:`fused_grad` (the same block code), without the backward pass and
+    without materialising more than one block's activations: the held-out evaluation of
+    :func:`landscape.experiment.train.train` runs on it.
+
+    Args:
+        flat: ``(S, P)`` stacked flat parameters (:func:`landscape.core.model.flatten_params` order).
+        spec: architecture; every head of a built-in kind (:func:`unsupported_reason` is ``None``).
+        Z: ``(E, D, N)`` prompts shared by every seed, or ``(S, E, D, N)`` prompts per seed, on
+            the CPU (converted to the dtype of ``flat``).
+
+    Returns:
+        ``(S, E)`` predictions :math:`-[Z_L]_{D,N}` in the dtype of ``flat``.
+
+    Raises:
+        ValueError: the kernel does not cover this case (the reason is named), or ``Z`` has
+            neither shape.
+    """
+    why = unsupported_reason(spec, flat.device, flat.dtype)
+    if why is not None:
+        raise ValueError(why)
+    S = flat.shape[0]
+    if Z.dim() == 3:
+        Z = Z.unsqueeze(0)
+    if Z.dim() != 4 or Z.shape[0] not in (1, S):
+        raise ValueError(f"Z must be (E, D, N) or ({S}, E, D, N) for {S} seeds, got {tuple(Z.shape)}")
+    import numpy as np
+
+    f = flat.detach().contiguous().numpy()
+    z = Z.detach().to(flat.dtype).contiguous().numpy()
+    pred = np.zeros((S, Z.shape[1]), dtype=f.dtype)
+    per_seed, shared = ((f,), (z,)) if Z.shape[0] == 1 else ((f, z), ())
+    _run_seeds(_predict, S, per_seed, (*shared, *_kernel_args(spec)), (pred,))
+    return torch.from_numpy(pred)

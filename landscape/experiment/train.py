@@ -1670,12 +1670,25 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------------- evaluation helpers
-def _eval_loss(spec: ModelSpec, params: Mapping[str, torch.Tensor], Z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``(S,)`` mean squared error of every seed on shared prompts ``Z (E, D, N)``."""
+def _eval_loss(spec: ModelSpec, params: Mapping[str, torch.Tensor], Z: torch.Tensor, y: torch.Tensor,
+               engine: str = "stacked") -> torch.Tensor:
+    r"""``(S,)`` mean squared error of every seed on shared prompts ``Z (E, D, N)``, targets ``y (E,)``.
+
+    :math:`\frac1E\sum_b (\mathrm{TF}_{\theta_s}(Z_b) - y_b)^2`. With ``engine="fused"`` (where the
+    run trains with the fused kernel) the predictions come from the kernel's forward pass
+    (:func:`landscape.engine.fused.fused_predict`), otherwise from :func:`stacked_predict` on
+    chunks of the prompts (temporaries stay small); the two agree to round-off of the dtype
+    (tested), and the training itself does not depend on which runs.
+    """
     S = next(iter(params.values())).shape[0]
+    E = Z.shape[0]
+    if engine == "fused" and Z.device.type == "cpu":
+        from landscape.engine.fused import fused_predict
+
+        flat = flatten_params({k: v.detach() for k, v in params.items()}, spec)
+        return squared_error(fused_predict(flat, spec, Z), y, reduction="sum") / E
     chunk = max(8, CHUNK_TARGET_BYTES.get(Z.device.type, CHUNK_TARGET_BYTES["cpu"])
                 // (S * prompt_bytes(spec, Z.shape[-1] - 1, Z.dtype)))
-    E = Z.shape[0]
     with torch.no_grad():
         total = None
         for c0 in range(0, E, chunk):  # chunks of the shared prompts: temporaries stay small
@@ -1696,13 +1709,14 @@ FAMILY_FIT_LABELS: dict[str, str] = {
 
 def _measure(spec: ModelSpec, family: Family | None, sigma: torch.Tensor | None,
              params: Mapping[str, torch.Tensor], eval_Z: torch.Tensor, eval_y: torch.Tensor,
-             with_family: bool, white: Family | None = None) -> dict[str, torch.Tensor]:
-    """Per-seed metrics of the current weights: held-out loss, Ahn's identity distances per layer
-    and head (raw and whitened), the projection onto the family (distance, fitted scalars) and,
-    with ``white`` (the family in whitened coordinates), the step sizes ``family_whitened.*``."""
+             with_family: bool, white: Family | None = None, engine: str = "stacked") -> dict[str, torch.Tensor]:
+    """Per-seed metrics of the current weights: held-out loss (by ``engine``: :func:`_eval_loss`),
+    Ahn's identity distances per layer and head (raw and whitened), the projection onto the family
+    (distance, fitted scalars) and, with ``white`` (the family in whitened coordinates), the step
+    sizes ``family_whitened.*``."""
     from landscape.experiment.distance import identity_distances, project_stacked, project_whitened
 
-    vals: dict[str, torch.Tensor] = {"eval_loss": _eval_loss(spec, params, eval_Z, eval_y)}
+    vals: dict[str, torch.Tensor] = {"eval_loss": _eval_loss(spec, params, eval_Z, eval_y, engine)}
     cpu = {k: v.detach().to("cpu", torch.float64) for k, v in params.items()}
     ids = identity_distances(cpu, spec, sigma)
     for l in range(spec.layers):
@@ -1934,7 +1948,7 @@ def _train_locked(config: TrainConfig, dev: torch.device, spec: ModelSpec, sigma
                 state.flat, state.opt, state.alive, state.diverged_step, t, batch[0], batch[1], lr_t)
             if t % config.log_every == 0:
                 with_family = dist_every > 0 and t % dist_every == 0
-                meas = _measure(spec, family, sigma, state.params, eval_Z, eval_y, with_family, white)
+                meas = _measure(spec, family, sigma, state.params, eval_Z, eval_y, with_family, white, engine)
                 if run is not None:
                     vals = {"loss": loss, "grad_norm": gnorm, "lr": lr_t,
                             "diverged": (~alive).to(torch.float64), **meas}
@@ -1949,7 +1963,7 @@ def _train_locked(config: TrainConfig, dev: torch.device, spec: ModelSpec, sigma
             if callback is not None:
                 callback(state.step, state)
         # final measurements at step T
-        meas = _measure(spec, family, sigma, state.params, eval_Z, eval_y, True, white)
+        meas = _measure(spec, family, sigma, state.params, eval_Z, eval_y, True, white, engine)
         final_loss = meas["eval_loss"]
         ids_raw, ids_white = _stack_identity(meas, spec)
         fam = {k: parse_family_key(k) for k in meas}
