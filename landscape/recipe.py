@@ -767,12 +767,12 @@ def preset(name: str) -> dict[str, Any]:
     "as in the paper" and "as in landscape" side by side. The presets:
 
     * ``"ahn2023"`` — Ahn, Cheng, Daneshmand, Sra (2023), the model of their official code: each
-      linear head is :math:`P = egin{bmatrix}P' & 0\ 0 & 1\end{bmatrix}`,
-      :math:`Q = egin{bmatrix}Q' & 0\ 0 & 0\end{bmatrix}` with the :math:`d	imes d` blocks
+      linear head is :math:`P = \begin{bmatrix}P' & 0\\ 0 & 1\end{bmatrix}`,
+      :math:`Q = \begin{bmatrix}Q' & 0\\ 0 & 0\end{bmatrix}` with the :math:`d\times d` blocks
       :math:`P', Q'` trained from :math:`N(0, 10^{-8})` entries and the value scale
       :math:`P_{d+1,d+1} = 1` held (``mask="paper"`` less the held corner; Theorem 4's relaxed form
       :math:`P_l = \mathrm{diag}(B_l, 1)`, :math:`Q_l = -\mathrm{diag}(A_l, 0)`).
-    * ``"ahn2023-p0"`` — the same with :math:`P' = 0` held too: :math:`P_l = \mathrm{diag}(0_{d	imes d}, 1)`,
+    * ``"ahn2023-p0"`` — the same with :math:`P' = 0` held too: :math:`P_l = \mathrm{diag}(0_{d\times d}, 1)`,
       :math:`Q_l = -\mathrm{diag}(A_l, 0)`, the form of their Lemma 1 ("the L-layer transformer is L
       steps of preconditioned gradient descent with preconditioners :math:`A_l`") and Theorem 3
       (``mask="sparse"`` less the held corner).
