@@ -190,3 +190,55 @@ def test_cli_help_names_every_preset() -> None:
     help_text = sub.choices["train"].format_help().replace("\n", " ")
     for name in recipe.PRESETS:
         assert name in help_text, name
+
+
+# ---------------------------------------------------------------------- Cheng, Chen, Sra (2024)
+def test_cheng2024_preset_is_the_papers_training_setting() -> None:
+    from landscape.experiment.train import make_task
+
+    fields = recipe.preset("cheng2024")
+    assert fields == {"attention": "kernel", "covariates": "sphere", "optimizer": "adam", "resample_every": 10}
+    cfg = TrainConfig(**fields, activations=("exp",), task="gp:exp", d=3, n=5, sigma="spectrum:1,0.25,0.0625:0")
+    assert cfg.mask == "full" and cfg.init_std == 0.1  # not set by the preset: the caller's (defaults here)
+    b = make_task(cfg).sample(64, torch.Generator().manual_seed(0))
+    xi = b.latent["xi"].to(torch.float64)  # whitened covariates: on the unit sphere (x = Σ^½ ξ)
+    assert torch.allclose(xi.norm(dim=-2), torch.ones(64, 6, dtype=torch.float64), atol=1e-6)
+    sig = cfg.sigma_matrix().to(torch.float64)
+    L = torch.linalg.cholesky(sig)
+    # x = Σ^½ ξ for a square root of Σ: ‖L^{-1} x‖ = ‖ξ‖ = 1 for every token, query included
+    assert torch.allclose(torch.linalg.solve_triangular(L, b.X.to(torch.float64), upper=False).norm(dim=-2),
+                          torch.ones(64, 6, dtype=torch.float64), atol=1e-5)
+
+
+@pytest.mark.parametrize("mask", ["paper", "sparse"])
+def test_cheng2024_with_the_papers_masks_keeps_the_zero_blocks(mask: str) -> None:
+    d = 3
+    cfg = TrainConfig(**recipe.preset("cheng2024"), activations=("exp", "linear"), task="gp:exp", mask=mask, d=d,
+                      n=5, layers=2, seeds=2, steps=12, batch=64, lr=0.01, dtype="float64", engine="stacked",
+                      log_every=12, checkpoint_every=0, eval_batch=128)
+    init = init_state(cfg).params
+    res = train(cfg, None, progress=False)
+    assert not bool(res.diverged.any())
+    for key, W in res.params.items():
+        letter = key.rsplit(".", 1)[1]
+        if letter == "V":  # value: diag(A, r) ('paper') or diag(0, r) ('sparse')
+            assert torch.equal(W[:, :d, d], torch.zeros_like(W[:, :d, d])) and torch.equal(W[:, d, :d], torch.zeros_like(W[:, d, :d]))
+            if mask == "sparse":
+                assert torch.equal(W[:, :d, :d], torch.zeros_like(W[:, :d, :d]))
+            assert float((W[:, d, d] - init[key][:, d, d]).abs().max()) > 1e-3, key  # r trains
+        else:  # B, C read x only
+            assert torch.equal(W[:, d, :], torch.zeros_like(W[:, d, :])) and torch.equal(W[:, :, d], torch.zeros_like(W[:, :, d]))
+            assert float((W[:, :d, :d] - init[key][:, :d, :d]).abs().max()) > 1e-3, key
+
+
+def test_cli_preset_cheng2024_stores_the_preset_config(capsys) -> None:
+    from landscape.cli import main
+
+    argv = ["train", "--preset", "cheng2024", *CLI_TINY, "--steps", "2", "--mask", "paper", "--json"]
+    assert main(argv) == 0
+    out = _json_line(capsys.readouterr().out)
+    # kernel attention without --activation: exp heads and GP data with the exp kernel (recipe.default_data)
+    want = _jsonified(TrainConfig(**recipe.preset("cheng2024"), activations=("exp",), task="gp:exp", mask="paper",
+                                  **{**CLI_FIELDS, "steps": 2}))
+    assert out["preset"] == "cheng2024" and out["config"] == want
+    assert out["task"]["covariates"] == "sphere" and out["task"]["kind"] == "gp"

@@ -88,7 +88,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "al.'s P_{d+1,d+1} = 1); repeatable; LETTER P, Q (linear) or V, B, C (kernel), BLOCK "
                         "covariate, label_column, label_row or corner; replaces a preset's held entries")
     m.add_argument("--preset", type=preset_arg, default=None, metavar="NAME",
-                   help="a paper's parameterisation (landscape.recipe.preset): ahn2023, ahn2023-p0; "
+                   help="a paper's parameterisation (landscape.recipe.preset): ahn2023, ahn2023-p0, cheng2024; "
                         "options given on the same command line override its fields")
     o = p.add_argument_group("optimisation")
     o.add_argument("--seeds", type=positive_int, default=4, help="seeds S trained together (default 4)")
