@@ -208,7 +208,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         warmup=args.warmup, resample_every=args.resample_every, dtype=args.dtype, seed=args.seed,
         engine=args.engine, chunk=args.chunk, device=args.device, log_every=args.log_every,
         checkpoint_every=args.checkpoint_every, eval_batch=args.eval_batch, distance_every=args.distance_every,
-        fixed=tuple(args.fixed) if args.fixed else None, **extra,
+        fixed=tuple(args.fixed) if getattr(args, "fixed", None) else None, **extra,
     )
 
 
@@ -290,7 +290,8 @@ def run(args: argparse.Namespace) -> int:
     check_train_memory(config)
     record = recipe.describe_task(make_task(config), args.sigma)
     result = train(config, args.out, name=args.name, progress=not args.no_progress and not args.json)
-    summary = {**result.summary(), "task": record, "preset": args.preset, "config": config.to_dict()}
+    preset = getattr(args, "preset", None)
+    summary = {**result.summary(), "task": record, "preset": preset, "config": config.to_dict()}
     status = 1 if config.seeds > 0 and bool(result.diverged.all()) else 0
     if status:
         print(f"landscape train: every one of the {config.seeds} seeds diverged (non-finite loss); lower --lr or "
@@ -303,8 +304,8 @@ def run(args: argparse.Namespace) -> int:
            else f"resumed from step {result.resumed_from}" if result.resumed_from is not None else "trained")
     print(f"{config.spec.describe()}, {config.seeds} seeds x {config.steps} steps: {how}{where}")
     print(recipe.task_line(record))
-    if args.preset is not None:
-        print(preset_line(args.preset, config))
+    if preset is not None:
+        print(preset_line(preset, config))
     header = ["seed", "final loss", "diverged"]
     steps, raw = result.family_step_sizes, result.family_values
     same = config.sigma_matrix() is None  # Σ = I: the whitened fit is the raw fit
