@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 import torch
 
@@ -51,6 +51,7 @@ import landscape.core.masks as _masks
 if TYPE_CHECKING:  # pragma: no cover
     from landscape.core.kernels import Kernel, SumKernel
     from landscape.core.model import ModelSpec
+    from landscape.core.tasks import Task
     from landscape.theory.families import Family, Problem
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "DTYPES",
     "MAX_SEED",
     "FamilyDeclaration",
+    "HasTask",
     "covariance",
     "split_spectrum",
     "kernel",
@@ -497,7 +499,7 @@ def default_data(attention_kind: str, heads: Sequence[Any]) -> str:
     return "gp:" + ("exp" if first.normalised else kernel_name(first))
 
 
-def family_task(fam: "Family", dtype: torch.dtype = torch.float64) -> Any:
+def family_task(fam: "Family", dtype: torch.dtype = torch.float64) -> "Task":
     r"""The prompt distribution a family's statement is about.
 
     Linear families: regression with the family's declared prior (``Family.prior``;
@@ -520,7 +522,7 @@ def family_task(fam: "Family", dtype: torch.dtype = torch.float64) -> Any:
                 data_kernel=kernel("exp") if first.normalised else first)
 
 
-def describe_task(data: Any, sigma_spec: Any = None) -> dict[str, Any]:
+def describe_task(data: "Task | HasTask", sigma_spec: Any = None) -> dict[str, Any]:
     r"""The record of a task that every output carries: its kind, the prior of :math:`w^*` and :math:`\Sigma`.
 
     Args:
@@ -563,6 +565,14 @@ def task_line(record: Mapping[str, Any]) -> str:
     cov = f", covariates {record['covariates']}" if record.get("covariates") else ""
     return (f"task: {record['kind']}{kern}; prior {record['prior_text']}; Σ = {sigma}{cov}, "
             f"noise {record.get('noise', 0.0):g}")
+
+
+class HasTask(Protocol):
+    """Anything that carries its prompt distribution as ``task`` (e.g. an exact-loss oracle,
+    :class:`~landscape.numeric.oracles.ExactLoss`): what :func:`describe_task` also accepts."""
+
+    @property
+    def task(self) -> "Task": ...
 
 
 # ---------------------------------------------------------------------- families
