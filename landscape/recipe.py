@@ -16,7 +16,7 @@ objects. Each function names what it accepts in its errors (one line, before any
   the family (:func:`family_task`); the record every output prints (:func:`describe_task`);
 * families — ``pgd``, ``file.py:NAME``: the attention and prior they declare (:func:`declared`),
   ``auto`` resolved (:func:`attention`, :func:`prior`), the family built (:func:`family`);
-* presets ``ahn2023``, ``ahn2023-p0`` (the parameterisations of the papers' official code, as
+* presets ``ahn2023``, ``ahn2023-p0``, ``cheng2024`` (the parameterisations of the papers' official code, as
   :class:`~landscape.experiment.train.TrainConfig` fields): :func:`preset`;
 * masks ``full``, ``paper``, ``sparse``: :func:`mask`; devices ``auto``, ``cpu``, ``cuda[:N]``:
   :func:`device`; dtypes ``float32``, ``float64``: :func:`dtype`, :func:`dtype_name`.
@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 import torch
 
@@ -51,6 +51,7 @@ import landscape.core.masks as _masks
 if TYPE_CHECKING:  # pragma: no cover
     from landscape.core.kernels import Kernel, SumKernel
     from landscape.core.model import ModelSpec
+    from landscape.core.tasks import Task
     from landscape.theory.families import Family, Problem
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "DTYPES",
     "MAX_SEED",
     "FamilyDeclaration",
+    "HasTask",
     "covariance",
     "split_spectrum",
     "kernel",
@@ -497,7 +499,7 @@ def default_data(attention_kind: str, heads: Sequence[Any]) -> str:
     return "gp:" + ("exp" if first.normalised else kernel_name(first))
 
 
-def family_task(fam: "Family", dtype: torch.dtype = torch.float64) -> Any:
+def family_task(fam: "Family", dtype: torch.dtype = torch.float64) -> "Task":
     r"""The prompt distribution a family's statement is about.
 
     Linear families: regression with the family's declared prior (``Family.prior``;
@@ -520,7 +522,7 @@ def family_task(fam: "Family", dtype: torch.dtype = torch.float64) -> Any:
                 data_kernel=kernel("exp") if first.normalised else first)
 
 
-def describe_task(data: Any, sigma_spec: Any = None) -> dict[str, Any]:
+def describe_task(data: "Task | HasTask", sigma_spec: Any = None) -> dict[str, Any]:
     r"""The record of a task that every output carries: its kind, the prior of :math:`w^*` and :math:`\Sigma`.
 
     Args:
@@ -563,6 +565,14 @@ def task_line(record: Mapping[str, Any]) -> str:
     cov = f", covariates {record['covariates']}" if record.get("covariates") else ""
     return (f"task: {record['kind']}{kern}; prior {record['prior_text']}; Σ = {sigma}{cov}, "
             f"noise {record.get('noise', 0.0):g}")
+
+
+class HasTask(Protocol):
+    """Anything that carries its prompt distribution as ``task`` (e.g. an exact-loss oracle,
+    :class:`~landscape.numeric.oracles.ExactLoss`): what :func:`describe_task` also accepts."""
+
+    @property
+    def task(self) -> "Task": ...
 
 
 # ---------------------------------------------------------------------- families
@@ -756,6 +766,7 @@ def dtype(spec: str | torch.dtype) -> torch.dtype:
 PRESETS: dict[str, dict[str, Any]] = {
     "ahn2023": {"attention": "linear", "mask": "paper", "fixed": (("P", "corner", 1.0),), "init_std": 1e-4},
     "ahn2023-p0": {"attention": "linear", "mask": "sparse", "fixed": (("P", "corner", 1.0),), "init_std": 1e-4},
+    "cheng2024": {"attention": "kernel", "covariates": "sphere", "optimizer": "adam", "resample_every": 10},
 }
 """Preset name → the :class:`~landscape.experiment.train.TrainConfig` fields it sets (see :func:`preset`)."""
 
@@ -763,21 +774,44 @@ def preset(name: str) -> dict[str, Any]:
     r"""The :class:`~landscape.experiment.train.TrainConfig` fields of a paper's parameterisation.
 
     ``TrainConfig(**preset("ahn2023"), d=5, n=20, layers=3, ...)`` trains the model as the paper's
-    code does; the other fields (sizes, optimizer, schedule) stay the caller's, so a study can run
-    "as in the paper" and "as in landscape" side by side. The presets:
+    code does; the other fields (sizes, learning rate, schedule, the optimizer where the preset does
+    not name it) stay the caller's, so a study can run "as in the paper" and "as in landscape" side
+    by side. The presets:
 
     * ``"ahn2023"`` — Ahn, Cheng, Daneshmand, Sra (2023), the model of their official code: each
-      linear head is :math:`P = egin{bmatrix}P' & 0\ 0 & 1\end{bmatrix}`,
-      :math:`Q = egin{bmatrix}Q' & 0\ 0 & 0\end{bmatrix}` with the :math:`d	imes d` blocks
+      linear head is :math:`P = \begin{bmatrix}P' & 0\\ 0 & 1\end{bmatrix}`,
+      :math:`Q = \begin{bmatrix}Q' & 0\\ 0 & 0\end{bmatrix}` with the :math:`d\times d` blocks
       :math:`P', Q'` trained from :math:`N(0, 10^{-8})` entries and the value scale
       :math:`P_{d+1,d+1} = 1` held (``mask="paper"`` less the held corner; Theorem 4's relaxed form
       :math:`P_l = \mathrm{diag}(B_l, 1)`, :math:`Q_l = -\mathrm{diag}(A_l, 0)`).
-    * ``"ahn2023-p0"`` — the same with :math:`P' = 0` held too: :math:`P_l = \mathrm{diag}(0_{d	imes d}, 1)`,
+    * ``"ahn2023-p0"`` — the same with :math:`P' = 0` held too: :math:`P_l = \mathrm{diag}(0_{d\times d}, 1)`,
       :math:`Q_l = -\mathrm{diag}(A_l, 0)`, the form of their Lemma 1 ("the L-layer transformer is L
       steps of preconditioned gradient descent with preconditioners :math:`A_l`") and Theorem 3
       (``mask="sparse"`` less the held corner).
+    * ``"cheng2024"`` — Cheng, Chen, Sra (2024), *Transformers implement functional gradient descent
+      to learn non-linear functions in context* (ICML 2024, arXiv 2312.06528), the training setting
+      of their experiments (section "Training Algorithm" and the data paragraph, as quoted at
+      https://ri.k117.org/papers/transformers_implement_functional_gradient_descent_to_learn_nonlinear_functions_in_context__1ec02fd2):
 
-    Not part of a preset: the paper's per-matrix gradient clipping (each ``P``, ``Q`` of each head
+      - ``attention="kernel"``: the paper's transformers with a non-linear attention
+        :math:`\tilde h` (linear, ReLU, exp, softmax heads; the activations stay the caller's);
+      - ``covariates="sphere"``: "the covariates :math:`x^{(i)}` are drawn iid from the unit
+        sphere" (then :math:`x = \Sigma^{1/2}\xi` with the caller's ``sigma``);
+      - ``optimizer="adam"``: "we train the Transformer using ADAM with gradient clipping" — Adam,
+        not AdamW as other summaries of the paper say;
+      - ``resample_every=10``: "we resample the minibatch every 10 steps".
+
+      Verified but left to the caller (sizes and thresholds, as for ``ahn2023``): the minibatch of
+      30 000 prompts per step (``batch``); gradient clipping, whose threshold is not stated (and is
+      not known to be per seed, as ``clip`` is). Not verified, so not set: the learning rate (not
+      stated); the initialisation :math:`N(0, 0.1^2)` with the masked blocks zeroed, the trained
+      blocks :math:`V = \mathrm{diag}(A, r)` and keys/queries reading :math:`x` only (``mask="paper"``),
+      and the official code's data kernel :math:`e^{\langle\xi,\xi'\rangle/2}` — these come from
+      descriptions of the official code that no source at hand confirms (the quoted paper defines
+      :math:`K_{\exp}(u, v) = \exp(\langle u, v\rangle)`), so pass ``mask``, ``init_std`` and
+      the data kernel (``task``) explicitly.
+
+    Not part of a preset: Ahn et al.'s per-matrix gradient clipping (each ``P``, ``Q`` of each head
     clipped to norm 0.01) differs from :class:`~landscape.experiment.train.TrainConfig`'s per-seed
     global-norm ``clip``, so the optimisation is left to the caller.
 

@@ -8,6 +8,8 @@ without held entries (unchanged: tests/test_recipe.py holds the reference digest
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -91,3 +93,152 @@ def test_bad_fixed_is_one_line(kw: dict, exc: type, match: str) -> None:
 def test_unknown_preset_lists_the_names() -> None:
     with pytest.raises(ValueError, match="'ahn2023', 'ahn2023-p0'"):
         recipe.preset("ahn2024")
+
+
+# ---------------------------------------------------------------------- from the command line
+CLI_TINY = ["--d", "3", "--n", "6", "--layers", "2", "--seeds", "2", "--steps", "4", "--batch", "16",
+            "--eval-batch", "32", "--lr", "0.01", "--dtype", "float64", "--log-every", "4", "--checkpoint-every", "0",
+            "--no-progress"]
+CLI_FIELDS = dict(d=3, n=6, layers=2, seeds=2, steps=4, batch=16, eval_batch=32, lr=0.01, dtype="float64",
+                  log_every=4, checkpoint_every=0)
+
+
+def _json_line(text: str) -> dict:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def _jsonified(cfg: TrainConfig) -> dict:
+    """A config's stored dict as JSON reads it back (tuples become lists)."""
+    return json.loads(json.dumps(cfg.to_dict()))
+
+
+def test_cli_preset_ahn2023_holds_the_corner_and_stores_the_preset_config(tmp_path, capsys) -> None:
+    from landscape.cli import main
+    from landscape.experiment.store import RunStore
+
+    assert main(["train", "--preset", "ahn2023", *CLI_TINY, "--out", str(tmp_path / "runs"), "--json"]) == 0
+    out = _json_line(capsys.readouterr().out)
+    # the CLI's train defaults (optimizer adam, betas, ...) with the preset's fields
+    want = _jsonified(TrainConfig(**recipe.preset("ahn2023"), **CLI_FIELDS))
+    assert out["preset"] == "ahn2023" and out["config"] == want
+    with RunStore(tmp_path / "runs", read_only=True) as store:
+        run = store.get_run(out["run"])
+        assert run.config == want and run.config_hash == config_hash(want)
+        params = store.load_final(run)["params"]
+    _check_ahn_form({k: v for k, v in params.items() if k.endswith((".P", ".Q"))}, 3, p_block_zero=False)
+    Q = params["layer0.head0.Q"]
+    assert float(Q[:, :3, :3].abs().max()) > 1e-2  # the free block trained away from its N(0, 1e-4²) start
+
+
+def test_cli_explicit_options_override_the_preset(capsys) -> None:
+    from landscape.cli import main
+
+    # an explicit value equal to the CLI default still overrides (0.1 is --init-std's default)
+    argv = ["train", "--preset", "ahn2023", *CLI_TINY, "--steps", "0", "--json"]
+    assert main([*argv, "--init-std", "0.1", "--mask", "full", "--fixed", "Q:corner=0.5"]) == 0
+    cfg = _json_line(capsys.readouterr().out)["config"]
+    assert cfg["init_std"] == 0.1 and cfg["mask"] == "full" and cfg["fixed"] == [["Q", "corner", 0.5]]
+    assert cfg == _jsonified(TrainConfig(**{**recipe.preset("ahn2023"), "init_std": 0.1, "mask": "full",
+                                            "fixed": (("Q", "corner", 0.5),)}, **{**CLI_FIELDS, "steps": 0}))
+    assert main(argv) == 0  # not given: the preset's
+    cfg = _json_line(capsys.readouterr().out)["config"]
+    assert cfg["init_std"] == 1e-4 and cfg["mask"] == "paper" and cfg["fixed"] == [["P", "corner", 1.0]]
+
+
+def test_cli_fixed_without_a_preset_is_the_config_field(capsys) -> None:
+    from landscape.cli import main
+
+    argv = ["train", *CLI_TINY, "--steps", "0", "--json", "--fixed", "P:corner=1", "--fixed", "Q:label_row=0"]
+    assert main(argv) == 0
+    out = _json_line(capsys.readouterr().out)
+    assert out["preset"] is None
+    assert out["config"] == _jsonified(TrainConfig(**{**CLI_FIELDS, "steps": 0},
+                                                   fixed=(("P", "corner", 1.0), ("Q", "label_row", 0.0))))
+    assert main(["train", *CLI_TINY, "--steps", "0", "--json"]) == 0
+    assert "fixed" not in _json_line(capsys.readouterr().out)["config"]  # not given: not stored
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--preset", "ahn2024"], "--preset unknown preset 'ahn2024'; known: 'ahn2023', 'ahn2023-p0'"),
+    (["--preset", ""], "--preset unknown preset ''"),
+    (["--fixed", "P:middle=1"], "--fixed BLOCK must be one of covariate, label_column, label_row, corner"),
+    (["--fixed", "W:corner=1"], "--fixed LETTER must be one of P, Q, V, B, C"),
+    (["--fixed", "P:corner=nan"], "--fixed VALUE must be a finite number, got 'nan'"),
+    (["--fixed", "P:corner=1e999"], "--fixed VALUE must be a finite number"),
+    (["--fixed", "P:corner=__import__('os')"], "--fixed VALUE must be a finite number"),
+    (["--fixed", "P corner 1"], "--fixed must be LETTER:BLOCK=VALUE"),
+    (["--fixed", "P:corner=1", "--fixed", "P:corner=2"], "fixed names ('P', 'corner') twice"),
+    (["--attention", "kernel", "--fixed", "P:corner=1"], "fixed names ['P'], but kernel attention"),
+])
+def test_cli_bad_preset_or_fixed_is_one_line_exit_2(extra, needle, tmp_path, monkeypatch, capsys) -> None:
+    from landscape.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("landscape.experiment.train.train",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("training started")))
+    rc = main(["train", *CLI_TINY, "--out", str(tmp_path / "runs"), *extra])
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and needle in err, err
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_cli_help_names_every_preset() -> None:
+    from landscape.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    help_text = sub.choices["train"].format_help().replace("\n", " ")
+    for name in recipe.PRESETS:
+        assert name in help_text, name
+
+
+# ---------------------------------------------------------------------- Cheng, Chen, Sra (2024)
+def test_cheng2024_preset_is_the_papers_training_setting() -> None:
+    from landscape.experiment.train import make_task
+
+    fields = recipe.preset("cheng2024")
+    assert fields == {"attention": "kernel", "covariates": "sphere", "optimizer": "adam", "resample_every": 10}
+    cfg = TrainConfig(**fields, activations=("exp",), task="gp:exp", d=3, n=5, sigma="spectrum:1,0.25,0.0625:0")
+    assert cfg.mask == "full" and cfg.init_std == 0.1  # not set by the preset: the caller's (defaults here)
+    b = make_task(cfg).sample(64, torch.Generator().manual_seed(0))
+    xi = b.latent["xi"].to(torch.float64)  # whitened covariates: on the unit sphere (x = Σ^½ ξ)
+    assert torch.allclose(xi.norm(dim=-2), torch.ones(64, 6, dtype=torch.float64), atol=1e-6)
+    sig = cfg.sigma_matrix().to(torch.float64)
+    L = torch.linalg.cholesky(sig)
+    # x = Σ^½ ξ for a square root of Σ: ‖L^{-1} x‖ = ‖ξ‖ = 1 for every token, query included
+    assert torch.allclose(torch.linalg.solve_triangular(L, b.X.to(torch.float64), upper=False).norm(dim=-2),
+                          torch.ones(64, 6, dtype=torch.float64), atol=1e-5)
+
+
+@pytest.mark.parametrize("mask", ["paper", "sparse"])
+def test_cheng2024_with_the_papers_masks_keeps_the_zero_blocks(mask: str) -> None:
+    d = 3
+    cfg = TrainConfig(**recipe.preset("cheng2024"), activations=("exp", "linear"), task="gp:exp", mask=mask, d=d,
+                      n=5, layers=2, seeds=2, steps=12, batch=64, lr=0.01, dtype="float64", engine="stacked",
+                      log_every=12, checkpoint_every=0, eval_batch=128)
+    init = init_state(cfg).params
+    res = train(cfg, None, progress=False)
+    assert not bool(res.diverged.any())
+    for key, W in res.params.items():
+        letter = key.rsplit(".", 1)[1]
+        if letter == "V":  # value: diag(A, r) ('paper') or diag(0, r) ('sparse')
+            assert torch.equal(W[:, :d, d], torch.zeros_like(W[:, :d, d])) and torch.equal(W[:, d, :d], torch.zeros_like(W[:, d, :d]))
+            if mask == "sparse":
+                assert torch.equal(W[:, :d, :d], torch.zeros_like(W[:, :d, :d]))
+            assert float((W[:, d, d] - init[key][:, d, d]).abs().max()) > 1e-3, key  # r trains
+        else:  # B, C read x only
+            assert torch.equal(W[:, d, :], torch.zeros_like(W[:, d, :])) and torch.equal(W[:, :, d], torch.zeros_like(W[:, :, d]))
+            assert float((W[:, :d, :d] - init[key][:, :d, :d]).abs().max()) > 1e-3, key
+
+
+def test_cli_preset_cheng2024_stores_the_preset_config(capsys) -> None:
+    from landscape.cli import main
+
+    argv = ["train", "--preset", "cheng2024", *CLI_TINY, "--steps", "2", "--mask", "paper", "--json"]
+    assert main(argv) == 0
+    out = _json_line(capsys.readouterr().out)
+    # kernel attention without --activation: exp heads and GP data with the exp kernel (recipe.default_data)
+    want = _jsonified(TrainConfig(**recipe.preset("cheng2024"), activations=("exp",), task="gp:exp", mask="paper",
+                                  **{**CLI_FIELDS, "steps": 2}))
+    assert out["preset"] == "cheng2024" and out["config"] == want
+    assert out["task"]["covariates"] == "sphere" and out["task"]["kind"] == "gp"

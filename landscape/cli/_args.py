@@ -52,7 +52,7 @@ __all__ = ["parse_sigma", "add_problem_args", "add_threads_arg", "apply_threads"
            "SIGMA_FORMS", "MAX_SIZE", "MAX_SEED", "int_arg", "float_arg", "float_list_arg",
            "index_list_arg", "positive_int", "nonneg_int", "seed_int", "finite_float", "positive_float", "nonneg_float",
            "run_ref", "add_run_arg", "load_run", "trained_seed", "add_point_args", "check_point_args",
-           "resolve_point", "Point"]
+           "resolve_point", "Point", "preset_arg", "held_entry_arg", "GIVEN", "record_given"]
 
 MAX_SIZE = 2**31 - 1
 """Largest value an integer size or count option accepts at parse time (torch index range);
@@ -201,6 +201,110 @@ positive_float = float_arg(0.0, lo_open=True)
 """A finite float > 0."""
 nonneg_float = float_arg(0.0)
 """A finite float >= 0."""
+
+
+def preset_arg(text: str) -> str:
+    """An argparse ``type=`` for a paper preset name (:data:`landscape.recipe.PRESETS`).
+
+    The recipe (and so torch) is imported only when the option is given: building the parser and
+    ``--help`` stay light.
+
+    Raises (when called):
+        argparse.ArgumentTypeError: an unknown name; the message lists the known ones.
+    """
+    from landscape import recipe
+
+    try:
+        recipe.preset(str(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return str(text)
+
+
+preset_arg.__name__ = "preset"
+
+_HELD_FORM = "LETTER:BLOCK=VALUE"
+
+
+def held_entry_arg(text: str) -> tuple[str, str, float]:
+    """An argparse ``type=`` for one held entry ``LETTER:BLOCK=VALUE`` of ``--fixed``, e.g. ``P:corner=1``.
+
+    ``LETTER`` is one of :data:`landscape.experiment.train.HELD_LETTERS`, ``BLOCK`` one of
+    :data:`~landscape.experiment.train.HELD_BLOCKS` (the vocabulary of
+    :attr:`TrainConfig.fixed <landscape.experiment.train.TrainConfig>`, which checks the triple
+    again), ``VALUE`` a finite number (as :func:`float_arg`). Nothing is evaluated.
+
+    >>> held_entry_arg("P:corner=1")
+    ('P', 'corner', 1.0)
+
+    Returns:
+        ``(letter, block, value)``.
+
+    Raises (when called):
+        argparse.ArgumentTypeError: another form, letter or block, or a value that is not a finite
+            number; the message names the accepted ones.
+    """
+    from landscape.experiment.train import HELD_BLOCKS, HELD_LETTERS
+
+    t = str(text).strip()
+    head, eq, value = t.partition("=")
+    letter, colon, block = head.partition(":")
+    letter, block = letter.strip(), block.strip()
+    if not eq or not colon or not letter or not block:
+        raise argparse.ArgumentTypeError(f"must be {_HELD_FORM} (e.g. P:corner=1), got {text!r}")
+    if letter not in HELD_LETTERS:
+        raise argparse.ArgumentTypeError(f"LETTER must be one of {', '.join(HELD_LETTERS)}, got {letter!r} in {text!r}")
+    if block not in HELD_BLOCKS:
+        raise argparse.ArgumentTypeError(f"BLOCK must be one of {', '.join(HELD_BLOCKS)}, got {block!r} in {text!r}")
+    try:
+        v = _parse_float(value, None, None, False, False)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"VALUE must be a finite number, got {value.strip()!r} in {text!r}") from None
+    return letter, block, v
+
+
+held_entry_arg.__name__ = "held entry"
+
+GIVEN = "given_options"
+"""Namespace attribute of a parser set up by :func:`record_given`: the ``dest`` of every option
+given on the command line (a ``frozenset``)."""
+
+
+class _GivenStore(argparse.Action):
+    """``store`` that also records its ``dest`` in ``namespace.given_options`` (:data:`GIVEN`)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        setattr(namespace, GIVEN, frozenset(getattr(namespace, GIVEN, frozenset())) | {self.dest})
+
+
+class _GivenAppend(argparse.Action):
+    """``append`` (into a fresh list: the default is never mutated) that records its ``dest`` (:data:`GIVEN`)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest, None) or []), values])
+        setattr(namespace, GIVEN, frozenset(getattr(namespace, GIVEN, frozenset())) | {self.dest})
+
+
+def record_given(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Make ``parser`` record which options were given (not defaulted): call before adding them.
+
+    After parsing, ``args.given_options`` (:data:`GIVEN`) is the set of the ``dest`` of every
+    option (``store`` or ``append``) that appeared on the command line, whatever its value — so a
+    value equal to the default still counts as given (what ``--preset`` needs: explicit options
+    override the preset's fields). Argument groups share the parser's registry, so their options
+    are recorded too.
+
+    Returns:
+        ``parser``.
+    """
+    parser.register("action", None, _GivenStore)
+    parser.register("action", "store", _GivenStore)
+    parser.register("action", "append", _GivenAppend)
+    parser.set_defaults(**{GIVEN: frozenset()})
+    return parser
 
 
 def parse_sigma(spec: str | None, d: int, seed: int = 0) -> torch.Tensor | None:

@@ -17,9 +17,17 @@ The problem options (``--d --n --layers --attention --activation --heads --data 
 --covariates --sigma --noise --seed``) are shared with ``solve`` and ``verify``; ``--data`` also
 takes ``classification`` and ``features`` here.
 
+``--preset NAME`` trains a paper's parameterisation (:func:`landscape.recipe.preset`, e.g.
+``ahn2023``: Ahn et al.'s :math:`P = \mathrm{diag}(P', 1)` with the corner held); options given on
+the same command line override the preset's fields, even when they repeat the default
+(:func:`apply_preset`). ``--fixed LETTER:BLOCK=VALUE`` (repeatable) holds entries
+(:attr:`TrainConfig.fixed <landscape.experiment.train.TrainConfig>`) and replaces a preset's.
+
 With ``--json`` the last line printed is one JSON object with the per-seed final losses and
-distances to the family, and ``task``: the task, the prior of w* and Σ
-(:func:`landscape.recipe.describe_task`; the text output prints it as one line).
+distances to the family, ``task``: the task, the prior of w* and Σ
+(:func:`landscape.recipe.describe_task`; the text output prints it as one line), ``config``: the
+run's config as stored (:meth:`~landscape.experiment.train.TrainConfig.to_dict`) and ``preset``:
+the preset's name (or ``null``).
 
 Every numeric option is checked when the command line is parsed, and the memory of the run is
 estimated from its sizes before anything is created (:func:`train_memory`): a run that cannot fit
@@ -36,7 +44,7 @@ import argparse
 import sys
 from typing import Any
 
-__all__ = ["add_parser", "run", "config_from_args"]
+__all__ = ["add_parser", "run", "config_from_args", "apply_preset", "preset_line", "OPTION_OF_FIELD"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -45,10 +53,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         add_problem_args,
         float_arg,
         float_list_arg,
+        held_entry_arg,
         nonneg_float,
         nonneg_int,
         positive_float,
         positive_int,
+        preset_arg,
+        record_given,
     )
 
     doc = __doc__ or ""
@@ -58,6 +69,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=doc.split("\n\n")[1] if doc else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    record_given(p)  # args.given_options: what --preset must not override
     add_problem_args(p)  # --d --n --layers --attention --activation --heads --data --task-cov --covariates
     #                      --sigma --noise --seed --json
     t = p.add_argument_group("training data (besides linear and gp[:KERNEL])")
@@ -71,6 +83,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="free entries: full, paper (keys/queries read x only) or sparse (Ahn Thm 3 / "
                         "Cheng sparse value)")
     m.add_argument("--init-std", type=nonneg_float, default=0.1, help="init std (default 0.1)")
+    m.add_argument("--fixed", type=held_entry_arg, action="append", default=None, metavar="LETTER:BLOCK=VALUE",
+                   help="hold an entry block at a value in every head of every layer, e.g. P:corner=1 (Ahn et "
+                        "al.'s P_{d+1,d+1} = 1); repeatable; LETTER P, Q (linear) or V, B, C (kernel), BLOCK "
+                        "covariate, label_column, label_row or corner; replaces a preset's held entries")
+    m.add_argument("--preset", type=preset_arg, default=None, metavar="NAME",
+                   help="a paper's parameterisation (landscape.recipe.preset): ahn2023, ahn2023-p0, cheng2024; "
+                        "options given on the same command line override its fields")
     o = p.add_argument_group("optimisation")
     o.add_argument("--seeds", type=positive_int, default=4, help="seeds S trained together (default 4)")
     o.add_argument("--steps", type=nonneg_int, default=1000, help="optimizer steps T (default 1000)")
@@ -167,6 +186,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     from landscape import recipe
     from landscape.experiment.train import TrainConfig
 
+    args, extra = apply_preset(args)
     attention = recipe.attention(args.attention, args.family, bool(args.activation))
     if attention == "linear" and args.activation:
         raise ValueError("--activation applies to kernel attention; linear attention (--attention linear) "
@@ -188,7 +208,72 @@ def config_from_args(args: argparse.Namespace) -> Any:
         warmup=args.warmup, resample_every=args.resample_every, dtype=args.dtype, seed=args.seed,
         engine=args.engine, chunk=args.chunk, device=args.device, log_every=args.log_every,
         checkpoint_every=args.checkpoint_every, eval_batch=args.eval_batch, distance_every=args.distance_every,
+        fixed=tuple(args.fixed) if getattr(args, "fixed", None) else None, **extra,
     )
+
+
+OPTION_OF_FIELD: dict[str, str] = {"task": "data", "activations": "activation"}
+"""TrainConfig field → the ``dest`` of its option where the names differ (else the same name)."""
+
+
+def _as_option(field: str, value: Any) -> Any:
+    """A preset's field value in the form the parsed option has."""
+    if field == "lr":
+        return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+    if field == "fixed":
+        return None if value is None else [tuple(t) for t in value]
+    return value
+
+
+def apply_preset(args: argparse.Namespace) -> tuple[argparse.Namespace, dict[str, Any]]:
+    """The arguments with ``--preset NAME``'s fields (:func:`landscape.recipe.preset`) in place of the options not given.
+
+    An option given on the command line (``args.given_options``,
+    :func:`landscape.cli._args.record_given`) keeps its value, even one equal to the default; every
+    other preset field replaces the option's default. ``--fixed`` replaces the preset's held
+    entries as a whole. Preset fields without an option (e.g. ``eps``) are returned apart.
+
+    Args:
+        args: parsed ``landscape train`` arguments (not modified).
+
+    Returns:
+        ``(args, extra)``: a new namespace, and the preset's fields that have no option
+        (TrainConfig keyword arguments).
+
+    Raises:
+        ValueError: an unknown preset name (the names are listed).
+    """
+    name = getattr(args, "preset", None)
+    if name is None:
+        return args, {}
+    from landscape import recipe
+
+    fields = recipe.preset(name)
+    given = getattr(args, "given_options", frozenset())
+    out = argparse.Namespace(**vars(args))
+    extra: dict[str, Any] = {}
+    for field, value in fields.items():
+        dest = OPTION_OF_FIELD.get(field, field)
+        if not hasattr(args, dest):
+            extra[field] = value
+        elif dest not in given:
+            setattr(out, dest, _as_option(field, value))
+    return out, extra
+
+
+def preset_line(name: str, config: Any) -> str:
+    """One line naming the preset and the fields the run took from it (the config's values)."""
+    from landscape import recipe
+
+    import dataclasses
+
+    fields = recipe.preset(name)
+    probe = dataclasses.replace(config, **fields)  # the preset's values as the config stores them
+    shown = []
+    for k in fields:
+        got, want = getattr(config, k), getattr(probe, k)
+        shown.append(f"{k}={got!r}" + ("" if got == want else f" (given; the preset's: {want!r})"))
+    return f"preset {name}: " + ", ".join(shown)
 
 
 def _fmt(x: float) -> str:
@@ -205,7 +290,8 @@ def run(args: argparse.Namespace) -> int:
     check_train_memory(config)
     record = recipe.describe_task(make_task(config), args.sigma)
     result = train(config, args.out, name=args.name, progress=not args.no_progress and not args.json)
-    summary = {**result.summary(), "task": record}
+    preset = getattr(args, "preset", None)
+    summary = {**result.summary(), "task": record, "preset": preset, "config": config.to_dict()}
     status = 1 if config.seeds > 0 and bool(result.diverged.all()) else 0
     if status:
         print(f"landscape train: every one of the {config.seeds} seeds diverged (non-finite loss); lower --lr or "
@@ -218,6 +304,8 @@ def run(args: argparse.Namespace) -> int:
            else f"resumed from step {result.resumed_from}" if result.resumed_from is not None else "trained")
     print(f"{config.spec.describe()}, {config.seeds} seeds x {config.steps} steps: {how}{where}")
     print(recipe.task_line(record))
+    if preset is not None:
+        print(preset_line(preset, config))
     header = ["seed", "final loss", "diverged"]
     steps, raw = result.family_step_sizes, result.family_values
     same = config.sigma_matrix() is None  # Σ = I: the whitened fit is the raw fit

@@ -40,9 +40,12 @@ import math
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from landscape.core.tasks import Task
 
 __all__ = ["CalibrationCase", "CaseRates", "calibration_cases", "run_calibration", "markdown_table", "main",
            "PGD_ALL_L2_NORM", "PGD_ALL_L2_NORM_SE"]
@@ -155,7 +158,7 @@ def calibration_cases(quick: bool = True, tol: float | None = None,
             return get_family(fam_name, prob), exact_loss_fn(prob, task), {"hessian_samples": 0, "n_starts": 0}
         return build
 
-    def start(fam: Any, task: Any) -> Any:
+    def start(fam: Any, task: Task) -> Any:
         """The family minimum on a fixed 4000-prompt sample: the start of every seed's fit (it shortens the
         fit; each seed still fits on its own sample)."""
         key = f"start:{fam.name}:{id(task)}"

@@ -124,7 +124,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -133,6 +133,7 @@ from landscape.tolerances import RANK_RTOL, STATIONARITY_ATOL
 from landscape.theory.families import Family
 from landscape.core.masks import canonical_mask, make_mask
 from landscape.core.model import flatten_params, num_params, param_shapes
+from landscape.core.tasks import Task
 from landscape.numeric.derivatives import (
     Inertia,
     gradient,
@@ -143,7 +144,14 @@ from landscape.numeric.derivatives import (
     symmetry_generators,
 )
 from landscape.numeric.fit import FamilyFit, family_point, fit_family
-from landscape.numeric.oracles import LossOracle, MonteCarloLoss, as_oracle, check_sampler, streamed_gradient_moments
+from landscape.numeric.oracles import (
+    ExactLoss,
+    LossOracle,
+    MonteCarloLoss,
+    as_oracle,
+    check_sampler,
+    streamed_gradient_moments,
+)
 from landscape.numeric.stats import (
     NormBounds,
     NormEstimate,
@@ -572,7 +580,7 @@ def combined_p_value(p_values: Sequence[float], levels: Sequence[float], alpha: 
     return min(1.0, min(p * alpha / a for p, a in zip(p_values, levels)))
 
 
-def _resolve_family_loss(family: Family, task: Any, family_loss: Any) -> tuple[Any, str]:
+def _resolve_family_loss(family: Family, task: Task, family_loss: Any) -> tuple[Any, str]:
     """``(values -> loss or None, description)`` of the exact family loss used for fitting."""
     if family_loss is None:
         return None, "Monte-Carlo fitting sample"
@@ -608,7 +616,7 @@ def _mask_name(mask: Any) -> str:
 # ---------------------------------------------------------------------- the certificate
 def certify_stationary(
     family: Family,
-    data: Any,
+    data: Task | ExactLoss | Callable[[torch.Tensor], torch.Tensor],
     *,
     point: Any = None,
     mask: str | Mapping[str, torch.Tensor] | None = None,
@@ -765,7 +773,7 @@ def _certify_exact(family: Family, oracle: LossOracle, given: torch.Tensor | Non
                                    fit_source="exact loss" if given is None else "given")
 
 
-def _tolerance(family: Family, task: Any, free: torch.Tensor, samples: int, generator: torch.Generator,
+def _tolerance(family: Family, task: Task, free: torch.Tensor, samples: int, generator: torch.Generator,
                chunk_size: int) -> tuple[float, str]:
     """Default tolerance: ``TOL_REL`` × the gradient norm at the family's zero point (own i.i.d. sample)."""
     theta0 = family.flat(torch.zeros(family.dim, dtype=torch.float64)).detach()
@@ -779,7 +787,7 @@ def _tolerance(family: Family, task: Any, free: torch.Tensor, samples: int, gene
                                  f"({est.value:.4g} ± {est.se:.2g}, {samples} prompts)")
 
 
-def _certify_mc(family: Family, task: Any, given: torch.Tensor | None, free: torch.Tensor, mask_name: str,
+def _certify_mc(family: Family, task: Task, given: torch.Tensor | None, free: torch.Tensor, mask_name: str,
                 sizes: tuple[int, ...], generator: torch.Generator, alpha: float, test: str, fit_ratio: float,
                 chunk_size: int, init: Any, n_starts: int, hessian_samples: int,
                 max_dense: int, scalar_loss: Any, fit_source: str, tol: float | None, replicates: int,

@@ -50,13 +50,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 
 from landscape._checks import check_int
 from landscape.core.loss import squared_error
 from landscape.core.model import ModelSpec, check_params, flatten_params, num_params, predict, unflatten_params
+from landscape.core.tasks import NormalsTask, PromptBatch, Task
 
 __all__ = [
     "LossOracle",
@@ -205,7 +206,7 @@ class MonteCarloLoss:
     @classmethod
     def from_task(
         cls,
-        task: Any,
+        task: Task,
         spec: ModelSpec,
         samples: int,
         generator: torch.Generator,
@@ -349,7 +350,7 @@ class MonteCarloLoss:
         return acc.result()
 
 
-def check_sampler(sampler: str, task: Any) -> str:
+def check_sampler(sampler: str, task: Task) -> str:
     """``sampler`` if it is one of :data:`SAMPLERS` and ``task`` supports it.
 
     Raises:
@@ -368,7 +369,7 @@ def check_sampler(sampler: str, task: Any) -> str:
     return sampler
 
 
-def _split_normals(task: Any, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+def _split_normals(task: NormalsTask, flat: torch.Tensor) -> dict[str, torch.Tensor]:
     """``(m, D)`` standard normals → the task's named draws of shapes ``normal_shapes(m)``."""
     out, col = {}, 0
     for k, shape in task.normal_shapes(flat.shape[0]).items():
@@ -378,7 +379,8 @@ def _split_normals(task: Any, flat: torch.Tensor) -> dict[str, torch.Tensor]:
     return out
 
 
-def prompt_chunks(task: Any, count: int, generator: torch.Generator, chunk_size: int, sampler: str = "mc") -> Any:
+def prompt_chunks(task: Task, count: int, generator: torch.Generator, chunk_size: int,
+                  sampler: str = "mc") -> Iterator[PromptBatch]:
     r"""Yield ``count`` prompts from ``task`` as :class:`~landscape.core.tasks.PromptBatch` chunks of at most ``chunk_size``.
 
     One call is one *batch* of the sampler: ``"qmc"`` uses one scrambled Sobol sequence for all
@@ -472,7 +474,7 @@ class _MomentAccumulator:
         return GradientMoments(self.mean, self.m2 / (T - 1), T, loss, math.sqrt(var / T), bm, sampler)
 
 
-def streamed_gradient_moments(task: Any, spec: ModelSpec, flat: torch.Tensor, samples: int,
+def streamed_gradient_moments(task: Task, spec: ModelSpec, flat: torch.Tensor, samples: int,
                               generator: torch.Generator, *, chunk_size: int = 4096, batches: int = 0,
                               projection: torch.Tensor | None = None,
                               dtype: torch.dtype = torch.float64, sampler: str = "mc") -> GradientMoments:
@@ -580,7 +582,7 @@ def as_oracle(loss: Any, spec: ModelSpec | None = None) -> LossOracle:
     raise TypeError(f"a loss must be an oracle or a callable params -> scalar, got {type(loss).__name__}")
 
 
-def exact_loss_oracle(problem: Any, task: Any) -> ExactLoss | None:
+def exact_loss_oracle(problem: Any, task: Task) -> ExactLoss | None:
     """The symbolic layer's exact population loss for ``problem``/``task`` as an oracle, if it has one.
 
     Uses the symbolic layer's ``exact_loss_fn(problem, task)`` when importable; returns ``None`` when

@@ -18,6 +18,7 @@ import torch
 
 from landscape._checks import check_choice, check_int
 from landscape.core.model import ModelSpec, flatten_params
+from landscape.core.tasks import Task
 from landscape.numeric.oracles import LossOracle, MonteCarloLoss, exact_loss_oracle
 
 __all__ = ["TrainedSeeds", "split_run_ref", "load_trained", "landscape_oracle"]
@@ -48,7 +49,7 @@ class TrainedSeeds:
     init: torch.Tensor
     alive: torch.Tensor
     family: Any
-    task: Any
+    task: Task
     sigma: torch.Tensor | None
     family_distance: torch.Tensor | None = None
 
@@ -150,7 +151,7 @@ def load_trained(root: str | Path, run: str | None = None) -> TrainedSeeds:
 
 def landscape_oracle(
     problem: Any,
-    task: Any,
+    task: Task,
     spec: ModelSpec,
     *,
     exact: Literal["auto", "yes", "no"] = "auto",
