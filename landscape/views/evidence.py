@@ -316,6 +316,7 @@ def spectrum_figure(
         dl.set_gid("density")
         dax.set_ylabel("spectral density")
         if dax is not ax:
+            dax.set_ylim(bottom=0.0)  # the density is >= 0: its zero on the histogram's zero
             handles.append(dl)
         else:
             handles = [dl]
