@@ -101,3 +101,26 @@ def test_no_exact_route_gives_none() -> None:
     kernel = TrainConfig(task="gp:exp", attention="kernel", activations=("exp",), d=2, n=4, layers=2, family="fgd",
                          seeds=1, steps=1)
     assert family_minimum(kernel) is None
+
+
+def test_multistart_minimum_is_labelled_not_exhaustive(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A multi-start search: the record and the plot label say it is not exhaustive, and the value is
+    what ``landscape solve --method multistart`` finds (same starts, same seed)."""
+    from landscape.experiment.train import TrainConfig, train
+    from landscape.views import plots
+
+    config = TrainConfig(d=D, n=N, layers=2, sigma="random:0", task_cov="inverse", family="pgd", seeds=1, steps=2,
+                         batch=16, log_every=1, eval_batch=32, dtype="float64", device="cpu", checkpoint_every=2)
+    found = family_minimum(config, method="multistart")
+    assert found is not None and found["search"] == "multistart" and found["exhaustive"] is False
+    assert main(["solve", "pgd", *PROBLEM[:4], "--layers", "2", *PROBLEM[6:], "--method", "multistart", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert abs(found["value"] - min(p["loss"] for p in out["stationary_points"])) <= 1e-10
+    root = tmp_path / "store"
+    name = train(config, root, progress=False).run_name
+    with RunStore(root) as store:
+        assert record_family_minimum(store, name, method="multistart") == found["value"]
+        saved = plots.plot_loss(store, name, out=tmp_path / "figs")
+    (line,) = [ln for ln in saved.figure.axes[0].get_lines() if ln.get_gid() == "family_min"]
+    assert line.get_ydata()[0] == found["value"]
+    assert "multistart: not exhaustive" in line.get_label() and "lowest point found" in line.get_label()

@@ -156,7 +156,7 @@ def record_bayes_loss(store: Any, run: Any, *, prompts: int = BAYES_PROMPTS, see
     return est[0]
 
 
-def family_minimum(config: Any, *, starts: int = 24, seed: int = 0,
+def family_minimum(config: Any, *, starts: int = 24, seed: int = 0, method: str = "auto",
                    time_limit: float = FAMILY_MINIMUM_SECONDS) -> dict[str, Any] | None:
     r"""The minimum of the in-context population loss over a training config's family, exactly.
 
@@ -175,11 +175,12 @@ def family_minimum(config: Any, *, starts: int = 24, seed: int = 0,
         config: a :class:`landscape.experiment.train.TrainConfig` (float64 on the CPU is used).
         starts: seeded starts of the numerical search.
         seed: their seed.
+        method: the search (``stationary_points``'s ``method``: ``auto``, ``exhaustive`` or ``multistart``).
         time_limit: seconds for the exhaustive enumeration (past it: multi-start, marked so).
 
     Returns:
         ``{"value", "point", "kind", "search", "exhaustive", "certified", "route", "family"}`` —
-        ``search`` the method (``linear``, ``exhaustive`` or ``multistart``) — or None when the
+        ``search`` the method (``linear``, ``bivariate``, ``exhaustive``, ... or ``multistart``) — or None when the
         config has no family, no exact route applies, no stationary point was found, or the config
         was read from a store and names a user family file (stored text never imports code).
     """
@@ -203,7 +204,7 @@ def family_minimum(config: Any, *, starts: int = 24, seed: int = 0,
     if first is None or not first.exact:
         return None
     loss = family_loss(family, task)
-    points = stationary_points(loss, starts=starts, seed=seed, time_limit=time_limit)
+    points = stationary_points(loss, starts=starts, seed=seed, method=method, time_limit=time_limit)
     if not len(points):
         return None
     best = min(points, key=lambda p: p.loss)
