@@ -33,7 +33,8 @@ declare ``PRIOR`` and ``ATTENTION`` (:mod:`landscape.recipe`); ``--task-cov auto
 size of each look, its noise floor, the confidence bounds and ``tol``) and writes it with the
 numbers drawn beside it as ``FILE`` without suffix + ``.json``
 (:func:`landscape.views.save.save_figure`). The file name, its folder and the method are checked
-before any sampling: an exact certificate has no sample sizes and is refused.
+before any sampling: an exact certificate has no sample sizes and is refused. The JSON output then
+has ``plot`` (the figure file) and the text report a last ``plot`` line.
 """
 
 from __future__ import annotations
