@@ -11,8 +11,8 @@ Printed (or one JSON object with ``--json``): the loss and gradient norm, the to
 ``--k`` Hessian eigenpairs by Lanczos (:func:`landscape.numeric.spectrum.eigenpairs`: eigenvalue,
 true residual, converged flag), the trace by Hutch++ with its standard error (and exactly, from
 the dense Hessian, when ``P <= --dense-max``), a stochastic Lanczos quadrature spectral density
-(``--plot FILE`` draws it, with the dense eigenvalues as a rug when available, and writes the curve
-beside it, suffix ``.json``), per-block spectra
+(``--plot FILE`` draws it with the views' spectrum figure, :func:`landscape.views.pictures.plot_density`:
+the dense eigenvalues as a histogram and rug when available, and writes the curve beside it, suffix ``.json``), per-block spectra
 (``--blocks layer,kind,tangent``: per layer, ``P`` vs ``Q`` / ``V``, ``B``, ``C``, tangent vs normal to
 the family) and the inertia modulo the model's symmetries.
 
@@ -134,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
         from landscape.views.save import figure_path
 
         path = figure_path(args.plot, "--plot")
-        plot_density(sd, path, eigenvalues=None if H is None else torch.linalg.eigvalsh(H), title=pt.label,
+        plot_density(sd, path, eigenvalues=None if H is None else torch.linalg.eigvalsh(H),
+                     title=f"Hessian spectrum at {pt.label}",
                      formats=(path.suffix.lower().lstrip("."),))
         out["plot"] = args.plot
     if args.json:

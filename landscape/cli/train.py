@@ -284,12 +284,14 @@ def run(args: argparse.Namespace) -> int:
     """Train; print a per-seed table (or, with ``--json``, one JSON object as the last line)."""
     from landscape import recipe
     from landscape.cli import emit_json
+    from landscape.experiment.bayes import record_family_minimum
     from landscape.experiment.train import make_task, train
 
     config = config_from_args(args)
     check_train_memory(config)
     record = recipe.describe_task(make_task(config), args.sigma)
     result = train(config, args.out, name=args.name, progress=not args.no_progress and not args.json)
+    record_family_minimum(result.root, result.run_name)  # the loss plot's family line (None without --out)
     preset = getattr(args, "preset", None)
     summary = {**result.summary(), "task": record, "preset": preset, "config": config.to_dict()}
     status = 1 if config.seeds > 0 and bool(result.diverged.all()) else 0

@@ -27,6 +27,14 @@ grad_norm_tangent(_se), grad_norm_normal(_se), hessian {n_pos, n_neg, n_zero, mi
 prints it as its last line) and, with ``--params`` / ``--run``, ``weights {source, family_distance[,
 stored_family_distance, stored_family]}``; or ``{"error": ...}`` on bad input. A user family file may
 declare ``PRIOR`` and ``ATTENTION`` (:mod:`landscape.recipe`); ``--task-cov auto`` follows the declaration.
+
+``--plot FILE`` (``.png`` or ``.svg``) draws the Monte-Carlo certificate just computed
+(:func:`landscape.views.evidence.certificate_figure`: the normal-gradient norm against the sample
+size of each look, its noise floor, the confidence bounds and ``tol``) and writes it with the
+numbers drawn beside it as ``FILE`` without suffix + ``.json``
+(:func:`landscape.views.save.save_figure`). The file name, its folder and the method are checked
+before any sampling: an exact certificate has no sample sizes and is refused. The JSON output then
+has ``plot`` (the figure file) and the text report a last ``plot`` line.
 """
 
 from __future__ import annotations
@@ -196,6 +204,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    "landscape.numeric.certificate.SAMPLER")
     p.add_argument("--hessian-samples", type=nonneg_int, default=1024,
                    help="prompts for the Monte-Carlo Hessian inertia (0: skip)")
+    p.add_argument("--plot", default=None, metavar="FILE",
+                   help="Monte-Carlo: draw the certificate (normal gradient vs sample size, noise floor, confidence "
+                   "bounds, tol) to FILE (.png or .svg; the numbers drawn go beside it as .json)")
     add_problem_args(p)
     p.set_defaults(func=run)
     return p
@@ -247,6 +258,7 @@ def run(args: argparse.Namespace) -> int:
     from landscape.numeric import certify_stationary, exact_loss_oracle
 
     budget = parse_budget(args.budget) if args.budget is not None else None
+    plot = _plot_path(args.plot) if getattr(args, "plot", None) is not None else None
     given = [f"--{name}" for name in ("point", "params", "run") if getattr(args, name, None) is not None]
     if len(given) > 1:
         raise ValueError(f"give at most one of --point, --params and --run (got {' and '.join(given)})")
@@ -279,6 +291,9 @@ def run(args: argparse.Namespace) -> int:
         if exact is None and args.exact == "yes":
             raise ValueError("no exact population loss is known for this setting (the symbolic layer covers one "
                              "layer of linear attention on Gaussian/spherical regression data); use --exact no")
+    if plot is not None and exact is not None:
+        raise ValueError("--plot draws a Monte-Carlo certificate against its sample sizes; this setting has an "
+                         "exact loss (no sample sizes): add --exact no, or leave out --plot")
     data = exact if exact is not None else task
     kwargs: dict[str, Any] = dict(point=point, mask=None if args.mask == "all" else args.mask, alpha=args.alpha,
                                   generator=torch.Generator().manual_seed(args.seed))
@@ -289,17 +304,50 @@ def run(args: argparse.Namespace) -> int:
             kwargs["sampler"] = args.sampler
     cert = certify_stationary(family, data, **kwargs)
     record = recipe.describe_task(task, sigma_spec)
+    if plot is not None:
+        _draw(cert, plot, record)
     if args.json:
         out = {**_summary(cert), "task": record}
         if weights is not None:
             out["weights"] = weights
+        if plot is not None:
+            out["plot"] = str(plot)
         emit_json(out)
     else:
         if weights is not None:
             sys.stdout.write(_weights_line(weights, cert.family) + "\n")
         _print_report(cert)
         sys.stdout.write(recipe.task_line(record) + "\n")
+        if plot is not None:
+            sys.stdout.write(f"plot     {plot}\n")
     return 0 if cert.verdict == "stationary" else 1
+
+
+def _plot_path(text: str) -> Path:
+    """``--plot FILE``: a ``.png``/``.svg`` file (:func:`landscape.views.save.figure_path`) in an existing folder."""
+    from landscape.views.save import figure_path
+
+    path = figure_path(text, "--plot")
+    if not path.parent.is_dir():
+        raise ValueError(f"--plot {text!r}: the folder {str(path.parent)!r} does not exist")
+    return path
+
+
+def _draw(cert: Any, path: Path, task: dict[str, Any]) -> None:
+    """Draw the certificate (:func:`landscape.views.evidence.certificate_figure`) and write it with its numbers."""
+    from landscape.views.evidence import certificate_figure
+    from landscape.views.save import save_figure
+
+    fig = certificate_figure(cert, title=f"Stationarity certificate of {cert.family}: {_verdict_line(cert)} "
+                                         f"({cert.problem})")
+    data = {"family": cert.family, "verdict": cert.verdict, "tol": cert.tol, "alpha": cert.alpha,
+            "mask": cert.mask, "test": cert.test, "task": task,
+            "per_sample_size": [{"samples": r.samples, "normal": r.normal.value,
+                                 "noise_floor": r.normal.noise_floor,
+                                 "lower": None if r.bounds is None else r.bounds.lower,
+                                 "upper": None if r.bounds is None else r.bounds.upper,
+                                 "alpha": r.alpha, "p_value": r.p_value} for r in cert.per_sample_size]}
+    save_figure(fig, path, formats=(path.suffix.lower().lstrip("."),), data=data)
 
 
 def _nearest_point(params: dict[str, torch.Tensor], family: Any, weights: dict[str, Any],

@@ -1,10 +1,18 @@
-r"""The Bayes-optimal in-context loss of a training config, and recording it as a run's result.
+r"""Reference losses of a training config, and recording them as a run's results.
 
-:func:`bayes_loss_estimate` is a pure computation (fixed prompts and seed: deterministic);
-:func:`record_bayes_loss` writes it as the ``bayes_loss`` result of a training run. Recording
-happens where results are produced (a sweep records it for every point it trains; anyone may
-call :func:`record_bayes_loss` on a writable store); figures only read it, and estimate it in
-memory when a run has none (:mod:`landscape.views.plots` never writes to a store).
+* the Bayes-optimal in-context loss: :func:`bayes_loss_estimate` is a pure computation (fixed
+  prompts and seed: deterministic); :func:`record_bayes_loss` writes it as the ``bayes_loss``
+  result of a training run;
+* the minimum of the population loss over the run's family, from the symbolic layer:
+  :func:`family_minimum` (the lowest stationary value of the exact family loss,
+  :func:`landscape.symbolic.loss.family_loss` and :func:`landscape.symbolic.solve.stationary_points`,
+  the numbers ``landscape solve`` prints; certified when the search is exhaustive);
+  :func:`record_family_minimum` writes it as the ``family_minimum`` result.
+
+Recording happens where results are produced (a sweep records both for every point it trains,
+``landscape train --out`` the family minimum; anyone may call the ``record_*`` functions on a
+writable store); figures only read them, and estimate the Bayes loss in memory when a run has
+none (:mod:`landscape.views.plots` never writes to a store).
 """
 
 from __future__ import annotations
@@ -13,13 +21,22 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["BAYES_RESULT", "BAYES_PROMPTS", "bayes_loss_estimate", "stored_bayes_loss", "record_bayes_loss"]
+__all__ = ["BAYES_RESULT", "BAYES_PROMPTS", "bayes_loss_estimate", "stored_bayes_loss", "record_bayes_loss",
+           "FAMILY_MINIMUM_RESULT", "FAMILY_MINIMUM_SECONDS", "family_minimum", "stored_family_minimum",
+           "record_family_minimum"]
 
 BAYES_RESULT = "bayes_loss"
 """Result key under which a run's Bayes-optimal loss is stored."""
 
 BAYES_PROMPTS = 8192
 """Monte-Carlo sample size of the recorded estimate."""
+
+FAMILY_MINIMUM_RESULT = "family_minimum"
+"""Result key under which the minimum of the loss over a run's family is stored."""
+
+FAMILY_MINIMUM_SECONDS = 10.0
+"""Time limit of the exhaustive enumeration in :func:`family_minimum`; past it the search is a
+multi-start search (and the record says so)."""
 
 
 def bayes_loss_estimate(config: Any, *, prompts: int = BAYES_PROMPTS, seed: int = 0) -> tuple[float, float] | None:
@@ -137,3 +154,119 @@ def record_bayes_loss(store: Any, run: Any, *, prompts: int = BAYES_PROMPTS, see
     store.log_result(r, BAYES_RESULT, {"value": est[0], "standard_error": est[1], "prompts": prompts,
                                        "method": "monte-carlo"})
     return est[0]
+
+
+def family_minimum(config: Any, *, starts: int = 24, seed: int = 0, method: str = "auto",
+                   time_limit: float = FAMILY_MINIMUM_SECONDS) -> dict[str, Any] | None:
+    r"""The minimum of the in-context population loss over a training config's family, exactly.
+
+    The family loss :math:`\ell(a) = f(\theta(a))` on the config's task is derived by the
+    symbolic layer (:func:`landscape.symbolic.loss.family_loss`, route ``auto``) and its stationary
+    points are found by :func:`landscape.symbolic.solve.stationary_points` with the defaults of
+    ``landscape solve`` (``starts`` seeded starts, ``seed``); the minimum is the lowest stationary
+    value :math:`\min_k \ell(a_k)`. When the search is exhaustive (an exact linear solve or the
+    certified enumeration of every real critical point) this is the minimum over the family;
+    otherwise it is the lowest point a multi-start search found, an upper bound.
+
+    Only exact routes are used: when the first route that applies to the setting is Monte-Carlo
+    (kernel families without a closed form), nothing is computed and None is returned.
+
+    Args:
+        config: a :class:`landscape.experiment.train.TrainConfig` (float64 on the CPU is used).
+        starts: seeded starts of the numerical search.
+        seed: their seed.
+        method: the search (``stationary_points``'s ``method``: ``auto``, ``exhaustive`` or ``multistart``).
+        time_limit: seconds for the exhaustive enumeration (past it: multi-start, marked so).
+
+    Returns:
+        ``{"value", "point", "kind", "search", "exhaustive", "certified", "route", "family"}`` —
+        ``search`` the method (``linear``, ``bivariate``, ``exhaustive``, ... or ``multistart``) — or None when the
+        config has no family, no exact route applies, no stationary point was found, or the config
+        was read from a store and names a user family file (stored text never imports code).
+    """
+    import dataclasses
+
+    from landscape.experiment.train import make_task
+    from landscape.symbolic.loss import family_loss
+    from landscape.symbolic.routes import ROUTES
+    from landscape.symbolic.solve import stationary_points
+    from landscape.theory.families import is_family_file
+
+    if getattr(config, "family", None) is None:
+        return None
+    if getattr(config, "_from_store", False) and is_family_file(config.family):
+        return None  # a stored config never imports a user family file
+    cfg = dataclasses.replace(config, dtype="float64", device="cpu")
+    sigma = cfg.sigma_matrix()
+    family = cfg.make_family(sigma)
+    task = make_task(cfg, sigma)
+    first = next((r for r in ROUTES.values() if not r.match(family, task)[1]), None)
+    if first is None or not first.exact:
+        return None
+    loss = family_loss(family, task)
+    points = stationary_points(loss, starts=starts, seed=seed, method=method, time_limit=time_limit)
+    if not len(points):
+        return None
+    best = min(points, key=lambda p: p.loss)
+    return {"value": float(best.loss), "point": {k: float(v) for k, v in best.values.items()}, "kind": best.kind,
+            "search": points.method, "exhaustive": bool(points.exhaustive), "certified": bool(points.certified),
+            "route": loss.method, "family": family.name}
+
+
+def stored_family_minimum(results: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The family minimum recorded in a run's results (:func:`record_family_minimum`), else None.
+
+    Args:
+        results: the run's results (:meth:`landscape.experiment.store.RunStore.results`).
+
+    Returns:
+        The record (with a numeric ``value``), or None.
+    """
+    res = results.get(FAMILY_MINIMUM_RESULT)
+    if isinstance(res, Mapping) and isinstance(res.get("value"), (int, float)) and not isinstance(res["value"], bool):
+        return dict(res)
+    return None
+
+
+def record_family_minimum(store: Any, run: Any, **kwargs: Any) -> float | None:
+    """Compute the minimum of the loss over a training run's family and record it as its ``family_minimum`` result.
+
+    A run that already has one keeps it (nothing is written). The record is :func:`family_minimum`'s.
+
+    Args:
+        store: a :class:`~landscape.experiment.store.RunStore` open for writing, or the folder of
+            one (opened and closed here); ``None`` (a run that was not stored) does nothing.
+        run: the run, its name or id.
+        **kwargs: passed to :func:`family_minimum`.
+
+    Returns:
+        The minimum (recorded or already there), or None for a run without a family, a setting
+        without an exact family loss, or no store (nothing is written then).
+
+    Raises:
+        ValueError: the store is read-only.
+    """
+    from pathlib import Path
+
+    from landscape.experiment.store import Run, RunStore
+    from landscape.experiment.train import stored_config
+
+    if store is None or run is None:
+        return None
+    if isinstance(store, (str, Path)):
+        with RunStore(store) as opened:
+            return record_family_minimum(opened, run, **kwargs)
+    if store.read_only:
+        raise ValueError(f"cannot record the family minimum in {store.root}: the store is open read-only")
+    r = store._resolve(run) if isinstance(run, Run) else store.get_run(run)
+    have = stored_family_minimum(store.results(r))
+    if have is not None:
+        return float(have["value"])
+    config = stored_config(r)
+    if config is None:
+        return None
+    found = family_minimum(config, **kwargs)
+    if found is None:
+        return None
+    store.log_result(r, FAMILY_MINIMUM_RESULT, found)
+    return found["value"]

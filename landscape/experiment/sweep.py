@@ -103,13 +103,15 @@ def _store_config(config: Any) -> dict[str, Any]:
 def _train_point(config: Any, store: RunStore, progress: bool) -> dict[str, Any]:
     """Train one grid point into ``store`` and record its Bayes-optimal loss
     (:func:`landscape.experiment.bayes.record_bayes_loss`: the reference line of the depth,
-    context and grid figures, which only read it); return its JSON summary (run name, per-seed
+    context and grid figures, which only read it) and the minimum over its family
+    (:func:`landscape.experiment.bayes.record_family_minimum`, the loss plot's family line); return its JSON summary (run name, per-seed
     losses)."""
-    from landscape.experiment.bayes import record_bayes_loss
+    from landscape.experiment.bayes import record_bayes_loss, record_family_minimum
 
     result = _train_api().train(config, store, progress=progress)
     if result.run_name is not None:
         record_bayes_loss(store, result.run_name)
+        record_family_minimum(store, result.run_name)
     return dict(result.summary())
 
 

@@ -270,7 +270,11 @@ def markdown_table(rates: Sequence[CaseRates]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m landscape.numeric.calibration [--quick] [--seeds N] [--alpha A] [--sampler S] [--markdown FILE] [--json]``."""
+    """``python -m landscape.numeric.calibration [--quick] [--seeds N] [--alpha A] [--sampler S] [--markdown FILE] [--json] [--quiet]``.
+
+    One progress line per case goes to stderr through :func:`landscape._progress.note`: silenced by
+    ``--quiet`` and inside :func:`landscape._progress.quieted` (the global ``landscape --quiet``).
+    """
     import json
 
     ap = argparse.ArgumentParser(prog="python -m landscape.numeric.calibration",
@@ -283,6 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="prompt sampler of the Monte-Carlo cases")
     ap.add_argument("--markdown", default=None, help="write the table to this file")
     ap.add_argument("--json", action="store_true", help="print the rates as one JSON object")
+    ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = ap.parse_args(argv)
     if args.seeds < 1:
         ap.error(f"--seeds must be >= 1, got {args.seeds}")
@@ -296,8 +301,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if bad:
             ap.error(f"unknown cases {bad}; known: {', '.join(names)}")
         cases = [c for c in cases if c[0].name in want]
-    rates = run_calibration(cases, args.seeds, args.alpha,
-                            progress=lambda m: (sys.stderr.write(f"[calibration] {m}\n"), sys.stderr.flush()))
+    from landscape._progress import note, quieted
+
+    with quieted(args.quiet):  # progress lines on stderr (landscape._progress); --quiet silences them
+        rates = run_calibration(cases, args.seeds, args.alpha, progress=lambda m: note(f"[calibration] {m}"))
     table = markdown_table(rates)
     if args.markdown:
         from pathlib import Path

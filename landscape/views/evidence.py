@@ -29,7 +29,7 @@ from matplotlib.ticker import MaxNLocator
 
 from landscape.views.labels import wrap_title
 
-__all__ = ["certificate_figure", "seed_distribution_figure", "final_vs_figure", "spectrum_figure"]
+__all__ = ["certificate_figure", "seed_distribution_figure", "final_vs_figure", "spectrum_figure", "density_curve"]
 
 _COLOURS = ("tab:blue", "tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown")
 
@@ -270,6 +270,7 @@ def spectrum_figure(
     density: Any | None = None,
     *,
     bins: int = 40,
+    points: int = 600,
     title: str | None = None,
 ) -> Figure:
     r"""A Hessian spectrum: eigenvalues (histogram and rug) and/or the SLQ spectral density.
@@ -282,6 +283,7 @@ def spectrum_figure(
             density (:meth:`~landscape.numeric.spectrum.SpectralDensity.density`, bandwidth 1 % of
             the node range) is drawn on a second y axis (gid ``"density"``).
         bins: histogram bins.
+        points: evaluation points of the density curve (:func:`density_curve`).
         title: the figure title.
 
     Returns:
@@ -307,20 +309,14 @@ def spectrum_figure(
         ax.set_title(f"{n_neg} negative of {ev.size}; smallest {ev.min():.3g}, largest {ev.max():.3g}",
                      fontsize="small")
     if density is not None:
-        import torch
-
-        nodes = density.nodes
-        lo, hi = float(nodes.min()), float(nodes.max())
-        pad = 0.05 * max(hi - lo, 1e-12)
-        grid = torch.linspace(lo - pad, hi + pad, 600, dtype=nodes.dtype)
-        bw = max(0.01 * (hi - lo), 1e-12)
-        dens = density.density(grid, bw)
+        grid, dens, bw = density_curve(density, points)
         dax = ax.twinx() if eigenvalues is not None else ax
         (dl,) = dax.plot(grid.numpy(), dens.numpy(), color="tab:red", lw=1.6,
                          label=f"SLQ density ({density.probes} probes × {density.steps} steps, bandwidth {bw:.2g})")
         dl.set_gid("density")
         dax.set_ylabel("spectral density")
         if dax is not ax:
+            dax.set_ylim(bottom=0.0)  # the density is >= 0: its zero on the histogram's zero
             handles.append(dl)
         else:
             handles = [dl]
@@ -329,3 +325,27 @@ def spectrum_figure(
     ax.grid(True, alpha=0.3)
     _title(fig, title or "Hessian spectrum")
     return fig
+
+
+def density_curve(density: Any, points: int = 600) -> tuple[Any, Any, float]:
+    r"""The drawn curve of an SLQ spectral density: grid, smoothed density and bandwidth.
+
+    The grid spans the quadrature nodes :math:`[\lambda_{\min}, \lambda_{\max}]` padded by 5 % on
+    each side; the density is :meth:`~landscape.numeric.spectrum.SpectralDensity.density` with a
+    Gaussian bandwidth of 1 % of the node range.
+
+    Args:
+        density: a :class:`landscape.numeric.spectrum.SpectralDensity`.
+        points: grid points.
+
+    Returns:
+        ``(grid (points,), density (points,), bandwidth)`` (tensors in the nodes' dtype).
+    """
+    import torch
+
+    nodes = density.nodes
+    lo, hi = float(nodes.min()), float(nodes.max())
+    pad = 0.05 * max(hi - lo, 1e-12)
+    grid = torch.linspace(lo - pad, hi + pad, int(points), dtype=nodes.dtype)
+    bw = max(0.01 * (hi - lo), 1e-12)
+    return grid, density.density(grid, bw), bw

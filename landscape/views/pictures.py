@@ -172,16 +172,19 @@ def plot_probe(result: ProbeResult, path: str | os.PathLike[str], *, title: str 
 
 
 def plot_density(sd: Any, path: str | os.PathLike[str], *, eigenvalues: torch.Tensor | None = None,
-                 title: str | None = None, formats: Sequence[str] = ("png", "svg"), points: int = 800) -> list[Path]:
+                 title: str | None = None, formats: Sequence[str] = ("png", "svg"), points: int = 600) -> list[Path]:
     r"""Draw a spectral density :math:`\hat\rho(\lambda)` (Gaussian-smoothed SLQ quadrature) and write it.
 
-    The bandwidth is 1% of the span of the quadrature nodes.
+    The figure is the views' one spectrum figure (:func:`landscape.views.evidence.spectrum_figure`:
+    the dense eigenvalues, when given, as a histogram and rug, the density on a second axis); the
+    curve is :func:`landscape.views.evidence.density_curve` (bandwidth 1 % of the span of the
+    quadrature nodes).
 
     Args:
         sd: a :class:`~landscape.numeric.spectrum.SpectralDensity`.
         path: ``dir/name`` (a ``.png``/``.svg`` suffix is dropped); the curve, the nodes, the weights
             and the eigenvalues are written beside the figure as ``dir/name.json``.
-        eigenvalues: the dense eigenvalues, drawn as a rug (``None``: none).
+        eigenvalues: the dense eigenvalues (``None``: none).
         title: figure title.
         formats: file formats.
         points: evaluation points of the curve.
@@ -189,25 +192,10 @@ def plot_density(sd: Any, path: str | os.PathLike[str], *, eigenvalues: torch.Te
     Returns:
         The figure files written.
     """
-    from matplotlib.figure import Figure
+    from landscape.views.evidence import density_curve, spectrum_figure
 
-    lo, hi = float(sd.nodes.min()), float(sd.nodes.max())
-    pad = 0.05 * max(hi - lo, 1e-12)
-    grid = torch.linspace(lo - pad, hi + pad, points, dtype=sd.nodes.dtype)
-    bw = max(0.01 * (hi - lo), 1e-12)
-    dens = sd.density(grid, bw)
-    fig = Figure(figsize=(6.0, 3.8), layout="constrained")
-    ax = fig.add_subplot()
-    ax.plot(grid.numpy(), dens.numpy(), color="C0",
-            label=f"SLQ density ({sd.probes} probes × {sd.steps} steps, bandwidth {bw:.2g})")
-    if eigenvalues is not None:
-        ax.plot(eigenvalues.numpy(), [0.0] * eigenvalues.numel(), "|", color="C3", markersize=14,
-                label="dense eigenvalues")
-    ax.set_xlabel("Hessian eigenvalue λ")
-    ax.set_ylabel("spectral density")
-    if title:
-        ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
+    fig = spectrum_figure(eigenvalues, sd, points=points, title=title)
+    grid, dens, bw = density_curve(sd, points)
     data = {"title": title, "bandwidth": bw, "eigenvalue": grid, "density": dens, "nodes": sd.nodes,
             "weights": sd.weights, "probes": sd.probes, "steps": sd.steps,
             "dense_eigenvalues": eigenvalues}

@@ -43,7 +43,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from landscape.experiment.bayes import bayes_loss_estimate, stored_bayes_loss
+from landscape.experiment.bayes import bayes_loss_estimate, stored_bayes_loss, stored_family_minimum
 from landscape.experiment.metrics import is_distance_key, metric_label, metric_sort_key, parse_metric_key
 from landscape.experiment.store import MetricSeries, Run, RunStore
 from landscape.experiment.train import stored_config
@@ -320,6 +320,8 @@ def loss_curves_figure(
     *,
     bayes: float | None = None,
     bayes_label: str = "Bayes-optimal loss",
+    family_min: float | None = None,
+    family_min_label: str = "minimum over the family",
     ylabel: str = "loss",
     log_y: bool = True,
     title: str | None = None,
@@ -328,7 +330,8 @@ def loss_curves_figure(
 
     Each seed's line has gid ``"seed:<s>"`` and the median line gid ``"median"``; a horizontal line
     at ``bayes`` (gid ``"bayes"``, legend ``"<bayes_label> = <value>"``) marks the Bayes-optimal
-    loss when given.
+    loss when given, and one at ``family_min`` (gid ``"family_min"``, dotted, legend
+    ``"<family_min_label> = <value>"``) the minimum of the loss over the run's family.
 
     Args:
         steps: ``(n_steps,)``.
@@ -336,6 +339,8 @@ def loss_curves_figure(
         seeds: the seed of each column (default ``0..S-1``).
         bayes: Bayes-optimal loss, or None.
         bayes_label: its legend label (the value is appended).
+        family_min: minimum of the loss over the family, or None.
+        family_min_label: its legend label (the value is appended).
         ylabel, title: labels.
         log_y: logarithmic y axis (switched off automatically if a value is <= 0).
 
@@ -363,13 +368,17 @@ def loss_curves_figure(
     if bayes is not None and math.isfinite(bayes):
         bl = ax.axhline(bayes, ls="--", color="tab:red", label=f"{bayes_label} = {bayes:.3g}")
         bl.set_gid("bayes")
-    extra = [np.array([bayes])] if bayes is not None else []
+    if family_min is not None and math.isfinite(family_min):
+        fl = ax.axhline(family_min, ls=":", lw=1.6, color="tab:green", label=f"{family_min_label} = {family_min:.4g}")
+        fl.set_gid("family_min")
+    extra = [np.array([v]) for v in (bayes, family_min) if v is not None]
     if log_y and _positive_for_log(v, *extra):
         ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     _title(fig, title or f"{ylabel} ({v.shape[1]} seeds)")
-    ax.legend(fontsize="small")
+    # below the axes: a legend inside would hide a reference line near the bottom of the plot
+    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.14))
     ax.grid(True, which="both", alpha=0.3)
     return fig
 
@@ -759,7 +768,10 @@ def plot_loss(
     ``loss.png``/``.svg`` (``<key>.png`` for an explicit ``key``).
 
     The Bayes loss is the run's ``bayes_loss`` result; for a training run without one it is
-    estimated in memory (:func:`bayes_loss_estimate`, never written).
+    estimated in memory (:func:`bayes_loss_estimate`, never written). The minimum of the loss over
+    the run's family is drawn when the run has a ``family_minimum`` result
+    (:func:`landscape.experiment.bayes.record_family_minimum`), labelled with how it was found
+    (certified exhaustive search or multi-start); without one nothing is computed.
 
     Args:
         store: the run store.
@@ -786,9 +798,23 @@ def plot_loss(
     config = stored_config(r)
     what = metric_label(key)
     title = f"{what} of every seed: " + (setting_label(config, seeds=values.shape[1]) if config is not None else r.name)
+    fmin = stored_family_minimum(store.results(r))
     fig = loss_curves_figure(steps, values, [int(s) for s in seeds], bayes=bayes, ylabel=what,
-                             bayes_label=_bayes_words(config), log_y=log_y, title=title)
+                             bayes_label=_bayes_words(config), log_y=log_y, title=title,
+                             family_min=None if fmin is None else float(fmin["value"]),
+                             family_min_label=_family_min_words(fmin))
     return save_figure(fig, _figure_dir(store, r, out), stem, runs=[r])
+
+
+def _family_min_words(record: Mapping[str, Any] | None) -> str:
+    """What the family-minimum line is, in words: the family and how the minimum was found."""
+    if record is None:
+        return "minimum over the family"
+    fam = record.get("family") or "the family"
+    if record.get("exhaustive"):
+        how = "certified exhaustive search" if record.get("certified") else "exhaustive search"
+        return f"minimum over family {fam} (exact loss, {how})"
+    return f"lowest point found on family {fam} (exact loss, multistart: not exhaustive)"
 
 
 def _bayes_words(config: Any) -> str:
