@@ -8,14 +8,16 @@ artifacts, and a self-contained ``report.md`` is written next to them.
 
 Every study is written the same way: a frozen ``Settings`` dataclass with ``QUICK`` and ``FULL``
 sizes, then one function per section (constructions, training, distances, claims, figures), each
-adding what it finds to one :class:`Findings`; ``run`` calls the sections top to bottom inside
-:func:`study_threads`. The pieces every study needs live here once: :class:`Findings`, the
+adding what it finds to one :class:`Findings`; ``run`` calls the sections top to bottom, each
+through one :class:`Sections` (a progress line as each is done), inside :func:`study_threads`. The pieces every study needs live here once: :class:`Findings`, the
 thread setting, figure saving (:func:`save`, PNG + SVG through
-:func:`landscape.views.plots.save_figure`), the seed band legend (:func:`label_seed_band`), the
-human names of activations and kernels (:data:`LABELS`), the layer-by-layer probe figure and its
+:func:`landscape.views.plots.save_figure`; human labels come from :mod:`landscape.views.labels`), the
+seed band legend (:func:`label_seed_band`), the sections of ``run`` with their progress lines
+(:class:`Sections`), the layer-by-layer probe figure and its
 medians over seeds (:func:`merge_probes`, :func:`probe_medians`, :func:`probe_figure`, on
 :func:`landscape.numeric.probe.probe`), and the Markdown rendering of claims and tables used by the
-report and the notebooks (:func:`claims_markdown`, :func:`table_markdown`).
+report and the notebooks (:func:`claims_markdown`, :func:`table_markdown`); and the command that
+reproduces a run (:func:`reproduce_command`), written at the top of the report and under each figure.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ __all__ = [
     "StudyResult",
     "StudyContext",
     "Findings",
-    "LABELS",
-    "label",
+    "Sections",
+    "reproduce_command",
     "save",
     "label_seed_band",
     "intra_op_threads",
@@ -198,22 +200,65 @@ def study_threads(ctx: "StudyContext") -> contextlib.AbstractContextManager[None
     return intra_op_threads(1 if ctx.quick else None)
 
 
+# ----------------------------------------------------------------------------------- sections
+class Sections:
+    """The sections of a study's ``run``, called one by one, each reported when it is done.
+
+    A study declares its sections up front (the names of its section functions without the
+    leading ``_``, in the order ``run`` calls them) and calls each through this object::
+
+        sec = Sections(ctx, "huang2023", ("train", "check_balanced", "figures"))
+        trajs = sec(_train, ctx, s, tasks)
+
+    After each call one progress line goes to stderr through :func:`landscape._progress.note`
+    (so ``--quiet`` silences it and a :class:`~landscape._progress.Heartbeat` stays silent while
+    sections report)::
+
+        reproduce huang2023: section 'train' done in 12.3 s (1/3)
+
+    Lines are printed only when the study's context asks for progress (:attr:`StudyContext.progress`,
+    set by ``landscape reproduce``). The wall time of every section is kept in :attr:`times`.
+    """
+
+    def __init__(self, ctx: "StudyContext", study: str, names: Sequence[str]) -> None:
+        """Args:
+            ctx: the study's context (its ``progress`` switch).
+            study: the study's name, for the lines.
+            names: the sections ``run`` will call, in order (a section skipped at this size is left
+                out), each the name of its function without the leading underscore.
+
+        Raises:
+            ValueError: no names, or a name given twice.
+        """
+        names = tuple(names)
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"Sections needs distinct section names, got {names}")
+        self.ctx, self.study, self.names = ctx, study, names
+        self.times: dict[str, float] = {}
+
+    def __call__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call the section ``fn(*args, **kwargs)``, report it, and return what it returns.
+
+        Raises:
+            ValueError: ``fn`` is not one of the declared sections, or it already ran (raised before
+                the section runs).
+        """
+        from landscape._progress import note
+
+        name = fn.__name__.lstrip("_")
+        if name not in self.names:
+            raise ValueError(f"{self.study}: section {name!r} is not declared; declared: {', '.join(self.names)}")
+        if name in self.times:
+            raise ValueError(f"{self.study}: section {name!r} already ran")
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        self.times[name] = dt = time.perf_counter() - t0
+        note(f"reproduce {self.study}: section {name!r} done in {dt:.1f} s ({len(self.times)}/{len(self.names)})",
+             progress=self.ctx.progress)
+        return out
+
+
 # ------------------------------------------------------------------------------------ figures
-LABELS: dict[str, str] = {
-    "linear": "linear",
-    "relu": "ReLU",
-    "exp": "exp",
-    "softmax": "softmax",
-    "exp(x12)+lin(x34)": "K° = exp(½⟨x₁:₂, x′₁:₂⟩) + ⟨x₃:₄, x′₃:₄⟩",
-}
-"""Human names of attention activations and data kernels in figures and tables."""
-
-
-def label(name: str) -> str:
-    """The human name of an activation or kernel (:data:`LABELS`), else ``name`` itself."""
-    return LABELS.get(name, name)
-
-
 def save(fig: Any, out: Path, stem: str) -> list[Path]:
     """Write ``fig`` as ``<out>/<stem>.png`` and ``<out>/<stem>.svg``.
 
@@ -385,13 +430,57 @@ def table_markdown(rows: Iterable[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_report(result: StudyResult, out: Path, elapsed: float | None = None) -> Path:
-    """Write ``report.md`` (claims table, tables, figures, notes) into ``out``; return its path.
+def reproduce_command(name: str, ctx: StudyContext) -> str:
+    """The command line that reproduces a study run: ``landscape reproduce NAME [--quick] --seed S --out OUT``.
 
-    Figure links are relative to ``out`` (the report and its figures move together).
+    ``--device D`` is added when the run was not on the CPU. Arguments are shell-quoted.
+
+    >>> reproduce_command("huang2023", StudyContext(quick=True, out=Path("runs/huang2023"), seed=3))
+    'landscape reproduce huang2023 --quick --seed 3 --out runs/huang2023'
+
+    Args:
+        name: the study (a key of :data:`analysis.STUDIES`).
+        ctx: the run's context.
+
+    Returns:
+        The command, one line.
+    """
+    import shlex
+
+    parts = ["landscape", "reproduce", name] + (["--quick"] if ctx.quick else [])
+    parts += ["--seed", str(ctx.seed), "--out", str(ctx.out)]
+    if str(ctx.device) != "cpu":
+        parts += ["--device", str(ctx.device)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _relative(f: Path, root: Path) -> Path:
+    f = f.resolve()
+    return f.relative_to(root) if f.is_relative_to(root) else f
+
+
+def write_report(result: StudyResult, out: Path, elapsed: float | None = None, *,
+                 command: str | None = None) -> Path:
+    """Write ``report.md`` (command, claims table, tables, figures, notes) into ``out``; return its path.
+
+    With ``command`` (:func:`reproduce_command`), the report opens with it, and under each figure a
+    caption names the figure, its SVG, the command that made it and the figure's data file
+    (``<stem>.json`` beside the PNG) when one exists. Figure links are relative to ``out`` (the
+    report and its figures move together).
+
+    Args:
+        result: the study's result.
+        out: the directory of the report (created if missing).
+        elapsed: the study's run time in seconds, reported when given.
+        command: the command that reproduces the run.
+
+    Returns:
+        The path of ``report.md`` (written atomically).
     """
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Study: {result.study}", ""]
+    if command is not None:
+        lines += ["Reproduce this run with:", "", "```", command, "```", ""]
     if elapsed is not None:
         lines += [f"Run time: {elapsed:.1f} s.", ""]
     lines += ["## Claims", "", claims_markdown(result)]
@@ -402,9 +491,20 @@ def write_report(result: StudyResult, out: Path, elapsed: float | None = None) -
         lines += ["", "## Figures", ""]
         root = out.resolve()
         for f in result.figures:
-            if f.suffix == ".png":
-                rel = f.resolve().relative_to(root) if f.resolve().is_relative_to(root) else f
-                lines.append(f"![{f.stem}]({rel})")
+            if f.suffix != ".png":
+                continue
+            rel = _relative(f, root)
+            lines += [f"![{f.stem}]({rel.as_posix()})", ""]
+            caption = [f"*Figure `{f.stem}`*"]
+            svg = f.with_suffix(".svg")
+            if svg.is_file():
+                caption.append(f"([SVG]({_relative(svg, root).as_posix()}))")
+            if command is not None:
+                caption.append(f"— made by `{command}`")
+            data = f.with_suffix(".json")
+            if data.is_file():
+                caption.append(f"— data: [{data.name}]({_relative(data, root).as_posix()})")
+            lines += [" ".join(caption) + ".", ""]
     if result.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in result.notes]
     path = out / "report.md"
@@ -429,7 +529,7 @@ def execute(
     t0 = time.perf_counter()
     result = run(ctx)
     elapsed = time.perf_counter() - t0
-    report = write_report(result, ctx.out, elapsed)
+    report = write_report(result, ctx.out, elapsed, command=reproduce_command(name, ctx))
     with RunStore(store_root or ctx.out) as store:
         r = store.create_run({"study": name, "quick": ctx.quick, "seed": ctx.seed}, name=f"study-{name}-{'quick' if ctx.quick else 'full'}-{ctx.seed}")
         for c in result.claims:

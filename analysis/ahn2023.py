@@ -60,8 +60,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from analysis._study import (Claim, Findings, StudyContext, StudyResult, label_seed_band, merge_probes, probe_figure,
-                             probe_medians, study_main, study_threads)
+from analysis._study import (Claim, Findings, Sections, StudyContext, StudyResult, label_seed_band, merge_probes,
+                             probe_figure, probe_medians, study_main, study_threads)
 import landscape.theory.algorithms as alg
 from landscape._checks import check_int, check_real, check_shape, check_tensor
 from landscape.experiment.metrics import metric_key
@@ -878,19 +878,22 @@ def run(ctx: StudyContext) -> StudyResult:
 
     s = QUICK if ctx.quick else FULL
     found = Findings(ctx.out)
+    sec = Sections(ctx, "ahn2023", ("theorem1", "train_sparse", "theorem3_distances", "theorem3_scalars",
+                                    "certificates", "lemma1") + (("theorem4",) if s.relaxed else ())
+                   + ("probe",) + (("llc",) if s.llc_steps > 0 else ()) + ("notes",))
     with study_threads(ctx), RunStore(ctx.out) as store:
         sigma = random_covariance(s.d, ctx.generator(1), spectrum=s.spectrum)
-        t1 = _theorem1(ctx, s, sigma, store, found)
-        t3 = _train_sparse(ctx, s, sigma, store)
-        _theorem3_distances(s, store, t3, found)
-        _theorem3_scalars(s, t3, found)
-        _certificates(ctx, s, sigma, t3, found)
-        held, mc = _lemma1(ctx, s, sigma, t3, found)
-        relaxed = _theorem4(ctx, s, sigma, store, t3, held, mc, found) if s.relaxed else None
-        _probe(ctx, s, t3, relaxed, found)
+        t1 = sec(_theorem1, ctx, s, sigma, store, found)
+        t3 = sec(_train_sparse, ctx, s, sigma, store)
+        sec(_theorem3_distances, s, store, t3, found)
+        sec(_theorem3_scalars, s, t3, found)
+        sec(_certificates, ctx, s, sigma, t3, found)
+        held, mc = sec(_lemma1, ctx, s, sigma, t3, found)
+        relaxed = sec(_theorem4, ctx, s, sigma, store, t3, held, mc, found) if s.relaxed else None
+        sec(_probe, ctx, s, t3, relaxed, found)
         if s.llc_steps > 0:
-            _llc(ctx, s, t1, found)
-    _notes(s, found)
+            sec(_llc, ctx, s, t1, found)
+    sec(_notes, s, found)
     return found.result("ahn2023")
 
 

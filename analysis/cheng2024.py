@@ -71,7 +71,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from analysis._study import (Claim, Findings, StudyContext, StudyResult, finite_min, label, label_seed_band,
+from analysis._study import (Claim, Findings, Sections, StudyContext, StudyResult, finite_min, label_seed_band,
                              merge_probes, probe_figure, probe_medians, seed_list, study_main, study_threads)
 import landscape.theory.algorithms as alg
 from landscape._checks import check_int
@@ -86,6 +86,7 @@ from landscape.core.loss import squared_error
 from landscape.core.model import ModelSpec
 from landscape.core.tasks import KernelGP, PromptBatch, random_covariance, sqrtm_psd
 from landscape.experiment.train import TrainConfig, TrainResult, init_state, stacked_predict, train
+from landscape.views.labels import activation_label as label
 
 __all__ = [
     "Settings",
@@ -1073,21 +1074,24 @@ def run(ctx: StudyContext) -> StudyResult:
 
     s = QUICK if ctx.quick else FULL
     found = Findings(ctx.out)
+    sec = Sections(ctx, "cheng2024", ("constructions", "prop2", "train_grid", "grid_table", "matched_activation",
+                                      "depth_and_context", "distance", "probe", "certificate")
+                   + (("multihead",) if s.multihead_steps > 0 else ()) + ("notes",))
     with study_threads(ctx):
-        _constructions(ctx, s, found)
-        _prop2(ctx, s, found)
+        sec(_constructions, ctx, s, found)
+        sec(_prop2, ctx, s, found)
         sigma = random_covariance(s.d, ctx.generator(300), spectrum=s.spectrum)
         with RunStore(ctx.out) as store:
-            grid = _train_grid(ctx, s, sigma, store)
-            _grid_table(grid, found)
-            _matched_activation(s, grid, found)
-            _depth_and_context(s, grid, found)
-            dist = _distance(ctx, s, grid, found)
-            _probe(ctx, s, grid, dist, found)
-            _certificate(ctx, s, found)
+            grid = sec(_train_grid, ctx, s, sigma, store)
+            sec(_grid_table, grid, found)
+            sec(_matched_activation, s, grid, found)
+            sec(_depth_and_context, s, grid, found)
+            dist = sec(_distance, ctx, s, grid, found)
+            sec(_probe, ctx, s, grid, dist, found)
+            sec(_certificate, ctx, s, found)
             if s.multihead_steps > 0:
-                _multihead(ctx, s, store, found)
-    _notes(ctx, s, found)
+                sec(_multihead, ctx, s, store, found)
+    sec(_notes, ctx, s, found)
     return found.result("cheng2024")
 
 

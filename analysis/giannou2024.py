@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from torch.func import vmap
 
-from analysis._study import Claim, Findings, StudyContext, StudyResult, study_main, study_threads
+from analysis._study import Claim, Findings, Sections, StudyContext, StudyResult, study_main, study_threads
 from landscape._checks import check_int
 from landscape.tolerances import CONSTRUCTION_RTOL
 from landscape.theory.algorithms import gd, least_squares_newton_schulz, newton_schulz, newton_schulz_residuals
@@ -469,15 +469,17 @@ def run(ctx: StudyContext) -> StudyResult:
     """Giannou et al. 2024: Newton–Schulz in linear attention; trained transformers vs Newton and GD."""
     s = QUICK if ctx.quick else FULL
     found = Findings(ctx.out)
+    sec = Sections(ctx, "giannou2024", ("check_newton_schulz", "check_least_squares", "train_and_compare",
+                                        "check_depth", "figures", "tables", "notes"))
     with study_threads(ctx):
         task = LinearRegression(s.d, s.n, dtype=torch.float64)
-        ns = _check_newton_schulz(ctx, s, task, found)
-        ls_err = _check_least_squares(ctx, s, task, found)
-        depth = _train_and_compare(ctx, s, task)
-        beats = _check_depth(s, depth.rows, found)
-        _figures(ns, ls_err, depth, found)
-        _tables(s, ns, depth, found)
-        _notes(s, ls_err, depth, beats, found)
+        ns = sec(_check_newton_schulz, ctx, s, task, found)
+        ls_err = sec(_check_least_squares, ctx, s, task, found)
+        depth = sec(_train_and_compare, ctx, s, task)
+        beats = sec(_check_depth, s, depth.rows, found)
+        sec(_figures, ns, ls_err, depth, found)
+        sec(_tables, s, ns, depth, found)
+        sec(_notes, s, ls_err, depth, beats, found)
     return found.result("giannou2024")
 
 

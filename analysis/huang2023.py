@@ -60,7 +60,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from analysis._study import Claim, Findings, StudyContext, StudyResult, study_main, study_threads
+from analysis._study import Claim, Findings, Sections, StudyContext, StudyResult, study_main, study_threads
+from landscape._checks import check_int, check_real, check_same_dtype_device, check_shape, check_tensor
 from landscape.tolerances import MC_NUM_SE
 from landscape.core.loss import squared_error
 from landscape.core.tasks import OrthonormalFeatures, PromptBatch
@@ -87,15 +88,11 @@ __all__ = [
 
 # ----------------------------------------------------------------------------------- the model
 def _check_Q_X(Q: torch.Tensor, X: torch.Tensor) -> None:
-    if not isinstance(Q, torch.Tensor) or not isinstance(X, torch.Tensor):
-        raise TypeError("Q and X must be torch.Tensors")
-    if X.ndim != 3 or X.shape[-1] < 2:
-        raise ValueError(f"X must have shape (batch, d, N+1) with the query last, got {tuple(X.shape)}")
-    d = X.shape[-2]
-    if Q.shape != (d, d):
-        raise ValueError(f"Q must have shape ({d}, {d}) to match X (batch, {d}, N+1), got {tuple(Q.shape)}")
-    if Q.dtype != X.dtype or Q.device != X.device:
-        raise TypeError(f"Q ({Q.dtype}, {Q.device}) and X ({X.dtype}, {X.device}) must share dtype and device")
+    check_tensor("Q", Q)
+    check_tensor("X", X)
+    dims = check_shape("X", X, ("batch", "d", "N+1"), min_size={"N+1": 2})  # the query is last
+    check_shape("Q", Q, ("d", "d"), dims)
+    check_same_dtype_device("X", X, Q=Q)
 
 
 def _attention(Q: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
@@ -117,8 +114,9 @@ def attention_weights(Q: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
         ``(batch, N)``, rows summing to one.
 
     Raises:
-        TypeError: non-tensors, mixed dtypes/devices.
-        ValueError: shapes that do not match.
+        TypeError: non-tensors, a dtype other than float32/float64, mixed dtypes/devices
+            (:mod:`landscape._checks`).
+        ValueError: shapes that do not match (``X`` needs at least one context token).
     """
     _check_Q_X(Q, X)
     return _attention(Q, X)
@@ -196,12 +194,11 @@ def count_vectors(N: int, K: int, *, dtype: torch.dtype = torch.float64, device:
         ``(M, K)`` with :math:`M = \binom{N+K-1}{K-1}`, in lexicographic order.
 
     Raises:
+        TypeError: ``N`` or ``K`` not an integer.
         ValueError: ``N < 1`` or ``K < 1``, or more than 2e6 vectors.
     """
-    if isinstance(N, bool) or not isinstance(N, int) or N < 1:
-        raise ValueError(f"N must be an integer >= 1, got {N!r}")
-    if isinstance(K, bool) or not isinstance(K, int) or K < 1:
-        raise ValueError(f"K must be an integer >= 1, got {K!r}")
+    N = check_int("N", N, minimum=1)
+    K = check_int("K", K, minimum=1)
     M = math.comb(N + K - 1, K - 1)
     if M > 2_000_000:
         raise ValueError(f"{M} count vectors for N={N}, K={K}; exact statistics need M <= 2e6")
@@ -281,13 +278,11 @@ def feature_statistics(Q: torch.Tensor, task: OrthonormalFeatures) -> FeatureSta
         A :class:`FeatureStatistics`.
 
     Raises:
-        TypeError: ``Q`` not a floating tensor.
+        TypeError: ``Q`` not a float32/float64 tensor.
         ValueError: ``Q`` of the wrong shape or too many count vectors.
     """
-    if not isinstance(Q, torch.Tensor) or not Q.is_floating_point():
-        raise TypeError("Q must be a floating torch.Tensor")
-    if Q.shape != (task.d, task.d):
-        raise ValueError(f"Q must have shape ({task.d}, {task.d}), got {tuple(Q.shape)}")
+    check_tensor("Q", Q)
+    check_shape("Q", Q, (task.d, task.d))
     return _stats(Q, task, _Enumeration(task, Q.dtype, Q.device))
 
 
@@ -359,15 +354,16 @@ def train_gd(
         A :class:`Trajectory`.
 
     Raises:
-        ValueError: non-positive ``steps``, ``lr``, ``batch`` or ``record_every``.
+        TypeError: ``steps``, ``batch``, ``record_every`` or ``dense_until`` not an integer, ``lr`` not
+            a real number.
+        ValueError: ``steps``, ``batch`` or ``record_every`` below 1, ``dense_until`` negative, ``lr``
+            not finite and positive.
     """
-    if isinstance(dense_until, bool) or not isinstance(dense_until, int) or dense_until < 0:
-        raise ValueError(f"dense_until must be an integer >= 0, got {dense_until!r}")
-    for name, v in (("steps", steps), ("batch", batch), ("record_every", record_every)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    dense_until = check_int("dense_until", dense_until, minimum=0)
+    steps = check_int("steps", steps, minimum=1)
+    batch = check_int("batch", batch, minimum=1)
+    record_every = check_int("record_every", record_every, minimum=1)
+    lr = check_real("lr", lr, positive=True)
     device = generator.device
     en = _Enumeration(task, task.dtype, device)
     Q = torch.zeros(task.d, task.d, dtype=task.dtype, device=device)
@@ -652,15 +648,17 @@ def run(ctx: StudyContext) -> StudyResult:
     """Huang, Cheng, Liang 2023: GD dynamics of one softmax attention layer on feature tokens."""
     s = QUICK if ctx.quick else FULL
     found = Findings(ctx.out)
+    sec = Sections(ctx, "huang2023", ("train", "check_w_integration", "check_balanced", "check_imbalanced",
+                                      "figures", "tables", "notes"))
     with study_threads(ctx):
         tasks = s.tasks()
-        trajs = _train(ctx, s, tasks)
-        _check_w_integration(ctx, s, tasks["imbalanced"], trajs["imbalanced"], found)
-        _check_balanced(s, trajs["balanced"], found)
-        _check_imbalanced(s, trajs["imbalanced"], found)
-        _figures(s, tasks, trajs, found)
-        _tables(s, trajs, found)
-        _notes(s, trajs, found)
+        trajs = sec(_train, ctx, s, tasks)
+        sec(_check_w_integration, ctx, s, tasks["imbalanced"], trajs["imbalanced"], found)
+        sec(_check_balanced, s, trajs["balanced"], found)
+        sec(_check_imbalanced, s, trajs["imbalanced"], found)
+        sec(_figures, s, tasks, trajs, found)
+        sec(_tables, s, trajs, found)
+        sec(_notes, s, trajs, found)
     return found.result("huang2023")
 
 

@@ -48,7 +48,7 @@ from typing import Any, Mapping
 
 import torch
 
-from analysis._study import Claim, Findings, StudyContext, StudyResult, study_main, study_threads
+from analysis._study import Claim, Findings, Sections, StudyContext, StudyResult, study_main, study_threads
 from landscape._checks import check_int, check_real
 from landscape.tolerances import CONSTRUCTION_RTOL
 from landscape.theory.algorithms import max_margin_direction, normalised_gd
@@ -95,7 +95,8 @@ def block_params(blocks: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         blocks: ``{"B11", "C12", "V21"}`` → ``(d, d)`` tensors.
 
     Returns:
-        ``{"layer0.head0.V", "layer0.head0.B", "layer0.head0.C"}``.
+        The parameters ``V, B, C`` of the one head of :func:`layer_spec` ``(d)``, under the model's
+        keys (:meth:`~landscape.core.model.ModelSpec.key`: ``"layer0.head0.V"``, ...).
 
     Raises:
         ValueError: missing blocks or blocks of different/non-square shapes.
@@ -110,7 +111,8 @@ def block_params(blocks: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     B = torch.cat([torch.cat([blocks["B11"], Z], 1), torch.cat([Z, Z], 1)], 0)
     C = torch.cat([torch.cat([Z, blocks["C12"]], 1), torch.cat([Z, Z], 1)], 0)
     V = torch.cat([torch.cat([Z, Z], 1), torch.cat([blocks["V21"], Z], 1)], 0)
-    return {"layer0.head0.V": V, "layer0.head0.B": B, "layer0.head0.C": C}
+    spec = layer_spec(blocks["B11"].shape[0])
+    return {spec.key(0, 0, "V"): V, spec.key(0, 0, "B"): B, spec.key(0, 0, "C"): C}
 
 
 def init_blocks(d: int, generator: torch.Generator, *, std: float = 0.1, dtype: torch.dtype = torch.float64) -> dict[str, torch.Tensor]:
@@ -596,16 +598,18 @@ def run(ctx: StudyContext) -> StudyResult:
     """Zhang, Cao 2026: a trained, looped softmax layer runs normalised GD for classification."""
     s = QUICK if ctx.quick else FULL
     found = Findings(ctx.out)
+    sec = Sections(ctx, "zhangcao2026", ("check_construction", "train", "check_one_step", "loop", "check_tracking",
+                                         "figures", "tables", "notes"))
     with study_threads(ctx):
         task = s.train_task()
-        drift = _check_construction(ctx, s, task, found)
-        layer = _train(ctx, s, task)
-        _check_one_step(ctx, s, layer, task, found)
-        results = _loop(ctx, s, layer, task)
-        _check_tracking(s, results, found)
-        _figures(s, results, layer, found)
-        _tables(results, found)
-        _notes(s, layer, drift, found)
+        drift = sec(_check_construction, ctx, s, task, found)
+        layer = sec(_train, ctx, s, task)
+        sec(_check_one_step, ctx, s, layer, task, found)
+        results = sec(_loop, ctx, s, layer, task)
+        sec(_check_tracking, s, results, found)
+        sec(_figures, s, results, layer, found)
+        sec(_tables, results, found)
+        sec(_notes, s, layer, drift, found)
     return found.result("zhangcao2026")
 
 

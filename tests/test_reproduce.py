@@ -132,7 +132,20 @@ def test_real_quick_study_through_the_cli(tmp_path: Path, capsys: pytest.Capture
     """The quickest real study end to end: exit code agrees with its claims, report and figures exist."""
     out = tmp_path / "huang"
     rc = main(["reproduce", "huang2023", "--quick", "--json", "--out", str(out)])
-    payload = json.loads(capsys.readouterr().out)
+    stdout, stderr = capsys.readouterr()
+    payload = json.loads(stdout)
+    # one progress line per section of huang2023.run, in order, numbered k/7
+    sections = ["train", "check_w_integration", "check_balanced", "check_imbalanced", "figures", "tables", "notes"]
+    done = [ln for ln in stderr.splitlines() if ln.startswith("reproduce huang2023: section ")]
+    assert len(done) == len(sections)
+    for k, (ln, name) in enumerate(zip(done, sections), 1):
+        assert ln.startswith(f"reproduce huang2023: section {name!r} done in ") and ln.endswith(f" s ({k}/7)")
+    # the report opens with the command that reproduces the run and names it under every figure
+    body = (out / "report.md").read_text()
+    cmd = f"landscape reproduce huang2023 --quick --seed 0 --out {out}"
+    assert body.splitlines()[5] == cmd
+    pngs = [Path(f) for f in payload["figures"] if f.endswith(".png")]
+    assert pngs and all(f"*Figure `{p.stem}`* ([SVG]({p.stem}.svg)) — made by `{cmd}`" in body for p in pngs)
     assert payload["study"] == "huang2023"
     assert rc == (0 if payload["all_hold"] else 1)
     assert payload["claims"] and all(c["holds"] for c in payload["claims"])
@@ -177,3 +190,53 @@ def test_progress_on_stderr_quiet_silences_it_and_stdout_is_unchanged(
         out_q, err_q = capsys.readouterr()
         assert err_q == "" and out_q == out and out.strip()
         shutil.rmtree(out_dir)
+
+
+def test_each_section_prints_one_line_and_quiet_prints_none(
+        tiny_study, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A study of three sections run through ``landscape reproduce``: stderr has, between the start and
+    the end lines, one ``section 'NAME' done in T s (k/3)`` line per section in order, with T at least
+    the time the section slept; ``--quiet`` prints nothing on stderr and leaves stdout unchanged."""
+    import re
+    import shutil
+    import time
+
+    from analysis._study import Sections
+
+    tiny_study(385.0)
+    real = sys.modules["analysis.tinytest"].run
+    naps = {"setup": 0.0, "measure": 0.2, "figures": 0.05}
+
+    def _setup() -> None:
+        time.sleep(naps["setup"])
+
+    def _measure(ctx: StudyContext) -> StudyResult:
+        time.sleep(naps["measure"])
+        return real(ctx)
+
+    def _figures() -> None:
+        time.sleep(naps["figures"])
+
+    def run(ctx: StudyContext) -> StudyResult:
+        sec = Sections(ctx, "tinytest", tuple(naps))
+        sec(_setup)
+        result = sec(_measure, ctx)
+        sec(_figures)
+        return result
+
+    monkeypatch.setattr(sys.modules["analysis.tinytest"], "run", run)
+    out_dir = tmp_path / "run"
+    assert main(["reproduce", "tinytest", "--quick", "--out", str(out_dir)]) == 0
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert lines[0].endswith(f"started, output in {out_dir}") and " done in " in lines[-1]
+    done = [ln for ln in lines if ln.startswith("reproduce tinytest: section ")]
+    assert len(done) == 3
+    for k, (ln, (name, nap)) in enumerate(zip(done, naps.items()), 1):
+        m = re.fullmatch(rf"reproduce tinytest: section '{name}' done in (\d+\.\d) s \({k}/3\)", ln)
+        assert m is not None, ln
+        assert float(m.group(1)) >= round(nap, 1) - 0.05
+    shutil.rmtree(out_dir)
+    assert main(["reproduce", "tinytest", "--quick", "--out", str(out_dir), "--quiet"]) == 0
+    out_q, err_q = capsys.readouterr()
+    assert err_q == "" and out_q == out

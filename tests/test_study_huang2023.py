@@ -91,6 +91,29 @@ def test_bad_input_is_rejected() -> None:
         h.count_vectors(0, 2)
 
 
+def test_bad_input_follows_the_library_checks() -> None:
+    """One exception type per kind of error (landscape._checks): a value of the wrong type is a
+    TypeError, an out-of-range value a ValueError, a dtype mismatch a TypeError naming both."""
+    task = OrthonormalFeatures(3, 4, (0.5, 0.5))
+    with pytest.raises(TypeError, match="K must be an int >= 1, got float"):
+        h.count_vectors(3, 2.0)
+    with pytest.raises(TypeError, match="steps must be an int >= 1, got bool"):
+        h.train_gd(task, steps=True, lr=0.1, batch=4, generator=_gen(0))
+    with pytest.raises(ValueError, match="dense_until must be an int >= 0, got -1"):
+        h.train_gd(task, steps=2, lr=0.1, batch=4, generator=_gen(0), dense_until=-1)
+    with pytest.raises(ValueError, match="lr must be finite"):
+        h.train_gd(task, steps=2, lr=float("inf"), batch=4, generator=_gen(0))
+    with pytest.raises(TypeError, match="lr must be a real number, got str"):
+        h.train_gd(task, steps=2, lr="0.1", batch=4, generator=_gen(0))
+    X = torch.zeros(2, 3, 5, dtype=torch.float64)
+    with pytest.raises(TypeError, match="Q has dtype torch.float32 but X has dtype torch.float64"):
+        h.attention_weights(torch.zeros(3, 3, dtype=torch.float32), X)
+    with pytest.raises(ValueError, match=r"X has N\+1 = 1"):
+        h.attention_weights(torch.zeros(3, 3, dtype=torch.float64), X[..., :1])
+    with pytest.raises(TypeError, match="Q must be a torch.Tensor"):
+        h.feature_statistics([[0.0]], task)
+
+
 @pytest.mark.slow
 def test_quick_study_claims(tmp_path: Path) -> None:
     ctx = StudyContext(quick=True, out=tmp_path)

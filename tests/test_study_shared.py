@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from analysis._study import (Claim, Findings, StudyContext, claims_markdown, finite_min, intra_op_threads,
-                             label_seed_band, merge_probes, probe_figure, probe_medians, seed_list, study_threads,
-                             table_markdown, write_report)
+                             label_seed_band, merge_probes, probe_figure, probe_medians, reproduce_command, seed_list,
+                             study_threads, table_markdown, write_report)
 
 
 def _figure():
@@ -131,3 +131,81 @@ def test_merge_probes_relabels_and_concatenates_along_the_algorithm_axis(tmp_pat
         merge_probes([(a, {"gd": "GD"}), (_probe_result(("gd",), [[[0.1, 0.2]]]), {"gd": "GD1"})])
     with pytest.raises(ValueError, match="at least one"):
         merge_probes([])
+
+
+def test_report_opens_with_the_command_and_captions_every_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tiny result (no training): two figures, one with a data file beside it. The report's first
+    block is the command, each PNG is linked relatively and followed by a caption naming the figure,
+    the same command and (only where it exists) the data file."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    out = Path("runs") / "toy"
+    ctx = StudyContext(quick=True, out=out, seed=7)
+    found = Findings(out)
+    found.claim(Claim("a", "2 + 2 = 4", 2 + 2 == 4, {"sum": 4.0}, "sum == 4"))
+    found.figure(_figure(), "with_data")
+    found.figure(_figure(), "no_data")
+    (out / "with_data.json").write_text(json.dumps({"x": [0, 1], "y": [1, 2]}))
+    cmd = reproduce_command("toy", ctx)
+    assert cmd == "landscape reproduce toy --quick --seed 7 --out runs/toy"
+    lines = write_report(found.result("toy"), out, 1.5, command=cmd).read_text().splitlines()
+    assert lines[:7] == ["# Study: toy", "", "Reproduce this run with:", "", "```", cmd, "```"]
+    assert str(tmp_path) not in "\n".join(lines)
+    for stem, data in (("with_data", True), ("no_data", False)):
+        i = lines.index(f"![{stem}]({stem}.png)")
+        caption = lines[i + 2]
+        assert caption.startswith(f"*Figure `{stem}`* ([SVG]({stem}.svg)) — made by `{cmd}`")
+        assert (f"data: [{stem}.json]({stem}.json)" in caption) is data
+        assert (out / f"{stem}.png").is_file() and (out / f"{stem}.svg").is_file()
+    # without a command (a report written by hand) there is no command block and no "made by"
+    text = write_report(found.result("toy"), out).read_text()
+    assert "Reproduce this run" not in text and "made by" not in text
+    assert "*Figure `no_data`* ([SVG](no_data.svg))." in text
+
+
+def test_reproduce_command_full_size_device_and_quoting() -> None:
+    ctx = StudyContext(quick=False, out=Path("my runs/x"), seed=0, device="cuda:1")
+    assert reproduce_command("ahn2023", ctx) == "landscape reproduce ahn2023 --seed 0 --out 'my runs/x' --device cuda:1"
+
+
+def test_studies_take_their_labels_from_the_library() -> None:
+    """One set of human labels: the studies keep no copy of landscape.views.labels.ACTIVATION_LABELS."""
+    from analysis import _study, cheng2024
+    from landscape.views import labels
+
+    assert not hasattr(_study, "LABELS") and not hasattr(_study, "label")
+    assert cheng2024.label is labels.activation_label
+    assert cheng2024.label("relu") == "ReLU" and cheng2024.label("exp(x12)+lin(x34)").startswith("K° = exp")
+
+
+def test_sections_report_each_section_once_in_order(capsys: pytest.CaptureFixture[str]) -> None:
+    from analysis._study import Sections
+
+    def _first(x: int) -> int:
+        return x + 1
+
+    def _second() -> None:
+        return None
+
+    def _other() -> None:
+        return None
+
+    sec = Sections(StudyContext(quick=True, out=Path("unused"), progress=True), "toy", ("first", "second"))
+    assert sec(_first, 2) == 3
+    with pytest.raises(ValueError, match="section 'other' is not declared; declared: first, second"):
+        sec(_other)
+    with pytest.raises(ValueError, match="section 'first' already ran"):
+        sec(_first, 0)
+    sec(_second)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2
+    assert err[0].startswith("reproduce toy: section 'first' done in ") and err[0].endswith(" s (1/2)")
+    assert err[1].startswith("reproduce toy: section 'second' done in ") and err[1].endswith(" s (2/2)")
+    assert set(sec.times) == {"first", "second"} and all(t >= 0 for t in sec.times.values())
+    # a context that does not ask for progress prints nothing
+    quiet = Sections(StudyContext(quick=True, out=Path("unused")), "toy", ("first",))
+    quiet(_first, 0)
+    assert capsys.readouterr().err == ""
+    with pytest.raises(ValueError, match="distinct section names"):
+        Sections(StudyContext(quick=True, out=Path("unused")), "toy", ("a", "a"))

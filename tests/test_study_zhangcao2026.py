@@ -66,6 +66,21 @@ def test_wrong_step_is_detected() -> None:
     assert float(r.rel_error[0]) > 0.5
 
 
+def test_block_params_carry_the_model_keys() -> None:
+    """The parameters built from the blocks are exactly the parameters of layer_spec(d), under the
+    model's own keys, and the embedded blocks sit where block_params' docstring puts them."""
+    from landscape.core.model import param_shapes
+
+    d = 2
+    blocks = z.init_blocks(d, _gen(5))
+    params = z.block_params(blocks)
+    spec = z.layer_spec(d)
+    assert {k: tuple(v.shape) for k, v in params.items()} == param_shapes(spec)
+    torch.testing.assert_close(params[spec.key(0, 0, "B")][:d, :d], blocks["B11"], rtol=0.0, atol=0.0)
+    torch.testing.assert_close(params[spec.key(0, 0, "C")][:d, d:], blocks["C12"], rtol=0.0, atol=0.0)
+    torch.testing.assert_close(params[spec.key(0, 0, "V")][d:, :d], blocks["V21"], rtol=0.0, atol=0.0)
+
+
 def test_bad_input_is_rejected() -> None:
     with pytest.raises(ValueError, match="missing"):
         z.block_params({"B11": torch.eye(2)})

@@ -6,10 +6,16 @@ imports the study lazily (only the one asked for), runs it with :func:`analysis.
 — which records the claims, tables and figures in the run store under ``--out`` and writes
 ``<out>/report.md`` — and prints where the report is together with a one-line summary per claim.
 
-Progress goes to stderr: a line when the study starts and when it ends, the training progress of
-every run it trains (a bar on a terminal, a line every 10 s otherwise) and, off a terminal, a
-``running, N s`` line whenever nothing else was printed for 10 s. ``--quiet`` silences it;
-stdout (the summary or the JSON) is unchanged.
+Progress goes to stderr: a line when the study starts and when it ends, a line as each section
+of the study is done (``reproduce huang2023: section 'train' done in 12.3 s (1/7)``, from
+:class:`analysis._study.Sections`), the training progress of every run it trains (a bar on a
+terminal, a line every 10 s otherwise) and, off a terminal, a ``running, N s`` line whenever
+nothing else was printed for 10 s. ``--quiet`` silences it; stdout (the summary or the JSON) is
+unchanged.
+
+``report.md`` opens with the command that reproduces the run
+(``landscape reproduce NAME [--quick] --seed S --out OUT``) and names it under every figure, with
+the figure's data file when one was written beside it.
 
 Exit status: 0 if every claim of the study holds, 1 if at least one does not (a disagreement
 with the paper is a finding, reported with its numbers), 2 on bad arguments (unknown study,
