@@ -185,7 +185,7 @@ class Settings:
 QUICK = Settings(
     d=5, n=6, layers=3, spectrum=(1.0, 1.0, 0.25, 0.0625, 1.0),
     data_kernels=("linear", "relu", "exp"), activations=("linear", "relu", "exp", "softmax"),
-    context_lengths=(3, 6), depths=(1, 3), sweep_all=False,
+    context_lengths=(3, 4, 6), depths=(1, 2, 3), sweep_all=False,
     seeds=2, steps=400, batch=128, lr=0.1, warmup=50, clip=1.0, log_every=50, eval_batch=4096,
     prop1_batch=64, prop2_batch=2000, prop2_depths=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), prop2_n=10,
     multihead_steps=400, distance_n=10, distance_layers=2, distance_steps=1000, distance_seeds=4, distance_every=100,

@@ -339,6 +339,9 @@ def test_quick_report_figures_and_store(quick) -> None:
         res = store.results(study[0])
         assert all(res[f"claim.{n}"]["holds"] for n in EXPECTED)
         trained = [r for r in runs if r.config.get("attention") == "kernel"]
-        # 12 grid cells + matching-activation depth and context sweeps + the distance run + 3 multi-head models
-        assert len(trained) == 12 + 2 * len(ch.QUICK.data_kernels) + 1 + 3
+        # 12 grid cells + the matching-activation depth and context sweeps (their point at (n, L) is a
+        # grid cell) + the distance run + 3 multi-head models
+        q = ch.QUICK
+        sweeps = (len(q.depths) - 1 + len(q.context_lengths) - 1) * len(q.data_kernels)
+        assert len(trained) == 12 + sweeps + 1 + 3
         assert all(r.status == "finished" for r in trained)
