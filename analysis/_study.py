@@ -154,9 +154,15 @@ class Findings:
         """Record a table (rows sharing the first row's keys) under ``title``."""
         self.tables[title] = [dict(r) for r in rows]
 
-    def figure(self, fig: Any, stem: str) -> None:
-        """Write ``fig`` as ``<out>/<stem>.png`` and ``.svg`` (:func:`save`) and record both files."""
-        self.figures += save(fig, self.out, stem)
+    def figure(self, fig: Any, stem: str, data: Mapping[str, Any] | None = None) -> None:
+        """Write ``fig`` as ``<out>/<stem>.png`` and ``.svg`` (:func:`save`) and record both files.
+
+        The numbers it shows go beside it as ``<out>/<stem>.json``: ``data`` when given, else what
+        the array function of :mod:`landscape.views` that drew it recorded
+        (:func:`landscape.views.plots.figure_data`); a figure drawn otherwise, without ``data``,
+        gets no data file.
+        """
+        self.figures += save(fig, self.out, stem, data=data)
 
     def note(self, *notes: str) -> None:
         """Record free-text notes (settings chosen, disagreements with the paper)."""
@@ -259,17 +265,19 @@ class Sections:
 
 
 # ------------------------------------------------------------------------------------ figures
-def save(fig: Any, out: Path, stem: str) -> list[Path]:
-    """Write ``fig`` as ``<out>/<stem>.png`` and ``<out>/<stem>.svg``.
+def save(fig: Any, out: Path, stem: str, *, data: Mapping[str, Any] | None = None) -> list[Path]:
+    """Write ``fig`` as ``<out>/<stem>.png`` and ``<out>/<stem>.svg``, and its numbers as ``<out>/<stem>.json``.
 
-    Through :func:`landscape.views.plots.save_figure` (reproducible bytes, atomic writes).
+    Through :func:`landscape.views.plots.save_figure` (reproducible bytes, atomic writes). The
+    data file holds ``data``, else :func:`landscape.views.plots.figure_data` of ``fig`` (what the
+    views' array function that drew it recorded); with neither, none is written.
 
     Returns:
-        The two paths, PNG first.
+        The two figure paths, PNG first (the data file is not listed).
     """
-    from landscape.views.plots import save_figure
+    from landscape.views.plots import figure_data, save_figure
 
-    return list(save_figure(fig, out, stem).paths)
+    return list(save_figure(fig, out, stem, data=figure_data(fig) if data is None else data).paths)
 
 
 def label_seed_band(fig: Any, seeds: int, *, what: str = "shaded") -> None:

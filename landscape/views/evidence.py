@@ -44,6 +44,12 @@ def _quantiles(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     return seed_quantiles(values)
 
 
+def _record(fig: Figure, data: Mapping[str, Any]) -> Figure:
+    from landscape.views.plots import _record as record
+
+    return record(fig, data)
+
+
 def _verdict_words(cert: Any) -> str:
     return {"stationary": "STATIONARY", "not_stationary": "NOT STATIONARY"}.get(cert.verdict, cert.verdict.upper())
 
@@ -171,10 +177,17 @@ def seed_distribution_figure(
     finite = [v[np.isfinite(v)] for v in vals]
     pos = np.arange(1, len(names) + 1, dtype=np.float64)
     keep = [i for i, f in enumerate(finite) if f.size]
+    drawn: list[dict[str, Any]] = [{"id": f"seeds:{g}", "label": g, "values": v, "x": float(pos[i])}
+                                   for i, (g, v) in enumerate(zip(names, vals))]
     if keep:
-        ax.boxplot([finite[i] for i in keep], positions=pos[keep], widths=0.5, showfliers=False,
-                   medianprops={"color": "black", "lw": 1.6}, boxprops={"color": "0.4"},
-                   whiskerprops={"color": "0.4"}, capprops={"color": "0.4"})
+        box = ax.boxplot([finite[i] for i in keep], positions=pos[keep], widths=0.5, showfliers=False,
+                         medianprops={"color": "black", "lw": 1.6}, boxprops={"color": "0.4"},
+                         whiskerprops={"color": "0.4"}, capprops={"color": "0.4"})
+        for j, i in enumerate(keep):  # the box as matplotlib drew it: quartiles from the box outline
+            ys = np.asarray(box["boxes"][j].get_ydata(), dtype=np.float64)
+            lo, hi = (np.asarray(box["whiskers"][2 * j + w].get_ydata(), dtype=np.float64)[1] for w in (0, 1))
+            drawn[i].update(median=float(box["medians"][j].get_ydata()[0]), q25=float(ys.min()),
+                            q75=float(ys.max()), whiskers=[float(lo), float(hi)])
     for i, (g, f) in enumerate(zip(names, finite)):
         spread = np.linspace(-0.15, 0.15, f.size) if f.size > 1 else np.zeros(f.size)
         sc = ax.scatter(pos[i] + spread, f, s=22, color=_COLOURS[i % len(_COLOURS)], alpha=0.85, zorder=3,
@@ -197,8 +210,11 @@ def seed_distribution_figure(
                Line2D([], [], color="black", lw=1.6, label="median; box: quartiles; whiskers: 1.5 IQR")]
     ax.legend(handles=handles, fontsize="small")
     ax.grid(True, axis="y", which="both", alpha=0.3)
-    _title(fig, title or f"{ylabel}: every seed")
-    return fig
+    text = title or f"{ylabel}: every seed"
+    _title(fig, text)
+    return _record(fig, {"title": text, "xlabel": xlabel, "ylabel": ylabel,
+                         "box": "median, quartiles (q25, q75) and 1.5 IQR whiskers of the finite values",
+                         "groups": drawn})
 
 
 def final_vs_figure(
@@ -230,6 +246,7 @@ def final_vs_figure(
     fig = Figure(figsize=(6.6, 4.6), layout="constrained")
     ax = fig.add_subplot()
     allv: list[np.ndarray] = []
+    drawn: list[dict[str, Any]] = []
     n_seeds = 1
     for i, (label, (xs, values)) in enumerate(curves.items()):
         v = np.asarray(values, dtype=np.float64)
@@ -243,8 +260,10 @@ def final_vs_figure(
         col = _COLOURS[i % len(_COLOURS)]
         (ln,) = ax.plot(x[rows], med, "o-", color=col, lw=1.8, label=str(label))
         ln.set_gid(f"median:{label}")
+        drawn.append({"id": f"median:{label}", "label": str(label), "x": x[rows], "y": med, "seeds": int(v.shape[1])})
         if v.shape[1] > 1:
             ax.fill_between(x[rows], q25, q75, color=col, alpha=0.2, lw=0)
+            drawn[-1].update(q25=q25, q75=q75)
         n_seeds = max(n_seeds, v.shape[1])
         allv.append(v[np.isfinite(v)])
     flat = np.concatenate(allv)
@@ -261,8 +280,10 @@ def final_vs_figure(
         labs.append(f"shaded: interquartile range over {n_seeds} seeds")
     ax.legend(handles, labs, fontsize="small")
     ax.grid(True, which="both", alpha=0.3)
-    _title(fig, title or f"{ylabel} vs {xlabel}")
-    return fig
+    text = title or f"{ylabel} vs {xlabel}"
+    _title(fig, text)
+    return _record(fig, {"title": text, "xlabel": xlabel, "ylabel": ylabel,
+                         "band": "interquartile range over seeds (q25, q75)", "curves": drawn})
 
 
 def spectrum_figure(
@@ -297,9 +318,12 @@ def spectrum_figure(
     fig = Figure(figsize=(6.8, 4.4), layout="constrained")
     ax = fig.add_subplot()
     handles = []
+    drawn: dict[str, Any] = {"xlabel": "Hessian eigenvalue λ"}
     if eigenvalues is not None:
         ev = np.asarray(getattr(eigenvalues, "numpy", lambda: eigenvalues)(), dtype=np.float64).reshape(-1)
-        ax.hist(ev, bins=bins, color="tab:blue", alpha=0.45, label=f"eigenvalues ({ev.size}), histogram")
+        counts, edges, _ = ax.hist(ev, bins=bins, color="tab:blue", alpha=0.45,
+                                   label=f"eigenvalues ({ev.size}), histogram")
+        drawn.update(eigenvalues=ev, histogram={"counts": counts, "edges": edges})
         (rug,) = ax.plot(ev, np.zeros_like(ev), "|", color="tab:blue", markersize=16, mew=1.2,
                          label="eigenvalues (one tick each)")
         rug.set_gid("eigenvalues")
@@ -314,6 +338,8 @@ def spectrum_figure(
         (dl,) = dax.plot(grid.numpy(), dens.numpy(), color="tab:red", lw=1.6,
                          label=f"SLQ density ({density.probes} probes × {density.steps} steps, bandwidth {bw:.2g})")
         dl.set_gid("density")
+        drawn["density"] = {"id": "density", "x": grid, "y": dens, "bandwidth": bw,
+                            "probes": density.probes, "steps": density.steps}
         dax.set_ylabel("spectral density")
         if dax is not ax:
             dax.set_ylim(bottom=0.0)  # the density is >= 0: its zero on the histogram's zero
@@ -323,8 +349,9 @@ def spectrum_figure(
     ax.set_xlabel("Hessian eigenvalue λ")
     ax.legend(handles=handles, fontsize="x-small", loc="upper right")
     ax.grid(True, alpha=0.3)
-    _title(fig, title or "Hessian spectrum")
-    return fig
+    text = title or "Hessian spectrum"
+    _title(fig, text)
+    return _record(fig, {"title": text, **drawn})
 
 
 def density_curve(density: Any, points: int = 600) -> tuple[Any, Any, float]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,7 @@ __all__ = [
     "SavedFigure",
     "seed_quantiles",
     "save_figure",
+    "figure_data",
     "distance_figure",
     "loss_curves_figure",
     "matrix_heatmaps_figure",
@@ -177,6 +179,37 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "figure"
 
 
+_DRAWN: weakref.WeakKeyDictionary[Figure, dict[str, Any]] = weakref.WeakKeyDictionary()
+"""The numbers each figure of the array functions holds, recorded as it is drawn (by figure)."""
+
+
+def _record(fig: Figure, data: Mapping[str, Any]) -> Figure:
+    """Remember ``data`` as the numbers ``fig`` shows (read back by :func:`figure_data`); return ``fig``."""
+    _DRAWN[fig] = dict(data)
+    return fig
+
+
+def figure_data(fig: Figure) -> dict[str, Any] | None:
+    """The numbers an array function of the views drew into ``fig``, as they were passed to matplotlib.
+
+    Every array function here and in :mod:`landscape.views.evidence` records, while drawing, what
+    each artist holds: ``"curves"`` (a list of ``{"id", "label", "x", "y"}`` and, where a band is
+    shaded or error bars drawn, its edges ``"q25"``/``"q75"``; ``"id"`` is the line's gid),
+    ``"reference"`` (horizontal lines, ``{"id", "label", "value"}``), matrices and tables for the
+    heatmaps, eigenvalues and densities for spectra, and the axis labels and title. Nothing is
+    recomputed from the figure; :func:`save_figure` writes it beside the figure as ``<name>.json``
+    when it is passed as ``data``.
+
+    Args:
+        fig: a figure.
+
+    Returns:
+        A copy of the recorded mapping, or ``None`` for a figure no array function built.
+    """
+    got = _DRAWN.get(fig)
+    return None if got is None else dict(got)
+
+
 def save_figure(
     fig: Figure,
     directory: str | os.PathLike[str],
@@ -184,6 +217,7 @@ def save_figure(
     *,
     runs: Sequence[Run | str] = (),
     dpi: int = 150,
+    data: Mapping[str, Any] | None = None,
 ) -> SavedFigure:
     """Write ``fig`` as PNG and SVG (through :func:`landscape.views.save.save_figure`: atomically, reproducible
     bytes); touch no run store.
@@ -197,14 +231,20 @@ def save_figure(
             :meth:`landscape.experiment.store.RunStore.add_artifact` itself; figures never write
             to a store.
         dpi: PNG resolution.
+        data: the numbers the figure shows (e.g. :func:`figure_data`), written beside it as
+            ``<name>.json``; ``None`` writes no data file.
 
     Returns:
         The :class:`SavedFigure`.
+
+    Raises:
+        TypeError: ``data`` holds something that is not a number, string, list or dict.
     """
     from landscape.views.save import save_figure as write_files
 
     stem = _slug(name)
-    paths = [p.resolve() for p in write_files(fig, Path(directory).expanduser() / stem, formats=FIGURE_FORMATS, dpi=dpi)]
+    paths = [p.resolve() for p in write_files(fig, Path(directory).expanduser() / stem, formats=FIGURE_FORMATS,
+                                              dpi=dpi, data=data)]
     names = tuple(r.name if isinstance(r, Run) else str(r) for r in runs)
     return SavedFigure(stem, tuple(paths), names, fig)
 
@@ -225,15 +265,19 @@ def _title(fig: Figure, text: str, *, ax: Axes | None = None, fontsize: float = 
 
 
 def _band(ax: Axes, x: np.ndarray, values: np.ndarray, *, label: str, color: str | None,
-          gid: str | None = None) -> None:
+          gid: str | None = None) -> dict[str, Any] | None:
+    """Draw the median line and IQR band; return what was drawn (``None``: nothing, every step NaN)."""
     rows, q25, med, q75 = seed_quantiles(values)
     if rows.size == 0:
-        return
+        return None
     xs = x[rows]
     (line,) = ax.plot(xs, med, label=label, color=color, lw=1.8)
     line.set_gid(f"median:{label if gid is None else gid}")
+    drawn: dict[str, Any] = {"id": line.get_gid(), "label": label, "x": xs, "y": med, "seeds": int(values.shape[1])}
     if values.shape[1] > 1:
         ax.fill_between(xs, q25, q75, color=line.get_color(), alpha=0.25, lw=0)
+        drawn.update(q25=q25, q75=q75)
+    return drawn
 
 
 def distance_figure(
@@ -280,13 +324,16 @@ def distance_figure(
     fig = Figure(figsize=(5.2 * len(groups) + 1.2, 4.4), layout="constrained")
     axes = fig.subplots(1, len(groups), squeeze=False)[0]
     n_seeds = max(_as_2d("values", v).shape[1] for _, v in curves.values())
+    drawn: list[dict[str, Any]] = []
     for ax, (panel, keys) in zip(axes, groups.items()):
         all_vals = []
         for key in keys:
             steps, values = curves[key]
             v = _as_2d(f"curves[{key!r}] values", values)
             x = _as_1d(f"curves[{key!r}] steps", steps, v.shape[0])
-            _band(ax, x, v, label=names.get(key, str(key)), color=None, gid=str(key))
+            got = _band(ax, x, v, label=names.get(key, str(key)), color=None, gid=str(key))
+            if got is not None:
+                drawn.append({"key": str(key), "panel": panel, **got})
             all_vals.append(v)
         if log_y and _positive_for_log(*all_vals):
             ax.set_yscale("log")
@@ -299,8 +346,10 @@ def distance_figure(
         else:
             ax.legend(fontsize="small")
         ax.grid(True, which="both", alpha=0.3)
-    _title(fig, title or f"{ylabel}: median over {n_seeds} seeds")
-    return fig
+    text = title or f"{ylabel}: median over {n_seeds} seeds"
+    _title(fig, text)
+    return _record(fig, {"title": text, "xlabel": xlabel, "ylabel": ylabel,
+                         "band": "interquartile range over seeds (q25, q75)", "curves": drawn})
 
 
 def _legend_with_band(ax: Axes, seeds: int, *, what: str = "shaded") -> None:
@@ -357,30 +406,37 @@ def loss_curves_figure(
         raise ValueError(f"seeds has {len(seed_list)} entries but values has {v.shape[1]} columns")
     fig = Figure(figsize=(6.4, 4.4), layout="constrained")
     ax = fig.add_subplot()
+    drawn: list[dict[str, Any]] = []
     for j, s in enumerate(seed_list):
         ok = ~np.isnan(v[:, j])
         (ln,) = ax.plot(x[ok], v[ok, j], lw=0.8, alpha=0.45, color="tab:blue",
                         label="one seed" if j == 0 else None)
         ln.set_gid(f"seed:{s}")
+        drawn.append({"id": ln.get_gid(), "label": f"seed {s}", "seed": s, "x": x[ok], "y": v[ok, j]})
     rows, _, med, _ = seed_quantiles(v)
     (ln,) = ax.plot(x[rows], med, lw=2.0, color="black", label=f"median of {v.shape[1]} seeds")
     ln.set_gid("median")
+    drawn.append({"id": "median", "label": ln.get_label(), "x": x[rows], "y": med})
+    reference: list[dict[str, Any]] = []
     if bayes is not None and math.isfinite(bayes):
         bl = ax.axhline(bayes, ls="--", color="tab:red", label=f"{bayes_label} = {bayes:.3g}")
         bl.set_gid("bayes")
+        reference.append({"id": "bayes", "label": bayes_label, "value": float(bayes)})
     if family_min is not None and math.isfinite(family_min):
         fl = ax.axhline(family_min, ls=":", lw=1.6, color="tab:green", label=f"{family_min_label} = {family_min:.4g}")
         fl.set_gid("family_min")
+        reference.append({"id": "family_min", "label": family_min_label, "value": float(family_min)})
     extra = [np.array([v]) for v in (bayes, family_min) if v is not None]
     if log_y and _positive_for_log(v, *extra):
         ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
-    _title(fig, title or f"{ylabel} ({v.shape[1]} seeds)")
+    text = title or f"{ylabel} ({v.shape[1]} seeds)"
+    _title(fig, text)
     # below the axes: a legend inside would hide a reference line near the bottom of the plot
     ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.14))
     ax.grid(True, which="both", alpha=0.3)
-    return fig
+    return _record(fig, {"title": text, "xlabel": "step", "ylabel": ylabel, "curves": drawn, "reference": reference})
 
 
 def matrix_heatmaps_figure(
@@ -443,7 +499,8 @@ def matrix_heatmaps_figure(
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8)
     if title:
         _title(fig, title)
-    return fig
+    return _record(fig, {"title": title, "columns": list(titles), "colour_range": [-m, m],
+                         "matrices": [{"name": n, titles[0]: a, titles[1]: b} for n, (a, b) in zip(names, pairs)]})
 
 
 def loss_vs_figure(
@@ -482,6 +539,7 @@ def loss_vs_figure(
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.add_subplot()
     all_vals: list[np.ndarray] = []
+    drawn: list[dict[str, Any]] = []
     for label, (xs, values) in curves.items():
         v = _as_2d(f"curves[{label!r}] values", values)
         x = _as_1d(f"curves[{label!r}] x", xs, v.shape[0])
@@ -493,6 +551,8 @@ def loss_vs_figure(
         err = np.where(np.isfinite(err), err, np.nan)
         cont = ax.errorbar(x[rows], med, yerr=err, marker="o", ms=4, capsize=3, label=str(label))
         cont.lines[0].set_gid(f"median:{label}")
+        drawn.append({"id": f"median:{label}", "label": str(label), "x": x[rows], "y": med,
+                      "q25": q25, "q75": q75, "seeds": int(v.shape[1])})
         all_vals.append(v)
     lines = {} if bayes is None else (dict(bayes) if isinstance(bayes, Mapping) else {"Bayes-optimal": bayes})
     styles = ("--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1)))
@@ -504,13 +564,17 @@ def loss_vs_figure(
         (bl,) = ax.plot(bx[order], by[order], ls=styles[i % len(styles)], color="black", label=blabel,
                         marker="_" if single else None, ms=28 if single else 0, mew=1.6)
         bl.set_gid("bayes" if len(lines) == 1 else f"bayes:{blabel}")
+        drawn.append({"id": bl.get_gid(), "label": str(blabel), "x": bx[order], "y": by[order]})
         all_vals.append(by[:, None])
     if log_y and _positive_for_log(*all_vals):
         ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    _title(fig, title or f"{ylabel} vs {xlabel}")
+    text = title or f"{ylabel} vs {xlabel}"
+    _title(fig, text)
+    _record(fig, {"title": text, "xlabel": xlabel, "ylabel": ylabel,
+                  "band": "error bars: interquartile range over seeds (q25, q75)", "curves": drawn})
     n_seeds = max(v.shape[1] for v in all_vals[:len(curves)])
     if band_label and n_seeds > 1:
         from matplotlib.lines import Line2D
@@ -595,8 +659,10 @@ def comparison_grid_figure(
         ax.text(j + 0.5, i + 0.5, "∞ (diverged)", ha="center", va="center", fontsize="small", color="0.3")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    _title(fig, title or cbar_label)
-    return fig
+    text = title or cbar_label
+    _title(fig, text)
+    return _record(fig, {"title": text, "xlabel": xlabel, "ylabel": ylabel, "value": cbar_label,
+                         "rows": list(row_labels), "columns": list(col_labels), "values": v})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -605,6 +671,11 @@ def comparison_grid_figure(
 
 def _resolve(store: RunStore, run: Run | str | int) -> Run:
     return store._resolve(run) if isinstance(run, Run) else store.get_run(run)
+
+
+def _store_data(fig: Figure, runs: Sequence[Run], **context: Any) -> dict[str, Any]:
+    """What a store figure writes beside it: the runs it shows, ``context`` and :func:`figure_data`."""
+    return {"runs": [r.name for r in runs], **context, **(figure_data(fig) or {})}
 
 
 def _figure_dir(store: RunStore, run: Run | None, out: str | os.PathLike[str] | None) -> Path:
@@ -741,7 +812,8 @@ def plot_distance(
     setting = setting_label(config, seeds=n_seeds) if config is not None else r.name
     fig = distance_figure(curves, panels=panels, labels=labels, log_y=log_y, band_label=True,
                           title=f"Distance to the construction, median over seeds: {setting}")
-    return save_figure(fig, _figure_dir(store, r, out), "distance", runs=[r])
+    return save_figure(fig, _figure_dir(store, r, out), "distance", runs=[r],
+                       data=_store_data(fig, [r], metrics=keys))
 
 
 def _curve_label(key: str) -> str:
@@ -803,7 +875,7 @@ def plot_loss(
                              bayes_label=_bayes_words(config), log_y=log_y, title=title,
                              family_min=None if fmin is None else float(fmin["value"]),
                              family_min_label=_family_min_words(fmin))
-    return save_figure(fig, _figure_dir(store, r, out), stem, runs=[r])
+    return save_figure(fig, _figure_dir(store, r, out), stem, runs=[r], data=_store_data(fig, [r], metric=key))
 
 
 def _family_min_words(record: Mapping[str, Any] | None) -> str:
@@ -895,7 +967,8 @@ def plot_heatmaps(
         title = (f"Seed {seed}: attention matrix of each layer (left) and its nearest multiple of the identity "
                  f"(right): {setting_label(config, show_seeds=False)}")
     fig = matrix_heatmaps_figure(learned, construction, title=title)
-    return save_figure(fig, _figure_dir(store, r, out), f"heatmap-seed{seed}", runs=[r])
+    return save_figure(fig, _figure_dir(store, r, out), f"heatmap-seed{seed}", runs=[r],
+                       data=_store_data(fig, [r], seed=seed))
 
 
 def _training_runs(store: RunStore, runs: Sequence[Run | str | int] | None) -> list[tuple[Run, Any]]:
@@ -989,8 +1062,9 @@ def plot_loss_vs(
     xlabel = "layers L" if x == "layers" else "context length n"
     fig = loss_vs_figure(curves, bayes=bayes_lines or None, xlabel=xlabel, ylabel="final held-out loss", band_label=True,
                          log_y=log_y, title=f"Final held-out loss vs {xlabel}: {_common_setting(pairs)}")
-    return save_figure(fig, _figure_dir(store, None, out), f"loss-vs-{x}",
-                       runs=[r for r, _ in pairs])
+    shown = [r for r, _ in pairs]
+    return save_figure(fig, _figure_dir(store, None, out), f"loss-vs-{x}", runs=shown,
+                       data=_store_data(fig, shown, x=x))
 
 
 def plot_grid(
@@ -1042,7 +1116,9 @@ def plot_grid(
         title=label + (" (largest depth and context per cell)" if dup else ""),
     )
     shown = [r for (_, r, _c) in cells.values()]
-    return save_figure(fig, _figure_dir(store, None, out), "grid", runs=shown)
+    which = {f"{a} | {b}": r.name for (a, b), (_, r, _c) in cells.items()}
+    return save_figure(fig, _figure_dir(store, None, out), "grid", runs=shown,
+                       data=_store_data(fig, shown, cells=which))
 
 
 _MEASURES = ("auto", "family", "identity")
@@ -1111,7 +1187,9 @@ def plot_seed_distances(
     common = _common_setting(pairs)
     fig = seed_distribution_figure(groups, ylabel=ylabel, log_y=True,
                                    title=f"Final {ylabel} of every seed ({n} seeds per run): {common}")
-    return save_figure(fig, _figure_dir(store, None, out), "seed-distances", runs=[r for r, _ in pairs])
+    shown = [r for r, _ in pairs]
+    return save_figure(fig, _figure_dir(store, None, out), "seed-distances", runs=shown,
+                       data=_store_data(fig, shown, measure=m, group_runs=dict(zip(labels, [r.name for r in shown]))))
 
 
 def _run_labels(pairs: Sequence[tuple[Run, Any]]) -> list[str]:
@@ -1181,7 +1259,9 @@ def plot_distance_vs(
     xlabel = "layers L" if x == "layers" else "context length n"
     fig = final_vs_figure(groups, xlabel=xlabel, ylabel=f"final {ylabel}",
                           title=f"Final {ylabel} vs {xlabel}: {_common_setting(pairs)}")
-    return save_figure(fig, _figure_dir(store, None, out), f"distance-vs-{x}", runs=[r for r, _ in pairs])
+    shown = [r for r, _ in pairs]
+    return save_figure(fig, _figure_dir(store, None, out), f"distance-vs-{x}", runs=shown,
+                       data=_store_data(fig, shown, x=x, measure=m))
 
 
 def _grouped_per_seed(pairs: Sequence[tuple[Run, Any]], x: str, fetch: Any,
@@ -1273,7 +1353,8 @@ def plot_spectrum(
     title = (f"Hessian spectrum at seed {k}'s trained weights ({P} parameters; {desc}): "
              f"{setting_label(tr.config, show_seeds=False)}")
     fig = spectrum_figure(ev, sd, title=title)
-    return save_figure(fig, _figure_dir(store, r, out), f"spectrum-seed{k}", runs=[r])
+    return save_figure(fig, _figure_dir(store, r, out), f"spectrum-seed{k}", runs=[r],
+                       data=_store_data(fig, [r], seed=k, parameters=P, loss=desc))
 
 
 @dataclass(frozen=True)
