@@ -993,6 +993,17 @@ _SETTING_SKIP = {"attention", "activations", "heads", "family", "format", "seed"
 _DATA_KEYS = ("task", "d", "n", "sigma", "task_cov", "covariates", "noise", "probs", "margin", "flip")
 
 
+def _seed_table(by_x: Mapping[float, Sequence[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """x value ↦ per-seed arrays (from several runs) → sorted ``x`` and a ``(len(x), max seeds)`` table, NaN-padded."""
+    xv = np.array(sorted(by_x))
+    cols = max(sum(v.size for v in by_x[k]) for k in xv)
+    table = np.full((xv.size, cols), np.nan)
+    for i, k in enumerate(xv):
+        row = np.concatenate(by_x[k])
+        table[i, : row.size] = row
+    return xv, table
+
+
 def plot_loss_vs(
     store: RunStore,
     runs: Sequence[Run | str | int] | None = None,
@@ -1045,15 +1056,7 @@ def plot_loss_vs(
             dkeys = [k for k in differing if k in _DATA_KEYS]
             dlabel = ", ".join(f"{k}={cfg[k]}" for k in dkeys)
             bayes.setdefault(dlabel, {}).setdefault(float(getattr(c, x)), []).append(b)
-    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for label, by_x in groups.items():
-        xv = np.array(sorted(by_x))
-        cols = max(sum(v.size for v in by_x[k]) for k in xv)
-        vals = np.full((xv.size, cols), np.nan)
-        for i, k in enumerate(xv):
-            row = np.concatenate(by_x[k])
-            vals[i, : row.size] = row
-        curves[label] = (xv, vals)
+    curves = {label: _seed_table(by_x) for label, by_x in groups.items()}
     bayes_lines = {
         (f"Bayes-optimal ({lab})" if lab else "Bayes-optimal"): (
             np.array(sorted(bx)), np.array([np.mean(bx[k]) for k in sorted(bx)]))
@@ -1279,15 +1282,7 @@ def _grouped_per_seed(pairs: Sequence[tuple[Run, Any]], x: str, fetch: Any,
         extra = ", ".join(f"{'L' if k == 'layers' else k}={cfg[k]}" for k in differing)
         label = _model_label(c) + (f" | {extra}" if extra else "")
         by_label.setdefault(label, {}).setdefault(float(getattr(c, x)), []).append(vals)
-    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for label, by_x in by_label.items():
-        xv = np.array(sorted(by_x))
-        cols = max(sum(v.size for v in by_x[k]) for k in xv)
-        table = np.full((xv.size, cols), np.nan)
-        for i, k in enumerate(xv):
-            row = np.concatenate(by_x[k])
-            table[i, : row.size] = row
-        curves[label] = (xv, table)
+    curves = {label: _seed_table(by_x) for label, by_x in by_label.items()}
     return curves, ylabel
 
 
