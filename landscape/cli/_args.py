@@ -308,25 +308,11 @@ def record_given(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def parse_sigma(spec: str | None, d: int, seed: int = 0) -> torch.Tensor | None:
-    r"""Parse a ``--sigma`` spec into a ``(d, d)`` float64 SPD matrix (``None`` = identity).
-
-    The forms are those of :func:`landscape.recipe.covariance` (:data:`SIGMA_FORMS`): ``identity``,
-    ``random[:SEED]``, ``diag:l1,...,ld`` (the diagonal matrix), ``spectrum:l1,...,ld[:SEED]``
-    (that spectrum randomly rotated; stored run configs written before this form existed say
-    ``diag:`` for it, :meth:`landscape.experiment.train.TrainConfig.from_dict`), or a path to a
-    ``.npy``, ``.pt`` or ``.txt`` matrix file.
-
-    Args:
-        spec: the spec string.
-        d: dimension.
-        seed: default seed of the random rotation.
-
-    Returns:
-        :math:`\Sigma`, or ``None`` for the identity.
+    r"""A ``--sigma`` text as :math:`\Sigma`: :func:`landscape.recipe.covariance` (its forms, returns and
+    errors; :data:`SIGMA_FORMS` lists the forms), refusing anything but a string first.
 
     Raises:
-        ValueError: an unknown form, a bad or non-finite number, a wrong count, a missing or
-            unreadable file, or a matrix that is not symmetric positive definite of shape ``(d, d)``.
+        ValueError: ``spec`` is not a string, or as :func:`landscape.recipe.covariance`.
     """
     if spec is not None and not isinstance(spec, str):
         raise ValueError(f"--sigma must be one of {SIGMA_FORMS}; got {spec!r}")
