@@ -20,15 +20,19 @@ from landscape.cli import main
 
 def test_hessian_density_figure_draws_the_slq_result(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    import landscape.numeric.spectrum as spectrum
-    import landscape.views.save as save
+    import importlib
+
+    # the modules the command will use (sys.modules: another test may have re-imported them), and the
+    # name views.pictures writes through (bound when it was first imported)
+    spectrum = importlib.import_module("landscape.numeric.spectrum")
+    pictures = importlib.import_module("landscape.views.pictures")
     from landscape.core.tasks import LinearRegression
     from landscape.numeric.derivatives import hessian
     from landscape.numeric.oracles import exact_loss_oracle
     from landscape.theory.families import Problem, get_family
 
     densities, figures = [], []
-    slq, writer = spectrum.spectral_density, save.save_figure
+    slq, writer = spectrum.spectral_density, pictures.save_figure
 
     def spy_slq(*a, **k):
         densities.append(slq(*a, **k))
@@ -39,7 +43,7 @@ def test_hessian_density_figure_draws_the_slq_result(tmp_path: Path, capsys: pyt
         return writer(fig, path, **k)
 
     monkeypatch.setattr(spectrum, "spectral_density", spy_slq)
-    monkeypatch.setattr(save, "save_figure", spy_save)
+    monkeypatch.setattr(pictures, "save_figure", spy_save)
     plot = tmp_path / "density.svg"
     argv = ["hessian", "--family", "pgd", "--d", "2", "--n", "8", "--point", "a0=0.7", "--probes", "3", "--json",
             "--plot", str(plot)]
