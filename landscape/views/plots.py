@@ -993,6 +993,21 @@ _SETTING_SKIP = {"attention", "activations", "heads", "family", "format", "seed"
 _DATA_KEYS = ("task", "d", "n", "sigma", "task_cov", "covariates", "noise", "probs", "margin", "flip")
 
 
+def _runs_along(store: RunStore, runs: Sequence[Run | str] | None, x: str) -> list[tuple[Run, Any]]:
+    """The training runs (with their configs) of a figure against ``x`` (``"layers"`` or ``"n"``).
+
+    Raises:
+        ValueError: another ``x``, no training runs, or fewer than two distinct values of ``x``.
+    """
+    if x not in ("layers", "n"):
+        raise ValueError(f"x must be 'layers' (depth) or 'n' (context length); got {x!r}")
+    pairs = _training_runs(store, runs)
+    xs = sorted({getattr(c, x) for _, c in pairs})
+    if len(xs) < 2:
+        raise ValueError(f"the runs have a single value of {x!r} ({xs}); nothing to plot against it")
+    return pairs
+
+
 def _seed_table(by_x: Mapping[float, Sequence[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """x value ↦ per-seed arrays (from several runs) → sorted ``x`` and a ``(len(x), max seeds)`` table, NaN-padded."""
     xv = np.array(sorted(by_x))
@@ -1034,12 +1049,7 @@ def plot_loss_vs(
     Raises:
         ValueError: bad ``x``, no training runs, or fewer than two distinct values of ``x``.
     """
-    if x not in ("layers", "n"):
-        raise ValueError(f"x must be 'layers' (depth) or 'n' (context length); got {x!r}")
-    pairs = _training_runs(store, runs)
-    xs = sorted({getattr(c, x) for _, c in pairs})
-    if len(xs) < 2:
-        raise ValueError(f"the runs have a single value of {x!r} ({xs}); nothing to plot against it")
+    pairs = _runs_along(store, runs, x)
     settings = []
     for r, c in pairs:
         cfg = {k: v for k, v in c.to_dict().items() if k not in _SETTING_SKIP and k != x}
@@ -1251,12 +1261,7 @@ def plot_distance_vs(
     """
     from landscape.views.evidence import final_vs_figure
 
-    if x not in ("layers", "n"):
-        raise ValueError(f"x must be 'layers' (depth) or 'n' (context length); got {x!r}")
-    pairs = _training_runs(store, runs)
-    xs = sorted({getattr(c, x) for _, c in pairs})
-    if len(xs) < 2:
-        raise ValueError(f"the runs have a single value of {x!r} ({xs}); nothing to plot against it")
+    pairs = _runs_along(store, runs, x)
     m = _pick_measure(store, pairs, measure)
     groups, ylabel = _grouped_per_seed(pairs, x, lambda r: _final_distance_per_seed(store, r, m), m)
     xlabel = "layers L" if x == "layers" else "context length n"
