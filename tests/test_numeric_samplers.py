@@ -33,7 +33,7 @@ def test_linear_regression_sample_is_the_documented_formula_of_its_normal_draws(
     eps = torch.randn(6, 6, generator=g, dtype=torch.float64)
     X = sqrtm_psd(sig) @ xi
     w = w @ sqrtm_psd(torch.linalg.inv(sig))
-    y = (w.unsqueeze(1) @ X).squeeze(1) + 0.3 * eps
+    y = sum(X[:, k] * w[:, k:k + 1] for k in range(3)) + 0.3 * eps  # the ordered, unfused label sum
     assert torch.equal(b.X, X) and torch.equal(b.y, y) and torch.equal(b.target, y[:, -1])
     assert torch.equal(b.Z[:, -1, :-1], y[:, :-1]) and bool((b.Z[:, -1, -1] == 0).all())
 

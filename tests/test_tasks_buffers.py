@@ -1,14 +1,15 @@
 """Tests of the reused sampling buffers (landscape.core.tasks.BufferedSampler, ``embed(out=)``).
 
 References: the samplers' formulas as they were before the buffers existed, written out here
-operation by operation (fresh ``torch.randn`` draws in ``normal_shapes`` order, the batched label
-product, the two concatenations of the embedding) — every comparison is bit for bit
+operation by operation (fresh ``torch.randn`` draws in ``normal_shapes`` order, the label sums
+taken in numpy float arithmetic, the two concatenations of the embedding) — every comparison is bit for bit
 (``torch.equal``), since a training run must give the same weights for the same seed; and a
 training run through the reused buffers against the same run drawing every batch afresh.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -22,6 +23,7 @@ from landscape.core.tasks import (
     OrthonormalFeatures,
     PromptBatch,
     embed,
+    linear_labels,
     random_covariance,
     sqrtm_psd,
 )
@@ -41,6 +43,15 @@ def _old_half(sigma: torch.Tensor, dt: torch.dtype) -> torch.Tensor:
     return ((U * ev.clamp_min(0) ** 0.5) @ U.T).to(dt)
 
 
+def _labels_ref(w: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+    """``y[b, j] = sum_k w[b, k] X[b, k, j]``: numpy's IEEE products and sums in increasing ``k``, in the inputs' dtype."""
+    wn, Xn = w.numpy(), X.numpy()
+    y = Xn[:, 0] * wn[:, :1]
+    for k in range(1, Xn.shape[1]):
+        y = np.add(y, np.multiply(Xn[:, k], wn[:, k:k + 1]))
+    return torch.from_numpy(np.ascontiguousarray(y))
+
+
 def _old_linear(t: LinearRegression, B: int, g: torch.Generator) -> PromptBatch:
     d, m, dt = t.d, t.n + 1, t.dtype
     xi = torch.randn(B, d, m, generator=g, dtype=dt)
@@ -51,7 +62,7 @@ def _old_linear(t: LinearRegression, B: int, g: torch.Generator) -> PromptBatch:
     X = xi if t.sigma is None else _old_half(t.sigma, dt) @ xi
     if t.task_cov == "inverse":
         w = w @ _old_half(torch.linalg.inv(t.sigma.to(torch.float64)), dt)
-    y = (w.unsqueeze(1) @ X).squeeze(1)
+    y = _labels_ref(w, X)
     if eps is not None:
         y = y + t.noise * eps
     return PromptBatch(_old_embed(X, y), y[:, -1], X, y, {"w": w, "xi": xi})
@@ -174,3 +185,70 @@ def test_training_through_the_buffers_gives_the_weights_of_fresh_batches(engine:
 def test_sqrtm_in_the_reference_is_the_library_one() -> None:
     """The reference formula's Σ^{1/2} (written here) is bitwise the library's sqrtm_psd."""
     assert torch.equal(_old_half(SIGMA3, torch.float64), sqrtm_psd(SIGMA3))
+
+
+# ---------------------------------------------------------------------- the label sums
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("d", [1, 2, 5, 9])
+def test_linear_labels_are_the_ordered_unfused_sum(dtype: torch.dtype, d: int) -> None:
+    g = torch.Generator().manual_seed(31 + d)
+    X = torch.randn(257, d, 11, generator=g, dtype=dtype) * 10.0 ** torch.randint(-3, 4, (257, d, 1), generator=g)
+    w = torch.randn(257, d, generator=g, dtype=dtype)
+    ref = _labels_ref(w, X)
+    got = linear_labels(w, X)
+    out, scratch = torch.full((257, 11), float("nan"), dtype=dtype), torch.empty(257, 11, dtype=dtype)
+    into = linear_labels(w, X, out, scratch)
+    assert into is out
+    assert torch.equal(got, ref) and torch.equal(into, ref)  # the same bits with and without buffers
+    exact = torch.einsum("bk,bkj->bj", w.double(), X.double())  # the value, to d roundings
+    scale = torch.einsum("bk,bkj->bj", w.double().abs(), X.double().abs())
+    assert bool(((got.double() - exact).abs() <= d * torch.finfo(dtype).eps * scale + 1e-300).all())
+
+
+def test_linear_labels_differ_from_a_fused_sum_somewhere() -> None:
+    """The reference above is not vacuous: summing with fused multiply-adds (emulated in float64,
+    one rounding per term) gives other float32 bits for some of these labels."""
+    g = torch.Generator().manual_seed(5)
+    X, w = torch.randn(4096, 5, 21, generator=g), torch.randn(4096, 5, generator=g)
+    fused_sum = torch.zeros(4096, 21)
+    for k in range(5):
+        fused_sum = (fused_sum.double() + w[:, k:k + 1].double() * X[:, k].double()).float()
+    assert not torch.equal(fused_sum, linear_labels(w, X))
+
+
+@pytest.mark.skipif(not fused.available(), reason="numba is not installed")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("noise", [0.0, 0.3])
+def test_the_compiled_prompt_pass_equals_the_torch_operations(dtype: torch.dtype, noise: float) -> None:
+    g = torch.Generator().manual_seed(12)
+    X, w = torch.randn(300, 4, 9, generator=g, dtype=dtype), torch.randn(300, 4, generator=g, dtype=dtype)
+    eps = torch.randn(300, 9, generator=g, dtype=dtype)
+    want_eps = eps.clone().mul_(noise) if noise > 0 else eps.clone()
+    want_y = linear_labels(w, X) + (want_eps if noise > 0 else 0)
+    want_Z = embed(X, want_y)
+    y, Z = torch.full((300, 9), float("nan"), dtype=dtype), torch.full((300, 5, 9), float("nan"), dtype=dtype)
+    assert fused.linear_prompts(X, w, noise, eps if noise > 0 else None, y, Z) is True
+    assert torch.equal(y, want_y) and torch.equal(Z, want_Z) and torch.equal(eps, want_eps)
+
+
+def test_the_compiled_prompt_pass_declines_what_it_does_not_cover() -> None:
+    g = torch.Generator().manual_seed(13)
+    X, w = torch.randn(20, 3, 9, generator=g), torch.randn(20, 3, generator=g)
+    y, Z = torch.zeros(20, 9), torch.zeros(20, 4, 9)
+    Xt = torch.randn(20, 9, 3, generator=g).transpose(1, 2)  # not contiguous
+    assert fused.linear_prompts(Xt, w, 0.0, None, y, Z) is False
+    assert fused.linear_prompts(X.double(), w, 0.0, None, y, Z) is False  # mixed dtypes
+    assert fused.linear_prompts(X.half(), w.half(), 0.0, None, y.half(), Z.half()) is False
+    assert bool((y == 0).all()) and bool((Z == 0).all())  # nothing written
+
+
+def test_the_buffered_sampler_gives_the_same_bits_without_the_compiled_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    task = LinearRegression(3, 6, sigma=SIGMA3, covariates="sphere", task_cov="inverse", noise=0.1, dtype=torch.float32)
+    with_pass = BufferedSampler(task).sample(50, torch.Generator().manual_seed(3))
+    with_pass = PromptBatch(with_pass.Z.clone(), with_pass.target.clone(), with_pass.X.clone(), with_pass.y.clone(),
+                            {k: v.clone() for k, v in with_pass.latent.items()})
+    calls = []
+    monkeypatch.setattr(fused, "linear_prompts", lambda *a: calls.append(1) or False)
+    without = BufferedSampler(task).sample(50, torch.Generator().manual_seed(3))
+    assert calls, "the sampler did not ask for the compiled pass"
+    _equal(with_pass, without)

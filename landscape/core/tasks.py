@@ -40,6 +40,7 @@ __all__ = [
     "NormalsTask",
     "PromptBatch",
     "BufferedSampler",
+    "linear_labels",
     "LinearRegression",
     "KernelGP",
     "LinearClassification",
@@ -261,6 +262,39 @@ def _buffer(pool: Pool | None, name: str, shape: tuple[int, ...], dtype: torch.d
     return buf
 
 
+def linear_labels(w: torch.Tensor, X: torch.Tensor, out: torch.Tensor | None = None,
+                  scratch: torch.Tensor | None = None) -> torch.Tensor:
+    r"""The labels :math:`y_{bj} = \sum_k w_{bk} X_{bkj}` of the linear tasks, ``(B, d)`` weights against ``(B, d, m)`` columns.
+
+    The products are rounded and added in increasing :math:`k` (:math:`d` element-wise products and
+    :math:`d - 1` additions, never a fused multiply-add), so the bits are fixed by the inputs: the
+    same with or without ``out``, on every machine (a batched matrix product leaves the order and the
+    fusing of the sum to the BLAS). Where the BLAS sums in that order unfused it equals the batched
+    product ``w.unsqueeze(1) @ X`` bit for bit (it does on the machine of docs/benchmarks.md), at
+    half its cost for the papers' small :math:`d`.
+
+    Args:
+        w: ``(B, d)`` task vectors.
+        X: ``(B, d, m)`` covariates, one column per token.
+        out: a ``(B, m)`` tensor to write the labels into; ``scratch``, another, then holds the
+            products.
+        scratch: with ``out``, a ``(B, m)`` work tensor.
+
+    Returns:
+        The ``(B, m)`` labels (``out`` when given).
+    """
+    d = X.shape[1]
+    if out is None:
+        y = X[:, 0] * w[:, :1]
+        for k in range(1, d):
+            y = y + X[:, k] * w[:, k:k + 1]
+        return y
+    torch.mul(X[:, 0], w[:, :1], out=out)
+    for k in range(1, d):
+        out.add_(torch.mul(X[:, k], w[:, k:k + 1], out=scratch))
+    return out
+
+
 def _draw_normals(task: NormalsTask, batch: int, g: torch.Generator, pool: Pool | None = None) -> dict[str, torch.Tensor]:
     """I.i.d. standard-normal draws for :meth:`from_normals`, one ``torch.randn`` per entry of ``normal_shapes``
     (into the buffers of ``pool`` when given: ``torch.randn(out=)`` on a contiguous buffer draws the same numbers)."""
@@ -385,9 +419,15 @@ class LinearRegression:
         if tc is not None:
             w = w @ _sigma_half(tc, d, dt, g_dev)
         if pool is None:
-            y = (w.unsqueeze(1) @ X).squeeze(1)
-        else:  # the same batched product (bmm), into a buffer
-            y = torch.bmm(w.unsqueeze(1), X, out=_buffer(pool, "y", (B, 1, m), dt, g_dev)).squeeze(1)
+            y = linear_labels(w, X)
+        else:  # the same products and sums, into buffers: in one compiled pass where it applies
+            y, Z = _buffer(pool, "y", (B, m), dt, g_dev), _buffer(pool, "Z", (B, d + 1, m), dt, g_dev)
+            eps = normals["noise"] if self.noise > 0 else None
+            from landscape.engine.fused import linear_prompts
+
+            if linear_prompts(X, w, self.noise, eps, y, Z):
+                return PromptBatch(Z, y[:, -1], X, y, {"w": w, "xi": xi})
+            linear_labels(w, X, y, _buffer(pool, "y.scratch", (B, m), dt, g_dev))
         if self.noise > 0:
             if pool is None:
                 y = y + self.noise * normals["noise"].to(dt)
@@ -560,12 +600,12 @@ class LinearClassification:
         X = xi if half is None else half @ xi
         w = torch.randn(batch, d, generator=g, dtype=dt, device=g.device)
         w = w / w.norm(dim=-1, keepdim=True)
-        proj = (w.unsqueeze(1) @ X).squeeze(1)  # (B, n+1)
+        proj = linear_labels(w, X)  # (B, n+1)
         if self.margin > 0:
             sgn = torch.where(proj >= 0, 1.0, -1.0).to(dt)
             push = (self.margin - proj.abs()).clamp_min(0) * sgn
             X = X + w.unsqueeze(-1) * push.unsqueeze(1)
-            proj = (w.unsqueeze(1) @ X).squeeze(1)
+            proj = linear_labels(w, X)
         y = torch.where(proj >= 0, 1.0, -1.0).to(dt)
         if self.flip > 0:
             u = torch.rand(batch, n + 1, generator=g, dtype=dt, device=g.device)
@@ -629,7 +669,7 @@ class OrthonormalFeatures:
         F = self.feature_matrix(g.device)
         X = F.T[idx].transpose(1, 2)  # (B, d, n+1)
         w = torch.randn(batch, d, generator=g, dtype=dt, device=g.device)
-        y = (w.unsqueeze(1) @ X).squeeze(1)
+        y = linear_labels(w, X)
         return PromptBatch(embed(X, y), y[:, -1], X, y, {"w": w, "feature": idx})
 
 

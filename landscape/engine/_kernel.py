@@ -585,3 +585,34 @@ def predict_kernel(flat, Z, codes, scales, offs, L, H, pred):
             forward_block(wb, Zs, Xb, Cr, Kk, Ww, out, codes, scales, offs, L, H, D, N)
             for p in range(nb):
                 pred[s, b0 + p] = -out[p]
+
+
+exact = numba.njit(cache=True, nogil=True, error_model="numpy")  # no fast-math: every product and sum rounded
+
+
+@exact
+def linear_prompts(X, w, eps, noise, y, Z):
+    """Linear-regression labels and the embedding, in one pass over ``X (B, d, m)``:
+    ``y[b] = sum_k w[b, k] X[b, k]`` (products rounded and added in increasing ``k``, unfused: the
+    bits of :func:`landscape.core.tasks.linear_labels`), plus ``eps * noise`` when ``noise > 0``
+    (``eps`` is overwritten by the scaled noise, as ``eps.mul_(noise)`` does), and
+    ``Z[b] = [X[b]; y[b] with its last entry 0]`` (:func:`landscape.core.tasks.embed`)."""
+    B, d, m = X.shape
+    for b in range(B):
+        for j in range(m):
+            y[b, j] = X[b, 0, j] * w[b, 0]
+        for k in range(1, d):
+            wk = w[b, k]
+            for j in range(m):
+                y[b, j] = y[b, j] + X[b, k, j] * wk
+        if noise > 0:
+            for j in range(m):
+                e = eps[b, j] * noise
+                eps[b, j] = e
+                y[b, j] = y[b, j] + e
+        for k in range(d):
+            for j in range(m):
+                Z[b, k, j] = X[b, k, j]
+        for j in range(m - 1):
+            Z[b, d, j] = y[b, j]
+        Z[b, d, m - 1] = 0.0

@@ -61,7 +61,7 @@ from landscape.core.kernels import get_kernel
 from landscape.core.model import ModelSpec, param_shapes
 
 __all__ = ["BLOCK", "available", "unsupported_reason", "fused_grad", "fused_predict", "head_codes",
-           "flops_per_prompt"]
+           "flops_per_prompt", "linear_prompts"]
 
 BLOCK = 16
 """Prompts per block: the lanes of one vector (the kernel module's ``BL``). Measured at 32 seeds ×
@@ -76,12 +76,13 @@ _KERNEL_CODES = {"linear": _K_LINEAR, "relu": _K_RELU, "exp": _K_EXP, "softmax":
 
 _kernel: Any = None
 _predict: Any = None
+_linear_prompts: Any = None
 _import_error: str | None = None
 
 
 def _load() -> bool:
     """Import numba and the kernel module lazily (once per process); False if numba is missing."""
-    global _kernel, _predict, _import_error
+    global _kernel, _predict, _linear_prompts, _import_error
     if _kernel is not None:
         return True
     if _import_error is not None:
@@ -97,6 +98,7 @@ def _load() -> bool:
         return False
     _kernel = mod.kernel
     _predict = mod.predict_kernel
+    _linear_prompts = mod.linear_prompts
     return True
 
 
@@ -308,3 +310,35 @@ def fused_predict(flat: torch.Tensor, spec: ModelSpec, Z: torch.Tensor) -> torch
     per_seed, shared = ((f,), (z,)) if Z.shape[0] == 1 else ((f, z), ())
     _run_seeds(_predict, S, per_seed, (*shared, *_kernel_args(spec)), (pred,))
     return torch.from_numpy(pred)
+
+
+def linear_prompts(X: torch.Tensor, w: torch.Tensor, noise: float, eps: torch.Tensor | None,
+                   y: torch.Tensor, Z: torch.Tensor) -> bool:
+    r"""Linear-regression labels and prompts into ``y`` and ``Z`` in one compiled pass, where it applies.
+
+    Writes :math:`y = \mathrm{linear\_labels}(w, X) + \text{noise}\cdot\varepsilon` and
+    :math:`Z = \mathrm{embed}(X, y)` (:func:`landscape.core.tasks.linear_labels`,
+    :func:`~landscape.core.tasks.embed`) with the same bits as those torch operations (every product
+    and sum rounded, in the same order), reading ``X`` once instead of once per operation: what
+    :class:`landscape.core.tasks.BufferedSampler` uses for each training batch. With ``noise > 0``
+    ``eps`` is overwritten by ``noise * eps`` (as ``eps.mul_(noise)``).
+
+    Args:
+        X: ``(B, d, m)`` covariates; w: ``(B, d)`` task vectors; eps: ``(B, m)`` standard-normal
+            label noise (``None`` when ``noise`` is 0); y: ``(B, m)`` and Z: ``(B, d + 1, m)``
+            outputs. All contiguous CPU tensors of one dtype (float32 or float64).
+
+    Returns:
+        ``True`` when written; ``False`` (nothing written) where it does not apply: numba missing,
+        another device or dtype, non-contiguous tensors. The caller then uses the torch operations.
+    """
+    tensors = (X, w, y, Z) if eps is None else (X, w, y, Z, eps)
+    if X.dtype not in (torch.float32, torch.float64) or any(
+            t.device.type != "cpu" or t.dtype != X.dtype or not t.is_contiguous() for t in tensors):
+        return False
+    if not _load():
+        return False
+    e = y.numpy() if eps is None else eps.numpy()  # a placeholder array of the right type when noise is 0
+    scale = e.dtype.type(noise if eps is not None else 0.0)  # in the tensors' dtype, as torch's scalar product
+    _linear_prompts(X.numpy(), w.numpy(), e, scale, y.numpy(), Z.numpy())
+    return True
