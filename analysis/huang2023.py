@@ -591,7 +591,8 @@ def trajectory_figure(traj: Trajectory, title: str, labels: Sequence[str]) -> tu
         floor = float(traj.floor[k])
         if floor > 1e-6:
             axes[1, 0].axhline(floor, color=color, lw=0.8, ls=":", gid=f"floor:{v}")
-            drawn[1, 0]["reference"].append({"id": f"floor:{v}", "label": f"{lab}: floor ½(1−p_k)^N", "value": floor})
+            drawn[1, 0]["reference"].append({"id": f"floor:{v}", "label": f"{lab}: floor ½(1−p_k)^N",
+                                             "value": floor})
     line((1, 1), "total_loss", "population loss (exact)", s, traj.total_loss.cpu().numpy())
     line((1, 1), "train_loss", "minibatch loss (w integrated out)", np.arange(len(traj.train_loss)),
          traj.train_loss.cpu().numpy(), alpha=0.4, lw=0.7)

@@ -194,4 +194,5 @@ def test_quick_figure_carries_the_numbers_it_draws(quick) -> None:
     np.testing.assert_array_equal(x, np.arange(s.adam_steps))
     assert len(adam) == s.adam_steps and np.all(np.isfinite(adam))
     x, lbfgs = curves["lbfgs"]
-    assert x.tolist() == [s.adam_steps] and lbfgs.tolist() == [claims["trained_layer_one_step_is_ngd"]["final_train_loss"]]
+    assert x.tolist() == [s.adam_steps]
+    assert lbfgs.tolist() == [claims["trained_layer_one_step_is_ngd"]["final_train_loss"]]
