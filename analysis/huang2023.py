@@ -539,8 +539,16 @@ def _feature_labels(s: Settings, name: str) -> list[str]:
     return ["v1 (dominant)"] + [f"v{k + 1} (rare)" for k in range(1, s.K)]
 
 
-def trajectory_figure(traj: Trajectory, title: str, labels: Sequence[str]) -> Any:
+def trajectory_figure(traj: Trajectory, title: str, labels: Sequence[str]) -> tuple[Any, dict[str, Any]]:
     r"""Four panels along GD: :math:`A_k` and :math:`B_k`, same-feature mass, :math:`L_k` with floors, total loss.
+
+    The numbers are recorded as they are handed to matplotlib, for the figure's data file
+    (:meth:`analysis._study.Findings.figure` ``data=``): ``{"title", "panels"}``, each panel
+    ``{"title", "xlabel", "ylabel", "yscale", "curves", "reference"}``; a curve is
+    ``{"id", "label", "x", "y"}`` with ``"id"`` the gid of its line (``"target_weight:v<k>"``,
+    ``"off_target_weight:v<k>"``, ``"mass:v<k>"``, ``"loss:v<k>"``, ``"total_loss"``,
+    ``"train_loss"``), a reference ``{"id", "label", "value"}`` a horizontal line (the floor
+    :math:`\tfrac12(1-p_k)^N`, gid ``"floor:v<k>"``, drawn where it exceeds ``1e-6``).
 
     Args:
         traj: the trajectory.
@@ -548,58 +556,76 @@ def trajectory_figure(traj: Trajectory, title: str, labels: Sequence[str]) -> An
         labels: one name per feature.
 
     Returns:
-        The :class:`matplotlib.figure.Figure`.
+        The :class:`matplotlib.figure.Figure` and the numbers it draws.
     """
+    import numpy as np
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
     fig = Figure(figsize=(11, 7.5), layout="constrained")
     axes = fig.subplots(2, 2)
+    panels = {
+        (0, 0): (r"key–query weights $A_k = v_k^\top Q v_k$, $B_k = \mathrm{mean}_{m\neq k}\, v_m^\top Q v_k$",
+                 "weight", "linear"),
+        (0, 1): (r"attention mass on same-feature tokens $E[\mathrm{mass}_k \mid k]$", "attention mass", "linear"),
+        (1, 0): (r"per-feature population loss $L_k$", "loss", "log"),
+        (1, 1): ("total loss", "loss", "log"),
+    }
+    drawn = {ij: {"title": t, "xlabel": "GD step", "ylabel": yl, "yscale": sc, "curves": [], "reference": []}
+             for ij, (t, yl, sc) in panels.items()}
+
+    def line(ij: tuple[int, int], gid: str, label: str, x: np.ndarray, y: np.ndarray, *fmt: str,
+             legend: bool = True, **style: Any) -> Any:
+        (ln,) = axes[ij].plot(x, y, *fmt, label=label if legend else None, gid=gid, **style)
+        drawn[ij]["curves"].append({"id": gid, "label": label, "x": x, "y": y})
+        return ln
+
     s = traj.steps.numpy()
     for k, lab in enumerate(labels):
-        color = f"C{k}"
-        axes[0, 0].plot(s, traj.target_weight[:, k].cpu().numpy(), color=color, label=lab)
-        axes[0, 0].plot(s, traj.off_target_weight[:, k].cpu().numpy(), "--", color=color)
-        axes[0, 1].plot(s, traj.mass[:, k].cpu().numpy(), color=color, label=lab)
-        axes[1, 0].semilogy(s, traj.loss[:, k].cpu().numpy(), color=color, label=lab)
-        if float(traj.floor[k]) > 1e-6:
-            axes[1, 0].axhline(float(traj.floor[k]), color=color, lw=0.8, ls=":")
-    axes[1, 1].semilogy(s, traj.total_loss.cpu().numpy(), label="population loss (exact)")
-    axes[1, 1].semilogy(range(len(traj.train_loss)), traj.train_loss.cpu().numpy(), alpha=0.4, lw=0.7,
-                        label="minibatch loss (w integrated out)")
+        color, v = f"C{k}", f"v{k + 1}"
+        line((0, 0), f"target_weight:{v}", lab, s, traj.target_weight[:, k].cpu().numpy(), color=color)
+        line((0, 0), f"off_target_weight:{v}", f"{lab} (off-target)", s,
+             traj.off_target_weight[:, k].cpu().numpy(), "--", legend=False, color=color)
+        line((0, 1), f"mass:{v}", lab, s, traj.mass[:, k].cpu().numpy(), color=color)
+        line((1, 0), f"loss:{v}", lab, s, traj.loss[:, k].cpu().numpy(), color=color)
+        floor = float(traj.floor[k])
+        if floor > 1e-6:
+            axes[1, 0].axhline(floor, color=color, lw=0.8, ls=":", gid=f"floor:{v}")
+            drawn[1, 0]["reference"].append({"id": f"floor:{v}", "label": f"{lab}: floor ½(1−p_k)^N",
+                                             "value": floor})
+    line((1, 1), "total_loss", "population loss (exact)", s, traj.total_loss.cpu().numpy())
+    line((1, 1), "train_loss", "minibatch loss (w integrated out)", np.arange(len(traj.train_loss)),
+         traj.train_loss.cpu().numpy(), alpha=0.4, lw=0.7)
     style = [Line2D([], [], color="0.3", label="solid: target $A_k$"),
              Line2D([], [], color="0.3", ls="--", label="dashed: off-target $B_k$")]
     h, lab = axes[0, 0].get_legend_handles_labels()
     axes[0, 0].legend(h + style, lab + [x.get_label() for x in style], fontsize=7)
     h, lab = axes[1, 0].get_legend_handles_labels()
-    floor = Line2D([], [], color="0.3", ls=":", lw=0.8, label=r"dotted: floor $\frac{1}{2}(1-p_k)^N$")
-    axes[1, 0].legend(h + [floor], lab + [floor.get_label()], fontsize=7)
+    floor_key = Line2D([], [], color="0.3", ls=":", lw=0.8, label=r"dotted: floor $\frac{1}{2}(1-p_k)^N$")
+    axes[1, 0].legend(h + [floor_key], lab + [floor_key.get_label()], fontsize=7)
     axes[0, 1].legend(fontsize=7)
     axes[1, 1].legend(fontsize=7)
-    axes[0, 0].set_title(r"key–query weights $A_k = v_k^\top Q v_k$, $B_k = \mathrm{mean}_{m\neq k}\, v_m^\top Q v_k$")
-    axes[0, 1].set_title(r"attention mass on same-feature tokens $E[\mathrm{mass}_k \mid k]$")
-    axes[1, 0].set_title(r"per-feature population loss $L_k$")
-    axes[1, 1].set_title("total loss")
-    axes[0, 0].set_ylabel("weight")
-    axes[0, 1].set_ylabel("attention mass")
-    axes[1, 0].set_ylabel("loss")
-    axes[1, 1].set_ylabel("loss")
-    for ax in axes.flat:
-        ax.set_xlabel("GD step")
+    for ij, panel in drawn.items():
+        ax = axes[ij]
+        ax.set_yscale(panel["yscale"])
+        ax.set_title(panel["title"])
+        ax.set_xlabel(panel["xlabel"])
+        ax.set_ylabel(panel["ylabel"])
         ax.grid(True, which="both", alpha=0.3)
     fig.suptitle(title)
-    return fig
+    return fig, {"title": title, "panels": list(drawn.values())}
 
 
 def _figures(s: Settings, tasks: Mapping[str, OrthonormalFeatures], trajs: Mapping[str, Trajectory],
              found: Findings) -> None:
-    """One :func:`trajectory_figure` per task."""
+    """One :func:`trajectory_figure` per task, with the numbers it draws beside it (``<stem>.json``)."""
     p = tasks["imbalanced"].probs
     titles = {"balanced": f"Balanced features: p = {tasks['balanced'].probs[0]:.2g} each",
               "imbalanced": f"Imbalanced features: p = {p[0]:.2g} (dominant), {s.rare_p:.2g} (each rare)"}
     for name, traj in trajs.items():
         title = f"{titles[name]} (K = {s.K}, N = {s.N}, GD step {s.lr:g})"
-        found.figure(trajectory_figure(traj, title, _feature_labels(s, name)), f"huang2023_{name}")
+        fig, data = trajectory_figure(traj, title, _feature_labels(s, name))
+        found.figure(fig, f"huang2023_{name}", data=data)
 
 
 def _trajectory_rows(s: Settings, tr: Trajectory) -> list[dict[str, float]]:

@@ -503,8 +503,17 @@ def _check_tracking(s: Settings, results: Mapping[str, TrackingResult], found: F
     ))
 
 
-def tracking_figure(results: Mapping[str, TrackingResult], history: torch.Tensor, adam_steps: int) -> Any:
-    """Three panels: looped layer vs NGD (relative distance), 1 − cos to max margin, the one-step training loss.
+def tracking_figure(results: Mapping[str, TrackingResult], history: torch.Tensor,
+                    adam_steps: int) -> tuple[Any, dict[str, Any]]:
+    r"""Three panels: looped layer vs NGD (relative distance), 1 − cos to max margin, the one-step training loss.
+
+    The numbers are recorded as they are handed to matplotlib, for the figure's data file
+    (:meth:`analysis._study.Findings.figure` ``data=``): ``{"panels"}``, each panel
+    ``{"title", "xlabel", "ylabel", "yscale", "xscale", "curves"}``; a curve is ``{"id", "label", "x", "y"}``
+    with ``"id"`` the gid of its line: ``"rel_error:<setting>"`` (:attr:`TrackingResult.rel_error`),
+    ``"1-cos:looped:<setting>"`` and ``"1-cos:ngd:<setting>"`` (:math:`1 - ` :attr:`TrackingResult.cos_tf`
+    / :attr:`~TrackingResult.cos_ngd` for ``t = 1..T``), ``"adam"`` (the Adam entries of ``history``)
+    and ``"lbfgs"`` (its last entry, after L-BFGS, when there is one).
 
     Args:
         results: setting → :class:`TrackingResult`.
@@ -512,47 +521,64 @@ def tracking_figure(results: Mapping[str, TrackingResult], history: torch.Tensor
         adam_steps: how many entries of ``history`` are Adam steps.
 
     Returns:
-        The :class:`matplotlib.figure.Figure`.
+        The :class:`matplotlib.figure.Figure` and the numbers it draws.
     """
+    import numpy as np
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
     fig = Figure(figsize=(15, 4.6), layout="constrained")
-    ax1, ax2, ax3 = fig.subplots(1, 3)
+    axes = fig.subplots(1, 3)
+    drawn = [
+        {"title": "looped trained layer vs normalised GD", "xlabel": "loop step t",
+         "ylabel": r"mean $\|w_t^{\mathrm{TF}} - w_t^{\mathrm{NGD}}\| / \|w_t^{\mathrm{NGD}}\|$",
+         "xscale": "linear", "yscale": "log", "curves": []},
+        {"title": "direction vs the max-margin separator", "xlabel": "loop step t",
+         "ylabel": r"$1 - \cos(w_t, w_{\mathrm{max\,margin}})$ (mean over prompts)",
+         "xscale": "log", "yscale": "log", "curves": []},
+        {"title": "training the layer on one normalised-GD step", "xlabel": "Adam step",
+         "ylabel": r"$E\|w_1^{\mathrm{TF}} - \mathrm{NGD}(w_0)\|^2 / E\|\mathrm{NGD}(w_0) - w_0\|^2$",
+         "xscale": "linear", "yscale": "log", "curves": []},
+    ]
+
+    def line(i: int, gid: str, label: str, x: np.ndarray, y: np.ndarray, *fmt: str, legend: bool = True,
+             **style: Any) -> Any:
+        (ln,) = axes[i].plot(x, y, *fmt, label=label if legend else None, gid=gid, **style)
+        drawn[i]["curves"].append({"id": gid, "label": label, "x": x, "y": y})
+        return ln
+
     for name, r in results.items():
-        T = len(r.rel_error)
-        ts = torch.arange(1, T + 1).numpy()
+        ts = np.arange(1, len(r.rel_error) + 1)
         lab = _SETTING_LABELS.get(name, name)
-        ax1.semilogy(ts, r.rel_error.cpu().numpy(), label=lab)
-        (line,) = ax2.loglog(ts, 1 - r.cos_tf[1:].cpu().numpy(), label=lab)
-        ax2.loglog(ts, 1 - r.cos_ngd[1:].cpu().numpy(), ls=":", lw=2.0, color=line.get_color())
-    ax1.set_title("looped trained layer vs normalised GD")
-    ax1.set_ylabel(r"mean $\|w_t^{\mathrm{TF}} - w_t^{\mathrm{NGD}}\| / \|w_t^{\mathrm{NGD}}\|$")
-    ax2.set_title("direction vs the max-margin separator")
-    ax2.set_ylabel(r"$1 - \cos(w_t, w_{\mathrm{max\,margin}})$ (mean over prompts)")
-    for ax in (ax1, ax2):
-        ax.set_xlabel("loop step t")
+        line(0, f"rel_error:{name}", lab, ts, r.rel_error.cpu().numpy())
+        ln = line(1, f"1-cos:looped:{name}", lab, ts, 1 - r.cos_tf[1:].cpu().numpy())
+        line(1, f"1-cos:ngd:{name}", f"{lab} (normalised GD)", ts, 1 - r.cos_ngd[1:].cpu().numpy(), legend=False,
+             ls=":", lw=2.0, color=ln.get_color())
+    hist = history.cpu().numpy()
+    line(2, "adam", "Adam, fresh batches", np.arange(adam_steps), hist[:adam_steps])
+    if len(hist) > adam_steps:
+        line(2, "lbfgs", "after full-batch L-BFGS", np.array([adam_steps]), hist[adam_steps:adam_steps + 1], "o",
+             color="C3")
+    for ax, panel in zip(axes, drawn):
+        ax.set_xscale(panel["xscale"])
+        ax.set_yscale(panel["yscale"])
+        ax.set_title(panel["title"])
+        ax.set_xlabel(panel["xlabel"])
+        ax.set_ylabel(panel["ylabel"])
         ax.grid(True, which="both", alpha=0.3)
-    ax1.legend(fontsize=7)
-    h, lab = ax2.get_legend_handles_labels()
+    axes[0].legend(fontsize=7)
+    h, lab = axes[1].get_legend_handles_labels()
     styles = [Line2D([], [], color="0.3", label="solid: looped layer"),
               Line2D([], [], color="0.3", ls=":", lw=2.0, label="dotted: normalised GD")]
-    ax2.legend(h + styles, lab + [x.get_label() for x in styles], fontsize=7)
-    hist = history.cpu().numpy()
-    ax3.semilogy(range(adam_steps), hist[:adam_steps], label="Adam, fresh batches")
-    if len(hist) > adam_steps:
-        ax3.semilogy([adam_steps], hist[adam_steps:adam_steps + 1], "o", color="C3",
-                     label="after full-batch L-BFGS")
-    ax3.set_title("training the layer on one normalised-GD step")
-    ax3.set_xlabel("Adam step")
-    ax3.set_ylabel(r"$E\|w_1^{\mathrm{TF}} - \mathrm{NGD}(w_0)\|^2 / E\|\mathrm{NGD}(w_0) - w_0\|^2$")
-    ax3.legend(fontsize=7)
-    ax3.grid(True, which="both", alpha=0.3)
-    return fig
+    axes[1].legend(h + styles, lab + [x.get_label() for x in styles], fontsize=7)
+    axes[2].legend(fontsize=7)
+    return fig, {"panels": drawn}
 
 
 def _figures(s: Settings, results: Mapping[str, TrackingResult], layer: TrainedLayer, found: Findings) -> None:
-    found.figure(tracking_figure(results, layer.history, s.adam_steps), "zhangcao2026_tracking")
+    """The :func:`tracking_figure`, with the numbers it draws beside it (``<stem>.json``)."""
+    fig, data = tracking_figure(results, layer.history, s.adam_steps)
+    found.figure(fig, "zhangcao2026_tracking", data=data)
 
 
 def _tables(results: Mapping[str, TrackingResult], found: Findings) -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from analysis import huang2023 as h
-from analysis._study import StudyContext, execute
+from analysis._study import Findings, StudyContext, execute
 from landscape.tolerances import ALGORITHM_RTOL, MC_NUM_SE
 from landscape.experiment.store import RunStore
 from landscape.core.tasks import OrthonormalFeatures
@@ -114,10 +116,26 @@ def test_bad_input_follows_the_library_checks() -> None:
         h.feature_statistics([[0.0]], task)
 
 
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory):
+    """The quick study, run once; every figure it saves is kept (stem → Figure) to read its artists."""
+    out = tmp_path_factory.mktemp("huang2023")
+    figures = {}
+    save = Findings.figure
+
+    def keep(self, fig, stem, data=None):
+        figures[stem] = fig
+        return save(self, fig, stem, data=data)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Findings, "figure", keep)
+        result, report = execute("huang2023", h.run, StudyContext(quick=True, out=out))
+    return result, report, out, figures
+
+
 @pytest.mark.slow
-def test_quick_study_claims(tmp_path: Path) -> None:
-    ctx = StudyContext(quick=True, out=tmp_path)
-    result, report = execute("huang2023", h.run, ctx)
+def test_quick_study_claims(quick) -> None:
+    result, report, tmp_path, _ = quick
     claims = {c.name: c for c in result.claims}
     assert set(claims) == {"w_integrated_loss_matches_monte_carlo", "balanced_converges",
                            "imbalanced_stagewise", "imbalanced_rare_learned_later"}
@@ -148,3 +166,69 @@ def test_quick_study_claims(tmp_path: Path) -> None:
                                            "huang2023_imbalanced.png", "huang2023_imbalanced.svg"}
         assert all(p.is_file() and p.stat().st_size > 0 for p in figs)
         assert store.results(run)["claim.imbalanced_stagewise"]["holds"] is True
+
+
+def _floats(values) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+@pytest.mark.slow
+def test_quick_figures_carry_the_numbers_they_draw(quick) -> None:
+    """Beside each figure, <stem>.json holds exactly what its axes draw (every line under its gid) and
+    those numbers are the study's own: the trajectory tables and the claims' measured values."""
+    result, report, _, figures = quick
+    pngs = [f for f in result.figures if f.suffix == ".png"]
+    assert sorted(f.stem for f in pngs) == sorted(figures) == ["huang2023_balanced", "huang2023_imbalanced"]
+    text = report.read_text()
+    claims = {c.name: c.measured for c in result.claims}
+    s = h.QUICK
+    for png in pngs:
+        assert f"data: [{png.stem}.json]({png.stem}.json)" in text
+        data = json.loads(png.with_suffix(".json").read_text(encoding="utf-8"))
+        fig = figures[png.stem]
+        assert data["title"] == fig.get_suptitle()
+        assert len(data["panels"]) == len(fig.axes) == 4
+        curves, refs = {}, {}
+        for ax, panel in zip(fig.axes, data["panels"]):
+            assert (panel["title"], panel["xlabel"], panel["ylabel"], panel["yscale"]) == (
+                ax.get_title(), ax.get_xlabel(), ax.get_ylabel(), ax.get_yscale())
+            lines = {ln.get_gid(): ln for ln in ax.get_lines()}
+            assert set(lines) == {c["id"] for c in panel["curves"]} | {r["id"] for r in panel["reference"]}
+            for c in panel["curves"]:
+                ln = lines[c["id"]]
+                np.testing.assert_array_equal(_floats(c["x"]), np.asarray(ln.get_xdata(), dtype=np.float64))
+                np.testing.assert_array_equal(_floats(c["y"]), np.asarray(ln.get_ydata(), dtype=np.float64))
+                if not ln.get_label().startswith("_"):  # a line in the legend carries the file's label
+                    assert ln.get_label() == c["label"]
+                curves[c["id"]] = (np.asarray(c["x"], dtype=np.float64), _floats(c["y"]))
+            for r in panel["reference"]:
+                np.testing.assert_array_equal(lines[r["id"]].get_ydata(), [r["value"], r["value"]])
+                refs[r["id"]] = r["value"]
+        assert len(curves) == 4 * s.K + 2
+        np.testing.assert_array_equal(curves["train_loss"][0], np.arange(s.steps))
+        steps = curves["total_loss"][0]  # every exact statistic is drawn at the recorded steps
+        assert all(np.array_equal(x, steps) for gid, (x, _) in curves.items() if gid != "train_loss")
+
+        # the numbers are the trajectory's: its table rows at their steps ...
+        name = png.stem.removeprefix("huang2023_")
+        rows = result.tables[f"{name} trajectory"]
+        assert len(rows) > 2
+        for row in rows:
+            (i,) = np.flatnonzero(steps == row["step"])
+            at = {gid: float(y[i]) for gid, (x, y) in curves.items() if gid != "train_loss"}
+            assert (at["total_loss"], at["off_target_weight:v1"]) == (row["total_loss"], row["B1"])
+            for k in range(1, s.K + 1):
+                assert (at[f"loss:v{k}"], at[f"mass:v{k}"], at[f"target_weight:v{k}"]) == (
+                    row[f"L{k}"], row[f"mass{k}"], row[f"A{k}"])
+        # ... and the claims' measured values
+        total, loss = curves["total_loss"][1], [curves[f"loss:v{k}"][1] for k in range(1, s.K + 1)]
+        if name == "balanced":
+            bal = claims["balanced_converges"]
+            assert (bal["initial_loss"], bal["final_loss"]) == (total[0], total[-1])
+            assert bal["min_final_same_feature_mass"] == min(curves[f"mass:v{k}"][1][-1] for k in range(1, s.K + 1))
+        else:
+            imb, rare = claims["imbalanced_stagewise"], claims["imbalanced_rare_learned_later"]
+            assert (imb["dominant_initial"], imb["dominant_final"]) == (loss[0][0], loss[0][-1])
+            assert imb["rare_final"] == rare["rare_final"] == max(y[-1] for y in loss[1:])
+            assert rare["rare_floor"] == refs["floor:v2"] == pytest.approx(0.5 * (1 - s.rare_p) ** s.N, rel=1e-12)
+            assert imb["t_half_dominant"] == steps[np.flatnonzero(loss[0] <= 0.5 * loss[0][0])[0]]

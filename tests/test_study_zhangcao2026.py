@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from analysis import zhangcao2026 as z
-from analysis._study import StudyContext, execute
+from analysis._study import Findings, StudyContext, execute
 from landscape.tolerances import CONSTRUCTION_RTOL
 from landscape.theory.algorithms import normalised_gd
 from landscape.theory.constructions import normalised_gd_construction
@@ -90,9 +92,26 @@ def test_bad_input_is_rejected() -> None:
         z.train_one_step_layer(LinearClassification(2, 4), eta=-1.0, c=1.0, generator=_gen(0))
 
 
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory):
+    """The quick study, run once; every figure it saves is kept (stem → Figure) to read its artists."""
+    out = tmp_path_factory.mktemp("zhangcao2026")
+    figures = {}
+    save = Findings.figure
+
+    def keep(self, fig, stem, data=None):
+        figures[stem] = fig
+        return save(self, fig, stem, data=data)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Findings, "figure", keep)
+        result, report = execute("zhangcao2026", z.run, StudyContext(quick=True, out=out))
+    return result, report, out, figures
+
+
 @pytest.mark.slow
-def test_quick_study_claims(tmp_path: Path) -> None:
-    result, report = execute("zhangcao2026", z.run, StudyContext(quick=True, out=tmp_path))
+def test_quick_study_claims(quick) -> None:
+    result, report, tmp_path, _ = quick
     claims = {c.name: c for c in result.claims}
     assert set(claims) == {"construction_is_ngd", "trained_layer_one_step_is_ngd", "looped_layer_tracks_ngd",
                            "direction_approaches_max_margin", "ood_tracks_ngd_and_max_margin"}
@@ -123,3 +142,57 @@ def test_quick_study_claims(tmp_path: Path) -> None:
         figs = {a.path.name for a in store.artifacts(run, "figure")}
         assert figs == {"zhangcao2026_tracking.png", "zhangcao2026_tracking.svg"}
         assert all(a.path.stat().st_size > 0 for a in store.artifacts(run, "figure"))
+
+
+def _floats(values) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+@pytest.mark.slow
+def test_quick_figure_carries_the_numbers_it_draws(quick) -> None:
+    """Beside the tracking figure, its .json holds exactly what its axes draw (every line under its gid)
+    and those numbers are the study's own: the table of the looped layer vs NGD and the claims."""
+    result, report, _, figures = quick
+    (png,) = [f for f in result.figures if f.suffix == ".png"]
+    assert png.stem == "zhangcao2026_tracking" and list(figures) == [png.stem]
+    assert f"data: [{png.stem}.json]({png.stem}.json)" in report.read_text()
+    data = json.loads(png.with_suffix(".json").read_text(encoding="utf-8"))
+    fig = figures[png.stem]
+    assert len(data["panels"]) == len(fig.axes) == 3
+    curves = {}
+    for ax, panel in zip(fig.axes, data["panels"]):
+        assert (panel["title"], panel["xlabel"], panel["ylabel"], panel["xscale"], panel["yscale"]) == (
+            ax.get_title(), ax.get_xlabel(), ax.get_ylabel(), ax.get_xscale(), ax.get_yscale())
+        lines = {ln.get_gid(): ln for ln in ax.get_lines()}
+        assert set(lines) == {c["id"] for c in panel["curves"]}
+        for c in panel["curves"]:
+            ln = lines[c["id"]]
+            np.testing.assert_array_equal(_floats(c["x"]), np.asarray(ln.get_xdata(), dtype=np.float64))
+            np.testing.assert_array_equal(_floats(c["y"]), np.asarray(ln.get_ydata(), dtype=np.float64))
+            if not ln.get_label().startswith("_"):  # a line in the legend carries the file's label
+                assert ln.get_label() == c["label"]
+            curves[c["id"]] = (_floats(c["x"]), _floats(c["y"]))
+
+    # the numbers are the study's: one row per setting of the looped layer vs NGD ...
+    s = z.QUICK
+    rows = result.tables["looped layer vs NGD"]
+    assert len(rows) == 4 and len(curves) == 3 * len(rows) + 2
+    ts = np.arange(1, s.loop_steps + 1)
+    for row in rows:
+        name = row["setting"]
+        (x, err), (_, tf), (_, ngd) = (curves[f"{q}:{name}"] for q in ("rel_error", "1-cos:looped", "1-cos:ngd"))
+        np.testing.assert_array_equal(x, ts)
+        assert err.max() == row["max_rel_error"]
+        assert (tf[-1], ngd[-1]) == (1 - row["cos_tf_T"], 1 - row["cos_ngd_T"])
+    # ... and the claims' measured values
+    claims = {c.name: c.measured for c in result.claims}
+    track, mm = claims["looped_layer_tracks_ngd"], claims["direction_approaches_max_margin"]
+    err, tf = curves["rel_error:in-distribution"][1], curves["1-cos:looped:in-distribution"][1]
+    assert (track["max_t_mean_rel_error"], track["rel_error_at_T"]) == (err.max(), err[-1])
+    assert tf[0] == 1 - mm["cos_tf_1"]
+    x, adam = curves["adam"]
+    np.testing.assert_array_equal(x, np.arange(s.adam_steps))
+    assert len(adam) == s.adam_steps and np.all(np.isfinite(adam))
+    x, lbfgs = curves["lbfgs"]
+    assert x.tolist() == [s.adam_steps]
+    assert lbfgs.tolist() == [claims["trained_layer_one_step_is_ngd"]["final_train_loss"]]
