@@ -29,6 +29,12 @@ distances to the family, ``task``: the task, the prior of w* and Σ
 run's config as stored (:meth:`~landscape.experiment.train.TrainConfig.to_dict`) and ``preset``:
 the preset's name (or ``null``).
 
+The preset's name is provenance, not part of the run's identity: the stored config (and its hash)
+holds the fields, so ``--preset ahn2023`` and the same fields typed out are one run; the name is
+recorded beside the run when it starts (result ``preset``,
+:func:`~landscape.experiment.train.stored_preset`; ``null`` for fields typed out) and shown by
+``landscape runs STORE --show RUN`` and ``--diff``. Resuming a run never rewrites it.
+
 Every numeric option is checked when the command line is parsed, and the memory of the run is
 estimated from its sizes before anything is created (:func:`train_memory`): a run that cannot fit
 is refused with the estimate.
@@ -208,7 +214,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         warmup=args.warmup, resample_every=args.resample_every, dtype=args.dtype, seed=args.seed,
         engine=args.engine, chunk=args.chunk, device=args.device, log_every=args.log_every,
         checkpoint_every=args.checkpoint_every, eval_batch=args.eval_batch, distance_every=args.distance_every,
-        fixed=tuple(args.fixed) if getattr(args, "fixed", None) else None, **extra,
+        fixed=tuple(args.fixed) if getattr(args, "fixed", None) else None, preset=getattr(args, "preset", None),
+        **extra,
     )
 
 
@@ -271,6 +278,8 @@ def preset_line(name: str, config: Any) -> str:
     probe = dataclasses.replace(config, **fields)  # the preset's values as the config stores them
     shown = []
     for k in fields:
+        if k == "preset":  # the provenance itself, not a field the run took
+            continue
         got, want = getattr(config, k), getattr(probe, k)
         shown.append(f"{k}={got!r}" + ("" if got == want else f" (given; the preset's: {want!r})"))
     return f"preset {name}: " + ", ".join(shown)
@@ -292,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
     record = recipe.describe_task(make_task(config), args.sigma)
     result = train(config, args.out, name=args.name, progress=not args.no_progress and not args.json)
     record_family_minimum(result.root, result.run_name)  # the loss plot's family line (None without --out)
-    preset = getattr(args, "preset", None)
+    preset = config.preset
     summary = {**result.summary(), "task": record, "preset": preset, "config": config.to_dict()}
     status = 1 if config.seeds > 0 and bool(result.diverged.all()) else 0
     if status:
