@@ -336,3 +336,32 @@ def test_cli_preset_is_recorded_and_a_typed_out_resume_keeps_it(tmp_path, capsys
     assert back["run"] == out["run"] and back["config"] == out["config"] and back["preset"] is None
     with RunStore(root, read_only=True) as s:
         assert len(s.list_runs()) == 1 and stored_preset(s, out["run"]) == "ahn2023"
+
+
+def test_preset_overrides_name_the_fields_not_taken_from_the_preset(tmp_path, capsys) -> None:
+    from landscape.cli import main
+    from landscape.cli.train import preset_line
+    from landscape.experiment.store import RunStore
+    from landscape.experiment.train import PRESET_OVERRIDES_RESULT, preset_overrides
+
+    base = dict(d=3, n=6, seeds=1, steps=0, batch=8, eval_batch=16)
+    assert preset_overrides(TrainConfig(**recipe.preset("ahn2023"), **base)) == ()
+    assert preset_overrides(TrainConfig(**base)) == ()  # no preset: nothing to override
+    # the name alone, without the fields: every field that differs from the preset's is named
+    assert preset_overrides(TrainConfig(**base, preset="ahn2023")) == ("mask", "fixed", "init_std")
+    over = TrainConfig(**{**recipe.preset("ahn2023"), "mask": "full", "fixed": [("P", "corner", 1)]}, **base)
+    assert preset_overrides(over) == ("mask",)  # [("P", "corner", 1)] is the preset's value as stored
+    line = preset_line("ahn2023", over)
+    assert "mask='full' (given; the preset's: 'paper')" in line and line.endswith("init_std=0.0001")
+    assert "fixed=(('P', 'corner', 1.0),)" in line and line.count("given") == 1
+
+    root = tmp_path / "runs"
+    assert main(["train", "--preset", "ahn2023", *CLI_TINY, "--steps", "0", "--mask", "full", "--out", str(root),
+                 "--json"]) == 0
+    name = _json_line(capsys.readouterr().out)["run"]
+    with RunStore(root, read_only=True) as s:
+        assert s.results(name)[PRESET_OVERRIDES_RESULT] == ["mask"]
+    assert main(["runs", str(root), "--show", name]) == 0
+    text = capsys.readouterr().out
+    assert "preset: ahn2023 (provenance, not in the config hash; fields given otherwise: mask)" in text
+    assert "result preset" not in text  # shown once, on its own line

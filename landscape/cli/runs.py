@@ -14,7 +14,8 @@ A run started from a paper preset (``landscape train --preset NAME``) shows its 
 each listed run, a ``preset:`` line of ``--show`` and a ``preset`` line of ``--diff`` where the two
 differ. It is provenance recorded beside the run, not part of its config or hash
 (:func:`landscape.experiment.train.stored_preset`): ``none`` means the fields were given one by
-one, ``not recorded`` a run stored before presets were recorded.
+one, ``not recorded`` a run stored before presets were recorded; ``--show`` also names the preset's
+fields the run was given otherwise (:func:`landscape.experiment.train.preset_overrides`).
 
 Exit status: 0 listed, shown or compared; 2 not a run store or an unknown run (one line on
 stderr, naming the store's runs); 1 an internal error.
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from landscape.cli import emit_json
     from landscape.experiment.store import RunStore
     from landscape.experiment.tables import config_diff, runs_table, select_runs
-    from landscape.experiment.train import PRESET_RESULT, stored_preset
+    from landscape.experiment.train import PRESET_OVERRIDES_RESULT, PRESET_RESULT, stored_preset
 
     if not (args.store / "store.sqlite").is_file():
         raise ValueError(f"{str(args.store)!r} is not a run store (no store.sqlite in it)")
@@ -85,11 +86,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"{r.name} (id {r.id}): {r.status}{' (' + r.reason + ')' if r.reason else ''}; "
                   f"config hash {r.config_hash}")
             recorded = PRESET_RESULT in info["results"]
+            over = info["results"].get(PRESET_OVERRIDES_RESULT)
+            given = (f"; fields given otherwise: {', '.join(map(str, over))}" if isinstance(over, list) and over
+                     else "")
             print(f"preset: {row.preset if row.preset is not None else 'none' if recorded else 'not recorded'} "
-                  "(provenance, not in the config hash)")
+                  f"(provenance, not in the config hash{given})")
             print(f"metrics: {', '.join(info['metric_keys']) or 'none'}")
             for k, v in info["results"].items():
-                if k != PRESET_RESULT:
+                if k not in (PRESET_RESULT, PRESET_OVERRIDES_RESULT):
                     print(f"result {k}: {json.dumps(v)}")
             print("config:")
             for k, v in sorted(r.config.items()):

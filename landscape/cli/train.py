@@ -269,19 +269,21 @@ def apply_preset(args: argparse.Namespace) -> tuple[argparse.Namespace, dict[str
 
 
 def preset_line(name: str, config: Any) -> str:
-    """One line naming the preset and the fields the run took from it (the config's values)."""
-    from landscape import recipe
-
+    """One line naming the preset and the fields the run took from it (the config's values); the
+    fields given otherwise (:func:`landscape.experiment.train.preset_overrides`) name the preset's value."""
     import dataclasses
 
+    from landscape import recipe
+    from landscape.experiment.train import preset_overrides
+
     fields = recipe.preset(name)
-    probe = dataclasses.replace(config, **fields)  # the preset's values as the config stores them
+    over = set(preset_overrides(dataclasses.replace(config, preset=name)))
     shown = []
-    for k in fields:
+    for k, want in fields.items():
         if k == "preset":  # the provenance itself, not a field the run took
             continue
-        got, want = getattr(config, k), getattr(probe, k)
-        shown.append(f"{k}={got!r}" + ("" if got == want else f" (given; the preset's: {want!r})"))
+        got = getattr(config, k)
+        shown.append(f"{k}={got!r}" + (f" (given; the preset's: {want!r})" if k in over else ""))
     return f"preset {name}: " + ", ".join(shown)
 
 

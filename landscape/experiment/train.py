@@ -108,7 +108,9 @@ __all__ = [
     "TrainConfig",
     "stored_config",
     "stored_preset",
+    "preset_overrides",
     "PRESET_RESULT",
+    "PRESET_OVERRIDES_RESULT",
     "UNSTORED_FIELDS",
     "TrainObjects",
     "TaskPart",
@@ -171,6 +173,10 @@ PRESET_RESULT = "preset"
 r"""Result key (:meth:`~landscape.experiment.store.RunStore.results`) of a run's provenance: the name
 of the :func:`~landscape.recipe.preset` that the command which first trained it took its fields
 from, or ``None`` for fields given one by one (:func:`stored_preset`)."""
+
+PRESET_OVERRIDES_RESULT = "preset_overrides"
+"""Result key beside :data:`PRESET_RESULT` (written with a preset only): the preset's fields the run
+did not take from it (:func:`preset_overrides`), so a provenance never claims more than the run holds."""
 
 
 # ---------------------------------------------------------------------- covariance specs
@@ -671,7 +677,8 @@ class TrainConfig(BookkeepingPart, OptimisationPart, ModelPart, TaskPart):
             sets it: ``TrainConfig(**preset("ahn2023"), ...)``), or ``None``. Provenance only: it
             is left out of :meth:`to_dict`, so the config hash identifies the trained problem by
             its fields — a run from a preset and the same fields typed out are one run — and
-            :func:`train` records it as the run's :data:`PRESET_RESULT` result when the run starts.
+            :func:`train` records it as the run's :data:`PRESET_RESULT` result when the run starts,
+            with the preset's fields the config overrides (:func:`preset_overrides`).
         _from_store: set by :meth:`from_dict`: the config was read back from a run store, so a
             user family file it names is never imported (:func:`~landscape.theory.families.check_stored_family`).
 
@@ -1890,7 +1897,7 @@ def _train(config: TrainConfig, setup: tuple[Any, ...], store: Any, name: str | 
     chash = config_hash(cfg_dict)
     if store is not None:
         run = store.create_run(cfg_dict, name=name)
-        _record_preset(store, run, config.preset)
+        _record_preset(store, run, config)
         if run.status == "finished":
             loaded = _load_finished(config, store, run, dev, t_start)
             if loaded is not None:
@@ -1913,15 +1920,34 @@ def _train(config: TrainConfig, setup: tuple[Any, ...], store: Any, name: str | 
             raise
 
 
-def _record_preset(store: Any, run: Any, preset: str | None) -> None:
-    """Record the run's provenance (:data:`PRESET_RESULT`) when it starts: never rewritten after.
+def preset_overrides(config: TrainConfig) -> tuple[str, ...]:
+    """The fields of ``config.preset`` (:func:`landscape.recipe.preset`) whose value in ``config`` is not the preset's.
 
-    A run that already holds training state (a checkpoint or final weights) or the record keeps
-    what it has: resuming it, typed out or from a preset, does not change how it began.
+    ``landscape train --preset NAME --mask full`` overrides ``mask``; ``TrainConfig(preset=NAME)``
+    without the preset's fields overrides every field that differs from them. Each value is
+    compared in the form the config stores it (the field's validation rule).
+
+    Returns:
+        The overridden field names in the preset's order; ``()`` without a preset.
+    """
+    if config.preset is None:
+        return ()
+    fields = {k: v for k, v in recipe.preset(config.preset).items() if k != "preset"}
+    return tuple(k for k, v in fields.items() if getattr(config, k) != _FIELD_RULES[k](k, v))
+
+
+def _record_preset(store: Any, run: Any, config: TrainConfig) -> None:
+    """Record the run's provenance (:data:`PRESET_RESULT`, :data:`PRESET_OVERRIDES_RESULT`) when it starts.
+
+    Never rewritten after: a run that already holds training state (a checkpoint or final
+    weights) or the record keeps what it has — resuming it, typed out or from a preset, does not
+    change how it began.
     """
     if PRESET_RESULT in store.results(run) or store.checkpoints(run) or store.has_final(run):
         return
-    store.log_result(run, PRESET_RESULT, preset)
+    if config.preset is not None:
+        store.log_result(run, PRESET_OVERRIDES_RESULT, list(preset_overrides(config)))
+    store.log_result(run, PRESET_RESULT, config.preset)
 
 
 def stored_preset(store: Any, run: Any) -> str | None:
