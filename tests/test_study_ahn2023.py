@@ -369,7 +369,7 @@ def test_quick_paper_parameterisation_claim_is_recomputed_from_the_store(quick) 
 
     from landscape.experiment.summary import seed_median
     from landscape.experiment.tables import config_diff
-    from landscape.experiment.train import stored_preset
+    from landscape.experiment.train import PRESET_OVERRIDES_RESULT, stored_preset
 
     result, _, out = quick
     claim = {x.name: x for x in result.claims}["paper_parameterisation_same_form_slower"]
@@ -380,6 +380,7 @@ def test_quick_paper_parameterisation_claim_is_recomputed_from_the_store(quick) 
         (lan,) = [r for r in sparse if "fixed" not in r.config]
         (pap,) = [r for r in sparse if "fixed" in r.config]
         assert stored_preset(store, pap) == ah.PAPER_PRESET and stored_preset(store, lan) is None
+        assert store.results(pap)[PRESET_OVERRIDES_RESULT] == []  # every field of the preset taken as it is
         # same sizes, seeds, steps, schedule: only the preset's fields differ
         assert config_diff(lan.config, pap.config) == {"fixed": ("<absent>", [["P", "corner", 1.0]]),
                                                        "init_std": (0.1, 0.0001)}
