@@ -815,16 +815,21 @@ def preset(name: str) -> dict[str, Any]:
     clipped to norm 0.01) differs from :class:`~landscape.experiment.train.TrainConfig`'s per-seed
     global-norm ``clip``, so the optimisation is left to the caller.
 
+    The dict also holds ``preset=name``: the run's provenance (``TrainConfig.preset``), which is not
+    part of its identity — a config from a preset hashes as the same fields typed out, and
+    :func:`~landscape.experiment.train.train` records the name beside the stored run
+    (:func:`~landscape.experiment.train.stored_preset`; ``landscape runs --show``).
+
     Args:
         name: a name of :data:`PRESETS`.
 
     Returns:
-        A fresh dict of TrainConfig field → value.
+        A fresh dict of TrainConfig field → value: the fields of :data:`PRESETS` and ``preset``.
 
     Raises:
         ValueError: an unknown name (the names are listed).
     """
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known: {', '.join(repr(k) for k in PRESETS)}")
-    return dict(PRESETS[name])
+    return {**PRESETS[name], "preset": name}
 

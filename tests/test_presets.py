@@ -197,7 +197,8 @@ def test_cheng2024_preset_is_the_papers_training_setting() -> None:
     from landscape.experiment.train import make_task
 
     fields = recipe.preset("cheng2024")
-    assert fields == {"attention": "kernel", "covariates": "sphere", "optimizer": "adam", "resample_every": 10}
+    assert fields == {"attention": "kernel", "covariates": "sphere", "optimizer": "adam", "resample_every": 10,
+                      "preset": "cheng2024"}
     cfg = TrainConfig(**fields, activations=("exp",), task="gp:exp", d=3, n=5, sigma="spectrum:1,0.25,0.0625:0")
     assert cfg.mask == "full" and cfg.init_std == 0.1  # not set by the preset: the caller's (defaults here)
     b = make_task(cfg).sample(64, torch.Generator().manual_seed(0))
@@ -242,3 +243,125 @@ def test_cli_preset_cheng2024_stores_the_preset_config(capsys) -> None:
                                   **{**CLI_FIELDS, "steps": 2}))
     assert out["preset"] == "cheng2024" and out["config"] == want
     assert out["task"]["covariates"] == "sphere" and out["task"]["kind"] == "gp"
+
+
+# ---------------------------------------------------------------------- provenance: the preset's name
+AHN_TYPED = dict(attention="linear", mask="paper", fixed=(("P", "corner", 1.0),), init_std=1e-4)
+"""The fields of ``preset("ahn2023")`` written out by hand (the paper's model, Ahn et al. 2023)."""
+
+
+def test_preset_name_is_provenance_outside_the_config_and_its_hash() -> None:
+    base = dict(d=3, n=6, layers=2, seeds=2, steps=0, batch=8, eval_batch=16)
+    from_preset = TrainConfig(**recipe.preset("ahn2023"), **base)
+    typed = TrainConfig(**AHN_TYPED, **base)
+    assert from_preset.preset == "ahn2023" and typed.preset is None
+    # the same problem: the stored dicts and hashes are equal, and "preset" is in neither
+    assert from_preset.to_dict() == typed.to_dict() and "preset" not in from_preset.to_dict()
+    assert config_hash(from_preset.to_dict()) == config_hash(typed.to_dict())
+    assert TrainConfig.from_dict(from_preset.to_dict()).preset is None  # the stored config does not hold it
+    assert from_preset.bookkeeping_part.preset == "ahn2023"
+    with pytest.raises(ValueError, match="preset must be one of 'ahn2023', 'ahn2023-p0', 'cheng2024'") as info:
+        TrainConfig(**base, preset="ahn2024")
+    assert "\n" not in str(info.value)
+
+
+def _runs_json(argv: list[str], capsys) -> dict:
+    from landscape.cli import main
+
+    assert main(["runs", *argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_store_records_the_preset_once_and_runs_show_and_diff_print_it(tmp_path, capsys) -> None:
+    from landscape.cli import main
+    from landscape.experiment.store import RunStore
+    from landscape.experiment.tables import runs_table
+    from landscape.experiment.train import PRESET_RESULT, stored_preset
+
+    root = tmp_path / "runs"
+    base = dict(d=3, n=6, layers=1, seeds=1, steps=0, batch=8, eval_batch=16, dtype="float64", checkpoint_every=0)
+    first = train(TrainConfig(**recipe.preset("ahn2023"), **base), root, progress=False)
+    # the same fields typed out are the same run (loaded, not retrained) and keep how it began
+    again = train(TrainConfig(**AHN_TYPED, **base), root, progress=False)
+    p0 = train(TrainConfig(**recipe.preset("ahn2023-p0"), **base), root, progress=False)
+    plain = train(TrainConfig(**{**AHN_TYPED, "init_std": 0.1}, **base), root, progress=False)
+    assert again.run == first.run and len({first.run, p0.run, plain.run}) == 3
+    with RunStore(root, read_only=True) as s:
+        assert [stored_preset(s, r) for r in (first.run, p0.run, plain.run)] == ["ahn2023", "ahn2023-p0", None]
+        assert s.results(plain.run)[PRESET_RESULT] is None  # recorded: fields given one by one
+        assert [r.preset for r in runs_table(s)] == ["ahn2023", "ahn2023-p0", None]
+
+    shown = _runs_json([str(root), "--show", first.run], capsys)["run"]
+    assert shown["preset"] == "ahn2023" and "preset" not in shown["config"]
+    assert main(["runs", str(root), "--show", first.run]) == 0
+    assert "preset: ahn2023 (provenance, not in the config hash)" in capsys.readouterr().out
+    assert main(["runs", str(root), "--show", plain.run]) == 0
+    assert "preset: none (provenance" in capsys.readouterr().out
+
+    diff = _runs_json([str(root), "--diff", first.run, p0.run], capsys)
+    assert diff["preset"] == ["ahn2023", "ahn2023-p0"] and diff["diff"] == {"mask": ["paper", "sparse"]}
+    assert main(["runs", str(root), "--diff", first.run, plain.run]) == 0
+    text = capsys.readouterr().out
+    assert 'init_std: 0.0001 -> 0.1' in text
+    assert 'preset (provenance, not in the config hash): "ahn2023" -> null' in text
+    listed = _runs_json([str(root)], capsys)["runs"]
+    assert [r["preset"] for r in listed] == ["ahn2023", "ahn2023-p0", None]
+
+
+def test_a_store_written_before_presets_were_recorded_shows_not_recorded(tmp_path, capsys) -> None:
+    import shutil
+    from pathlib import Path
+
+    from landscape.cli import main
+
+    root = tmp_path / "old"
+    shutil.copytree(Path(__file__).resolve().parent / "data" / "store-flat-layout", root)
+    assert main(["runs", str(root), "--show", "pgd-linear"]) == 0
+    assert "preset: not recorded" in capsys.readouterr().out
+    assert [r["preset"] for r in _runs_json([str(root)], capsys)["runs"]] == [None, None]
+
+
+def test_cli_preset_is_recorded_and_a_typed_out_resume_keeps_it(tmp_path, capsys) -> None:
+    from landscape.cli import main
+    from landscape.experiment.store import RunStore
+    from landscape.experiment.train import stored_preset
+
+    root = str(tmp_path / "runs")
+    argv = [*CLI_TINY, "--out", root, "--json"]
+    assert main(["train", "--preset", "ahn2023", *argv]) == 0
+    out = _json_line(capsys.readouterr().out)
+    typed = ["--attention", "linear", "--mask", "paper", "--fixed", "P:corner=1", "--init-std", "1e-4"]
+    assert main(["train", *typed, *argv]) == 0
+    back = _json_line(capsys.readouterr().out)
+    assert back["run"] == out["run"] and back["config"] == out["config"] and back["preset"] is None
+    with RunStore(root, read_only=True) as s:
+        assert len(s.list_runs()) == 1 and stored_preset(s, out["run"]) == "ahn2023"
+
+
+def test_preset_overrides_name_the_fields_not_taken_from_the_preset(tmp_path, capsys) -> None:
+    from landscape.cli import main
+    from landscape.cli.train import preset_line
+    from landscape.experiment.store import RunStore
+    from landscape.experiment.train import PRESET_OVERRIDES_RESULT, preset_overrides
+
+    base = dict(d=3, n=6, seeds=1, steps=0, batch=8, eval_batch=16)
+    assert preset_overrides(TrainConfig(**recipe.preset("ahn2023"), **base)) == ()
+    assert preset_overrides(TrainConfig(**base)) == ()  # no preset: nothing to override
+    # the name alone, without the fields: every field that differs from the preset's is named
+    assert preset_overrides(TrainConfig(**base, preset="ahn2023")) == ("mask", "fixed", "init_std")
+    over = TrainConfig(**{**recipe.preset("ahn2023"), "mask": "full", "fixed": [("P", "corner", 1)]}, **base)
+    assert preset_overrides(over) == ("mask",)  # [("P", "corner", 1)] is the preset's value as stored
+    line = preset_line("ahn2023", over)
+    assert "mask='full' (given; the preset's: 'paper')" in line and line.endswith("init_std=0.0001")
+    assert "fixed=(('P', 'corner', 1.0),)" in line and line.count("given") == 1
+
+    root = tmp_path / "runs"
+    assert main(["train", "--preset", "ahn2023", *CLI_TINY, "--steps", "0", "--mask", "full", "--out", str(root),
+                 "--json"]) == 0
+    name = _json_line(capsys.readouterr().out)["run"]
+    with RunStore(root, read_only=True) as s:
+        assert s.results(name)[PRESET_OVERRIDES_RESULT] == ["mask"]
+    assert main(["runs", str(root), "--show", name]) == 0
+    text = capsys.readouterr().out
+    assert "preset: ahn2023 (provenance, not in the config hash; fields given otherwise: mask)" in text
+    assert "result preset" not in text  # shown once, on its own line

@@ -145,6 +145,23 @@ def test_config_hashes_equal_those_of_the_code_before_the_recipe_layer(tmp_path:
         assert config_hash(TrainConfig.from_dict(stored).to_dict()) == REFERENCE_HASHES[k], k
 
 
+def test_a_preset_name_leaves_every_reference_hash_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the preset's name is provenance (TrainConfig.preset), not identity: the same fields with a
+    # preset named hash to the digests of the code that had no presets at all
+    monkeypatch.chdir(tmp_path)
+    _reference_files(tmp_path)
+    for k, v in CASES.items():
+        name = "cheng2024" if v.get("attention") == "kernel" else "ahn2023"
+        cfg = TrainConfig(**v, preset=name)
+        assert cfg.preset == name and config_hash(cfg.to_dict()) == REFERENCE_HASHES[k], k
+    for k, argv in CLI.items():
+        name = "cheng2024" if "--activation" in argv else "ahn2023"
+        cfg = _cli_config([*argv, "--preset", name])  # a preset's fields change the config ...
+        assert cfg.preset == name and config_hash(cfg.to_dict()) != REFERENCE_HASHES[k], k
+        bare = dataclasses.replace(cfg, preset=None)  # ... its name does not
+        assert config_hash(bare.to_dict()) == config_hash(cfg.to_dict()), k
+
+
 # ---------------------------------------------------------------------- composite data kernels
 def _composite_terms(d: int) -> tuple:
     """Cheng et al.'s K°(x, x') = exp(<x12, x'12>/2) + <x34, x'34> as (weight, kernel, G) terms."""

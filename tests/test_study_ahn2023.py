@@ -175,6 +175,42 @@ def test_llc_at_agrees_with_the_quadratic_reference_on_an_exact_quadratic() -> N
                   step_fraction=4.0)
 
 
+def test_whitened_reach_step_is_the_first_step_every_layer_median_is_below() -> None:
+    # (L=2, T=4, S=3), medians: layer 0 0.8, 0.2, 0.09, 0.02; layer 1 0.9, 0.05, 0.2, 0.09 (it rises again)
+    steps = [0, 10, 20, 30]
+    w = torch.tensor([[[0.9, 0.8, 0.7], [0.3, 0.2, 0.1], [0.05, 0.09, 0.5], [0.01, 0.02, 0.03]],
+                      [[0.9, 0.9, 0.9], [0.05, 0.05, 0.05], [0.2, 0.11, 0.3], [0.09, 0.5, 0.01]]], dtype=F64)
+    assert ah.whitened_reach_step(steps, w) == 30
+    assert ah.whitened_reach_step(steps, w, threshold=0.25) == 10  # the first step, though layer 1 rises after
+    assert ah.whitened_reach_step(steps, w, threshold=0.85) == 10  # step 0: layer 1's 0.9 is not below
+    assert ah.whitened_reach_step(steps, w, threshold=0.012) is None
+    with pytest.raises(ValueError, match="white must be"):
+        ah.whitened_reach_step(steps[:3], w)
+
+
+def test_family_fit_recovers_the_step_sizes_of_an_exact_family_point() -> None:
+    # A_l = a_l Σ^{-1} built by the construction, with P = diag(0, p), Q scaled by 1/p (the P/Q symmetry):
+    # the fit returns a_l, distance 0, and the nearest-permutation error against a permuted reference is 0
+    from landscape.theory.constructions import preconditioned_gd_construction
+
+    d, n, L = 3, 6, 2
+    sigma = random_covariance(d, _gen(11), spectrum=(1.0, 0.5, 0.25))
+    fam = get_family("pgd", Problem(d, L, n=n, sigma=sigma, attention="linear"))
+    a = [0.8, 0.3]
+    c = preconditioned_gd_construction(torch.stack([x * torch.linalg.inv(sigma) for x in a]))
+    stacked = {}
+    for k, v in c.params.items():
+        w = torch.stack([v, v])
+        if k.endswith(".P"):
+            w = w * torch.tensor([2.0, 0.5], dtype=F64)[:, None, None]
+        else:
+            w = w / torch.tensor([2.0, 0.5], dtype=F64)[:, None, None]
+        stacked[k] = w
+    fit = ah.family_fit(stacked, fam, [0.3, 0.8])
+    torch.testing.assert_close(fit.a, torch.tensor([a, a], dtype=F64), rtol=1e-8, atol=1e-10)
+    assert float(fit.distance.max()) < 1e-8 and float(fit.error.max()) < 1e-8
+
+
 # ------------------------------------------------------------------------------ the quick study
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory: pytest.TempPathFactory):
@@ -185,7 +221,8 @@ def quick(tmp_path_factory: pytest.TempPathFactory):
 
 EXPECTED = {"thm1_closed_form_optimum", "thm1_trained_matches_optimum", "thm3_whitened_distance",
             "thm3_fitted_scalars_match_symbolic", "thm3_certificate", "lemma1_construction_is_pgd",
-            "trained_reaches_optimal_pgd", "thm4_relaxed_A_form", "thm4_relaxed_B_form", "layers_are_preconditioned_gd"}
+            "trained_reaches_optimal_pgd", "thm4_relaxed_A_form", "thm4_relaxed_B_form", "layers_are_preconditioned_gd",
+            "paper_parameterisation_same_form_slower"}
 
 
 @pytest.mark.slow
@@ -263,7 +300,7 @@ def test_quick_probe_claim_is_the_probes_output(quick) -> None:
     result, _, out = quick
     claim = {x.name: x for x in result.claims}["layers_are_preconditioned_gd"]
     with RunStore(out, read_only=True) as store:
-        (run,) = [r for r in store.list_runs() if r.config.get("mask") == "sparse"]
+        (run,) = [r for r in store.list_runs() if r.config.get("mask") == "sparse" and "fixed" not in r.config]
     trained = load_trained(out, run.name)
     seeds = [unflatten_params(f, trained.spec) for f in trained.final]
     res = probe(seeds, trained.spec, trained.task, StudyContext(quick=True, out=out, seed=0).generator(ah.PROBE_OFFSET),
@@ -313,11 +350,72 @@ def test_quick_report_and_figures(quick) -> None:
     text = report.read_text()
     assert all(cl.statement in text for cl in result.claims)
     assert {f.name for f in result.figures} == {"ahn2023_distance.png", "ahn2023_distance.svg", "ahn2023_probe.png",
-                                                "ahn2023_probe.svg"}
+                                                "ahn2023_probe.svg", "ahn2023_parameterisations.png",
+                                                "ahn2023_parameterisations.svg"}
     assert all(f.is_file() and f.stat().st_size > 1000 for f in result.figures)
     with RunStore(out) as store:
         runs = store.list_runs()
         (study,) = [r for r in runs if r.name.startswith("study-ahn2023")]
         assert store.results(study)["claim.thm3_whitened_distance"]["holds"] is True
         trained = [r for r in runs if r.config.get("attention") == "linear"]
-        assert sorted(r.config["mask"] for r in trained) == ["full", "paper", "sparse"]
+        assert sorted(r.config["mask"] for r in trained) == ["full", "paper", "sparse", "sparse"]
+
+
+@pytest.mark.slow
+def test_quick_paper_parameterisation_claim_is_recomputed_from_the_store(quick) -> None:
+    # the two sparse-form runs differ only in the preset's fields; every number of the claim is
+    # recomputed from what the store holds (metrics along training, final weights, the provenance)
+    import json
+
+    from landscape.experiment.summary import seed_median
+    from landscape.experiment.tables import config_diff
+    from landscape.experiment.train import PRESET_OVERRIDES_RESULT, stored_preset
+
+    result, _, out = quick
+    claim = {x.name: x for x in result.claims}["paper_parameterisation_same_form_slower"]
+    m = claim.measured
+    L = ah.QUICK.layers
+    with RunStore(out, read_only=True) as store:
+        sparse = [r for r in store.list_runs() if r.config.get("mask") == "sparse"]
+        (lan,) = [r for r in sparse if "fixed" not in r.config]
+        (pap,) = [r for r in sparse if "fixed" in r.config]
+        assert stored_preset(store, pap) == ah.PAPER_PRESET and stored_preset(store, lan) is None
+        assert store.results(pap)[PRESET_OVERRIDES_RESULT] == []  # every field of the preset taken as it is
+        # same sizes, seeds, steps, schedule: only the preset's fields differ
+        assert config_diff(lan.config, pap.config) == {"fixed": ("<absent>", [["P", "corner", 1.0]]),
+                                                       "init_std": (0.1, 0.0001)}
+        curves = {k: ah._identity_distance_curves(store.metrics(r), L) for k, r in (("landscape", lan), ("paper", pap))}
+        params = {k: store.load_final(r)["params"] for k, r in (("landscape", lan), ("paper", pap))}
+    reach = {k: ah.whitened_reach_step(steps, white) for k, (steps, _, white) in curves.items()}
+    never = ah.QUICK.steps_multi + 1
+    for k in reach:
+        assert m[f"{k}_reach_step"] == (never if reach[k] is None else reach[k])
+    white = curves["paper"][2]
+    w0, wT = seed_median(white[:, 0]), seed_median(white[:, -1])
+    for l in range(L):
+        assert m[f"paper layer{l}: whitened initial"] == pytest.approx(float(w0[l]), rel=1e-12)
+        assert m[f"paper layer{l}: whitened final"] == pytest.approx(float(wT[l]), rel=1e-12)
+    # the distance to the characterised construction: the stored weights projected onto the family again
+    sigma = random_covariance(ah.QUICK.d, StudyContext(quick=True, out=Path("unused"), seed=0).generator(1),
+                              spectrum=ah.QUICK.spectrum)
+    prob = Problem(ah.QUICK.d, L, n=ah.QUICK.n, sigma=sigma, attention="linear")
+    a_star = ah.symbolic_optimum(get_family("pgd", prob), LinearRegression(ah.QUICK.d, ah.QUICK.n, sigma,
+                                                                           task_cov="inverse"))
+    a_star = [a_star.values[f"a{l}"] for l in range(L)]
+    for k in ("landscape", "paper"):
+        fit = ah.family_fit(params[k], get_family("pgd", prob), a_star)
+        assert m[f"{k}_median_a_rel_error"] == pytest.approx(float(seed_median(fit.error)), rel=1e-6)
+    # the paper's value scale stayed at 1 exactly; the landscape run trained its own
+    for l in range(L):
+        assert torch.equal(params["paper"][f"layer{l}.head0.P"][:, ah.QUICK.d, ah.QUICK.d],
+                           torch.ones(ah.QUICK.seeds, dtype=F64))
+    holds = bool((wT < 0.5 * w0).all()) and reach["landscape"] is not None and (
+        reach["paper"] is None or reach["paper"] > reach["landscape"])
+    assert claim.holds == holds
+    assert claim.holds  # measured at the quick size, seed 0: landscape reaches 0.1, the paper's run does not
+    data = json.loads((out / "ahn2023_parameterisations.json").read_text())
+    assert data["preset"] == ah.PAPER_PRESET
+    for k, (steps, _, white_k) in curves.items():
+        assert data["per_seed"][k]["steps"] == list(steps)
+        assert torch.allclose(torch.tensor(data["per_seed"][k]["whitened"], dtype=F64), white_k.to(F64),
+                              rtol=1e-12, atol=0.0)

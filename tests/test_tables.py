@@ -162,3 +162,26 @@ def test_config_diff_nested_and_absent_keys() -> None:
     assert tables.config_diff(a, a) == {}
     with pytest.raises(TypeError, match="config b must be a mapping"):
         tables.config_diff(a, [1])
+
+
+def test_the_runs_preset_joins_the_metric_table_by_run(tmp_path: Path) -> None:
+    # the module docstring's join: the preset (provenance, a runs_table column) onto every metric row
+    import dataclasses
+
+    import pandas as pd
+
+    from landscape import recipe
+    from landscape.experiment.train import TrainConfig, stored_preset, train
+
+    root = tmp_path / "runs"
+    base = dict(d=2, n=4, seeds=1, steps=2, batch=4, eval_batch=8, log_every=1, checkpoint_every=0)
+    a = train(TrainConfig(**recipe.preset("ahn2023-p0"), **base), root, progress=False)
+    b = train(TrainConfig(**base), root, progress=False)
+    runs = pd.DataFrame([dataclasses.asdict(r) for r in tables.runs_table(root)])
+    df = tables.to_dataframe(root).merge(runs[["name", "preset"]], left_on="run", right_on="name")
+    assert len(df) == len(tables.to_dataframe(root)) > 0
+    with RunStore(root, read_only=True) as s:
+        want = {a.run: stored_preset(s, a.run), b.run: stored_preset(s, b.run)}
+    assert want == {a.run: "ahn2023-p0", b.run: None}
+    assert df[df.run == a.run].preset.eq("ahn2023-p0").all() and df[df.run == b.run].preset.isna().all()
+    assert (df.run == a.run).any() and (df.run == b.run).any()

@@ -8,7 +8,14 @@ Examples::
     landscape runs runs/ahn2023 --json
 
 With ``--json`` one object is printed: ``{"runs": [...]}``, ``{"run": {...}}`` or
-``{"diff": {key: [a, b]}}``.
+``{"diff": {key: [a, b]}, "preset": [a, b]}``.
+
+A run started from a paper preset (``landscape train --preset NAME``) shows its name: ``preset`` of
+each listed run, a ``preset:`` line of ``--show`` and a ``preset`` line of ``--diff`` where the two
+differ. It is provenance recorded beside the run, not part of its config or hash
+(:func:`landscape.experiment.train.stored_preset`): ``none`` means the fields were given one by
+one, ``not recorded`` a run stored before presets were recorded; ``--show`` also names the preset's
+fields the run was given otherwise (:func:`landscape.experiment.train.preset_overrides`).
 
 Exit status: 0 listed, shown or compared; 2 not a run store or an unknown run (one line on
 stderr, naming the store's runs); 1 an internal error.
@@ -47,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from landscape.cli import emit_json
     from landscape.experiment.store import RunStore
     from landscape.experiment.tables import config_diff, runs_table, select_runs
+    from landscape.experiment.train import PRESET_OVERRIDES_RESULT, PRESET_RESULT, stored_preset
 
     if not (args.store / "store.sqlite").is_file():
         raise ValueError(f"{str(args.store)!r} is not a run store (no store.sqlite in it)")
@@ -54,13 +62,18 @@ def run(args: argparse.Namespace) -> int:
         if args.diff is not None:
             a, b = (select_runs(store, [ref])[0] for ref in args.diff)
             diff = config_diff(a.config, b.config)
+            presets = [stored_preset(store, a), stored_preset(store, b)]
             if args.json:
-                emit_json({"a": a.name, "b": b.name, "diff": {k: list(v) for k, v in diff.items()}})
+                emit_json({"a": a.name, "b": b.name, "diff": {k: list(v) for k, v in diff.items()},
+                           "preset": presets})
                 return 0
             if not diff:
                 print(f"{a.name} and {b.name}: the same config (hash {a.config_hash[:12]})")
             for k, (va, vb) in diff.items():
                 print(f"{k}: {json.dumps(va)} -> {json.dumps(vb)}")
+            if presets[0] != presets[1]:
+                print(f"preset (provenance, not in the config hash): {json.dumps(presets[0])} -> "
+                      f"{json.dumps(presets[1])}")
             return 0
         if args.show is not None:
             (r,) = select_runs(store, [args.show])
@@ -72,9 +85,16 @@ def run(args: argparse.Namespace) -> int:
                 return 0
             print(f"{r.name} (id {r.id}): {r.status}{' (' + r.reason + ')' if r.reason else ''}; "
                   f"config hash {r.config_hash}")
+            recorded = PRESET_RESULT in info["results"]
+            over = info["results"].get(PRESET_OVERRIDES_RESULT)
+            given = (f"; fields given otherwise: {', '.join(map(str, over))}" if isinstance(over, list) and over
+                     else "")
+            print(f"preset: {row.preset if row.preset is not None else 'none' if recorded else 'not recorded'} "
+                  f"(provenance, not in the config hash{given})")
             print(f"metrics: {', '.join(info['metric_keys']) or 'none'}")
             for k, v in info["results"].items():
-                print(f"result {k}: {json.dumps(v)}")
+                if k not in (PRESET_RESULT, PRESET_OVERRIDES_RESULT):
+                    print(f"result {k}: {json.dumps(v)}")
             print("config:")
             for k, v in sorted(r.config.items()):
                 print(f"  {k}: {json.dumps(v)}")
@@ -88,5 +108,6 @@ def run(args: argparse.Namespace) -> int:
     for r in rows:
         size = f"{r.seeds} seeds x {r.steps} steps" if r.seeds is not None and r.steps is not None else "-"
         print(f"  {r.name:<{width}}  {r.status:<11} {size:<22} {r.metrics} metric keys  "
-              f"final weights: {'yes' if r.final else 'no'}  {r.config_hash[:12]}")
+              f"final weights: {'yes' if r.final else 'no'}  {r.config_hash[:12]}"
+              + (f"  preset {r.preset}" if r.preset is not None else ""))
     return 0

@@ -29,6 +29,12 @@ distances to the family, ``task``: the task, the prior of w* and Σ
 run's config as stored (:meth:`~landscape.experiment.train.TrainConfig.to_dict`) and ``preset``:
 the preset's name (or ``null``).
 
+The preset's name is provenance, not part of the run's identity: the stored config (and its hash)
+holds the fields, so ``--preset ahn2023`` and the same fields typed out are one run; the name is
+recorded beside the run when it starts (result ``preset``,
+:func:`~landscape.experiment.train.stored_preset`; ``null`` for fields typed out) and shown by
+``landscape runs STORE --show RUN`` and ``--diff``. Resuming a run never rewrites it.
+
 Every numeric option is checked when the command line is parsed, and the memory of the run is
 estimated from its sizes before anything is created (:func:`train_memory`): a run that cannot fit
 is refused with the estimate.
@@ -208,7 +214,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         warmup=args.warmup, resample_every=args.resample_every, dtype=args.dtype, seed=args.seed,
         engine=args.engine, chunk=args.chunk, device=args.device, log_every=args.log_every,
         checkpoint_every=args.checkpoint_every, eval_batch=args.eval_batch, distance_every=args.distance_every,
-        fixed=tuple(args.fixed) if getattr(args, "fixed", None) else None, **extra,
+        fixed=tuple(args.fixed) if getattr(args, "fixed", None) else None, preset=getattr(args, "preset", None),
+        **extra,
     )
 
 
@@ -262,17 +269,21 @@ def apply_preset(args: argparse.Namespace) -> tuple[argparse.Namespace, dict[str
 
 
 def preset_line(name: str, config: Any) -> str:
-    """One line naming the preset and the fields the run took from it (the config's values)."""
-    from landscape import recipe
-
+    """One line naming the preset and the fields the run took from it (the config's values); the
+    fields given otherwise (:func:`landscape.experiment.train.preset_overrides`) name the preset's value."""
     import dataclasses
 
+    from landscape import recipe
+    from landscape.experiment.train import preset_overrides
+
     fields = recipe.preset(name)
-    probe = dataclasses.replace(config, **fields)  # the preset's values as the config stores them
+    over = set(preset_overrides(dataclasses.replace(config, preset=name)))
     shown = []
-    for k in fields:
-        got, want = getattr(config, k), getattr(probe, k)
-        shown.append(f"{k}={got!r}" + ("" if got == want else f" (given; the preset's: {want!r})"))
+    for k, want in fields.items():
+        if k == "preset":  # the provenance itself, not a field the run took
+            continue
+        got = getattr(config, k)
+        shown.append(f"{k}={got!r}" + (f" (given; the preset's: {want!r})" if k in over else ""))
     return f"preset {name}: " + ", ".join(shown)
 
 
@@ -292,7 +303,7 @@ def run(args: argparse.Namespace) -> int:
     record = recipe.describe_task(make_task(config), args.sigma)
     result = train(config, args.out, name=args.name, progress=not args.no_progress and not args.json)
     record_family_minimum(result.root, result.run_name)  # the loss plot's family line (None without --out)
-    preset = getattr(args, "preset", None)
+    preset = config.preset
     summary = {**result.summary(), "task": record, "preset": preset, "config": config.to_dict()}
     status = 1 if config.seeds > 0 and bool(result.diverged.all()) else 0
     if status:

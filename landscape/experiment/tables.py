@@ -18,6 +18,13 @@ none (a diverged seed). Rows are ordered by run (creation order), then metric, s
 :class:`pandas.DataFrame`, :func:`write_table` a CSV or Parquet file written atomically (a partial
 file never appears under the target name). :func:`runs_table` lists the runs,
 :func:`config_diff` compares two stored configs key by key. Everything opens the store read-only.
+
+A run's preset (:func:`landscape.recipe.preset`) is provenance, not part of its config: it is a
+column of :func:`runs_table` (:attr:`RunRow.preset`), not of the metric table, whose rows join it
+by ``run``::
+
+    runs = pd.DataFrame([dataclasses.asdict(r) for r in runs_table(store)])
+    df = to_dataframe(store).merge(runs[["name", "preset"]], left_on="run", right_on="name")
 """
 
 from __future__ import annotations
@@ -66,6 +73,9 @@ class RunRow:
         steps: ``config["steps"]`` where the config has it, else ``None``.
         metrics: number of metric keys logged.
         final: whether final weights are stored.
+        preset: the paper preset the run was started from
+            (:func:`~landscape.experiment.train.stored_preset`: provenance, not in the config or
+            its hash), ``None`` for fields given one by one or a run stored before it was recorded.
     """
 
     name: str
@@ -77,6 +87,7 @@ class RunRow:
     steps: int | None
     metrics: int
     final: bool
+    preset: str | None = None
 
 
 def _open(store: Any):
@@ -134,6 +145,8 @@ def runs_table(store: Any) -> list[RunRow]:
     Raises:
         ValueError: ``store`` is not a run store.
     """
+    from landscape.experiment.train import stored_preset
+
     s, close = _open(store)
     try:
         out = []
@@ -142,7 +155,7 @@ def runs_table(store: Any) -> list[RunRow]:
             seeds, steps = cfg.get("seeds"), cfg.get("steps")
             out.append(RunRow(r.name, r.id, r.status, r.config_hash, r.created_at,
                               seeds if isinstance(seeds, int) else None, steps if isinstance(steps, int) else None,
-                              len(s.metrics(r)), s.has_final(r)))
+                              len(s.metrics(r)), s.has_final(r), stored_preset(s, r)))
         return out
     finally:
         if close:

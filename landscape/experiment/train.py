@@ -107,6 +107,11 @@ from landscape.experiment.metrics import family_key, metric_key, parse_family_ke
 __all__ = [
     "TrainConfig",
     "stored_config",
+    "stored_preset",
+    "preset_overrides",
+    "PRESET_RESULT",
+    "PRESET_OVERRIDES_RESULT",
+    "UNSTORED_FIELDS",
     "TrainObjects",
     "TaskPart",
     "ModelPart",
@@ -158,6 +163,20 @@ _CHECKPOINT_FORMAT = 1
 
 STORED_OPTIONAL_FIELDS: frozenset[str] = frozenset({"chunk", "data_kernel", "fixed"})
 """TrainConfig fields a stored config may lack (written only when set; see :meth:`TrainConfig.to_dict`)."""
+
+UNSTORED_FIELDS: frozenset[str] = frozenset({"device", "preset", "_from_store"})
+"""TrainConfig fields that are not part of a run's identity, so never in its stored config: where it
+runs (``device``), the preset its fields came from (``preset``: provenance, recorded as the run's
+:data:`PRESET_RESULT` result) and where the config was read (``_from_store``)."""
+
+PRESET_RESULT = "preset"
+r"""Result key (:meth:`~landscape.experiment.store.RunStore.results`) of a run's provenance: the name
+of the :func:`~landscape.recipe.preset` that the command which first trained it took its fields
+from, or ``None`` for fields given one by one (:func:`stored_preset`)."""
+
+PRESET_OVERRIDES_RESULT = "preset_overrides"
+"""Result key beside :data:`PRESET_RESULT` (written with a preset only): the preset's fields the run
+did not take from it (:func:`preset_overrides`), so a provenance never claims more than the run holds."""
 
 
 # ---------------------------------------------------------------------- covariance specs
@@ -376,7 +395,7 @@ _FIELD_RULES: dict[str, Callable[[str, Any], Any]] = {
     "engine": _choice(ENGINES), "chunk": _optional(_int(1)),
     # bookkeeping
     "device": _device, "log_every": _int(1), "checkpoint_every": _int(0), "eval_batch": _int(1),
-    "distance_every": _optional(_int(0)),
+    "distance_every": _optional(_int(0)), "preset": _optional(_choice(tuple(recipe.PRESETS))),
 }
 
 def _apply_rules(obj: Any, names: Sequence[str]) -> None:
@@ -452,13 +471,14 @@ class OptimisationPart:
 
 @dataclass(frozen=True)
 class BookkeepingPart:
-    """The bookkeeping part of a :class:`TrainConfig` (``device`` is not part of a run's identity)."""
+    """The bookkeeping part of a :class:`TrainConfig` (``device`` and ``preset`` are not part of a run's identity)."""
 
     device: str = "auto"
     log_every: int = 100
     checkpoint_every: int = 1000
     eval_batch: int = 2048
     distance_every: int | None = None
+    preset: str | None = None
 
     def __post_init__(self) -> None:
         _apply_rules(self, [f.name for f in dataclasses.fields(BookkeepingPart)])
@@ -646,13 +666,19 @@ class TrainConfig(BookkeepingPart, OptimisationPart, ModelPart, TaskPart):
             :func:`resolve_chunk` from a working-set target); the gradient is the full-batch one
             up to round-off whatever the chunk.
 
-    Bookkeeping (not part of the run's identity: ``device``):
+    Bookkeeping (not part of the run's identity: ``device``, ``preset``):
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
         log_every: log metrics every this many steps (and at the end).
         checkpoint_every: save a checkpoint every this many steps (``0``: never).
         eval_batch: held-out prompts for the evaluation loss (shared by all seeds).
         distance_every: project onto the family every this many steps (``0``: only at the end;
             ``None``: at every log step).
+        preset: the name of the paper preset the fields came from (:func:`landscape.recipe.preset`
+            sets it: ``TrainConfig(**preset("ahn2023"), ...)``), or ``None``. Provenance only: it
+            is left out of :meth:`to_dict`, so the config hash identifies the trained problem by
+            its fields — a run from a preset and the same fields typed out are one run — and
+            :func:`train` records it as the run's :data:`PRESET_RESULT` result when the run starts,
+            with the preset's fields the config overrides (:func:`preset_overrides`).
         _from_store: set by :meth:`from_dict`: the config was read back from a run store, so a
             user family file it names is never imported (:func:`~landscape.theory.families.check_stored_family`).
 
@@ -762,7 +788,8 @@ class TrainConfig(BookkeepingPart, OptimisationPart, ModelPart, TaskPart):
     def to_dict(self) -> dict[str, Any]:
         """The run's identity as a JSON-serialisable dict (what the run store hashes).
 
-        ``device`` is left out (a run may be resumed elsewhere). A covariance read from a file is
+        ``device`` is left out (a run may be resumed elsewhere), and so is ``preset`` (provenance,
+        not identity: a config from a preset hashes as the same fields typed out). A covariance read from a file is
         stored as its matrix, and a family file is identified by its content (SHA-256), so editing
         either file makes a new run. ``sigma`` is stored in the stored-config convention of
         :func:`_stored_sigma` (``diag:`` there is the rotated spectrum, as it always was; the
@@ -772,7 +799,7 @@ class TrainConfig(BookkeepingPart, OptimisationPart, ModelPart, TaskPart):
         """
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
-            if f.name in ("device", "_from_store"):
+            if f.name in UNSTORED_FIELDS:
                 continue
             v = getattr(self, f.name)
             if f.name in STORED_OPTIONAL_FIELDS and v is None:
@@ -1870,6 +1897,7 @@ def _train(config: TrainConfig, setup: tuple[Any, ...], store: Any, name: str | 
     chash = config_hash(cfg_dict)
     if store is not None:
         run = store.create_run(cfg_dict, name=name)
+        _record_preset(store, run, config)
         if run.status == "finished":
             loaded = _load_finished(config, store, run, dev, t_start)
             if loaded is not None:
@@ -1890,6 +1918,51 @@ def _train(config: TrainConfig, setup: tuple[Any, ...], store: Any, name: str | 
                 with contextlib.suppress(Exception):  # keep the original error if the store fails too
                     store.set_status(run, "failed", reason=_failure_reason(exc))
             raise
+
+
+def preset_overrides(config: TrainConfig) -> tuple[str, ...]:
+    """The fields of ``config.preset`` (:func:`landscape.recipe.preset`) whose value in ``config`` is not the preset's.
+
+    ``landscape train --preset NAME --mask full`` overrides ``mask``; ``TrainConfig(preset=NAME)``
+    without the preset's fields overrides every field that differs from them. Each value is
+    compared in the form the config stores it (the field's validation rule).
+
+    Returns:
+        The overridden field names in the preset's order; ``()`` without a preset.
+    """
+    if config.preset is None:
+        return ()
+    fields = {k: v for k, v in recipe.preset(config.preset).items() if k != "preset"}
+    return tuple(k for k, v in fields.items() if getattr(config, k) != _FIELD_RULES[k](k, v))
+
+
+def _record_preset(store: Any, run: Any, config: TrainConfig) -> None:
+    """Record the run's provenance (:data:`PRESET_RESULT`, :data:`PRESET_OVERRIDES_RESULT`) when it starts.
+
+    Never rewritten after: a run that already holds training state (a checkpoint or final
+    weights) or the record keeps what it has — resuming it, typed out or from a preset, does not
+    change how it began.
+    """
+    if PRESET_RESULT in store.results(run) or store.checkpoints(run) or store.has_final(run):
+        return
+    if config.preset is not None:
+        store.log_result(run, PRESET_OVERRIDES_RESULT, list(preset_overrides(config)))
+    store.log_result(run, PRESET_RESULT, config.preset)
+
+
+def stored_preset(store: Any, run: Any) -> str | None:
+    """The preset a stored run was started from (:data:`PRESET_RESULT`), or ``None``.
+
+    ``None`` both for a run whose fields were given one by one and for one stored before the
+    provenance was recorded (:func:`train` records it when a run starts). The stored text is
+    only returned (a str, else ``None``), never interpreted.
+
+    Args:
+        store: an open :class:`~landscape.experiment.store.RunStore`.
+        run: the run, its name or its id.
+    """
+    value = store.results(run).get(PRESET_RESULT)
+    return value if isinstance(value, str) else None
 
 
 def _train_locked(config: TrainConfig, dev: torch.device, spec: ModelSpec, sigma: torch.Tensor | None,
@@ -2048,7 +2121,7 @@ def stored_config(run: Any) -> "TrainConfig | None":
         ValueError: a training run whose stored config does not validate (a damaged or edited
             store); the message names the run and the reason.
     """
-    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"device", "_from_store"} - STORED_OPTIONAL_FIELDS
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - UNSTORED_FIELDS - STORED_OPTIONAL_FIELDS
     if not names <= set(run.config):
         return None
     try:
