@@ -69,6 +69,9 @@ def rst_to_md(text: str) -> str:
 
 
 def _clean_repr(value: Any) -> str:
+    if isinstance(value, (set, frozenset)):  # sorted: a set's own order changes with the hash seed
+        items = ", ".join(repr(v) for v in sorted(value, key=repr))
+        return f"{type(value).__name__}({{{items}}})" if value else f"{type(value).__name__}()"
     r = repr(value)
     r = re.sub(r" at 0x[0-9a-fA-F]+", "", r)
     return r
