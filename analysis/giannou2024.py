@@ -216,8 +216,9 @@ class Settings:
     The depth rule of :data:`FULL` (measured, not assumed): ``lr = 0.03`` in float32 for
     ``L <= 4``; ``0.015`` at ``L = 5`` and ``0.01`` at ``L = 6``, both in float64. Short trainings at
     the full sizes (4 seeds, batches of 1024, 500 steps at the constant peak rate, the study's seeds)
-    gave: in float32 every lr tried diverges at ``L = 6`` for at least 3 of 4 seeds (0.03, 0.02,
-    0.015, 0.01, 0.005; also 0.03 with 200 warm-up steps, and initial std 0.05 or 0.07), because a
+    gave: in float32 every lr tried diverges at ``L = 6`` for all 4 seeds and at ``L = 5`` for 2 or 3
+    of 4 (0.03, 0.02, 0.015, 0.01, 0.005 at ``L = 6``, 0.03 to 0.01 at ``L = 5``; also 0.03 with 200
+    warm-up steps, and initial std 0.05 or 0.07), because a
     6-layer model is a degree-``3^6`` polynomial of the prompt and float32 overflows on the tail of
     the prompt distribution (at one initialisation 1.6 % of 20 480 prompts already give a
     non-finite error in float32, none in float64); in float64 ``lr = 0.03`` still blows up one seed at ``L = 5``
