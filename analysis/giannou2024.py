@@ -15,8 +15,9 @@ Three measurements (docs/theory.md §4):
 3. **Trained linear transformers vs Newton and GD.** Linear-attention transformers
    (:class:`landscape.core.model.ModelSpec` ``linear``, full ``P, Q``) with ``L`` layers are trained
    (:func:`landscape.experiment.train.train`, Adam) on noiseless linear-regression prompts
-   :math:`x \sim N(0, I_d)`, :math:`w \sim N(0, I_d)`, and compared at equal depth/step count
-   ``L`` with
+   :math:`x \sim N(0, I_d)`, :math:`w \sim N(0, I_d)` — with a learning rate and a precision per
+   depth (:class:`Settings`: the deeper full-size models need a smaller rate and float64) — and
+   compared at equal depth/step count ``L`` with
 
    * Newton–Schulz least squares with ``T = L`` steps and the default per-prompt scaling
      :math:`\alpha = 1/\lVert G\rVert_2^2` (:math:`G = \sum_i x_i x_i^\top`), and with the best
@@ -38,7 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch.func import vmap
@@ -64,6 +65,7 @@ __all__ = [
     "Settings",
     "QUICK",
     "FULL",
+    "COMPARISON_TITLE",
     "comparison_figure",
     "run",
 ]
@@ -157,11 +159,11 @@ class TrainedDepth:
 
 
 def train_depth(L: int, *, d: int, n: int, test: PromptBatch, seeds: int, steps: int, batch: int, lr: float,
-                seed: int, progress: bool = False, device: str = "cpu") -> TrainedDepth:
+                seed: int, dtype: str = "float32", progress: bool = False, device: str = "cpu") -> TrainedDepth:
     """Train ``seeds`` linear transformers with ``L`` layers (:func:`landscape.experiment.train.train`) and test them.
 
-    Adam with a cosine schedule, per-seed gradient clipping at norm 1, float32, fresh prompts every
-    step; ``N(0, 0.1²)`` initialisation, all entries of ``P, Q`` free.
+    Adam with a cosine schedule, per-seed gradient clipping at norm 1, training in ``dtype``, fresh
+    prompts every step; ``N(0, 0.1²)`` initialisation, all entries of ``P, Q`` free.
 
     Args:
         L: number of layers.
@@ -169,6 +171,7 @@ def train_depth(L: int, *, d: int, n: int, test: PromptBatch, seeds: int, steps:
         test: held-out prompts (float64) the seeds are scored on.
         seeds, steps, batch, lr: :class:`~landscape.experiment.train.TrainConfig` settings.
         seed: the run's seed.
+        dtype: training precision, ``"float32"`` or ``"float64"``.
         progress: show a progress bar.
         device: training device.
 
@@ -179,7 +182,7 @@ def train_depth(L: int, *, d: int, n: int, test: PromptBatch, seeds: int, steps:
         ValueError, TypeError: invalid settings (from :class:`~landscape.experiment.train.TrainConfig`).
     """
     cfg = TrainConfig(task="linear", d=d, n=n, layers=L, seeds=seeds, steps=steps, batch=batch, lr=lr, clip=1.0,
-                      schedule="cosine", dtype="float32", seed=seed, device=device, log_every=steps,
+                      schedule="cosine", dtype=dtype, seed=seed, device=device, log_every=steps,
                       checkpoint_every=0, eval_batch=1024)
     res = train(cfg, progress=progress)
     spec = ModelSpec.linear(d, L)
@@ -204,8 +207,28 @@ class Settings:
         ns_steps, ns_prompts: Newton–Schulz construction check (layers, matrices).
         ls_steps, ls_prompts: least-squares-via-Newton–Schulz check.
         depths: ``L`` values of the trained models.
-        seeds, steps, batch, lr: training of each depth (Adam, cosine schedule, clip 1, float32).
+        seeds, steps, batch: training of each depth (Adam, cosine schedule, clip 1).
+        lr: the peak learning rate of each depth, one per entry of ``depths``.
+        dtype: the training precision of each depth (``"float32"`` or ``"float64"``), one per entry
+            of ``depths``; scoring is in float64 at every depth.
         test_prompts, fit_prompts: held-out prompts (scoring; tuning the GD steps).
+
+    The depth rule of :data:`FULL` (measured, not assumed): ``lr = 0.03`` in float32 for
+    ``L <= 4``; ``0.015`` at ``L = 5`` and ``0.01`` at ``L = 6``, both in float64. Short trainings at
+    the full sizes (4 seeds, batches of 1024, 500 steps at the constant peak rate, the study's seeds)
+    gave: in float32 every lr tried diverges at ``L = 6`` for all 4 seeds and at ``L = 5`` for 2 or 3
+    of 4 (0.03, 0.02, 0.015, 0.01, 0.005 at ``L = 6``, 0.03 to 0.01 at ``L = 5``; also 0.03 with 200
+    warm-up steps, and initial std 0.05 or 0.07), because a
+    6-layer model is a degree-``3^6`` polynomial of the prompt and float32 overflows on the tail of
+    the prompt distribution (at one initialisation 1.6 % of 20 480 prompts already give a
+    non-finite error in float32, none in float64); in float64 ``lr = 0.03`` still blows up one seed at ``L = 5``
+    (loss/d 4e10) and at ``L = 6`` (step 435), while 0.015 at ``L = 5`` and 0.015 and 0.01 at
+    ``L = 6`` keep all 4 seeds finite (loss/d 3e-4 to 1.3e-2 after 500 steps; 0.01 at ``L = 6`` for
+    the margin a run eight times longer needs). :data:`QUICK` (``L <= 4``) keeps 0.03 in float32.
+
+    Raises:
+        ValueError: ``lr`` or ``dtype`` not one entry per depth, a non-positive ``lr``, or a
+            ``dtype`` other than float32 / float64.
     """
 
     d: int
@@ -218,18 +241,42 @@ class Settings:
     seeds: int
     steps: int
     batch: int
-    lr: float
+    lr: tuple[float, ...]
+    dtype: tuple[str, ...]
     test_prompts: int
     fit_prompts: int
 
+    def __post_init__(self) -> None:
+        for name in ("lr", "dtype"):
+            if len(getattr(self, name)) != len(self.depths):
+                raise ValueError(f"Settings.{name} must hold one entry per depth ({len(self.depths)} for depths "
+                                 f"{self.depths}), got {len(getattr(self, name))}")
+        if not all(isinstance(v, (int, float)) and v > 0 for v in self.lr):
+            raise ValueError(f"Settings.lr must be positive numbers, got {self.lr}")
+        if not set(self.dtype) <= {"float32", "float64"}:
+            raise ValueError(f"Settings.dtype entries must be 'float32' or 'float64', got {self.dtype}")
+
+    def training(self, L: int) -> tuple[float, str]:
+        """The peak learning rate and training precision of depth ``L`` (an entry of :attr:`depths`).
+
+        Raises:
+            ValueError: ``L`` is not one of the depths.
+        """
+        if L not in self.depths:
+            raise ValueError(f"depth {L} is not one of the settings' depths {self.depths}")
+        i = self.depths.index(L)
+        return self.lr[i], self.dtype[i]
+
 
 QUICK = Settings(d=5, n=20, ns_steps=16, ns_prompts=8, ls_steps=20, ls_prompts=256, depths=(1, 2, 3, 4), seeds=2,
-                 steps=700, batch=256, lr=3e-2, test_prompts=8192, fit_prompts=8192)
+                 steps=700, batch=256, lr=(3e-2,) * 4, dtype=("float32",) * 4, test_prompts=8192,
+                 fit_prompts=8192)
 """Quick sizes: a few minutes on a 2-core CPU."""
 
 FULL = Settings(d=5, n=20, ns_steps=16, ns_prompts=8, ls_steps=20, ls_prompts=256, depths=(1, 2, 3, 4, 5, 6),
-                seeds=4, steps=4000, batch=1024, lr=3e-2, test_prompts=32768, fit_prompts=32768)
-"""Full sizes."""
+                seeds=4, steps=4000, batch=1024, lr=(3e-2, 3e-2, 3e-2, 3e-2, 1.5e-2, 1e-2),
+                dtype=("float32",) * 4 + ("float64",) * 2, test_prompts=32768, fit_prompts=32768)
+"""Full sizes; the learning rate and precision fall with depth (the rule and its measurements: :class:`Settings`)."""
 
 
 # ------------------------------------------------------------------------------------ sections
@@ -315,12 +362,15 @@ def _train_and_compare(ctx: StudyContext, s: Settings, task: LinearRegression) -
     trained: dict[int, TrainedDepth] = {}
     rows = []
     for L in s.depths:
-        tr = train_depth(L, d=d, n=s.n, test=test, seeds=s.seeds, steps=s.steps, batch=s.batch, lr=s.lr,
-                         seed=1000 * ctx.seed + L, progress=ctx.progress, device=ctx.device)
+        lr, dtype = s.training(L)
+        tr = train_depth(L, d=d, n=s.n, test=test, seeds=s.seeds, steps=s.steps, batch=s.batch, lr=lr,
+                         seed=1000 * ctx.seed + L, dtype=dtype, progress=ctx.progress, device=ctx.device)
         trained[L] = tr
         eta = fit_gd_steps(fit, L)
         rows.append({
             "L": L,
+            "lr": lr,
+            "dtype": dtype,
             "trained_best": float(tr.test_loss[tr.best]),
             "trained_worst": float(tr.test_loss.max()),
             "gd_opt_steps": _mse(gd_prediction(test, eta), test.target, d),
@@ -381,9 +431,37 @@ def _check_depth(s: Settings, rows: list[dict[str, Any]], found: Findings) -> li
     return beats
 
 
+def _semilogy(ax: Any, panel: dict[str, Any], gid: str, x: Sequence[float], y: Sequence[float], fmt: str,
+              label: str, *, legend: bool = True, **kw: Any) -> None:
+    """Draw one curve on a log-y axes and record it in ``panel["curves"]``: the very lists matplotlib is given.
+
+    The line's gid is ``gid``; ``legend=False`` keeps it out of the legend (the recorded label stays).
+    """
+    xs, ys = [float(v) for v in x], [float(v) for v in y]
+    ax.semilogy(xs, ys, fmt, label=label if legend else None, gid=gid, **kw)
+    panel["curves"].append({"id": gid, "label": label, "x": xs, "y": ys})
+
+
+def _panel(ax: Any, panel: dict[str, Any], title: str, xlabel: str, ylabel: str) -> None:
+    """Set the axes' title and labels, and record them (with the y scale) in ``panel``."""
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    panel.update(title=title, xlabel=xlabel, ylabel=ylabel, yscale=ax.get_yscale())
+
+
+COMPARISON_TITLE = "Giannou et al. (2024): Newton–Schulz in linear attention, and trained transformers vs Newton and GD"
+"""The suptitle of :func:`comparison_figure`."""
+
+
 def comparison_figure(residuals: torch.Tensor, ls_err: torch.Tensor, rows: list[dict[str, Any]],
-                      layer_rows: list[dict[str, Any]]) -> Any:
-    """Three panels: Newton–Schulz residuals per layer, least squares via Newton–Schulz, trained vs Newton and GD.
+                      layer_rows: list[dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
+    r"""Three panels: Newton–Schulz residuals per layer, least squares via Newton–Schulz, trained vs Newton and GD.
+
+    Every curve is recorded as it is drawn (the lists handed to matplotlib, the line's gid, its
+    label), with each panel's title, axis labels and y scale: the figure's data file
+    (``<stem>.json``, :meth:`analysis._study.Findings.figure`). Non-finite values (a depth whose
+    seeds all diverged) are drawn as gaps and written as ``null``.
 
     Args:
         residuals: ``(B, T+1)`` residual norms of the construction.
@@ -391,49 +469,56 @@ def comparison_figure(residuals: torch.Tensor, ls_err: torch.Tensor, rows: list[
         rows, layer_rows: the by-depth and per-layer tables.
 
     Returns:
-        The :class:`matplotlib.figure.Figure`.
+        The :class:`matplotlib.figure.Figure` and its data
+        ``{"title", "panels": [{"title", "xlabel", "ylabel", "yscale", "curves": [{"id", "label", "x", "y"}]}]}``
+        (panels left to right; curve ids ``residual_b`` per matrix ``b``, ``residual_exact_squaring``,
+        ``ls_rel_error``, the by-depth keys ``trained_best``, ``gd_opt_steps``, ``newton``,
+        ``newton_best_alpha``, and ``trained_L{Lmax}_readout``).
     """
     from matplotlib.figure import Figure
 
     r = residuals
     T_ns = r.shape[1] - 1
-    fig = Figure(figsize=(15, 4.6), layout="constrained")
+    fig = Figure(figsize=(15, 5.0), layout="constrained")
+    fig.suptitle(COMPARISON_TITLE)
     ax1, ax2, ax3 = fig.subplots(1, 3)
-    ts = torch.arange(T_ns + 1).numpy()
+    p1: dict[str, Any] = {"curves": []}
+    p2: dict[str, Any] = {"curves": []}
+    p3: dict[str, Any] = {"curves": []}
+    ts = list(range(T_ns + 1))
     for b in range(r.shape[0]):
-        ax1.semilogy(ts, r[b].cpu().numpy(), color="C0", alpha=0.6, label="construction, one line per matrix A" if b == 0 else None)
-    ax1.semilogy(ts, (r[:, :1] ** (2.0 ** torch.arange(T_ns + 1, dtype=r.dtype))).T.cpu().numpy()[:, 0], "k:",
-                 label=r"$r_0^{2^t}$ (exact squaring, first matrix)")
+        _semilogy(ax1, p1, f"residual_{b}", ts, r[b].tolist(), "-", f"construction, matrix A no. {b}",
+                  legend=b == 0, color="C0", alpha=0.6)
+    ax1.get_lines()[0].set_label("construction, one line per matrix A")
+    exact = (r[0, 0] ** (2.0 ** torch.arange(T_ns + 1, dtype=r.dtype))).tolist()
+    _semilogy(ax1, p1, "residual_exact_squaring", ts, exact, "k:", r"$r_0^{2^t}$ (exact squaring, first matrix)")
     ax1.set_ylim(1e-18, 2.0)
-    ax1.set_title("Newton–Schulz in linear attention")
-    ax1.set_ylabel(r"residual $\|I - AX_t\|_2$")
-    ax1.set_xlabel("layer t")
-    ax1.legend(fontsize=7)
-    ax2.semilogy(range(len(ls_err)), ls_err.cpu().numpy())
-    ax2.set_title("least squares via Newton–Schulz")
-    ax2.set_ylabel("relative error of the prediction")
-    ax2.set_xlabel("Newton–Schulz steps T")
+    _panel(ax1, p1, "Newton–Schulz in linear attention", "layer t", r"residual $\|I - AX_t\|_2$")
+    _semilogy(ax2, p2, "ls_rel_error", range(len(ls_err)), ls_err.tolist(), "-",
+              "relative error of the prediction, Newton–Schulz vs exact least squares")
+    _panel(ax2, p2, "least squares via Newton–Schulz", "Newton–Schulz steps T", "relative error of the prediction")
     Ls = [r_["L"] for r_ in rows]
     Lmax = max(Ls)
     for key, lab, st in (("trained_best", "trained L-layer model (best seed)", "o-"),
                          ("gd_opt_steps", "GD, L tuned steps", "s--"),
                          ("newton", r"Newton–Schulz T = L, $\alpha = 1/\|G\|^2$", "^:"),
                          ("newton_best_alpha", r"Newton–Schulz T = L, best $\alpha$", "v:")):
-        ax3.semilogy(Ls, [r_[key] for r_ in rows], st, label=lab)
-    ax3.semilogy(range(1, Lmax + 1), [lr_[f"trained_L{Lmax}_readout"] for lr_ in layer_rows], "x-", alpha=0.6,
-                 label=f"trained L = {Lmax} model, read out after layer l")
-    ax3.set_title("trained transformers vs Newton and GD")
-    ax3.set_ylabel(r"test MSE / $E y^2$ (least squares: 0)")
+        _semilogy(ax3, p3, key, Ls, [r_[key] for r_ in rows], st, lab)
+    key = f"trained_L{Lmax}_readout"
+    _semilogy(ax3, p3, key, [lr_["layer"] for lr_ in layer_rows], [lr_[key] for lr_ in layer_rows], "x-",
+              f"trained L = {Lmax} model, read out after layer l", alpha=0.6)
     ax3.set_xticks(Ls)
-    ax3.set_xlabel("L (layers = steps)")
-    ax3.legend(fontsize=7)
+    _panel(ax3, p3, "trained transformers vs Newton and GD", "L (layers = steps)",
+           r"test MSE / $E y^2$ (least squares: 0)")
     for ax in (ax1, ax2, ax3):
+        ax.legend(fontsize=7)
         ax.grid(True, which="both", alpha=0.3)
-    return fig
+    return fig, {"title": COMPARISON_TITLE, "panels": [p1, p2, p3]}
 
 
 def _figures(ns: _NewtonSchulz, ls_err: torch.Tensor, depth: _ByDepth, found: Findings) -> None:
-    found.figure(comparison_figure(ns.residuals, ls_err, depth.rows, depth.layer_rows), "giannou2024")
+    fig, data = comparison_figure(ns.residuals, ls_err, depth.rows, depth.layer_rows)
+    found.figure(fig, "giannou2024", data=data)
 
 
 def _tables(s: Settings, ns: _NewtonSchulz, depth: _ByDepth, found: Findings) -> None:
@@ -445,14 +530,27 @@ def _tables(s: Settings, ns: _NewtonSchulz, depth: _ByDepth, found: Findings) ->
         for t in range(s.ns_steps + 1)])
 
 
+def _per_depth(s: Settings) -> str:
+    """``"L=1: 0.03 float32, …"``: the peak learning rate and precision of every depth."""
+    return ", ".join(f"L={L}: {lr:g} {dt}" for L, lr, dt in zip(s.depths, s.lr, s.dtype))
+
+
 def _notes(s: Settings, ls_err: torch.Tensor, depth: _ByDepth, beats: list[int], found: Findings) -> None:
     d, n, Lmax = s.d, s.n, max(s.depths)
     found.note(
         f"Newton–Schulz: A = XXᵀ/n of {s.ns_prompts} prompts (d={d}, n={n}), X₀ = A/‖A‖₂² (default of "
         "landscape.theory.algorithms.newton_schulz), residuals measured on the construction's iterates.",
-        f"Training: landscape.experiment.train.train, Adam lr {s.lr} cosine, clip 1, float32, {s.steps} steps × "
-        f"{s.batch} fresh prompts, {s.seeds} seeds per depth, init N(0, 0.1²), full P, Q; evaluation in float64 on "
-        f"{s.test_prompts} test prompts; GD step sizes tuned by L-BFGS on a separate sample.",
+        f"Training: landscape.experiment.train.train, Adam with peak lr and precision per depth "
+        f"({_per_depth(s)}), cosine schedule, clip 1, {s.steps} steps × {s.batch} fresh prompts, {s.seeds} seeds per "
+        f"depth, init N(0, 0.1²), full P, Q; evaluation in float64 on {s.test_prompts} test prompts; GD step sizes "
+        "tuned by L-BFGS on a separate sample.",
+        *([] if len(set(zip(s.lr, s.dtype))) == 1 else [
+            "Depth rule (analysis.giannou2024.Settings): one rate for every depth (0.03, float32) makes training "
+            "diverge at L ≥ 5 (full sizes: 3 of 4 seeds at L = 5, 4 of 4 at L = 6). In short trainings at these "
+            "sizes (4 seeds, 500 steps at the peak rate) no float32 rate from 0.005 to 0.03 (nor 200 warm-up steps, "
+            "nor a smaller initialisation) kept L = 6 finite — float32 overflows on the tail of the prompts — and "
+            "in float64 0.03 still blew up one seed at L = 5 and at L = 6, while 0.015 (L = 5) and 0.01 (L = 6) "
+            "kept every seed finite. So the deep models train in float64 at those rates."]),
         "Newton–Schulz needs about log₂(κ(G)²·log(1/ε)) steps before it converges (κ(G) ≈ ((1+√(d/n))/(1−√(d/n)))² "
         f"≈ 9 here): at the depths trained (L ≤ {Lmax}) it is still far from the solution, but it reaches machine "
         f"precision by T ≈ 12 (relative error {float(ls_err[12]):.1e}), which no trained model here approaches "

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -88,9 +91,90 @@ def test_bad_input_is_rejected() -> None:
         gi.fit_gd_steps(batch, 0)
 
 
+def test_settings_hold_one_learning_rate_and_precision_per_depth() -> None:
+    # the quick sizes keep the one rate of every depth (their results are those of the single-rate study)
+    assert gi.QUICK.lr == (0.03,) * len(gi.QUICK.depths) and set(gi.QUICK.dtype) == {"float32"}
+    # the full sizes: 0.03 / float32 up to L = 4, then the measured rule (Settings docstring)
+    assert [gi.FULL.training(L) for L in gi.FULL.depths] == [
+        (0.03, "float32"), (0.03, "float32"), (0.03, "float32"), (0.03, "float32"), (0.015, "float64"), (0.01, "float64")]
+    kw = {f: getattr(gi.QUICK, f) for f in gi.QUICK.__dataclass_fields__}
+    with pytest.raises(ValueError, match="Settings.lr must hold one entry per depth"):
+        gi.Settings(**{**kw, "lr": (0.03,) * 3})
+    with pytest.raises(ValueError, match="Settings.dtype entries must be"):
+        gi.Settings(**{**kw, "dtype": ("float32",) * 3 + ("float16",)})
+    with pytest.raises(ValueError, match="Settings.lr must be positive"):
+        gi.Settings(**{**kw, "lr": (0.03, 0.03, 0.0, 0.03)})
+    with pytest.raises(ValueError, match="depth 7 is not one of"):
+        gi.FULL.training(7)
+
+
+def _nullable(values: list) -> list[float]:
+    """JSON list (``null`` for a non-finite value) as floats, ``null`` as nan."""
+    return [math.nan if v is None else float(v) for v in values]
+
+
+def _same(recorded: list, expected: list[float]) -> None:
+    """The recorded JSON numbers equal ``expected`` exactly; a non-finite expected value was written as ``null``."""
+    assert len(recorded) == len(expected)
+    for got, want in zip(recorded, expected):
+        if math.isfinite(want):
+            assert got == want
+        else:
+            assert got is None
+
+
+def test_comparison_figure_data_is_what_is_drawn(tmp_path: Path) -> None:
+    # synthetic inputs with a non-finite entry (a depth whose seeds all diverged)
+    res = torch.rand(3, 7, dtype=torch.float64, generator=_gen(6)) + 1e-3
+    ls_err = torch.logspace(0, -15, 9, dtype=torch.float64)
+    rows = [{"L": L, "trained_best": 0.2 / L if L != 2 else math.inf, "gd_opt_steps": 0.3 / L, "newton": 0.9 / L,
+             "newton_best_alpha": 0.8 / L} for L in (1, 2, 3)]
+    layer_rows = [{"layer": l, "trained_L3_readout": 0.5 / l} for l in (1, 2, 3)]
+    fig, data = gi.comparison_figure(res, ls_err, rows, layer_rows)
+    found = gi.Findings(tmp_path)
+    found.figure(fig, "fig", data=data)
+    written = json.loads((tmp_path / "fig.json").read_text())
+    assert written["title"] == gi.COMPARISON_TITLE == fig.get_suptitle()
+    assert len(written["panels"]) == len(fig.axes) == 3
+    for ax, panel in zip(fig.axes, written["panels"]):
+        assert (panel["title"], panel["xlabel"], panel["ylabel"]) == (ax.get_title(), ax.get_xlabel(), ax.get_ylabel())
+        assert panel["yscale"] == ax.get_yscale() == "log"
+        lines = {ln.get_gid(): ln for ln in ax.get_lines()}
+        assert set(lines) == {c["id"] for c in panel["curves"]}
+        legend = {t.get_text() for t in ax.get_legend().get_texts()}
+        for c in panel["curves"]:
+            ln = lines[c["id"]]
+            _same(c["x"], [float(v) for v in ln.get_xdata()])
+            _same(c["y"], [float(v) for v in ln.get_ydata()])
+            assert c["label"]
+            if not c["id"].startswith("residual_") or c["id"] == "residual_exact_squaring":
+                assert c["label"] in legend
+    # and the drawn numbers are the inputs
+    p1, p2, p3 = written["panels"]
+    curves = {c["id"]: c for p in (p1, p2, p3) for c in p["curves"]}
+    for b in range(3):
+        _same(curves[f"residual_{b}"]["y"], res[b].tolist())
+    _same(curves["residual_exact_squaring"]["y"], [float(res[0, 0]) ** (2 ** t) for t in range(7)])
+    _same(curves["ls_rel_error"]["y"], ls_err.tolist())
+    assert curves["ls_rel_error"]["x"] == list(range(9))
+    for key in ("trained_best", "gd_opt_steps", "newton", "newton_best_alpha"):
+        assert curves[key]["x"] == [1, 2, 3]
+        _same(curves[key]["y"], [r[key] for r in rows])
+    assert curves["trained_best"]["y"][1] is None
+    _same(curves["trained_L3_readout"]["y"], [0.5, 0.25, 0.5 / 3])
+
+
+@pytest.fixture(scope="module")
+def quick_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path, Path]:
+    """The quick study, run once for the tests below: (result, report, output folder)."""
+    out = tmp_path_factory.mktemp("giannou2024")
+    result, report = execute("giannou2024", gi.run, StudyContext(quick=True, out=out))
+    return result, report, out
+
+
 @pytest.mark.slow
-def test_quick_study_claims(tmp_path: Path) -> None:
-    result, report = execute("giannou2024", gi.run, StudyContext(quick=True, out=tmp_path))
+def test_quick_study_claims(quick_study: tuple[Any, Path, Path]) -> None:
+    result, report, tmp_path = quick_study
     claims = {c.name: c for c in result.claims}
     assert set(claims) == {"ns_construction_exact", "ns_residual_squares", "ls_newton_converges",
                            "trained_loss_decreases_with_depth", "trained_at_least_gd", "trained_beats_newton_early"}
@@ -123,3 +207,57 @@ def test_quick_study_claims(tmp_path: Path) -> None:
         figs = {a.path.name for a in store.artifacts(run, "figure")}
         assert figs == {"giannou2024.png", "giannou2024.svg"}
         assert "table.by depth (test MSE / d)" in store.results(run)
+    # the training line names the rate and precision of every depth
+    assert any(n.startswith("Training:") and "L=1: 0.03 float32" in n and "L=4: 0.03 float32" in n
+               for n in result.notes)
+
+
+@pytest.mark.slow
+def test_quick_study_figure_data(quick_study: tuple[Any, Path, Path]) -> None:
+    # the figure's data file holds the numbers the study recorded in its tables and claims
+    result, report, out = quick_study
+    data = json.loads((out / "giannou2024.json").read_text())
+    assert "data: [giannou2024.json](giannou2024.json)" in report.read_text()
+    assert data["title"] == gi.COMPARISON_TITLE
+    p1, p2, p3 = data["panels"]
+    for p in (p1, p2, p3):
+        assert p["title"] and p["xlabel"] and p["ylabel"] and p["yscale"] == "log"
+    curves = {c["id"]: c for p in (p1, p2, p3) for c in p["curves"]}
+    claims = {c.name: c for c in result.claims}
+
+    # panel 1: the construction's residuals; prompt 0 is the residual table, its squaring r0^(2^t)
+    ns_rows = result.tables["Newton–Schulz residuals (prompt 0)"]
+    T = gi.QUICK.ns_steps
+    assert curves["residual_0"]["x"] == list(range(T + 1))
+    _same(curves["residual_0"]["y"], [r["residual"] for r in ns_rows])
+    assert sum(c["id"].startswith("residual_") and c["id"][9:].isdigit() for c in p1["curves"]) == gi.QUICK.ns_prompts
+    r0 = ns_rows[0]["residual"]
+    assert r0 == claims["ns_residual_squares"].measured["r0"]
+    exact = _nullable(curves["residual_exact_squaring"]["y"])
+    assert exact[0] == r0
+    torch.testing.assert_close(torch.tensor(exact[1:8]), torch.tensor([r0 ** (2 ** t) for t in range(1, 8)]),
+                               rtol=1e-12, atol=0.0)
+    # log r_{t+1} / log r_t of the plotted residuals is the table's ratio
+    y0 = curves["residual_0"]["y"]
+    for t in range(1, T + 1):
+        assert math.log(y0[t]) / math.log(y0[t - 1]) == pytest.approx(ns_rows[t]["log ratio"], rel=1e-12)
+
+    # panel 2: least squares via Newton–Schulz, the claim's errors at the T it reports
+    ls = curves["ls_rel_error"]
+    assert ls["x"] == list(range(gi.QUICK.ls_steps + 1))
+    for key, v in claims["ls_newton_converges"].measured.items():
+        assert ls["y"][int(key.removeprefix("rel_error_T"))] == v
+
+    # panel 3: the by-depth table (the claims' numbers) and the per-layer read-out
+    rows = result.tables["by depth (test MSE / d)"]
+    assert [r["L"] for r in rows] == list(gi.QUICK.depths)
+    assert [(r["lr"], r["dtype"]) for r in rows] == [gi.QUICK.training(L) for L in gi.QUICK.depths]
+    for key in ("trained_best", "gd_opt_steps", "newton", "newton_best_alpha"):
+        assert curves[key]["x"] == list(gi.QUICK.depths)
+        _same(curves[key]["y"], [r[key] for r in rows])
+    dec = claims["trained_loss_decreases_with_depth"].measured
+    assert curves["trained_best"]["y"] == [dec[f"L{L}"] for L in gi.QUICK.depths]
+    Lmax = max(gi.QUICK.depths)
+    layer_rows = result.tables[f"per-layer read-out of the trained L={Lmax} model"]
+    _same(curves[f"trained_L{Lmax}_readout"]["y"], [r[f"trained_L{Lmax}_readout"] for r in layer_rows])
+
