@@ -547,11 +547,12 @@ def whitened_distance_figure(steps: Sequence[int], raw: torch.Tensor, white: tor
     from landscape.views.plots import distance_figure
 
     L, S = raw.shape[0], raw.shape[-1]
-    curves = {}
+    curves, labels = {}, {}
     for l in range(L):
-        curves[f"layer {l}: whitened Σ^½ A Σ^½"] = (steps, white[l].numpy())
+        curves[f"layer {l}: whitened"] = (steps, white[l].numpy())
+        labels[f"layer {l}: whitened"] = rf"layer {l}: whitened $\Sigma^{{1/2}} A \Sigma^{{1/2}}$"
         curves[f"layer {l}: raw A"] = (steps, raw[l].numpy())
-    fig = distance_figure(curves, ylabel="Dist(M, I) = min_α ‖M − αI‖ / ‖M‖", xlabel="training step",
+    fig = distance_figure(curves, labels=labels, ylabel="Dist(M, I) = min_α ‖M − αI‖ / ‖M‖", xlabel="training step",
                           title=f"{L}-layer linear attention (sparse form), Σ = UᵀDU:\n"
                                 f"whitened vs raw preconditioner, median of {S} seeds")
     ax = fig.axes[0]
@@ -864,8 +865,8 @@ def _parameterisations(ctx: StudyContext, s: Settings, sigma: torch.Tensor, stor
     cfg = dataclasses.replace(t3.config, **recipe.preset(PAPER_PRESET))
     res = train(cfg, store, progress=ctx.progress)
     d, L = s.d, s.layers
-    names = {"landscape": "as in landscape: sparse form, P_{d+1,d+1} trained, init N(0, 0.1²)",
-             "paper": f"as in the paper ({PAPER_PRESET}): P_{{d+1,d+1}} = 1 held, init N(0, 1e-4²)"}
+    names = {"landscape": "as in landscape: sparse form, $P_{d+1,d+1}$ trained, init $N(0, 0.1^2)$",
+             "paper": f"as in the paper ({PAPER_PRESET}): $P_{{d+1,d+1}} = 1$ held, init $N(0, 10^{{-8}})$"}
     runs = {"landscape": (t3.config, t3.result), "paper": (cfg, res)}
     m: dict[str, dict[str, Any]] = {}
     for key, (c, r) in runs.items():
@@ -897,7 +898,7 @@ def _parameterisations(ctx: StudyContext, s: Settings, sigma: torch.Tensor, stor
     curves = {f"{key} l{l}": (v["steps"], v["white"][l].numpy()) for key, v in m.items() for l in range(L)}
     fig = distance_figure(curves, panels={f"layer {l}": [f"{key} l{l}" for key in m] for l in range(L)},
                           labels={f"{key} l{l}": names[key] for key in m for l in range(L)},
-                          ylabel="Dist(Σ^½ A_l Σ^½, I)", xlabel="training step", band_label=True,
+                          ylabel=r"Dist($\Sigma^{1/2} A_l \Sigma^{1/2}$, I)", xlabel="training step", band_label=True,
                           title=f"{L}-layer linear attention, w* ~ N(0, Σ⁻¹), Σ = UᵀDU: the paper's "
                                 f"parameterisation vs landscape's (median of {s.seeds} seeds)")
     data = {**(figure_data(fig) or {}), "preset": PAPER_PRESET, "reach_distance": REACH_DISTANCE,

@@ -827,16 +827,16 @@ def _distance(ctx: StudyContext, s: Settings, grid: _Grid, found: Findings) -> D
     run = DistanceRun(c, curves, ctl0, ctlT)
     (fsteps, fam), (wsteps, white), (_, raw) = curves["family"], curves["whitened"], curves["raw"]
     S = fam.shape[1]
-    lab_f = "fgd-full: B = bΣ^-½, C = cΣ^-½, V = diag(aI, r)"
-    lab_c = "control: B = bI, C = cI (measured at start and end)"
-    lab_w = "whitened: Dist(Σ^½ BᵀC Σ^½, I)"
-    lab_r = "raw: Dist(BᵀC, I)"
+    labels = {"fgd-full": r"fgd-full: $B = b\Sigma^{-1/2}$, $C = c\Sigma^{-1/2}$, $V = \mathrm{diag}(aI, r)$",
+              "control": "control: $B = bI$, $C = cI$ (measured at start and end)",
+              "whitened": r"whitened: Dist($\Sigma^{1/2} B^\top C \Sigma^{1/2}$, I)",
+              "raw": r"raw: Dist($B^\top C$, I)"}
     fig = distance_figure(
-        {lab_f: (fsteps, fam.numpy()), lab_c: ([fsteps[0], fsteps[-1]], torch.stack([ctl0, ctlT]).numpy()),
-         lab_w: (wsteps, white.numpy()), lab_r: (wsteps, raw.numpy())},
-        panels={"projection of all weights onto a family": [lab_f, lab_c],
-                "key–query product (mean over layers)": [lab_w, lab_r]},
-        ylabel="relative distance", xlabel="training step",
+        {"fgd-full": (fsteps, fam.numpy()), "control": ([fsteps[0], fsteps[-1]], torch.stack([ctl0, ctlT]).numpy()),
+         "whitened": (wsteps, white.numpy()), "raw": (wsteps, raw.numpy())},
+        panels={"projection of all weights onto a family": ["fgd-full", "control"],
+                "key–query product (mean over layers)": ["whitened", "raw"]},
+        labels=labels, ylabel="relative distance", xlabel="training step",
         title=f"exp attention on exp GP data (n = {s.distance_n}, L = {Ld}, Σ = UᵀDU): "
               f"distance to the functional-GD family, median of {S} seeds")
     label_seed_band(fig, S)
