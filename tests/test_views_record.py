@@ -147,3 +147,46 @@ def test_saved_figure_data_matches_the_axes(tmp_path: Path) -> None:
     assert c["y"] == ys == [1.0, 1e-2, None, 1e-8] and c["x"] == lines["r"].get_xdata().tolist() == [0, 1, 2, 3]
     assert panel["reference"] == [{"id": "eps", "label": "machine epsilon", "value": 2.0 ** -52}]
 
+
+def test_the_study_figure_check_catches_a_file_that_is_not_what_is_drawn() -> None:
+    """tests/figure_checks.assert_data_is_drawn, used by the study tests, fails on each kind of mismatch."""
+    import copy
+
+    from figure_checks import assert_data_is_drawn
+
+    fig = Figure()
+    fig.suptitle("two panels")
+    a = DrawnPanel(fig.add_subplot(1, 2, 1), title="a", xlabel="t", ylabel="y", yscale="log")
+    a.line("one", "first", [0, 1, 2], [1.0, math.nan, 0.25])
+    a.line("two", "second", [0, 1], [2.0, 3.0], legend=False)
+    b = DrawnPanel(fig.add_subplot(1, 2, 2), title="b", xlabel="t", ylabel="z", reference=True)
+    b.line("three", "third", [5, 6], [0.5, 0.5])
+    b.reference("floor", "floor", 0.125, legend=False)
+    good = json.loads(json.dumps(jsonable({"title": "two panels", "panels": [a.finish(), b.finish()]})))
+    curves, refs = assert_data_is_drawn(fig, good)
+    np.testing.assert_array_equal(curves["one"][1], [1.0, math.nan, 0.25])
+    assert refs == {"floor": 0.125} and set(curves) == {"one", "two", "three"}
+
+    def tampered(edit) -> dict:
+        data = copy.deepcopy(good)
+        edit(data)
+        return data
+
+    bad = [
+        lambda d: d["panels"][0]["curves"][0]["y"].__setitem__(2, 0.5),  # a value
+        lambda d: d["panels"][0]["curves"][0]["y"].__setitem__(1, 1.0),  # a gap written as a number
+        lambda d: d["panels"][0]["curves"].pop(1),  # a line left out
+        lambda d: d["panels"][0]["curves"][0].__setitem__("label", "renamed"),  # a legend label
+        lambda d: d["panels"][1].__setitem__("ylabel", "w"),  # an axis label
+        lambda d: d["panels"][0].__setitem__("yscale", "linear"),  # a scale
+        lambda d: d["panels"][1]["reference"][0].__setitem__("value", 0.25),  # a reference line
+        lambda d: d.__setitem__("title", "another"),  # the suptitle
+        lambda d: d["panels"].reverse(),  # panels out of order
+    ]
+    for edit in bad:
+        with pytest.raises(AssertionError):
+            assert_data_is_drawn(fig, tampered(edit))
+    # a line's label that is not in the legend may differ; a relabelled one is exempt
+    assert_data_is_drawn(fig, tampered(lambda d: d["panels"][0]["curves"][1].__setitem__("label", "x")))
+    assert_data_is_drawn(fig, tampered(lambda d: d["panels"][0]["curves"][0].__setitem__("label", "x")),
+                         relabelled={"one"})
