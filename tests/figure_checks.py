@@ -3,7 +3,7 @@
 A study saves each figure through :meth:`analysis._study.Findings.figure`, with the numbers it
 draws beside it (``<stem>.json``, recorded by :class:`landscape.views.record.DrawnPanel`).
 :func:`run_keeping_figures` runs a study once and keeps the ``Figure`` objects it saved, so a test
-can read their artists; :func:`assert_data_is_drawn` checks, line by line (matched by gid), that
+can read their artists (:func:`quick_study_fixture` makes it a module fixture); :func:`assert_data_is_drawn` checks, line by line (matched by gid), that
 the data file holds exactly what the axes draw, and returns the recorded numbers for the test to
 compare with the study's tables and claims.
 """
@@ -43,6 +43,28 @@ def run_keeping_figures(name: str, run: Callable[[StudyContext], Any], out: Path
         mp.setattr(Findings, "figure", keep)
         result, report = execute(name, run, StudyContext(quick=True, out=out))
     return result, report, out, figures
+
+
+def quick_study_fixture(name: str, run: Callable[[StudyContext], Any], *, fixture: str = "quick") -> Any:
+    """A module-scoped fixture ``fixture`` giving :func:`run_keeping_figures` of the quick study ``name``.
+
+    In a test file: ``quick = quick_study_fixture("huang2023", h.run)``; the study runs once per module.
+
+    Args:
+        name: the study's name.
+        run: its ``run`` function.
+        fixture: the fixture's name (the argument name of the tests that use it).
+
+    Returns:
+        The pytest fixture.
+    """
+
+    @pytest.fixture(scope="module", name=fixture)
+    def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path, Path, dict[str, Any]]:
+        return run_keeping_figures(name, run, tmp_path_factory.mktemp(name))
+
+    quick.__doc__ = f"The quick {name} study, run once: (result, report, output folder, stem → saved Figure)."
+    return quick
 
 
 def floats(values: Any) -> np.ndarray:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from analysis import giannou2024 as gi
-from figure_checks import assert_data_is_drawn, run_keeping_figures
+from figure_checks import assert_data_is_drawn, quick_study_fixture
 from landscape.tolerances import ALGORITHM_RTOL, CONSTRUCTION_RTOL
 from landscape.core.model import ModelSpec, init_params, predict
 from landscape.experiment.store import RunStore
@@ -161,10 +161,8 @@ def test_comparison_figure_data_is_what_is_drawn(tmp_path: Path) -> None:
     _same(curves["trained_L3_readout"]["y"], [0.5, 0.25, 0.5 / 3])
 
 
-@pytest.fixture(scope="module")
-def quick_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path, Path, dict[str, Any]]:
-    """The quick study, run once for the tests below: (result, report, output folder, stem → saved Figure)."""
-    return run_keeping_figures("giannou2024", gi.run, tmp_path_factory.mktemp("giannou2024"))
+quick_study = quick_study_fixture("giannou2024", gi.run, fixture="quick_study")
+"""The quick study, run once for the tests below; every figure it saves is kept (stem → Figure) to read its artists."""
 
 
 @pytest.mark.slow

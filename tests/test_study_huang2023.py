@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from analysis import huang2023 as h
-from figure_checks import assert_data_is_drawn, run_keeping_figures
+from figure_checks import assert_data_is_drawn, quick_study_fixture
 from landscape.tolerances import ALGORITHM_RTOL, MC_NUM_SE
 from landscape.experiment.store import RunStore
 from landscape.core.tasks import OrthonormalFeatures
@@ -115,10 +115,8 @@ def test_bad_input_follows_the_library_checks() -> None:
         h.feature_statistics([[0.0]], task)
 
 
-@pytest.fixture(scope="module")
-def quick(tmp_path_factory: pytest.TempPathFactory):
-    """The quick study, run once; every figure it saves is kept (stem → Figure) to read its artists."""
-    return run_keeping_figures("huang2023", h.run, tmp_path_factory.mktemp("huang2023"))
+quick = quick_study_fixture("huang2023", h.run)
+"""The quick study, run once for the tests below; every figure it saves is kept (stem → Figure) to read its artists."""
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from analysis import zhangcao2026 as z
-from figure_checks import assert_data_is_drawn, run_keeping_figures
+from figure_checks import assert_data_is_drawn, quick_study_fixture
 from landscape.tolerances import CONSTRUCTION_RTOL
 from landscape.theory.algorithms import normalised_gd
 from landscape.theory.constructions import normalised_gd_construction
@@ -91,10 +91,8 @@ def test_bad_input_is_rejected() -> None:
         z.train_one_step_layer(LinearClassification(2, 4), eta=-1.0, c=1.0, generator=_gen(0))
 
 
-@pytest.fixture(scope="module")
-def quick(tmp_path_factory: pytest.TempPathFactory):
-    """The quick study, run once; every figure it saves is kept (stem → Figure) to read its artists."""
-    return run_keeping_figures("zhangcao2026", z.run, tmp_path_factory.mktemp("zhangcao2026"))
+quick = quick_study_fixture("zhangcao2026", z.run)
+"""The quick study, run once for the tests below; every figure it saves is kept (stem → Figure) to read its artists."""
 
 
 @pytest.mark.slow
