@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch.func import vmap
@@ -54,6 +54,7 @@ from landscape.core.model import ModelSpec
 from landscape.numeric.probe import layer_predictions
 from landscape.core.tasks import LinearRegression, PromptBatch
 from landscape.experiment.train import TrainConfig, train
+from landscape.views.record import DrawnPanel
 
 __all__ = [
     "residual_ratios",
@@ -431,25 +432,6 @@ def _check_depth(s: Settings, rows: list[dict[str, Any]], found: Findings) -> li
     return beats
 
 
-def _semilogy(ax: Any, panel: dict[str, Any], gid: str, x: Sequence[float], y: Sequence[float], fmt: str,
-              label: str, *, legend: bool = True, **kw: Any) -> None:
-    """Draw one curve on a log-y axes and record it in ``panel["curves"]``: the very lists matplotlib is given.
-
-    The line's gid is ``gid``; ``legend=False`` keeps it out of the legend (the recorded label stays).
-    """
-    xs, ys = [float(v) for v in x], [float(v) for v in y]
-    ax.semilogy(xs, ys, fmt, label=label if legend else None, gid=gid, **kw)
-    panel["curves"].append({"id": gid, "label": label, "x": xs, "y": ys})
-
-
-def _panel(ax: Any, panel: dict[str, Any], title: str, xlabel: str, ylabel: str) -> None:
-    """Set the axes' title and labels, and record them (with the y scale) in ``panel``."""
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    panel.update(title=title, xlabel=xlabel, ylabel=ylabel, yscale=ax.get_yscale())
-
-
 COMPARISON_TITLE = "Giannou et al. (2024): Newton–Schulz in linear attention, and trained transformers vs Newton and GD"
 """The suptitle of :func:`comparison_figure`."""
 
@@ -458,8 +440,9 @@ def comparison_figure(residuals: torch.Tensor, ls_err: torch.Tensor, rows: list[
                       layer_rows: list[dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
     r"""Three panels: Newton–Schulz residuals per layer, least squares via Newton–Schulz, trained vs Newton and GD.
 
-    Every curve is recorded as it is drawn (the lists handed to matplotlib, the line's gid, its
-    label), with each panel's title, axis labels and y scale: the figure's data file
+    Every curve is recorded as it is drawn (:class:`landscape.views.record.DrawnPanel`: the arrays
+    handed to matplotlib, the line's gid, its label), with each panel's title, axis labels and y
+    scale: the figure's data file
     (``<stem>.json``, :meth:`analysis._study.Findings.figure`). Non-finite values (a depth whose
     seeds all diverged) are drawn as gaps and written as ``null``.
 
@@ -482,38 +465,38 @@ def comparison_figure(residuals: torch.Tensor, ls_err: torch.Tensor, rows: list[
     fig = Figure(figsize=(15, 5.0), layout="constrained")
     fig.suptitle(COMPARISON_TITLE)
     ax1, ax2, ax3 = fig.subplots(1, 3)
-    p1: dict[str, Any] = {"curves": []}
-    p2: dict[str, Any] = {"curves": []}
-    p3: dict[str, Any] = {"curves": []}
-    ts = list(range(T_ns + 1))
+    p1 = DrawnPanel(ax1, title="Newton–Schulz in linear attention", xlabel="layer t",
+                    ylabel=r"residual $\|I - AX_t\|_2$", yscale="log")
+    p2 = DrawnPanel(ax2, title="least squares via Newton–Schulz", xlabel="Newton–Schulz steps T",
+                    ylabel="relative error of the prediction", yscale="log")
+    p3 = DrawnPanel(ax3, title="trained transformers vs Newton and GD", xlabel="L (layers = steps)",
+                    ylabel=r"test MSE / $E y^2$ (least squares: 0)", yscale="log")
+    ts = range(T_ns + 1)
     for b in range(r.shape[0]):
-        _semilogy(ax1, p1, f"residual_{b}", ts, r[b].tolist(), "-", f"construction, matrix A no. {b}",
-                  legend=b == 0, color="C0", alpha=0.6)
-    ax1.get_lines()[0].set_label("construction, one line per matrix A")
-    exact = (r[0, 0] ** (2.0 ** torch.arange(T_ns + 1, dtype=r.dtype))).tolist()
-    _semilogy(ax1, p1, "residual_exact_squaring", ts, exact, "k:", r"$r_0^{2^t}$ (exact squaring, first matrix)")
+        ln = p1.line(f"residual_{b}", f"construction, matrix A no. {b}", ts, r[b], "-", legend=b == 0,
+                     color="C0", alpha=0.6)
+        if b == 0:
+            ln.set_label("construction, one line per matrix A")
+    exact = r[0, 0] ** (2.0 ** torch.arange(T_ns + 1, dtype=r.dtype))
+    p1.line("residual_exact_squaring", r"$r_0^{2^t}$ (exact squaring, first matrix)", ts, exact, "k:")
     ax1.set_ylim(1e-18, 2.0)
-    _panel(ax1, p1, "Newton–Schulz in linear attention", "layer t", r"residual $\|I - AX_t\|_2$")
-    _semilogy(ax2, p2, "ls_rel_error", range(len(ls_err)), ls_err.tolist(), "-",
-              "relative error of the prediction, Newton–Schulz vs exact least squares")
-    _panel(ax2, p2, "least squares via Newton–Schulz", "Newton–Schulz steps T", "relative error of the prediction")
+    p2.line("ls_rel_error", "relative error of the prediction, Newton–Schulz vs exact least squares",
+            range(len(ls_err)), ls_err, "-")
     Ls = [r_["L"] for r_ in rows]
     Lmax = max(Ls)
     for key, lab, st in (("trained_best", "trained L-layer model (best seed)", "o-"),
                          ("gd_opt_steps", "GD, L tuned steps", "s--"),
                          ("newton", r"Newton–Schulz T = L, $\alpha = 1/\|G\|^2$", "^:"),
                          ("newton_best_alpha", r"Newton–Schulz T = L, best $\alpha$", "v:")):
-        _semilogy(ax3, p3, key, Ls, [r_[key] for r_ in rows], st, lab)
+        p3.line(key, lab, Ls, [float(r_[key]) for r_ in rows], st)
     key = f"trained_L{Lmax}_readout"
-    _semilogy(ax3, p3, key, [lr_["layer"] for lr_ in layer_rows], [lr_[key] for lr_ in layer_rows], "x-",
-              f"trained L = {Lmax} model, read out after layer l", alpha=0.6)
+    p3.line(key, f"trained L = {Lmax} model, read out after layer l", [lr_["layer"] for lr_ in layer_rows],
+            [float(lr_[key]) for lr_ in layer_rows], "x-", alpha=0.6)
     ax3.set_xticks(Ls)
-    _panel(ax3, p3, "trained transformers vs Newton and GD", "L (layers = steps)",
-           r"test MSE / $E y^2$ (least squares: 0)")
     for ax in (ax1, ax2, ax3):
         ax.legend(fontsize=7)
         ax.grid(True, which="both", alpha=0.3)
-    return fig, {"title": COMPARISON_TITLE, "panels": [p1, p2, p3]}
+    return fig, {"title": COMPARISON_TITLE, "panels": [p.finish() for p in (p1, p2, p3)]}
 
 
 def _figures(ns: _NewtonSchulz, ls_err: torch.Tensor, depth: _ByDepth, found: Findings) -> None:

@@ -66,6 +66,7 @@ from landscape.tolerances import MC_NUM_SE
 from landscape.core.loss import squared_error
 from landscape.core.tasks import OrthonormalFeatures, PromptBatch
 from landscape.experiment.train import minimise
+from landscape.views.record import DrawnPanel
 
 __all__ = [
     "attention_weights",
@@ -542,9 +543,9 @@ def _feature_labels(s: Settings, name: str) -> list[str]:
 def trajectory_figure(traj: Trajectory, title: str, labels: Sequence[str]) -> tuple[Any, dict[str, Any]]:
     r"""Four panels along GD: :math:`A_k` and :math:`B_k`, same-feature mass, :math:`L_k` with floors, total loss.
 
-    The numbers are recorded as they are handed to matplotlib, for the figure's data file
-    (:meth:`analysis._study.Findings.figure` ``data=``): ``{"title", "panels"}``, each panel
-    ``{"title", "xlabel", "ylabel", "yscale", "curves", "reference"}``; a curve is
+    The numbers are recorded as they are handed to matplotlib (:class:`landscape.views.record.DrawnPanel`),
+    for the figure's data file (:meth:`analysis._study.Findings.figure` ``data=``): ``{"title", "panels"}``,
+    each panel ``{"title", "xlabel", "ylabel", "yscale", "curves", "reference"}``; a curve is
     ``{"id", "label", "x", "y"}`` with ``"id"`` the gid of its line (``"target_weight:v<k>"``,
     ``"off_target_weight:v<k>"``, ``"mass:v<k>"``, ``"loss:v<k>"``, ``"total_loss"``,
     ``"train_loss"``), a reference ``{"id", "label", "value"}`` a horizontal line (the floor
@@ -571,31 +572,24 @@ def trajectory_figure(traj: Trajectory, title: str, labels: Sequence[str]) -> tu
         (1, 0): (r"per-feature population loss $L_k$", "loss", "log"),
         (1, 1): ("total loss", "loss", "log"),
     }
-    drawn = {ij: {"title": t, "xlabel": "GD step", "ylabel": yl, "yscale": sc, "curves": [], "reference": []}
+    drawn = {ij: DrawnPanel(axes[ij], title=t, xlabel="GD step", ylabel=yl, yscale=sc, reference=True)
              for ij, (t, yl, sc) in panels.items()}
-
-    def line(ij: tuple[int, int], gid: str, label: str, x: np.ndarray, y: np.ndarray, *fmt: str,
-             legend: bool = True, **style: Any) -> Any:
-        (ln,) = axes[ij].plot(x, y, *fmt, label=label if legend else None, gid=gid, **style)
-        drawn[ij]["curves"].append({"id": gid, "label": label, "x": x, "y": y})
-        return ln
 
     s = traj.steps.numpy()
     for k, lab in enumerate(labels):
         color, v = f"C{k}", f"v{k + 1}"
-        line((0, 0), f"target_weight:{v}", lab, s, traj.target_weight[:, k].cpu().numpy(), color=color)
-        line((0, 0), f"off_target_weight:{v}", f"{lab} (off-target)", s,
-             traj.off_target_weight[:, k].cpu().numpy(), "--", legend=False, color=color)
-        line((0, 1), f"mass:{v}", lab, s, traj.mass[:, k].cpu().numpy(), color=color)
-        line((1, 0), f"loss:{v}", lab, s, traj.loss[:, k].cpu().numpy(), color=color)
+        drawn[0, 0].line(f"target_weight:{v}", lab, s, traj.target_weight[:, k].cpu().numpy(), color=color)
+        drawn[0, 0].line(f"off_target_weight:{v}", f"{lab} (off-target)", s,
+                         traj.off_target_weight[:, k].cpu().numpy(), "--", legend=False, color=color)
+        drawn[0, 1].line(f"mass:{v}", lab, s, traj.mass[:, k].cpu().numpy(), color=color)
+        drawn[1, 0].line(f"loss:{v}", lab, s, traj.loss[:, k].cpu().numpy(), color=color)
         floor = float(traj.floor[k])
         if floor > 1e-6:
-            axes[1, 0].axhline(floor, color=color, lw=0.8, ls=":", gid=f"floor:{v}")
-            drawn[1, 0]["reference"].append({"id": f"floor:{v}", "label": f"{lab}: floor ½(1−p_k)^N",
-                                             "value": floor})
-    line((1, 1), "total_loss", "population loss (exact)", s, traj.total_loss.cpu().numpy())
-    line((1, 1), "train_loss", "minibatch loss (w integrated out)", np.arange(len(traj.train_loss)),
-         traj.train_loss.cpu().numpy(), alpha=0.4, lw=0.7)
+            drawn[1, 0].reference(f"floor:{v}", f"{lab}: floor ½(1−p_k)^N", floor, legend=False,
+                                  color=color, lw=0.8, ls=":")
+    drawn[1, 1].line("total_loss", "population loss (exact)", s, traj.total_loss.cpu().numpy())
+    drawn[1, 1].line("train_loss", "minibatch loss (w integrated out)", np.arange(len(traj.train_loss)),
+                     traj.train_loss.cpu().numpy(), alpha=0.4, lw=0.7)
     style = [Line2D([], [], color="0.3", label="solid: target $A_k$"),
              Line2D([], [], color="0.3", ls="--", label="dashed: off-target $B_k$")]
     h, lab = axes[0, 0].get_legend_handles_labels()
@@ -605,15 +599,10 @@ def trajectory_figure(traj: Trajectory, title: str, labels: Sequence[str]) -> tu
     axes[1, 0].legend(h + [floor_key], lab + [floor_key.get_label()], fontsize=7)
     axes[0, 1].legend(fontsize=7)
     axes[1, 1].legend(fontsize=7)
-    for ij, panel in drawn.items():
-        ax = axes[ij]
-        ax.set_yscale(panel["yscale"])
-        ax.set_title(panel["title"])
-        ax.set_xlabel(panel["xlabel"])
-        ax.set_ylabel(panel["ylabel"])
+    for ax in axes.flat:
         ax.grid(True, which="both", alpha=0.3)
     fig.suptitle(title)
-    return fig, {"title": title, "panels": list(drawn.values())}
+    return fig, {"title": title, "panels": [panel.finish() for panel in drawn.values()]}
 
 
 def _figures(s: Settings, tasks: Mapping[str, OrthonormalFeatures], trajs: Mapping[str, Trajectory],

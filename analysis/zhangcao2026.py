@@ -56,6 +56,7 @@ from landscape.theory.constructions import normalised_gd_construction
 from landscape.core.model import HeadSpec, ModelSpec, forward
 from landscape.core.tasks import LinearClassification, random_covariance
 from landscape.experiment.train import minimise
+from landscape.views.record import DrawnPanel
 
 __all__ = [
     "layer_spec",
@@ -507,8 +508,8 @@ def tracking_figure(results: Mapping[str, TrackingResult], history: torch.Tensor
                     adam_steps: int) -> tuple[Any, dict[str, Any]]:
     r"""Three panels: looped layer vs NGD (relative distance), 1 − cos to max margin, the one-step training loss.
 
-    The numbers are recorded as they are handed to matplotlib, for the figure's data file
-    (:meth:`analysis._study.Findings.figure` ``data=``): ``{"panels"}``, each panel
+    The numbers are recorded as they are handed to matplotlib (:class:`landscape.views.record.DrawnPanel`),
+    for the figure's data file (:meth:`analysis._study.Findings.figure` ``data=``): ``{"panels"}``, each panel
     ``{"title", "xlabel", "ylabel", "yscale", "xscale", "curves"}``; a curve is ``{"id", "label", "x", "y"}``
     with ``"id"`` the gid of its line: ``"rel_error:<setting>"`` (:attr:`TrackingResult.rel_error`),
     ``"1-cos:looped:<setting>"`` and ``"1-cos:ngd:<setting>"`` (:math:`1 - ` :attr:`TrackingResult.cos_tf`
@@ -530,41 +531,29 @@ def tracking_figure(results: Mapping[str, TrackingResult], history: torch.Tensor
     fig = Figure(figsize=(15, 4.6), layout="constrained")
     axes = fig.subplots(1, 3)
     drawn = [
-        {"title": "looped trained layer vs normalised GD", "xlabel": "loop step t",
-         "ylabel": r"mean $\|w_t^{\mathrm{TF}} - w_t^{\mathrm{NGD}}\| / \|w_t^{\mathrm{NGD}}\|$",
-         "xscale": "linear", "yscale": "log", "curves": []},
-        {"title": "direction vs the max-margin separator", "xlabel": "loop step t",
-         "ylabel": r"$1 - \cos(w_t, w_{\mathrm{max\,margin}})$ (mean over prompts)",
-         "xscale": "log", "yscale": "log", "curves": []},
-        {"title": "training the layer on one normalised-GD step", "xlabel": "Adam step",
-         "ylabel": r"$E\|w_1^{\mathrm{TF}} - \mathrm{NGD}(w_0)\|^2 / E\|\mathrm{NGD}(w_0) - w_0\|^2$",
-         "xscale": "linear", "yscale": "log", "curves": []},
+        DrawnPanel(axes[0], title="looped trained layer vs normalised GD", xlabel="loop step t",
+                   ylabel=r"mean $\|w_t^{\mathrm{TF}} - w_t^{\mathrm{NGD}}\| / \|w_t^{\mathrm{NGD}}\|$",
+                   xscale="linear", yscale="log"),
+        DrawnPanel(axes[1], title="direction vs the max-margin separator", xlabel="loop step t",
+                   ylabel=r"$1 - \cos(w_t, w_{\mathrm{max\,margin}})$ (mean over prompts)",
+                   xscale="log", yscale="log"),
+        DrawnPanel(axes[2], title="training the layer on one normalised-GD step", xlabel="Adam step",
+                   ylabel=r"$E\|w_1^{\mathrm{TF}} - \mathrm{NGD}(w_0)\|^2 / E\|\mathrm{NGD}(w_0) - w_0\|^2$",
+                   xscale="linear", yscale="log"),
     ]
-
-    def line(i: int, gid: str, label: str, x: np.ndarray, y: np.ndarray, *fmt: str, legend: bool = True,
-             **style: Any) -> Any:
-        (ln,) = axes[i].plot(x, y, *fmt, label=label if legend else None, gid=gid, **style)
-        drawn[i]["curves"].append({"id": gid, "label": label, "x": x, "y": y})
-        return ln
-
     for name, r in results.items():
         ts = np.arange(1, len(r.rel_error) + 1)
         lab = _SETTING_LABELS.get(name, name)
-        line(0, f"rel_error:{name}", lab, ts, r.rel_error.cpu().numpy())
-        ln = line(1, f"1-cos:looped:{name}", lab, ts, 1 - r.cos_tf[1:].cpu().numpy())
-        line(1, f"1-cos:ngd:{name}", f"{lab} (normalised GD)", ts, 1 - r.cos_ngd[1:].cpu().numpy(), legend=False,
-             ls=":", lw=2.0, color=ln.get_color())
+        drawn[0].line(f"rel_error:{name}", lab, ts, r.rel_error.cpu().numpy())
+        ln = drawn[1].line(f"1-cos:looped:{name}", lab, ts, 1 - r.cos_tf[1:].cpu().numpy())
+        drawn[1].line(f"1-cos:ngd:{name}", f"{lab} (normalised GD)", ts, 1 - r.cos_ngd[1:].cpu().numpy(),
+                      legend=False, ls=":", lw=2.0, color=ln.get_color())
     hist = history.cpu().numpy()
-    line(2, "adam", "Adam, fresh batches", np.arange(adam_steps), hist[:adam_steps])
+    drawn[2].line("adam", "Adam, fresh batches", np.arange(adam_steps), hist[:adam_steps])
     if len(hist) > adam_steps:
-        line(2, "lbfgs", "after full-batch L-BFGS", np.array([adam_steps]), hist[adam_steps:adam_steps + 1], "o",
-             color="C3")
-    for ax, panel in zip(axes, drawn):
-        ax.set_xscale(panel["xscale"])
-        ax.set_yscale(panel["yscale"])
-        ax.set_title(panel["title"])
-        ax.set_xlabel(panel["xlabel"])
-        ax.set_ylabel(panel["ylabel"])
+        drawn[2].line("lbfgs", "after full-batch L-BFGS", np.array([adam_steps]), hist[adam_steps:adam_steps + 1],
+                      "o", color="C3")
+    for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=7)
     h, lab = axes[1].get_legend_handles_labels()
@@ -572,7 +561,7 @@ def tracking_figure(results: Mapping[str, TrackingResult], history: torch.Tensor
               Line2D([], [], color="0.3", ls=":", lw=2.0, label="dotted: normalised GD")]
     axes[1].legend(h + styles, lab + [x.get_label() for x in styles], fontsize=7)
     axes[2].legend(fontsize=7)
-    return fig, {"panels": drawn}
+    return fig, {"panels": [panel.finish() for panel in drawn]}
 
 
 def _figures(s: Settings, results: Mapping[str, TrackingResult], layer: TrainedLayer, found: Findings) -> None:

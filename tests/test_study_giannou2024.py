@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from analysis import giannou2024 as gi
-from analysis._study import StudyContext, execute
+from figure_checks import assert_data_is_drawn, quick_study_fixture
 from landscape.tolerances import ALGORITHM_RTOL, CONSTRUCTION_RTOL
 from landscape.core.model import ModelSpec, init_params, predict
 from landscape.experiment.store import RunStore
@@ -134,21 +134,18 @@ def test_comparison_figure_data_is_what_is_drawn(tmp_path: Path) -> None:
     found = gi.Findings(tmp_path)
     found.figure(fig, "fig", data=data)
     written = json.loads((tmp_path / "fig.json").read_text())
-    assert written["title"] == gi.COMPARISON_TITLE == fig.get_suptitle()
-    assert len(written["panels"]) == len(fig.axes) == 3
+    assert written["title"] == gi.COMPARISON_TITLE
+    assert len(written["panels"]) == 3
+    # the residual lines share one legend entry, named on the first
+    assert_data_is_drawn(fig, written, relabelled={"residual_0"})
     for ax, panel in zip(fig.axes, written["panels"]):
-        assert (panel["title"], panel["xlabel"], panel["ylabel"]) == (ax.get_title(), ax.get_xlabel(), ax.get_ylabel())
         assert panel["yscale"] == ax.get_yscale() == "log"
-        lines = {ln.get_gid(): ln for ln in ax.get_lines()}
-        assert set(lines) == {c["id"] for c in panel["curves"]}
         legend = {t.get_text() for t in ax.get_legend().get_texts()}
         for c in panel["curves"]:
-            ln = lines[c["id"]]
-            _same(c["x"], [float(v) for v in ln.get_xdata()])
-            _same(c["y"], [float(v) for v in ln.get_ydata()])
             assert c["label"]
             if not c["id"].startswith("residual_") or c["id"] == "residual_exact_squaring":
                 assert c["label"] in legend
+    assert "construction, one line per matrix A" in {t.get_text() for t in fig.axes[0].get_legend().get_texts()}
     # and the drawn numbers are the inputs
     p1, p2, p3 = written["panels"]
     curves = {c["id"]: c for p in (p1, p2, p3) for c in p["curves"]}
@@ -164,17 +161,13 @@ def test_comparison_figure_data_is_what_is_drawn(tmp_path: Path) -> None:
     _same(curves["trained_L3_readout"]["y"], [0.5, 0.25, 0.5 / 3])
 
 
-@pytest.fixture(scope="module")
-def quick_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path, Path]:
-    """The quick study, run once for the tests below: (result, report, output folder)."""
-    out = tmp_path_factory.mktemp("giannou2024")
-    result, report = execute("giannou2024", gi.run, StudyContext(quick=True, out=out))
-    return result, report, out
+quick_study = quick_study_fixture("giannou2024", gi.run, fixture="quick_study")
+"""The quick study, run once for the tests below; every figure it saves is kept (stem → Figure) to read its artists."""
 
 
 @pytest.mark.slow
-def test_quick_study_claims(quick_study: tuple[Any, Path, Path]) -> None:
-    result, report, tmp_path = quick_study
+def test_quick_study_claims(quick_study: tuple[Any, Path, Path, dict[str, Any]]) -> None:
+    result, report, tmp_path, _ = quick_study
     claims = {c.name: c for c in result.claims}
     assert set(claims) == {"ns_construction_exact", "ns_residual_squares", "ls_newton_converges",
                            "trained_loss_decreases_with_depth", "trained_at_least_gd", "trained_beats_newton_early"}
@@ -213,10 +206,12 @@ def test_quick_study_claims(quick_study: tuple[Any, Path, Path]) -> None:
 
 
 @pytest.mark.slow
-def test_quick_study_figure_data(quick_study: tuple[Any, Path, Path]) -> None:
-    # the figure's data file holds the numbers the study recorded in its tables and claims
-    result, report, out = quick_study
+def test_quick_study_figure_data(quick_study: tuple[Any, Path, Path, dict[str, Any]]) -> None:
+    # the figure's data file holds what its axes draw, and the numbers the study recorded in its tables and claims
+    result, report, out, figures = quick_study
     data = json.loads((out / "giannou2024.json").read_text())
+    assert list(figures) == ["giannou2024"]
+    assert_data_is_drawn(figures["giannou2024"], data, relabelled={"residual_0"})
     assert "data: [giannou2024.json](giannou2024.json)" in report.read_text()
     assert data["title"] == gi.COMPARISON_TITLE
     p1, p2, p3 = data["panels"]
