@@ -223,7 +223,7 @@ class Sections:
         reproduce huang2023: section 'train' done in 12.3 s (1/3)
 
     Lines are printed only when the study's context asks for progress (:attr:`StudyContext.progress`,
-    set by ``landscape reproduce``). The wall time of every section is kept in :attr:`times`.
+    set by ``landscape reproduce`` and ``python -m analysis.NAME`` unless ``--quiet``). The wall time of every section is kept in :attr:`times`.
     """
 
     def __init__(self, ctx: "StudyContext", study: str, names: Sequence[str]) -> None:
@@ -553,16 +553,24 @@ def execute(
 
 
 def study_main(name: str, run: Callable[[StudyContext], StudyResult], argv: Sequence[str] | None = None) -> int:
-    """``python -m analysis.<name> [--quick] [--out DIR] [--seed S] [--json]``; exit 1 if a claim fails."""
+    """``python -m analysis.<name> [--quick] [--out DIR] [--seed S] [--json] [--quiet]``; exit 1 if a claim fails.
+
+    As ``landscape reproduce NAME``, progress goes to stderr (a line as each section is done, the
+    training progress lines); ``--quiet`` silences it (:func:`landscape._progress.quieted`).
+    """
     p = argparse.ArgumentParser(prog=f"python -m analysis.{name}", description=(run.__doc__ or "").strip().splitlines()[0] if run.__doc__ else None)
     p.add_argument("--quick", action="store_true", help="small sizes (a few minutes on a 2-core CPU)")
     p.add_argument("--out", type=Path, default=Path("runs") / name, help="output directory (run store + report)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", action="store_true", help="print the claims as one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     args = p.parse_args(argv)
-    ctx = StudyContext(quick=args.quick, out=args.out, seed=args.seed, device=args.device)
-    result, report = execute(name, run, ctx)
+    from landscape._progress import enabled, quieted
+
+    with quieted(args.quiet):
+        ctx = StudyContext(quick=args.quick, out=args.out, seed=args.seed, device=args.device, progress=enabled())
+        result, report = execute(name, run, ctx)
     if args.json:
         print(json.dumps({"study": name, "report": str(report), "all_hold": result.all_hold,
                           "claims": [asdict(c) | {"measured": dict(c.measured)} for c in result.claims]}))

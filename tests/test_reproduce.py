@@ -240,3 +240,26 @@ def test_each_section_prints_one_line_and_quiet_prints_none(
     assert main(["reproduce", "tinytest", "--quick", "--out", str(out_dir), "--quiet"]) == 0
     out_q, err_q = capsys.readouterr()
     assert err_q == "" and out_q == out
+
+
+def test_python_m_analysis_prints_section_progress_and_quiet_silences_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m analysis.NAME`` (:func:`analysis._study.study_main`) reports each section on stderr as
+    ``landscape reproduce`` does; ``--quiet`` prints nothing there, and the report still goes to stdout."""
+    from analysis._study import Sections, study_main
+
+    real = _sum_of_squares_study(385.0).run
+
+    def _measure(ctx: StudyContext) -> StudyResult:
+        return real(ctx)
+
+    def run(ctx: StudyContext) -> StudyResult:
+        return Sections(ctx, "tinytest", ("measure",))(_measure, ctx)
+
+    assert study_main("tinytest", run, ["--quick", "--out", str(tmp_path / "a")]) == 0
+    out, err = capsys.readouterr()
+    assert [ln for ln in err.splitlines() if ln.startswith("reproduce tinytest: section 'measure' done in ")]
+    assert study_main("tinytest", run, ["--quick", "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    out_quiet, err_quiet = capsys.readouterr()
+    assert err_quiet == ""
+    assert "sum_of_squares" in out and "sum_of_squares" in out_quiet  # the report is printed either way
