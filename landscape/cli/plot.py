@@ -28,10 +28,13 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``landscape plot``."""
-    p = subparsers.add_parser(
-        "plot",
+    from landscape.cli._args import add_command
+
+    p = add_command(
+        subparsers, "plot",
         help="draw the figures of a run store (distance, loss, heatmap, depth, context, grid, seeds, spectrum, ...)",
-        description=(__doc__ or "").split("\n\n")[1] if __doc__ else None,
+        doc=__doc__,
+        paragraph=1,
     )
     p.add_argument("run_dir", type=Path, help="run store directory (holds store.sqlite)")
     p.add_argument("--kind", action="append", choices=(*PLOT_KINDS, "all"), default=None,

@@ -31,11 +31,12 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``landscape runs``."""
-    p = subparsers.add_parser(
-        "runs",
+    from landscape.cli._args import add_command
+
+    p = add_command(
+        subparsers, "runs",
         help="list the runs of a store, show one, or diff two configs (read-only)",
-        description=(__doc__ or "").split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        doc=__doc__,
     )
     p.add_argument("store", type=Path, help="run store directory (holds store.sqlite)")
     g = p.add_mutually_exclusive_group()

@@ -27,12 +27,13 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``landscape store``."""
-    doc = __doc__ or ""
-    p = subparsers.add_parser(
-        "store",
+    from landscape.cli._args import add_command
+
+    p = add_command(
+        subparsers, "store",
         help="check a run store (read-only) or repair it (re-index its tensor files)",
-        description=doc.split("\n\n")[1] if doc else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        doc=__doc__,
+        paragraph=1,
     )
     p.add_argument("action", choices=("check", "repair"),
                    help="check: list runs, report damage (read-only); repair: re-index tensor files")

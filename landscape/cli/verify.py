@@ -159,10 +159,10 @@ def build_problem(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
 # ---------------------------------------------------------------------- command
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    from landscape.cli._args import add_problem_args, float_arg, int_arg, nonneg_int, positive_float
+    from landscape.cli._args import add_command, add_problem_args, float_arg, int_arg, nonneg_int, positive_float
 
-    p = subparsers.add_parser(
-        "verify",
+    p = add_command(
+        subparsers, "verify",
         help="stationarity certificate: is the family's best point a stationary point of the loss?",
         description="Stationarity certificate for a parameter family: fit the family's scalars, split the "
         "gradient into components tangent and normal to the family, and decide whether the normal component "
