@@ -51,14 +51,11 @@ def run(args: argparse.Namespace) -> int:
     """Make the figures; print their paths (or one JSON object with ``--json``)."""
     from landscape.cli import emit_json
     from landscape.views.plots import plot_store
-    from landscape.experiment.store import RunStore
+    from landscape.experiment.tables import open_store
 
-    root = Path(args.run_dir).expanduser()
-    if not (root / "store.sqlite").exists() and not (root / "tensors").exists():
-        raise FileNotFoundError(f"{root} is not a run store (no store.sqlite in it)")
     kinds = args.kind or ["all"]
     # Read-only: plotting never changes the store (no schema, no cleanup, no cached results).
-    with RunStore(root, read_only=True) as store:
+    with open_store(args.run_dir) as store:
         report = plot_store(store, kinds, runs=args.runs, out=args.out)
     if args.json:
         emit_json({

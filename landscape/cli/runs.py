@@ -53,13 +53,10 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from landscape.cli import emit_json
-    from landscape.experiment.store import RunStore
-    from landscape.experiment.tables import config_diff, runs_table, select_runs
+    from landscape.experiment.tables import config_diff, open_store, runs_table, select_runs
     from landscape.experiment.train import PRESET_OVERRIDES_RESULT, PRESET_RESULT, stored_preset
 
-    if not (args.store / "store.sqlite").is_file():
-        raise ValueError(f"{str(args.store)!r} is not a run store (no store.sqlite in it)")
-    with RunStore(args.store, read_only=True) as store:
+    with open_store(args.store) as store:
         if args.diff is not None:
             a, b = (select_runs(store, [ref])[0] for ref in args.diff)
             diff = config_diff(a.config, b.config)
