@@ -36,9 +36,12 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from landscape.experiment.metrics import parse_metric_key
+
+if TYPE_CHECKING:  # pragma: no cover
+    from landscape.experiment.store import RunStore
 
 __all__ = [
     "COLUMNS",
@@ -91,7 +94,7 @@ class RunRow:
     preset: str | None = None
 
 
-def open_store(store: str | os.PathLike[str]) -> Any:
+def open_store(store: str | os.PathLike[str]) -> RunStore:
     """The run store in the folder ``store``, opened read-only: the one way a folder named by a user is opened to be read.
 
     Nothing on disk changes, whatever the folder holds (no folder or database is created). A folder
@@ -120,7 +123,7 @@ def open_store(store: str | os.PathLike[str]) -> Any:
     return RunStore(root, read_only=True)
 
 
-def _open(store: Any) -> tuple[Any, bool]:
+def _open(store: Any) -> tuple[RunStore, bool]:
     """``(store, whether to close it)``: an open :class:`RunStore` as it is, a folder by :func:`open_store`."""
     from landscape.experiment.store import RunStore
 
