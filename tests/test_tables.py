@@ -185,3 +185,57 @@ def test_the_runs_preset_joins_the_metric_table_by_run(tmp_path: Path) -> None:
     assert want == {a.run: "ahn2023-p0", b.run: None}
     assert df[df.run == a.run].preset.eq("ahn2023-p0").all() and df[df.run == b.run].preset.isna().all()
     assert (df.run == a.run).any() and (df.run == b.run).any()
+
+
+# ---------------------------------------------------------------------- opening a folder named by a user
+READERS = [["runs", "{store}"], ["export", "{store}", "--out", "{tmp}/m.csv"], ["plot", "{store}"],
+           ["store", "check", "{store}"]]
+
+
+def _argv(argv: list[str], store: Path, tmp: Path) -> list[str]:
+    return [a.replace("{store}", str(store)).replace("{tmp}", str(tmp)) for a in argv]
+
+
+@pytest.mark.parametrize("argv", READERS, ids=lambda a: a[0])
+@pytest.mark.parametrize("kind, why", [("missing", "no such folder"), ("file", "it is a file"),
+                                       ("empty", "no store.sqlite in it")])
+def test_a_folder_that_is_not_a_store_is_one_line_naming_it(tmp_path: Path, argv: list[str], kind: str, why: str,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    target = work / "runs"
+    if kind == "file":
+        target.write_text("not a store\n")
+    elif kind == "empty":
+        target.mkdir()
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert main(_argv(argv, target, tmp_path)) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err, err
+    assert f"{str(target)!r} is not a run store ({why}; a run store is a folder holding store.sqlite)" in err, err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing created
+
+
+@pytest.mark.parametrize("argv", READERS, ids=lambda a: a[0])
+def test_a_store_that_lost_its_database_says_to_repair_it(store: Path, tmp_path: Path, argv: list[str],
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    (store / "store.sqlite").unlink()
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert main(_argv(argv, store, tmp_path)) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "has no store.sqlite but tensors/ holds 4 tensor files" in err, err
+    assert f"landscape store repair {store}" in err, err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_open_store_is_read_only(store: Path) -> None:
+    from landscape.experiment.store import StoreError
+
+    names = [r.name for r in tables.runs_table(store)]
+    with tables.open_store(store) as s:
+        assert s.read_only and [r.name for r in s.list_runs()] == names == ["pgd-linear", "fgd-exp"]
+        with pytest.raises(StoreError):
+            s.create_run({"exp": "x"}, "x")
+    with pytest.raises(ValueError, match="no such folder"):
+        tables.runs_table(store / "nowhere")
+    assert not (store / "nowhere").exists()

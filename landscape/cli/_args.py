@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from landscape.numeric.points import TrainedSeeds
     from landscape.theory.families import Problem
 
-__all__ = ["parse_sigma", "add_problem_args", "add_threads_arg", "apply_threads", "problem_from_args", "data_from_args",
+__all__ = ["add_command", "parse_sigma", "add_problem_args", "add_threads_arg", "apply_threads", "problem_from_args", "data_from_args",
            "SIGMA_FORMS", "MAX_SIZE", "MAX_SEED", "int_arg", "float_arg", "float_list_arg",
            "index_list_arg", "positive_int", "nonneg_int", "seed_int", "finite_float", "positive_float", "nonneg_float",
            "run_ref", "add_run_arg", "load_run", "trained_seed", "add_point_args", "check_point_args",
@@ -58,6 +58,54 @@ MAX_SIZE = 2**31 - 1
 """Largest value an integer size or count option accepts at parse time (torch index range);
 whether a size fits the machine is decided later from a memory estimate
 (:func:`landscape._checks.check_memory`)."""
+
+
+# ---------------------------------------------------------------------- registering a command
+def add_command(subparsers: Any, name: str, *, help: str, doc: str | None = None, paragraph: int = 0,
+                epilog_from: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
+    """Register ``landscape NAME`` and return its parser: the one way a command module sets up its help.
+
+    The description shown by ``landscape NAME --help`` is either
+
+    * taken from the command module's docstring ``doc`` (paragraphs are separated by a blank line):
+      paragraph ``paragraph``, or with ``epilog_from`` the paragraphs from ``paragraph`` up to the
+      first one that starts with ``epilog_from`` (e.g. ``"Examples"``), which with everything after
+      it becomes the epilog. Docstring text is shown as written
+      (:class:`argparse.RawDescriptionHelpFormatter`), so examples and aligned lists keep their lines;
+    * or ``description``, one paragraph of prose that argparse re-wraps to the terminal width.
+
+    Args:
+        subparsers: the ``add_subparsers()`` object of the ``landscape`` parser.
+        name: the command's name.
+        help: its one-line summary in ``landscape --help``.
+        doc: the command module's ``__doc__`` (``None`` under ``python -OO``: no description).
+        paragraph: index of the docstring paragraph the description starts with.
+        epilog_from: first word of the docstring paragraph that starts the epilog (``None``: no epilog).
+        description: a literal description instead of ``doc``.
+
+    Returns:
+        The command's parser (arguments are added to it by the caller).
+
+    Raises:
+        TypeError: both ``doc`` and ``description`` given.
+        ValueError: ``doc`` has no paragraph ``paragraph``.
+    """
+    if doc is not None and description is not None:
+        raise TypeError(f"landscape {name}: give the description as doc or as description, not both")
+    if doc is None:
+        return subparsers.add_parser(name, help=help, description=description)
+    paras = doc.split("\n\n")
+    if not 0 <= paragraph < len(paras):
+        raise ValueError(f"landscape {name}: the docstring has {len(paras)} paragraphs, no paragraph {paragraph}")
+    epilog = None
+    if epilog_from is None:
+        text = paras[paragraph]
+    else:
+        end = next((i for i in range(paragraph, len(paras)) if paras[i].startswith(epilog_from)), len(paras))
+        text = "\n\n".join(paras[paragraph:end])
+        epilog = "\n\n".join(paras[end:]) or None
+    return subparsers.add_parser(name, help=help, description=text, epilog=epilog,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 # ---------------------------------------------------------------------- argparse types

@@ -1,7 +1,8 @@
 """Command-line interface: ``landscape <command> ...``.
 
-Each command lives in ``landscape/commands/<name>.py`` and provides ``add_parser(subparsers)``
-(registering its arguments, with ``func`` set to its ``run(args) -> int``).
+Each command lives in ``landscape/cli/<name>.py`` and provides ``add_parser(subparsers)``
+(registering itself with :func:`landscape.cli._args.add_command` and its arguments, with ``func``
+set to its ``run(args) -> int``).
 
 Errors are one line on stderr, ``landscape <command>: error: <what is wrong>`` — or, with
 ``--json`` anywhere on the command line, one JSON object ``{"error": ..., "kind": ...}`` on

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from landscape.cli._args import positive_int, seed_int
+from landscape.cli._args import add_command, positive_int, seed_int
 
 __all__ = ["CheckResult", "CASES", "relative_error", "run_checks", "add_parser", "run"]
 
@@ -307,8 +307,8 @@ def check_sizes(d: int, n: int, layers: int, batch: int, prog: str = "landscape 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``landscape check``."""
-    p = subparsers.add_parser(
-        "check",
+    p = add_command(
+        subparsers, "check",
         help="check every construction against its reference algorithm",
         description="Run every construction (preconditioned GD, GD++, functional GD for every activation and a "
                     "user kernel, Newton-Schulz, normalised GD) against its reference algorithm on fresh random "

@@ -23,11 +23,12 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``landscape export``."""
-    p = subparsers.add_parser(
-        "export",
+    from landscape.cli._args import add_command
+
+    p = add_command(
+        subparsers, "export",
         help="write every logged metric of a store as one tidy CSV or Parquet table",
-        description=(__doc__ or "").split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        doc=__doc__,
     )
     p.add_argument("store", type=Path, help="run store directory (holds store.sqlite)")
     p.add_argument("--out", type=Path, required=True, help="output file: .csv or .parquet")

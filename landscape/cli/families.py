@@ -19,11 +19,12 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``landscape families``."""
-    p = subparsers.add_parser(
-        "families",
+    from landscape.cli._args import add_command
+
+    p = add_command(
+        subparsers, "families",
         help="list the built-in parameter families and the paper statement each encodes",
-        description=(__doc__ or "").split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        doc=__doc__,
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)

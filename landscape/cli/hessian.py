@@ -46,10 +46,10 @@ def block_list(text: str) -> tuple[str, ...]:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``landscape hessian``."""
-    from landscape.cli._args import int_arg, positive_int
+    from landscape.cli._args import add_command, int_arg, positive_int
 
-    p = subparsers.add_parser(
-        "hessian",
+    p = add_command(
+        subparsers, "hessian",
         help="Hessian spectrum at a family point or a trained seed: eigenpairs, trace, density, blocks, inertia",
         description="Curvature of the loss at a point: top/bottom eigenpairs (Lanczos, with residuals and "
                     "converged flags), Hutch++ trace with its standard error, stochastic Lanczos quadrature "

@@ -36,10 +36,10 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``landscape llc``."""
-    from landscape.cli._args import add_point_args, float_arg, int_arg, nonneg_float, positive_float, seed_int
+    from landscape.cli._args import add_command, add_point_args, float_arg, int_arg, nonneg_float, positive_float, seed_int
 
-    p = subparsers.add_parser(
-        "llc",
+    p = add_command(
+        subparsers, "llc",
         help="local learning coefficient (SGLD, with its standard error) at a family point or a trained seed",
         description="Local learning coefficient of the loss at a point, estimated by SGLD on the localised "
                     "tempered posterior (Lau et al. 2023), with its standard error over chains, the sampler's "

@@ -28,10 +28,13 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``landscape plot``."""
-    p = subparsers.add_parser(
-        "plot",
+    from landscape.cli._args import add_command
+
+    p = add_command(
+        subparsers, "plot",
         help="draw the figures of a run store (distance, loss, heatmap, depth, context, grid, seeds, spectrum, ...)",
-        description=(__doc__ or "").split("\n\n")[1] if __doc__ else None,
+        doc=__doc__,
+        paragraph=1,
     )
     p.add_argument("run_dir", type=Path, help="run store directory (holds store.sqlite)")
     p.add_argument("--kind", action="append", choices=(*PLOT_KINDS, "all"), default=None,
@@ -48,14 +51,11 @@ def run(args: argparse.Namespace) -> int:
     """Make the figures; print their paths (or one JSON object with ``--json``)."""
     from landscape.cli import emit_json
     from landscape.views.plots import plot_store
-    from landscape.experiment.store import RunStore
+    from landscape.experiment.tables import open_store
 
-    root = Path(args.run_dir).expanduser()
-    if not (root / "store.sqlite").exists() and not (root / "tensors").exists():
-        raise FileNotFoundError(f"{root} is not a run store (no store.sqlite in it)")
     kinds = args.kind or ["all"]
     # Read-only: plotting never changes the store (no schema, no cleanup, no cached results).
-    with RunStore(root, read_only=True) as store:
+    with open_store(args.run_dir) as store:
         report = plot_store(store, kinds, runs=args.runs, out=args.out)
     if args.json:
         emit_json({

@@ -47,10 +47,10 @@ seed_list = index_list_arg(allow_all=True)
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``landscape probe``."""
-    from landscape.cli._args import add_run_arg, int_arg, positive_int, seed_int
+    from landscape.cli._args import add_command, add_run_arg, int_arg, positive_int, seed_int
 
-    p = subparsers.add_parser(
-        "probe",
+    p = add_command(
+        subparsers, "probe",
         help="compare each layer's predictions with l steps of GD, preconditioned GD, GD++, Newton, functional GD",
         description="Probe trained layers against algorithm iterates: per layer and seed, cosine similarity and "
                     "relative error between the residual-stream prediction and l steps of each algorithm (step "

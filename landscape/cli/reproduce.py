@@ -72,11 +72,11 @@ def load_study(name: str) -> Callable[..., Any]:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``landscape reproduce``."""
-    from landscape.cli._args import seed_int
+    from landscape.cli._args import add_command, seed_int
 
     names = ", ".join(known_studies())
-    p = subparsers.add_parser(
-        "reproduce",
+    p = add_command(
+        subparsers, "reproduce",
         help="run a paper study end to end and write report.md",
         description="Run one study of analysis/ (symbolic stationary points, certificates, constructions, "
                     "seed-parallel training, distances, figures) and write <out>/report.md plus a run store. "

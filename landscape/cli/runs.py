@@ -31,11 +31,12 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``landscape runs``."""
-    p = subparsers.add_parser(
-        "runs",
+    from landscape.cli._args import add_command
+
+    p = add_command(
+        subparsers, "runs",
         help="list the runs of a store, show one, or diff two configs (read-only)",
-        description=(__doc__ or "").split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        doc=__doc__,
     )
     p.add_argument("store", type=Path, help="run store directory (holds store.sqlite)")
     g = p.add_mutually_exclusive_group()
@@ -52,13 +53,10 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from landscape.cli import emit_json
-    from landscape.experiment.store import RunStore
-    from landscape.experiment.tables import config_diff, runs_table, select_runs
+    from landscape.experiment.tables import config_diff, open_store, runs_table, select_runs
     from landscape.experiment.train import PRESET_OVERRIDES_RESULT, PRESET_RESULT, stored_preset
 
-    if not (args.store / "store.sqlite").is_file():
-        raise ValueError(f"{str(args.store)!r} is not a run store (no store.sqlite in it)")
-    with RunStore(args.store, read_only=True) as store:
+    with open_store(args.store) as store:
         if args.diff is not None:
             a, b = (select_runs(store, [ref])[0] for ref in args.diff)
             diff = config_diff(a.config, b.config)

@@ -40,10 +40,10 @@ index_pair = index_list_arg(2)
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``landscape slice``."""
-    from landscape.cli._args import add_point_args, float_list_arg, int_arg
+    from landscape.cli._args import add_command, add_point_args, float_list_arg, int_arg
 
-    p = subparsers.add_parser(
-        "slice",
+    p = add_command(
+        subparsers, "slice",
         help="loss along a line or on a plane through trained seeds, constructions and family points (figure)",
         description="Loss landscape pictures: 1-D interpolation (init -> trained, trained -> construction, a family "
                     "symbol) and 2-D planes (filter-normalised random directions, the plane through the "

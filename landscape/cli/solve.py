@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import argparse
 
-from landscape.cli._args import add_problem_args, int_arg, positive_float, positive_int, problem_from_args
+from landscape.cli._args import add_command, add_problem_args, int_arg, positive_float, positive_int, problem_from_args
 
 __all__ = ["add_parser", "run"]
 
@@ -54,13 +54,11 @@ _MAX_PRINT = 4000
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``landscape solve``."""
-    doc = __doc__ or ""
-    p = subparsers.add_parser(
-        "solve",
+    p = add_command(
+        subparsers, "solve",
         help="exact family loss and its stationary points (min/saddle/max/degenerate)",
-        description=doc.split("\n\nExamples")[0],
-        epilog="Examples" + doc.split("Examples", 1)[1] if "Examples" in doc else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        doc=__doc__,
+        epilog_from="Examples",
     )
     p.add_argument("family", metavar="FAMILY",
                    help="a built-in family (see `landscape families`) or path/to/file.py:NAME")

@@ -27,12 +27,13 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``landscape store``."""
-    doc = __doc__ or ""
-    p = subparsers.add_parser(
-        "store",
+    from landscape.cli._args import add_command
+
+    p = add_command(
+        subparsers, "store",
         help="check a run store (read-only) or repair it (re-index its tensor files)",
-        description=doc.split("\n\n")[1] if doc else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        doc=__doc__,
+        paragraph=1,
     )
     p.add_argument("action", choices=("check", "repair"),
                    help="check: list runs, report damage (read-only); repair: re-index tensor files")
@@ -45,7 +46,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Check or repair; print what was found or done (exit 0), errors are one line (exit 2)."""
     from landscape.cli import emit_json
-    from landscape.experiment.store import RunStore, repair_store
+    from landscape.experiment.store import repair_store
+    from landscape.experiment.tables import open_store
 
     root = Path(args.run_dir).expanduser()
     if args.action == "repair":
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         for f, why in rep.files_left:
             print(f"not indexed, moved into its run folder's unindexed/: {f}: {why}")
         return 0
-    with RunStore(root, read_only=True) as store:
+    with open_store(root) as store:
         runs = []
         for r in store.list_runs():
             steps = store.checkpoints(r)

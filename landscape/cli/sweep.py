@@ -21,7 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from landscape.cli._args import positive_int
+from landscape.cli._args import add_command, positive_int
 from landscape.experiment.executors import EXECUTORS
 
 __all__ = ["add_parser", "run"]
@@ -29,10 +29,11 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``landscape sweep``."""
-    p = subparsers.add_parser(
-        "sweep",
+    p = add_command(
+        subparsers, "sweep",
         help="train a grid of configs x seeds (local or Ray) into a run store",
-        description=(__doc__ or "").split("\n\n")[1] if __doc__ else None,
+        doc=__doc__,
+        paragraph=1,
     )
     p.add_argument("file", type=Path, help="sweep file (.toml, .yaml or .yml)")
     p.add_argument("--executor", choices=EXECUTORS, default="local",

@@ -56,6 +56,7 @@ __all__ = ["add_parser", "run", "config_from_args", "apply_preset", "preset_line
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``landscape train`` (the problem options are shared: :mod:`landscape.cli._args`)."""
     from landscape.cli._args import (
+        add_command,
         add_problem_args,
         float_arg,
         float_list_arg,
@@ -68,12 +69,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         record_given,
     )
 
-    doc = __doc__ or ""
-    p = subparsers.add_parser(
-        "train",
+    p = add_command(
+        subparsers, "train",
         help="train S seeds at once (seed-parallel) and measure distances to a family",
-        description=doc.split("\n\n")[1] if doc else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        doc=__doc__,
+        paragraph=1,
     )
     record_given(p)  # args.given_options: what --preset must not override
     add_problem_args(p)  # --d --n --layers --attention --activation --heads --data --task-cov --covariates

@@ -159,10 +159,10 @@ def build_problem(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
 # ---------------------------------------------------------------------- command
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    from landscape.cli._args import add_problem_args, float_arg, int_arg, nonneg_int, positive_float
+    from landscape.cli._args import add_command, add_problem_args, float_arg, int_arg, nonneg_int, positive_float
 
-    p = subparsers.add_parser(
-        "verify",
+    p = add_command(
+        subparsers, "verify",
         help="stationarity certificate: is the family's best point a stationary point of the loss?",
         description="Stationarity certificate for a parameter family: fit the family's scalars, split the "
         "gradient into components tangent and normal to the family, and decide whether the normal component "
@@ -256,9 +256,10 @@ def run(args: argparse.Namespace) -> int:
     from landscape import recipe
     from landscape.cli import emit_json
     from landscape.numeric import certify_stationary, exact_loss_oracle
+    from landscape.views.save import figure_path
 
     budget = parse_budget(args.budget) if args.budget is not None else None
-    plot = _plot_path(args.plot) if getattr(args, "plot", None) is not None else None
+    plot = figure_path(args.plot, "--plot") if getattr(args, "plot", None) is not None else None
     given = [f"--{name}" for name in ("point", "params", "run") if getattr(args, name, None) is not None]
     if len(given) > 1:
         raise ValueError(f"give at most one of --point, --params and --run (got {' and '.join(given)})")
@@ -321,16 +322,6 @@ def run(args: argparse.Namespace) -> int:
         if plot is not None:
             sys.stdout.write(f"plot     {plot}\n")
     return 0 if cert.verdict == "stationary" else 1
-
-
-def _plot_path(text: str) -> Path:
-    """``--plot FILE``: a ``.png``/``.svg`` file (:func:`landscape.views.save.figure_path`) in an existing folder."""
-    from landscape.views.save import figure_path
-
-    path = figure_path(text, "--plot")
-    if not path.parent.is_dir():
-        raise ValueError(f"--plot {text!r}: the folder {str(path.parent)!r} does not exist")
-    return path
 
 
 def _draw(cert: Any, path: Path, task: dict[str, Any]) -> None:

@@ -36,14 +36,18 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from landscape.experiment.metrics import parse_metric_key
+
+if TYPE_CHECKING:  # pragma: no cover
+    from landscape.experiment.store import RunStore
 
 __all__ = [
     "COLUMNS",
     "FORMATS",
     "RunRow",
+    "open_store",
     "runs_table",
     "select_runs",
     "config_diff",
@@ -90,15 +94,42 @@ class RunRow:
     preset: str | None = None
 
 
-def _open(store: Any):
+def open_store(store: str | os.PathLike[str]) -> RunStore:
+    """The run store in the folder ``store``, opened read-only: the one way a folder named by a user is opened to be read.
+
+    Nothing on disk changes, whatever the folder holds (no folder or database is created). A folder
+    with a ``tensors/`` folder but no ``store.sqlite`` is a store that lost its database: it is opened
+    so that :class:`~landscape.experiment.store.RunStore` reports it with what to do
+    (``landscape store repair``).
+
+    Args:
+        store: the store's folder (``~`` expanded).
+
+    Returns:
+        An open, read-only :class:`~landscape.experiment.store.RunStore` (a context manager; close it).
+
+    Raises:
+        ValueError: ``store`` is not a folder, or holds neither ``store.sqlite`` nor ``tensors/``;
+            one line naming the folder and what a run store holds.
+        StoreError: a lost, damaged or foreign database (see :class:`~landscape.experiment.store.RunStore`).
+    """
+    from landscape.experiment.store import RunStore
+
+    root = Path(store).expanduser()
+    if not (root / "store.sqlite").exists() and not (root / "tensors").exists():
+        why = ("no such folder" if not root.exists() else "it is a file" if not root.is_dir()
+               else "no store.sqlite in it")
+        raise ValueError(f"{str(store)!r} is not a run store ({why}; a run store is a folder holding store.sqlite)")
+    return RunStore(root, read_only=True)
+
+
+def _open(store: Any) -> tuple[RunStore, bool]:
+    """``(store, whether to close it)``: an open :class:`RunStore` as it is, a folder by :func:`open_store`."""
     from landscape.experiment.store import RunStore
 
     if isinstance(store, RunStore):
         return store, False
-    root = Path(store).expanduser()
-    if not (root / "store.sqlite").is_file():
-        raise ValueError(f"{str(store)!r} is not a run store (no store.sqlite in it)")
-    return RunStore(root, read_only=True), True
+    return open_store(store), True
 
 
 def select_runs(store: Any, runs: Sequence[str | int] | None) -> list[Any]:
@@ -143,7 +174,8 @@ def runs_table(store: Any) -> list[RunRow]:
         One :class:`RunRow` per run.
 
     Raises:
-        ValueError: ``store`` is not a run store.
+        ValueError: ``store`` is not a run store (:func:`open_store`).
+        StoreError: a lost, damaged or foreign database.
     """
     from landscape.experiment.train import stored_preset
 
@@ -210,7 +242,8 @@ def metrics_table(store: Any, runs: Sequence[str] | None = None,
         ``head`` hold ``None`` where the key has none, ``value`` NaN where nothing is stored.
 
     Raises:
-        ValueError: not a run store, or an unknown run (the known ones are listed).
+        ValueError: not a run store (:func:`open_store`), or an unknown run (the known ones are listed).
+        StoreError: a lost, damaged or foreign database.
         TypeError: ``runs`` given as one string.
     """
     s, close = _open(store)

@@ -26,7 +26,11 @@ FIGURE_SUFFIXES = (".png", ".svg")
 
 
 def figure_path(text: str | os.PathLike[str], option: str = "--out") -> Path:
-    """A user-given figure file, checked before any work: a ``.png`` or ``.svg`` name that is not a folder.
+    """A user-given figure file, checked before any work: a ``.png`` or ``.svg`` file in an existing folder.
+
+    The one check of every figure option of the commands (``hessian --plot``, ``probe --plot``,
+    ``slice --out``, ``verify --plot``): the folder must exist, as for every file a command writes
+    (``export --out``), so that a mistyped folder is refused rather than created.
 
     Args:
         text: the path as given.
@@ -36,13 +40,17 @@ def figure_path(text: str | os.PathLike[str], option: str = "--out") -> Path:
         The path (``~`` expanded).
 
     Raises:
-        ValueError: another suffix, or an existing folder.
+        ValueError: another suffix, an existing folder, or a folder that does not exist (or is a file).
     """
     path = Path(text).expanduser()
     if path.suffix.lower() not in FIGURE_SUFFIXES:
         raise ValueError(f"{option} must name a .png or .svg file, got {str(text)!r}")
     if path.is_dir():
         raise ValueError(f"{option} {str(text)!r} is a folder; name a file")
+    if not path.parent.is_dir():
+        what = "is not a folder" if path.parent.exists() else "does not exist"
+        raise ValueError(f"{option} {str(text)!r}: the folder {str(path.parent)!r} {what} (name a file in an "
+                         "existing folder)")
     return path
 
 
