@@ -28,14 +28,179 @@ def mm(A, ao, am, ar, B, bo, br, bk, C, co, cm, ck, M, K, R, acc, ci=-1):
     """``C[m, k] (+)= sum_r A[m, r] B[r, k]`` for every lane, ``m < M, k < K, r < R``.
 
     ``X[i, j]`` is the lane vector at ``X[xo + i * xi + j * xj :][:BL]`` (strides in elements), so
-    transposes and sub-blocks are strides. Register tiles of 4 × 4 outputs (then 4 × 1, 2 × 4,
-    2 × 1, 1 × 4, 1 × 1 at the edges); each output is the sum over ``r`` in increasing order, fused
+    transposes and sub-blocks are strides. Register tiles of 6 × 4 outputs in float32 (then 6 × 1
+    at the edge), 4 × 4 (then 4 × 1, 2 × 4, 2 × 1, 1 × 4, 1 × 1 at the edges); each output is the sum over ``r`` in increasing order, fused
     multiply-adds, started from ``C`` (``acc``) or from zero: the same bits every run. With
     ``acc`` and ``ci >= 0`` the start is read from offset ``ci`` instead of ``co`` (same strides):
     ``C[co:] = C[ci:] + A B`` without copying ``C[ci:]`` to ``C[co:]`` first.
     """
     dl = ci - co if ci >= 0 else 0
     m = 0
+    if C.itemsize == 4:  # 6 x 4 tiles: 24 float32 accumulators and their operands fit 32 registers
+        while m + 6 <= M:
+            c0 = co + m * cm
+            c1 = c0 + cm
+            c2 = c1 + cm
+            c3 = c2 + cm
+            c4 = c3 + cm
+            c5 = c4 + cm
+            k = 0
+            while k + 4 <= K:
+                if acc:
+                    x00 = vload(C, dl + c0 + (k + 0) * ck)
+                    x01 = vload(C, dl + c0 + (k + 1) * ck)
+                    x02 = vload(C, dl + c0 + (k + 2) * ck)
+                    x03 = vload(C, dl + c0 + (k + 3) * ck)
+                    x10 = vload(C, dl + c1 + (k + 0) * ck)
+                    x11 = vload(C, dl + c1 + (k + 1) * ck)
+                    x12 = vload(C, dl + c1 + (k + 2) * ck)
+                    x13 = vload(C, dl + c1 + (k + 3) * ck)
+                    x20 = vload(C, dl + c2 + (k + 0) * ck)
+                    x21 = vload(C, dl + c2 + (k + 1) * ck)
+                    x22 = vload(C, dl + c2 + (k + 2) * ck)
+                    x23 = vload(C, dl + c2 + (k + 3) * ck)
+                    x30 = vload(C, dl + c3 + (k + 0) * ck)
+                    x31 = vload(C, dl + c3 + (k + 1) * ck)
+                    x32 = vload(C, dl + c3 + (k + 2) * ck)
+                    x33 = vload(C, dl + c3 + (k + 3) * ck)
+                    x40 = vload(C, dl + c4 + (k + 0) * ck)
+                    x41 = vload(C, dl + c4 + (k + 1) * ck)
+                    x42 = vload(C, dl + c4 + (k + 2) * ck)
+                    x43 = vload(C, dl + c4 + (k + 3) * ck)
+                    x50 = vload(C, dl + c5 + (k + 0) * ck)
+                    x51 = vload(C, dl + c5 + (k + 1) * ck)
+                    x52 = vload(C, dl + c5 + (k + 2) * ck)
+                    x53 = vload(C, dl + c5 + (k + 3) * ck)
+                else:
+                    x00 = vzero(C)
+                    x01 = x00
+                    x02 = x00
+                    x03 = x00
+                    x10 = x00
+                    x11 = x00
+                    x12 = x00
+                    x13 = x00
+                    x20 = x00
+                    x21 = x00
+                    x22 = x00
+                    x23 = x00
+                    x30 = x00
+                    x31 = x00
+                    x32 = x00
+                    x33 = x00
+                    x40 = x00
+                    x41 = x00
+                    x42 = x00
+                    x43 = x00
+                    x50 = x00
+                    x51 = x00
+                    x52 = x00
+                    x53 = x00
+                pa = ao + m * am
+                pb = bo + k * bk
+                for _ in range(R):
+                    b0 = vload(B, pb + 0 * bk)
+                    b1 = vload(B, pb + 1 * bk)
+                    b2 = vload(B, pb + 2 * bk)
+                    b3 = vload(B, pb + 3 * bk)
+                    a0 = vload(A, pa + 0 * am)
+                    x00 = vfma(a0, b0, x00)
+                    x01 = vfma(a0, b1, x01)
+                    x02 = vfma(a0, b2, x02)
+                    x03 = vfma(a0, b3, x03)
+                    a1 = vload(A, pa + 1 * am)
+                    x10 = vfma(a1, b0, x10)
+                    x11 = vfma(a1, b1, x11)
+                    x12 = vfma(a1, b2, x12)
+                    x13 = vfma(a1, b3, x13)
+                    a2 = vload(A, pa + 2 * am)
+                    x20 = vfma(a2, b0, x20)
+                    x21 = vfma(a2, b1, x21)
+                    x22 = vfma(a2, b2, x22)
+                    x23 = vfma(a2, b3, x23)
+                    a3 = vload(A, pa + 3 * am)
+                    x30 = vfma(a3, b0, x30)
+                    x31 = vfma(a3, b1, x31)
+                    x32 = vfma(a3, b2, x32)
+                    x33 = vfma(a3, b3, x33)
+                    a4 = vload(A, pa + 4 * am)
+                    x40 = vfma(a4, b0, x40)
+                    x41 = vfma(a4, b1, x41)
+                    x42 = vfma(a4, b2, x42)
+                    x43 = vfma(a4, b3, x43)
+                    a5 = vload(A, pa + 5 * am)
+                    x50 = vfma(a5, b0, x50)
+                    x51 = vfma(a5, b1, x51)
+                    x52 = vfma(a5, b2, x52)
+                    x53 = vfma(a5, b3, x53)
+                    pa += ar
+                    pb += br
+                vstore(C, c0 + (k + 0) * ck, x00)
+                vstore(C, c0 + (k + 1) * ck, x01)
+                vstore(C, c0 + (k + 2) * ck, x02)
+                vstore(C, c0 + (k + 3) * ck, x03)
+                vstore(C, c1 + (k + 0) * ck, x10)
+                vstore(C, c1 + (k + 1) * ck, x11)
+                vstore(C, c1 + (k + 2) * ck, x12)
+                vstore(C, c1 + (k + 3) * ck, x13)
+                vstore(C, c2 + (k + 0) * ck, x20)
+                vstore(C, c2 + (k + 1) * ck, x21)
+                vstore(C, c2 + (k + 2) * ck, x22)
+                vstore(C, c2 + (k + 3) * ck, x23)
+                vstore(C, c3 + (k + 0) * ck, x30)
+                vstore(C, c3 + (k + 1) * ck, x31)
+                vstore(C, c3 + (k + 2) * ck, x32)
+                vstore(C, c3 + (k + 3) * ck, x33)
+                vstore(C, c4 + (k + 0) * ck, x40)
+                vstore(C, c4 + (k + 1) * ck, x41)
+                vstore(C, c4 + (k + 2) * ck, x42)
+                vstore(C, c4 + (k + 3) * ck, x43)
+                vstore(C, c5 + (k + 0) * ck, x50)
+                vstore(C, c5 + (k + 1) * ck, x51)
+                vstore(C, c5 + (k + 2) * ck, x52)
+                vstore(C, c5 + (k + 3) * ck, x53)
+                k += 4
+            while k < K:
+                if acc:
+                    x00 = vload(C, dl + c0 + k * ck)
+                    x10 = vload(C, dl + c1 + k * ck)
+                    x20 = vload(C, dl + c2 + k * ck)
+                    x30 = vload(C, dl + c3 + k * ck)
+                    x40 = vload(C, dl + c4 + k * ck)
+                    x50 = vload(C, dl + c5 + k * ck)
+                else:
+                    x00 = vzero(C)
+                    x10 = x00
+                    x20 = x00
+                    x30 = x00
+                    x40 = x00
+                    x50 = x00
+                pa = ao + m * am
+                pb = bo + k * bk
+                for _ in range(R):
+                    b0 = vload(B, pb + 0 * bk)
+                    a0 = vload(A, pa + 0 * am)
+                    x00 = vfma(a0, b0, x00)
+                    a1 = vload(A, pa + 1 * am)
+                    x10 = vfma(a1, b0, x10)
+                    a2 = vload(A, pa + 2 * am)
+                    x20 = vfma(a2, b0, x20)
+                    a3 = vload(A, pa + 3 * am)
+                    x30 = vfma(a3, b0, x30)
+                    a4 = vload(A, pa + 4 * am)
+                    x40 = vfma(a4, b0, x40)
+                    a5 = vload(A, pa + 5 * am)
+                    x50 = vfma(a5, b0, x50)
+                    pa += ar
+                    pb += br
+                vstore(C, c0 + k * ck, x00)
+                vstore(C, c1 + k * ck, x10)
+                vstore(C, c2 + k * ck, x20)
+                vstore(C, c3 + k * ck, x30)
+                vstore(C, c4 + k * ck, x40)
+                vstore(C, c5 + k * ck, x50)
+                k += 1
+            m += 6
     while m + 4 <= M:
         c0 = co + m * cm
         c1 = c0 + cm
