@@ -40,10 +40,10 @@ def mm(A, ao, am, ar, B, bo, br, bk, C, co, cm, ck, M, K, R, acc, ci=-1, relu=Fa
     """``C[m, k] (+)= sum_r A[m, r] B[r, k]`` for every lane, ``m < M, k < K, r < R``.
 
     ``X[i, j]`` is the lane vector at ``X[xo + i * xi + j * xj :][:BL]`` (strides in elements), so
-    transposes and sub-blocks are strides. Register tiles of 6 × 4 outputs in float32 (then 6 × 1
-    at the edge), 4 × 4 (then 4 × 1, 2 × 4, 2 × 1, 1 × 4, 1 × 1 at the edges); each output is the
-    sum over ``r`` in increasing order, fused multiply-adds, started from ``C`` (``acc``) or from
-    zero: the same bits every run. With
+    transposes and sub-blocks are strides. Register tiles of 6 × 4 outputs in float32 (then 6 × 2,
+    6 × 1 at the edge), 4 × 4 (then 4 × 1, 2 × 4, 2 × 1, 1 × 4, 1 × 1 at the edges); each output
+    is the sum over ``r`` in increasing order, fused multiply-adds, started from ``C`` (``acc``)
+    or from zero: the same bits every run. With
     ``acc`` and ``ci >= 0`` the start is read from offset ``ci`` instead of ``co`` (same strides):
     ``C[co:] = C[ci:] + A B`` without copying ``C[ci:]`` to ``C[co:]`` first. Each output is
     stored by :func:`put`: the ReLU of it with ``relu``, and with an array ``Mk`` only where
@@ -177,6 +177,71 @@ def mm(A, ao, am, ar, B, bo, br, bk, C, co, cm, ck, M, K, R, acc, ci=-1, relu=Fa
                 put(C, c5 + (k + 2) * ck, x52, relu, Mk, dm)
                 put(C, c5 + (k + 3) * ck, x53, relu, Mk, dm)
                 k += 4
+            if k + 2 <= K:
+                if acc:
+                    x00 = vload(C, dl + c0 + (k + 0) * ck)
+                    x01 = vload(C, dl + c0 + (k + 1) * ck)
+                    x10 = vload(C, dl + c1 + (k + 0) * ck)
+                    x11 = vload(C, dl + c1 + (k + 1) * ck)
+                    x20 = vload(C, dl + c2 + (k + 0) * ck)
+                    x21 = vload(C, dl + c2 + (k + 1) * ck)
+                    x30 = vload(C, dl + c3 + (k + 0) * ck)
+                    x31 = vload(C, dl + c3 + (k + 1) * ck)
+                    x40 = vload(C, dl + c4 + (k + 0) * ck)
+                    x41 = vload(C, dl + c4 + (k + 1) * ck)
+                    x50 = vload(C, dl + c5 + (k + 0) * ck)
+                    x51 = vload(C, dl + c5 + (k + 1) * ck)
+                else:
+                    x00 = vzero(C)
+                    x01 = x00
+                    x10 = x00
+                    x11 = x00
+                    x20 = x00
+                    x21 = x00
+                    x30 = x00
+                    x31 = x00
+                    x40 = x00
+                    x41 = x00
+                    x50 = x00
+                    x51 = x00
+                pa = ao + m * am
+                pb = bo + k * bk
+                for _ in range(R):
+                    b0 = vload(B, pb + 0 * bk)
+                    b1 = vload(B, pb + 1 * bk)
+                    a0 = vload(A, pa + 0 * am)
+                    x00 = vfma(a0, b0, x00)
+                    x01 = vfma(a0, b1, x01)
+                    a1 = vload(A, pa + 1 * am)
+                    x10 = vfma(a1, b0, x10)
+                    x11 = vfma(a1, b1, x11)
+                    a2 = vload(A, pa + 2 * am)
+                    x20 = vfma(a2, b0, x20)
+                    x21 = vfma(a2, b1, x21)
+                    a3 = vload(A, pa + 3 * am)
+                    x30 = vfma(a3, b0, x30)
+                    x31 = vfma(a3, b1, x31)
+                    a4 = vload(A, pa + 4 * am)
+                    x40 = vfma(a4, b0, x40)
+                    x41 = vfma(a4, b1, x41)
+                    a5 = vload(A, pa + 5 * am)
+                    x50 = vfma(a5, b0, x50)
+                    x51 = vfma(a5, b1, x51)
+                    pa += ar
+                    pb += br
+                put(C, c0 + (k + 0) * ck, x00, relu, Mk, dm)
+                put(C, c0 + (k + 1) * ck, x01, relu, Mk, dm)
+                put(C, c1 + (k + 0) * ck, x10, relu, Mk, dm)
+                put(C, c1 + (k + 1) * ck, x11, relu, Mk, dm)
+                put(C, c2 + (k + 0) * ck, x20, relu, Mk, dm)
+                put(C, c2 + (k + 1) * ck, x21, relu, Mk, dm)
+                put(C, c3 + (k + 0) * ck, x30, relu, Mk, dm)
+                put(C, c3 + (k + 1) * ck, x31, relu, Mk, dm)
+                put(C, c4 + (k + 0) * ck, x40, relu, Mk, dm)
+                put(C, c4 + (k + 1) * ck, x41, relu, Mk, dm)
+                put(C, c5 + (k + 0) * ck, x50, relu, Mk, dm)
+                put(C, c5 + (k + 1) * ck, x51, relu, Mk, dm)
+                k += 2
             while k < K:
                 if acc:
                     x00 = vload(C, dl + c0 + k * ck)
