@@ -165,6 +165,23 @@ def test_fused_gradient_equals_torch_engine_float32(acts: tuple[str, ...]) -> No
 
 
 @needs_numba
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fused_prompt_results_do_not_depend_on_their_block(dtype: str) -> None:
+    """A prompt's prediction is the same bits wherever it sits: shifting the batch by 5 moves
+    prompts between lanes, and from a partial block (loaded by the scalar copy) into full ones
+    (loaded by gathers); every lane is computed alone, so the bits agree (d = 5: float32's 6-row
+    register tiles), and equal model.forward to the dtype's round-off."""
+    cfg = _cfg("kernel", ("relu", "softmax"), 2, 5, 20, 3, 2, 37, dtype=dtype)
+    flat, Z, _ = _batch(cfg)
+    pred = fused.fused_predict(flat, cfg.spec, Z[0])
+    shifted = fused.fused_predict(flat, cfg.spec, Z[0, 5:])
+    assert torch.equal(pred[:, 5:], shifted)
+    ref = torch.stack([-forward(unflatten_params(flat[i].double(), cfg.spec), cfg.spec, Z[0].double(),
+                                validate=False)[..., -1, -1] for i in range(2)])
+    assert _rel(pred.double(), ref) < (1e-4 if dtype == "float32" else RTOL[F64])
+
+
+@needs_numba
 def test_fused_training_is_bit_reproducible_and_thread_count_free() -> None:
     """The same config trains to the same bits twice, with 1 and with 2 threads; the engine that
     ran is recorded; the result equals the stacked engine's to float32 round-off."""

@@ -16,22 +16,273 @@ import math
 import numba
 import numpy as np
 
-from landscape.engine._simd import WIDTH, vadd, vdiv, vfma, vload, vmax, vmul, vsplat, vstore, vsub, vwhere_pos, vzero
+from landscape.engine._simd import (WIDTH, vadd, vdiv, vfma, vgather, vload, vmax, vmul, vsplat, vstore, vsub,
+                                    vwhere_pos, vzero)
 
 BL = WIDTH  # prompts per block = lanes per vector (= landscape.engine.fused.BLOCK)
 jit = numba.njit(cache=True, fastmath={"contract"}, nogil=True, error_model="numpy")
 
 
 @jit
-def mm(A, ao, am, ar, B, bo, br, bk, C, co, cm, ck, M, K, R, acc):
+def put(C, q, x, relu, Mk, dm):
+    """Store an output ``x`` of :func:`mm` at ``C[q:][:BL]``: ``max(x, 0)`` with ``relu``
+    (:func:`vwhere_pos`, as :func:`activate`), and with an array ``Mk`` only where
+    ``Mk[q + dm:][:BL] > 0``, 0 elsewhere (``dS = [K > 0] dK``, as :func:`activate_back`)."""
+    if relu:
+        x = vwhere_pos(x, x)
+    if Mk is not None:
+        x = vwhere_pos(vload(Mk, q + dm), x)
+    vstore(C, q, x)
+
+
+@jit
+def mm(A, ao, am, ar, B, bo, br, bk, C, co, cm, ck, M, K, R, acc, ci=-1, relu=False, Mk=None, mo=0):
     """``C[m, k] (+)= sum_r A[m, r] B[r, k]`` for every lane, ``m < M, k < K, r < R``.
 
     ``X[i, j]`` is the lane vector at ``X[xo + i * xi + j * xj :][:BL]`` (strides in elements), so
-    transposes and sub-blocks are strides. Register tiles of 4 × 4 outputs (then 4 × 1, 2 × 4,
-    2 × 1, 1 × 4, 1 × 1 at the edges); each output is the sum over ``r`` in increasing order, fused
-    multiply-adds, started from ``C`` (``acc``) or from zero: the same bits every run.
+    transposes and sub-blocks are strides. Register tiles of 6 × 4 outputs in float32 (then 6 × 2,
+    6 × 1 at the edge), 4 × 4 (then 4 × 1, 2 × 4, 2 × 1, 1 × 4, 1 × 1 at the edges); each output
+    is the sum over ``r`` in increasing order, fused multiply-adds, started from ``C`` (``acc``)
+    or from zero: the same bits every run. With
+    ``acc`` and ``ci >= 0`` the start is read from offset ``ci`` instead of ``co`` (same strides):
+    ``C[co:] = C[ci:] + A B`` without copying ``C[ci:]`` to ``C[co:]`` first. Each output is
+    stored by :func:`put`: the ReLU of it with ``relu``, and with an array ``Mk`` only where
+    ``Mk`` (same strides, offset ``mo``) is positive, so an activation or its derivative costs
+    no pass of its own (the same bits as that pass).
     """
+    dl = ci - co if ci >= 0 else 0
+    dm = mo - co
     m = 0
+    if C.itemsize == 4:  # 6 x 4 tiles: 24 float32 accumulators and their operands fit 32 registers
+        while m + 6 <= M:
+            c0 = co + m * cm
+            c1 = c0 + cm
+            c2 = c1 + cm
+            c3 = c2 + cm
+            c4 = c3 + cm
+            c5 = c4 + cm
+            k = 0
+            while k + 4 <= K:
+                if acc:
+                    x00 = vload(C, dl + c0 + (k + 0) * ck)
+                    x01 = vload(C, dl + c0 + (k + 1) * ck)
+                    x02 = vload(C, dl + c0 + (k + 2) * ck)
+                    x03 = vload(C, dl + c0 + (k + 3) * ck)
+                    x10 = vload(C, dl + c1 + (k + 0) * ck)
+                    x11 = vload(C, dl + c1 + (k + 1) * ck)
+                    x12 = vload(C, dl + c1 + (k + 2) * ck)
+                    x13 = vload(C, dl + c1 + (k + 3) * ck)
+                    x20 = vload(C, dl + c2 + (k + 0) * ck)
+                    x21 = vload(C, dl + c2 + (k + 1) * ck)
+                    x22 = vload(C, dl + c2 + (k + 2) * ck)
+                    x23 = vload(C, dl + c2 + (k + 3) * ck)
+                    x30 = vload(C, dl + c3 + (k + 0) * ck)
+                    x31 = vload(C, dl + c3 + (k + 1) * ck)
+                    x32 = vload(C, dl + c3 + (k + 2) * ck)
+                    x33 = vload(C, dl + c3 + (k + 3) * ck)
+                    x40 = vload(C, dl + c4 + (k + 0) * ck)
+                    x41 = vload(C, dl + c4 + (k + 1) * ck)
+                    x42 = vload(C, dl + c4 + (k + 2) * ck)
+                    x43 = vload(C, dl + c4 + (k + 3) * ck)
+                    x50 = vload(C, dl + c5 + (k + 0) * ck)
+                    x51 = vload(C, dl + c5 + (k + 1) * ck)
+                    x52 = vload(C, dl + c5 + (k + 2) * ck)
+                    x53 = vload(C, dl + c5 + (k + 3) * ck)
+                else:
+                    x00 = vzero(C)
+                    x01 = x00
+                    x02 = x00
+                    x03 = x00
+                    x10 = x00
+                    x11 = x00
+                    x12 = x00
+                    x13 = x00
+                    x20 = x00
+                    x21 = x00
+                    x22 = x00
+                    x23 = x00
+                    x30 = x00
+                    x31 = x00
+                    x32 = x00
+                    x33 = x00
+                    x40 = x00
+                    x41 = x00
+                    x42 = x00
+                    x43 = x00
+                    x50 = x00
+                    x51 = x00
+                    x52 = x00
+                    x53 = x00
+                pa = ao + m * am
+                pb = bo + k * bk
+                for _ in range(R):
+                    b0 = vload(B, pb + 0 * bk)
+                    b1 = vload(B, pb + 1 * bk)
+                    b2 = vload(B, pb + 2 * bk)
+                    b3 = vload(B, pb + 3 * bk)
+                    a0 = vload(A, pa + 0 * am)
+                    x00 = vfma(a0, b0, x00)
+                    x01 = vfma(a0, b1, x01)
+                    x02 = vfma(a0, b2, x02)
+                    x03 = vfma(a0, b3, x03)
+                    a1 = vload(A, pa + 1 * am)
+                    x10 = vfma(a1, b0, x10)
+                    x11 = vfma(a1, b1, x11)
+                    x12 = vfma(a1, b2, x12)
+                    x13 = vfma(a1, b3, x13)
+                    a2 = vload(A, pa + 2 * am)
+                    x20 = vfma(a2, b0, x20)
+                    x21 = vfma(a2, b1, x21)
+                    x22 = vfma(a2, b2, x22)
+                    x23 = vfma(a2, b3, x23)
+                    a3 = vload(A, pa + 3 * am)
+                    x30 = vfma(a3, b0, x30)
+                    x31 = vfma(a3, b1, x31)
+                    x32 = vfma(a3, b2, x32)
+                    x33 = vfma(a3, b3, x33)
+                    a4 = vload(A, pa + 4 * am)
+                    x40 = vfma(a4, b0, x40)
+                    x41 = vfma(a4, b1, x41)
+                    x42 = vfma(a4, b2, x42)
+                    x43 = vfma(a4, b3, x43)
+                    a5 = vload(A, pa + 5 * am)
+                    x50 = vfma(a5, b0, x50)
+                    x51 = vfma(a5, b1, x51)
+                    x52 = vfma(a5, b2, x52)
+                    x53 = vfma(a5, b3, x53)
+                    pa += ar
+                    pb += br
+                put(C, c0 + (k + 0) * ck, x00, relu, Mk, dm)
+                put(C, c0 + (k + 1) * ck, x01, relu, Mk, dm)
+                put(C, c0 + (k + 2) * ck, x02, relu, Mk, dm)
+                put(C, c0 + (k + 3) * ck, x03, relu, Mk, dm)
+                put(C, c1 + (k + 0) * ck, x10, relu, Mk, dm)
+                put(C, c1 + (k + 1) * ck, x11, relu, Mk, dm)
+                put(C, c1 + (k + 2) * ck, x12, relu, Mk, dm)
+                put(C, c1 + (k + 3) * ck, x13, relu, Mk, dm)
+                put(C, c2 + (k + 0) * ck, x20, relu, Mk, dm)
+                put(C, c2 + (k + 1) * ck, x21, relu, Mk, dm)
+                put(C, c2 + (k + 2) * ck, x22, relu, Mk, dm)
+                put(C, c2 + (k + 3) * ck, x23, relu, Mk, dm)
+                put(C, c3 + (k + 0) * ck, x30, relu, Mk, dm)
+                put(C, c3 + (k + 1) * ck, x31, relu, Mk, dm)
+                put(C, c3 + (k + 2) * ck, x32, relu, Mk, dm)
+                put(C, c3 + (k + 3) * ck, x33, relu, Mk, dm)
+                put(C, c4 + (k + 0) * ck, x40, relu, Mk, dm)
+                put(C, c4 + (k + 1) * ck, x41, relu, Mk, dm)
+                put(C, c4 + (k + 2) * ck, x42, relu, Mk, dm)
+                put(C, c4 + (k + 3) * ck, x43, relu, Mk, dm)
+                put(C, c5 + (k + 0) * ck, x50, relu, Mk, dm)
+                put(C, c5 + (k + 1) * ck, x51, relu, Mk, dm)
+                put(C, c5 + (k + 2) * ck, x52, relu, Mk, dm)
+                put(C, c5 + (k + 3) * ck, x53, relu, Mk, dm)
+                k += 4
+            if k + 2 <= K:
+                if acc:
+                    x00 = vload(C, dl + c0 + (k + 0) * ck)
+                    x01 = vload(C, dl + c0 + (k + 1) * ck)
+                    x10 = vload(C, dl + c1 + (k + 0) * ck)
+                    x11 = vload(C, dl + c1 + (k + 1) * ck)
+                    x20 = vload(C, dl + c2 + (k + 0) * ck)
+                    x21 = vload(C, dl + c2 + (k + 1) * ck)
+                    x30 = vload(C, dl + c3 + (k + 0) * ck)
+                    x31 = vload(C, dl + c3 + (k + 1) * ck)
+                    x40 = vload(C, dl + c4 + (k + 0) * ck)
+                    x41 = vload(C, dl + c4 + (k + 1) * ck)
+                    x50 = vload(C, dl + c5 + (k + 0) * ck)
+                    x51 = vload(C, dl + c5 + (k + 1) * ck)
+                else:
+                    x00 = vzero(C)
+                    x01 = x00
+                    x10 = x00
+                    x11 = x00
+                    x20 = x00
+                    x21 = x00
+                    x30 = x00
+                    x31 = x00
+                    x40 = x00
+                    x41 = x00
+                    x50 = x00
+                    x51 = x00
+                pa = ao + m * am
+                pb = bo + k * bk
+                for _ in range(R):
+                    b0 = vload(B, pb + 0 * bk)
+                    b1 = vload(B, pb + 1 * bk)
+                    a0 = vload(A, pa + 0 * am)
+                    x00 = vfma(a0, b0, x00)
+                    x01 = vfma(a0, b1, x01)
+                    a1 = vload(A, pa + 1 * am)
+                    x10 = vfma(a1, b0, x10)
+                    x11 = vfma(a1, b1, x11)
+                    a2 = vload(A, pa + 2 * am)
+                    x20 = vfma(a2, b0, x20)
+                    x21 = vfma(a2, b1, x21)
+                    a3 = vload(A, pa + 3 * am)
+                    x30 = vfma(a3, b0, x30)
+                    x31 = vfma(a3, b1, x31)
+                    a4 = vload(A, pa + 4 * am)
+                    x40 = vfma(a4, b0, x40)
+                    x41 = vfma(a4, b1, x41)
+                    a5 = vload(A, pa + 5 * am)
+                    x50 = vfma(a5, b0, x50)
+                    x51 = vfma(a5, b1, x51)
+                    pa += ar
+                    pb += br
+                put(C, c0 + (k + 0) * ck, x00, relu, Mk, dm)
+                put(C, c0 + (k + 1) * ck, x01, relu, Mk, dm)
+                put(C, c1 + (k + 0) * ck, x10, relu, Mk, dm)
+                put(C, c1 + (k + 1) * ck, x11, relu, Mk, dm)
+                put(C, c2 + (k + 0) * ck, x20, relu, Mk, dm)
+                put(C, c2 + (k + 1) * ck, x21, relu, Mk, dm)
+                put(C, c3 + (k + 0) * ck, x30, relu, Mk, dm)
+                put(C, c3 + (k + 1) * ck, x31, relu, Mk, dm)
+                put(C, c4 + (k + 0) * ck, x40, relu, Mk, dm)
+                put(C, c4 + (k + 1) * ck, x41, relu, Mk, dm)
+                put(C, c5 + (k + 0) * ck, x50, relu, Mk, dm)
+                put(C, c5 + (k + 1) * ck, x51, relu, Mk, dm)
+                k += 2
+            while k < K:
+                if acc:
+                    x00 = vload(C, dl + c0 + k * ck)
+                    x10 = vload(C, dl + c1 + k * ck)
+                    x20 = vload(C, dl + c2 + k * ck)
+                    x30 = vload(C, dl + c3 + k * ck)
+                    x40 = vload(C, dl + c4 + k * ck)
+                    x50 = vload(C, dl + c5 + k * ck)
+                else:
+                    x00 = vzero(C)
+                    x10 = x00
+                    x20 = x00
+                    x30 = x00
+                    x40 = x00
+                    x50 = x00
+                pa = ao + m * am
+                pb = bo + k * bk
+                for _ in range(R):
+                    b0 = vload(B, pb + 0 * bk)
+                    a0 = vload(A, pa + 0 * am)
+                    x00 = vfma(a0, b0, x00)
+                    a1 = vload(A, pa + 1 * am)
+                    x10 = vfma(a1, b0, x10)
+                    a2 = vload(A, pa + 2 * am)
+                    x20 = vfma(a2, b0, x20)
+                    a3 = vload(A, pa + 3 * am)
+                    x30 = vfma(a3, b0, x30)
+                    a4 = vload(A, pa + 4 * am)
+                    x40 = vfma(a4, b0, x40)
+                    a5 = vload(A, pa + 5 * am)
+                    x50 = vfma(a5, b0, x50)
+                    pa += ar
+                    pb += br
+                put(C, c0 + k * ck, x00, relu, Mk, dm)
+                put(C, c1 + k * ck, x10, relu, Mk, dm)
+                put(C, c2 + k * ck, x20, relu, Mk, dm)
+                put(C, c3 + k * ck, x30, relu, Mk, dm)
+                put(C, c4 + k * ck, x40, relu, Mk, dm)
+                put(C, c5 + k * ck, x50, relu, Mk, dm)
+                k += 1
+            m += 6
     while m + 4 <= M:
         c0 = co + m * cm
         c1 = c0 + cm
@@ -40,22 +291,22 @@ def mm(A, ao, am, ar, B, bo, br, bk, C, co, cm, ck, M, K, R, acc):
         k = 0
         while k + 4 <= K:
             if acc:
-                x00 = vload(C, c0 + (k + 0) * ck)
-                x01 = vload(C, c0 + (k + 1) * ck)
-                x02 = vload(C, c0 + (k + 2) * ck)
-                x03 = vload(C, c0 + (k + 3) * ck)
-                x10 = vload(C, c1 + (k + 0) * ck)
-                x11 = vload(C, c1 + (k + 1) * ck)
-                x12 = vload(C, c1 + (k + 2) * ck)
-                x13 = vload(C, c1 + (k + 3) * ck)
-                x20 = vload(C, c2 + (k + 0) * ck)
-                x21 = vload(C, c2 + (k + 1) * ck)
-                x22 = vload(C, c2 + (k + 2) * ck)
-                x23 = vload(C, c2 + (k + 3) * ck)
-                x30 = vload(C, c3 + (k + 0) * ck)
-                x31 = vload(C, c3 + (k + 1) * ck)
-                x32 = vload(C, c3 + (k + 2) * ck)
-                x33 = vload(C, c3 + (k + 3) * ck)
+                x00 = vload(C, dl + c0 + (k + 0) * ck)
+                x01 = vload(C, dl + c0 + (k + 1) * ck)
+                x02 = vload(C, dl + c0 + (k + 2) * ck)
+                x03 = vload(C, dl + c0 + (k + 3) * ck)
+                x10 = vload(C, dl + c1 + (k + 0) * ck)
+                x11 = vload(C, dl + c1 + (k + 1) * ck)
+                x12 = vload(C, dl + c1 + (k + 2) * ck)
+                x13 = vload(C, dl + c1 + (k + 3) * ck)
+                x20 = vload(C, dl + c2 + (k + 0) * ck)
+                x21 = vload(C, dl + c2 + (k + 1) * ck)
+                x22 = vload(C, dl + c2 + (k + 2) * ck)
+                x23 = vload(C, dl + c2 + (k + 3) * ck)
+                x30 = vload(C, dl + c3 + (k + 0) * ck)
+                x31 = vload(C, dl + c3 + (k + 1) * ck)
+                x32 = vload(C, dl + c3 + (k + 2) * ck)
+                x33 = vload(C, dl + c3 + (k + 3) * ck)
             else:
                 x00 = vzero(C)
                 x01 = x00
@@ -102,29 +353,29 @@ def mm(A, ao, am, ar, B, bo, br, bk, C, co, cm, ck, M, K, R, acc):
                 x33 = vfma(a3, b3, x33)
                 pa += ar
                 pb += br
-            vstore(C, c0 + (k + 0) * ck, x00)
-            vstore(C, c0 + (k + 1) * ck, x01)
-            vstore(C, c0 + (k + 2) * ck, x02)
-            vstore(C, c0 + (k + 3) * ck, x03)
-            vstore(C, c1 + (k + 0) * ck, x10)
-            vstore(C, c1 + (k + 1) * ck, x11)
-            vstore(C, c1 + (k + 2) * ck, x12)
-            vstore(C, c1 + (k + 3) * ck, x13)
-            vstore(C, c2 + (k + 0) * ck, x20)
-            vstore(C, c2 + (k + 1) * ck, x21)
-            vstore(C, c2 + (k + 2) * ck, x22)
-            vstore(C, c2 + (k + 3) * ck, x23)
-            vstore(C, c3 + (k + 0) * ck, x30)
-            vstore(C, c3 + (k + 1) * ck, x31)
-            vstore(C, c3 + (k + 2) * ck, x32)
-            vstore(C, c3 + (k + 3) * ck, x33)
+            put(C, c0 + (k + 0) * ck, x00, relu, Mk, dm)
+            put(C, c0 + (k + 1) * ck, x01, relu, Mk, dm)
+            put(C, c0 + (k + 2) * ck, x02, relu, Mk, dm)
+            put(C, c0 + (k + 3) * ck, x03, relu, Mk, dm)
+            put(C, c1 + (k + 0) * ck, x10, relu, Mk, dm)
+            put(C, c1 + (k + 1) * ck, x11, relu, Mk, dm)
+            put(C, c1 + (k + 2) * ck, x12, relu, Mk, dm)
+            put(C, c1 + (k + 3) * ck, x13, relu, Mk, dm)
+            put(C, c2 + (k + 0) * ck, x20, relu, Mk, dm)
+            put(C, c2 + (k + 1) * ck, x21, relu, Mk, dm)
+            put(C, c2 + (k + 2) * ck, x22, relu, Mk, dm)
+            put(C, c2 + (k + 3) * ck, x23, relu, Mk, dm)
+            put(C, c3 + (k + 0) * ck, x30, relu, Mk, dm)
+            put(C, c3 + (k + 1) * ck, x31, relu, Mk, dm)
+            put(C, c3 + (k + 2) * ck, x32, relu, Mk, dm)
+            put(C, c3 + (k + 3) * ck, x33, relu, Mk, dm)
             k += 4
         while k < K:
             if acc:
-                x00 = vload(C, c0 + k * ck)
-                x10 = vload(C, c1 + k * ck)
-                x20 = vload(C, c2 + k * ck)
-                x30 = vload(C, c3 + k * ck)
+                x00 = vload(C, dl + c0 + k * ck)
+                x10 = vload(C, dl + c1 + k * ck)
+                x20 = vload(C, dl + c2 + k * ck)
+                x30 = vload(C, dl + c3 + k * ck)
             else:
                 x00 = vzero(C)
                 x10 = x00
@@ -140,10 +391,10 @@ def mm(A, ao, am, ar, B, bo, br, bk, C, co, cm, ck, M, K, R, acc):
                 x30 = vfma(vload(A, pa + 3 * am), b0, x30)
                 pa += ar
                 pb += br
-            vstore(C, c0 + k * ck, x00)
-            vstore(C, c1 + k * ck, x10)
-            vstore(C, c2 + k * ck, x20)
-            vstore(C, c3 + k * ck, x30)
+            put(C, c0 + k * ck, x00, relu, Mk, dm)
+            put(C, c1 + k * ck, x10, relu, Mk, dm)
+            put(C, c2 + k * ck, x20, relu, Mk, dm)
+            put(C, c3 + k * ck, x30, relu, Mk, dm)
             k += 1
         m += 4
     while m + 2 <= M:
@@ -152,14 +403,14 @@ def mm(A, ao, am, ar, B, bo, br, bk, C, co, cm, ck, M, K, R, acc):
         k = 0
         while k + 4 <= K:
             if acc:
-                x00 = vload(C, c0 + k * ck)
-                x01 = vload(C, c0 + (k + 1) * ck)
-                x02 = vload(C, c0 + (k + 2) * ck)
-                x03 = vload(C, c0 + (k + 3) * ck)
-                x10 = vload(C, c1 + k * ck)
-                x11 = vload(C, c1 + (k + 1) * ck)
-                x12 = vload(C, c1 + (k + 2) * ck)
-                x13 = vload(C, c1 + (k + 3) * ck)
+                x00 = vload(C, dl + c0 + k * ck)
+                x01 = vload(C, dl + c0 + (k + 1) * ck)
+                x02 = vload(C, dl + c0 + (k + 2) * ck)
+                x03 = vload(C, dl + c0 + (k + 3) * ck)
+                x10 = vload(C, dl + c1 + k * ck)
+                x11 = vload(C, dl + c1 + (k + 1) * ck)
+                x12 = vload(C, dl + c1 + (k + 2) * ck)
+                x13 = vload(C, dl + c1 + (k + 3) * ck)
             else:
                 x00 = vzero(C)
                 x01 = x00
@@ -188,19 +439,19 @@ def mm(A, ao, am, ar, B, bo, br, bk, C, co, cm, ck, M, K, R, acc):
                 x13 = vfma(a1, b3, x13)
                 pa += ar
                 pb += br
-            vstore(C, c0 + k * ck, x00)
-            vstore(C, c0 + (k + 1) * ck, x01)
-            vstore(C, c0 + (k + 2) * ck, x02)
-            vstore(C, c0 + (k + 3) * ck, x03)
-            vstore(C, c1 + k * ck, x10)
-            vstore(C, c1 + (k + 1) * ck, x11)
-            vstore(C, c1 + (k + 2) * ck, x12)
-            vstore(C, c1 + (k + 3) * ck, x13)
+            put(C, c0 + k * ck, x00, relu, Mk, dm)
+            put(C, c0 + (k + 1) * ck, x01, relu, Mk, dm)
+            put(C, c0 + (k + 2) * ck, x02, relu, Mk, dm)
+            put(C, c0 + (k + 3) * ck, x03, relu, Mk, dm)
+            put(C, c1 + k * ck, x10, relu, Mk, dm)
+            put(C, c1 + (k + 1) * ck, x11, relu, Mk, dm)
+            put(C, c1 + (k + 2) * ck, x12, relu, Mk, dm)
+            put(C, c1 + (k + 3) * ck, x13, relu, Mk, dm)
             k += 4
         while k < K:
             if acc:
-                x00 = vload(C, c0 + k * ck)
-                x10 = vload(C, c1 + k * ck)
+                x00 = vload(C, dl + c0 + k * ck)
+                x10 = vload(C, dl + c1 + k * ck)
             else:
                 x00 = vzero(C)
                 x10 = x00
@@ -212,8 +463,8 @@ def mm(A, ao, am, ar, B, bo, br, bk, C, co, cm, ck, M, K, R, acc):
                 x10 = vfma(vload(A, pa + am), b0, x10)
                 pa += ar
                 pb += br
-            vstore(C, c0 + k * ck, x00)
-            vstore(C, c1 + k * ck, x10)
+            put(C, c0 + k * ck, x00, relu, Mk, dm)
+            put(C, c1 + k * ck, x10, relu, Mk, dm)
             k += 1
         m += 2
     if m < M:
@@ -221,10 +472,10 @@ def mm(A, ao, am, ar, B, bo, br, bk, C, co, cm, ck, M, K, R, acc):
         k = 0
         while k + 4 <= K:
             if acc:
-                x00 = vload(C, c0 + k * ck)
-                x01 = vload(C, c0 + (k + 1) * ck)
-                x02 = vload(C, c0 + (k + 2) * ck)
-                x03 = vload(C, c0 + (k + 3) * ck)
+                x00 = vload(C, dl + c0 + k * ck)
+                x01 = vload(C, dl + c0 + (k + 1) * ck)
+                x02 = vload(C, dl + c0 + (k + 2) * ck)
+                x03 = vload(C, dl + c0 + (k + 3) * ck)
             else:
                 x00 = vzero(C)
                 x01 = x00
@@ -240,20 +491,20 @@ def mm(A, ao, am, ar, B, bo, br, bk, C, co, cm, ck, M, K, R, acc):
                 x03 = vfma(a0, vload(B, pb + 3 * bk), x03)
                 pa += ar
                 pb += br
-            vstore(C, c0 + k * ck, x00)
-            vstore(C, c0 + (k + 1) * ck, x01)
-            vstore(C, c0 + (k + 2) * ck, x02)
-            vstore(C, c0 + (k + 3) * ck, x03)
+            put(C, c0 + k * ck, x00, relu, Mk, dm)
+            put(C, c0 + (k + 1) * ck, x01, relu, Mk, dm)
+            put(C, c0 + (k + 2) * ck, x02, relu, Mk, dm)
+            put(C, c0 + (k + 3) * ck, x03, relu, Mk, dm)
             k += 4
         while k < K:
-            x00 = vload(C, c0 + k * ck) if acc else vzero(C)
+            x00 = vload(C, dl + c0 + k * ck) if acc else vzero(C)
             pa = ao + m * am
             pb = bo + k * bk
             for _ in range(R):
                 x00 = vfma(vload(A, pa), vload(B, pb), x00)
                 pa += ar
                 pb += br
-            vstore(C, c0 + k * ck, x00)
+            put(C, c0 + k * ck, x00, relu, Mk, dm)
             k += 1
 
 
@@ -349,7 +600,19 @@ def seed_lanes(flat, s, wb, offs, L, H, D, inv_n):
 
 @jit
 def load_block(Z, s, b0, nb, Zs, D, N):
-    """The ``nb <= BL`` prompts ``Z[s, b0 : b0 + nb]`` into the lanes of ``Zs`` (the rest zero)."""
+    """The ``nb <= BL`` prompts ``Z[s, b0 : b0 + nb]`` into the lanes of ``Zs`` (the rest zero).
+
+    A full block is one gather per entry (lane ``p`` reads prompt ``b0 + p``: ``Z``'s strides);
+    the scalar transposing copy it replaced took about an eighth of the kernel's time at d = 5,
+    n = 20."""
+    if nb == BL:
+        isz = Z.itemsize
+        base = (s * Z.strides[0] + b0 * Z.strides[1]) // isz
+        ps, rs, cs = Z.strides[1] // isz, Z.strides[2] // isz, Z.strides[3] // isz
+        for r in range(D):
+            for c in range(N):
+                vstore(Zs, (r * N + c) * BL, vgather(Z, base + r * rs + c * cs, ps))
+        return
     for r in range(D):
         for c in range(N):
             q = (r * N + c) * BL
@@ -372,7 +635,6 @@ def forward_block(wb, Zs, Xb, Cr, Kk, Ww, out, codes, scales, offs, L, H, D, N):
     for l in range(L - 1):
         zo = l * DN
         zn = zo + DN
-        vcopy(Zs, zo, Zs, zn, DN)
         for h in range(H):
             k = l * H + h
             code = codes[h]
@@ -387,11 +649,14 @@ def forward_block(wb, Zs, Xb, Cr, Kk, Ww, out, codes, scales, offs, L, H, D, N):
                 oc = o + 2 * D * D
             mm(wb, oc * BL, D * BL, BL, Zs, zo, rZ, BL, Cr, co_, rZ, BL, D, N, D, False)
             # S[i, j] = sum_r b[r, i] c[r, j]
-            mm(barr, bo, BL, brs, Cr, co_, rZ, BL, Kk, ko, rZ, BL, n, N, D, False)
-            activate(code, scales[h], Kk, ko, n, rZ, N)
+            if code == 2:  # ReLU applied as the scores are stored
+                mm(barr, bo, BL, brs, Cr, co_, rZ, BL, Kk, ko, rZ, BL, n, N, D, False, -1, True)
+            else:
+                mm(barr, bo, BL, brs, Cr, co_, rZ, BL, Kk, ko, rZ, BL, n, N, D, False)
+                activate(code, scales[h], Kk, ko, n, rZ, N)
             # W = (V / n) X ; Z_{l+1} += W K
             mm(wb, o * BL, D * BL, BL, Zs, zo, rZ, BL, Ww, xo, rX, BL, D, n, D, False)
-            mm(Ww, xo, rX, BL, Kk, ko, rZ, BL, Zs, zn, rZ, BL, D, N, n, True)
+            mm(Ww, xo, rX, BL, Kk, ko, rZ, BL, Zs, zn, rZ, BL, D, N, n, True, zo if h == 0 else -1)
     # ---------------- forward, last layer: the query's label entry only
     l = L - 1
     zo = l * DN
@@ -411,8 +676,11 @@ def forward_block(wb, Zs, Xb, Cr, Kk, Ww, out, codes, scales, offs, L, H, D, N):
             barr, bo, brs = Xb, xo, rX
             oc = o + 2 * D * D
         mm(wb, oc * BL, D * BL, BL, Zs, zq, rZ, BL, Cr, co_, rZ, BL, D, 1, D, False)  # c_q = C z_q
-        mm(barr, bo, BL, brs, Cr, co_, rZ, BL, Kk, ko, rZ, BL, n, 1, D, False)  # s_i = b_i . c_q
-        activate(code, scales[h], Kk, ko, n, rZ, 1)
+        if code == 2:  # s_i = b_i . c_q, activated as stored (ReLU) or after
+            mm(barr, bo, BL, brs, Cr, co_, rZ, BL, Kk, ko, rZ, BL, n, 1, D, False, -1, True)
+        else:
+            mm(barr, bo, BL, brs, Cr, co_, rZ, BL, Kk, ko, rZ, BL, n, 1, D, False)
+            activate(code, scales[h], Kk, ko, n, rZ, 1)
         # w_i = (V[D-1, :] / n) x_i ; out += sum_i w_i K_i
         mm(wb, (o + (D - 1) * D) * BL, 0, BL, Zs, zo, rZ, BL, Ww, xo, rX, BL, 1, n, D, False)
         mm(Ww, xo, 0, BL, Kk, ko, rZ, 0, out, 0, 0, 0, 1, 1, n, True)
@@ -521,12 +789,16 @@ def kernel(flat, Z, Y, codes, scales, offs, L, H, grad, loss):
                         oc = o + 2 * D * D
                     # dW = G K^T (D, n) ; dK = W^T G (n, N)
                     mm(G, 0, rZ, BL, Kk, ko, BL, rZ, dW, 0, rX, BL, D, n, N, False)
-                    mm(Ww, xo, BL, rX, G, 0, rZ, BL, dK, 0, rZ, BL, n, N, D, False)
+                    if code == 2:  # dS = [K > 0] dK as it is stored
+                        mm(Ww, xo, BL, rX, G, 0, rZ, BL, dK, 0, rZ, BL, n, N, D, False, -1, False, Kk, ko)
+                    else:
+                        mm(Ww, xo, BL, rX, G, 0, rZ, BL, dK, 0, rZ, BL, n, N, D, False)
                     # dV += dW X^T / n (the 1/n at the end) ; dX += (V / n)^T dW
                     mm(dW, 0, rX, BL, Zs, zo, BL, rZ, gacc, o * BL, D * BL, BL, D, D, n, True)
                     if need_dz:
                         mm(wb, o * BL, BL, D * BL, dW, 0, rX, BL, G2, 0, rZ, BL, D, n, D, True)
-                    activate_back(code, scales[h], Kk, ko, dK, 0, n, rZ, N)
+                    if code != 2:
+                        activate_back(code, scales[h], Kk, ko, dK, 0, n, rZ, N)
                     # db = c dS^T (D, n) ; dc = b dS (D, N)
                     mm(Cr, co_, rZ, BL, dK, 0, BL, rZ, db, 0, rX, BL, D, n, N, False)
                     mm(barr, bo, brs, BL, dK, 0, rZ, BL, dc, 0, rZ, BL, D, N, n, False)
@@ -542,7 +814,7 @@ def kernel(flat, Z, Y, codes, scales, offs, L, H, grad, loss):
                     if need_dz:
                         mm(wb, oc * BL, BL, D * BL, dc, 0, rZ, BL, G2, 0, rZ, BL, D, N, D, True)
                 if need_dz:
-                    vcopy(G2, 0, G, 0, DN)
+                    G, G2 = G2, G
         for q in range(P):
             acc = 0.0
             for p in range(BL):

@@ -178,3 +178,34 @@ def vwhere_pos(typingctx, k, x):  # noqa: ANN001, ANN201
         return builder.select(builder.fcmp_ordered(">", args[0], zero), args[1], zero)
 
     return k(k, x), codegen
+
+
+@intrinsic
+def vgather(typingctx, arr, idx, stride):  # noqa: ANN001, ANN201
+    """``[arr.flat[idx + p * stride] for p < WIDTH]`` as a vector: lane ``p`` reads the element
+    ``p * stride`` after ``idx``, in elements from the start of ``arr``'s data (one gather
+    instruction, ``llvm.masked.gather``, where the machine has it; a copy, so the same bits)."""
+    vt = Vec(arr.dtype)
+
+    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+        lt = context.get_value_type(vt)
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        vi = ir.VectorType(i64, WIDTH)
+        size = arr.dtype.bitwidth // 8
+
+        def splat(x):  # noqa: ANN001, ANN202
+            v = builder.insert_element(ir.Constant(vi, ir.Undefined), x, ir.Constant(i32, 0))
+            return builder.shuffle_vector(v, ir.Constant(vi, ir.Undefined),
+                                          ir.Constant(ir.VectorType(i32, WIDTH), [0] * WIDTH))
+
+        base = builder.ptrtoint(_ptr(context, builder, sig.args[0], args[0], args[1]), i64)
+        step = builder.mul(context.cast(builder, args[2], sig.args[2], types.int64), ir.Constant(i64, size))
+        addr = builder.add(splat(base), builder.mul(splat(step), ir.Constant(vi, list(range(WIDTH)))))
+        pty = ir.VectorType(lt.element.as_pointer(), WIDTH)
+        mt = ir.VectorType(ir.IntType(1), WIDTH)
+        name = "llvm.masked.gather.v%d%s.v%dp0" % (WIDTH, "f32" if isinstance(lt.element, ir.FloatType) else "f64", WIDTH)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(lt, [pty, i32, mt, lt]), name)
+        return builder.call(fn, [builder.inttoptr(addr, pty), ir.Constant(i32, size), ir.Constant(mt, [1] * WIDTH),
+                                 ir.Constant(lt, ir.Undefined)])
+
+    return vt(arr, idx, stride), codegen

@@ -29,10 +29,11 @@ receiver column (softmax over the sources).
 
 Prompts are processed in blocks of :data:`BLOCK`, stored with the prompt index innermost, and
 every matrix product of a block is computed on explicit lane vectors (one AVX-512 register of
-float32 per entry, :mod:`landscape.engine._simd`) in register tiles of 4 × 4 outputs, so the
-accumulators stay in registers over the whole reduction; the activations and their derivatives
-run on the same vectors. Nothing larger than one block's activations (about 200 kB at d = 5,
-n = 20, L = 3) is ever allocated. Every sum is taken in a fixed order with fused multiply-adds,
+float32 per entry, :mod:`landscape.engine._simd`) in register tiles of 6 × 4 outputs (float32;
+4 × 4 in float64), so the accumulators stay in registers over the whole reduction; the
+activations and their derivatives run on the same vectors (ReLU and its derivative as the
+products store their outputs), and a block's prompts are loaded by gathers. Nothing larger
+than one block's activations (about 200 kB at d = 5, n = 20, L = 3) is ever allocated. Every sum is taken in a fixed order with fused multiply-adds,
 so the bits do not depend on the vector width the machine has.
 With several torch threads
 (:func:`landscape.set_threads`) the seeds are split into contiguous ranges run by that many
@@ -66,10 +67,14 @@ __all__ = ["BLOCK", "available", "unsupported_reason", "fused_grad", "fused_pred
 BLOCK = 16
 """Prompts per block: the lanes of one vector (the kernel module's ``BL``). Measured at 32 seeds ×
 1024 prompts, d = 5, n = 20, L = 3, ReLU kernel attention, float32, one thread, on the 2-core
-benchmark machine (load average 13-15): 50 ms per gradient, 58 GFLOP/s (docs/benchmarks.md). The
-kernel it replaced, whose loops over 64-prompt blocks were left to LLVM's loop vectoriser
-(256-bit vectors, accumulators reloaded from L1 on every term, scalar activations), took
-122-167 ms."""
+benchmark machine shared with other jobs (load average 2-4): 42-45 ms per training step
+(gradient + Adam, ``benchmarks/bench_train.py``), about 51 % of the single-core float32 matmul
+peak. Alternated in one process against the kernel before its 6 × 4 float32 tiles, gathered
+block loads and ReLU applied as the products store (process CPU time), the gradient takes
+0.73-0.80 × the time (42 against 55 ms; 37 against 49 ms); linear attention 0.77 ×, softmax and
+exp 0.96-0.99 × (their time is the scalar ``exp``). The kernel before those, whose loops over
+64-prompt blocks were left to LLVM's loop vectoriser (256-bit vectors, accumulators reloaded from
+L1 on every term, scalar activations), took 122-167 ms at load 13-15."""
 
 _LINEAR_ATTN, _K_LINEAR, _K_RELU, _K_EXP, _K_SOFTMAX = 0, 1, 2, 3, 4
 _KERNEL_CODES = {"linear": _K_LINEAR, "relu": _K_RELU, "exp": _K_EXP, "softmax": _K_SOFTMAX}
