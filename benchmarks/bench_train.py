@@ -125,7 +125,7 @@ def engine_trainer(cfg: TrainConfig) -> tuple[Callable[[], None], Callable[[], N
     state = init_state(cfg, "cpu")
     step_fn = make_step(cfg)
     task = make_task(cfg)
-    sampler = BufferedSampler(task)
+    sampler = BufferedSampler(task, fused.linear_prompts)  # as train() draws
     gen = make_generator(cfg, "data")
     lr = cfg.lr_vector()
     box = {"flat": state.flat, "opt": state.opt, "alive": state.alive, "div": state.diverged_step, "t": 0}
@@ -142,7 +142,7 @@ def engine_trainer(cfg: TrainConfig) -> tuple[Callable[[], None], Callable[[], N
 def sampling_only(cfg: TrainConfig) -> dict[str, Callable[[], None]]:
     """The prompt sampling of one step alone: into reused buffers (what ``train`` does) and drawn afresh."""
     task = make_task(cfg)
-    sampler = BufferedSampler(task)
+    sampler = BufferedSampler(task, fused.linear_prompts)  # as train() draws
     gens = [make_generator(cfg, "data") for _ in range(2)]
     return {"sampling": lambda: sample_batch(sampler, cfg, gens[0]),
             "sampling (fresh)": lambda: sample_batch(task, cfg, gens[1])}

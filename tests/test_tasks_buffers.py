@@ -166,14 +166,15 @@ def test_training_through_the_buffers_gives_the_weights_of_fresh_batches(engine:
     used: list[BufferedSampler] = []
 
     class Spy(BufferedSampler):
-        def __init__(self, task: object) -> None:
-            super().__init__(task)
+        def __init__(self, task: object, prompt_pass: object = None) -> None:
+            super().__init__(task, prompt_pass)
             used.append(self)
 
     monkeypatch.setattr(tasks_mod, "BufferedSampler", Spy)
     a = train(cfg, progress=False)
     assert len(used) == 1 and "Z" in used[0]._pool  # the run went through the buffers
-    monkeypatch.setattr(tasks_mod, "BufferedSampler", lambda task: task)
+    assert used[0].prompt_pass is fused.linear_prompts  # and the compiled label pass
+    monkeypatch.setattr(tasks_mod, "BufferedSampler", lambda task, prompt_pass=None: task)
     b = train(cfg, progress=False)
     assert a.engine == b.engine == engine
     for k in a.params:
@@ -242,13 +243,35 @@ def test_the_compiled_prompt_pass_declines_what_it_does_not_cover() -> None:
     assert bool((y == 0).all()) and bool((Z == 0).all())  # nothing written
 
 
-def test_the_buffered_sampler_gives_the_same_bits_without_the_compiled_pass(monkeypatch: pytest.MonkeyPatch) -> None:
-    task = LinearRegression(3, 6, sigma=SIGMA3, covariates="sphere", task_cov="inverse", noise=0.1, dtype=torch.float32)
-    with_pass = BufferedSampler(task).sample(50, torch.Generator().manual_seed(3))
-    with_pass = PromptBatch(with_pass.Z.clone(), with_pass.target.clone(), with_pass.X.clone(), with_pass.y.clone(),
-                            {k: v.clone() for k, v in with_pass.latent.items()})
+@pytest.mark.parametrize("case", OLD, ids=_id)
+def test_the_buffered_sampler_with_the_compiled_pass_equals_the_formula(case: tuple) -> None:
+    """What ``train`` draws (``BufferedSampler(task, fused.linear_prompts)``): the formula's bits, three
+    consecutive batches of changing size; the pass is used for the linear tasks where numba is installed."""
+    t, old = case
     calls = []
-    monkeypatch.setattr(fused, "linear_prompts", lambda *a: calls.append(1) or False)
-    without = BufferedSampler(task).sample(50, torch.Generator().manual_seed(3))
-    assert calls, "the sampler did not ask for the compiled pass"
-    _equal(with_pass, without)
+
+    def counted(*args):
+        done = fused.linear_prompts(*args)
+        calls.append(done)
+        return done
+
+    buffered = BufferedSampler(t, counted)
+    g_old, g_new = torch.Generator().manual_seed(21), torch.Generator().manual_seed(21)
+    for B in (40, 40, 17):
+        _equal(buffered.sample(B, g_new), old(t, B, g_old))
+    assert torch.equal(g_old.get_state(), g_new.get_state())
+    if isinstance(t, LinearRegression):
+        assert calls == [fused.available()] * 3
+    else:
+        assert calls == []
+
+
+def test_a_declining_prompt_pass_leaves_the_torch_operations() -> None:
+    task = LinearRegression(3, 6, sigma=SIGMA3, covariates="sphere", task_cov="inverse", noise=0.1, dtype=torch.float32)
+    plain = BufferedSampler(task).sample(50, torch.Generator().manual_seed(3))
+    plain = PromptBatch(plain.Z.clone(), plain.target.clone(), plain.X.clone(), plain.y.clone(),
+                        {k: v.clone() for k, v in plain.latent.items()})
+    calls = []
+    declined = BufferedSampler(task, lambda *a: calls.append(1) or False).sample(50, torch.Generator().manual_seed(3))
+    assert calls == [1]
+    _equal(plain, declined)

@@ -28,7 +28,7 @@ dataclass with these members is a task.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal, Protocol, Sequence, runtime_checkable
+from typing import Callable, ClassVar, Literal, Protocol, Sequence, runtime_checkable
 
 import torch
 
@@ -248,6 +248,11 @@ def _whitened(batch: int, d: int, m: int, covariates: str, g: torch.Generator, d
 
 
 Pool = dict[str, torch.Tensor]
+
+PromptPass = Callable[[torch.Tensor, torch.Tensor, float, torch.Tensor | None, torch.Tensor, torch.Tensor], bool]
+"""``prompt_pass(X, w, noise, eps, y, Z) -> bool``: writes ``y = linear_labels(w, X) + noise * eps`` and
+``Z = embed(X, y)`` with the bits of those torch operations and returns ``True``, or writes nothing and
+returns ``False`` where it does not apply (e.g. :func:`landscape.engine.fused.linear_prompts`)."""
 """Output buffers reused from one batch to the next (:class:`BufferedSampler`), by name."""
 
 
@@ -404,9 +409,11 @@ class LinearRegression:
         """
         return self._prompts(normals, None)
 
-    def _prompts(self, normals: dict[str, torch.Tensor], pool: Pool | None) -> PromptBatch:
+    def _prompts(self, normals: dict[str, torch.Tensor], pool: Pool | None,
+                 prompt_pass: PromptPass | None = None) -> PromptBatch:
         """:meth:`from_normals`; with a ``pool`` (whose draws ``normals`` are) the draws are transformed in
-        place and the labels and ``Z0`` written into the pool's buffers, by the same operations."""
+        place and the labels and ``Z0`` written into the pool's buffers, by the same operations (by
+        ``prompt_pass`` when given and it applies: see :class:`BufferedSampler`)."""
         xi, w = _normals(self, normals)[:2]
         g_dev, d, dt = xi.device, self.d, self.dtype
         B, m = xi.shape[0], xi.shape[2]
@@ -420,12 +427,10 @@ class LinearRegression:
             w = w @ _sigma_half(tc, d, dt, g_dev)
         if pool is None:
             y = linear_labels(w, X)
-        else:  # the same products and sums, into buffers: in one compiled pass where it applies
+        else:  # the same products and sums, into buffers: in one pass of prompt_pass where it applies
             y, Z = _buffer(pool, "y", (B, m), dt, g_dev), _buffer(pool, "Z", (B, d + 1, m), dt, g_dev)
             eps = normals["noise"] if self.noise > 0 else None
-            from landscape.engine.fused import linear_prompts
-
-            if linear_prompts(X, w, self.noise, eps, y, Z):
+            if prompt_pass is not None and prompt_pass(X, w, self.noise, eps, y, Z):
                 return PromptBatch(Z, y[:, -1], X, y, {"w": w, "xi": xi})
             linear_labels(w, X, y, _buffer(pool, "y.scratch", (B, m), dt, g_dev))
         if self.noise > 0:
@@ -529,7 +534,8 @@ class KernelGP:
         """
         return self._prompts(normals, None)
 
-    def _prompts(self, normals: dict[str, torch.Tensor], pool: Pool | None) -> PromptBatch:
+    def _prompts(self, normals: dict[str, torch.Tensor], pool: Pool | None,
+                 prompt_pass: PromptPass | None = None) -> PromptBatch:
         """:meth:`from_normals`; with a ``pool`` (whose draws ``normals`` are) the covariates are normalised
         in place and ``Z0`` is written into the pool's buffer, by the same operations."""
         xi, z = _normals(self, normals)
@@ -688,12 +694,20 @@ class BufferedSampler:
     The tensors of a returned :class:`PromptBatch` are overwritten by the next call: use it for a
     batch that is dead before the next one is drawn (a training step), never to keep batches.
 
+    ``prompt_pass`` (a :data:`PromptPass`, e.g. the compiled
+    :func:`landscape.engine.fused.linear_prompts`, which :func:`landscape.experiment.train.train`
+    passes) writes the linear-regression labels and ``Z0`` in one pass over the covariates instead of
+    one torch operation at a time; it must give the same bits, and where it declines (returns
+    ``False``) the torch operations run.
+
     Attributes:
         task: the prompt distribution.
+        prompt_pass: the one-pass label and prompt writer, or ``None``.
     """
 
-    def __init__(self, task: Task) -> None:
+    def __init__(self, task: Task, prompt_pass: PromptPass | None = None) -> None:
         self.task = task
+        self.prompt_pass = prompt_pass
         self._pool: Pool = {}
 
     def sample(self, batch: int, generator: torch.Generator) -> PromptBatch:
@@ -709,5 +723,5 @@ class BufferedSampler:
         """
         task = self.task
         if type(task) in (LinearRegression, KernelGP):
-            return task._prompts(_draw_normals(task, batch, generator, self._pool), self._pool)
+            return task._prompts(_draw_normals(task, batch, generator, self._pool), self._pool, self.prompt_pass)
         return task.sample(batch, generator)

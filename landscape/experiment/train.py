@@ -1999,9 +1999,11 @@ def _train_locked(config: TrainConfig, dev: torch.device, spec: ModelSpec, sigma
     from tqdm import tqdm
 
     from landscape.core.tasks import BufferedSampler
+    from landscape.engine.fused import linear_prompts
 
-    # each batch is dead before the next is drawn: draw every one into the same buffers (the same bits)
-    sampler = BufferedSampler(task)
+    # each batch is dead before the next is drawn: draw every one into the same buffers (the same bits),
+    # labels and prompts in one compiled pass where it applies
+    sampler = BufferedSampler(task, linear_prompts)
     bar = tqdm(total=T, initial=state.step, desc=f"train {config.seeds} seeds [{engine}]", unit="step",
                disable=not _progress_enabled(progress), dynamic_ncols=True, file=sys.stderr)
     # without a terminal, progress goes to stderr as a line every PROGRESS_LINE_SECONDS
