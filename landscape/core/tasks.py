@@ -248,12 +248,12 @@ def _whitened(batch: int, d: int, m: int, covariates: str, g: torch.Generator, d
 
 
 Pool = dict[str, torch.Tensor]
+"""Output buffers reused from one batch to the next (:class:`BufferedSampler`), by name."""
 
 PromptPass = Callable[[torch.Tensor, torch.Tensor, float, torch.Tensor | None, torch.Tensor, torch.Tensor], bool]
 """``prompt_pass(X, w, noise, eps, y, Z) -> bool``: writes ``y = linear_labels(w, X) + noise * eps`` and
 ``Z = embed(X, y)`` with the bits of those torch operations and returns ``True``, or writes nothing and
 returns ``False`` where it does not apply (e.g. :func:`landscape.engine.fused.linear_prompts`)."""
-"""Output buffers reused from one batch to the next (:class:`BufferedSampler`), by name."""
 
 
 def _buffer(pool: Pool | None, name: str, shape: tuple[int, ...], dtype: torch.dtype,

@@ -1932,8 +1932,7 @@ def preset_overrides(config: TrainConfig) -> tuple[str, ...]:
     """
     if config.preset is None:
         return ()
-    fields = {k: v for k, v in recipe.preset(config.preset).items() if k != "preset"}
-    return tuple(k for k, v in fields.items() if getattr(config, k) != _FIELD_RULES[k](k, v))
+    return tuple(k for k, v in recipe.PRESETS[config.preset].items() if getattr(config, k) != _FIELD_RULES[k](k, v))
 
 
 def _record_preset(store: Any, run: Any, config: TrainConfig) -> None:
